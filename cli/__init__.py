@@ -1,0 +1,1 @@
+"""The `stitch` command line: a thin click layer over the stitchkit library."""

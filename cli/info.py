@@ -1,0 +1,38 @@
+"""`stitch info`: show what any store, map or head file holds."""
+
+from __future__ import annotations
+
+import click
+
+from .output import emit
+
+
+@click.command()
+@click.argument("path", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def info(path: str, as_json: bool) -> None:
+    """Show what PATH holds: an embedding store (.h5), a map or a head file.
+
+    \b
+    Examples:
+      stitch info lite0.h5
+      stitch info lite0.h5 --json
+    """
+    from stitchkit.inspect import describe_file
+
+    result = describe_file(path)
+    emit(result, as_json=as_json, text=None if as_json else _text(result))
+
+
+def _text(result: dict) -> str:
+    lines = []
+    for key, value in result.items():
+        if isinstance(value, dict):
+            lines.append(f"{key}:")
+            lines.extend(f"  {k}: {v}" for k, v in value.items())
+        elif isinstance(value, list):
+            lines.append(f"{key}: {len(value)}")
+            lines.extend(f"  {item}" for item in value[:10])
+        else:
+            lines.append(f"{key}: {value}")
+    return "\n".join(lines)

@@ -1,0 +1,100 @@
+"""Output helpers: results go to stdout as text or JSON; warnings and progress to stderr."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+import numpy as np
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return str(obj)
+
+
+def emit(result: dict[str, Any], *, as_json: bool, text: str | None = None) -> None:
+    """Print one result: JSON on ``--json``, else ``text`` (or a key: value listing)."""
+    if as_json:
+        click.echo(json.dumps(result, indent=2, default=_default))
+    elif text is not None:
+        click.echo(text)
+    else:
+        for key, value in result.items():
+            click.echo(f"{key}: {value}")
+
+
+def show_warnings() -> None:
+    """Library warnings become one plain line each on stderr."""
+
+    def _show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+        click.echo(f"warning: {message}", err=True)
+
+    warnings.showwarning = _show
+
+
+class Progress:
+    """A rich bar on a terminal; off a terminal, flushed lines with count, rate and ETA."""
+
+    def __init__(self, description: str, *, every_s: float = 10.0) -> None:
+        self.description = description
+        self.every_s = every_s
+        self.tty = sys.stderr.isatty()
+        self.total = 0
+        self.done = 0
+        self._start_done = 0
+
+    def start(self, total: int, done: int = 0) -> None:
+        self.total, self.done, self._start_done = total, done, done
+        self._t0 = self._last = time.perf_counter()
+        if self.tty:
+            from rich.progress import (
+                BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn,
+                TimeRemainingColumn,
+            )
+
+            self._bar = RichProgress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), transient=False,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task(self.description, total=total, completed=done, rate="")
+        elif done:
+            click.echo(f"{self.description}: resuming at {done}/{total}", err=True)
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        now = time.perf_counter()
+        rate = (self.done - self._start_done) / max(now - self._t0, 1e-9)
+        if self.tty:
+            self._bar.update(self._task, completed=self.done, rate=f"{rate:.1f}/s")
+        elif now - self._last >= self.every_s or self.done >= self.total:
+            self._last = now
+            eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+            click.echo(
+                f"{self.description}: {self.done}/{self.total} {rate:.1f}/s ETA {eta:.0f}s",
+                err=True,
+            )
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.tty and hasattr(self, "_bar"):
+            self._bar.stop()
+
+
+@contextmanager
+def progress(description: str) -> Iterator[Progress]:
+    bar = Progress(description)
+    try:
+        yield bar
+    finally:
+        bar.close()

@@ -1,0 +1,93 @@
+"""Maps and heads on disk: one safetensors file whose header carries JSON metadata.
+
+No pickle anywhere: tensors are safetensors, everything else is JSON under the header key
+``stitchkit``, with a ``kind`` (map | head) and a ``format_version`` that readers check.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import UsageError
+from .fileio import atomic_output
+
+ARTIFACT_VERSION = 1
+HEADER_KEY = "stitchkit"
+
+
+def save_artifact(
+    path: str | Path, kind: str, tensors: dict[str, np.ndarray], meta: dict[str, Any]
+) -> Path:
+    """Write tensors and JSON metadata atomically; ``meta`` must be JSON-serialisable."""
+    from safetensors.numpy import save_file
+
+    header = {"kind": kind, "format_version": ARTIFACT_VERSION, **meta}
+    arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+    with atomic_output(path) as tmp:
+        save_file(arrays, str(tmp), metadata={HEADER_KEY: json.dumps(header, default=_plain)})
+    return Path(path)
+
+
+def load_artifact(
+    path: str | Path, kind: str | None = None
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Tensors and metadata of a file written by :func:`save_artifact`; checks its kind."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    path = Path(path)
+    meta = read_header(path)
+    if kind is not None and meta.get("kind") != kind:
+        raise UsageError(f"{path} is a {meta.get('kind')} file, not a {kind}: check the argument order")
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise UsageError(f"{path} is damaged ({exc}): fit or train it again") from exc
+    return tensors, meta
+
+
+def read_header(path: str | Path) -> dict[str, Any]:
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{path}: no such file; check the path")
+    try:
+        with safe_open(str(path), framework="numpy") as fh:
+            raw = (fh.metadata() or {}).get(HEADER_KEY)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise UsageError(
+            f"{path} is not a stitchkit map or head (not a readable safetensors file): check the path"
+        ) from exc
+    if raw is None:
+        raise UsageError(f"{path} is a safetensors file without stitchkit metadata: not a map or head")
+    meta = json.loads(raw)
+    if int(meta.get("format_version", 0)) > ARTIFACT_VERSION:
+        raise UsageError(
+            f"{path} has format version {meta['format_version']}; this stitchkit reads up to "
+            f"{ARTIFACT_VERSION}: upgrade stitchkit"
+        )
+    return meta
+
+
+def describe_artifact(path: str | Path) -> dict[str, Any]:
+    from safetensors import safe_open
+
+    meta = read_header(path)
+    with safe_open(str(path), framework="numpy") as fh:
+        shapes = {k: list(fh.get_slice(k).get_shape()) for k in fh.keys()}
+    return {"path": str(path), **meta, "tensors": shapes}
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON-serialisable")

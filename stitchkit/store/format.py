@@ -1,0 +1,40 @@
+"""The on-disk layout of an embedding store, version 1.
+
+An embedding store is an HDF5 file::
+
+    /embeddings     (N, D) float32          one global vector per sample
+    /ids            (N,)   UTF-8 string     unique sample ids
+    /labels         (N,)   UTF-8 string     optional class label ("" where unknown)
+    /texts          (N,)   UTF-8 string     optional input text (text stores)
+    /groups         (N,)   UTF-8 string     optional group, e.g. a study id
+    /tokens         (N, T, D) float16       optional patch / word tokens (``--tokens``)
+    /tokens_mask    (N, T) bool             which tokens are real (texts are padded)
+    /failed/ids     (F,)   UTF-8 string     inputs that could not be embedded
+    /failed/reasons (F,)   UTF-8 string     why each one failed
+
+Root attributes: ``format`` (``stitchkit.embeddings``), ``format_version``, ``complete``,
+``modality`` (image | text), ``model_spec``, ``weights_sha256``, ``dim``, ``preprocessing``
+(JSON), ``versions`` (JSON: library versions), ``created`` (ISO time), ``shard`` (``i/N`` or
+empty), ``input`` (where the samples came from), and for derived stores ``map`` and ``source``.
+
+A plain HDF5 file with only ``embeddings`` and ``ids`` is a valid store of unknown provenance.
+"""
+
+from __future__ import annotations
+
+FORMAT_NAME = "stitchkit.embeddings"
+FORMAT_VERSION = 1
+READABLE_VERSIONS = frozenset({1})
+
+EMBEDDINGS = "embeddings"
+IDS = "ids"
+LABELS = "labels"
+TEXTS = "texts"
+GROUPS = "groups"
+TOKENS = "tokens"
+TOKENS_MASK = "tokens_mask"
+FAILED = "failed"
+STRING_COLUMNS = (LABELS, TEXTS, GROUPS)
+
+# Attributes that say which space the embeddings live in; two stores of the same space agree.
+SPACE_ATTRS = ("model_spec", "weights_sha256", "dim")

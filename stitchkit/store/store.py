@@ -1,0 +1,404 @@
+"""Reading and writing embedding stores (layout in :mod:`stitchkit.store.format`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from ..errors import ProvenanceError, StoreError
+from ..fileio import atomic_output
+from . import format as fmt
+
+STR = h5py.string_dtype("utf-8")
+
+
+def _decode(values: np.ndarray) -> np.ndarray:
+    """HDF5 strings come back as bytes or str depending on who wrote them; always give str."""
+    if values.dtype.kind in ("S", "O"):
+        return np.array(
+            [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in values],
+            dtype=object,
+        )
+    return values.astype(str).astype(object)
+
+
+def _attr(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+class EmbeddingStore:
+    """Read access to an embedding store; embeddings stay on disk until asked for.
+
+    >>> store = EmbeddingStore("lite0.h5")          # doctest: +SKIP
+    >>> X = store.read(store.index_of(["a", "b"]))  # doctest: +SKIP
+    """
+
+    def __init__(self, path: str | os.PathLike, *, allow_incomplete: bool = False) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise StoreError(f"{self.path}: no such file; check the path or run `stitch embed` first")
+        if self.path.is_dir():
+            raise StoreError(f"{self.path} is a folder, not an HDF5 store: give the .h5 file")
+        if not h5py.is_hdf5(self.path):
+            raise StoreError(
+                f"{self.path} is not an HDF5 file (truncated or another format): "
+                "re-create it with `stitch embed`"
+            )
+        try:
+            self._h5 = h5py.File(self.path, "r")
+        except OSError as exc:
+            raise StoreError(f"{self.path} cannot be read as HDF5 ({exc}): re-create it") from exc
+        self._validate(allow_incomplete)
+        self._ids: np.ndarray | None = None
+        self._index: dict[str, int] | None = None
+
+    def _validate(self, allow_incomplete: bool) -> None:
+        h5 = self._h5
+        for name in (fmt.EMBEDDINGS, fmt.IDS):
+            if name not in h5:
+                raise StoreError(
+                    f"{self.path} has no '{name}' dataset: a store needs 'embeddings' (N, D) and 'ids' (N,)"
+                )
+        emb, ids = h5[fmt.EMBEDDINGS], h5[fmt.IDS]
+        if emb.ndim != 2 or ids.ndim != 1 or emb.shape[0] != ids.shape[0]:
+            raise StoreError(
+                f"{self.path}: 'embeddings' {emb.shape} and 'ids' {ids.shape} do not form "
+                "an (N, D) / (N,) pair"
+            )
+        version = h5.attrs.get("format_version")
+        if version is not None and int(version) not in fmt.READABLE_VERSIONS:
+            raise StoreError(
+                f"{self.path} has store format version {int(version)}; this stitchkit reads "
+                f"{sorted(fmt.READABLE_VERSIONS)}: upgrade stitchkit"
+            )
+        if not allow_incomplete and not bool(h5.attrs.get("complete", True)):
+            raise StoreError(
+                f"{self.path} is marked incomplete: finish it by re-running the command that wrote it"
+            )
+
+    # -- context manager -------------------------------------------------------------------
+    def close(self) -> None:
+        self._h5.close()
+
+    def __enter__(self) -> EmbeddingStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        return int(self._h5[fmt.EMBEDDINGS].shape[0])
+
+    def __repr__(self) -> str:
+        return f"EmbeddingStore({str(self.path)!r}, n={len(self)}, dim={self.dim})"
+
+    # -- metadata --------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return int(self._h5[fmt.EMBEDDINGS].shape[1])
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return {k: _attr(v) for k, v in self._h5.attrs.items()}
+
+    @property
+    def is_stitchkit(self) -> bool:
+        """False for plain HDF5 files from other tools: provenance checks then only warn."""
+        return _attr(self._h5.attrs.get("format")) == fmt.FORMAT_NAME
+
+    @property
+    def complete(self) -> bool:
+        return bool(self._h5.attrs.get("complete", True))
+
+    @property
+    def modality(self) -> str | None:
+        return _attr(self._h5.attrs.get("modality"))
+
+    @property
+    def model_spec(self) -> str | None:
+        return _attr(self._h5.attrs.get("model_spec"))
+
+    def space(self) -> dict[str, Any]:
+        """What identifies the space of these embeddings (model, weights, width)."""
+        space = {k: self.attrs.get(k) for k in fmt.SPACE_ATTRS}
+        space["dim"] = self.dim
+        return space
+
+    # -- columns ---------------------------------------------------------------------------
+    @property
+    def ids(self) -> np.ndarray:
+        if self._ids is None:
+            self._ids = _decode(self._h5[fmt.IDS][()])
+        return self._ids
+
+    def _column(self, name: str) -> np.ndarray | None:
+        return _decode(self._h5[name][()]) if name in self._h5 else None
+
+    @property
+    def labels(self) -> np.ndarray | None:
+        return self._column(fmt.LABELS)
+
+    @property
+    def texts(self) -> np.ndarray | None:
+        return self._column(fmt.TEXTS)
+
+    @property
+    def groups(self) -> np.ndarray | None:
+        return self._column(fmt.GROUPS)
+
+    @property
+    def has_tokens(self) -> bool:
+        return fmt.TOKENS in self._h5
+
+    @property
+    def failed(self) -> list[tuple[str, str]]:
+        if fmt.FAILED not in self._h5:
+            return []
+        group = self._h5[fmt.FAILED]
+        return list(zip(_decode(group["ids"][()]), _decode(group["reasons"][()]), strict=True))
+
+    @property
+    def embeddings(self) -> h5py.Dataset:
+        """The on-disk dataset; slice it (``store.embeddings[a:b]``) to read."""
+        return self._h5[fmt.EMBEDDINGS]
+
+    def index_of(self, ids: Sequence[str]) -> np.ndarray:
+        """Row positions of ``ids``; unknown ids are a usage error naming a few of them."""
+        if self._index is None:
+            self._index = {k: i for i, k in enumerate(self.ids)}
+        missing = [k for k in ids if k not in self._index]
+        if missing:
+            raise StoreError(
+                f"{self.path}: {len(missing)} ids not found (e.g. {missing[:3]}): check the id list"
+            )
+        return np.fromiter((self._index[k] for k in ids), dtype=np.int64, count=len(ids))
+
+    def read(self, rows: np.ndarray | slice | None = None, *, tokens: bool = False) -> np.ndarray:
+        """Embeddings (or tokens) of ``rows`` in the order given, as float32."""
+        data = self._h5[fmt.TOKENS if tokens else fmt.EMBEDDINGS]
+        if rows is None:
+            return np.asarray(data[()], dtype=np.float32)
+        if isinstance(rows, slice):
+            return np.asarray(data[rows], dtype=np.float32)
+        rows = np.asarray(rows, dtype=np.int64)
+        # h5py fancy indexing wants increasing positions: read sorted, then undo the sort.
+        order = np.argsort(rows, kind="stable")
+        uniq, inverse = np.unique(rows[order], return_inverse=True)
+        block = np.asarray(data[uniq], dtype=np.float32)[inverse]
+        out = np.empty_like(block)
+        out[order] = block
+        return out
+
+    def read_tokens(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Tokens (len(rows), T, D) and their mask; stores without tokens give the global vector."""
+        if not self.has_tokens:
+            return self.read(rows)[:, None, :], np.ones((len(rows), 1), dtype=bool)
+        tok = self.read(rows, tokens=True)
+        rows = np.asarray(rows, dtype=np.int64)
+        mask = self._h5[fmt.TOKENS_MASK][()][rows] if fmt.TOKENS_MASK in self._h5 else None
+        if mask is None:
+            mask = np.ones(tok.shape[:2], dtype=bool)
+        return tok, mask.astype(bool)
+
+    def iter_chunks(
+        self, rows: np.ndarray | None = None, chunk_size: int = 16384
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield ``(rows, embeddings)`` blocks so that memory stays bounded by ``chunk_size``."""
+        n = len(self)
+        if rows is None:
+            for start in range(0, n, chunk_size):
+                stop = min(start + chunk_size, n)
+                yield np.arange(start, stop), self.read(slice(start, stop))
+            return
+        for start in range(0, len(rows), chunk_size):
+            part = rows[start : start + chunk_size]
+            yield part, self.read(part)
+
+    def check_finite(self, chunk_size: int = 16384) -> None:
+        for rows, block in self.iter_chunks(chunk_size=chunk_size):
+            bad = ~np.isfinite(block).all(axis=1)
+            if bad.any():
+                first = self.ids[rows[bad][0]]
+                raise StoreError(
+                    f"{self.path}: {int(bad.sum())}+ embeddings hold NaN or Inf (first: id {first!r}); "
+                    "re-embed those inputs or drop them"
+                )
+
+
+def check_same_space(
+    expected: dict[str, Any], store: EmbeddingStore, *, what: str, force: bool = False
+) -> None:
+    """Refuse a store whose space differs from ``expected``; warn when provenance is unknown."""
+    got = store.space()
+    if got["dim"] != expected.get("dim"):
+        raise ProvenanceError(
+            f"{store.path} has dimension {got['dim']} but {what} expects {expected.get('dim')}: "
+            "use a store embedded with the matching model"
+        )
+    known = [k for k in ("model_spec", "weights_sha256") if expected.get(k) and got.get(k)]
+    if not known:
+        warnings.warn(
+            f"{store.path}: provenance unknown, cannot check it matches {what}", stacklevel=2
+        )
+        return
+    diff = [k for k in known if expected[k] != got[k]]
+    if diff and not force:
+        k = diff[0]
+        raise ProvenanceError(
+            f"{store.path} was made with {k}={got[k]!r} but {what} expects {expected[k]!r}: "
+            "use a matching store, or --force to proceed anyway"
+        )
+
+
+def base_attrs(**attrs: Any) -> dict[str, Any]:
+    """The attributes every store stitchkit writes carries, plus ``attrs``."""
+    out: dict[str, Any] = {
+        "format": fmt.FORMAT_NAME,
+        "format_version": fmt.FORMAT_VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": json.dumps(library_versions()),
+    }
+    out.update({k: v for k, v in attrs.items() if v is not None})
+    return out
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for name in ("stitchkit", "torch", "timm", "transformers", "open_clip_torch", "h5py", "numpy"):
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return versions
+
+
+class StoreWriter:
+    """Stream rows into a new store; it appears at ``path`` complete, or not at all.
+
+    >>> with StoreWriter("out.h5", dim=384, attrs=base_attrs(modality="text")) as w:  # doctest: +SKIP
+    ...     w.append(ids, embeddings)
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        dim: int,
+        attrs: dict[str, Any],
+        columns: Sequence[str] = (),
+        token_shape: tuple[int, int] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.dim = dim
+        self.n = 0
+        self._attrs = attrs
+        self._columns = tuple(columns)
+        self._token_shape = token_shape
+        self._atomic = atomic_output(self.path)
+        self._failed: list[tuple[str, str]] = []
+
+    def __enter__(self) -> StoreWriter:
+        tmp = self._atomic.__enter__()
+        self._h5 = h5py.File(tmp, "w")
+        h5 = self._h5
+        h5.create_dataset(
+            fmt.EMBEDDINGS, (0, self.dim), maxshape=(None, self.dim), dtype="f4",
+            chunks=(max(1, min(4096, (1 << 20) // (4 * self.dim))), self.dim),
+        )
+        h5.create_dataset(fmt.IDS, (0,), maxshape=(None,), dtype=STR, chunks=(4096,))
+        for name in self._columns:
+            h5.create_dataset(name, (0,), maxshape=(None,), dtype=STR, chunks=(4096,))
+        if self._token_shape is not None:
+            t, d = self._token_shape
+            h5.create_dataset(fmt.TOKENS, (0, t, d), maxshape=(None, t, d), dtype="f2",
+                              chunks=(1, t, d))
+            h5.create_dataset(fmt.TOKENS_MASK, (0, t), maxshape=(None, t), dtype=bool,
+                              chunks=(1024, t))
+        for key, value in self._attrs.items():
+            h5.attrs[key] = value
+        h5.attrs["complete"] = False
+        h5.attrs["dim"] = self.dim
+        return self
+
+    def append(
+        self,
+        ids: Sequence[str],
+        embeddings: np.ndarray,
+        *,
+        columns: dict[str, Sequence[str]] | None = None,
+        tokens: np.ndarray | None = None,
+        tokens_mask: np.ndarray | None = None,
+    ) -> None:
+        n = len(ids)
+        if embeddings.shape != (n, self.dim):
+            raise ValueError(f"embeddings {embeddings.shape} do not match ({n}, {self.dim})")
+        h5, a, b = self._h5, self.n, self.n + n
+        for name in (fmt.EMBEDDINGS, fmt.IDS, *self._columns):
+            h5[name].resize(b, axis=0)
+        h5[fmt.EMBEDDINGS][a:b] = np.asarray(embeddings, dtype=np.float32)
+        h5[fmt.IDS][a:b] = np.asarray(ids, dtype=object)
+        for name in self._columns:
+            h5[name][a:b] = np.asarray((columns or {})[name], dtype=object)
+        if self._token_shape is not None:
+            t = self._token_shape[0]
+            if tokens is None or tokens_mask is None:
+                raise ValueError("this store holds tokens: pass tokens and tokens_mask")
+            h5[fmt.TOKENS].resize(b, axis=0)
+            h5[fmt.TOKENS_MASK].resize(b, axis=0)
+            padded = np.zeros((n, t, self.dim), dtype=np.float16)
+            mask = np.zeros((n, t), dtype=bool)
+            padded[:, : tokens.shape[1]] = tokens
+            mask[:, : tokens_mask.shape[1]] = tokens_mask
+            h5[fmt.TOKENS][a:b] = padded
+            h5[fmt.TOKENS_MASK][a:b] = mask
+        self.n = b
+
+    def add_failed(self, failed: Sequence[tuple[str, str]]) -> None:
+        self._failed.extend(failed)
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> None:
+        try:
+            if exc_type is None:
+                if self._failed:
+                    group = self._h5.create_group(fmt.FAILED)
+                    group.create_dataset("ids", data=np.array([f[0] for f in self._failed], dtype=object), dtype=STR)
+                    group.create_dataset("reasons", data=np.array([f[1] for f in self._failed], dtype=object), dtype=STR)
+                self._h5.attrs["n_failed"] = len(self._failed)
+                self._h5.attrs["complete"] = True
+            self._h5.close()
+        finally:
+            self._atomic.__exit__(exc_type, exc, tb)
+
+
+def write_store(
+    path: str | os.PathLike,
+    ids: Sequence[str],
+    embeddings: np.ndarray,
+    *,
+    attrs: dict[str, Any] | None = None,
+    columns: dict[str, Sequence[str]] | None = None,
+    failed: Sequence[tuple[str, str]] = (),
+) -> Path:
+    """Write an in-memory array as a complete store (atomically)."""
+    embeddings = np.asarray(embeddings, dtype=np.float32)
+    columns = {k: v for k, v in (columns or {}).items() if v is not None}
+    with StoreWriter(
+        path, dim=embeddings.shape[1], attrs=base_attrs(**(attrs or {})), columns=list(columns)
+    ) as writer:
+        writer.append(list(ids), embeddings, columns=columns)
+        writer.add_failed(failed)
+    return Path(path)
