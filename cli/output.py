@@ -58,8 +58,13 @@ class Progress:
         self._t0 = self._last = time.perf_counter()
         if self.tty:
             from rich.progress import (
-                BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn,
+                BarColumn,
+                MofNCompleteColumn,
+                TextColumn,
                 TimeRemainingColumn,
+            )
+            from rich.progress import (
+                Progress as RichProgress,
             )
 
             self._bar = RichProgress(

@@ -289,6 +289,9 @@ def library_versions() -> dict[str, str]:
 class StoreWriter:
     """Stream rows into a new store; it appears at ``path`` complete, or not at all.
 
+    Rows are appended in order (``append``) or, with ``size`` given up front, written at any
+    positions (``put``), which lets a resumed job assemble batches computed out of order.
+
     >>> with StoreWriter("out.h5", dim=384, attrs=base_attrs(modality="text")) as w:  # doctest: +SKIP
     ...     w.append(ids, embeddings)
     """
@@ -301,10 +304,11 @@ class StoreWriter:
         attrs: dict[str, Any],
         columns: Sequence[str] = (),
         token_shape: tuple[int, int] | None = None,
+        size: int = 0,
     ) -> None:
         self.path = Path(path)
         self.dim = dim
-        self.n = 0
+        self.n = size
         self._attrs = attrs
         self._columns = tuple(columns)
         self._token_shape = token_shape
@@ -316,17 +320,17 @@ class StoreWriter:
         self._h5 = h5py.File(tmp, "w")
         h5 = self._h5
         h5.create_dataset(
-            fmt.EMBEDDINGS, (0, self.dim), maxshape=(None, self.dim), dtype="f4",
+            fmt.EMBEDDINGS, (self.n, self.dim), maxshape=(None, self.dim), dtype="f4",
             chunks=(max(1, min(4096, (1 << 20) // (4 * self.dim))), self.dim),
         )
-        h5.create_dataset(fmt.IDS, (0,), maxshape=(None,), dtype=STR, chunks=(4096,))
+        h5.create_dataset(fmt.IDS, (self.n,), maxshape=(None,), dtype=STR, chunks=(4096,))
         for name in self._columns:
-            h5.create_dataset(name, (0,), maxshape=(None,), dtype=STR, chunks=(4096,))
+            h5.create_dataset(name, (self.n,), maxshape=(None,), dtype=STR, chunks=(4096,))
         if self._token_shape is not None:
             t, d = self._token_shape
-            h5.create_dataset(fmt.TOKENS, (0, t, d), maxshape=(None, t, d), dtype="f2",
+            h5.create_dataset(fmt.TOKENS, (self.n, t, d), maxshape=(None, t, d), dtype="f2",
                               chunks=(1, t, d))
-            h5.create_dataset(fmt.TOKENS_MASK, (0, t), maxshape=(None, t), dtype=bool,
+            h5.create_dataset(fmt.TOKENS_MASK, (self.n, t), maxshape=(None, t), dtype=bool,
                               chunks=(1024, t))
         for key, value in self._attrs.items():
             h5.attrs[key] = value
@@ -343,29 +347,46 @@ class StoreWriter:
         tokens: np.ndarray | None = None,
         tokens_mask: np.ndarray | None = None,
     ) -> None:
+        """Add rows at the end."""
+        a, b = self.n, self.n + len(ids)
+        for name in self._h5:
+            if isinstance(self._h5[name], h5py.Dataset):
+                self._h5[name].resize(b, axis=0)
+        self.n = b
+        self.put(np.arange(a, b), ids, embeddings, columns=columns, tokens=tokens, tokens_mask=tokens_mask)
+
+    def put(
+        self,
+        rows: np.ndarray,
+        ids: Sequence[str],
+        embeddings: np.ndarray,
+        *,
+        columns: dict[str, Sequence[str]] | None = None,
+        tokens: np.ndarray | None = None,
+        tokens_mask: np.ndarray | None = None,
+    ) -> None:
+        """Write rows at positions ``rows`` (< the store's size), in any order."""
         n = len(ids)
         if embeddings.shape != (n, self.dim):
             raise ValueError(f"embeddings {embeddings.shape} do not match ({n}, {self.dim})")
-        h5, a, b = self._h5, self.n, self.n + n
-        for name in (fmt.EMBEDDINGS, fmt.IDS, *self._columns):
-            h5[name].resize(b, axis=0)
-        h5[fmt.EMBEDDINGS][a:b] = np.asarray(embeddings, dtype=np.float32)
-        h5[fmt.IDS][a:b] = np.asarray(ids, dtype=object)
+        rows = np.asarray(rows, dtype=np.int64)
+        order = np.argsort(rows, kind="stable")  # h5py writes need increasing positions
+        at = rows[order]
+        h5 = self._h5
+        h5[fmt.EMBEDDINGS][at] = np.asarray(embeddings, dtype=np.float32)[order]
+        h5[fmt.IDS][at] = np.asarray(ids, dtype=object)[order]
         for name in self._columns:
-            h5[name][a:b] = np.asarray((columns or {})[name], dtype=object)
+            h5[name][at] = np.asarray((columns or {})[name], dtype=object)[order]
         if self._token_shape is not None:
-            t = self._token_shape[0]
             if tokens is None or tokens_mask is None:
                 raise ValueError("this store holds tokens: pass tokens and tokens_mask")
-            h5[fmt.TOKENS].resize(b, axis=0)
-            h5[fmt.TOKENS_MASK].resize(b, axis=0)
+            t = self._token_shape[0]
             padded = np.zeros((n, t, self.dim), dtype=np.float16)
             mask = np.zeros((n, t), dtype=bool)
             padded[:, : tokens.shape[1]] = tokens
             mask[:, : tokens_mask.shape[1]] = tokens_mask
-            h5[fmt.TOKENS][a:b] = padded
-            h5[fmt.TOKENS_MASK][a:b] = mask
-        self.n = b
+            h5[fmt.TOKENS][at] = padded[order]
+            h5[fmt.TOKENS_MASK][at] = mask[order]
 
     def add_failed(self, failed: Sequence[tuple[str, str]]) -> None:
         self._failed.extend(failed)

@@ -1,0 +1,72 @@
+"""`stitch embed`: run an encoder over images or texts and write an HDF5 store."""
+
+from __future__ import annotations
+
+import click
+
+from .output import emit, progress, show_warnings
+
+
+@click.command()
+@click.argument("source", type=click.Path(path_type=str))
+@click.option("-m", "--model", "model", required=True, help="Short name (see `stitch models`) or backend:name?key=value spec.")
+@click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False, path_type=str), help="Store to write (.h5).")
+@click.option("--batch-size", default=64, show_default=True, help="Samples per forward pass.")
+@click.option("--workers", default=1, show_default=True, help="DataLoader worker processes decoding images.")
+@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16", "bfloat16"]))
+@click.option("--tokens", is_flag=True, help="Also keep patch / word tokens (N, T, D) with a mask.")
+@click.option("--shard", default=None, help="Embed only shard i of N (i/N, split over sorted ids).")
+@click.option("--strict", is_flag=True, help="Stop at the first unreadable input instead of recording it.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing store from another run (kept until the new one is complete).")
+@click.option("--root", default=None, type=click.Path(file_okay=False, path_type=str), help="Resolve manifest paths here and refuse paths outside it.")
+@click.option("--where", multiple=True, metavar="COL=VALUE", help="Keep manifest rows whose COL equals VALUE (repeatable).")
+@click.option("--id-column", default="id", show_default=True)
+@click.option("--path-column", default="path", show_default=True)
+@click.option("--text-column", default="text", show_default=True)
+@click.option("--label-column", default="label", show_default=True)
+@click.option("--group-column", default="group", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def embed(source: str, model: str, output: str, batch_size: int, workers: int, device: str,
+          dtype: str, tokens: bool, shard: str | None, strict: bool, overwrite: bool,
+          root: str | None, where: tuple[str, ...], id_column: str, path_column: str,
+          text_column: str, label_column: str, group_column: str, as_json: bool) -> None:
+    """Embed SOURCE (an image folder, a CSV/JSONL manifest or a .txt file) into a store.
+
+    Re-running the same command after a crash or Ctrl-C continues where it stopped.
+
+    \b
+    Examples:
+      stitch embed ../shared/data/kermany-pneumonia-224/labels.csv --where split=test -m lite0 -o k-test-lite0.h5
+      stitch embed ../shared/data/kermany-pneumonia-224/train -m lite2 -o k-train-lite2.h5 --tokens
+      stitch embed reports.jsonl -m minilm -o reports-minilm.h5 --text-column report
+      stitch embed images/ -m lite0 -o shard3.h5 --shard 3/16
+    """
+    from stitchkit.embed import embed_store, parse_shard
+    from stitchkit.encoders import load_encoder
+    from stitchkit.errors import UsageError
+    from stitchkit.inputs import Columns, read_inputs
+
+    show_warnings()
+    filters = {}
+    for cond in where:
+        key, sep, value = cond.partition("=")
+        if not sep:
+            raise UsageError(f"--where {cond!r}: use COL=VALUE")
+        filters[key] = value
+    cols = Columns(id_column, path_column, text_column, label_column, group_column)
+    inputs = read_inputs(source, columns=cols, root=root, where=filters)
+    encoder = load_encoder(model, device=device, dtype=dtype)
+    with progress(f"embed {model}") as bar:
+        result = embed_store(
+            inputs, encoder, output, batch_size=batch_size, workers=workers, tokens=tokens,
+            strict=strict, shard=parse_shard(shard), overwrite=overwrite, progress=bar,
+        )
+    summary = result.as_dict()
+    if result.already_complete:
+        text = f"{output} is already complete: {result.samples} samples, {result.failed} failed"
+    else:
+        rate = (result.samples + result.failed) / max(result.seconds, 1e-9)
+        text = (f"wrote {output}: {result.samples} samples x {result.dim} dims, {result.failed} failed, "
+                f"{result.seconds:.1f}s ({rate:.1f}/s)")
+    emit(summary, as_json=as_json, text=text)

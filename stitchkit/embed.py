@@ -1,0 +1,357 @@
+"""The embedding job: inputs + encoder -> a complete store, resumable after any crash.
+
+Work is cut into numbered batches fixed by the input list, so a re-run recomputes exactly the
+batches that are missing, with the same contents, and gives values equal to an uninterrupted
+run. Each finished batch is one small HDF5 file in ``OUT.parts/`` that appears atomically;
+``OUT`` itself is assembled from them at the end and only then carries ``complete = True``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+
+from .encoders import Encoder
+from .errors import InputFailure, LockedError, StitchError, UsageError
+from .fileio import atomic_output, check_writable_dir
+from .inputs import Inputs, Item, load_image
+from .store import EmbeddingStore, StoreWriter
+from .store.store import STR, base_attrs
+
+
+class ProgressSink:
+    """What the job reports to; the CLI passes a rich bar or plain log lines."""
+
+    def start(self, total: int, done: int = 0) -> None: ...
+
+    def advance(self, n: int) -> None: ...
+
+
+@dataclass
+class EmbedResult:
+    path: Path
+    samples: int
+    failed: int
+    dim: int
+    seconds: float
+    batches_resumed: int
+    already_complete: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: str(v) if isinstance(v, Path) else v for k, v in self.__dict__.items()}
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise UsageError(f"--shard {text!r}: use i/N with 0 <= i < N, e.g. 3/16") from None
+    if not 0 <= i < n:
+        raise UsageError(f"--shard {text!r}: need 0 <= i < N")
+    return i, n
+
+
+def select_shard(items: list[Item], shard: tuple[int, int] | None) -> list[Item]:
+    """Deterministic split: sort all ids, cut into N contiguous blocks, keep block i."""
+    if shard is None:
+        return items
+    i, n = shard
+    ids = sorted(it.id for it in items)
+    keep = set(np.array_split(np.array(ids, dtype=object), n)[i])
+    return [it for it in items if it.id in keep]
+
+
+def plan_batches(items: Sequence[Item], modality: str, batch_size: int) -> list[np.ndarray]:
+    """Positions of each batch. Texts go longest first so padding is small; images in order."""
+    if modality == "text":
+        order = sorted(range(len(items)), key=lambda i: -len(items[i].text or ""))
+    else:
+        order = list(range(len(items)))
+    return [np.array(order[a : a + batch_size]) for a in range(0, len(order), batch_size)]
+
+
+class _Batches(torch.utils.data.Dataset):
+    """Batch k decoded in a DataLoader worker: (k, collated batch or None, ok positions, failures)."""
+
+    def __init__(self, items: list[Item], batches: list[np.ndarray], todo: list[int], encoder: Encoder):
+        self.items, self.batches, self.todo, self.encoder = items, batches, todo, encoder
+
+    def __len__(self) -> int:
+        return len(self.todo)
+
+    def __getitem__(self, i: int) -> tuple[int, Any, list[int], list[tuple[int, str]]]:
+        k = self.todo[i]
+        prepared, ok, failed = [], [], []
+        for pos in self.batches[k]:
+            item = self.items[pos]
+            try:
+                raw = load_image(item.path) if self.encoder.modality == "image" else item.text
+                prepared.append(self.encoder.prepare(raw))
+                ok.append(int(pos))
+            except InputFailure as exc:
+                failed.append((int(pos), str(exc)))
+            except Exception as exc:  # noqa: BLE001 - one bad input must not stop the job
+                failed.append((int(pos), f"{type(exc).__name__}: {exc}"))
+        batch = self.encoder.collate(prepared) if prepared else None
+        return k, batch, ok, failed
+
+
+def _identity(x: Any) -> Any:
+    return x
+
+
+@contextlib.contextmanager
+def _exclusive(parts: Path, out: Path) -> Iterator[None]:
+    parts.mkdir(parents=True, exist_ok=True)
+    with open(parts / "lock", "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            pid = fh.read().strip() or "?"
+            raise LockedError(
+                f"another process (pid {pid}) is writing {out}: wait for it to finish or use another -o"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        yield
+
+
+def _fingerprint(items: list[Item], encoder: Encoder, batch_size: int, tokens: bool) -> dict[str, Any]:
+    ids = hashlib.sha256("\n".join(it.id for it in items).encode()).hexdigest()
+    return {
+        "model_spec": encoder.spec.text,
+        "weights_sha256": encoder.weights_sha256(),
+        "batch_size": batch_size,
+        "tokens": tokens,
+        "ids_sha256": ids,
+        "dtype": str(encoder.dtype),
+    }
+
+
+def _write_part(path: Path, ok: list[int], out: Any, failed: list[tuple[int, str]]) -> None:
+    with atomic_output(path) as tmp, h5py.File(tmp, "w") as h5:
+        h5["positions"] = np.asarray(ok, dtype=np.int64)
+        if out is not None:
+            h5["embeddings"] = out.embeddings.detach().cpu().numpy().astype(np.float32)
+            if out.tokens is not None:
+                h5["tokens"] = out.tokens.detach().cpu().numpy().astype(np.float16)
+                h5["tokens_mask"] = out.mask.cpu().numpy().astype(bool)
+        h5["failed_positions"] = np.asarray([p for p, _ in failed], dtype=np.int64)
+        h5.create_dataset("failed_reasons", data=np.array([r for _, r in failed], dtype=object), dtype=STR)
+
+
+def embed_store(
+    inputs: Inputs,
+    encoder: Encoder,
+    out: str | Path,
+    *,
+    batch_size: int = 64,
+    workers: int = 1,
+    tokens: bool = False,
+    strict: bool = False,
+    shard: tuple[int, int] | None = None,
+    overwrite: bool = False,
+    progress: ProgressSink | None = None,
+    on_failure: Callable[[str, str], None] | None = None,
+) -> EmbedResult:
+    """Embed ``inputs`` into the store ``out``; resumes from ``out.parts/`` when it exists."""
+    t0 = time.perf_counter()
+    out = Path(out)
+    if inputs.modality != encoder.modality:
+        raise UsageError(
+            f"the input holds {inputs.modality}s but {encoder.spec.text!r} is a {encoder.modality} "
+            "model: pick a model of the same modality"
+        )
+    if batch_size < 1:
+        raise UsageError("--batch-size must be at least 1")
+    check_writable_dir(out)
+    items = select_shard(inputs.items, shard)
+    if not items:
+        raise UsageError(f"shard {shard} holds no samples: use fewer shards")
+    parts = out.with_name(out.name + ".parts")
+    fingerprint = _fingerprint(items, encoder, batch_size, tokens)
+
+    if out.exists() and not overwrite:
+        done = _already_done(out, fingerprint, items)
+        if done is not None:
+            shutil.rmtree(parts, ignore_errors=True)
+            return EmbedResult(out, done[0], done[1], encoder.dim, time.perf_counter() - t0, 0, True)
+        raise UsageError(
+            f"{out} already exists and holds another embedding run: pass --overwrite or choose another -o"
+        )
+
+    batches = plan_batches(items, encoder.modality, batch_size)
+    with _exclusive(parts, out):
+        _check_parts(parts, fingerprint, out)
+        finished = {int(p.stem.split("-")[1]) for p in parts.glob("part-*.h5")}
+        todo = [k for k in range(len(batches)) if k not in finished]
+        if progress:
+            progress.start(len(items), sum(len(batches[k]) for k in finished))
+        loader = torch.utils.data.DataLoader(
+            _Batches(items, batches, todo, encoder),
+            batch_size=None,
+            num_workers=workers if encoder.modality == "image" else 0,
+            collate_fn=_identity,
+            prefetch_factor=2 if workers and encoder.modality == "image" else None,
+        )
+        with torch.inference_mode():
+            for k, batch, ok, failed in loader:
+                for pos, reason in failed:
+                    if strict:
+                        raise StitchError(
+                            f"input {items[pos].id!r} failed: {reason} (drop --strict to record and skip it)"
+                        )
+                    if on_failure:
+                        on_failure(items[pos].id, reason)
+                    else:
+                        warnings.warn(f"skipping {items[pos].id}: {reason}", stacklevel=2)
+                result = encoder.encode(batch, tokens=tokens) if batch is not None else None
+                _write_part(parts / f"part-{k:06d}.h5", ok, result, failed)
+                if progress:
+                    progress.advance(len(ok) + len(failed))
+        n, n_failed = _assemble(parts, len(batches), items, inputs, encoder, out, tokens, shard, fingerprint)
+    shutil.rmtree(parts, ignore_errors=True)
+    return EmbedResult(out, n, n_failed, encoder.dim, time.perf_counter() - t0, len(finished))
+
+
+def _already_done(out: Path, fingerprint: dict[str, Any], items: list[Item]) -> tuple[int, int] | None:
+    """(samples, failed) when ``out`` is the complete result of this very job, else None."""
+    try:
+        store = EmbeddingStore(out, allow_incomplete=True)
+    except StitchError:
+        return None
+    with store:
+        attrs = store.attrs
+        same = (
+            store.complete
+            and attrs.get("model_spec") == fingerprint["model_spec"]
+            and attrs.get("weights_sha256") == fingerprint["weights_sha256"]
+            and attrs.get("ids_sha256") == fingerprint["ids_sha256"]
+        )
+        return (len(store), len(store.failed)) if same else None
+
+
+def _check_parts(parts: Path, fingerprint: dict[str, Any], out: Path) -> None:
+    run_file = parts / "run.json"
+    if run_file.exists():
+        previous = json.loads(run_file.read_text())
+        if previous != fingerprint:
+            diff = sorted(k for k in fingerprint if previous.get(k) != fingerprint[k])
+            raise UsageError(
+                f"{parts} holds an unfinished run with other settings ({', '.join(diff)}): "
+                f"re-run with the same options, or delete {parts} to start over"
+            )
+        return
+    for stale in parts.glob("part-*.h5"):
+        stale.unlink()
+    with atomic_output(run_file) as tmp:
+        tmp.write_text(json.dumps(fingerprint, indent=1))
+
+
+def _assemble(
+    parts: Path,
+    n_batches: int,
+    items: list[Item],
+    inputs: Inputs,
+    encoder: Encoder,
+    out: Path,
+    tokens: bool,
+    shard: tuple[int, int] | None,
+    fp: dict[str, Any],
+) -> tuple[int, int]:
+    """Write the final store in input order from the part files; returns (samples, failed)."""
+    files = [parts / f"part-{k:06d}.h5" for k in range(n_batches)]
+    positions, failed, max_t = [], [], 0
+    for f in files:
+        with h5py.File(f, "r") as h5:
+            positions.append(h5["positions"][()])
+            reasons = [r.decode() if isinstance(r, bytes) else r for r in h5["failed_reasons"][()]]
+            failed.extend(zip(h5["failed_positions"][()].tolist(), reasons, strict=True))
+            if "tokens" in h5:
+                max_t = max(max_t, h5["tokens"].shape[1])
+    ok_sorted = np.sort(np.concatenate(positions)) if positions else np.zeros(0, np.int64)
+    row_of = np.full(len(items), -1, dtype=np.int64)
+    row_of[ok_sorted] = np.arange(len(ok_sorted))
+    columns = [c for c in ("label", "group", "text") if c in inputs.columns]
+    names = {"label": "labels", "group": "groups", "text": "texts"}
+    attrs = base_attrs(
+        modality=encoder.modality,
+        model_spec=encoder.spec.text,
+        weights_sha256=fp["weights_sha256"],
+        ids_sha256=fp["ids_sha256"],
+        preprocessing=json.dumps(encoder.preprocessing()),
+        input=inputs.source,
+        shard=f"{shard[0]}/{shard[1]}" if shard else "",
+        n_inputs=len(items),
+    )
+    token_shape = (max_t, encoder.dim) if tokens and max_t else None
+    with StoreWriter(
+        out, dim=encoder.dim, attrs=attrs, columns=[names[c] for c in columns],
+        token_shape=token_shape, size=len(ok_sorted),
+    ) as writer:
+        for f, pos in zip(files, positions, strict=True):
+            if not len(pos):
+                continue
+            with h5py.File(f, "r") as h5:
+                chosen = [items[p] for p in pos]
+                writer.put(
+                    row_of[pos],
+                    [it.id for it in chosen],
+                    h5["embeddings"][()],
+                    columns={names[c]: [getattr(it, c) or "" for it in chosen] for c in columns},
+                    tokens=h5["tokens"][()] if token_shape else None,
+                    tokens_mask=h5["tokens_mask"][()] if token_shape else None,
+                )
+        failed.sort()
+        writer.add_failed([(items[p].id, r) for p, r in failed])
+    return len(ok_sorted), len(failed)
+
+
+@dataclass
+class TextEmbeddings:
+    embeddings: np.ndarray
+    tokens: np.ndarray | None = None
+    mask: np.ndarray | None = None
+
+
+def embed_texts(
+    encoder: Encoder, texts: Sequence[str], *, tokens: bool = False, batch_size: int = 64
+) -> TextEmbeddings:
+    """Embed a few texts in memory (prompts), in input order."""
+    items = [Item(str(i), text=t) for i, t in enumerate(texts)]
+    emb = np.zeros((len(items), encoder.dim), dtype=np.float32)
+    toks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    with torch.inference_mode():
+        for pos in plan_batches(items, "text", batch_size):
+            out = encoder.encode([items[p].text for p in pos], tokens=tokens)
+            emb[pos] = out.embeddings.cpu().numpy()
+            if tokens and out.tokens is not None:
+                toks.append((pos, out.tokens.cpu().numpy(), out.mask.cpu().numpy()))
+    if not toks:
+        return TextEmbeddings(emb)
+    t = max(tk.shape[1] for _, tk, _ in toks)
+    all_tok = np.zeros((len(items), t, encoder.dim), dtype=np.float32)
+    all_mask = np.zeros((len(items), t), dtype=bool)
+    for pos, tk, mk in toks:
+        all_tok[pos, : tk.shape[1]] = tk
+        all_mask[pos, : mk.shape[1]] = mk
+    return TextEmbeddings(emb, all_tok, all_mask)

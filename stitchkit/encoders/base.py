@@ -1,0 +1,100 @@
+"""What every encoder adapter provides: one small, uniform surface over timm, HF, open_clip."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A parsed model spec: ``backend:name?key=value&...`` (see :func:`parse_spec`)."""
+
+    backend: str
+    name: str
+    options: dict[str, str] = field(default_factory=dict)
+    text: str = ""  # the spec as the user wrote it; recorded in stores
+
+
+@dataclass
+class EncodeOutput:
+    """One batch: global vectors (B, D) and optionally tokens (B, T, D) with a mask (B, T)."""
+
+    embeddings: torch.Tensor
+    tokens: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
+
+
+class Encoder(ABC):
+    """A loaded model that turns prepared inputs into vectors.
+
+    ``prepare`` runs in DataLoader workers (image decoding, tokenising is cheap enough to stay
+    in the main process); ``encode`` runs the model on a collated batch.
+    """
+
+    modality: str  # "image" | "text"
+
+    def __init__(self, spec: ModelSpec, device: torch.device, dtype: torch.dtype) -> None:
+        self.spec = spec
+        self.device = device
+        self.dtype = dtype
+
+    @property
+    @abstractmethod
+    def dim(self) -> int: ...
+
+    @abstractmethod
+    def weight_files(self) -> list[Path]:
+        """Files whose bytes define the weights (hashed into provenance)."""
+
+    @abstractmethod
+    def encode(self, batch: Any, *, tokens: bool = False) -> EncodeOutput: ...
+
+    def preprocessing(self) -> dict[str, Any]:
+        return {}
+
+    def prepare(self, item: Any) -> Any:
+        return item
+
+    def collate(self, items: Sequence[Any]) -> Any:
+        if self.modality == "image":
+            return torch.stack(list(items))
+        return list(items)
+
+    def weights_sha256(self) -> str:
+        files = self.weight_files()
+        return files_sha256(tuple(str(f) for f in files)) if files else ""
+
+    def space(self) -> dict[str, Any]:
+        """The same keys as ``EmbeddingStore.space()``: what identifies this embedding space."""
+        return {
+            "model_spec": self.spec.text,
+            "weights_sha256": self.weights_sha256(),
+            "dim": self.dim,
+        }
+
+
+@lru_cache(maxsize=32)
+def _file_sha256(path: str, size: int, mtime: float) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def files_sha256(paths: tuple[str, ...]) -> str:
+    """One hash over several weight files (sorted), cached per file size and mtime."""
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        st = os.stat(path)
+        digest.update(_file_sha256(path, st.st_size, st.st_mtime).encode())
+    return digest.hexdigest()

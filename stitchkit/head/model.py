@@ -1,0 +1,229 @@
+"""The cross-attention head (after CARZero's similarity representation) and its scoring.
+
+For an image i and a text j the head builds two similarity representations:
+
+* image→text: text j's global feature (the query) attends over image i's ``[global; tokens]``;
+* text→image: image i's global feature attends over text j's ``[global; tokens]``.
+
+Each runs through the same stack of cross-attention-only decoder layers (no self-attention:
+a query never sees other queries, so scoring one pair does not depend on which other pairs
+share the batch); a linear layer per direction turns the representation into one logit and
+the score is the mean of both. Global-only stores work too: the memory is then the global
+vector alone.
+
+Batching is arranged so that no (n_images × n_texts × tokens) tensor ever exists: in the
+image→text direction the batch axis runs over images and the query axis over texts, so each
+image's tokens are projected once and attended by all texts at once; the other direction is
+the transpose. :func:`score_matrix` walks blocks of both axes to keep memory bounded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import UsageError
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """Shape of a head. The defaults train on two CPU cores in a few minutes."""
+
+    width: int = 128
+    layers: int = 1
+    heads: int = 4
+    ffn_mult: int = 2
+    dropout: float = 0.1
+    logit_mlp: bool = False  # a small MLP instead of a linear layer on the representation
+
+    def __post_init__(self) -> None:
+        for name in ("width", "layers", "heads", "ffn_mult"):
+            if int(getattr(self, name)) < 1:
+                raise UsageError(f"head {name} must be at least 1, got {getattr(self, name)}")
+        if self.width % self.heads:
+            raise UsageError(
+                f"head width {self.width} is not divisible by {self.heads} attention heads: "
+                "choose a width that is a multiple of --heads"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise UsageError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> HeadConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+class CrossAttentionLayer(nn.Module):
+    """A transformer decoder layer with cross-attention only (pre-norm)."""
+
+    def __init__(self, width: int, heads: int, ffn_mult: int, dropout: float) -> None:
+        super().__init__()
+        self.norm_q = nn.LayerNorm(width)
+        self.attn = nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True)
+        self.norm_ff = nn.LayerNorm(width)
+        self.ff = nn.Sequential(
+            nn.Linear(width, ffn_mult * width),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(ffn_mult * width, width),
+        )
+        self.drop = nn.Dropout(dropout)
+
+    def forward(
+        self, query: torch.Tensor, memory: torch.Tensor, pad: torch.Tensor | None
+    ) -> torch.Tensor:
+        attended, _ = self.attn(
+            self.norm_q(query), memory, memory, key_padding_mask=pad, need_weights=False
+        )
+        query = query + self.drop(attended)
+        return query + self.drop(self.ff(self.norm_ff(query)))
+
+
+class CrossAttentionHead(nn.Module):
+    """Scores every (image, text) pair of two batches; see the module docstring."""
+
+    def __init__(self, image_dim: int, text_dim: int, config: HeadConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or HeadConfig()
+        self.image_dim = int(image_dim)
+        self.text_dim = int(text_dim)
+        cfg = self.config
+        self.image_proj = nn.Linear(self.image_dim, cfg.width)
+        self.text_proj = nn.Linear(self.text_dim, cfg.width)
+        # One LayerNorm for both modalities after projection: both sides land on one scale,
+        # which is what lets a query from one modality attend over keys of the other.
+        self.norm = nn.LayerNorm(cfg.width)
+        self.layers = nn.ModuleList(
+            CrossAttentionLayer(cfg.width, cfg.heads, cfg.ffn_mult, cfg.dropout)
+            for _ in range(cfg.layers)
+        )
+        self.out_norm = nn.LayerNorm(cfg.width)
+        self.i2t_logit = self._logit_layer(cfg)
+        self.t2i_logit = self._logit_layer(cfg)
+
+    @staticmethod
+    def _logit_layer(cfg: HeadConfig) -> nn.Module:
+        if cfg.logit_mlp:
+            return nn.Sequential(nn.Linear(cfg.width, cfg.width), nn.GELU(), nn.Linear(cfg.width, 1))
+        return nn.Linear(cfg.width, 1)
+
+    # -- pieces --------------------------------------------------------------------------
+    def encode(
+        self,
+        glob: torch.Tensor,
+        tokens: torch.Tensor | None,
+        mask: torch.Tensor | None,
+        proj: nn.Module,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Projected global (B, W), memory [global; tokens] (B, 1+T, W) and its padding mask."""
+        g = self.norm(proj(glob))
+        if tokens is None:
+            return g, g[:, None, :], None
+        t = self.norm(proj(tokens))
+        memory = torch.cat([g[:, None, :], t], dim=1)
+        if mask is None:
+            return g, memory, None
+        keep = torch.cat([torch.ones_like(mask[:, :1], dtype=torch.bool), mask.bool()], dim=1)
+        return g, memory, ~keep
+
+    def attend(
+        self, query: torch.Tensor, memory: torch.Tensor, pad: torch.Tensor | None
+    ) -> torch.Tensor:
+        for layer in self.layers:
+            query = layer(query, memory, pad)
+        return self.out_norm(query)
+
+    def forward(
+        self,
+        image_global: torch.Tensor,
+        text_global: torch.Tensor,
+        image_tokens: torch.Tensor | None = None,
+        image_mask: torch.Tensor | None = None,
+        text_tokens: torch.Tensor | None = None,
+        text_mask: torch.Tensor | None = None,
+        *,
+        directions: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Logits (n_images, n_texts): the mean of both directions (or both, ``directions``)."""
+        ig, imem, ipad = self.encode(image_global, image_tokens, image_mask, self.image_proj)
+        tg, tmem, tpad = self.encode(text_global, text_tokens, text_mask, self.text_proj)
+        n_img, n_txt = ig.shape[0], tg.shape[0]
+        # image→text: batch over images, every text's global is one query of each image.
+        rep_i2t = self.attend(tg[None].expand(n_img, n_txt, -1), imem, ipad)
+        i2t = self.i2t_logit(rep_i2t).squeeze(-1)
+        # text→image: batch over texts, every image's global queries each text; transpose back.
+        rep_t2i = self.attend(ig[None].expand(n_txt, n_img, -1), tmem, tpad)
+        t2i = self.t2i_logit(rep_t2i).squeeze(-1).transpose(0, 1)
+        if directions:
+            return i2t, t2i
+        return 0.5 * (i2t + t2i)
+
+
+# -- state dict as plain numpy (for safetensors via stitchkit.artifacts) ---------------------
+def state_to_numpy(module: nn.Module, prefix: str = "") -> dict[str, np.ndarray]:
+    return {prefix + k: v.detach().cpu().numpy().copy() for k, v in module.state_dict().items()}
+
+
+def load_numpy_state(module: nn.Module, tensors: dict[str, np.ndarray], prefix: str = "") -> None:
+    state = {k[len(prefix):]: torch.from_numpy(np.asarray(v)) for k, v in tensors.items()
+             if k.startswith(prefix)}
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise UsageError(
+            f"head tensors do not fit the head shape (missing {missing[:3]}, unexpected "
+            f"{unexpected[:3]}): the file was written by another stitchkit version or is damaged"
+        )
+
+
+# -- scoring in blocks ---------------------------------------------------------------------
+def _t(x: np.ndarray | None, dtype: torch.dtype = torch.float32) -> torch.Tensor | None:
+    if x is None:
+        return None
+    return torch.as_tensor(np.ascontiguousarray(x)).to(dtype)
+
+
+def score_matrix(
+    head: CrossAttentionHead,
+    image_global: np.ndarray,
+    text_global: np.ndarray,
+    image_tokens: np.ndarray | None = None,
+    image_mask: np.ndarray | None = None,
+    text_tokens: np.ndarray | None = None,
+    text_mask: np.ndarray | None = None,
+    *,
+    image_block: int = 2048,
+    text_block: int = 256,
+) -> np.ndarray:
+    """Logits (n_images, n_texts) in evaluation mode, computed block by block.
+
+    Memory is bounded by ``image_block × text_block × width`` floats plus one block of tokens,
+    whatever the number of images.
+    """
+    n_img, n_txt = len(image_global), len(text_global)
+    out = np.empty((n_img, n_txt), dtype=np.float32)
+    was_training = head.training
+    head.eval()
+    try:
+        with torch.inference_mode():
+            for a in range(0, n_img, image_block):
+                b = min(a + image_block, n_img)
+                ig = _t(image_global[a:b])
+                it = _t(image_tokens[a:b]) if image_tokens is not None else None
+                im = _t(image_mask[a:b], torch.bool) if image_mask is not None else None
+                for c in range(0, n_txt, text_block):
+                    d = min(c + text_block, n_txt)
+                    tt = _t(text_tokens[c:d]) if text_tokens is not None else None
+                    tm = _t(text_mask[c:d], torch.bool) if text_mask is not None else None
+                    logits = head(ig, _t(text_global[c:d]), it, im, tt, tm)
+                    out[a:b, c:d] = logits.numpy()
+    finally:
+        head.train(was_training)
+    return out

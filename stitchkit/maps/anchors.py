@@ -1,0 +1,221 @@
+"""Which samples anchor a map: joining two stores by id, id files, selection and holdout.
+
+Everything is keyed by id, never by row position, so that the order of the rows in either
+store (or in an id file) cannot change which anchors are chosen: pools are sorted by id
+before any seeded draw.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UsageError
+from ..store import EmbeddingStore
+
+STRATEGIES = ("random", "stratified", "farthest", "kmeans")
+MAX_CANDIDATES = 50_000
+"""Farthest-point and k-means selection look at most at this many candidates (drawn at random)."""
+
+
+def read_id_file(path: str | Path) -> list[str]:
+    """One id per line; blank lines and lines starting with '#' are skipped."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{path}: no such anchor file; give a text file with one id per line")
+    ids = [
+        line.strip()
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    if not ids:
+        raise UsageError(f"{path} lists no ids: give one anchor id per line")
+    return list(dict.fromkeys(ids))
+
+
+def write_id_file(path: str | Path, ids: Sequence[str]) -> Path:
+    from ..fileio import atomic_output
+
+    with atomic_output(path) as tmp:
+        tmp.write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
+    return Path(path)
+
+
+def shared_ids(source: EmbeddingStore, target: EmbeddingStore) -> np.ndarray:
+    """Ids present in both stores, sorted."""
+    common = np.intersect1d(source.ids.astype(str), target.ids.astype(str))
+    if len(common) == 0:
+        raise UsageError(
+            f"{source.path} and {target.path} share no ids: anchors must be the same samples "
+            "embedded by both models (or give --anchors FILE)"
+        )
+    return common.astype(object)
+
+
+def anchor_pool(
+    source: EmbeddingStore, target: EmbeddingStore, anchors: str | Path | Sequence[str] | None
+) -> np.ndarray:
+    """The candidate anchors: the ids both stores share, or the given list (checked in both)."""
+    if anchors is None:
+        return shared_ids(source, target)
+    ids = read_id_file(anchors) if isinstance(anchors, str | Path) else list(dict.fromkeys(anchors))
+    for store in (source, target):
+        store.index_of(ids)  # raises naming a few missing ids
+    return np.array(sorted(ids), dtype=object)
+
+
+def split_holdout(
+    ids: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(fit pool, held-out ids): a seeded draw over the sorted ids."""
+    if not 0.0 <= fraction < 1.0:
+        raise UsageError(f"--holdout must be in [0, 1), got {fraction}")
+    ids = np.array(sorted(ids), dtype=object)
+    n_hold = int(round(fraction * len(ids)))
+    if fraction > 0 and len(ids) >= 4:
+        n_hold = max(n_hold, 2)
+    perm = np.random.default_rng(seed).permutation(len(ids))
+    held = np.sort(ids[perm[:n_hold]]) if n_hold else np.array([], dtype=object)
+    rest = np.sort(ids[perm[n_hold:]])
+    return rest, held
+
+
+def fold_of(ids: Sequence[str], n_folds: int, seed: int) -> np.ndarray:
+    """A fold for each id from a hash of (seed, id): independent of row order."""
+    salt = f"{seed}:".encode()
+    return np.fromiter(
+        (zlib.crc32(salt + str(i).encode()) % n_folds for i in ids), dtype=np.int64, count=len(ids)
+    )
+
+
+def select(
+    ids: np.ndarray,
+    n: int | None,
+    *,
+    strategy: str = "random",
+    seed: int = 0,
+    labels: np.ndarray | None = None,
+    embeddings: np.ndarray | None = None,
+) -> np.ndarray:
+    """Choose ``n`` of ``ids`` (sorted output). ``labels`` / ``embeddings`` are aligned with ``ids``.
+
+    random: a seeded draw. stratified: the label proportions of the pool (largest remainders,
+    every label at least once when n allows). farthest: k-centre greedy on cosine distance from
+    a seeded start. kmeans: k-means centres (on L2-normalised embeddings), each replaced by its
+    nearest real sample.
+    """
+    if strategy not in STRATEGIES:
+        raise UsageError(f"unknown anchor strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
+    ids = np.asarray(ids, dtype=object)
+    if n is None or n >= len(ids):
+        if n is not None and n > len(ids):
+            raise UsageError(
+                f"--n-anchors {n} but only {len(ids)} anchors are available (after the holdout): "
+                "lower --n-anchors or --holdout"
+            )
+        return np.sort(ids)
+    if n < 1:
+        raise UsageError(f"--n-anchors must be at least 1, got {n}")
+    order = np.argsort(ids.astype(str), kind="stable")
+    ids = ids[order]
+    labels = None if labels is None else np.asarray(labels)[order]
+    embeddings = None if embeddings is None else np.asarray(embeddings)[order]
+    rng = np.random.default_rng(seed)
+    if strategy == "random":
+        picked = rng.choice(len(ids), size=n, replace=False)
+    elif strategy == "stratified":
+        if labels is None:
+            raise UsageError("strategy 'stratified' needs labels: the store has none; use random")
+        picked = _stratified(labels, n, rng)
+    else:
+        if embeddings is None:
+            raise UsageError(f"strategy {strategy!r} needs embeddings")
+        cand = np.arange(len(ids))
+        if len(cand) > MAX_CANDIDATES:
+            cand = np.sort(rng.choice(len(ids), size=MAX_CANDIDATES, replace=False))
+        E = embeddings[cand].astype(np.float32)
+        E /= np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)
+        local = _farthest(E, n, rng) if strategy == "farthest" else _kmeans(E, n, seed)
+        picked = cand[local]
+    return np.sort(ids[np.asarray(picked, dtype=np.int64)])
+
+
+def _stratified(labels: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    classes, inverse = np.unique(labels.astype(str), return_inverse=True)
+    counts = np.bincount(inverse)
+    quota = counts / counts.sum() * n
+    take = np.floor(quota).astype(int)
+    if n >= len(classes):
+        take = np.maximum(take, 1)
+    take = np.minimum(take, counts)
+    while take.sum() > n:
+        take[np.argmax(take - quota)] -= 1
+    rem = quota - take
+    while take.sum() < n:
+        room = np.where(take < counts, rem, -np.inf)
+        k = int(np.argmax(room))
+        take[k] += 1
+        rem[k] -= 1
+    out = [rng.choice(np.flatnonzero(inverse == c), size=t, replace=False) for c, t in enumerate(take)]
+    return np.concatenate(out)
+
+
+def _farthest(E: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    first = int(rng.integers(len(E)))
+    chosen = [first]
+    dist = 1.0 - E @ E[first]
+    dist[first] = -np.inf
+    for _ in range(n - 1):
+        nxt = int(np.argmax(dist))
+        chosen.append(nxt)
+        dist = np.minimum(dist, 1.0 - E @ E[nxt])
+        dist[chosen] = -np.inf
+    return np.array(chosen)
+
+
+def _kmeans(E: np.ndarray, n: int, seed: int) -> np.ndarray:
+    from sklearn.cluster import KMeans, MiniBatchKMeans
+
+    model = (KMeans if len(E) <= 20_000 else MiniBatchKMeans)(
+        n_clusters=n, n_init=1, random_state=seed
+    )
+    model.fit(E)
+    sims = E @ model.cluster_centers_.T.astype(np.float32)
+    chosen: list[int] = []
+    taken: set[int] = set()
+    # Each centre takes its nearest sample not already taken, so n centres give n anchors.
+    for c in np.argsort(-sims.max(axis=0)):
+        for i in np.argsort(-sims[:, c]):
+            if int(i) not in taken:
+                taken.add(int(i))
+                chosen.append(int(i))
+                break
+    return np.array(chosen)
+
+
+def select_from_store(
+    store: EmbeddingStore,
+    n: int,
+    *,
+    strategy: str = "random",
+    seed: int = 0,
+    ids: np.ndarray | None = None,
+) -> np.ndarray:
+    """Select anchors among ``ids`` (default: all) of one store; used by ``stitch anchors select``."""
+    pool = np.sort(store.ids if ids is None else np.asarray(ids, dtype=object))
+    labels = embeddings = None
+    if strategy == "stratified":
+        labels = store.labels
+        if labels is None:
+            raise UsageError(f"{store.path} has no labels: strategy 'stratified' needs them; use random")
+        labels = labels[store.index_of(pool)]
+    elif strategy in ("farthest", "kmeans"):
+        if len(pool) > MAX_CANDIDATES:
+            # Reading a million rows to pick a few hundred is wasteful: draw candidates first.
+            rng = np.random.default_rng(seed)
+            pool = np.sort(rng.choice(pool, MAX_CANDIDATES, replace=False))
+        embeddings = store.read(store.index_of(pool))
+    return select(pool, n, strategy=strategy, seed=seed, labels=labels, embeddings=embeddings)

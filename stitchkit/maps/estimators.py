@@ -1,0 +1,366 @@
+"""Map classes with scikit-learn's contract over the solvers of :mod:`.functional`.
+
+``__init__`` only stores parameters; ``fit`` (arrays) or ``fit_stats`` (sufficient statistics,
+as the streaming reader produces them) validates them and sets the learned attributes, whose
+names end in ``_``. Preprocessing statistics and the solution are kept separately (``W_`` acts
+on preprocessed coordinates) so that a file says exactly what was fitted.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from sklearn.base import BaseEstimator
+
+from ..errors import UsageError
+from . import functional as F
+from .anchors import fold_of
+
+MAP_KIND = "map"
+
+
+class NotFittedError(UsageError):
+    pass
+
+
+def _bool(v: Any) -> bool:
+    return isinstance(v, bool | np.bool_)
+
+
+class BaseMap(BaseEstimator):
+    """Common parameters: ``center``, ``standardize`` (divide by the anchors' std), ``l2``
+    (normalise rows before everything), ``restore`` (undo the target's preprocessing, so
+    outputs live in the target space)."""
+
+    method: ClassVar[str] = ""
+    _parameter_constraints: ClassVar[dict[str, Any]] = {
+        "center": _bool,
+        "standardize": _bool,
+        "l2": _bool,
+        "restore": _bool,
+    }
+
+    def __init__(
+        self, *, center: bool = True, standardize: bool = True, l2: bool = False, restore: bool = True
+    ) -> None:
+        self.center = center
+        self.standardize = standardize
+        self.l2 = l2
+        self.restore = restore
+
+    # -- parameters ---------------------------------------------------------------------------
+    def _validate_params(self) -> None:
+        for name, check in self._parameter_constraints.items():
+            value = getattr(self, name)
+            if not check(value):
+                raise UsageError(f"{type(self).__name__}: invalid {name}={value!r}")
+
+    @property
+    def n_folds(self) -> int:
+        """How many folds of statistics ``fit_stats`` wants (more than one for alpha 'auto')."""
+        return 1
+
+    # -- fitting ------------------------------------------------------------------------------
+    def fit(
+        self, X: np.ndarray, Y: np.ndarray, *, ids: Sequence[str] | None = None, exact: bool = True
+    ) -> BaseMap:
+        """Fit on paired rows. ``ids`` (optional) makes the inner CV folds independent of order."""
+        self._validate_params()
+        X = np.asarray(X)
+        Y = np.asarray(Y)
+        if X.ndim != 2 or Y.ndim != 2 or len(X) != len(Y):
+            raise UsageError(f"X {X.shape} and Y {Y.shape} must be 2-D with the same number of rows")
+        if not (np.isfinite(X).all() and np.isfinite(Y).all()):
+            raise UsageError("the anchors hold NaN or Inf values: drop or re-embed them")
+        if self.l2:
+            X, Y = F.l2_normalize(X), F.l2_normalize(Y)
+        k = self.n_folds
+        if k == 1:
+            folds = [F.SuffStats.from_arrays(X, Y, exact=exact)]
+        else:
+            which = (
+                fold_of(ids, k, getattr(self, "random_state", 0))
+                if ids is not None
+                else np.random.default_rng(getattr(self, "random_state", 0)).integers(0, k, len(X))
+            )
+            folds = [F.SuffStats.from_arrays(X[which == j], Y[which == j], exact=exact) for j in range(k)]
+        return self.fit_stats(folds)
+
+    def fit_stats(self, stats: F.SuffStats | Sequence[F.SuffStats]) -> BaseMap:
+        """Fit from sufficient statistics (one object, or per-fold objects)."""
+        self._validate_params()
+        folds = [stats] if isinstance(stats, F.SuffStats) else list(stats)
+        total = F.merge_all(folds)
+        if total.n < 2:
+            raise UsageError(f"{total.n} anchor(s): a map needs at least 2 (and more than the dimension)")
+        pre = F.preprocessing_from_stats(total, center=self.center, standardize=self.standardize)
+        self.pre_ = pre
+        self._solve(F.transform_stats(total, pre), [F.transform_stats(f, pre) for f in folds])
+        self.n_anchors_ = int(total.n)
+        self.n_features_in_ = total.dx
+        self.n_features_out_ = total.dy
+        # A refit forgets what the last fit learned; fit_map fills these in from the stores.
+        self.metrics_: dict[str, Any] = {}
+        self.anchors_: dict[str, Any] = {}
+        self.source_space_: dict[str, Any] = {"model_spec": None, "weights_sha256": None, "dim": total.dx}
+        self.target_space_: dict[str, Any] = {"model_spec": None, "weights_sha256": None, "dim": total.dy}
+        return self
+
+    def _solve(self, stats: F.SuffStats, folds: list[F.SuffStats]) -> None:
+        raise NotImplementedError
+
+    # -- using --------------------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "W_"):
+            raise NotFittedError(f"this {type(self).__name__} is not fitted: call fit first")
+
+    def _check_width(self, X: np.ndarray, expected: int, side: str) -> np.ndarray:
+        X = np.asarray(X)
+        if X.ndim == 1:
+            X = X[None, :]
+        if X.ndim != 2 or X.shape[1] != expected:
+            got = X.shape[-1] if X.ndim else 0
+            raise UsageError(
+                f"input has width {got} but this map's {side} side has width {expected}: "
+                "use embeddings from the model the map was fitted on"
+            )
+        return X
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        """Map source rows into the target space (float32)."""
+        self._check_fitted()
+        X = self._check_width(X, self.n_features_in_, "source")
+        return F.apply_affine(X, self.W_, self.b_, self.pre_, l2=self.l2, restore=self.restore)
+
+    def inverse_transform(self, Y: np.ndarray) -> np.ndarray:
+        raise UsageError(
+            f"a {self.method} map has no inverse: only orthogonal maps do (fit the reverse "
+            "direction with `stitch fit TARGET SOURCE`)"
+        )
+
+    # -- files --------------------------------------------------------------------------------
+    def _extra_tensors(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def _extra_meta(self) -> dict[str, Any]:
+        return {}
+
+    def save(self, path: str | Path) -> Path:
+        from ..artifacts import save_artifact
+
+        self._check_fitted()
+        tensors = {
+            "W": self.W_,
+            "b": self.b_,
+            "x_mean": self.pre_.x_mean,
+            "x_scale": self.pre_.x_scale,
+            "y_mean": self.pre_.y_mean,
+            "y_scale": self.pre_.y_scale,
+            **self._extra_tensors(),
+        }
+        meta = {
+            "method": self.method,
+            "params": self.get_params(),
+            "n_anchors": self.n_anchors_,
+            "n_features_in": self.n_features_in_,
+            "n_features_out": self.n_features_out_,
+            "source": self.source_space_,
+            "target": self.target_space_,
+            "anchors": self.anchors_,
+            "metrics": self.metrics_,
+            "formula": "y = restore((normalize?(x) - x_mean) / x_scale @ W + b), "
+            "restore(z) = z * y_scale + y_mean",
+            **self._extra_meta(),
+        }
+        return save_artifact(path, MAP_KIND, {k: np.asarray(v, np.float64) for k, v in tensors.items()}, meta)
+
+    @classmethod
+    def load(cls, path: str | Path) -> BaseMap:
+        return load_map(path)
+
+    def _set_extra(self, tensors: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        pass
+
+
+class OrthogonalMap(BaseMap):
+    """Procrustes: ỹ ≈ s · x̃ Q with Q orthogonal (zero-padded when widths differ).
+
+    ``scale=True`` also fits the isotropic factor s. Has an inverse.
+    """
+
+    method = "orthogonal"
+    _parameter_constraints = {**BaseMap._parameter_constraints, "scale": _bool}
+
+    def __init__(
+        self,
+        *,
+        center: bool = True,
+        standardize: bool = True,
+        l2: bool = False,
+        restore: bool = True,
+        scale: bool = False,
+    ) -> None:
+        super().__init__(center=center, standardize=standardize, l2=l2, restore=restore)
+        self.scale = scale
+
+    def _solve(self, stats: F.SuffStats, folds: list[F.SuffStats]) -> None:
+        self.W_, self.b_, self.scale_ = F.solve_orthogonal(stats, scale=self.scale)
+
+    def inverse_transform(self, Y: np.ndarray) -> np.ndarray:
+        """Target rows back to the source space (exact when both widths are equal)."""
+        self._check_fitted()
+        Y = self._check_width(Y, self.n_features_out_, "target")
+        return F.invert_orthogonal(Y, self.W_, self.b_, self.scale_, self.pre_, restore=self.restore)
+
+    def _extra_meta(self) -> dict[str, Any]:
+        return {"scale_factor": self.scale_}
+
+    def _set_extra(self, tensors: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        self.scale_ = float(meta.get("scale_factor", 1.0))
+
+
+def _alpha_ok(v: Any) -> bool:
+    return v == "auto" or (
+        isinstance(v, numbers.Real) and not isinstance(v, bool) and np.isfinite(v) and v >= 0
+    )
+
+
+class AffineMap(BaseMap):
+    """Least squares with a bias; ``alpha`` > 0 (or "auto") adds a ridge penalty on W.
+
+    ``alpha="auto"`` picks alpha from ``ALPHA_GRID`` (relative to the Gram matrix's mean
+    eigenvalue) by ``cv``-fold validation over the fit anchors, then refits on all of them.
+    """
+
+    method = "affine"
+    bias: ClassVar[bool] = True
+    _parameter_constraints = {
+        **BaseMap._parameter_constraints,
+        "alpha": _alpha_ok,
+        "cv": lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 2,
+        "random_state": lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool),
+    }
+
+    def __init__(
+        self,
+        *,
+        alpha: float | str = 0.0,
+        center: bool = True,
+        standardize: bool = True,
+        l2: bool = False,
+        restore: bool = True,
+        cv: int = 3,
+        random_state: int = 0,
+    ) -> None:
+        super().__init__(center=center, standardize=standardize, l2=l2, restore=restore)
+        self.alpha = alpha
+        self.cv = cv
+        self.random_state = random_state
+
+    @property
+    def n_folds(self) -> int:
+        return int(self.cv) if self.alpha == "auto" else 1
+
+    def _solve(self, stats: F.SuffStats, folds: list[F.SuffStats]) -> None:
+        if self.alpha == "auto":
+            if len(folds) < 2:
+                raise UsageError(
+                    "alpha 'auto' needs per-fold statistics: fit with fit(X, Y) or pass a list of folds"
+                )
+            rel, curve = F.choose_alpha(folds, bias=self.bias)
+            self.alpha_relative_ = rel
+            self.cv_errors_ = curve
+            self.alpha_ = rel * F.alpha_scale(stats, bias=self.bias)
+        else:
+            self.alpha_ = float(self.alpha)
+            self.alpha_relative_ = self.alpha_ / F.alpha_scale(stats, bias=self.bias)
+            self.cv_errors_ = None
+        self.W_, self.b_ = F.solve_lstsq(stats, bias=self.bias, alpha=self.alpha_)
+
+    def _extra_meta(self) -> dict[str, Any]:
+        meta: dict[str, Any] = {"alpha": self.alpha_, "alpha_relative": self.alpha_relative_}
+        if self.cv_errors_ is not None:
+            meta["alpha_grid_relative"] = list(F.ALPHA_GRID)
+            meta["cv_errors"] = [float(e) if np.isfinite(e) else None for e in self.cv_errors_]
+        return meta
+
+    def _set_extra(self, tensors: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        self.alpha_ = float(meta.get("alpha", 0.0))
+        self.alpha_relative_ = float(meta.get("alpha_relative", 0.0))
+        errs = meta.get("cv_errors")
+        self.cv_errors_ = None if errs is None else np.array([np.inf if e is None else e for e in errs])
+
+
+class LinearMap(AffineMap):
+    """Least squares without a bias (through the origin of the preprocessed coordinates)."""
+
+    method = "linear"
+    bias = False
+
+
+class RidgeMap(AffineMap):
+    """Affine least squares with a ridge penalty; alpha chosen by cross-validation by default."""
+
+    method = "ridge"
+
+    def __init__(
+        self,
+        *,
+        alpha: float | str = "auto",
+        center: bool = True,
+        standardize: bool = True,
+        l2: bool = False,
+        restore: bool = True,
+        cv: int = 3,
+        random_state: int = 0,
+    ) -> None:
+        super().__init__(
+            alpha=alpha, center=center, standardize=standardize, l2=l2, restore=restore, cv=cv,
+            random_state=random_state,
+        )
+
+
+MAP_CLASSES: dict[str, type[BaseMap]] = {
+    cls.method: cls for cls in (OrthogonalMap, AffineMap, LinearMap, RidgeMap)
+}
+METHODS = tuple(MAP_CLASSES)
+
+
+def make_map(method: str, **params: Any) -> BaseMap:
+    if method not in MAP_CLASSES:
+        raise UsageError(f"unknown map method {method!r}: choose one of {', '.join(METHODS)}")
+    cls = MAP_CLASSES[method]
+    allowed = set(cls._get_param_names())
+    unknown = [k for k, v in params.items() if k not in allowed and v is not None]
+    if unknown:
+        raise UsageError(f"method {method!r} takes no option {', '.join(unknown)}")
+    return cls(**{k: v for k, v in params.items() if k in allowed and v is not None})
+
+
+def load_map(path: str | Path) -> BaseMap:
+    """A fitted map from a file written by :meth:`BaseMap.save`."""
+    from ..artifacts import load_artifact
+
+    tensors, meta = load_artifact(path, MAP_KIND)
+    method = meta.get("method")
+    if method not in MAP_CLASSES:
+        raise UsageError(f"{path}: unknown map method {method!r}; upgrade stitchkit")
+    cls = MAP_CLASSES[method]
+    m = cls(**meta.get("params", {}))
+    m.W_ = tensors["W"]
+    m.b_ = tensors["b"]
+    m.pre_ = F.Preprocessing(tensors["x_mean"], tensors["x_scale"], tensors["y_mean"], tensors["y_scale"])
+    m.n_anchors_ = int(meta["n_anchors"])
+    m.n_features_in_ = int(meta["n_features_in"])
+    m.n_features_out_ = int(meta["n_features_out"])
+    m.source_space_ = meta.get("source", {})
+    m.target_space_ = meta.get("target", {})
+    m.anchors_ = meta.get("anchors", {})
+    m.metrics_ = meta.get("metrics", {})
+    m.path_ = str(path)
+    m._set_extra(tensors, meta)
+    return m

@@ -1,0 +1,411 @@
+"""The maths of anchor maps as pure functions over sufficient statistics.
+
+Every closed-form map here depends on the anchors only through a few sums: ``n``, ``Σx``,
+``Σy``, ``XᵀX``, ``XᵀY`` and ``YᵀY``. :class:`SuffStats` accumulates them chunk by chunk
+(memory O(D²) whatever the anchor count), merges across shards, and the solvers read nothing
+else. Preprocessing (centring, standard scaling) is an affine change of coordinates, so it is
+applied to the statistics rather than to the rows; only L2 normalisation, which is per row, has
+to happen in the reader before :meth:`SuffStats.update`.
+
+Precision: the sums are held in float64. Each chunk's products are computed with single-
+precision BLAS on data shifted by a reference mean (taken from the first chunk), then added in
+float64. The shift removes the cancellation that ruins ``XᵀX - n·μμᵀ`` in float32; what is
+left is a relative error of about 1e-6 per chunk, three times faster than float64 BLAS on
+these machines. ``exact=True`` does the products in float64.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from ..errors import UsageError
+
+
+class UnderdeterminedError(UsageError):
+    """Least squares without regularisation on fewer anchors than unknowns."""
+
+
+class RankDeficientError(UsageError):
+    """The anchors' Gram matrix is singular (constant or duplicated features)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# sufficient statistics
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class SuffStats:
+    """Sums over anchor pairs (x, y), taken around ``shift_x`` / ``shift_y`` (see module doc)."""
+
+    n: int
+    shift_x: np.ndarray
+    shift_y: np.ndarray
+    sum_x: np.ndarray
+    sum_y: np.ndarray
+    xtx: np.ndarray
+    xty: np.ndarray
+    yty: np.ndarray
+    exact: bool = field(default=False, compare=False)
+
+    @classmethod
+    def zeros(cls, dx: int, dy: int, *, exact: bool = False) -> SuffStats:
+        z = np.zeros
+        return cls(0, z(dx), z(dy), z(dx), z(dy), z((dx, dx)), z((dx, dy)), z((dy, dy)), exact)
+
+    @classmethod
+    def from_arrays(
+        cls, X: np.ndarray, Y: np.ndarray, *, chunk_size: int = 16384, exact: bool = False
+    ) -> SuffStats:
+        stats = cls.zeros(X.shape[1], Y.shape[1], exact=exact)
+        for start in range(0, X.shape[0], chunk_size):
+            stats.update(X[start : start + chunk_size], Y[start : start + chunk_size])
+        return stats
+
+    @property
+    def dx(self) -> int:
+        return self.sum_x.shape[0]
+
+    @property
+    def dy(self) -> int:
+        return self.sum_y.shape[0]
+
+    def update(self, X: np.ndarray, Y: np.ndarray) -> SuffStats:
+        """Add the pairs (X[i], Y[i]) in place; returns self so calls can chain."""
+        if X.ndim != 2 or Y.ndim != 2 or X.shape[0] != Y.shape[0]:
+            raise ValueError(f"X {X.shape} and Y {Y.shape} must be (n, dx) and (n, dy) with the same n")
+        if X.shape[1] != self.dx or Y.shape[1] != self.dy:
+            raise ValueError(
+                f"chunk widths {X.shape[1]} → {Y.shape[1]} differ from the statistics' "
+                f"{self.dx} → {self.dy}"
+            )
+        m = X.shape[0]
+        if m == 0:
+            return self
+        if self.n == 0:
+            self.shift_x = X.mean(axis=0, dtype=np.float64)
+            self.shift_y = Y.mean(axis=0, dtype=np.float64)
+        dtype = np.float64 if self.exact else np.float32
+        Xs = (np.asarray(X, dtype=np.float64) - self.shift_x).astype(dtype, copy=False)
+        Ys = (np.asarray(Y, dtype=np.float64) - self.shift_y).astype(dtype, copy=False)
+        self.n += m
+        self.sum_x += Xs.sum(axis=0, dtype=np.float64)
+        self.sum_y += Ys.sum(axis=0, dtype=np.float64)
+        self.xtx += Xs.T @ Xs
+        self.xty += Xs.T @ Ys
+        self.yty += Ys.T @ Ys
+        return self
+
+    def reshift(self, shift_x: np.ndarray, shift_y: np.ndarray) -> SuffStats:
+        """The same statistics expressed as sums of ``x - shift_x`` and ``y - shift_y``."""
+        dx_ = self.shift_x - shift_x
+        dy_ = self.shift_y - shift_y
+        n = self.n
+        sx, sy = self.sum_x, self.sum_y
+        return replace(
+            self,
+            shift_x=np.asarray(shift_x, dtype=np.float64).copy(),
+            shift_y=np.asarray(shift_y, dtype=np.float64).copy(),
+            sum_x=sx + n * dx_,
+            sum_y=sy + n * dy_,
+            xtx=self.xtx + np.outer(dx_, sx) + np.outer(sx, dx_) + n * np.outer(dx_, dx_),
+            xty=self.xty + np.outer(dx_, sy) + np.outer(sx, dy_) + n * np.outer(dx_, dy_),
+            yty=self.yty + np.outer(dy_, sy) + np.outer(sy, dy_) + n * np.outer(dy_, dy_),
+        )
+
+    def merge(self, other: SuffStats) -> SuffStats:
+        """Statistics of the union of both anchor sets (a new object; shards reduce with it)."""
+        if (self.dx, self.dy) != (other.dx, other.dy):
+            raise ValueError(
+                f"cannot merge statistics of {self.dx} → {self.dy} with {other.dx} → {other.dy}"
+            )
+        if other.n == 0:
+            return replace(self)
+        if self.n == 0:
+            return replace(other, exact=self.exact)
+        o = other.reshift(self.shift_x, self.shift_y)
+        return replace(
+            self,
+            n=self.n + o.n,
+            sum_x=self.sum_x + o.sum_x,
+            sum_y=self.sum_y + o.sum_y,
+            xtx=self.xtx + o.xtx,
+            xty=self.xty + o.xty,
+            yty=self.yty + o.yty,
+        )
+
+    # -- derived quantities -------------------------------------------------------------------
+    @property
+    def mean_x(self) -> np.ndarray:
+        return self.shift_x + self.sum_x / max(self.n, 1)
+
+    @property
+    def mean_y(self) -> np.ndarray:
+        return self.shift_y + self.sum_y / max(self.n, 1)
+
+    def centred(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Centred Cxx, Cxy, Cyy (sums, not divided by n)."""
+        n = max(self.n, 1)
+        ax, ay = self.sum_x / n, self.sum_y / n
+        return (
+            self.xtx - n * np.outer(ax, ax),
+            self.xty - n * np.outer(ax, ay),
+            self.yty - n * np.outer(ay, ay),
+        )
+
+    def raw(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Uncentred XᵀX, XᵀY, YᵀY of the original rows."""
+        z = self.reshift(np.zeros(self.dx), np.zeros(self.dy))
+        return z.xtx, z.xty, z.yty
+
+    def std_x(self) -> np.ndarray:
+        return _std(np.diag(self.centred()[0]), self.n)
+
+    def std_y(self) -> np.ndarray:
+        return _std(np.diag(self.centred()[2]), self.n)
+
+
+def _std(ss: np.ndarray, n: int) -> np.ndarray:
+    std = np.sqrt(np.maximum(ss, 0.0) / max(n, 1))
+    # A constant feature carries no signal; dividing by ~0 would only amplify rounding noise.
+    std[std < 1e-12 * max(float(std.max(initial=0.0)), 1e-300)] = 1.0
+    return std
+
+
+def merge_all(parts: list[SuffStats]) -> SuffStats:
+    total = parts[0]
+    for part in parts[1:]:
+        total = total.merge(part)
+    return total
+
+
+# ---------------------------------------------------------------------------------------------
+# preprocessing
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Preprocessing:
+    """``x̃ = (x - x_mean) / x_scale``, ``ỹ = (y - y_mean) / y_scale``; identity where off."""
+
+    x_mean: np.ndarray
+    x_scale: np.ndarray
+    y_mean: np.ndarray
+    y_scale: np.ndarray
+
+
+def preprocessing_from_stats(stats: SuffStats, *, center: bool, standardize: bool) -> Preprocessing:
+    dx, dy = stats.dx, stats.dy
+    return Preprocessing(
+        x_mean=stats.mean_x.copy() if center else np.zeros(dx),
+        x_scale=stats.std_x() if standardize else np.ones(dx),
+        y_mean=stats.mean_y.copy() if center else np.zeros(dy),
+        y_scale=stats.std_y() if standardize else np.ones(dy),
+    )
+
+
+def transform_stats(stats: SuffStats, pre: Preprocessing) -> SuffStats:
+    """Statistics of the preprocessed rows (x̃, ỹ), with zero shift."""
+    s = stats.reshift(pre.x_mean, pre.y_mean)
+    ix, iy = 1.0 / pre.x_scale, 1.0 / pre.y_scale
+    return replace(
+        s,
+        shift_x=np.zeros(stats.dx),
+        shift_y=np.zeros(stats.dy),
+        sum_x=s.sum_x * ix,
+        sum_y=s.sum_y * iy,
+        xtx=s.xtx * np.outer(ix, ix),
+        xty=s.xty * np.outer(ix, iy),
+        yty=s.yty * np.outer(iy, iy),
+    )
+
+
+def l2_normalize(X: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    return X / np.maximum(norms, 1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# solvers: each returns W (dx, dy) and b (dy,) for ỹ ≈ x̃ W + b in preprocessed coordinates
+# ---------------------------------------------------------------------------------------------
+def solve_orthogonal(stats: SuffStats, *, scale: bool = False) -> tuple[np.ndarray, np.ndarray, float]:
+    """Procrustes: W = s·Q with Q the polar factor of XᵀY (zero-padding the smaller side).
+
+    Zero-padding X or Y to a common width D and solving the square problem gives an
+    orthogonal D×D matrix whose (dx, dy) block is the polar factor ``U Vᵀ`` of the thin SVD of
+    XᵀY, so the block is computed directly. ``scale`` adds the least-squares isotropic factor
+    ``s = Σσ / ‖X‖²``. Returns (W, b, s); the inverse map is ``Wᵀ / s²``.
+    """
+    _, xty, _ = stats.raw()
+    xtx_trace = float(np.trace(stats.raw()[0]))
+    U, sv, Vt = np.linalg.svd(xty, full_matrices=False)
+    k = min(stats.dx, stats.dy)
+    rank = int((sv > sv[0] * 1e-10).sum()) if sv.size and sv[0] > 0 else 0
+    if rank == 0:
+        raise RankDeficientError(
+            "XᵀY of the anchors is zero: the two sides share no signal (check that the stores pair up)"
+        )
+    if rank < k:
+        warnings.warn(
+            f"the orthogonal map is not unique: XᵀY of {stats.n} anchors has rank {rank} < {k}, "
+            "so directions no anchor spans are fixed arbitrarily; add anchors or use "
+            "--method ridge",
+            stacklevel=3,
+        )
+    Q = U @ Vt
+    s = float(sv.sum() / xtx_trace) if scale and xtx_trace > 0 else 1.0
+    return s * Q, np.zeros(stats.dy), s
+
+
+def _chol_solve(A: np.ndarray, B: np.ndarray, what: str, *, exact: bool) -> np.ndarray:
+    from scipy.linalg import LinAlgError, cho_factor, cho_solve, lapack
+
+    try:
+        c, lower = cho_factor(A, lower=True, check_finite=False)
+    except LinAlgError:
+        c = None
+    if c is not None:
+        rcond, info = lapack.dpocon(c, float(np.abs(A).sum(axis=0).max()), uplo="L")
+        # Below this reciprocal condition number the rounding of the sums (about 1e-7
+        # relative with single-precision chunk products) decides the answer, not the anchors.
+        if info == 0 and rcond > (1e-13 if exact else 1e-9):
+            return cho_solve((c, lower), B, check_finite=False)
+    raise RankDeficientError(
+        f"{what}: the anchors' Gram matrix is singular (constant, duplicated or collinear "
+        "features): use --method ridge (alpha auto) or set --alpha"
+    )
+
+
+def gram(stats: SuffStats, *, bias: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Cxx, Cxy: centred when a bias is fitted (the bias then absorbs the means)."""
+    if bias:
+        cxx, cxy, _ = stats.centred()
+    else:
+        cxx, cxy, _ = stats.raw()
+    return cxx, cxy
+
+
+def solve_lstsq(
+    stats: SuffStats, *, bias: bool = True, alpha: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Least squares ``min ‖X W + 1bᵀ − Y‖² + α‖W‖²`` (the bias is not penalised)."""
+    cxx, cxy = gram(stats, bias=bias)
+    dx = stats.dx
+    n_eff = stats.n - 1 if bias else stats.n
+    what = f"{'affine' if bias else 'linear'} least squares on {stats.n} anchors"
+    if alpha < 0 or not math.isfinite(alpha):
+        raise UsageError(f"alpha must be a finite number ≥ 0, got {alpha}")
+    if alpha == 0:
+        if n_eff < dx:
+            raise UnderdeterminedError(
+                f"{stats.n} anchors for a {dx}-dimensional source: {what.split(' on')[0]} is "
+                f"underdetermined (it needs at least {dx + int(bias)} anchors); use "
+                "--method ridge (alpha chosen automatically), --alpha, or more anchors"
+            )
+        if n_eff < 2 * dx:
+            warnings.warn(
+                f"{stats.n} anchors for {dx} dimensions: plain least squares is unstable near "
+                "anchors ≈ dimension (it can collapse); --method ridge is safer here",
+                stacklevel=3,
+            )
+        W = _chol_solve(cxx, cxy, what, exact=stats.exact)
+    else:
+        W = _chol_solve(cxx + alpha * np.eye(dx), cxy, what, exact=stats.exact)
+    b = stats.mean_y - stats.mean_x @ W if bias else np.zeros(stats.dy)
+    return W, b
+
+
+ALPHA_GRID = tuple(float(v) for v in np.logspace(-6, 2, 33))
+"""Ridge penalties relative to the mean eigenvalue of the Gram matrix (trace / dx)."""
+
+
+def alpha_scale(stats: SuffStats, *, bias: bool) -> float:
+    """What a relative alpha is multiplied by: the Gram matrix's mean eigenvalue."""
+    cxx, _ = gram(stats, bias=bias)
+    return max(float(np.trace(cxx)) / stats.dx, 1e-300)
+
+
+def ridge_cv_errors(
+    train: SuffStats, val: SuffStats, rel_alphas: np.ndarray, *, bias: bool
+) -> np.ndarray:
+    """Validation sum of squared errors for each relative alpha, from statistics alone.
+
+    One eigendecomposition Cxx = V Λ Vᵀ of the training Gram matrix serves every alpha:
+    W(α) = V (Λ + α)⁻¹ Vᵀ Cxy, and the validation error ``‖Y − XW‖²`` expands into traces of
+    the validation sums, evaluated in O(D²) per alpha.
+    """
+    from scipy.linalg import eigh
+
+    cxx, cxy = gram(train, bias=bias)
+    lam, V = eigh(cxx, driver="evr", check_finite=False)
+    lam = np.maximum(lam, 0.0)
+    if bias:
+        # The fitted bias makes the prediction (x − μx) W + μy with the training means.
+        v = val.reshift(train.mean_x, train.mean_y)
+    else:
+        v = val.reshift(np.zeros(val.dx), np.zeros(val.dy))
+    P = V.T @ cxy
+    A = V.T @ v.xtx @ V
+    B = V.T @ v.xty
+    H = A * (P @ P.T)
+    r = (P * B).sum(axis=1)
+    yy = float(np.trace(v.yty))
+    scale = max(float(np.trace(cxx)) / train.dx, 1e-300)
+    errors = np.empty(len(rel_alphas))
+    for i, rel in enumerate(rel_alphas):
+        d = 1.0 / (lam + rel * scale)
+        errors[i] = yy - 2.0 * float(d @ r) + float(d @ H @ d)
+    return errors
+
+
+def choose_alpha(
+    folds: list[SuffStats], *, bias: bool, rel_alphas: tuple[float, ...] = ALPHA_GRID
+) -> tuple[float, np.ndarray]:
+    """The relative alpha with the least K-fold validation error; also the error curve."""
+    usable = [k for k, f in enumerate(folds) if f.n > 0]
+    if len(usable) < 2:
+        raise UsageError(
+            f"alpha 'auto' needs at least 2 non-empty folds of anchors, got {len(usable)}: "
+            "add anchors or give --alpha"
+        )
+    grid = np.asarray(rel_alphas, dtype=np.float64)
+    total = np.zeros(len(grid))
+    for k in usable:
+        train = merge_all([folds[j] for j in usable if j != k])
+        total += ridge_cv_errors(train, folds[k], grid, bias=bias)
+    total[~np.isfinite(total)] = np.inf
+    best = int(np.argmin(total))
+    return float(grid[best]), total / max(sum(folds[k].n for k in usable), 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# applying a fitted map
+# ---------------------------------------------------------------------------------------------
+def apply_affine(
+    X: np.ndarray,
+    W: np.ndarray,
+    b: np.ndarray,
+    pre: Preprocessing,
+    *,
+    l2: bool = False,
+    restore: bool = True,
+) -> np.ndarray:
+    Z = np.asarray(X, dtype=np.float64)
+    if l2:
+        Z = l2_normalize(Z)
+    Z = (Z - pre.x_mean) / pre.x_scale
+    out = Z @ W + b
+    if restore:
+        out = out * pre.y_scale + pre.y_mean
+    return out.astype(np.float32)
+
+
+def invert_orthogonal(
+    Y: np.ndarray, W: np.ndarray, b: np.ndarray, s: float, pre: Preprocessing, *, restore: bool = True
+) -> np.ndarray:
+    """x̃ = (ỹ − b) Wᵀ / s²: exact when dx == dy, the least-squares pre-image otherwise."""
+    Z = np.asarray(Y, dtype=np.float64)
+    if restore:
+        Z = (Z - pre.y_mean) / pre.y_scale
+    out = (Z - b) @ W.T / (s * s)
+    return (out * pre.x_scale + pre.x_mean).astype(np.float32)

@@ -1,0 +1,129 @@
+"""Held-out quality of a map: how close mapped source rows land to their true targets.
+
+All metrics are computed on anchors the fit never saw. Retrieval ranks each mapped source row
+against every held-out target row by cosine similarity (chance top-1 = 1 / n_heldout).
+
+The probe: a logistic regression (standardised features, C=1) trained on *native target*
+embeddings of the fit pool (every non-held-out anchor with a label, at most
+``MAX_PROBE_TRAIN``, whatever ``--n-anchors`` is, so that probe quality does not vary with the
+anchor count), then applied to the held-out anchors twice: to their native target embeddings
+and to their mapped source embeddings. The ratio stitched / native is the figure of merit
+(FINDINGS.md); AUC is macro one-vs-rest for more than two classes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+MAX_PROBE_TRAIN = 10_000
+MAX_EVAL = 10_000
+
+
+def _unit(X: np.ndarray) -> np.ndarray:
+    X = np.asarray(X, dtype=np.float64)
+    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+
+
+def cosine_rows(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    return (_unit(A) * _unit(B)).sum(axis=1)
+
+
+def retrieval(mapped: np.ndarray, target: np.ndarray, *, block: int = 2048) -> dict[str, float]:
+    """Top-1, top-5 and MRR of each mapped row's own target among all target rows."""
+    Q, T = _unit(mapped), _unit(target)
+    ranks = np.empty(len(Q), dtype=np.int64)
+    for start in range(0, len(Q), block):
+        sims = Q[start : start + block] @ T.T
+        own = sims[np.arange(sims.shape[0]), np.arange(start, start + sims.shape[0])]
+        ranks[start : start + sims.shape[0]] = (sims > own[:, None]).sum(axis=1) + 1
+    return {
+        "top1": float((ranks == 1).mean()),
+        "top5": float((ranks <= 5).mean()),
+        "mrr": float((1.0 / ranks).mean()),
+    }
+
+
+def linear_cka(X: np.ndarray, Y: np.ndarray) -> float:
+    """Linear CKA (Kornblith et al. 2019) in its feature-space form, O(n·D²)."""
+    X = np.asarray(X, dtype=np.float64)
+    Y = np.asarray(Y, dtype=np.float64)
+    X = X - X.mean(axis=0)
+    Y = Y - Y.mean(axis=0)
+    xy = np.linalg.norm(X.T @ Y) ** 2
+    xx = np.linalg.norm(X.T @ X)
+    yy = np.linalg.norm(Y.T @ Y)
+    return float(xy / (xx * yy)) if xx > 0 and yy > 0 else 0.0
+
+
+def alignment_metrics(source: np.ndarray, mapped: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    cos = cosine_rows(mapped, target)
+    resid = np.square(np.asarray(mapped, np.float64) - target).sum()
+    spread = np.square(np.asarray(target, np.float64) - target.mean(axis=0)).sum()
+    out = {
+        "n_heldout": int(len(target)),
+        "cosine_mean": float(cos.mean()),
+        "cosine_median": float(np.median(cos)),
+        # 1 − R²: 0 is perfect, 1 is no better than predicting the held-out mean.
+        "relative_mse": float(resid / spread) if spread > 0 else float("nan"),
+    }
+    out.update(retrieval(mapped, target))
+    out["cka_source_target"] = linear_cka(source, target)
+    out["cka_mapped_target"] = linear_cka(mapped, target)
+    return out
+
+
+class Probe:
+    """A logistic-regression probe trained on native target embeddings."""
+
+    def __init__(self, Y: np.ndarray, labels: np.ndarray, *, seed: int = 0) -> None:
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        self.classes = np.unique(labels)
+        self.model = make_pipeline(
+            StandardScaler(), LogisticRegression(C=1.0, max_iter=2000, random_state=seed)
+        )
+        self.model.fit(Y, labels)
+        self.n_train = int(len(labels))
+
+    def scores(self, Y: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+        from sklearn.metrics import roc_auc_score
+
+        proba = self.model.predict_proba(Y)
+        classes = self.model.classes_
+        acc = float((classes[proba.argmax(axis=1)] == labels).mean())
+        present = np.unique(labels)
+        auc = float("nan")
+        if len(present) >= 2 and set(present) <= set(classes):
+            if len(classes) == 2:
+                auc = float(roc_auc_score(labels == classes[1], proba[:, 1]))
+            else:
+                keep = np.isin(labels, classes)
+                auc = float(
+                    roc_auc_score(labels[keep], proba[keep], multi_class="ovr", average="macro",
+                                  labels=classes)
+                ) if len(present) == len(classes) else float("nan")
+        return {"accuracy": acc, "auc": auc}
+
+
+def probe_metrics(
+    probe: Probe, mapped: np.ndarray, target: np.ndarray, labels: np.ndarray
+) -> dict[str, Any]:
+    keep = labels != ""
+    native = probe.scores(target[keep], labels[keep])
+    stitched = probe.scores(mapped[keep], labels[keep])
+    out: dict[str, Any] = {
+        "probe_n_train": probe.n_train,
+        "probe_accuracy_native": native["accuracy"],
+        "probe_accuracy_stitched": stitched["accuracy"],
+        "probe_auc_native": native["auc"],
+        "probe_auc_stitched": stitched["auc"],
+    }
+    out["probe_accuracy_ratio"] = (
+        stitched["accuracy"] / native["accuracy"] if native["accuracy"] > 0 else float("nan")
+    )
+    out["probe_auc_ratio"] = stitched["auc"] / native["auc"] if native["auc"] > 0 else float("nan")
+    return out

@@ -1,0 +1,69 @@
+"""Merge shard stores (from `stitch embed --shard i/N`) into one store."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..errors import ProvenanceError, StoreError, UsageError
+from . import format as fmt
+from .store import EmbeddingStore, StoreWriter, base_attrs
+
+_COLUMNS = {fmt.LABELS: "labels", fmt.TEXTS: "texts", fmt.GROUPS: "groups"}
+
+
+def merge_stores(paths: Sequence[str | Path], out: str | Path, *, chunk_size: int = 8192) -> dict:
+    """Concatenate complete stores of one space; refuses mixed models, shapes or repeated ids."""
+    if len(paths) < 1:
+        raise UsageError("give at least one shard store to merge")
+    if str(Path(out).resolve()) in {str(Path(p).resolve()) for p in paths}:
+        raise UsageError(f"-o {out} is also an input: write the merged store elsewhere")
+    stores = [EmbeddingStore(p) for p in paths]  # refuses incomplete shards with a clear line
+    try:
+        first = stores[0]
+        space = first.space()
+        columns = [c for c in _COLUMNS if c in first._h5]
+        token_t = 0
+        seen: dict[str, str] = {}
+        for store in stores:
+            if store.space() != space:
+                diff = [k for k in space if store.space()[k] != space[k]]
+                raise ProvenanceError(
+                    f"{store.path} differs from {first.path} in {', '.join(diff)}: "
+                    "merge only shards of one model"
+                )
+            if [c for c in _COLUMNS if c in store._h5] != columns or store.has_tokens != first.has_tokens:
+                raise StoreError(f"{store.path} has other columns than {first.path}: shards must match")
+            if store.has_tokens:
+                token_t = max(token_t, store._h5[fmt.TOKENS].shape[1])
+            for i in store.ids:
+                if i in seen:
+                    raise UsageError(f"id {i!r} is in both {seen[i]} and {store.path}: shards overlap")
+                seen[i] = str(store.path)
+        attrs = {k: v for k, v in first.attrs.items() if k not in ("complete", "created", "shard", "versions", "format", "format_version")}
+        attrs["merged_from"] = json.dumps([str(s.path) for s in stores])
+        attrs["shard"] = ""
+        with StoreWriter(
+            out, dim=first.dim, attrs=base_attrs(**attrs), columns=columns,
+            token_shape=(token_t, first.dim) if first.has_tokens else None,
+        ) as writer:
+            for store in stores:
+                cols = {c: store._column(c) for c in columns}
+                for rows, block in store.iter_chunks(chunk_size=chunk_size):
+                    toks = mask = None
+                    if store.has_tokens:
+                        toks, mask = store.read_tokens(rows)
+                    writer.append(
+                        list(store.ids[rows]), block,
+                        columns={c: v[rows] for c, v in cols.items()},
+                        tokens=toks, tokens_mask=mask,
+                    )
+                writer.add_failed(store.failed)
+            n = writer.n
+        return {"path": str(out), "samples": n, "shards": len(stores), "dim": first.dim}
+    finally:
+        for store in stores:
+            store.close()
+
+
