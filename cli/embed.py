@@ -55,12 +55,13 @@ def embed(source: str, model: str, output: str, batch_size: int, workers: int, d
             raise UsageError(f"--where {cond!r}: use COL=VALUE")
         filters[key] = value
     cols = Columns(id_column, path_column, text_column, label_column, group_column)
+    shard_spec = parse_shard(shard)
     inputs = read_inputs(source, columns=cols, root=root, where=filters)
     encoder = load_encoder(model, device=device, dtype=dtype)
     with progress(f"embed {model}") as bar:
         result = embed_store(
             inputs, encoder, output, batch_size=batch_size, workers=workers, tokens=tokens,
-            strict=strict, shard=parse_shard(shard), overwrite=overwrite, progress=bar,
+            strict=strict, shard=shard_spec, overwrite=overwrite, progress=bar,
         )
     summary = result.as_dict()
     if result.already_complete:

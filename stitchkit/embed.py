@@ -280,7 +280,7 @@ def _assemble(
 ) -> tuple[int, int]:
     """Write the final store in input order from the part files; returns (samples, failed)."""
     files = [parts / f"part-{k:06d}.h5" for k in range(n_batches)]
-    positions, failed, max_t = [], [], 0
+    positions, failed, max_t, token_dim = [], [], 0, encoder.dim
     for f in files:
         with h5py.File(f, "r") as h5:
             positions.append(h5["positions"][()])
@@ -288,6 +288,7 @@ def _assemble(
             failed.extend(zip(h5["failed_positions"][()].tolist(), reasons, strict=True))
             if "tokens" in h5:
                 max_t = max(max_t, h5["tokens"].shape[1])
+                token_dim = h5["tokens"].shape[2]
     ok_sorted = np.sort(np.concatenate(positions)) if positions else np.zeros(0, np.int64)
     row_of = np.full(len(items), -1, dtype=np.int64)
     row_of[ok_sorted] = np.arange(len(ok_sorted))
@@ -303,7 +304,7 @@ def _assemble(
         shard=f"{shard[0]}/{shard[1]}" if shard else "",
         n_inputs=len(items),
     )
-    token_shape = (max_t, encoder.dim) if tokens and max_t else None
+    token_shape = (max_t, token_dim) if tokens and max_t else None
     with StoreWriter(
         out, dim=encoder.dim, attrs=attrs, columns=[names[c] for c in columns],
         token_shape=token_shape, size=len(ok_sorted),

@@ -13,6 +13,14 @@ from .base import EncodeOutput, Encoder, ModelSpec
 from .registry import offline_hint
 
 
+def _quiet() -> None:
+    """Loading bars and notices from transformers would drown the job's own progress lines."""
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
 def _weight_files(path: str) -> list[Path]:
     root = Path(path)
     if not root.is_dir():
@@ -34,6 +42,7 @@ class HFEncoder(Encoder):
         super().__init__(spec, device, dtype)
         from transformers import AutoModel, AutoTokenizer
 
+        _quiet()
         self.pooling = spec.options.get("pooling", "mean")
         if self.pooling not in ("mean", "cls"):
             raise ModelError(f"pooling {self.pooling!r} unknown for {spec.text}: use mean or cls")
@@ -79,6 +88,7 @@ class SentenceTransformerEncoder(Encoder):
         super().__init__(spec, device, dtype)
         from sentence_transformers import SentenceTransformer
 
+        _quiet()
         path = spec.options.get("weights", spec.name)
         self._path = path
         try:

@@ -24,7 +24,7 @@ def merge_stores(paths: Sequence[str | Path], out: str | Path, *, chunk_size: in
         first = stores[0]
         space = first.space()
         columns = [c for c in _COLUMNS if c in first._h5]
-        token_t = 0
+        token_t, token_d = 0, first.dim
         seen: dict[str, str] = {}
         for store in stores:
             if store.space() != space:
@@ -37,6 +37,7 @@ def merge_stores(paths: Sequence[str | Path], out: str | Path, *, chunk_size: in
                 raise StoreError(f"{store.path} has other columns than {first.path}: shards must match")
             if store.has_tokens:
                 token_t = max(token_t, store._h5[fmt.TOKENS].shape[1])
+                token_d = store._h5[fmt.TOKENS].shape[2]
             for i in store.ids:
                 if i in seen:
                     raise UsageError(f"id {i!r} is in both {seen[i]} and {store.path}: shards overlap")
@@ -46,7 +47,7 @@ def merge_stores(paths: Sequence[str | Path], out: str | Path, *, chunk_size: in
         attrs["shard"] = ""
         with StoreWriter(
             out, dim=first.dim, attrs=base_attrs(**attrs), columns=columns,
-            token_shape=(token_t, first.dim) if first.has_tokens else None,
+            token_shape=(token_t, token_d) if first.has_tokens else None,
         ) as writer:
             for store in stores:
                 cols = {c: store._column(c) for c in columns}

@@ -380,8 +380,8 @@ class StoreWriter:
         if self._token_shape is not None:
             if tokens is None or tokens_mask is None:
                 raise ValueError("this store holds tokens: pass tokens and tokens_mask")
-            t = self._token_shape[0]
-            padded = np.zeros((n, t, self.dim), dtype=np.float16)
+            t, d = self._token_shape  # token width may differ from dim (ViT before projection)
+            padded = np.zeros((n, t, d), dtype=np.float16)
             mask = np.zeros((n, t), dtype=bool)
             padded[:, : tokens.shape[1]] = tokens
             mask[:, : tokens_mask.shape[1]] = tokens_mask

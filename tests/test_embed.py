@@ -1,0 +1,301 @@
+"""`stitch embed` and the store on real models and real chest X-rays."""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from stitchkit.store import EmbeddingStore
+
+
+def test_packaged_lite_weights_classify_a_real_photo() -> None:
+    """Weights mapped by position must still be ImageNet weights: a temple photo is a palace."""
+    import timm
+    from PIL import Image
+    from sklearn.datasets import load_sample_image
+
+    from stitchkit.encoders.packaged import lite_weights
+    from stitchkit.encoders.weights import load_into
+
+    model = timm.create_model("efficientnet_lite0")
+    load_into(model, lite_weights("0"), "lite0")
+    cfg = timm.data.resolve_model_data_config(model)
+    x = timm.data.create_transform(**cfg)(Image.fromarray(load_sample_image("china.jpg")))
+    with torch.inference_mode():
+        top = model.eval()(x[None]).argmax().item()
+    assert top == 698  # ImageNet class 698: palace
+
+
+def test_store_holds_what_the_manifest_gave(lite0_store: Path, kermany_manifest: Path) -> None:
+    with open(kermany_manifest, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    with EmbeddingStore(lite0_store) as store:
+        assert len(store) == len(rows) == 180
+        assert store.dim == 1280 and store.complete and store.is_stitchkit
+        assert list(store.ids) == [r["id"] for r in rows]  # input order kept
+        assert list(store.labels) == [r["label"] for r in rows]
+        X = store.read()
+        assert np.isfinite(X).all() and X.std() > 0
+        attrs = store.attrs
+        assert attrs["model_spec"] == "lite0" and len(attrs["weights_sha256"]) == 64
+        assert json.loads(attrs["preprocessing"])["input_size"] == [3, 224, 224]
+        # Normal and pneumonia images differ in this space: class means are far apart.
+        lab = store.labels
+        gap = X[lab == "normal"].mean(0) - X[lab == "pneumonia"].mean(0)
+        assert np.linalg.norm(gap) > 0.1 * np.linalg.norm(X.mean(0))
+
+
+def _image_folder(root: Path, data: Path, n: int = 4) -> Path:
+    src = data / "kermany-pneumonia-224" / "test"
+    for cls in ("NORMAL", "PNEUMONIA"):
+        (root / cls).mkdir(parents=True)
+        for f in sorted((src / cls).iterdir())[:n]:
+            shutil.copy(f, root / cls / f.name)
+    return root
+
+
+def test_bad_inputs_are_recorded_and_the_run_goes_on(tmp_path: Path, data: Path, stitch) -> None:
+    folder = _image_folder(tmp_path / "imgs", data)
+    (folder / "NORMAL" / "empty.png").write_bytes(b"")
+    (folder / "NORMAL" / "notes.png").write_text("this is a text file named .png")
+    good = sorted((folder / "PNEUMONIA").iterdir())[0].read_bytes()
+    (folder / "PNEUMONIA" / "truncated.jpeg").write_bytes(good[: len(good) // 3])
+    out = tmp_path / "out.h5"
+    res = stitch("embed", folder, "-m", "lite0", "-o", out, "--batch-size", "4", "--json")
+    assert res.returncode == 0, res.stderr
+    assert "warning: skipping" in res.stderr and "Traceback" not in res.stderr
+    with EmbeddingStore(out) as store:
+        assert len(store) == 8
+        assert set(store.labels) == {"NORMAL", "PNEUMONIA"}
+        failed = dict(store.failed)
+        assert failed["NORMAL/empty.png"] == "empty file (0 bytes)"
+        assert "not an image" in failed["NORMAL/notes.png"]
+        assert "truncated" in failed["PNEUMONIA/truncated.jpeg"]
+
+    strict = stitch("embed", folder, "-m", "lite0", "-o", tmp_path / "strict.h5", "--strict")
+    assert strict.returncode == 1
+    assert strict.stderr.strip().count("\n") == 0 and "--strict" in strict.stderr
+    assert not (tmp_path / "strict.h5").exists()
+
+
+def test_kill_9_then_rerun_equals_an_uninterrupted_run(tmp_path: Path, kermany_manifest: Path, stitch) -> None:
+    with open(kermany_manifest, newline="") as fh:
+        rows = list(csv.DictReader(fh))[:64]
+    manifest = tmp_path / "m.csv"
+    with open(manifest, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    out = tmp_path / "killed.h5"
+    args = [sys.executable, "-m", "stitchkit.cli.main", "embed", str(manifest), "-m", "lite0",
+            "-o", str(out), "--batch-size", "8"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    parts = Path(str(out) + ".parts")
+    deadline = time.time() + 300
+    while len(list(parts.glob("part-*.h5"))) < 3 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists(), "a killed run must not leave a store behind"
+    done_before = len(list(parts.glob("part-*.h5")))
+    assert 3 <= done_before < 8
+
+    res = stitch("embed", manifest, "-m", "lite0", "-o", out, "--batch-size", "8", "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["batches_resumed"] == done_before
+    ref = tmp_path / "ref.h5"
+    assert stitch("embed", manifest, "-m", "lite0", "-o", ref, "--batch-size", "8").returncode == 0
+    with EmbeddingStore(out) as a, EmbeddingStore(ref) as b:
+        assert list(a.ids) == list(b.ids) == [r["id"] for r in rows]
+        np.testing.assert_allclose(a.read(), b.read(), rtol=1e-5, atol=1e-6)
+    assert not parts.exists()
+    again = stitch("embed", manifest, "-m", "lite0", "-o", out, "--batch-size", "8")
+    assert again.returncode == 0 and "already complete" in again.stdout
+
+
+def test_a_second_writer_is_refused(tmp_path: Path, kermany_manifest: Path, stitch) -> None:
+    out = tmp_path / "busy.h5"
+    parts = Path(str(out) + ".parts")
+    parts.mkdir()
+    with open(parts / "lock", "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        fh.write("4242")
+        fh.flush()
+        res = stitch("embed", kermany_manifest, "-m", "lite0", "-o", out)
+    assert res.returncode == 1
+    assert "another process" in res.stderr and "Traceback" not in res.stderr
+
+
+def _texts(tmp_path: Path, iu_manifest: Path, n: int = 30) -> Path:
+    lines = [json.loads(line)["text"] for line in iu_manifest.read_text().splitlines()[:n]]
+    path = tmp_path / "reports.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_texts_keep_input_order_and_match_direct_encoding(tmp_path: Path, iu_manifest: Path, stitch) -> None:
+    from stitchkit.encoders import load_encoder
+
+    texts = _texts(tmp_path, iu_manifest, 20)
+    out = tmp_path / "t.h5"
+    assert stitch("embed", texts, "-m", "minilm", "-o", out, "--batch-size", "6").returncode == 0
+    lines = texts.read_text().splitlines()
+    encoder = load_encoder("minilm")
+    with torch.inference_mode():
+        direct = np.stack([encoder.encode([t]).embeddings[0].numpy() for t in lines])
+    with EmbeddingStore(out) as store:
+        assert list(store.ids) == [str(i) for i in range(1, 21)]
+        assert list(store.texts) == lines
+        np.testing.assert_allclose(store.read(), direct, atol=2e-5)
+
+
+def test_shards_merged_equal_one_run(tmp_path: Path, iu_manifest: Path, stitch) -> None:
+    texts = _texts(tmp_path, iu_manifest, 30)
+    shards = []
+    for i in range(3):
+        shard = tmp_path / f"s{i}.h5"
+        res = stitch("embed", texts, "-m", "minilm", "-o", shard, "--shard", f"{i}/3")
+        assert res.returncode == 0, res.stderr
+        shards.append(shard)
+    merged, whole = tmp_path / "merged.h5", tmp_path / "whole.h5"
+    assert stitch("merge", *shards, "-o", merged).returncode == 0
+    assert stitch("embed", texts, "-m", "minilm", "-o", whole).returncode == 0
+    with EmbeddingStore(merged) as m, EmbeddingStore(whole) as w:
+        assert sorted(m.ids) == sorted(w.ids) and len(set(m.ids)) == 30
+        np.testing.assert_allclose(m.read(m.index_of(list(w.ids))), w.read(), atol=2e-5)
+
+    overlap = stitch("merge", shards[0], shards[0], "-o", tmp_path / "bad.h5")
+    assert overlap.returncode == 2 and "shards overlap" in overlap.stderr
+    assert not (tmp_path / "bad.h5").exists()
+
+
+def test_merge_refuses_mixed_models_and_unfinished_shards(tmp_path: Path, lite0_store: Path, minilm_store: Path, stitch) -> None:
+    mixed = stitch("merge", lite0_store, minilm_store, "-o", tmp_path / "x.h5")
+    assert mixed.returncode == 2 and "merge only shards of one model" in mixed.stderr
+    unfinished = tmp_path / "unfinished.h5"
+    shutil.copy(lite0_store, unfinished)
+    with h5py.File(unfinished, "a") as h5:
+        h5.attrs["complete"] = False
+    res = stitch("merge", lite0_store, unfinished, "-o", tmp_path / "y.h5")
+    assert res.returncode == 2 and "incomplete" in res.stderr
+
+
+def test_tokens_are_kept_with_a_mask(tmp_path: Path, data: Path, iu_manifest: Path, stitch) -> None:
+    folder = _image_folder(tmp_path / "imgs", data, n=2)
+    out = tmp_path / "tok.h5"
+    assert stitch("embed", folder, "-m", "lite0", "-o", out, "--tokens").returncode == 0
+    with EmbeddingStore(out) as store:
+        tok, mask = store.read_tokens(np.arange(len(store)))
+        assert tok.shape == (4, 49, 1280) and mask.all()
+        # The global vector is the mean of the final feature map (pooling), so it matches.
+        np.testing.assert_allclose(tok.mean(1), store.read(), rtol=2e-2, atol=2e-3)
+    texts = _texts(tmp_path, iu_manifest, 8)
+    tout = tmp_path / "ttok.h5"
+    assert stitch("embed", texts, "-m", "minilm", "-o", tout, "--tokens").returncode == 0
+    with EmbeddingStore(tout) as store:
+        tok, mask = store.read_tokens(np.arange(8))
+        assert tok.shape[0] == 8 and tok.shape[2] == 384
+        assert (mask.sum(1) > 5).all() and not mask.all()  # padded to the longest report
+
+
+TINY_CLIP = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16},
+    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 2},
+}
+
+
+def test_open_clip_towers_load_a_local_checkpoint(tmp_path: Path, data: Path, stitch) -> None:
+    """Random weights (no CLIP weights can be had here): this proves the loading code."""
+    import open_clip
+    from safetensors.torch import save_file
+
+    config = tmp_path / "tiny-clip.json"
+    config.write_text(json.dumps(TINY_CLIP))
+    open_clip.add_model_config(config)
+    model = open_clip.create_model("tiny-clip")
+    ckpt = tmp_path / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(ckpt))
+
+    folder = _image_folder(tmp_path / "imgs", data, n=2)
+    out = tmp_path / "clip-img.h5"
+    spec = f"open_clip:{config}?weights={ckpt}&tower=image"
+    res = stitch("embed", folder, "-m", spec, "-o", out, "--tokens")
+    assert res.returncode == 0, res.stderr
+    texts = tmp_path / "p.txt"
+    texts.write_text("There is pneumonia.\nThere is no pneumonia.\n")
+    tout = tmp_path / "clip-txt.h5"
+    res = stitch("embed", texts, "-m", spec.replace("tower=image", "tower=text"), "-o", tout)
+    assert res.returncode == 0, res.stderr
+
+    tokenizer = open_clip.get_tokenizer("tiny-clip")
+    with torch.inference_mode():
+        expected = model.eval().encode_text(tokenizer(texts.read_text().splitlines())).numpy()
+    with EmbeddingStore(out) as img, EmbeddingStore(tout) as txt:
+        assert img.dim == txt.dim == 32 and len(img) == 4
+        assert img.read_tokens(np.arange(4))[0].shape == (4, 16, 64)
+        np.testing.assert_allclose(txt.read(), expected, atol=1e-5)
+
+
+def test_missing_weights_offline_is_one_clear_line(tmp_path: Path, stitch) -> None:
+    texts = tmp_path / "t.txt"
+    texts.write_text("hello\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    res = stitch("embed", texts, "-m", "hf:sentence-transformers/not-here", "-o", tmp_path / "o.h5", env=env)
+    assert res.returncode == 2
+    assert "not-here" in res.stderr and "local directory" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["embed", "nowhere/", "-m", "lite0", "-o", "o.h5"], "does not exist"),
+        (["embed", "{texts}", "-m", "no-such-model", "-o", "o.h5"], "unknown model spec"),
+        (["embed", "{texts}", "-m", "lite0", "-o", "o.h5"], "pick a model of the same modality"),
+        (["embed", "{texts}", "-m", "minilm", "-o", "o.h5", "--shard", "3/2"], "--shard"),
+        (["info", "{texts}"], "not a stitchkit map or head"),
+        (["info", "nowhere.h5"], "no such file"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(tmp_path: Path, stitch, args: list[str], needle: str) -> None:
+    texts = tmp_path / "t.txt"
+    texts.write_text("There is pneumonia.\n")
+    args = [a.replace("{texts}", str(texts)) for a in args]
+    res = stitch(*args, cwd=tmp_path)
+    assert res.returncode == 2, res.stderr
+    assert needle in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+
+
+def test_info_reads_plain_hdf5_from_other_tools(tmp_path: Path, stitch) -> None:
+    path = tmp_path / "plain.h5"
+    with h5py.File(path, "w") as h5:
+        h5["embeddings"] = np.ones((3, 4), dtype=np.float32)
+        h5["ids"] = np.array([b"a", b"b", b"c"])
+    res = stitch("info", path, "--json")
+    assert res.returncode == 0, res.stderr
+    info = json.loads(res.stdout)
+    assert info["samples"] == 3 and info["dim"] == 4 and "provenance unknown" in info["kind"]
+    with EmbeddingStore(path) as store:
+        assert list(store.ids) == ["a", "b", "c"]
+
+
+def test_models_lists_the_packaged_models(stitch) -> None:
+    res = stitch("models", "--json")
+    rows = {r["name"]: r for r in json.loads(res.stdout)["models"]}
+    assert rows["lite0"]["installed"] and rows["lite0"]["dim"] == 1280
+    assert rows["minilm"]["modality"] == "text" and rows["minilm"]["dim"] == 384
