@@ -99,8 +99,10 @@ def plan(out: Path, m: dict[str, Path], prompts: str) -> list[Step]:
         steps.append(Step(f"fit {method}", ["fit", s("k-train-lite0.h5"), s("k-train-lite2.h5"),
                                             "--method", method, "-o", s(f"lite0-to-lite2.{method}.map"), "--json"],
                           output=out / f"lite0-to-lite2.{method}.map", result=out / "results" / f"fit-{method}.json"))
+    n_train = sum(1 for _ in open(m["k-train"])) - 1
+    counts = [c for c in (50, 100, 250, 500, 1000, 2000, 4000) if c <= 0.8 * n_train] or [n_train // 2]
     steps.append(Step("sweep", ["sweep", s("k-train-lite0.h5"), s("k-train-lite2.h5"),
-                                "--n-anchors", "50,100,250,500,1000,2000", "--methods", "orthogonal,affine,ridge",
+                                "--n-anchors", ",".join(map(str, counts)), "--methods", "orthogonal,affine,ridge",
                                 "--seeds", "0,1,2", "-o", s("sweep.csv"), "--plot", s("sweep.png"), "--json"],
                       output=out / "sweep.csv", result=out / "results" / "sweep.json"))
 
@@ -165,7 +167,6 @@ def plan(out: Path, m: dict[str, Path], prompts: str) -> list[Step]:
 def run_step(step: Step) -> dict | None:
     from .main import cli
 
-    (step.result or step.output or Path(".")).parent.mkdir(parents=True, exist_ok=True)
     if step.result is not None:
         buffer = io.StringIO()
         with contextlib.redirect_stdout(buffer):
@@ -218,6 +219,8 @@ def demo(out: Path, data: Path | None, limit: int | None, as_json: bool) -> None
     root = data or data_root()
     t0 = time.perf_counter()
     steps = plan(out, _manifests(root, out / "manifests", limit), "pneumonia")
+    for sub in ("scores", "results"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
     for n, step in enumerate(steps, 1):
         if step.output is not None and step.output.exists():
             click.echo(f"[{n}/{len(steps)}] {step.name}: done already ({step.output})", err=True)
@@ -233,6 +236,5 @@ def demo(out: Path, data: Path | None, limit: int | None, as_json: bool) -> None
         acc = f"{r['accuracy']:.3f}" if r["accuracy"] is not None else "-"
         lines.append(f"{r['route']:66} {auc:>14} {ci:>16} {acc:>6} {r['n'] or '':>5}")
     lines.append(f"report: {out / 'report' / 'index.html'}   ({minutes:.1f} min)")
-    (out / "results").mkdir(parents=True, exist_ok=True)
     (out / "results" / "table.json").write_text(json.dumps(rows, indent=1))
     emit({"results": rows, "report": str(out / "report"), "minutes": minutes}, as_json=as_json, text="\n".join(lines))

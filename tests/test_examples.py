@@ -1,0 +1,68 @@
+"""Every example runs end to end in a reduced form (few images), as a user would run it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stitchkit.store import EmbeddingStore
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def run_example(script: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+    bin_dir = str(Path(sys.executable).parent)
+    full_env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ["PATH"],
+                "OUT": str(tmp_path / "out"), "HF_HUB_OFFLINE": "1", **env}
+    res = subprocess.run(["bash", str(EXAMPLES / script)], capture_output=True, text=True,
+                         env=full_env, cwd=tmp_path, timeout=900)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
+    return res
+
+
+def test_slurm_pipeline_runs_locally(tmp_path: Path) -> None:
+    run_example("slurm/pipeline.sh", tmp_path, LIMIT="12", SHARDS="3")
+    out = tmp_path / "out"
+    with EmbeddingStore(out / "train-lite0.h5") as merged:
+        assert len(merged) == 24 and len(set(merged.ids)) == 24
+    assert len(list((out / "shards").glob("lite0-*.h5"))) == 3
+    assert (out / "scores.csv").read_text().count("\n") == 25  # header + 24 test images
+
+
+def test_byo_backbone_matches_the_short_name(tmp_path: Path, kermany_manifest: Path) -> None:
+    run_example("byo-backbone/run.sh", tmp_path, LIMIT="6")
+    out = tmp_path / "out"
+    with EmbeddingStore(out / "mine.h5") as mine:
+        assert mine.dim == 1280 and len(mine) == 24
+        assert mine.model_spec.startswith("timm:efficientnet_lite0?weights=")
+    assert (out / "mine-to-lite2.map").exists()
+
+
+def test_iu_text_stitching_reduced(tmp_path: Path) -> None:
+    from stitchkit.encoders.packaged import minilm_dir
+
+    res = run_example("iu-text-stitching/run.sh", tmp_path, LIMIT="160", COUNTS="40,80",
+                      TARGET=f"hf:{minilm_dir()}?pooling=cls")
+    metrics = json.loads((tmp_path / "out" / "fit.json").read_text())["metrics"]
+    assert metrics["top1"] > 0.2  # chance is 1/40 on 40 held-out reports
+    assert "top1" in res.stdout
+
+
+def test_covid_image_text_route_reduced(tmp_path: Path) -> None:
+    run_example("covid-image-text/run.sh", tmp_path, LIMIT="10", EPOCHS="3")
+    out = tmp_path / "out"
+    assert (out / "native.csv").read_text().count("\n") == 21
+    assert (out / "stitched.csv").read_text().count("\n") == 21
+
+
+@pytest.mark.parametrize("script", ["python-api/walkthrough.py"])
+def test_python_api_walkthrough(tmp_path: Path, script: str) -> None:
+    res = subprocess.run([sys.executable, str(EXAMPLES / script)], capture_output=True, text=True,
+                         env={**os.environ, "LIMIT": "12", "OUT": str(tmp_path)}, timeout=900)
+    assert res.returncode == 0, res.stderr[-4000:]
+    assert "AUC pneumonia" in res.stdout and "round trip error" in res.stdout
