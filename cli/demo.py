@@ -113,10 +113,12 @@ def plan(out: Path, m: dict[str, Path], prompts: str) -> list[Step]:
     steps.append(Step("head kermany", ["head", "train", s("k-train-lite2.h5"), s("k-train-captions-minilm.h5"),
                                        "-o", s("head-kermany.head"), "--json"],
                       output=out / "head-kermany.head", result=out / "results" / "head-kermany.json"))
-    # (d) the unimodal route: Lite0 mapped straight into MiniLM's text space over image-caption anchors.
-    steps.append(Step("fit lite0->minilm", ["fit", s("k-train-lite0.h5"), s("k-train-captions-minilm.h5"),
-                                            "--method", "ridge", "-o", s("lite0-to-minilm.map"), "--json"],
-                      output=out / "lite0-to-minilm.map", result=out / "results" / "fit-lite0-minilm.json"))
+    # (c) and (d): images mapped straight into MiniLM's text space over the same image-caption
+    # pairs the head saw, then cosine to the prompts (the second paper's unimodal route).
+    for model in ("lite2", "lite0"):
+        steps.append(Step(f"fit {model}->minilm", ["fit", s(f"k-train-{model}.h5"), s("k-train-captions-minilm.h5"),
+                                                   "--method", "ridge", "-o", s(f"{model}-to-minilm.map"), "--json"],
+                          output=out / f"{model}-to-minilm.map", result=out / "results" / f"fit-{model}-minilm.json"))
 
     # Real image-note pairs (covid-notes-384): a head that never saw a Kermany label.
     steps.append(Step("captions covid", ["head", "captions", s("covid-lite2.h5"), "-m", "minilm", "--from-texts",
@@ -147,7 +149,8 @@ def plan(out: Path, m: dict[str, Path], prompts: str) -> list[Step]:
         classify("(a) Lite2 native + head", "k-lite2-head", "k-test-lite2.h5", "--head", head),
         classify("(b) Lite0 → Lite2 orthogonal + head", "k-lite0-ortho-head", "k-test-lite0.h5", "--map", ortho, "--head", head),
         classify("(b) Lite0 → Lite2 ridge affine + head", "k-lite0-ridge-head", "k-test-lite0.h5", "--map", ridge, "--head", head),
-        classify("(c) Lite0 → Lite2 ridge + cosine", "k-lite0-ridge-cosine", "k-test-lite0.h5", "--map", ridge, "--head", head, "--scoring", "cosine"),
+        classify("(c) Lite2 → MiniLM text space, cosine instead of the head", "k-lite2-minilm-cosine", "k-test-lite2.h5",
+                 "--map", s("lite2-to-minilm.map"), "--scoring", "cosine"),
         classify("(d) Lite0 → MiniLM text space, cosine (label-derived captions)", "k-lite0-minilm-cosine", "k-test-lite0.h5",
                  "--map", s("lite0-to-minilm.map"), "--scoring", "cosine"),
         classify("(e) covid-notes head, Lite2 native (zero-shot)", "k-lite2-covidhead", "k-test-lite2.h5", "--head", s("head-covid.head")),

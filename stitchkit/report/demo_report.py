@@ -1,7 +1,7 @@
 """The report of a `stitch demo` folder: PNG figures and a page (Markdown and HTML) holding them.
 
 Expected layout (what `stitch demo` writes): ``k-test-lite0.h5``, ``k-test-lite2.h5``,
-``lite0-to-lite2.{orthogonal,ridge}.map``, ``sweep.csv``, ``scores/*.csv`` and
+``lite0-to-lite2.{orthogonal,ridge}.map``, ``results/sweep.json``, ``scores/*.csv`` and
 ``results/table.json``.
 """
 
@@ -22,7 +22,7 @@ ROC_ROUTES = {
     "k-lite2-head": "Lite2 native + head",
     "k-lite0-ortho-head": "Lite0→Lite2 orthogonal + head",
     "k-lite0-ridge-head": "Lite0→Lite2 ridge + head",
-    "k-lite0-ridge-cosine": "Lite0→Lite2 ridge + cosine",
+    "k-lite2-minilm-cosine": "Lite2→MiniLM cosine (label captions)",
     "k-lite0-minilm-cosine": "Lite0→MiniLM cosine (label captions)",
     "k-lite2-covidhead": "covid-notes head, Lite2 (zero-shot)",
 }
@@ -51,20 +51,14 @@ def build_report(folder: str | Path, out: str | Path) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     made: list[tuple[str, Path, str]] = []
 
-    sweep = folder / "sweep.csv"
+    sweep = folder / "results" / "sweep.json"  # what `stitch sweep --json` printed
     if sweep.exists():
-        import csv
-
         from ..maps.api import plot_sweep
 
-        with open(sweep, newline="") as fh:
-            rows = [{k: (float(v) if k.endswith(("_mean", "_std")) and v not in ("", None) else v)
-                     for k, v in r.items()} for r in csv.DictReader(fh)]
-        for r in rows:
-            r["n_anchors"] = int(r["n_anchors"])
+        summary = json.loads(sweep.read_text())["summary"]
         made.append(("Held-out quality against the anchor count",
-                     plot_sweep(rows, out / "anchor-curves.png",
-                                title="EfficientNet-Lite0 → Lite2 on Kermany train anchors; held-out 20 %, mean ± std over seeds"),
+                     plot_sweep(summary, out / "anchor-curves.png",
+                                title="EfficientNet-Lite0 → Lite2, Kermany train anchors; held-out anchors, mean ± std over seeds"),
                      "Each point: maps fitted on that many anchors, measured on held-out anchors."))
 
     curves = {}
@@ -73,9 +67,10 @@ def build_report(folder: str | Path, out: str | Path) -> dict[str, Any]:
         if path.exists():
             curves[name] = figures.read_scores(path, "pneumonia", _is_pneumonia)
     if curves:
+        n = len(next(iter(curves.values()))[0])
         made.append(("ROC: normal vs pneumonia on Kermany test",
                      figures.roc_curves(curves, out / "roc-kermany.png",
-                                        title="Kermany test (624 images): pneumonia vs normal"),
+                                        title=f"Kermany test ({n} images): pneumonia vs normal"),
                      "Native Lite2, Lite0 stitched into Lite2, cosine scoring and the unimodal route."))
 
     heat = folder / "scores" / "k-lite0-ridge-head.csv"
