@@ -26,7 +26,7 @@ def describe_store(path: str | Path) -> dict[str, Any]:
             if key in attrs:
                 out[key] = attrs[key]
         if store.has_tokens:
-            out["tokens"] = list(store._h5["tokens"].shape)
+            out["tokens"] = [len(store), *store.token_shape]
         labels = store.labels
         if labels is not None:
             out["labels"] = dict(Counter(str(v) for v in labels).most_common(20))

@@ -7,10 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import ProvenanceError, StoreError, UsageError
-from . import format as fmt
 from .store import EmbeddingStore, StoreWriter, base_attrs
-
-_COLUMNS = {fmt.LABELS: "labels", fmt.TEXTS: "texts", fmt.GROUPS: "groups"}
 
 
 def merge_stores(paths: Sequence[str | Path], out: str | Path, *, chunk_size: int = 8192) -> dict:
@@ -23,7 +20,7 @@ def merge_stores(paths: Sequence[str | Path], out: str | Path, *, chunk_size: in
     try:
         first = stores[0]
         space = first.space()
-        columns = [c for c in _COLUMNS if c in first._h5]
+        columns = first.columns
         token_t, token_d = 0, first.dim
         seen: dict[str, str] = {}
         for store in stores:
@@ -33,11 +30,11 @@ def merge_stores(paths: Sequence[str | Path], out: str | Path, *, chunk_size: in
                     f"{store.path} differs from {first.path} in {', '.join(diff)}: "
                     "merge only shards of one model"
                 )
-            if [c for c in _COLUMNS if c in store._h5] != columns or store.has_tokens != first.has_tokens:
+            if store.columns != columns or store.has_tokens != first.has_tokens:
                 raise StoreError(f"{store.path} has other columns than {first.path}: shards must match")
             if store.has_tokens:
-                token_t = max(token_t, store._h5[fmt.TOKENS].shape[1])
-                token_d = store._h5[fmt.TOKENS].shape[2]
+                token_t = max(token_t, store.token_shape[0])
+                token_d = store.token_shape[1]
             for i in store.ids:
                 if i in seen:
                     raise UsageError(f"id {i!r} is in both {seen[i]} and {store.path}: shards overlap")
@@ -50,7 +47,7 @@ def merge_stores(paths: Sequence[str | Path], out: str | Path, *, chunk_size: in
             token_shape=(token_t, token_d) if first.has_tokens else None,
         ) as writer:
             for store in stores:
-                cols = {c: store._column(c) for c in columns}
+                cols = {c: store.column(c) for c in columns}
                 for rows, block in store.iter_chunks(chunk_size=chunk_size):
                     toks = mask = None
                     if store.has_tokens:

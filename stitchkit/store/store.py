@@ -143,24 +143,34 @@ class EmbeddingStore:
             self._ids = _decode(self._h5[fmt.IDS][()])
         return self._ids
 
-    def _column(self, name: str) -> np.ndarray | None:
+    def column(self, name: str) -> np.ndarray | None:
         return _decode(self._h5[name][()]) if name in self._h5 else None
 
     @property
     def labels(self) -> np.ndarray | None:
-        return self._column(fmt.LABELS)
+        return self.column(fmt.LABELS)
 
     @property
     def texts(self) -> np.ndarray | None:
-        return self._column(fmt.TEXTS)
+        return self.column(fmt.TEXTS)
 
     @property
     def groups(self) -> np.ndarray | None:
-        return self._column(fmt.GROUPS)
+        return self.column(fmt.GROUPS)
 
     @property
     def has_tokens(self) -> bool:
         return fmt.TOKENS in self._h5
+
+    @property
+    def token_shape(self) -> tuple[int, int] | None:
+        """(T, Dt) of the stored tokens, or None."""
+        return tuple(self._h5[fmt.TOKENS].shape[1:]) if self.has_tokens else None
+
+    @property
+    def columns(self) -> list[str]:
+        """The optional string columns present (labels, texts, groups)."""
+        return [c for c in fmt.STRING_COLUMNS if c in self._h5]
 
     @property
     def failed(self) -> list[tuple[str, str]]:
