@@ -86,7 +86,7 @@ def build_report(folder: str | Path, out: str | Path) -> dict[str, Any]:
         made.append(("Image–prompt scores",
                      figures.score_heatmap([rows[i]["id"] for i in pick], [rows[i]["label"] for i in pick],
                                            scores, classes, out / "scores-heatmap.png",
-                                           title="Lite0 → Lite2 (ridge) + head: 60 Kermany test images"),
+                                           title=f"Lite0 → Lite2 (ridge) + head: {len(pick)} Kermany test images"),
                      "Rows grouped by the true label; a good route lights the matching column."))
 
     src, tgt = folder / "k-test-lite0.h5", folder / "k-test-lite2.h5"

@@ -2,5 +2,9 @@
 
 from .format import FORMAT_NAME, FORMAT_VERSION
 from .store import EmbeddingStore, StoreWriter, write_store
+from .union import StoreUnion, open_stores
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "EmbeddingStore", "StoreWriter", "write_store"]
+__all__ = [
+    "FORMAT_NAME", "FORMAT_VERSION", "EmbeddingStore", "StoreUnion", "StoreWriter", "open_stores",
+    "write_store",
+]
