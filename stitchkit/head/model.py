@@ -33,11 +33,11 @@ from ..errors import UsageError
 class HeadConfig:
     """Shape of a head. The defaults train on two CPU cores in a few minutes."""
 
-    width: int = 128
+    width: int = 64
     layers: int = 1
     heads: int = 4
     ffn_mult: int = 2
-    dropout: float = 0.1
+    dropout: float = 0.0
     logit_mlp: bool = False  # a small MLP instead of a linear layer on the representation
 
     def __post_init__(self) -> None:

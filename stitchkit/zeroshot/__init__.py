@@ -1,0 +1,19 @@
+"""Zero-shot classification: prompts, the report standardiser, scoring and metrics.
+
+>>> from stitchkit.zeroshot import classify_store, load_prompts       # doctest: +SKIP
+>>> r = classify_store("k-lite2.h5", load_prompts("pneumonia"), text_model="minilm",
+...                    head_path="head.st")                            # doctest: +SKIP
+>>> r.metrics["auc"]["pneumonia"]                                      # doctest: +SKIP
+"""
+
+from .captions import make_captions
+from .metrics import auc, evaluate
+from .prompts import PromptError, PromptSet, from_classes, load_prompts
+from .scoring import ClassifyResult, classify_store, embed_prompts
+from .standardise import CommandStandardiser, RuleStandardiser, standardise
+
+__all__ = [
+    "ClassifyResult", "CommandStandardiser", "PromptError", "PromptSet", "RuleStandardiser",
+    "auc", "classify_store", "embed_prompts", "evaluate", "from_classes", "load_prompts",
+    "make_captions", "standardise",
+]

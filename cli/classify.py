@@ -1,0 +1,130 @@
+"""`stitch classify`: zero-shot classification of a store through prompts."""
+
+from __future__ import annotations
+
+import click
+
+from .output import emit, progress, show_warnings
+
+SETTINGS = {"show_default": True}
+
+
+@click.command()
+@click.argument("query", type=click.Path(dir_okay=False))
+@click.option("--prompts", "prompt_file", default=None,
+              help="Prompt file (YAML/JSON) or a curated set's short name (pneumonia, cxr14).")
+@click.option("--classes", default=None, help="Comma-separated class names instead of a prompt file.")
+@click.option("--template", "templates", multiple=True,
+              help='Positive template with {finding} (repeatable). Default "There is {finding}."')
+@click.option("--negative-template", "negative_templates", multiple=True,
+              help='Negative template (multilabel). Default "There is no {finding}."')
+@click.option("--mode", type=click.Choice(["multiclass", "multilabel"]), default=None,
+              help="Softmax over classes, or each finding's positive against its negative prompt "
+                   "(default: the prompt file's mode, else multiclass).")
+@click.option("--text-model", default=None, help="Text model that embeds the prompts (e.g. minilm); cached.")
+@click.option("--prompt-store", type=click.Path(dir_okay=False), default=None,
+              help="Read prompt embeddings from this store (written there if missing and --text-model is given).")
+@click.option("--map", "map_path", type=click.Path(dir_okay=False), default=None,
+              help="Map from the query's space into the head's image space (or the text space for cosine).")
+@click.option("--head", "head_path", type=click.Path(dir_okay=False), default=None,
+              help="Cross-attention head file (from `stitch head train`).")
+@click.option("--scoring", type=click.Choice(["head", "cosine"]), default=None,
+              help="Default: head when --head is given, else cosine.")
+@click.option("--temperature", default=0.01, **SETTINGS, help="Cosine scoring: logits are cosine / temperature.")
+@click.option("-o", "--output", "out", type=click.Path(dir_okay=False), default=None,
+              help="Per-sample scores: .csv or .h5.")
+@click.option("--ids", "ids_file", type=click.Path(exists=True, dir_okay=False),
+              help="Classify only these ids (a text file, one id per line), e.g. a test split.")
+@click.option("--pool-by", type=click.Choice(["none", "group"]), default="none", **SETTINGS,
+              help="Pool the views of one group (study) into one sample; scores are per group.")
+@click.option("--bootstrap", default=1000, **SETTINGS, help="Bootstrap resamples for confidence intervals (0: none).")
+@click.option("--seed", default=0, **SETTINGS, help="Seed of the bootstrap.")
+@click.option("--chunk-size", default=8192, **SETTINGS, help="Query rows per block (memory stays flat).")
+@click.option("--force", is_flag=True, help="Proceed although map, head and prompts name different models.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def classify(query: str, prompt_file: str | None, classes: str | None, templates: tuple[str, ...],
+             negative_templates: tuple[str, ...], mode: str | None, text_model: str | None,
+             prompt_store: str | None, map_path: str | None, head_path: str | None,
+             scoring: str | None, temperature: float, out: str | None, ids_file: str | None,
+             pool_by: str, bootstrap: int, seed: int, chunk_size: int, force: bool,
+             as_json: bool) -> None:
+    """Classify every sample of QUERY zero-shot: (map →) head or cosine → prompts.
+
+    Where QUERY has labels, prints AUC per class and macro, accuracy and F1 with bootstrap
+    95 % intervals (multi-class: prediction = most probable class; multi-label: a finding is
+    present when its positive prompt beats its negative, p ≥ 0.5).
+
+    \b
+    Examples:
+      stitch classify k-test-lite2.h5 --prompts pneumonia --text-model minilm --head head.st -o scores.csv
+      stitch classify k-test-lite0.h5 --map lite0-to-lite2.map --head head.st --prompts pneumonia --text-model minilm
+      stitch classify k-test-lite0.h5 --map lite0-to-minilm.map --scoring cosine --classes normal,pneumonia --text-model minilm
+      stitch classify nih-lite2.h5 --prompts cxr14 --mode multilabel --text-model minilm --head head.st -o s.h5 --json
+    """
+    show_warnings()
+    from stitchkit.errors import UsageError
+    from stitchkit.zeroshot.prompts import from_classes, load_prompts
+    from stitchkit.zeroshot.scoring import classify_store
+
+    if bool(prompt_file) == bool(classes):
+        raise UsageError("give exactly one of --prompts FILE or --classes a,b,c")
+    if prompt_file:
+        prompts = load_prompts(prompt_file, mode=mode)
+    else:
+        prompts = from_classes(classes.split(","), templates=list(templates) or None,
+                               negative_templates=list(negative_templates) or None,
+                               mode=mode or "multiclass")
+    ids = None
+    if ids_file:
+        with open(ids_file, encoding="utf-8") as fh:
+            ids = [line.strip() for line in fh if line.strip() and not line.startswith("#")]
+    with progress("classify") as bar:
+        started = [False]
+
+        def on_step(done: int, total: int) -> None:
+            if not started[0]:
+                bar.start(total, done)
+                started[0] = True
+            else:
+                bar.advance(done - bar.done)
+
+        result = classify_store(
+            query, prompts, text_model=text_model, prompt_store=prompt_store, map_path=map_path,
+            head_path=head_path, scoring=scoring, out=out, ids=ids,
+            pool_by=None if pool_by == "none" else pool_by, force=force, chunk_size=chunk_size,
+            n_boot=bootstrap, seed=seed, temperature=temperature, progress=on_step,
+        )
+    emit(result.to_dict(), as_json=as_json, text=None if as_json else format_result(result))
+
+
+def format_result(result) -> str:  # noqa: ANN001 - ClassifyResult, imported lazily
+    comp = result.composition
+    route = [comp["query"].get("model_spec") or comp["query"]["path"]]
+    if "map" in comp:
+        route.append(f"map → {comp['map']['target'].get('model_spec')}")
+    route.append(f"head {comp['head']['path']}" if "head" in comp else "cosine")
+    route.append(f"prompts ({comp['prompts'].get('model_spec')})")
+    lines = [
+        f"classified: {result.n} samples, {len(result.classes)} classes, {result.mode}, "
+        f"{result.seconds:.1f} s including set-up",
+        "route: " + " → ".join(route),
+    ]
+    if result.output:
+        lines.append(f"scores: {result.output}")
+    m = result.metrics
+    if m:
+        ci = m.get("ci", {})
+
+        def fmt(value: float, interval: list[float] | None) -> str:
+            return f"{value:.3f}" + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
+
+        lines.append(f"metrics (n={m['n']}, threshold: {m['threshold']}"
+                     + (f", {int(100 * ci['level'])} % bootstrap CI" if ci else "") + "):")
+        for c in result.classes:
+            lines.append(f"  AUC {c}: {fmt(m['auc'][c], ci.get('auc', {}).get(c))}"
+                         f"  (positives {m['positives'][c]}, F1 {m['f1'][c]:.3f})")
+        lines.append(f"  AUC macro: {fmt(m['auc_macro'], ci.get('auc_macro'))}")
+        lines.append(f"  accuracy: {fmt(m['accuracy'], ci.get('accuracy'))}")
+        lines.append(f"  F1 macro: {fmt(m['f1_macro'], ci.get('f1_macro'))}")
+    lines.extend(f"note: {n}" for n in result.notes)
+    return "\n".join(lines)

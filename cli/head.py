@@ -1,0 +1,164 @@
+"""`stitch head train` and `stitch head captions`: the text side and the cross-attention head."""
+
+from __future__ import annotations
+
+import click
+
+from .output import emit, progress, show_warnings
+
+SETTINGS = {"show_default": True}
+
+
+@click.group()
+def head() -> None:
+    """Train cross-attention heads (CARZero-style) on paired image and text stores.
+
+    \b
+    Examples:
+      stitch head captions k-lite2.h5 --from-texts -m minilm -o notes-minilm.h5
+      stitch head train k-lite2.h5 notes-minilm.h5 -o head.st --seed 0
+    """
+
+
+@head.command()
+@click.argument("images", type=click.Path(dir_okay=False))
+@click.argument("texts", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
+              help="Head file to write (safetensors + JSON metadata).")
+@click.option("--width", default=64, **SETTINGS, help="Head width (projection size).")
+@click.option("--layers", default=1, **SETTINGS, help="Cross-attention decoder layers.")
+@click.option("--heads", default=4, **SETTINGS, help="Attention heads per layer.")
+@click.option("--dropout", default=0.0, **SETTINGS, help="Dropout in attention and feed-forward.")
+@click.option("--logit-mlp", is_flag=True, help="A small MLP instead of a linear layer per logit.")
+@click.option("--epochs", default=30, **SETTINGS, help="Most epochs (early stopping may end sooner).")
+@click.option("--batch-size", default=128, **SETTINGS, help="Pairs per contrastive batch.")
+@click.option("--lr", default=1e-3, **SETTINGS, help="Peak AdamW learning rate.")
+@click.option("--weight-decay", default=0.01, **SETTINGS)
+@click.option("--warmup", default=0.05, **SETTINGS, help="Fraction of steps warming up, then cosine.")
+@click.option("--val-fraction", default=0.1, **SETTINGS, help="Pairs held out for validation.")
+@click.option("--patience", default=5, **SETTINGS, help="Epochs without a better validation loss before stopping.")
+@click.option("--no-image-tokens", is_flag=True, help="Use only global image vectors even if the store has tokens.")
+@click.option("--no-text-tokens", is_flag=True, help="Use only global text vectors even if the store has tokens.")
+@click.option("--pool-by", type=click.Choice(["none", "group"]), default="none", **SETTINGS,
+              help="Pool the views of one group (study) into one sample.")
+@click.option("--ids", "ids_file", type=click.Path(exists=True, dir_okay=False),
+              help="Train only on these ids (a text file, one id per line).")
+@click.option("--seed", default=0, **SETTINGS, help="Seed for initialisation, split, shuffling.")
+@click.option("--threads", type=int, default=None, help="torch threads (default: torch's choice).")
+@click.option("--no-resume", is_flag=True, help="Ignore a checkpoint beside the output and start over.")
+@click.option("--no-plot", is_flag=True, help="Do not draw the loss curve PNG.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def train(images: str, texts: str, out: str, width: int, layers: int, heads: int, dropout: float,
+          logit_mlp: bool, epochs: int, batch_size: int, lr: float, weight_decay: float,
+          warmup: float, val_fraction: float, patience: int, no_image_tokens: bool,
+          no_text_tokens: bool, pool_by: str, ids_file: str | None, seed: int,
+          threads: int | None, no_resume: bool, no_plot: bool, as_json: bool) -> None:
+    """Train a head on the image–text pairs IMAGES and TEXTS share (joined by id).
+
+    Symmetric contrastive (InfoNCE) loss, AdamW with warm-up and cosine decay, a validation
+    split with early stopping. An interrupted run resumes from HEAD.ckpt; the loss curve is
+    written to HEAD.loss.png. The head file names the image and text spaces it was trained in.
+
+    \b
+    Examples:
+      stitch head train k-train-lite2.h5 k-train-captions-minilm.h5 -o head.st
+      stitch head train covid-lite2.h5 covid-notes-minilm.h5 -o notes-head.st --epochs 60 --seed 1
+    """
+    show_warnings()
+    from stitchkit.head import HeadConfig, TrainConfig, train_head
+
+    config = TrainConfig(
+        head=HeadConfig(width=width, layers=layers, heads=heads, dropout=dropout, logit_mlp=logit_mlp),
+        epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup=warmup,
+        val_fraction=val_fraction, patience=patience, image_tokens=not no_image_tokens,
+        text_tokens=not no_text_tokens, pool_by=None if pool_by == "none" else pool_by,
+    )
+    ids = _read_ids(ids_file) if ids_file else None
+    with progress("head train") as bar:
+        started = [False]
+
+        def on_step(done: int, total: int) -> None:
+            if not started[0]:
+                bar.start(total, done)
+                started[0] = True
+            else:
+                bar.advance(done - bar.done)
+
+        result = train_head(images, texts, out=out, config=config, seed=seed, progress=on_step,
+                            resume=not no_resume, plot=not no_plot, threads=threads, ids=ids)
+    data = result.to_dict()
+    if as_json:
+        emit(data, as_json=True)
+        return
+    val = result.val
+    lines = [
+        f"head: {result.path}",
+        f"pairs: {result.n_pairs} ({result.n_train} train, {result.n_val} validation)",
+        f"epochs: {result.epochs_run} (best {result.best_epoch}"
+        + (", stopped early" if result.stopped_early else "")
+        + (f", resumed after epoch {result.resumed_from}" if result.resumed_from else "") + ")",
+    ]
+    if val:
+        lines.append(
+            f"validation: loss {val['val_loss']:.4f}, top-1 image→text {val['i2t_top1']:.3f}, "
+            f"text→image {val['t2i_top1']:.3f} (chance {val['chance_top1']:.3f}, n {val['n']})"
+        )
+    if result.plot:
+        lines.append(f"loss curve: {result.plot}")
+    lines.append(f"time: {result.seconds:.1f} s")
+    emit(data, as_json=False, text="\n".join(lines))
+
+
+@head.command()
+@click.argument("images", type=click.Path(dir_okay=False))
+@click.option("-m", "--text-model", required=True, help="Text model that embeds the captions (e.g. minilm).")
+@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
+              help="Text store to write (.h5), with the image store's ids.")
+@click.option("--from-labels", "prompt_file", default=None,
+              help="Caption each image by its label through this prompt file (label-derived: not zero-shot).")
+@click.option("--from-texts", is_flag=True,
+              help="Caption each image by its own text (report, notes), standardised.")
+@click.option("--raw", is_flag=True, help="With --from-texts: keep the text as written, do not standardise.")
+@click.option("--standardiser-cmd", default=None,
+              help="External standardiser (an LLM wrapper): reads one report on stdin, writes sentences on stdout.")
+@click.option("--tokens", is_flag=True, help="Also keep word tokens (for heads that use them).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def captions(images: str, text_model: str, out: str, prompt_file: str | None, from_texts: bool,
+             raw: bool, standardiser_cmd: str | None, tokens: bool, as_json: bool) -> None:
+    """Write the text side for head training: a text store with the ids of IMAGES.
+
+    --from-texts uses the image store's own texts (embed the images with --text-column naming
+    the notes or report column), rewritten by the rule-based, negation-aware standardiser into
+    "There is X." / "There is no X." sentences, or by --standardiser-cmd.
+    --from-labels writes label-derived captions; results built on those are not zero-shot.
+
+    \b
+    Examples:
+      stitch head captions covid-lite2.h5 --from-texts -m minilm -o covid-notes-minilm.h5
+      stitch head captions k-lite2.h5 --from-labels anchors/prompts/pneumonia.yaml -m minilm -o k-captions.h5
+      stitch head captions covid-lite2.h5 --from-texts --standardiser-cmd "./my-llm --rewrite" -m minilm -o c.h5
+    """
+    show_warnings()
+    from stitchkit.errors import UsageError
+    from stitchkit.zeroshot.captions import make_captions
+    from stitchkit.zeroshot.prompts import load_prompts
+    from stitchkit.zeroshot.standardise import CommandStandardiser
+
+    if bool(prompt_file) == bool(from_texts):
+        raise UsageError("give exactly one of --from-labels PROMPTS or --from-texts")
+    std = CommandStandardiser(standardiser_cmd) if standardiser_cmd else None
+    result = make_captions(images, out=out, text_model=text_model,
+                           prompts=load_prompts(prompt_file) if prompt_file else None,
+                           standardiser=std, raw=raw, tokens=tokens)
+    text = "\n".join([
+        f"captions: {result.path}",
+        f"origin: {result.origin}",
+        f"samples: {result.n} captioned, {result.skipped} without a caption, {result.distinct} distinct",
+        *(f"  {i}: {c}" for i, c in result.examples),
+    ])
+    emit(result.to_dict(), as_json=as_json, text=None if as_json else text)
+
+
+def _read_ids(path: str) -> list[str]:
+    with open(path, encoding="utf-8") as fh:
+        return [line.strip() for line in fh if line.strip() and not line.startswith("#")]

@@ -1,0 +1,107 @@
+"""A trained head as a file-backed object: ``Head.load(path).score(images, texts)``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..artifacts import load_artifact, save_artifact
+from ..errors import UsageError
+from .model import CrossAttentionHead, HeadConfig, load_numpy_state, score_matrix, state_to_numpy
+
+HEAD_KIND = "head"
+
+
+class Head:
+    """A cross-attention head with the spaces it was trained in.
+
+    ``image_space_`` and ``text_space_`` are ``EmbeddingStore.space()`` dicts; classification
+    checks that the (mapped) queries and the prompts live in exactly these spaces.
+
+    >>> head = Head.load("head.st")                              # doctest: +SKIP
+    >>> logits = head.score(images, prompts)                     # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        module: CrossAttentionHead,
+        *,
+        image_space: dict[str, Any],
+        text_space: dict[str, Any],
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        self.module_ = module
+        self.image_space_ = dict(image_space)
+        self.text_space_ = dict(text_space)
+        self.meta_ = dict(meta or {})
+
+    @property
+    def config_(self) -> HeadConfig:
+        return self.module_.config
+
+    @property
+    def uses_image_tokens_(self) -> bool:
+        return bool(self.meta_.get("image_tokens", False))
+
+    @property
+    def uses_text_tokens_(self) -> bool:
+        return bool(self.meta_.get("text_tokens", False))
+
+    # -- files ---------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> Path:
+        meta = {
+            **self.meta_,
+            "head_config": self.config_.to_dict(),
+            "image_dim": self.module_.image_dim,
+            "text_dim": self.module_.text_dim,
+            "image_space": self.image_space_,
+            "text_space": self.text_space_,
+        }
+        return save_artifact(path, HEAD_KIND, state_to_numpy(self.module_), meta)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Head:
+        tensors, meta = load_artifact(path, HEAD_KIND)
+        try:
+            config = HeadConfig.from_dict(meta["head_config"])
+            module = CrossAttentionHead(int(meta["image_dim"]), int(meta["text_dim"]), config)
+        except KeyError as exc:
+            raise UsageError(f"{path}: head metadata lacks {exc}; train the head again") from exc
+        load_numpy_state(module, tensors)
+        module.eval()
+        rest = {k: v for k, v in meta.items()
+                if k not in ("head_config", "image_dim", "text_dim", "image_space", "text_space")}
+        return cls(module, image_space=meta.get("image_space", {}),
+                   text_space=meta.get("text_space", {}), meta=rest)
+
+    # -- scoring -------------------------------------------------------------------------
+    def score(
+        self,
+        image_global: np.ndarray,
+        text_global: np.ndarray,
+        image_tokens: np.ndarray | None = None,
+        image_mask: np.ndarray | None = None,
+        text_tokens: np.ndarray | None = None,
+        text_mask: np.ndarray | None = None,
+        *,
+        image_block: int = 2048,
+    ) -> np.ndarray:
+        """Logits (n_images, n_texts), the mean of both directions."""
+        image_global = np.asarray(image_global, dtype=np.float32)
+        text_global = np.asarray(text_global, dtype=np.float32)
+        for name, x, dim in (("image", image_global, self.module_.image_dim),
+                             ("text", text_global, self.module_.text_dim)):
+            if x.ndim != 2 or x.shape[1] != dim:
+                raise UsageError(
+                    f"{name} embeddings have shape {x.shape} but the head expects width {dim}"
+                )
+        return score_matrix(self.module_, image_global, text_global, image_tokens, image_mask,
+                            text_tokens, text_mask, image_block=image_block)
+
+    def __repr__(self) -> str:
+        c = self.config_
+        return (f"Head(image={self.image_space_.get('model_spec')}, "
+                f"text={self.text_space_.get('model_spec')}, width={c.width}, layers={c.layers})")

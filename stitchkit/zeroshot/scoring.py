@@ -1,0 +1,503 @@
+"""Zero-shot classification of a store through prompts: cosine or head scoring, streamed.
+
+Composition: query store --(map, optional)--> image space of the head --(head)--> logits
+against the prompts' text embeddings. Every arrow is checked: the query must be in the map's
+source space, the map's target space must be the head's image space and the prompts' text
+model the head's text space (with cosine scoring: the image side must be in the text space
+itself, as the unimodal route of the second paper does). A mismatch is one line, unless
+``force``; widths that differ can never be forced.
+
+Scores per class:
+
+* head, multi-class: each class's logit is the mean over its positive prompts; softmax over
+  classes. Multi-label: sigmoid(positive logit − negative logit) per finding.
+* cosine: each class is the normalised mean of its normalised prompt embeddings (CLIP's
+  prompt ensembling); logits are cosine / ``temperature``; then as above.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ProvenanceError, UsageError
+from ..fileio import atomic_output, check_writable_dir
+from ..store import EmbeddingStore
+from .metrics import evaluate
+from .pooling import check_pool_by, group_rows, pool_embeddings, pool_labels, pool_tokens
+from .prompts import PromptSet, check_for_mode
+
+ProgressFn = Callable[[int, int], None]
+SCORINGS = ("head", "cosine")
+
+
+# -- spaces --------------------------------------------------------------------------------
+def describe_space(space: dict[str, Any]) -> str:
+    spec = space.get("model_spec") or "unknown model"
+    return f"{spec} ({space.get('dim')}-d)"
+
+
+def check_space(
+    expected: dict[str, Any], got: dict[str, Any], *, expected_what: str, got_what: str,
+    force: bool = False,
+) -> None:
+    """One clear line when two spaces differ; width mismatches cannot be forced."""
+    if expected.get("dim") is not None and got.get("dim") is not None and int(expected["dim"]) != int(got["dim"]):
+        raise ProvenanceError(
+            f"{got_what} is {describe_space(got)} but {expected_what} is {describe_space(expected)}: "
+            "the widths differ, so they cannot be combined"
+        )
+    for key in ("model_spec", "weights_sha256"):
+        a, b = expected.get(key), got.get(key)
+        if a and b and a != b and not force:
+            raise ProvenanceError(
+                f"{got_what} is {describe_space(got)} but {expected_what} is "
+                f"{describe_space(expected)} ({key} differs): use matching files, or --force"
+            )
+
+
+# -- prompt embeddings ---------------------------------------------------------------------
+@dataclass
+class PromptEmbeddings:
+    texts: list[str]
+    glob: np.ndarray
+    tokens: np.ndarray | None
+    mask: np.ndarray | None
+    space: dict[str, Any]
+    source: str
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("STITCHKIT_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "stitchkit")
+    return Path(root) / "prompts"
+
+
+def _read_prompt_store(path: Path, texts: list[str], tokens: bool) -> PromptEmbeddings | None:
+    with EmbeddingStore(path) as store:
+        have = store.texts if store.texts is not None else store.ids
+        index = {t: i for i, t in enumerate(have)}
+        missing = [t for t in texts if t not in index]
+        if missing:
+            return None
+        rows = np.array([index[t] for t in texts], dtype=np.int64)
+        glob = store.read(rows)
+        tok = mask = None
+        if tokens:
+            if not store.has_tokens:
+                return None
+            tok, mask = store.read_tokens(rows)
+        return PromptEmbeddings(texts, glob, tok, mask, store.space(), str(path))
+
+
+def embed_prompts(
+    texts: list[str],
+    *,
+    text_model: str | None = None,
+    prompt_store: str | os.PathLike | None = None,
+    tokens: bool = False,
+    use_cache: bool = True,
+) -> PromptEmbeddings:
+    """Prompt embeddings: from ``prompt_store`` if it holds them all, else embedded with
+    ``text_model`` and written to ``prompt_store`` (or a cache keyed by model and texts)."""
+    if prompt_store is not None and Path(prompt_store).exists():
+        found = _read_prompt_store(Path(prompt_store), texts, tokens)
+        if found is not None:
+            return found
+        if text_model is None:
+            raise UsageError(
+                f"prompt store {prompt_store} lacks some prompts (or their tokens): give "
+                "--text-model to embed them"
+            )
+    if text_model is None:
+        raise UsageError("give --text-model (e.g. minilm) or a --prompt-store to embed the prompts")
+    key = hashlib.sha256(json.dumps([text_model, tokens, texts]).encode()).hexdigest()[:20]
+    target = Path(prompt_store) if prompt_store is not None else cache_dir() / f"{key}.h5"
+    if prompt_store is None and use_cache and target.exists():
+        found = _read_prompt_store(target, texts, tokens)
+        if found is not None:
+            return found
+    from ..embed import embed_texts
+    from ..encoders import load_encoder
+
+    encoder = load_encoder(text_model, device="cpu")
+    emb = embed_texts(encoder, texts, tokens=tokens)
+    space = encoder.space()
+    if prompt_store is not None or use_cache:
+        _write_prompt_store(target, texts, emb, space)
+    return PromptEmbeddings(texts, emb.embeddings, emb.tokens, emb.mask, space, text_model)
+
+
+def _write_prompt_store(path: Path, texts: list[str], emb: Any, space: dict[str, Any]) -> None:
+    from ..store import StoreWriter
+    from ..store.store import base_attrs
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shape = None if emb.tokens is None else (emb.tokens.shape[1], emb.tokens.shape[2])
+    attrs = base_attrs(modality="text", model_spec=space.get("model_spec"),
+                       weights_sha256=space.get("weights_sha256"), input="prompts")
+    with StoreWriter(path, dim=emb.embeddings.shape[1], attrs=attrs, columns=["texts"],
+                     token_shape=shape) as w:
+        w.append([f"p{i}" for i in range(len(texts))], emb.embeddings, columns={"texts": texts},
+                 tokens=emb.tokens, tokens_mask=emb.mask)
+
+
+# -- scorers -------------------------------------------------------------------------------
+def _normalise(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def _log_odds(logits: np.ndarray) -> np.ndarray:
+    """log(p_c / (1 - p_c)) of the softmax: c's logit minus the log-sum-exp of the others.
+
+    Monotone in the probability but it never saturates: probabilities round to exactly 0 or 1
+    in floating point for confident samples, and those ties would distort AUC.
+    """
+    z = logits.astype(np.float64)
+    c = z.shape[1]
+    out = np.empty_like(z)
+    for k in range(c):
+        others = np.delete(z, k, axis=1)
+        m = others.max(axis=1, keepdims=True)
+        out[:, k] = z[:, k] - (m[:, 0] + np.log(np.exp(others - m).sum(axis=1)))
+    return out
+
+
+@dataclass
+class Scorer:
+    """Turns (mapped) image embeddings into per-class scores and probabilities.
+
+    The scores are log-odds (multi-class) or positive-minus-negative logits (multi-label);
+    metrics rank by them, outputs show both.
+    """
+
+    prompts: PromptSet
+    text: PromptEmbeddings
+    head: Any = None  # stitchkit.head.Head
+    temperature: float = 0.01
+
+    def __post_init__(self) -> None:
+        index = {t: i for i, t in enumerate(self.text.texts)}
+        self._pos = [np.array([index[t] for t in c.positive]) for c in self.prompts.classes]
+        multilabel = self.prompts.mode == "multilabel"
+        self._neg = [np.array([index[t] for t in c.negative]) for c in self.prompts.classes] if multilabel else []
+        if self.head is None:
+            unit = _normalise(self.text.glob)
+            self._cpos = _normalise(np.stack([unit[i].mean(axis=0) for i in self._pos]))
+            if multilabel:
+                self._cneg = _normalise(np.stack([unit[i].mean(axis=0) for i in self._neg]))
+
+    @property
+    def uses_image_tokens(self) -> bool:
+        return self.head is not None and self.head.uses_image_tokens_
+
+    def __call__(self, glob: np.ndarray, tokens: np.ndarray | None = None,
+                 mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        multilabel = self.prompts.mode == "multilabel"
+        if self.head is None:
+            unit = _normalise(glob.astype(np.float32))
+            pos = unit @ self._cpos.T / self.temperature
+            neg = unit @ self._cneg.T / self.temperature if multilabel else None
+        else:
+            t = self.text
+            use_tt = self.head.uses_text_tokens_
+            logits = self.head.score(glob, t.glob, tokens, mask,
+                                     t.tokens if use_tt else None, t.mask if use_tt else None)
+            pos = np.stack([logits[:, i].mean(axis=1) for i in self._pos], axis=1)
+            neg = np.stack([logits[:, i].mean(axis=1) for i in self._neg], axis=1) if multilabel else None
+        if multilabel:
+            diff = pos - neg
+            return diff, _sigmoid(diff)
+        return _log_odds(pos), _softmax(pos.astype(np.float64)).astype(np.float32)
+
+
+# -- output --------------------------------------------------------------------------------
+class _ScoreWriter:
+    """Streams per-sample scores to CSV or HDF5 (by suffix), appearing atomically."""
+
+    def __init__(self, path: Path, classes: list[str], meta: dict[str, Any], with_labels: bool):
+        self.path, self.classes, self.meta, self.with_labels = path, classes, meta, with_labels
+        self.hdf5 = path.suffix.lower() in (".h5", ".hdf5")
+
+    def __enter__(self) -> _ScoreWriter:
+        self._atomic = atomic_output(self.path)
+        tmp = self._atomic.__enter__()
+        if self.hdf5:
+            import h5py
+
+            from ..store.store import STR
+
+            self._h5 = h5py.File(tmp, "w")
+            c = len(self.classes)
+            self._h5.create_dataset("ids", (0,), maxshape=(None,), dtype=STR, chunks=(4096,))
+            self._h5.create_dataset("labels", (0,), maxshape=(None,), dtype=STR, chunks=(4096,))
+            self._h5.create_dataset("scores", (0, c), maxshape=(None, c), dtype="f4", chunks=(4096, c))
+            self._h5.create_dataset("logits", (0, c), maxshape=(None, c), dtype="f4", chunks=(4096, c))
+            self._h5.attrs["format"] = "stitchkit.scores"
+            self._h5.attrs["classes"] = json.dumps(self.classes)
+            self._h5.attrs["meta"] = json.dumps(self.meta, default=str)
+            self._n = 0
+        else:
+            self._fh = open(tmp, "w", newline="", encoding="utf-8")
+            self._csv = csv.writer(self._fh)
+            head = ["id", *(["label"] if self.with_labels else []), *self.classes, "predicted"]
+            self._csv.writerow(head)
+        return self
+
+    def write(self, ids: np.ndarray, labels: np.ndarray | None, logits: np.ndarray, probs: np.ndarray,
+              predicted: list[str]) -> None:
+        if self.hdf5:
+            a, b = self._n, self._n + len(ids)
+            for name in ("ids", "labels", "scores", "logits"):
+                self._h5[name].resize(b, axis=0)
+            self._h5["ids"][a:b] = np.asarray(ids, dtype=object)
+            self._h5["labels"][a:b] = np.asarray(labels if labels is not None else [""] * len(ids), dtype=object)
+            self._h5["scores"][a:b] = probs
+            self._h5["logits"][a:b] = logits
+            self._n = b
+            return
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        for i in range(len(ids)):
+            row = [ids[i], *([labels[i]] if self.with_labels else []),
+                   *(f"{p:.6g}" for p in probs[i]), predicted[i]]
+            w.writerow(row)
+        self._fh.write(buf.getvalue())
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> None:
+        try:
+            if self.hdf5:
+                self._h5.close()
+            else:
+                self._fh.close()
+        finally:
+            self._atomic.__exit__(exc_type, exc, tb)
+
+
+# -- classification ------------------------------------------------------------------------
+@dataclass
+class ClassifyResult:
+    n: int
+    classes: list[str]
+    mode: str
+    scoring: str
+    output: str | None
+    composition: dict[str, Any]
+    metrics: dict[str, Any] | None
+    seconds: float
+    samples_per_s: float
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _chunks(store: EmbeddingStore, rows: np.ndarray, pool_by: str | None, chunk_size: int
+            ) -> Iterator[tuple[np.ndarray, list[np.ndarray] | None]]:
+    """Row blocks of about ``chunk_size``; with pooling, whole groups per block."""
+    if pool_by is None:
+        for a in range(0, len(rows), chunk_size):
+            yield rows[a:a + chunk_size], None
+        return
+    groups = store.groups
+    if groups is None:
+        raise UsageError(
+            f"{store.path} has no groups column, so --pool-by group has nothing to pool: "
+            "embed with a manifest that has a group (study id) column"
+        )
+    keys, members = group_rows(groups[rows])
+    block: list[np.ndarray] = []
+    size = 0
+    for m in members:
+        block.append(rows[m])
+        size += len(m)
+        if size >= chunk_size:
+            yield np.concatenate(block), block
+            block, size = [], 0
+    if block:
+        yield np.concatenate(block), block
+
+
+def classify_store(
+    query: str | os.PathLike | EmbeddingStore,
+    prompts: PromptSet,
+    *,
+    text_model: str | None = None,
+    prompt_store: str | os.PathLike | None = None,
+    map_path: str | os.PathLike | None = None,
+    head_path: str | os.PathLike | None = None,
+    scoring: str | None = None,
+    out: str | os.PathLike | None = None,
+    ids: list[str] | None = None,
+    pool_by: str | None = None,
+    force: bool = False,
+    chunk_size: int = 8192,
+    n_boot: int = 1000,
+    seed: int = 0,
+    temperature: float = 0.01,
+    progress: ProgressFn | None = None,
+) -> ClassifyResult:
+    """Score every sample of ``query`` against ``prompts``; metrics where labels exist.
+
+    >>> r = classify_store("k-lite0.h5", load_prompts("pneumonia"), text_model="minilm",
+    ...                    map_path="lite0-to-lite2.map", head_path="head.st")  # doctest: +SKIP
+    """
+    t0 = time.perf_counter()
+    check_for_mode(prompts)
+    pool_by = check_pool_by(pool_by)
+    scoring = scoring or ("head" if head_path else "cosine")
+    if scoring not in SCORINGS:
+        raise UsageError(f"--scoring must be one of {', '.join(SCORINGS)}, got {scoring!r}")
+    if scoring == "head" and head_path is None:
+        raise UsageError("head scoring needs --head HEAD (or use --scoring cosine)")
+    if scoring == "cosine" and head_path is not None:
+        raise UsageError("--head and --scoring cosine exclude each other: choose one")
+    if out is not None:
+        check_writable_dir(out)
+    store = query if isinstance(query, EmbeddingStore) else EmbeddingStore(query)
+    notes: list[str] = []
+
+    mapper = None
+    image_space = store.space()
+    composition: dict[str, Any] = {"query": {"path": str(store.path), **store.space()}}
+    if map_path is not None:
+        from ..maps import load_map
+
+        mapper = load_map(map_path)
+        check_space(mapper.source_space_, store.space(), expected_what=f"the map's source side ({map_path})",
+                    got_what=f"query store {store.path}", force=force)
+        image_space = dict(mapper.target_space_)
+        composition["map"] = {"path": str(map_path), "source": mapper.source_space_,
+                              "target": mapper.target_space_}
+
+    head = None
+    if head_path is not None:
+        from ..head import Head
+
+        head = Head.load(head_path)
+        composition["head"] = {"path": str(head_path), "image": head.image_space_, "text": head.text_space_}
+        check_space(head.image_space_, image_space,
+                    expected_what=f"the head's image space ({head_path})",
+                    got_what="the map's target space" if mapper else f"query store {store.path}",
+                    force=force)
+        if head.meta_.get("pool_by") and not pool_by:
+            notes.append("the head was trained on pooled studies; consider --pool-by group")
+
+    text = embed_prompts(prompts.texts(), text_model=text_model, prompt_store=prompt_store,
+                         tokens=head is not None and head.uses_text_tokens_)
+    composition["prompts"] = {"source": text.source, **text.space}
+    if head is not None:
+        check_space(head.text_space_, text.space, expected_what=f"the head's text space ({head_path})",
+                    got_what=f"the prompts' text model ({text.source})", force=force)
+    else:
+        check_space(text.space, image_space, expected_what=f"the prompts' text space ({text.source})",
+                    got_what="the map's target space" if mapper else f"query store {store.path}",
+                    force=force)
+    scorer = Scorer(prompts, text, head, temperature)
+
+    rows = np.arange(len(store)) if ids is None else np.sort(store.index_of(ids))
+    labels_all = store.labels
+    with_labels = labels_all is not None and any(str(x) for x in labels_all[rows])
+    classes = prompts.names
+    keep_logits: list[np.ndarray] = []
+    keep_probs: list[np.ndarray] = []
+    keep_labels: list[np.ndarray] = []
+    n_done = 0
+    n_total = len(rows) if pool_by is None else len(group_rows(store.groups[rows])[0]) if store.groups is not None else 0
+    meta = {"mode": prompts.mode, "scoring": scoring, "prompts": prompts.source,
+            "composition": composition}
+    writer = _ScoreWriter(Path(out), classes, meta, with_labels) if out is not None else None
+    if progress:
+        progress(0, n_total)
+    try:
+        if writer:
+            writer.__enter__()
+        for block, members in _chunks(store, rows, pool_by, chunk_size):
+            glob = store.read(block)
+            tok = mask = None
+            if scorer.uses_image_tokens and store.has_tokens:
+                tok, mask = store.read_tokens(block)
+            if mapper is not None:
+                glob = mapper.transform(glob).astype(np.float32)
+                if tok is not None:
+                    n, t, d = tok.shape
+                    tok = mapper.transform(tok.reshape(n * t, d)).reshape(n, t, -1).astype(np.float32)
+            block_ids = store.ids[block]
+            block_labels = labels_all[block] if with_labels else None
+            if members is not None:
+                local, pos = [], 0
+                for m in members:
+                    local.append(np.arange(pos, pos + len(m)))
+                    pos += len(m)
+                block_ids = store.groups[block][[m[0] for m in local]]
+                block_labels = pool_labels(block_labels, local) if with_labels else None
+                if tok is not None and mask is not None:
+                    tok, mask = pool_tokens(tok, mask, local)
+                glob = pool_embeddings(glob, local)
+            logits, probs = scorer(glob, tok, mask)
+            predicted = _predicted(probs, classes, prompts.mode)
+            if writer:
+                writer.write(block_ids, block_labels, logits, probs, predicted)
+            if with_labels:
+                keep_logits.append(logits)
+                keep_probs.append(probs)
+                keep_labels.append(np.asarray(block_labels, dtype=object))
+            n_done += len(block_ids)
+            if progress:
+                progress(n_done, n_total)
+        if writer:
+            writer.__exit__(None, None, None)
+    except BaseException as exc:
+        if writer:
+            writer.__exit__(type(exc), exc, exc.__traceback__)
+        raise
+    seconds = time.perf_counter() - t0
+
+    metrics = None
+    if with_labels and keep_probs:
+        probs = np.concatenate(keep_probs)
+        labels = np.concatenate(keep_labels)
+        truth = np.array([[c.matches(lab) for c in prompts.classes] for lab in labels], dtype=bool)
+        known = np.array([bool(str(lab)) for lab in labels])
+        if prompts.mode == "multiclass":
+            usable = known & (truth.sum(axis=1) == 1)
+        else:
+            usable = known
+        if usable.sum() != len(labels):
+            notes.append(f"{int(len(labels) - usable.sum())} samples have labels that match no single "
+                         "class of the prompts and are left out of the metrics")
+        if usable.any():
+            ranking = np.concatenate(keep_logits)  # log-odds / logit differences
+            metrics = evaluate(truth[usable], probs[usable], classes, mode=prompts.mode,
+                               n_boot=n_boot, seed=seed, ranking=ranking[usable])
+    return ClassifyResult(
+        n=n_done, classes=classes, mode=prompts.mode, scoring=scoring,
+        output=str(out) if out is not None else None, composition=composition, metrics=metrics,
+        seconds=seconds, samples_per_s=n_done / max(seconds, 1e-9), notes=notes,
+    )
+
+
+def _predicted(probs: np.ndarray, classes: list[str], mode: str) -> list[str]:
+    if mode == "multiclass":
+        return [classes[i] for i in probs.argmax(axis=1)]
+    return ["|".join(c for c, p in zip(classes, row, strict=True) if p >= 0.5) for row in probs]
