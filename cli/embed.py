@@ -26,11 +26,16 @@ from .output import emit, progress, show_warnings
 @click.option("--text-column", default="text", show_default=True)
 @click.option("--label-column", default="label", show_default=True)
 @click.option("--group-column", default="group", show_default=True)
+@click.option("--engine", default="local", show_default=True, type=click.Choice(["local", "ray"]), help="local: this process + DataLoader workers; ray: a Ray Data pipeline (pip install 'stitchkit[ray]').")
+@click.option("--address", default=None, help="With --engine ray: join the Ray cluster at this address (else start a local Ray).")
+@click.option("--ray-cpus", default=None, type=int, help="With --engine ray and no --address: CPUs of the local Ray [all].")
+@click.option("--actors", default=None, type=int, help="With --engine ray: model replicas [one per GPU, else one per node].")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def embed(source: str, model: str, output: str, batch_size: int, workers: int, device: str,
           dtype: str, tokens: bool, shard: str | None, strict: bool, overwrite: bool,
           root: str | None, where: tuple[str, ...], id_column: str, path_column: str,
-          text_column: str, label_column: str, group_column: str, as_json: bool) -> None:
+          text_column: str, label_column: str, group_column: str, engine: str,
+          address: str | None, ray_cpus: int | None, actors: int | None, as_json: bool) -> None:
     """Embed SOURCE (an image folder, a CSV/JSONL manifest or a .txt file) into a store.
 
     Re-running the same command after a crash or Ctrl-C continues where it stopped.
@@ -41,6 +46,7 @@ def embed(source: str, model: str, output: str, batch_size: int, workers: int, d
       stitch embed ../shared/data/kermany-pneumonia-224/train -m lite2 -o k-train-lite2.h5 --tokens
       stitch embed reports.jsonl -m minilm -o reports-minilm.h5 --text-column report
       stitch embed images/ -m lite0 -o shard3.h5 --shard 3/16
+      stitch embed images/ -m lite0 -o all.h5 --engine ray --address 10.0.0.1:6379
     """
     from stitchkit.embed import embed_store, parse_shard
     from stitchkit.encoders import load_encoder
@@ -56,13 +62,29 @@ def embed(source: str, model: str, output: str, batch_size: int, workers: int, d
         filters[key] = value
     cols = Columns(id_column, path_column, text_column, label_column, group_column)
     shard_spec = parse_shard(shard)
-    inputs = read_inputs(source, columns=cols, root=root, where=filters)
-    encoder = load_encoder(model, device=device, dtype=dtype)
-    with progress(f"embed {model}") as bar:
-        result = embed_store(
-            inputs, encoder, output, batch_size=batch_size, workers=workers, tokens=tokens,
-            strict=strict, shard=shard_spec, overwrite=overwrite, progress=bar,
-        )
+    if engine == "ray":
+        from stitchkit.engines.ray_engine import embed_store_ray, require_ray
+
+        require_ray()  # say a missing extra before reading inputs or loading a model
+        inputs = read_inputs(source, columns=cols, root=root, where=filters)
+        with progress(f"embed {model} (ray)") as bar:
+            result = embed_store_ray(
+                inputs, model, output, batch_size=batch_size, tokens=tokens, strict=strict,
+                shard=shard_spec, overwrite=overwrite, address=address, num_cpus=ray_cpus,
+                actors=actors, device=device, dtype=dtype, progress=bar,
+            )
+    else:
+        ray_only = [name for name, v in (("--address", address), ("--ray-cpus", ray_cpus),
+                                         ("--actors", actors)) if v is not None]
+        if ray_only:
+            raise UsageError(f"{', '.join(ray_only)} {'needs' if len(ray_only) == 1 else 'need'} --engine ray")
+        inputs = read_inputs(source, columns=cols, root=root, where=filters)
+        encoder = load_encoder(model, device=device, dtype=dtype)
+        with progress(f"embed {model}") as bar:
+            result = embed_store(
+                inputs, encoder, output, batch_size=batch_size, workers=workers, tokens=tokens,
+                strict=strict, shard=shard_spec, overwrite=overwrite, progress=bar,
+            )
     summary = result.as_dict()
     if result.already_complete:
         text = f"{output} is already complete: {result.samples} samples, {result.failed} failed"
