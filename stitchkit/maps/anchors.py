@@ -44,6 +44,34 @@ def write_id_file(path: str | Path, ids: Sequence[str]) -> Path:
     return Path(path)
 
 
+def rows_of(store: EmbeddingStore, ids: Sequence[str] | np.ndarray) -> np.ndarray:
+    """Row positions of ``ids`` in ``store`` through a sorted join.
+
+    ``EmbeddingStore.index_of`` builds a dict (about 200 bytes per row); at a million anchors
+    per store that alone outweighs the O(D²) statistics, so the fit joins sorted arrays.
+    """
+    if not isinstance(store, EmbeddingStore):
+        return store.index_of(list(ids))
+    key = np.asarray(store.ids).astype(str)
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    query = np.asarray(ids).astype(str)
+    if len(key) == 0:
+        pos = np.zeros(len(query), dtype=np.int64)
+        found = np.zeros(len(query), dtype=bool)
+    else:
+        pos = np.minimum(np.searchsorted(key, query), len(key) - 1)
+        found = key[pos] == query
+    if not found.all():
+        from ..errors import StoreError
+
+        missing = [str(v) for v in query[~found][:3]]
+        raise StoreError(
+            f"{store.path}: {int((~found).sum())} ids not found (e.g. {missing}): check the id list"
+        )
+    return order[pos]
+
+
 def shared_ids(source: EmbeddingStore, target: EmbeddingStore) -> np.ndarray:
     """Ids present in both stores, sorted."""
     common = np.intersect1d(source.ids.astype(str), target.ids.astype(str))
@@ -52,7 +80,7 @@ def shared_ids(source: EmbeddingStore, target: EmbeddingStore) -> np.ndarray:
             f"{source.path} and {target.path} share no ids: anchors must be the same samples "
             "embedded by both models (or give --anchors FILE)"
         )
-    return common.astype(object)
+    return common
 
 
 def anchor_pool(
@@ -63,8 +91,8 @@ def anchor_pool(
         return shared_ids(source, target)
     ids = read_id_file(anchors) if isinstance(anchors, str | Path) else list(dict.fromkeys(anchors))
     for store in (source, target):
-        store.index_of(ids)  # raises naming a few missing ids
-    return np.array(sorted(ids), dtype=object)
+        rows_of(store, ids)  # raises naming a few missing ids
+    return np.sort(np.asarray(ids, dtype=str))
 
 
 def split_holdout(
@@ -73,12 +101,12 @@ def split_holdout(
     """(fit pool, held-out ids): a seeded draw over the sorted ids."""
     if not 0.0 <= fraction < 1.0:
         raise UsageError(f"--holdout must be in [0, 1), got {fraction}")
-    ids = np.array(sorted(ids), dtype=object)
+    ids = np.sort(np.asarray(ids).astype(str))
     n_hold = int(round(fraction * len(ids)))
     if fraction > 0 and len(ids) >= 4:
         n_hold = max(n_hold, 2)
     perm = np.random.default_rng(seed).permutation(len(ids))
-    held = np.sort(ids[perm[:n_hold]]) if n_hold else np.array([], dtype=object)
+    held = np.sort(ids[perm[:n_hold]]) if n_hold else ids[:0]
     rest = np.sort(ids[perm[n_hold:]])
     return rest, held
 
@@ -109,7 +137,7 @@ def select(
     """
     if strategy not in STRATEGIES:
         raise UsageError(f"unknown anchor strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
-    ids = np.asarray(ids, dtype=object)
+    ids = np.asarray(ids).astype(str)
     if n is None or n >= len(ids):
         if n is not None and n > len(ids):
             raise UsageError(
@@ -119,7 +147,7 @@ def select(
         return np.sort(ids)
     if n < 1:
         raise UsageError(f"--n-anchors must be at least 1, got {n}")
-    order = np.argsort(ids.astype(str), kind="stable")
+    order = np.argsort(ids, kind="stable")
     ids = ids[order]
     labels = None if labels is None else np.asarray(labels)[order]
     embeddings = None if embeddings is None else np.asarray(embeddings)[order]
@@ -205,17 +233,17 @@ def select_from_store(
     ids: np.ndarray | None = None,
 ) -> np.ndarray:
     """Select anchors among ``ids`` (default: all) of one store; used by ``stitch anchors select``."""
-    pool = np.sort(store.ids if ids is None else np.asarray(ids, dtype=object))
+    pool = np.sort((store.ids if ids is None else np.asarray(ids)).astype(str))
     labels = embeddings = None
     if strategy == "stratified":
         labels = store.labels
         if labels is None:
             raise UsageError(f"{store.path} has no labels: strategy 'stratified' needs them; use random")
-        labels = labels[store.index_of(pool)]
+        labels = labels[rows_of(store, pool)]
     elif strategy in ("farthest", "kmeans"):
         if len(pool) > MAX_CANDIDATES:
             # Reading a million rows to pick a few hundred is wasteful: draw candidates first.
             rng = np.random.default_rng(seed)
             pool = np.sort(rng.choice(pool, MAX_CANDIDATES, replace=False))
-        embeddings = store.read(store.index_of(pool))
+        embeddings = store.read(rows_of(store, pool))
     return select(pool, n, strategy=strategy, seed=seed, labels=labels, embeddings=embeddings)

@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import StoreError, UsageError
 from ..store import EmbeddingStore
 from . import functional as F
-from .anchors import anchor_pool, fold_of, select, split_holdout
+from .anchors import anchor_pool, fold_of, rows_of, select, split_holdout
 from .estimators import BaseMap, load_map, make_map
 from .metrics import MAX_EVAL, MAX_PROBE_TRAIN, Probe, alignment_metrics, probe_metrics
 
@@ -90,7 +90,8 @@ def _read_rows(store: Any, rows: np.ndarray) -> np.ndarray:
     if isinstance(store, EmbeddingStore) and len(rows) > 1:
         lo, hi = int(rows.min()), int(rows.max()) + 1
         if hi - lo <= 2 * len(rows) and np.all(np.diff(rows) > 0):
-            return store.read(slice(lo, hi))[rows - lo]
+            block = store.read(slice(lo, hi))
+            return block if hi - lo == len(rows) else block[rows - lo]
     return store.read(rows)
 
 
@@ -116,12 +117,14 @@ def accumulate(
     progress: ProgressFn | None = None,
 ) -> list[F.SuffStats]:
     """Per-fold sufficient statistics of the anchor pairs ``ids``, read chunk by chunk."""
-    src_rows = source.index_of(ids)
-    tgt_rows = target.index_of(ids)
+    src_rows = rows_of(source, ids)
+    tgt_rows = rows_of(target, ids)
     order = np.argsort(src_rows, kind="stable")
     folds = [F.SuffStats.zeros(source.dim, target.dim, exact=exact) for _ in range(n_folds)]
     which = fold_of(ids, n_folds, seed) if n_folds > 1 else np.zeros(len(ids), dtype=np.int64)
     done = 0
+    if progress is not None:
+        progress(0, len(ids))
     for start in range(0, len(order), chunk_size):
         part = order[start : start + chunk_size]
         X = _read_rows(source, src_rows[part])
@@ -193,7 +196,7 @@ def choose_anchors(
 
             if len(ids) > MAX_CANDIDATES:
                 ids = np.sort(np.random.default_rng(seed).choice(ids, MAX_CANDIDATES, replace=False))
-            embeddings = source.read(source.index_of(ids))
+            embeddings = source.read(rows_of(source, ids))
     return select(ids, n_anchors, strategy=strategy, seed=seed, labels=labels, embeddings=embeddings)
 
 
@@ -216,8 +219,8 @@ def prepare_heldout(
     rng = np.random.default_rng(seed + 1)
     if len(ids) > MAX_EVAL:
         ids = np.sort(rng.choice(ids, MAX_EVAL, replace=False))
-    X = source.read(source.index_of(ids))
-    Y = target.read(target.index_of(ids))
+    X = source.read(rows_of(source, ids))
+    Y = target.read(rows_of(target, ids))
     _check_finite(X, source, ids)
     _check_finite(Y, target, ids)
     if l2:
@@ -226,12 +229,12 @@ def prepare_heldout(
     the_probe = None
     if plan.labels:
         labels = np.array([plan.labels.get(str(i), "") for i in ids])
-        train_ids = np.array([i for i in plan.fit_pool if plan.labels.get(str(i), "")], dtype=object)
+        train_ids = np.array([i for i in plan.fit_pool if plan.labels.get(str(i), "")], dtype=str)
         if len(train_ids) > MAX_PROBE_TRAIN:
             train_ids = np.sort(rng.choice(train_ids, MAX_PROBE_TRAIN, replace=False))
         train_labels = np.array([plan.labels[str(i)] for i in train_ids])
         if probe and len(np.unique(train_labels)) >= 2 and (labels != "").sum() >= 2:
-            Yt = target.read(target.index_of(train_ids))
+            Yt = target.read(rows_of(target, train_ids))
             if l2:
                 Yt = F.l2_normalize(Yt)
             the_probe = Probe(Yt, train_labels, seed=seed)
@@ -453,7 +456,7 @@ def sweep(
                             if hasattr(m, "alpha_relative_"):
                                 row["alpha_relative"] = m.alpha_relative_
                         except UsageError as exc:
-                            row["error"] = str(exc).split(":")[0]
+                            row["error"] = str(exc).split(";")[0]
                     if caught:
                         row["note"] = str(caught[0].message).split(";")[0]
                     rows.append(row)
@@ -520,9 +523,16 @@ def plot_sweep(summary: list[dict[str, Any]], path: str | os.PathLike, *, title:
     panels = [m for m in ("cosine_mean", "top1", "mrr", "relative_mse", "probe_auc_ratio",
                           "probe_accuracy_ratio")
               if any(f"{m}_mean" in e and np.isfinite(e[f"{m}_mean"]) for e in summary)]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.3), squeeze=False)
+    from matplotlib.ticker import NullFormatter
+
+    cols = min(3, len(panels))
+    nrows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.4 * nrows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
     methods = sorted({e["method"] for e in summary})
-    for ax, metric in zip(axes[0], panels, strict=True):
+    counts = sorted({e["n_anchors"] for e in summary})
+    for ax, metric in zip(axes.flat, panels, strict=False):
         for method in methods:
             pts = [e for e in summary if e["method"] == method and f"{metric}_mean" in e]
             if not pts:
@@ -532,10 +542,12 @@ def plot_sweep(summary: list[dict[str, Any]], path: str | os.PathLike, *, title:
             s = [e.get(f"{metric}_std", 0.0) for e in pts]
             ax.errorbar(x, y, yerr=s, marker="o", ms=3, capsize=2, label=method)
         ax.set_xscale("log")
+        ax.set_xticks(counts, [str(c) for c in counts])
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("anchors")
         ax.set_title(metric.replace("_", " "))
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
+    axes.flat[0].legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()

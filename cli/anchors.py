@@ -1,0 +1,60 @@
+"""`stitch anchors`: make anchor id lists from a store."""
+
+from __future__ import annotations
+
+import click
+
+from .output import emit, show_warnings
+
+
+@click.group()
+def anchors() -> None:
+    """Select anchor sets from a store (for `stitch fit --anchors FILE`).
+
+    \b
+    Examples:
+      stitch anchors select lite0.h5 -o anchors-500.txt --n 500 --strategy stratified
+    """
+
+
+@anchors.command("select")
+@click.argument("store", type=click.Path(dir_okay=False, path_type=str))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=str),
+              help="Text file to write, one id per line.")
+@click.option("-n", "--n", "n", required=True, type=click.IntRange(min=1), help="How many anchors.")
+@click.option("--strategy", type=click.Choice(["random", "stratified", "farthest", "kmeans"]),
+              default="random", show_default=True,
+              help="random; stratified by label; farthest-point (k-centre greedy, cosine); "
+                   "k-means centres snapped to the nearest real sample.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the draw.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def select(store: str, output: str, n: int, strategy: str, seed: int, as_json: bool) -> None:
+    """Choose N anchor ids from STORE and write them to a file.
+
+    \b
+    Examples:
+      stitch anchors select lite0.h5 -o anchors-500.txt --n 500 --strategy stratified
+      stitch anchors select lite0.h5 -o anchors-250.txt --n 250 --strategy kmeans --seed 1
+    """
+    from collections import Counter
+
+    from stitchkit.fileio import check_writable_dir
+    from stitchkit.maps.anchors import select_from_store, write_id_file
+    from stitchkit.store import EmbeddingStore
+
+    show_warnings()
+    check_writable_dir(output)
+    with EmbeddingStore(store) as s:
+        ids = select_from_store(s, n, strategy=strategy, seed=seed)
+        labels = s.labels
+        counts = (
+            dict(Counter(str(v) for v in labels[s.index_of(ids)]).most_common())
+            if labels is not None else None
+        )
+    write_id_file(output, ids)
+    result = {"output": output, "n": int(len(ids)), "strategy": strategy, "seed": seed,
+              "labels": counts}
+    text = f"wrote {output}: {len(ids)} ids ({strategy}, seed {seed})"
+    if counts:
+        text += "\n  labels: " + ", ".join(f"{k} {v}" for k, v in counts.items())
+    emit(result, as_json=as_json, text=text)

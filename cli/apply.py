@@ -1,0 +1,40 @@
+"""`stitch apply`: write a store mapped into a map's target space."""
+
+from __future__ import annotations
+
+import click
+
+from .fit import progress_callback
+from .output import emit, show_warnings
+
+
+@click.command()
+@click.argument("map_path", metavar="MAP", type=click.Path(dir_okay=False, path_type=str))
+@click.argument("store", type=click.Path(dir_okay=False, path_type=str))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=str),
+              help="Stitched store to write (.h5).")
+@click.option("--force", is_flag=True,
+              help="Apply even if STORE's model or weights differ from the map's source side.")
+@click.option("--chunk-size", type=click.IntRange(min=1), default=16384, show_default=True,
+              help="Rows mapped per chunk.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def apply(map_path: str, store: str, output: str, force: bool, chunk_size: int, as_json: bool) -> None:
+    """Map every embedding of STORE with MAP into the map's target space.
+
+    The output is a normal store (ids, labels, groups and texts copied) whose model_spec is the
+    target's, with `map` and `source` attributes naming where it came from. STORE must come from
+    the model the map was fitted on (model spec and weights hash), unless --force.
+
+    \b
+    Examples:
+      stitch apply lite0-to-lite2.map lite0-test.h5 -o lite0-test-in-lite2.h5
+      stitch apply lite0-to-lite2.map other-lite0.h5 -o out.h5 --json
+    """
+    from stitchkit.maps import apply_map
+
+    show_warnings()
+    with progress_callback("apply") as cb:
+        result = apply_map(map_path, store, output, force=force, chunk_size=chunk_size, progress=cb)
+    emit(result, as_json=as_json,
+         text=f"wrote {output}: {result['samples']} samples, {result['dim_in']} → {result['dim_out']} "
+              f"(target space {result['target_model_spec']})")

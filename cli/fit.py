@@ -1,0 +1,191 @@
+"""`stitch fit`: fit a map from a source store's space to a target store's over shared anchors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+
+from .output import emit, progress, show_warnings
+
+METHOD_CHOICES = ("ridge", "affine", "linear", "orthogonal")
+STRATEGY_CHOICES = ("random", "stratified", "farthest", "kmeans")
+
+
+def _alpha(value: str | None) -> float | str | None:
+    if value is None or value == "auto":
+        return value
+    try:
+        alpha = float(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"--alpha takes 'auto' or a number ≥ 0, got {value!r}") from exc
+    if not alpha >= 0:
+        raise click.BadParameter(f"--alpha takes 'auto' or a number ≥ 0, got {value!r}")
+    return alpha
+
+
+@click.command()
+@click.argument("source", type=click.Path(dir_okay=False, path_type=str))
+@click.argument("target", type=click.Path(dir_okay=False, path_type=str))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=str),
+              help="Map file to write (safetensors + JSON metadata).")
+@click.option("--method", type=click.Choice(METHOD_CHOICES), default="ridge", show_default=True,
+              help="ridge: affine least squares with alpha chosen by CV; affine / linear: plain "
+                   "least squares with / without bias; orthogonal: Procrustes.")
+@click.option("--alpha", default=None, show_default="auto for ridge, 0 for affine/linear",
+              help="Ridge penalty: 'auto' (cross-validated over the fit anchors) or a number.")
+@click.option("--scale", is_flag=True, help="Orthogonal only: also fit an isotropic scale factor.")
+@click.option("--center/--no-center", default=True, show_default=True,
+              help="Subtract the anchors' means.")
+@click.option("--standardize/--no-standardize", default=True, show_default=True,
+              help="Divide by the anchors' standard deviations (standard scaling).")
+@click.option("--l2", is_flag=True, help="L2-normalise every row before anything else.")
+@click.option("--restore/--no-restore", default=True, show_default=True,
+              help="Restore the target's mean and scale after the map, so outputs live in the target space.")
+@click.option("--anchors", "anchors_file", type=click.Path(dir_okay=False, path_type=str),
+              help="File with one anchor id per line (default: every id both stores share).")
+@click.option("--n-anchors", type=click.IntRange(min=1), default=None,
+              help="Use only N of the anchors (after the holdout), chosen with --strategy.")
+@click.option("--strategy", type=click.Choice(STRATEGY_CHOICES), default="random", show_default=True,
+              help="How --n-anchors are chosen.")
+@click.option("--holdout", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.2,
+              show_default=True, help="Fraction of anchors held out for the quality report.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the holdout split, the selection and the CV folds.")
+@click.option("--cv", type=click.IntRange(min=2), default=3, show_default=True,
+              help="Folds for --alpha auto.")
+@click.option("--pool-by", type=click.Choice(["group"]), default=None,
+              help="Average each group's views (e.g. a study's images) into one anchor first.")
+@click.option("--chunk-size", type=click.IntRange(min=1), default=16384, show_default=True,
+              help="Rows read per chunk (memory stays O(D²) plus one chunk).")
+@click.option("--exact", is_flag=True,
+              help="Compute chunk products in float64 (about 3x slower; sums are float64 anyway).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def fit(source: str, target: str, output: str, method: str, alpha: str | None, scale: bool,
+        center: bool, standardize: bool, l2: bool, restore: bool, anchors_file: str | None,
+        n_anchors: int | None, strategy: str, holdout: float, seed: int, cv: int,
+        pool_by: str | None, chunk_size: int, exact: bool, as_json: bool) -> None:
+    """Fit a map from SOURCE's embedding space to TARGET's over the anchors both share.
+
+    Anchors are the ids present in both stores (joined by id, any order). A held-out part of
+    them measures the map: cosine, relative MSE, retrieval, CKA, and with labels a probe
+    trained on native TARGET embeddings applied to mapped SOURCE embeddings.
+
+    \b
+    Examples:
+      stitch fit lite0.h5 lite2.h5 -o lite0-to-lite2.map
+      stitch fit lite0.h5 lite2.h5 -o l0-l2-orth.map --method orthogonal --n-anchors 500
+      stitch fit lite0.h5 lite2.h5 -o l0-l2.map --n-anchors 250 --strategy stratified --json
+      stitch fit minilm.h5 mpnet.h5 -o text.map --anchors anchor-ids.txt --alpha 10
+    """
+    from stitchkit.fileio import check_writable_dir
+    from stitchkit.maps import fit_map
+
+    show_warnings()
+    if scale and method != "orthogonal":
+        raise click.UsageError("--scale applies to --method orthogonal only")
+    alpha_value = _alpha(alpha)
+    if alpha_value is not None and method == "orthogonal":
+        raise click.UsageError("--alpha applies to ridge, affine and linear maps, not orthogonal")
+    check_writable_dir(output)
+    with progress_callback("fit: reading anchors") as cb:
+        m = fit_map(
+            source, target, method=method, alpha=alpha_value, scale=scale or None,
+            center=center, standardize=standardize, l2=l2, restore=restore,
+            anchors=anchors_file, n_anchors=n_anchors, strategy=strategy, holdout=holdout,
+            seed=seed, cv=cv if method in ("ridge", "affine", "linear") else None,
+            pool_by=pool_by, chunk_size=chunk_size, exact=exact, progress=cb,
+        )
+    m.save(output)
+    result = {
+        "output": output,
+        "method": m.method,
+        "source": m.source_space_,
+        "target": m.target_space_,
+        "dims": [m.n_features_in_, m.n_features_out_],
+        "anchors": m.anchors_,
+        "metrics": m.metrics_,
+    }
+    if hasattr(m, "alpha_"):
+        result["alpha"] = m.alpha_
+        result["alpha_relative"] = m.alpha_relative_
+    if m.method == "orthogonal":
+        result["scale_factor"] = m.scale_
+    emit(result, as_json=as_json, text=None if as_json else _text(result))
+
+
+def _text(r: dict) -> str:
+    a = r["anchors"]
+    lines = [
+        f"wrote {r['output']}: {r['method']} map {r['dims'][0]} → {r['dims'][1]}",
+        f"  anchors: {a['n_fit']} fit ({a['strategy']}), {a['n_heldout']} held out, "
+        f"of {a['n_pool']} shared",
+    ]
+    if "alpha" in r:
+        lines.append(f"  alpha: {r['alpha']:.4g} ({r['alpha_relative']:.3g} × mean eigenvalue)")
+    if "scale_factor" in r and r["scale_factor"] != 1.0:
+        lines.append(f"  scale factor: {r['scale_factor']:.4g}")
+    if r["metrics"]:
+        lines.append("held-out quality:")
+        lines.extend(format_metrics(r["metrics"]))
+    else:
+        lines.append("held-out quality: none (no held-out anchors)")
+    return "\n".join(lines)
+
+
+# -- helpers shared with apply, sweep and anchors ------------------------------------------
+@contextmanager
+def progress_callback(description: str) -> Iterator[Callable[[int, int], None]]:
+    """A ``(done, total)`` callback driving the shared progress bar / log lines."""
+    with progress(description) as bar:
+        started = False
+
+        def update(done: int, total: int) -> None:
+            nonlocal started
+            if not started:
+                bar.start(total)
+                started = True
+            bar.advance(done - bar.done)
+
+        yield update
+
+
+METRIC_LABELS = {
+    "n_heldout": "held-out anchors",
+    "cosine_mean": "cosine mean",
+    "cosine_median": "cosine median",
+    "relative_mse": "relative MSE (1 − R²)",
+    "top1": "retrieval top-1",
+    "top5": "retrieval top-5",
+    "mrr": "retrieval MRR",
+    "cka_source_target": "linear CKA source/target",
+    "cka_mapped_target": "linear CKA mapped/target",
+    "probe_n_train": "probe trained on (native target)",
+    "probe_accuracy_native": "probe accuracy native",
+    "probe_accuracy_stitched": "probe accuracy stitched",
+    "probe_accuracy_ratio": "probe accuracy ratio",
+    "probe_auc_native": "probe AUC native",
+    "probe_auc_stitched": "probe AUC stitched",
+    "probe_auc_ratio": "probe AUC ratio",
+}
+
+
+def format_metrics(metrics: dict[str, Any], indent: str = "  ") -> list[str]:
+    lines = []
+    for key, value in metrics.items():
+        label = METRIC_LABELS.get(key, key)
+        text = f"{value:.4f}" if isinstance(value, float) else str(value)
+        lines.append(f"{indent}{label:<34} {text}")
+    return lines
+
+
+def parse_int_list(text: str, what: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError as exc:
+        raise click.BadParameter(f"{what} takes comma-separated integers, got {text!r}") from exc
+    if not values:
+        raise click.BadParameter(f"{what} is empty")
+    return values

@@ -1,0 +1,93 @@
+"""`stitch sweep`: held-out quality of maps against the anchor count, over methods and seeds."""
+
+from __future__ import annotations
+
+import click
+
+from .fit import parse_int_list
+from .output import emit, show_warnings
+
+METHOD_CHOICES = ("ridge", "affine", "linear", "orthogonal")
+
+
+@click.command()
+@click.argument("source", type=click.Path(dir_okay=False, path_type=str))
+@click.argument("target", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--n-anchors", "counts", default="50,100,250,500,1000", show_default=True,
+              help="Comma-separated anchor counts.")
+@click.option("--methods", default="orthogonal,affine,ridge", show_default=True,
+              help=f"Comma-separated methods among {', '.join(METHOD_CHOICES)}.")
+@click.option("--seeds", default="0,1,2", show_default=True,
+              help="Comma-separated seeds (each: its own holdout split and anchor draw).")
+@click.option("--strategy", type=click.Choice(["random", "stratified", "farthest", "kmeans"]),
+              default="random", show_default=True, help="How each count of anchors is chosen.")
+@click.option("--holdout", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
+              default=0.2, show_default=True, help="Fraction of anchors held out for the metrics.")
+@click.option("--anchors", "anchors_file", type=click.Path(dir_okay=False, path_type=str),
+              help="File with one anchor id per line (default: every shared id).")
+@click.option("--l2", is_flag=True, help="L2-normalise rows before fitting.")
+@click.option("-o", "--output", default="sweep.csv", show_default=True,
+              type=click.Path(dir_okay=False, path_type=str),
+              help="Table of mean ± std per method and count (.csv, or .json).")
+@click.option("--plot", default="sweep.png", show_default=True,
+              type=click.Path(dir_okay=False, path_type=str),
+              help="PNG of the held-out metrics against the anchor count ('' for none).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def sweep(source: str, target: str, counts: str, methods: str, seeds: str, strategy: str,
+          holdout: float, anchors_file: str | None, l2: bool, output: str, plot: str,
+          as_json: bool) -> None:
+    """Fit maps from SOURCE to TARGET for every anchor count × method × seed.
+
+    Each seed fixes one holdout split (the same for every count and method) and one probe.
+
+    \b
+    Examples:
+      stitch sweep lite0.h5 lite2.h5 --n-anchors 50,250,500,1000,2000 -o sweep.csv --plot sweep.png
+      stitch sweep minilm.h5 mpnet.h5 --methods orthogonal,ridge --seeds 0,1 -o sweep.json --json
+    """
+    from stitchkit.maps.api import plot_sweep, summarize, write_table
+    from stitchkit.maps.api import sweep as run_sweep
+
+    show_warnings()
+    method_list = [m.strip() for m in methods.split(",") if m.strip()]
+    bad = [m for m in method_list if m not in METHOD_CHOICES]
+    if bad or not method_list:
+        raise click.BadParameter(f"unknown method(s) {bad}; choose among {', '.join(METHOD_CHOICES)}",
+                                  param_hint="--methods")
+
+    def on_row(row: dict) -> None:
+        what = row.get("error") or f"cos {row.get('cosine_mean', float('nan')):.3f} top1 {row.get('top1', float('nan')):.3f}"
+        click.echo(f"sweep: seed {row['seed']} n {row['n_anchors']} {row['method']}: {what}", err=True)
+
+    rows = run_sweep(
+        source, target, n_anchors=parse_int_list(counts, "--n-anchors"), methods=method_list,
+        seeds=parse_int_list(seeds, "--seeds"), strategy=strategy, holdout=holdout,
+        anchors=anchors_file, l2=l2, on_row=on_row,
+    )
+    summary = summarize(rows)
+    write_table(summary, output)
+    if plot:
+        plot_sweep(summary, plot, title=f"{source} → {target}")
+    emit({"table": output, "plot": plot or None, "summary": summary}, as_json=as_json,
+         text=None if as_json else _text(summary, output, plot))
+
+
+def _text(summary: list[dict], output: str, plot: str) -> str:
+    cols = [("cosine_mean", "cosine"), ("top1", "top-1"), ("mrr", "MRR"),
+            ("relative_mse", "rel.MSE"), ("probe_auc_ratio", "AUC ratio")]
+    cols = [c for c in cols if any(f"{c[0]}_mean" in e for e in summary)]
+    head = f"{'method':<11} {'anchors':>7}  " + "  ".join(f"{label:>15}" for _, label in cols)
+    lines = [head]
+    for e in summary:
+        cells = []
+        for key, _ in cols:
+            if f"{key}_mean" in e:
+                cells.append(f"{e[f'{key}_mean']:>7.3f} ± {e[f'{key}_std']:.3f}")
+            else:
+                cells.append(f"{'—':>15}")
+        line = f"{e['method']:<11} {e['n_anchors']:>7}  " + "  ".join(cells)
+        if e.get("error"):
+            line += f"  ({e['n_failed']} failed: {e['error']})"
+        lines.append(line)
+    lines.append(f"wrote {output}" + (f" and {plot}" if plot else ""))
+    return "\n".join(lines)
