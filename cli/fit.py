@@ -27,8 +27,8 @@ def _alpha(value: str | None) -> float | str | None:
 
 
 @click.command()
-@click.argument("source", type=click.Path(dir_okay=False, path_type=str))
-@click.argument("target", type=click.Path(dir_okay=False, path_type=str))
+@click.argument("source")
+@click.argument("target")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=str),
               help="Map file to write (safetensors + JSON metadata).")
 @click.option("--method", type=click.Choice(METHOD_CHOICES), default="ridge", show_default=True,
@@ -62,13 +62,19 @@ def _alpha(value: str | None) -> float | str | None:
               help="Rows read per chunk (memory stays O(D²) plus one chunk).")
 @click.option("--exact", is_flag=True,
               help="Compute chunk products in float64 (about 3x slower; sums are float64 anyway).")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="ray: one task per source shard computes its statistics; they are reduced.")
+@click.option("--address", default=None, help="Ray cluster to join (with --engine ray); default a local Ray.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def fit(source: str, target: str, output: str, method: str, alpha: str | None, scale: bool,
         center: bool, standardize: bool, l2: bool, restore: bool, anchors_file: str | None,
         n_anchors: int | None, strategy: str, holdout: float, seed: int, cv: int,
-        pool_by: str | None, chunk_size: int, exact: bool, as_json: bool) -> None:
+        pool_by: str | None, chunk_size: int, exact: bool, engine: str, address: str | None,
+        as_json: bool) -> None:
     """Fit a map from SOURCE's embedding space to TARGET's over the anchors both share.
 
+    SOURCE and TARGET may each be several shard stores, as a quoted glob ('shards/lite0-*.h5')
+    or a comma-separated list: their statistics are reduced without merging the shards.
     Anchors are the ids present in both stores (joined by id, any order). A held-out part of
     them measures the map: cosine, relative MSE, retrieval, CKA, and with labels a probe
     trained on native TARGET embeddings applied to mapped SOURCE embeddings.
@@ -79,6 +85,7 @@ def fit(source: str, target: str, output: str, method: str, alpha: str | None, s
       stitch fit lite0.h5 lite2.h5 -o l0-l2-orth.map --method orthogonal --n-anchors 500
       stitch fit lite0.h5 lite2.h5 -o l0-l2.map --n-anchors 250 --strategy stratified --json
       stitch fit minilm.h5 mpnet.h5 -o text.map --anchors anchor-ids.txt --alpha 10
+      stitch fit 'shards/lite0-*.h5' 'shards/lite2-*.h5' -o l0-l2.map --engine ray
     """
     from stitchkit.fileio import check_writable_dir
     from stitchkit.maps import fit_map
@@ -97,6 +104,7 @@ def fit(source: str, target: str, output: str, method: str, alpha: str | None, s
             anchors=anchors_file, n_anchors=n_anchors, strategy=strategy, holdout=holdout,
             seed=seed, cv=cv if method in ("ridge", "affine", "linear") else None,
             pool_by=pool_by, chunk_size=chunk_size, exact=exact, progress=cb,
+            engine=engine, address=address,
         )
     m.save(output)
     result = {

@@ -17,22 +17,23 @@ from typing import Any
 import numpy as np
 
 from ..errors import StoreError, UsageError
-from ..store import EmbeddingStore
+from ..store import EmbeddingStore, StoreUnion, open_stores
 from . import functional as F
 from .anchors import anchor_pool, fold_of, rows_of, select, split_holdout
 from .estimators import BaseMap, load_map, make_map
 from .metrics import MAX_EVAL, MAX_PROBE_TRAIN, Probe, alignment_metrics, probe_metrics
 
-StoreLike = str | os.PathLike | EmbeddingStore
+StoreLike = str | os.PathLike | EmbeddingStore | StoreUnion | Sequence[str | os.PathLike]
 ProgressFn = Callable[[int, int], None]
 
 
 @contextmanager
-def _opened(store: StoreLike) -> Iterator[EmbeddingStore]:
-    if isinstance(store, EmbeddingStore):
+def _opened(store: StoreLike) -> Iterator[EmbeddingStore | StoreUnion]:
+    """An open store; several paths (a list, 'a.h5,b.h5' or a quoted glob) are read as one."""
+    if isinstance(store, EmbeddingStore | StoreUnion):
         yield store
         return
-    s = EmbeddingStore(store)
+    s = open_stores(store)
     try:
         yield s
     finally:
@@ -283,13 +284,17 @@ def fit_map(
     exact: bool = False,
     metrics: bool = True,
     progress: ProgressFn | None = None,
+    engine: str = "local",
+    address: str | None = None,
 ) -> BaseMap:
     """Fit a map from ``source``'s space to ``target``'s over their shared anchors.
 
     ``source`` / ``target``: store paths or open :class:`EmbeddingStore` objects. Anchors are
     the ids both share (or ``anchors``: a file or list of ids); ``holdout`` of them are set
     aside for the metrics, then ``n_anchors`` are chosen from the rest with ``strategy``.
-    ``pool_by="group"`` averages the views of each group (study) first.
+    ``pool_by="group"`` averages the views of each group (study) first. Several shard stores
+    on either side are read as one; ``engine="ray"`` computes each source shard's statistics
+    in a Ray task (at ``address``, else a local Ray) and reduces them.
     """
     params: dict[str, Any] = dict(
         center=center, standardize=standardize, l2=l2, restore=restore, alpha=alpha, scale=scale,
@@ -309,10 +314,18 @@ def fit_map(
                 f"{len(ids)} anchor(s) left after the holdout: a map needs at least 2 "
                 "(and least squares more than the dimension)"
             )
-        folds = accumulate(
-            src, tgt, ids, n_folds=m.n_folds, seed=seed, l2=l2, chunk_size=chunk_size,
-            exact=exact, progress=progress,
-        )
+        if engine == "ray":
+            if pool_by:
+                raise UsageError("--engine ray does not pool groups: drop --pool-by or the engine")
+            from ..engines.ray_stats import accumulate_ray
+
+            folds = accumulate_ray(src, tgt, ids, n_folds=m.n_folds, seed=seed, l2=l2,
+                                   chunk_size=chunk_size, exact=exact, address=address)
+        else:
+            folds = accumulate(
+                src, tgt, ids, n_folds=m.n_folds, seed=seed, l2=l2, chunk_size=chunk_size,
+                exact=exact, progress=progress,
+            )
         m.fit_stats(folds)
         m.source_space_ = _space(src)
         m.target_space_ = _space(tgt)

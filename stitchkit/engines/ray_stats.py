@@ -1,0 +1,57 @@
+"""Sufficient statistics of a fit computed per source shard in Ray tasks, then reduced.
+
+Each task opens one source shard and the target store(s) by path, accumulates the statistics
+of the anchors that shard holds, and returns them; the driver merges them. The result equals
+the single-process fit: statistics add up exactly, and cross-validation folds are assigned
+from a hash of the id, so they do not depend on which task saw a row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..maps.functional import SuffStats, merge_all
+from ..store import EmbeddingStore, StoreUnion, open_stores
+from .ray_engine import ray_session, require_ray
+
+
+def _shard_stats(source: str, targets: list[str], ids: list[str], options: dict[str, Any]) -> list[SuffStats]:
+    from ..maps.api import accumulate
+
+    with EmbeddingStore(source) as src, open_stores(targets) as tgt:
+        return accumulate(src, tgt, np.asarray(ids, dtype=object), **options)
+
+
+def accumulate_ray(
+    source: EmbeddingStore | StoreUnion,
+    target: EmbeddingStore | StoreUnion,
+    ids: np.ndarray,
+    *,
+    n_folds: int,
+    seed: int,
+    l2: bool,
+    chunk_size: int,
+    exact: bool,
+    address: str | None = None,
+    num_cpus: int | None = None,
+) -> list[SuffStats]:
+    """The same per-fold statistics as ``maps.api.accumulate``, one Ray task per source shard."""
+    ray = require_ray()
+    shards: Sequence[EmbeddingStore] = source.shards if isinstance(source, StoreUnion) else [source]
+    targets = [str(p.path) for p in (target.shards if isinstance(target, StoreUnion) else [target])]
+    options = {"n_folds": n_folds, "seed": seed, "l2": l2, "chunk_size": chunk_size, "exact": exact}
+    rows = source.index_of(list(ids))
+    if isinstance(source, StoreUnion):
+        per_shard = {k: ids[where] for k, where, _ in source.split_rows(rows)}
+    else:
+        per_shard = {0: ids}
+    with ray_session(ray, address, num_cpus):
+        task = ray.remote(num_cpus=1)(_shard_stats)
+        refs = [task.remote(str(Path(shards[k].path)), targets, list(part), options)
+                for k, part in per_shard.items() if len(part)]
+        parts = ray.get(refs)
+    return [merge_all([p[f] for p in parts]) for f in range(n_folds)]
