@@ -123,7 +123,9 @@ def plan(out: Path, m: dict[str, Path], prompts: str) -> list[Step]:
     # Real image-note pairs (covid-notes-384): a head that never saw a Kermany label.
     steps.append(Step("captions covid", ["head", "captions", s("covid-lite2.h5"), "-m", "minilm", "--from-texts",
                                          "-o", s("covid-notes-minilm.h5")], output=out / "covid-notes-minilm.h5"))
+    # Few pairs (217): smaller batches and more patience than the defaults.
     steps.append(Step("head covid", ["head", "train", s("covid-lite2.h5"), s("covid-notes-minilm.h5"),
+                                     "--batch-size", "32", "--epochs", "60", "--patience", "10",
                                      "-o", s("head-covid.head"), "--json"],
                       output=out / "head-covid.head", result=out / "results" / "head-covid.json"))
 
