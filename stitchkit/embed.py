@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -148,7 +149,10 @@ def _fingerprint(items: list[Item], encoder: Encoder, batch_size: int, tokens: b
 
 
 def _write_part(path: Path, ok: list[int], out: Any, failed: list[tuple[int, str]]) -> None:
-    with atomic_output(path) as tmp, h5py.File(tmp, "w") as h5:
+    # Built in memory, then written as plain bytes: HDF5 closing a file whose writes failed
+    # (disk full) can crash the process (SIGSEGV in h5py's close); a plain write raises OSError.
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as h5:
         h5["positions"] = np.asarray(ok, dtype=np.int64)
         if out is not None:
             h5["embeddings"] = out.embeddings.detach().cpu().numpy().astype(np.float32)
@@ -157,6 +161,9 @@ def _write_part(path: Path, ok: list[int], out: Any, failed: list[tuple[int, str
                 h5["tokens_mask"] = out.mask.cpu().numpy().astype(bool)
         h5["failed_positions"] = np.asarray([p for p, _ in failed], dtype=np.int64)
         h5.create_dataset("failed_reasons", data=np.array([r for _, r in failed], dtype=object), dtype=STR)
+    # No scan for stale temporaries per part (a folder of thousands): OUT.parts goes as a whole.
+    with atomic_output(path, clean_stale=False) as tmp:
+        tmp.write_bytes(buffer.getbuffer())
 
 
 def embed_store(

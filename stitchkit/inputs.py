@@ -63,6 +63,11 @@ def read_inputs(
         raise UsageError(f"input {src}: unknown kind '{src.suffix}': use a folder, .csv, .jsonl or .txt")
     if not inputs.items:
         raise UsageError(f"input {src} holds no samples: check the file, folder or --where filter")
+    for n, it in enumerate(inputs.items, 1):
+        # HDF5 strings cannot hold NUL: refuse now, not when the store is written at the end.
+        for name in ("id", "text", "label", "group"):
+            if "\x00" in (getattr(it, name) or ""):
+                raise UsageError(f"input {src} sample {n}: its {name} holds a NUL character: fix the input")
     seen: set[str] = set()
     dupes = [it.id for it in inputs.items if it.id in seen or seen.add(it.id)]
     if dupes:
@@ -141,6 +146,8 @@ def _read_manifest(path: Path, cols: Columns, root: Path | None, where: dict[str
 
 def _confined(base: Path, rel: str, strict: bool) -> Path:
     """Resolve a manifest path; with --root it may not point outside the root."""
+    if "\x00" in rel:
+        raise UsageError(f"manifest path {rel!r} holds a NUL character: fix the manifest")
     target = (base / rel).resolve()
     if strict and not target.is_relative_to(base):
         raise UsageError(f"manifest path {rel!r} escapes --root {base}: fix the manifest")

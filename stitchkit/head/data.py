@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import StoreError, UsageError
 from ..store import EmbeddingStore
 from ..zeroshot.pooling import check_pool_by, group_rows, pool_embeddings, pool_labels, pool_tokens
 
@@ -49,8 +49,15 @@ def read_side(
     if rows is None:
         rows = np.arange(len(store))
     rows = np.asarray(rows, dtype=np.int64)
+    store.check_unique_ids()  # pairs are joined by id: a repeated id pairs the wrong rows
     ids = store.ids[rows]
     glob = store.read(rows)
+    bad = ~np.isfinite(glob).all(axis=1)
+    if bad.any():
+        raise StoreError(
+            f"{store.path}: {int(bad.sum())} embeddings hold NaN or Inf (first: id {ids[bad][0]!r}): "
+            "re-embed those inputs or drop them"
+        )
     tok = mask = None
     if tokens and store.has_tokens:
         tok, mask = store.read_tokens(rows)

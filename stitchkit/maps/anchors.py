@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import StoreError, UsageError
 from ..store import EmbeddingStore
 
 STRATEGIES = ("random", "stratified", "farthest", "kmeans")
@@ -55,6 +55,8 @@ def rows_of(store: EmbeddingStore, ids: Sequence[str] | np.ndarray) -> np.ndarra
     key = np.asarray(store.ids).astype(str)
     order = np.argsort(key, kind="stable")
     key = key[order]
+    if len(key) > 1 and (key[1:] == key[:-1]).any():
+        store.check_unique_ids()  # a repeated id would pair the wrong rows: name it
     query = np.asarray(ids).astype(str)
     if len(key) == 0:
         pos = np.zeros(len(query), dtype=np.int64)
@@ -246,4 +248,10 @@ def select_from_store(
             rng = np.random.default_rng(seed)
             pool = np.sort(rng.choice(pool, MAX_CANDIDATES, replace=False))
         embeddings = store.read(rows_of(store, pool))
+    if embeddings is not None and not np.isfinite(embeddings).all():
+        bad = ~np.isfinite(embeddings).all(axis=1)
+        raise StoreError(
+            f"{store.path}: {int(bad.sum())} embeddings hold NaN or Inf (first: id "
+            f"{str(pool[bad][0])!r}): re-embed those inputs or drop them"
+        )
     return select(pool, n, strategy=strategy, seed=seed, labels=labels, embeddings=embeddings)

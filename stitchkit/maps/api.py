@@ -384,7 +384,8 @@ def apply_map(
             input=store.attrs.get("input"),
         )
         n = len(store)
-        with StoreWriter(out_path, dim=m.n_features_out_, attrs=attrs, columns=columns) as writer:
+        with StoreWriter(out_path, dim=m.n_features_out_, attrs=attrs, columns=columns,
+                         expected_rows=n) as writer:
             for rows, block in store.iter_chunks(chunk_size=chunk_size):
                 if not np.isfinite(block).all():
                     _check_finite(block, store, store.ids[rows])

@@ -6,6 +6,8 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import ProvenanceError, StoreError, UsageError
 from .store import EmbeddingStore, StoreWriter, base_attrs
 
@@ -16,14 +18,17 @@ def merge_stores(paths: Sequence[str | Path], out: str | Path, *, chunk_size: in
         raise UsageError("give at least one shard store to merge")
     if str(Path(out).resolve()) in {str(Path(p).resolve()) for p in paths}:
         raise UsageError(f"-o {out} is also an input: write the merged store elsewhere")
+    from ..fileio import check_writable_dir
+
+    check_writable_dir(out)  # before reading anything: a read-only -o fails at once
     stores = [EmbeddingStore(p) for p in paths]  # refuses incomplete shards with a clear line
     try:
         first = stores[0]
         space = first.space()
         columns = first.columns
         token_t, token_d = 0, first.dim
-        seen: dict[str, str] = {}
-        for store in stores:
+        seen: dict[str, int] = {}  # id -> position of the shard that holds it
+        for k, store in enumerate(stores):
             if store.space() != space:
                 diff = [k for k in space if store.space()[k] != space[k]]
                 raise ProvenanceError(
@@ -37,18 +42,29 @@ def merge_stores(paths: Sequence[str | Path], out: str | Path, *, chunk_size: in
                 token_d = store.token_shape[1]
             for i in store.ids:
                 if i in seen:
-                    raise UsageError(f"id {i!r} is in both {seen[i]} and {store.path}: shards overlap")
-                seen[i] = str(store.path)
+                    if seen[i] == k:
+                        raise StoreError(f"id {i!r} appears twice in {store.path}: ids must be unique; "
+                                         "re-create that shard")
+                    raise UsageError(f"id {i!r} is in both {stores[seen[i]].path} and {store.path}: "
+                                     "shards overlap")
+                seen[i] = k
         attrs = {k: v for k, v in first.attrs.items() if k not in ("complete", "created", "shard", "versions", "format", "format_version")}
         attrs["merged_from"] = json.dumps([str(s.path) for s in stores])
         attrs["shard"] = ""
         with StoreWriter(
             out, dim=first.dim, attrs=base_attrs(**attrs), columns=columns,
             token_shape=(token_t, token_d) if first.has_tokens else None,
+            expected_rows=sum(len(s) for s in stores),
         ) as writer:
             for store in stores:
                 cols = {c: store.column(c) for c in columns}
                 for rows, block in store.iter_chunks(chunk_size=chunk_size):
+                    bad = ~np.isfinite(block).all(axis=1)
+                    if bad.any():  # caught here, not three commands later in fit or classify
+                        raise StoreError(
+                            f"{store.path}: {int(bad.sum())}+ embeddings hold NaN or Inf (first: id "
+                            f"{store.ids[rows[bad][0]]!r}): re-embed those inputs or drop them"
+                        )
                     toks = mask = None
                     if store.has_tokens:
                         toks, mask = store.read_tokens(rows)

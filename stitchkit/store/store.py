@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import functools
 import json
 import os
+import resource
 import warnings
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
@@ -187,7 +191,10 @@ class EmbeddingStore:
     def index_of(self, ids: Sequence[str]) -> np.ndarray:
         """Row positions of ``ids``; unknown ids are a usage error naming a few of them."""
         if self._index is None:
-            self._index = {k: i for i, k in enumerate(self.ids)}
+            index = {k: i for i, k in enumerate(self.ids)}
+            if len(index) != len(self.ids):
+                self.check_unique_ids()  # a repeated id would pair the wrong rows: say which
+            self._index = index
         missing = [k for k in ids if k not in self._index]
         if missing:
             raise StoreError(
@@ -235,6 +242,17 @@ class EmbeddingStore:
         for start in range(0, len(rows), chunk_size):
             part = rows[start : start + chunk_size]
             yield part, self.read(part)
+
+    def check_unique_ids(self) -> None:
+        """Refuse a store whose ids repeat (the format says unique; other tools may not)."""
+        ids = self.ids.astype(str)
+        _, first, counts = np.unique(ids, return_index=True, return_counts=True)
+        if (counts > 1).any():
+            repeated = self.ids[np.sort(first[counts > 1])]
+            raise StoreError(
+                f"{self.path}: {len(repeated)} ids repeat (e.g. {list(repeated[:3])}): ids must "
+                "be unique; re-create the store or drop the repeated rows"
+            )
 
     def check_finite(self, chunk_size: int = 16384) -> None:
         for rows, block in self.iter_chunks(chunk_size=chunk_size):
@@ -315,6 +333,7 @@ class StoreWriter:
         columns: Sequence[str] = (),
         token_shape: tuple[int, int] | None = None,
         size: int = 0,
+        expected_rows: int | None = None,
     ) -> None:
         self.path = Path(path)
         self.dim = dim
@@ -324,14 +343,21 @@ class StoreWriter:
         self._token_shape = token_shape
         self._atomic = atomic_output(self.path)
         self._failed: list[tuple[str, str]] = []
+        self._expected_rows = expected_rows if expected_rows is not None else size
+        self._emb_chunk = max(1, min(4096, (1 << 20) // (4 * dim)))  # rows per ~1 MiB chunk
 
     def __enter__(self) -> StoreWriter:
         tmp = self._atomic.__enter__()
+        try:
+            _check_space(tmp, self._estimate_bytes(self._expected_rows), self.path)
+        except BaseException as exc:
+            self._atomic.__exit__(type(exc), exc, exc.__traceback__)
+            raise
         self._h5 = h5py.File(tmp, "w")
         h5 = self._h5
         h5.create_dataset(
             fmt.EMBEDDINGS, (self.n, self.dim), maxshape=(None, self.dim), dtype="f4",
-            chunks=(max(1, min(4096, (1 << 20) // (4 * self.dim))), self.dim),
+            chunks=(self._emb_chunk, self.dim),
         )
         h5.create_dataset(fmt.IDS, (self.n,), maxshape=(None,), dtype=STR, chunks=(4096,))
         for name in self._columns:
@@ -347,6 +373,18 @@ class StoreWriter:
         h5.attrs["complete"] = False
         h5.attrs["dim"] = self.dim
         return self
+
+    def _estimate_bytes(self, rows: int) -> int:
+        """About the size of the finished file: HDF5 allocates whole chunks (see __enter__)."""
+        def whole(n: int, chunk: int) -> int:
+            return -(-n // chunk) * chunk if n else 0
+
+        size = whole(rows, self._emb_chunk) * 4 * self.dim
+        size += (1 + len(self._columns)) * (whole(rows, 4096) * 16 + rows * 32)  # refs + heap
+        if self._token_shape is not None:
+            t, d = self._token_shape
+            size += rows * t * 2 * d + whole(rows, 1024) * t
+        return int(size * 1.02) + (32 << 10)
 
     def append(
         self,
@@ -410,9 +448,61 @@ class StoreWriter:
                     group.create_dataset("reasons", data=np.array([f[1] for f in self._failed], dtype=object), dtype=STR)
                 self._h5.attrs["n_failed"] = len(self._failed)
                 self._h5.attrs["complete"] = True
-            self._h5.close()
-        finally:
-            self._atomic.__exit__(exc_type, exc, tb)
+            tmp = Path(self._h5.filename)
+            self._h5.close()  # HDF5 writes cached chunks here: a full disk often fails only now
+            if exc_type is None:
+                self._check_written(tmp)
+        except BaseException as failure:
+            # The temporary is broken: never move it into place over an earlier result.
+            self._atomic.__exit__(type(failure), failure, failure.__traceback__)
+            raise
+        self._atomic.__exit__(exc_type, exc, tb)
+
+    def _check_written(self, tmp: Path) -> None:
+        """Re-open the closed temporary: HDF5 reports some failed writes only as warnings."""
+        try:
+            with h5py.File(tmp, "r") as h5:
+                ok = bool(h5.attrs.get("complete")) and h5[fmt.EMBEDDINGS].shape == (self.n, self.dim)
+        except (OSError, KeyError) as exc:
+            raise StoreError(f"writing {self.path} failed ({exc}): free space or write elsewhere") from exc
+        if not ok:
+            raise StoreError(f"writing {self.path} failed (the file is incomplete): free space or write elsewhere")
+
+
+def _check_space(path: Path, size: int, name: Path) -> None:
+    """Fail with a plain OSError (ENOSPC, EFBIG) when ``path`` cannot grow to ``size`` bytes.
+
+    HDF5 reports a write that fails for lack of space only when the file is flushed or
+    closed, and then may crash the process (SIGSEGV / SIGBUS in h5py's close, seen with
+    HDF5 2.0): so the space is asked for once up front with fallocate(2) and released again
+    before HDF5 opens the file. A check, not a reservation: another writer may still take the
+    space. File systems without fallocate are not checked (glibc's posix_fallocate would
+    emulate it by writing every block, too slow for large stores).
+    """
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if soft != resource.RLIM_INFINITY and size > soft:
+        raise OSError(errno.EFBIG, os.strerror(errno.EFBIG), str(name))
+    fallocate = getattr(_libc(), "fallocate", None)
+    if fallocate is None:  # pragma: no cover - not Linux
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        if fallocate(fd, 0, ctypes.c_int64(0), ctypes.c_int64(size)) != 0:
+            err = ctypes.get_errno()
+            if err in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+                raise OSError(err, os.strerror(err), str(name))
+            # EOPNOTSUPP and friends: the file system cannot tell in advance; HDF5 will.
+    finally:
+        os.ftruncate(fd, 0)
+        os.close(fd)
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if hasattr(libc, "fallocate"):
+        libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    return libc
 
 
 def write_store(

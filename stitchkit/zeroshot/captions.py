@@ -78,6 +78,7 @@ def make_captions(
     standardised (default) or kept as they are (``raw``)."""
     check_writable_dir(out)
     store = image_store if isinstance(image_store, EmbeddingStore) else EmbeddingStore(image_store)
+    store.check_unique_ids()  # the caption store is joined to the images by id
     if prompts is not None:
         labels = store.labels
         if labels is None:
@@ -125,7 +126,7 @@ def make_captions(
         columns["groups"] = list(store.groups[keep])
     shape = None if emb.tokens is None else (emb.tokens.shape[1], emb.tokens.shape[2])
     with StoreWriter(out, dim=emb.embeddings.shape[1], attrs=attrs, columns=list(columns),
-                     token_shape=shape) as w:
+                     token_shape=shape, expected_rows=len(keep)) as w:
         for a in range(0, len(keep), 4096):
             sl = slice(a, a + 4096)
             w.append(list(store.ids[keep[sl]]), emb.embeddings[idx[sl]],

@@ -193,7 +193,10 @@ def resolve_prompt_path(spec: str | os.PathLike) -> Path:
 def load_prompts(spec: str | os.PathLike, *, mode: str | None = None) -> PromptSet:
     """Read and validate a YAML or JSON prompt file (or a curated set's short name)."""
     path = resolve_prompt_path(spec)
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise PromptError(f"{path} is not UTF-8 text (a binary file?): give a YAML or JSON prompt file") from None
     try:
         if path.suffix.lower() == ".json":
             data = json.loads(text)

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ProvenanceError, UsageError
+from ..errors import ProvenanceError, StoreError, UsageError
 from ..fileio import atomic_output, check_writable_dir
 from ..store import EmbeddingStore
 from .metrics import evaluate
@@ -231,6 +231,16 @@ class Scorer:
         return _log_odds(pos), _softmax(pos.astype(np.float64)).astype(np.float32)
 
 
+def _finite_or_refuse(values: np.ndarray, ids: np.ndarray, path: object) -> None:
+    """NaN or Inf embeddings would silently poison what is computed from them."""
+    bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+    if bad.any():
+        raise StoreError(
+            f"{path}: {int(bad.sum())} embeddings hold NaN or Inf (first: id {ids[bad][0]!r}): "
+            "re-embed those inputs or drop them"
+        )
+
+
 # -- output --------------------------------------------------------------------------------
 class _ScoreWriter:
     """Streams per-sample scores to CSV or HDF5 (by suffix), appearing atomically."""
@@ -289,9 +299,12 @@ class _ScoreWriter:
             if self.hdf5:
                 self._h5.close()
             else:
-                self._fh.close()
-        finally:
-            self._atomic.__exit__(exc_type, exc, tb)
+                self._fh.close()  # flushes the last rows: a full disk often fails only here
+        except BaseException as failure:
+            # The temporary is broken: never move it into place over earlier scores.
+            self._atomic.__exit__(type(failure), failure, failure.__traceback__)
+            raise
+        self._atomic.__exit__(exc_type, exc, tb)
 
 
 # -- classification ------------------------------------------------------------------------
@@ -375,6 +388,7 @@ def classify_store(
     if out is not None:
         check_writable_dir(out)
     store = query if isinstance(query, EmbeddingStore) else EmbeddingStore(query)
+    store.check_unique_ids()  # scores are written and joined by id
     notes: list[str] = []
 
     mapper = None
@@ -434,6 +448,7 @@ def classify_store(
             writer.__enter__()
         for block, members in _chunks(store, rows, pool_by, chunk_size):
             glob = store.read(block)
+            _finite_or_refuse(glob, store.ids[block], store.path)
             tok = mask = None
             if scorer.uses_image_tokens and store.has_tokens:
                 tok, mask = store.read_tokens(block)

@@ -1,0 +1,105 @@
+"""Kill -9 survival: how many of N SIGKILLed runs per command resume to the uninterrupted result.
+
+For embed, apply, merge and head train: start the real `stitch` command as a process, SIGKILL
+it at a seeded point (after some part files or checkpoint epochs, while the final file is being
+written, or after a plain delay), check that no output claims a completeness it does not
+have, re-run the same command and compare with an uninterrupted run. Prints
+``command: survived/trials`` per command (and how many trials were killed before the command
+finished on its own), then each failure.
+
+    python benchmarks/faults.py                      # 50 trials per command
+    python benchmarks/faults.py --trials 3 --commands embed,merge
+
+The scenarios are the ones tests/faults/test_kill.py runs a few of (tests/faults/scenarios.py);
+inputs are the first --images Kermany images of $STITCHKIT_DATA, embedded here once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# tests/faults is a package named `faults`, like this script: put tests/ first on the path.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from faults.scenarios import Inputs, build, reference, rng_for, trial  # noqa: E402
+
+from stitchkit.datasets import data_root  # noqa: E402
+
+COMMANDS = ("embed", "apply", "merge", "head train")
+
+
+def prepare(work: Path, n_images: int) -> Inputs:
+    """A manifest of the first images and their lite0 / lite2 stores (embedded in this process)."""
+    from stitchkit.embed import embed_store
+    from stitchkit.encoders import load_encoder
+    from stitchkit.inputs import read_inputs
+
+    root = data_root() / "kermany-pneumonia-224"
+    with open(root / "labels.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    # Both classes, so label captions differ and the head has something to learn.
+    picked = [r for r in rows if r["label"] == "normal"][: n_images // 2]
+    picked += [r for r in rows if r["label"] != "normal"][: n_images - len(picked)]
+    manifest = work / "images.csv"
+    with open(manifest, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["id", "path", "label"])
+        writer.writeheader()
+        writer.writerows({"id": r["path"], "path": str(root / r["path"]), "label": r["label"]} for r in picked)
+    stores = {}
+    for model in ("lite0", "lite2"):
+        stores[model] = work / f"{model}.h5"
+        if not stores[model].exists():
+            embed_store(read_inputs(manifest), load_encoder(model), stores[model], workers=0)
+    return Inputs(manifest, stores["lite0"], stores["lite2"], work / "inputs")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--trials", type=int, default=50, help="kills per command")
+    ap.add_argument("--commands", default=",".join(COMMANDS), help="comma-separated among " + ", ".join(COMMANDS))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--images", type=int, default=24, help="images in the manifest (batches of 4 for embed)")
+    ap.add_argument("--work", type=Path, default=None, help="folder to work in (default: a temporary one)")
+    args = ap.parse_args()
+    names = [c.strip() for c in args.commands.split(",") if c.strip()]
+    unknown = [c for c in names if c not in COMMANDS]
+    if unknown:
+        ap.error(f"unknown command(s) {unknown}: choose among {', '.join(COMMANDS)}")
+
+    with tempfile.TemporaryDirectory(prefix="stitchkit-faults-") as tmp:
+        work = args.work or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        scenarios = {s.name: s for s in build(prepare(work, args.images))}
+        print(f"inputs ready in {time.perf_counter() - t0:.0f}s; {args.trials} trials per command", flush=True)
+        failures = []
+        for name in names:
+            scenario = scenarios[name]
+            folder = work / name.replace(" ", "-")
+            ref = reference(scenario, folder / "reference")
+            rng = rng_for(scenario, args.seed)
+            survived = killed = 0
+            t1 = time.perf_counter()
+            for i in range(args.trials):
+                result = trial(scenario, rng, i, folder / "trial", ref)
+                survived += result.survived
+                killed += result.killed
+                if not result.survived:
+                    failures.append(f"{name} trial {i} (killed {result.kill}): {result.problem}")
+            print(f"{name}: {survived}/{args.trials} survived ({killed} killed before finishing, "
+                  f"{time.perf_counter() - t1:.0f}s)", flush=True)
+        for line in failures:
+            print("FAILED", line)
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()

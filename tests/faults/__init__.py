@@ -1,0 +1,1 @@
+"""Fault-injection tests: SIGKILL at random points, then the same command must finish the job."""
