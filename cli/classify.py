@@ -79,20 +79,11 @@ def classify(query: str, prompt_file: str | None, classes: str | None, templates
         with open(ids_file, encoding="utf-8") as fh:
             ids = [line.strip() for line in fh if line.strip() and not line.startswith("#")]
     with progress("classify") as bar:
-        started = [False]
-
-        def on_step(done: int, total: int) -> None:
-            if not started[0]:
-                bar.start(total, done)
-                started[0] = True
-            else:
-                bar.advance(done - bar.done)
-
         result = classify_store(
             query, prompts, text_model=text_model, prompt_store=prompt_store, map_path=map_path,
             head_path=head_path, scoring=scoring, out=out, ids=ids,
             pool_by=None if pool_by == "none" else pool_by, force=force, chunk_size=chunk_size,
-            n_boot=bootstrap, seed=seed, temperature=temperature, progress=on_step,
+            n_boot=bootstrap, seed=seed, temperature=temperature, progress=bar.update,
         )
     emit(result.to_dict(), as_json=as_json, text=None if as_json else format_result(result))
 

@@ -148,16 +148,7 @@ def _text(r: dict) -> str:
 def progress_callback(description: str) -> Iterator[Callable[[int, int], None]]:
     """A ``(done, total)`` callback driving the shared progress bar / log lines."""
     with progress(description) as bar:
-        started = False
-
-        def update(done: int, total: int) -> None:
-            nonlocal started
-            if not started:
-                bar.start(total)
-                started = True
-            bar.advance(done - bar.done)
-
-        yield update
+        yield bar.update
 
 
 METRIC_LABELS = {

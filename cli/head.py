@@ -75,16 +75,7 @@ def train(images: str, texts: str, out: str, width: int, layers: int, heads: int
     )
     ids = _read_ids(ids_file) if ids_file else None
     with progress("head train") as bar:
-        started = [False]
-
-        def on_step(done: int, total: int) -> None:
-            if not started[0]:
-                bar.start(total, done)
-                started[0] = True
-            else:
-                bar.advance(done - bar.done)
-
-        result = train_head(images, texts, out=out, config=config, seed=seed, progress=on_step,
+        result = train_head(images, texts, out=out, config=config, seed=seed, progress=bar.update,
                             resume=not no_resume, plot=not no_plot, threads=threads, ids=ids)
     data = result.to_dict()
     if as_json:

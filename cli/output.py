@@ -91,6 +91,13 @@ class Progress:
             )
             sys.stderr.flush()
 
+    def update(self, done: int, total: int) -> None:
+        """A ``(done, total)`` callback for library functions; the first call starts the bar."""
+        if not hasattr(self, "_t0"):
+            self.start(total, done)
+        else:
+            self.advance(done - self.done)
+
     def close(self) -> None:
         if self.tty and hasattr(self, "_bar"):
             self._bar.stop()
