@@ -57,7 +57,7 @@ def _assert_same_store(got: Path, ref: Path) -> None:
         assert a.complete and len(a) == len(b) == 32
         assert list(a.ids) == list(b.ids)  # input order, not completion order
         assert list(a.labels) == list(b.labels)
-        np.testing.assert_allclose(a.read(), b.read(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(a.read(), b.read(), rtol=1e-4, atol=1e-5)  # 1 vs 2 threads
         for key in ("model_spec", "weights_sha256", "preprocessing", "ids_sha256", "modality", "input"):
             assert a.attrs[key] == b.attrs[key], key
 
