@@ -28,7 +28,7 @@ import torch
 
 from .encoders import Encoder
 from .errors import InputFailure, LockedError, StitchError, UsageError
-from .fileio import atomic_output, check_writable_dir
+from .fileio import atomic_output, check_writable_dir, pid_running
 from .inputs import Inputs, Item, load_image
 from .store import EmbeddingStore, StoreWriter
 from .store.store import STR, base_attrs
@@ -121,14 +121,22 @@ def _identity(x: Any) -> Any:
 def _exclusive(parts: Path, out: Path) -> Iterator[None]:
     parts.mkdir(parents=True, exist_ok=True)
     with open(parts / "lock", "a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            pid = fh.read().strip() or "?"
-            raise LockedError(
-                f"another process (pid {pid}) is writing {out}: wait for it to finish or use another -o"
-            ) from None
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                fh.seek(0)
+                pid = fh.read().strip() or "?"
+                # A writer killed with -9 leaves its forked DataLoader workers holding the lock;
+                # they notice their parent is gone and exit within seconds, so wait for them.
+                if pid.isdigit() and not pid_running(int(pid)) and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                    continue
+                raise LockedError(
+                    f"another process (pid {pid}) is writing {out}: wait for it to finish or use another -o"
+                ) from None
         fh.seek(0)
         fh.truncate()
         fh.write(str(os.getpid()))
@@ -166,6 +174,103 @@ def _write_part(path: Path, ok: list[int], out: Any, failed: list[tuple[int, str
         tmp.write_bytes(buffer.getbuffer())
 
 
+@dataclass
+class Job:
+    """One embedding job, shared by the local and the Ray engine: its batches, where finished
+    batches go, and what to do with failed inputs."""
+
+    inputs: Inputs
+    encoder: Encoder
+    out: Path
+    items: list[Item]
+    batches: list[np.ndarray]
+    fingerprint: dict[str, Any]
+    tokens: bool
+    strict: bool
+    shard: tuple[int, int] | None
+    progress: ProgressSink | None
+    on_failure: Callable[[str, str], None] | None
+    t0: float
+
+    @property
+    def parts(self) -> Path:
+        return self.out.with_name(self.out.name + ".parts")
+
+    @contextlib.contextmanager
+    def run(self) -> Iterator[list[int]]:
+        """Hold the lock, yield the batch numbers still to do, then assemble the store."""
+        with _exclusive(self.parts, self.out):
+            _check_parts(self.parts, self.fingerprint, self.out)
+            finished = {int(p.stem.split("-")[1]) for p in self.parts.glob("part-*.h5")}
+            self.resumed = len(finished)
+            if self.progress:
+                self.progress.start(len(self.items), sum(len(self.batches[k]) for k in finished))
+            yield [k for k in range(len(self.batches)) if k not in finished]
+            self.counts = _assemble(self.parts, len(self.batches), self.items, self.inputs,
+                                    self.encoder, self.out, self.tokens, self.shard, self.fingerprint)
+        shutil.rmtree(self.parts, ignore_errors=True)
+
+    def report_failures(self, failed: list[tuple[int, str]]) -> None:
+        for pos, reason in failed:
+            if self.strict:
+                raise StitchError(
+                    f"input {self.items[pos].id!r} failed: {reason} (drop --strict to record and skip it)"
+                )
+            if self.on_failure:
+                self.on_failure(self.items[pos].id, reason)
+            else:
+                warnings.warn(f"skipping {self.items[pos].id}: {reason}", stacklevel=3)
+
+    def save(self, k: int, ok: list[int], result: Any, failed: list[tuple[int, str]]) -> None:
+        _write_part(self.parts / f"part-{k:06d}.h5", ok, result, failed)
+        if self.progress:
+            self.progress.advance(len(ok) + len(failed))
+
+    def result(self) -> EmbedResult:
+        n, n_failed = self.counts
+        return EmbedResult(self.out, n, n_failed, self.encoder.dim, time.perf_counter() - self.t0, self.resumed)
+
+
+def plan_job(
+    inputs: Inputs,
+    encoder: Encoder,
+    out: str | Path,
+    *,
+    batch_size: int,
+    tokens: bool,
+    strict: bool,
+    shard: tuple[int, int] | None,
+    overwrite: bool,
+    progress: ProgressSink | None,
+    on_failure: Callable[[str, str], None] | None,
+    t0: float,
+) -> Job | EmbedResult:
+    """Check the job and plan its batches; an EmbedResult when ``out`` already holds it."""
+    out = Path(out)
+    if inputs.modality != encoder.modality:
+        raise UsageError(
+            f"the input holds {inputs.modality}s but {encoder.spec.text!r} is a {encoder.modality} "
+            "model: pick a model of the same modality"
+        )
+    if batch_size < 1:
+        raise UsageError("--batch-size must be at least 1")
+    check_writable_dir(out)
+    items = select_shard(inputs.items, shard)
+    if not items:
+        raise UsageError(f"shard {shard} holds no samples: use fewer shards")
+    fingerprint = _fingerprint(items, encoder, batch_size, tokens)
+    if out.exists() and not overwrite:
+        done = _already_done(out, fingerprint, items)
+        if done is not None:
+            shutil.rmtree(out.with_name(out.name + ".parts"), ignore_errors=True)
+            return EmbedResult(out, done[0], done[1], encoder.dim, time.perf_counter() - t0, 0, True)
+        raise UsageError(
+            f"{out} already exists and holds another embedding run: pass --overwrite or choose another -o"
+        )
+    return Job(inputs, encoder, out, items, plan_batches(items, encoder.modality, batch_size),
+               fingerprint, tokens, strict, shard, progress, on_failure, t0)
+
+
 def embed_store(
     inputs: Inputs,
     encoder: Encoder,
@@ -181,40 +286,14 @@ def embed_store(
     on_failure: Callable[[str, str], None] | None = None,
 ) -> EmbedResult:
     """Embed ``inputs`` into the store ``out``; resumes from ``out.parts/`` when it exists."""
-    t0 = time.perf_counter()
-    out = Path(out)
-    if inputs.modality != encoder.modality:
-        raise UsageError(
-            f"the input holds {inputs.modality}s but {encoder.spec.text!r} is a {encoder.modality} "
-            "model: pick a model of the same modality"
-        )
-    if batch_size < 1:
-        raise UsageError("--batch-size must be at least 1")
-    check_writable_dir(out)
-    items = select_shard(inputs.items, shard)
-    if not items:
-        raise UsageError(f"shard {shard} holds no samples: use fewer shards")
-    parts = out.with_name(out.name + ".parts")
-    fingerprint = _fingerprint(items, encoder, batch_size, tokens)
-
-    if out.exists() and not overwrite:
-        done = _already_done(out, fingerprint, items)
-        if done is not None:
-            shutil.rmtree(parts, ignore_errors=True)
-            return EmbedResult(out, done[0], done[1], encoder.dim, time.perf_counter() - t0, 0, True)
-        raise UsageError(
-            f"{out} already exists and holds another embedding run: pass --overwrite or choose another -o"
-        )
-
-    batches = plan_batches(items, encoder.modality, batch_size)
-    with _exclusive(parts, out):
-        _check_parts(parts, fingerprint, out)
-        finished = {int(p.stem.split("-")[1]) for p in parts.glob("part-*.h5")}
-        todo = [k for k in range(len(batches)) if k not in finished]
-        if progress:
-            progress.start(len(items), sum(len(batches[k]) for k in finished))
+    job = plan_job(inputs, encoder, out, batch_size=batch_size, tokens=tokens, strict=strict,
+                   shard=shard, overwrite=overwrite, progress=progress, on_failure=on_failure,
+                   t0=time.perf_counter())
+    if isinstance(job, EmbedResult):
+        return job
+    with job.run() as todo:
         loader = torch.utils.data.DataLoader(
-            _Batches(items, batches, todo, encoder),
+            _Batches(job.items, job.batches, todo, encoder),
             batch_size=None,
             num_workers=workers if encoder.modality == "image" else 0,
             collate_fn=_identity,
@@ -222,22 +301,10 @@ def embed_store(
         )
         with torch.inference_mode():
             for k, batch, ok, failed in loader:
-                for pos, reason in failed:
-                    if strict:
-                        raise StitchError(
-                            f"input {items[pos].id!r} failed: {reason} (drop --strict to record and skip it)"
-                        )
-                    if on_failure:
-                        on_failure(items[pos].id, reason)
-                    else:
-                        warnings.warn(f"skipping {items[pos].id}: {reason}", stacklevel=2)
+                job.report_failures(failed)
                 result = encoder.encode(batch, tokens=tokens) if batch is not None else None
-                _write_part(parts / f"part-{k:06d}.h5", ok, result, failed)
-                if progress:
-                    progress.advance(len(ok) + len(failed))
-        n, n_failed = _assemble(parts, len(batches), items, inputs, encoder, out, tokens, shard, fingerprint)
-    shutil.rmtree(parts, ignore_errors=True)
-    return EmbedResult(out, n, n_failed, encoder.dim, time.perf_counter() - t0, len(finished))
+                job.save(k, ok, result, failed)
+    return job.result()
 
 
 def _already_done(out: Path, fingerprint: dict[str, Any], items: list[Item]) -> tuple[int, int] | None:

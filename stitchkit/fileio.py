@@ -41,12 +41,12 @@ def _remove_stale_temporaries(final: Path) -> None:
     prefix, suffix = f".{final.name}.", ".partial"
     for tmp in final.parent.glob(glob.escape(prefix) + "*" + suffix):
         host, _, pid = tmp.name[len(prefix) : -len(suffix)].rpartition("-")
-        if host == _HOST and pid.isdigit() and not _running(int(pid)):
+        if host == _HOST and pid.isdigit() and not pid_running(int(pid)):
             with contextlib.suppress(OSError):
                 tmp.unlink()
 
 
-def _running(pid: int) -> bool:
+def pid_running(pid: int) -> bool:
     if pid == os.getpid():
         return True
     try:

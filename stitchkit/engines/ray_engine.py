@@ -25,10 +25,8 @@ import logging
 import os
 import pickle
 import re
-import shutil
 import socket
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,21 +36,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..embed import (
-    EmbedResult,
-    ProgressSink,
-    _already_done,
-    _assemble,
-    _check_parts,
-    _exclusive,
-    _fingerprint,
-    _write_part,
-    plan_batches,
-    select_shard,
-)
+from ..embed import EmbedResult, ProgressSink, plan_job
 from ..encoders import EncodeOutput, Encoder, load_encoder
 from ..errors import InputFailure, StitchError, UsageError
-from ..fileio import check_writable_dir
 from ..inputs import Inputs, load_image
 
 RAY_MISSING = "--engine ray needs Ray: pip install 'stitchkit[ray]'"
@@ -283,34 +269,12 @@ def embed_store_ray(
     # The driver's copy gives provenance (spec, weight hash, preprocessing) and the decode
     # tasks' preprocessing; it stays on the CPU so the head node needs no accelerator.
     encoder = load_encoder(model_spec, device="cpu", dtype=dtype)
-    if inputs.modality != encoder.modality:
-        raise UsageError(
-            f"the input holds {inputs.modality}s but {encoder.spec.text!r} is a {encoder.modality} "
-            "model: pick a model of the same modality"
-        )
-    check_writable_dir(out)
-    items = select_shard(inputs.items, shard)
-    if not items:
-        raise UsageError(f"shard {shard} holds no samples: use fewer shards")
-    parts = out.with_name(out.name + ".parts")
-    fingerprint = _fingerprint(items, encoder, batch_size, tokens)
-
-    if out.exists() and not overwrite:
-        done = _already_done(out, fingerprint, items)
-        if done is not None:
-            shutil.rmtree(parts, ignore_errors=True)
-            return EmbedResult(out, done[0], done[1], encoder.dim, time.perf_counter() - t0, 0, True)
-        raise UsageError(
-            f"{out} already exists and holds another embedding run: pass --overwrite or choose another -o"
-        )
-
-    batches = plan_batches(items, encoder.modality, batch_size)
-    with _exclusive(parts, out):
-        _check_parts(parts, fingerprint, out)
-        finished = {int(p.stem.split("-")[1]) for p in parts.glob("part-*.h5")}
-        todo = [k for k in range(len(batches)) if k not in finished]
-        if progress:
-            progress.start(len(items), sum(len(batches[k]) for k in finished))
+    job = plan_job(inputs, encoder, out, batch_size=batch_size, tokens=tokens, strict=strict,
+                   shard=shard, overwrite=overwrite, progress=progress, on_failure=on_failure, t0=t0)
+    if isinstance(job, EmbedResult):
+        return job
+    items, batches = job.items, job.batches
+    with job.run() as todo:
         if todo:
             refs = [str(it.path) if encoder.modality == "image" else (it.text or "") for it in items]
             rows = [{"k": k, "positions": batches[k].tolist(), "refs": [refs[p] for p in batches[k]]}
@@ -319,27 +283,15 @@ def embed_store_ray(
                 for k, ok, result, failed, sha in _run_pipeline(
                     ray, rows, _prepare_only(encoder), model_spec, dtype, tokens, actors, device
                 ):
-                    if sha != fingerprint["weights_sha256"]:
+                    if sha != job.fingerprint["weights_sha256"]:
                         raise StitchError(
                             f"a Ray worker loaded other weights for {model_spec!r} (sha256 {sha[:12]}… "
-                            f"vs {fingerprint['weights_sha256'][:12]}… here): install the same "
+                            f"vs {job.fingerprint['weights_sha256'][:12]}… here): install the same "
                             "model packages on every node"
                         )
-                    for pos, reason in failed:
-                        if strict:
-                            raise StitchError(
-                                f"input {items[pos].id!r} failed: {reason} (drop --strict to record and skip it)"
-                            )
-                        if on_failure:
-                            on_failure(items[pos].id, reason)
-                        else:
-                            warnings.warn(f"skipping {items[pos].id}: {reason}", stacklevel=2)
-                    _write_part(parts / f"part-{k:06d}.h5", ok, result, failed)
-                    if progress:
-                        progress.advance(len(ok) + len(failed))
-        n, n_failed = _assemble(parts, len(batches), items, inputs, encoder, out, tokens, shard, fingerprint)
-    shutil.rmtree(parts, ignore_errors=True)
-    return EmbedResult(out, n, n_failed, encoder.dim, time.perf_counter() - t0, len(finished))
+                    job.report_failures(failed)
+                    job.save(k, ok, result, failed)
+    return job.result()
 
 
 def _run_pipeline(
