@@ -12,7 +12,14 @@ import numpy as np
 
 from ..errors import StoreError, UsageError
 from ..store import EmbeddingStore
-from ..zeroshot.pooling import check_pool_by, group_rows, pool_embeddings, pool_labels, pool_tokens
+from ..zeroshot.pooling import (
+    check_pool_by,
+    group_rows,
+    pool_embeddings,
+    pool_labels,
+    pool_tokens,
+    store_groups,
+)
 
 
 @dataclass
@@ -66,12 +73,7 @@ def read_side(
     texts = store.texts[rows] if store.texts is not None else None
     if pool_by is None:
         return Side(ids, glob, tok, mask, labels, texts)
-    groups = store.groups
-    if groups is None:
-        raise UsageError(
-            f"{store.path} has no groups column, so --pool-by group has nothing to pool: "
-            "embed with a manifest that has a group (study id) column, or drop --pool-by"
-        )
+    groups = store_groups(store)
     keys, members = group_rows(groups[rows])
     glob = pool_embeddings(glob, members)
     if tok is not None and mask is not None:

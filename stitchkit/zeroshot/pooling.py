@@ -22,6 +22,17 @@ def check_pool_by(pool_by: str | None) -> str | None:
     return pool_by
 
 
+def store_groups(store) -> np.ndarray:  # noqa: ANN001 - any store with .groups and .path
+    """The store's groups column, or one clear line saying there is nothing to pool."""
+    groups = store.groups
+    if groups is None:
+        raise UsageError(
+            f"{store.path} has no groups column, so --pool-by group has nothing to pool: "
+            "embed with a manifest that has a group (study id) column, or drop --pool-by"
+        )
+    return groups
+
+
 def group_rows(groups: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
     """Group keys in order of first appearance, and the row positions of each group."""
     groups = np.asarray(groups, dtype=object)

@@ -34,7 +34,14 @@ from ..errors import ProvenanceError, StoreError, UsageError
 from ..fileio import atomic_output, check_writable_dir
 from ..store import EmbeddingStore
 from .metrics import evaluate
-from .pooling import check_pool_by, group_rows, pool_embeddings, pool_labels, pool_tokens
+from .pooling import (
+    check_pool_by,
+    group_rows,
+    pool_embeddings,
+    pool_labels,
+    pool_tokens,
+    store_groups,
+)
 from .prompts import PromptSet, check_for_mode
 
 ProgressFn = Callable[[int, int], None]
@@ -332,12 +339,7 @@ def _chunks(store: EmbeddingStore, rows: np.ndarray, pool_by: str | None, chunk_
         for a in range(0, len(rows), chunk_size):
             yield rows[a:a + chunk_size], None
         return
-    groups = store.groups
-    if groups is None:
-        raise UsageError(
-            f"{store.path} has no groups column, so --pool-by group has nothing to pool: "
-            "embed with a manifest that has a group (study id) column"
-        )
+    groups = store_groups(store)
     keys, members = group_rows(groups[rows])
     block: list[np.ndarray] = []
     size = 0
