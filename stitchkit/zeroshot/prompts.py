@@ -27,12 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..anchors import PROMPTS_DIR
 from ..errors import UsageError
 
 POSITIVE_TEMPLATE = "There is {finding}."
 NEGATIVE_TEMPLATE = "There is no {finding}."
 MODES = ("multiclass", "multilabel")
-BUILTIN_DIR = Path(__file__).resolve().parents[2] / "anchors" / "prompts"
+BUILTIN_DIR = PROMPTS_DIR
 
 _TOP_KEYS = {"name", "description", "mode", "templates", "negative_templates", "classes"}
 _CLASS_KEYS = {"positive", "negative", "synonyms", "labels", "description"}
