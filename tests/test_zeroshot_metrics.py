@@ -1,11 +1,22 @@
-"""Metrics against scikit-learn, bootstrap intervals around the point estimate."""
+"""Metrics against scikit-learn; the vectorised bootstrap against resampling by hand."""
 
 from __future__ import annotations
 
 import numpy as np
 from sklearn.metrics import f1_score, roc_auc_score
 
-from stitchkit.zeroshot.metrics import auc, evaluate
+from stitchkit.zeroshot import metrics as M
+from stitchkit.zeroshot.metrics import auc, evaluate, truth_matrix
+
+
+def _data(n: int, n_cls: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, n_cls, n)
+    truth = np.eye(n_cls, dtype=bool)[y]
+    logit = rng.normal(size=(n, n_cls)) + 1.2 * truth
+    prob = np.exp(logit)
+    prob /= prob.sum(axis=1, keepdims=True)
+    return truth, prob, logit
 
 
 def test_auc_matches_sklearn_with_ties() -> None:
@@ -13,7 +24,36 @@ def test_auc_matches_sklearn_with_ties() -> None:
     y = rng.random(200) > 0.6
     s = np.round(rng.random(200) + 0.4 * y, 1)  # rounding makes ties
     assert abs(auc(y, s) - roc_auc_score(y, s)) < 1e-12
+    s2 = rng.random(200) + 0.4 * y  # no ties: the counting shortcut
+    assert abs(auc(y, s2) - roc_auc_score(y, s2)) < 1e-12
     assert np.isnan(auc(np.zeros(5, bool), np.arange(5.0)))
+
+
+def test_weighted_auc_matches_sklearn_sample_weight() -> None:
+    rng = np.random.default_rng(3)
+    y = rng.random(500) > 0.7
+    for s in (np.round(rng.random(500) + 0.5 * y, 1), rng.random(500) + 0.5 * y):
+        w = rng.multinomial(500, np.full(500, 1 / 500), size=4).astype(np.float32)
+        got = M._SortedClass(y, s).aucs(w)
+        want = [roc_auc_score(y, s, sample_weight=row) for row in w]
+        np.testing.assert_allclose(got, want, atol=1e-9)
+
+
+def test_resampled_metrics_equal_metrics_of_the_resample() -> None:
+    """Counts per sample give what computing on the drawn rows (repeated) gives."""
+    truth, prob, logit = _data(400, 4, 5)
+    rng = np.random.default_rng(1)
+    weights = rng.multinomial(400, np.full(400, 1 / 400), size=3).astype(np.float32)
+    for mode in ("multiclass", "multilabel"):
+        pred, correct = M._predictions(truth, prob, mode)
+        sorted_classes = [M._SortedClass(truth[:, c], logit[:, c]) for c in range(4)]
+        got = M._resampled(truth, pred, correct, logit, weights, sorted_classes)
+        for k, w in enumerate(weights):
+            idx = np.repeat(np.arange(400), w.astype(int))
+            want = M._point(truth[idx], prob[idx], mode, logit[idx])
+            np.testing.assert_allclose(got["auc"][k], want["auc"], atol=1e-9)
+            for key in ("auc_macro", "accuracy", "f1_macro"):
+                assert abs(got[key][k] - want[key]) < 1e-9, (mode, key)
 
 
 def test_evaluate_multiclass_and_multilabel() -> None:
@@ -25,8 +65,34 @@ def test_evaluate_multiclass_and_multilabel() -> None:
     m = evaluate(truth, prob, ["a", "b", "c"], mode="multiclass", n_boot=200)
     assert abs(m["accuracy"] - (prob.argmax(1) == y).mean()) < 1e-12
     assert abs(m["f1_macro"] - f1_score(y, prob.argmax(1), average="macro")) < 1e-12
+    for c in range(3):
+        assert abs(m["auc"]["abc"[c]] - roc_auc_score(truth[:, c], prob[:, c])) < 1e-12
     lo, hi = m["ci"]["auc_macro"]
     assert lo <= m["auc_macro"] <= hi and hi - lo < 0.2
+    assert m["ci"]["method"] == "percentile bootstrap" and m["ci"]["n_boot"] == 200
     ml = evaluate(truth, prob, ["a", "b", "c"], mode="multilabel", n_boot=0)
     assert abs(ml["accuracy"] - ((prob >= 0.5) == truth).mean()) < 1e-12
     assert "ci" not in ml
+
+
+def test_little_bootstraps_agree_with_the_full_bootstrap() -> None:
+    """Above EXACT_MAX the bag of little bootstraps gives about the full bootstrap's interval."""
+    truth, prob, logit = _data(20_000, 3, 7)
+    args = dict(ranking=logit, n_boot=1000, seed=0)
+    blb = M.bootstrap_intervals(truth, prob, "multiclass", **args)
+    full = M.bootstrap_intervals(truth, prob, "multiclass", exact_max=20_000, **args)
+    assert blb["method"].startswith("bag of little bootstraps") and full["method"] == "percentile bootstrap"
+    point = M._point(truth, prob, "multiclass", logit)
+    for key in ("auc_macro", "accuracy", "f1_macro"):
+        (a, b), (c, d) = blb[key], full[key]
+        assert a < point[key] < b
+        assert 0.75 < (b - a) / (d - c) < 1.33, key  # widths agree
+        assert abs((a + b) / 2 - (c + d) / 2) < 0.25 * (d - c), key  # centres agree
+
+
+def test_truth_matrix_equals_the_per_sample_loop() -> None:
+    labels = np.array(["a", "b|c", "", "C", "d", "a"] * 50, dtype=object)
+    matchers = [lambda s, k=k: k in s.lower().split("|") for k in ("a", "b", "c")]
+    want = np.array([[m(lab) for m in matchers] for lab in labels], dtype=bool)
+    np.testing.assert_array_equal(truth_matrix(labels, matchers), want)
+    assert truth_matrix(np.array([], dtype=object), matchers).shape == (0, 3)

@@ -3,27 +3,43 @@
 Thresholds, stated once: in multi-class mode the prediction is the class of highest
 probability (no threshold); in multi-label mode a finding is called present when its positive
 prompt outscores its negative prompt, i.e. probability ≥ 0.5. AUC needs no threshold, which is
-why it is the headline figure. Confidence intervals are percentile bootstrap intervals over
-samples (default 1,000 resamples, 95 %), seeded.
+why it is the headline figure. Point estimates use every sample; AUC is scikit-learn's
+``roc_auc_score`` (ties count half).
+
+Confidence intervals are percentile bootstrap intervals over samples (default 1,000
+resamples, 95 %), seeded, computed without a Python loop over resamples × classes: each
+resample is a vector of counts (how often each sample is drawn), the scores of each class are
+sorted once, and a resample's AUC is a weighted cumulative count over that fixed order. Up to
+:data:`EXACT_MAX` samples this is the ordinary bootstrap. Above it, an exact bootstrap costs
+more than scoring the samples did (1,000 × N × classes gathers), so the intervals come from the
+bag of little bootstraps (Kleiner, Talwalkar, Sarkar & Jordan, JRSS-B 2014): ``s`` random
+subsets of ``b`` = max(EXACT_MAX, N^0.6) samples, each resampled to the full size N by
+multinomial counts (n_boot / s resamples per subset), and the interval bounds averaged over the
+subsets. Its intervals estimate the same N-sample bootstrap intervals, at a cost independent of N.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from scipy.stats import rankdata
+
+EXACT_MAX = 5_000
+"""Up to this many samples the bootstrap resamples all of them; above, bag of little bootstraps."""
+BLB_SUBSETS = 10
+"""Subsets of the bag of little bootstraps (its authors find 10–20 enough)."""
 
 
 def auc(y: np.ndarray, score: np.ndarray) -> float:
-    """ROC AUC (Mann–Whitney, ties counted half); NaN where one class is absent."""
+    """ROC AUC (Mann–Whitney, ties counted half: what scikit-learn's ``roc_auc_score`` gives);
+    NaN where one class is absent. One sort, then counts: about 3× faster than
+    ``roc_auc_score`` at a million samples, which matters with 14 classes."""
     y = np.asarray(y, dtype=bool)
-    n_pos = int(y.sum())
-    n_neg = len(y) - n_pos
-    if n_pos == 0 or n_neg == 0:
+    if y.all() or not y.any():
         return float("nan")
-    ranks = rankdata(score)
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float(_SortedClass(y, np.asarray(score, dtype=np.float64)).point())
 
 
 def f1(y: np.ndarray, pred: np.ndarray) -> float:
@@ -33,6 +49,45 @@ def f1(y: np.ndarray, pred: np.ndarray) -> float:
     return float(2 * tp / denom) if denom else float("nan")
 
 
+def truth_matrix(labels: Sequence[str] | np.ndarray, matchers: Sequence[Callable[[str], bool]]
+                 ) -> np.ndarray:
+    """(n, C) bool: ``matchers[c](label)`` for every label, evaluated once per distinct label.
+
+    A million rows hold a handful of distinct labels, so this costs C calls per distinct
+    label plus one ``np.unique``, never a Python loop over samples × classes.
+    """
+    values = np.asarray(labels, dtype=object).astype(str)
+    if len(values) == 0:
+        return np.zeros((0, len(matchers)), dtype=bool)
+    uniq, inverse = np.unique(values, return_inverse=True)
+    table = np.array([[bool(m(str(u))) for m in matchers] for u in uniq], dtype=bool)
+    return table.reshape(len(uniq), len(matchers))[inverse.reshape(-1)]
+
+
+def _predictions(truth: np.ndarray, prob: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """(pred (n, C) bool, per-sample share correct (n,)): accuracy is its (weighted) mean."""
+    if mode == "multiclass":
+        pred_idx = prob.argmax(axis=1)
+        pred = np.zeros_like(truth)
+        pred[np.arange(len(pred)), pred_idx] = True
+        correct = truth[np.arange(len(truth)), pred_idx].astype(np.float64)
+    else:
+        pred = prob >= 0.5
+        correct = (pred == truth).mean(axis=1, dtype=np.float64)
+    return pred, correct
+
+
+def _nanmean(values: np.ndarray, axis: int | None = None) -> Any:
+    """Mean over the finite entries; NaN (no warning) where there are none."""
+    v = np.asarray(values, dtype=np.float64)
+    ok = ~np.isnan(v)
+    count = ok.sum(axis=axis)
+    total = np.where(ok, v, 0.0).sum(axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    return float(out) if np.ndim(out) == 0 else out
+
+
 def _point(truth: np.ndarray, prob: np.ndarray, mode: str, ranking: np.ndarray | None = None
            ) -> dict[str, Any]:
     """truth: (n, C) bool; prob: (n, C); ``ranking``: a monotone transform of ``prob`` that
@@ -40,23 +95,154 @@ def _point(truth: np.ndarray, prob: np.ndarray, mode: str, ranking: np.ndarray |
     n_cls = truth.shape[1]
     rank = prob if ranking is None else ranking
     aucs = [auc(truth[:, c], rank[:, c]) for c in range(n_cls)]
-    if mode == "multiclass":
-        pred_idx = prob.argmax(axis=1)
-        pred = np.zeros_like(truth)
-        pred[np.arange(len(pred)), pred_idx] = True
-        accuracy = float((truth[np.arange(len(truth)), pred_idx]).mean())
-    else:
-        pred = prob >= 0.5
-        accuracy = float((pred == truth).mean())
+    pred, correct = _predictions(truth, prob, mode)
     f1s = [f1(truth[:, c], pred[:, c]) for c in range(n_cls)]
-    with np.errstate(all="ignore"):
-        return {
-            "auc": aucs,
-            "auc_macro": float(np.nanmean(aucs)) if not np.all(np.isnan(aucs)) else float("nan"),
-            "accuracy": accuracy,
-            "f1": f1s,
-            "f1_macro": float(np.nanmean(f1s)) if not np.all(np.isnan(f1s)) else float("nan"),
-        }
+    return {
+        "auc": aucs,
+        "auc_macro": _nanmean(aucs),
+        "accuracy": float(correct.mean()),
+        "f1": f1s,
+        "f1_macro": _nanmean(f1s),
+    }
+
+
+class _SortedClass:
+    """One class's scores sorted once: AUCs under any sample weights are then weighted counts."""
+
+    def __init__(self, y: np.ndarray, score: np.ndarray) -> None:
+        self.order = np.argsort(score)  # ties are grouped below, so no stable sort (4× slower)
+        s = score[self.order]
+        self.pos = y[self.order]
+        # Tied scores form contiguous runs in sorted order; a run's pos–neg pairs count half.
+        new = np.empty(len(s), dtype=bool)
+        new[:1] = True
+        new[1:] = s[1:] != s[:-1]
+        self.starts = None if new.all() else np.flatnonzero(new)
+
+    def _auc(self, p: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """Rows of positive / negative weights in sorted order -> AUC per row."""
+        if self.starts is not None:
+            p = np.add.reduceat(p, self.starts, axis=1)
+            q = np.add.reduceat(q, self.starts, axis=1)
+        below = np.cumsum(q, axis=1)
+        below -= 0.5 * q  # strictly lower negatives plus half of the tied ones
+        # float64 sums: the products reach ~1e8 each and there are b of them.
+        num = (p * below).sum(axis=1, dtype=np.float64)
+        den = p.sum(axis=1, dtype=np.float64) * q.sum(axis=1, dtype=np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+    def point(self) -> float:
+        if self.starts is None:
+            # No ties: the positive at sorted place k, j-th positive so far, lies above k - j
+            # negatives; summed, Σk - P(P-1)/2. No float pass over all samples.
+            at = np.flatnonzero(self.pos)
+            n_pos, n_neg = len(at), len(self.pos) - len(at)
+            if n_pos == 0 or n_neg == 0:
+                return float("nan")
+            return float((at.sum(dtype=np.float64) - n_pos * (n_pos - 1) / 2) / (n_pos * n_neg))
+        pos = self.pos.astype(np.float64)[None, :]
+        return float(self._auc(pos, 1.0 - pos)[0])
+
+    def aucs(self, weights: np.ndarray) -> np.ndarray:
+        """AUC under each row of ``weights`` (r, b), sample counts of one resample each."""
+        w = weights[:, self.order]
+        p = w * self.pos
+        return self._auc(p, w - p)
+
+
+def _resampled(truth: np.ndarray, pred: np.ndarray, correct: np.ndarray, rank: np.ndarray,
+               weights: np.ndarray, sorted_classes: list[_SortedClass]) -> dict[str, np.ndarray]:
+    """Every metric under each row of ``weights`` (r, b): arrays of r values (AUC: (r, C))."""
+    total = weights.sum(axis=1, dtype=np.float64)
+    # tp, fp, fn of every class at once: one matrix product of the counts with (b, 3C) indicators.
+    ind = np.concatenate([truth & pred, ~truth & pred, truth & ~pred], axis=1).astype(np.float64)
+    counts = weights.astype(np.float64) @ ind
+    n_cls = truth.shape[1]
+    tp, fp, fn = counts[:, :n_cls], counts[:, n_cls:2 * n_cls], counts[:, 2 * n_cls:]
+    denom = 2 * tp + fp + fn
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1s = np.where(denom > 0, 2 * tp / np.where(denom > 0, denom, 1.0), np.nan)
+    aucs = np.stack([sc.aucs(weights) for sc in sorted_classes], axis=1)
+    return {
+        "auc": aucs,
+        "auc_macro": _nanmean(aucs, axis=1),
+        "accuracy": weights.astype(np.float64) @ correct / total,
+        "f1_macro": _nanmean(f1s, axis=1),
+    }
+
+
+def _percentiles(values: np.ndarray, level: float) -> list[float] | None:
+    v = np.asarray(values, dtype=np.float64)
+    v = v[~np.isnan(v)]
+    if not len(v):
+        return None
+    lo, hi = 100 * (1 - level) / 2, 100 * (1 + level) / 2
+    return [float(np.percentile(v, lo)), float(np.percentile(v, hi))]
+
+
+def bootstrap_plan(n: int, n_boot: int, exact_max: int = EXACT_MAX) -> tuple[int, int, int]:
+    """(subsets, samples per subset, resamples per subset) for ``n`` samples."""
+    if n <= exact_max:
+        return 1, n, n_boot
+    s = min(BLB_SUBSETS, n_boot)
+    return s, min(n, max(exact_max, math.ceil(n ** 0.6))), math.ceil(n_boot / s)
+
+
+def bootstrap_intervals(
+    truth: np.ndarray, prob: np.ndarray, mode: str, *, ranking: np.ndarray | None = None,
+    n_boot: int = 1000, seed: int = 0, level: float = 0.95, block: int = 16,
+    point: dict[str, Any] | None = None, exact_max: int = EXACT_MAX,
+) -> dict[str, Any]:
+    """Percentile intervals of AUC (per class, macro), accuracy and macro F1 (see module doc).
+
+    ``point``: the estimates from all samples (``_point``), when already computed.
+    """
+    n, n_cls = truth.shape
+    rank = prob if ranking is None else ranking
+    rng = np.random.default_rng(seed)
+    n_sub, b, per_sub = bootstrap_plan(n, n_boot, exact_max)
+    keys = ("auc_macro", "accuracy", "f1_macro")
+    bounds: dict[str, list[list[float] | None]] = {k: [] for k in keys}
+    class_bounds: list[list[list[float] | None]] = [[] for _ in range(n_cls)]
+    for _ in range(n_sub):
+        rows = np.arange(n) if b == n else np.sort(rng.choice(n, size=b, replace=False))
+        t, p, r = truth[rows], prob[rows], rank[rows]
+        pred, correct = _predictions(t, p, mode)
+        sorted_classes = [_SortedClass(t[:, c], r[:, c]) for c in range(n_cls)]
+        draws: dict[str, list[np.ndarray]] = {k: [] for k in (*keys, "auc")}
+        uniform = np.full(b, 1.0 / b)
+        for a in range(0, per_sub, block):  # blocks of resamples bound the (r, b) work arrays
+            # float32 counts: exact (< 2^24) and half the memory traffic of float64.
+            weights = rng.multinomial(n, uniform, size=min(block, per_sub - a)).astype(np.float32)
+            for k, v in _resampled(t, pred, correct, r, weights, sorted_classes).items():
+                draws[k].append(v)
+        # Each subset's draws scatter around that subset's own estimate, which is itself
+        # b-sample noisy: keep only their spread (draw − subset estimate), centred below on the
+        # estimate from all samples. With one subset of all n this is the percentile interval.
+        own = _resampled(t, pred, correct, r, np.ones((1, b), dtype=np.float32), sorted_classes)
+        for k in keys:
+            bounds[k].append(_percentiles(np.concatenate(draws[k]) - own[k][0], level))
+        aucs = np.concatenate(draws["auc"]) - own["auc"][0]
+        for c in range(n_cls):
+            class_bounds[c].append(_percentiles(aucs[:, c], level))
+    centre = _point(truth, prob, mode, ranking) if point is None else point
+
+    def average(found: list[list[float] | None], at: float) -> list[float] | None:
+        ok = [f for f in found if f is not None]
+        if not ok or np.isnan(at):
+            return None
+        return [float(at + np.mean([f[0] for f in ok])), float(at + np.mean([f[1] for f in ok]))]
+
+    method = ("percentile bootstrap" if n_sub == 1 else
+              f"bag of little bootstraps: {n_sub} subsets of {b:,} samples, each resampled to {n:,}")
+    return {
+        "level": level,
+        "n_boot": n_sub * per_sub,
+        "method": method,
+        **{k: average(bounds[k], centre[k]) for k in keys},
+        "auc": [average(class_bounds[c], centre["auc"][c]) for c in range(n_cls)],
+    }
 
 
 def evaluate(
@@ -92,27 +278,8 @@ def evaluate(
     }
     if n_boot <= 0 or len(truth) < 2:
         return out
-    rng = np.random.default_rng(seed)
-    draws: dict[str, list[float]] = {"auc_macro": [], "accuracy": [], "f1_macro": []}
-    per_class: list[list[float]] = [[] for _ in classes]
-    for _ in range(n_boot):
-        idx = rng.integers(0, len(truth), len(truth))
-        p = _point(truth[idx], prob[idx], mode, None if ranking is None else ranking[idx])
-        for key in draws:
-            draws[key].append(p[key])
-        for c, a in enumerate(p["auc"]):
-            per_class[c].append(a)
-    lo, hi = 100 * (1 - level) / 2, 100 * (1 + level) / 2
-
-    def ci(values: list[float]) -> list[float] | None:
-        v = np.asarray(values, dtype=np.float64)
-        v = v[~np.isnan(v)]
-        return [float(np.percentile(v, lo)), float(np.percentile(v, hi))] if len(v) else None
-
-    out["ci"] = {
-        "level": level,
-        "n_boot": n_boot,
-        **{key: ci(vals) for key, vals in draws.items()},
-        "auc": {c: ci(per_class[i]) for i, c in enumerate(classes)},
-    }
+    ci = bootstrap_intervals(truth, prob, mode, ranking=ranking, n_boot=n_boot, seed=seed,
+                             level=level, point=point)
+    ci["auc"] = dict(zip(classes, ci["auc"], strict=True))
+    out["ci"] = ci
     return out
