@@ -29,8 +29,8 @@ def _alpha(value: str | None) -> float | str | None:
 @click.command()
 @click.argument("source")
 @click.argument("target")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=str),
-              help="Map file to write (safetensors + JSON metadata).")
+@click.option("-o", "--output", default=None, type=click.Path(dir_okay=False, path_type=str),
+              help="Map file to write (safetensors + JSON metadata); required unless --dry-run.")
 @click.option("--method", type=click.Choice(METHOD_CHOICES), default="ridge", show_default=True,
               help="ridge: affine least squares with alpha chosen by CV; affine / linear: plain "
                    "least squares with / without bias; orthogonal: Procrustes.")
@@ -65,12 +65,20 @@ def _alpha(value: str | None) -> float | str | None:
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="ray: one task per source shard computes its statistics; they are reduced.")
 @click.option("--address", default=None, help="Ray cluster to join (with --engine ray); default a local Ray.")
+@click.option("--require", "requirements", multiple=True, metavar="METRIC>=VALUE",
+              help="Quality gate on a held-out metric (>=, <=, >, <; repeatable): when the map "
+                   "falls short, write nothing and exit 1.")
+@click.option("--dry-run", is_flag=True,
+              help="Fit nothing: report linear CKA, mutual k-NN overlap and the expected held-out "
+                   "quality (cross-validated on the fit anchors).")
+@click.option("--knn-k", type=click.IntRange(min=1), default=10, show_default=True,
+              help="k of the mutual k-NN overlap (--dry-run).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def fit(source: str, target: str, output: str, method: str, alpha: str | None, scale: bool,
+def fit(source: str, target: str, output: str | None, method: str, alpha: str | None, scale: bool,
         center: bool, standardize: bool, l2: bool, restore: bool, anchors_file: str | None,
         n_anchors: int | None, strategy: str, holdout: float, seed: int, cv: int,
         pool_by: str | None, chunk_size: int, exact: bool, engine: str, address: str | None,
-        as_json: bool) -> None:
+        requirements: tuple[str, ...], dry_run: bool, knn_k: int, as_json: bool) -> None:
     """Fit a map from SOURCE's embedding space to TARGET's over the anchors both share.
 
     SOURCE and TARGET may each be several shard stores, as a quoted glob ('shards/lite0-*.h5')
@@ -86,9 +94,13 @@ def fit(source: str, target: str, output: str, method: str, alpha: str | None, s
       stitch fit lite0.h5 lite2.h5 -o l0-l2.map --n-anchors 250 --strategy stratified --json
       stitch fit minilm.h5 mpnet.h5 -o text.map --anchors anchor-ids.txt --alpha 10
       stitch fit 'shards/lite0-*.h5' 'shards/lite2-*.h5' -o l0-l2.map --engine ray
+      stitch fit lite0.h5 lite2.h5 -o l0-l2.map --require probe_auc_ratio>=0.98 --require top1>=0.5
+      stitch fit minilm.h5 mpnet.h5 --dry-run
     """
+    from stitchkit.errors import StitchError
     from stitchkit.fileio import check_writable_dir
     from stitchkit.maps import fit_map
+    from stitchkit.maps.metrics import parse_requirement, unmet_requirements
 
     show_warnings()
     if scale and method != "orthogonal":
@@ -96,16 +108,37 @@ def fit(source: str, target: str, output: str, method: str, alpha: str | None, s
     alpha_value = _alpha(alpha)
     if alpha_value is not None and method == "orthogonal":
         raise click.UsageError("--alpha applies to ridge, affine and linear maps, not orthogonal")
+    try:
+        gates = [parse_requirement(r) for r in requirements]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--require") from None
+    options: dict[str, Any] = dict(
+        method=method, alpha=alpha_value, scale=scale or None, center=center,
+        standardize=standardize, l2=l2, restore=restore, anchors=anchors_file,
+        n_anchors=n_anchors, strategy=strategy, holdout=holdout, seed=seed,
+        cv=cv if method in ("ridge", "affine", "linear") else None, pool_by=pool_by,
+        chunk_size=chunk_size,
+    )
+    if dry_run:
+        from stitchkit.maps.api import check_stitchability
+
+        report = check_stitchability(source, target, k=knn_k, **options)
+        emit(report, as_json=as_json, text=None if as_json else _dry_text(report))
+        return
+    if output is None:
+        raise click.UsageError("Missing option '-o' / '--output' (or give --dry-run)")
     check_writable_dir(output)
+    stats_engine: Any = "local"
+    if engine == "ray":
+        from stitchkit.engines.ray_stats import RayStats
+
+        stats_engine = RayStats(address)
     with progress_callback("fit: reading anchors") as cb:
-        m = fit_map(
-            source, target, method=method, alpha=alpha_value, scale=scale or None,
-            center=center, standardize=standardize, l2=l2, restore=restore,
-            anchors=anchors_file, n_anchors=n_anchors, strategy=strategy, holdout=holdout,
-            seed=seed, cv=cv if method in ("ridge", "affine", "linear") else None,
-            pool_by=pool_by, chunk_size=chunk_size, exact=exact, progress=cb,
-            engine=engine, address=address,
-        )
+        m = fit_map(source, target, exact=exact, progress=cb, engine=stats_engine, **options)
+    unmet = unmet_requirements(m.metrics_, gates)
+    if unmet:
+        # Nothing is written, so a shell pipeline (`stitch fit ... && stitch apply ...`) stops.
+        raise StitchError(f"map not written: {'; '.join(unmet)}")
     m.save(output)
     result = {
         "output": output,
@@ -140,6 +173,26 @@ def _text(r: dict) -> str:
         lines.extend(format_metrics(r["metrics"]))
     else:
         lines.append("held-out quality: none (no held-out anchors)")
+    return "\n".join(lines)
+
+
+def _dry_text(r: dict) -> str:
+    lines = [
+        f"dry run ({r['method']}): {r['n_anchors']} fit anchors ({r['n_measured']} measured), "
+        f"{r['n_heldout']} held out, nothing written",
+        f"  linear CKA source/target           {r['linear_cka']:.4f}",
+        f"  mutual k-NN overlap (k={r['mutual_knn_k']})         {r['mutual_knn']:.4f}"
+        f"  (chance {r['mutual_knn_chance']:.4f})",
+    ]
+    if "expected_cosine_mean" in r:
+        lines += [
+            f"expected held-out quality ({r['cv_folds']}-fold CV on the fit anchors):",
+            f"  cosine mean                        {r['expected_cosine_mean']:.4f}",
+            f"  relative MSE (1 − R²)              {r['expected_relative_mse']:.4f}",
+            f"  retrieval top-1 (gallery {r['expected_top1_gallery']})       {r['expected_top1']:.4f}",
+        ]
+    else:
+        lines.append("expected held-out quality: too few anchors to cross-validate")
     return "\n".join(lines)
 
 

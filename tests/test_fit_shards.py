@@ -35,8 +35,11 @@ def test_fit_from_shards_equals_fit_from_whole(shards: dict, lite0_store: Path, 
 
 def test_fit_shard_statistics_in_ray_tasks(shards: dict, lite0_store: Path, lite2_store: Path) -> None:
     pytest.importorskip("ray")
+    from stitchkit.engines.ray_stats import RayStats
+
     whole = fit_map(lite0_store, lite2_store, method="ridge", metrics=False)
-    sharded = fit_map(shards["source"], shards["target"], method="ridge", metrics=False, engine="ray")
+    sharded = fit_map(shards["source"], shards["target"], method="ridge", metrics=False,
+                      engine=RayStats())
     with EmbeddingStore(lite0_store) as store:
         X = store.read()
     np.testing.assert_allclose(sharded.transform(X), whole.transform(X), rtol=1e-4, atol=1e-4)

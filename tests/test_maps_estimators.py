@@ -51,7 +51,7 @@ def test_invalid_alpha_is_refused_at_fit():
 @pytest.mark.parametrize("cls", ALL)
 def test_wrong_width_names_both_widths(cls):
     m = cls().fit(*_pair())
-    with pytest.raises(UsageError, match="width 7 but this map's source side has width 20"):
+    with pytest.raises(UsageError, match="X has 7 features, but .* expecting 20 .* source side has width 20"):
         m.transform(np.zeros((3, 7)))
 
 

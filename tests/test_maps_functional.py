@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import scipy.linalg
@@ -159,16 +161,43 @@ def test_auto_alpha_regularises_when_anchors_are_few_and_not_when_many():
     assert few > 100 * many
 
 
-def test_underdetermined_and_singular_systems_are_refused():
-    X, Y = _data(n=20, dx=24)
-    with pytest.raises(F.UnderdeterminedError, match="20 anchors for a 24-dimensional source.*ridge"):
-        F.solve_lstsq(_stats(X, Y), bias=True)
+def _lstsq_affine(X, Y):
+    """numpy's minimum-norm least squares with a bias: centre, lstsq, bias from the means."""
+    mx, my = X.mean(axis=0), Y.mean(axis=0)
+    W = np.linalg.lstsq(X - mx, Y - my, rcond=None)[0]
+    return W, my - mx @ W
+
+
+@pytest.mark.parametrize("n, dx", [(20, 24), (5, 24), (25, 24), (200, 10)])
+def test_affine_is_numpys_minimum_norm_least_squares_at_any_count(n, dx):
+    X, Y = _data(n=n, dx=dx)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        W, b = F.solve_lstsq(_stats(X, Y), bias=True)
+    W_ref, b_ref = _lstsq_affine(X, Y)
+    np.testing.assert_allclose(W, W_ref, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(b, b_ref, rtol=1e-6, atol=1e-8)
+
+
+def test_constant_and_collinear_features_get_the_minimum_norm_solution():
     X, Y = _data(n=200, dx=10)
-    X[:, 3] = X[:, 2]
-    with pytest.raises(F.RankDeficientError, match="singular"):
-        F.solve_lstsq(_stats(X, Y), bias=True)
+    X[:, 3] = X[:, 2]  # collinear
+    X[:, 7] = 4.0  # constant
+    W, b = F.solve_lstsq(_stats(X, Y), bias=True)
+    W_ref, b_ref = _lstsq_affine(X, Y)
+    np.testing.assert_allclose(W, W_ref, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(b, b_ref, rtol=1e-6, atol=1e-8)
+    # Minimum norm: the weight splits evenly over the twin columns, none on the constant one.
+    np.testing.assert_allclose(W[2], W[3], atol=1e-8)
+    assert np.abs(W[7]).max() < 1e-8
     W, _ = F.solve_lstsq(_stats(X, Y), bias=True, alpha=1.0)
     assert np.isfinite(W).all()
+
+
+def test_fewer_anchors_than_dimensions_warns_and_names_ridge():
+    X, Y = _data(n=20, dx=24)
+    with pytest.warns(UserWarning, match="20 anchors for 24 dimensions.*minimum-norm.*ridge"):
+        F.solve_lstsq(_stats(X, Y), bias=True)
 
 
 def test_near_dimension_least_squares_warns():

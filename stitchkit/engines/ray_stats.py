@@ -4,6 +4,9 @@ Each task opens one source shard and the target store(s) by path, accumulates th
 of the anchors that shard holds, and returns them; the driver merges them. The result equals
 the single-process fit: statistics add up exactly, and cross-validation folds are assigned
 from a hash of the id, so they do not depend on which task saw a row.
+
+This module depends on the maps library (``RayStats`` is a ``maps.api.StatsEngine``); the
+library never imports it: ``fit_map(..., engine=RayStats(address))``.
 """
 
 from __future__ import annotations
@@ -14,14 +17,14 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import UsageError
+from ..maps.api import ProgressFn, accumulate
 from ..maps.functional import SuffStats, merge_all
 from ..store import EmbeddingStore, StoreUnion, open_stores
 from .ray_engine import ray_session, require_ray
 
 
 def _shard_stats(source: str, targets: list[str], ids: list[str], options: dict[str, Any]) -> list[SuffStats]:
-    from ..maps.api import accumulate
-
     with EmbeddingStore(source) as src, open_stores(targets) as tgt:
         return accumulate(src, tgt, np.asarray(ids, dtype=object), **options)
 
@@ -40,6 +43,8 @@ def accumulate_ray(
     num_cpus: int | None = None,
 ) -> list[SuffStats]:
     """The same per-fold statistics as ``maps.api.accumulate``, one Ray task per source shard."""
+    if not isinstance(source, EmbeddingStore | StoreUnion) or not isinstance(target, EmbeddingStore | StoreUnion):
+        raise UsageError("--engine ray does not pool groups: drop --pool-by or the engine")
     ray = require_ray()
     shards: Sequence[EmbeddingStore] = source.shards if isinstance(source, StoreUnion) else [source]
     targets = [str(p.path) for p in (target.shards if isinstance(target, StoreUnion) else [target])]
@@ -55,3 +60,20 @@ def accumulate_ray(
                 for k, part in per_shard.items() if len(part)]
         parts = ray.get(refs)
     return [merge_all([p[f] for p in parts]) for f in range(n_folds)]
+
+
+class RayStats:
+    """A ``StatsEngine`` for ``fit_map``: one Ray task per source shard (at ``address``, else
+    a local Ray), reduced in the driver."""
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None) -> None:
+        self.address = address
+        self.num_cpus = num_cpus
+
+    def accumulate(
+        self, source: Any, target: Any, ids: np.ndarray, *, n_folds: int, seed: int, l2: bool,
+        chunk_size: int, exact: bool, progress: ProgressFn | None = None,
+    ) -> list[SuffStats]:
+        return accumulate_ray(source, target, ids, n_folds=n_folds, seed=seed, l2=l2,
+                              chunk_size=chunk_size, exact=exact, address=self.address,
+                              num_cpus=self.num_cpus)

@@ -11,22 +11,27 @@ from .estimators import (
     AffineMap,
     BaseMap,
     LinearMap,
+    NotFittedError,
     OrthogonalMap,
     RidgeMap,
     load_map,
     make_map,
 )
-from .functional import SuffStats
+from .functional import MapValueError, SuffStats
+from .metrics import cosine_scorer
 
 __all__ = [
     "METHODS",
     "AffineMap",
     "BaseMap",
     "LinearMap",
+    "MapValueError",
+    "NotFittedError",
     "OrthogonalMap",
     "RidgeMap",
     "SuffStats",
     "apply_map",
+    "cosine_scorer",
     "fit_map",
     "load_map",
     "make_map",

@@ -12,13 +12,14 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from ..errors import StoreError, UsageError
 from ..store import EmbeddingStore, StoreUnion, open_stores
 from . import functional as F
+from . import tokens as T
 from .anchors import anchor_pool, fold_of, rows_of, select, split_holdout
 from .estimators import BaseMap, load_map, make_map
 from .metrics import MAX_EVAL, MAX_PROBE_TRAIN, Probe, alignment_metrics, probe_metrics
@@ -146,6 +147,31 @@ def accumulate(
         if progress is not None:
             progress(done, len(ids))
     return folds
+
+
+class StatsEngine(Protocol):
+    """Where a fit's sufficient statistics are computed: the one thing an engine provides.
+
+    ``fit_map(..., engine=...)`` takes any object with this method; it must return what
+    :func:`accumulate` returns for the same arguments. Engines (``stitchkit.engines``) import
+    the library, never the reverse.
+    """
+
+    def accumulate(
+        self, source: Any, target: Any, ids: np.ndarray, *, n_folds: int, seed: int, l2: bool,
+        chunk_size: int, exact: bool, progress: ProgressFn | None,
+    ) -> list[F.SuffStats]: ...
+
+
+class LocalEngine:
+    """Statistics in this process, chunk by chunk (the default)."""
+
+    def accumulate(
+        self, source: Any, target: Any, ids: np.ndarray, *, n_folds: int, seed: int, l2: bool,
+        chunk_size: int, exact: bool, progress: ProgressFn | None,
+    ) -> list[F.SuffStats]:
+        return accumulate(source, target, ids, n_folds=n_folds, seed=seed, l2=l2,
+                          chunk_size=chunk_size, exact=exact, progress=progress)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,8 +310,7 @@ def fit_map(
     exact: bool = False,
     metrics: bool = True,
     progress: ProgressFn | None = None,
-    engine: str = "local",
-    address: str | None = None,
+    engine: StatsEngine | str = "local",
 ) -> BaseMap:
     """Fit a map from ``source``'s space to ``target``'s over their shared anchors.
 
@@ -293,9 +318,16 @@ def fit_map(
     the ids both share (or ``anchors``: a file or list of ids); ``holdout`` of them are set
     aside for the metrics, then ``n_anchors`` are chosen from the rest with ``strategy``.
     ``pool_by="group"`` averages the views of each group (study) first. Several shard stores
-    on either side are read as one; ``engine="ray"`` computes each source shard's statistics
-    in a Ray task (at ``address``, else a local Ray) and reduces them.
+    on either side are read as one; ``engine`` computes the statistics (default here, in
+    chunks; ``stitchkit.engines.ray_stats.RayStats(address)`` one Ray task per source shard).
     """
+    if isinstance(engine, str):
+        if engine != "local":
+            raise UsageError(
+                f"engine {engine!r}: pass an engine object, e.g. "
+                "stitchkit.engines.ray_stats.RayStats(address) for Ray"
+            )
+        engine = LocalEngine()
     params: dict[str, Any] = dict(
         center=center, standardize=standardize, l2=l2, restore=restore, alpha=alpha, scale=scale,
         cv=cv, random_state=seed if method in ("affine", "linear", "ridge") else None,
@@ -314,18 +346,10 @@ def fit_map(
                 f"{len(ids)} anchor(s) left after the holdout: a map needs at least 2 "
                 "(and least squares more than the dimension)"
             )
-        if engine == "ray":
-            if pool_by:
-                raise UsageError("--engine ray does not pool groups: drop --pool-by or the engine")
-            from ..engines.ray_stats import accumulate_ray
-
-            folds = accumulate_ray(src, tgt, ids, n_folds=m.n_folds, seed=seed, l2=l2,
-                                   chunk_size=chunk_size, exact=exact, address=address)
-        else:
-            folds = accumulate(
-                src, tgt, ids, n_folds=m.n_folds, seed=seed, l2=l2, chunk_size=chunk_size,
-                exact=exact, progress=progress,
-            )
+        folds = engine.accumulate(
+            src, tgt, ids, n_folds=m.n_folds, seed=seed, l2=l2, chunk_size=chunk_size,
+            exact=exact, progress=progress,
+        )
         m.fit_stats(folds)
         m.source_space_ = _space(src)
         m.target_space_ = _space(tgt)
@@ -345,6 +369,61 @@ def fit_map(
     return m
 
 
+def check_stitchability(
+    source: StoreLike,
+    target: StoreLike,
+    *,
+    method: str = "ridge",
+    alpha: float | str | None = None,
+    scale: bool | None = None,
+    center: bool = True,
+    standardize: bool = True,
+    l2: bool = False,
+    restore: bool = True,
+    anchors: str | os.PathLike | Sequence[str] | None = None,
+    n_anchors: int | None = None,
+    strategy: str = "random",
+    holdout: float = 0.2,
+    seed: int = 0,
+    cv: int | None = None,
+    pool_by: str | None = None,
+    chunk_size: int = 16384,
+    k: int = 10,
+    max_rows: int = 4000,
+) -> dict[str, Any]:
+    """What ``fit_map`` with the same arguments would face, measured on its fit anchors only.
+
+    Linear CKA, mutual k-NN overlap and a cross-validated estimate of the held-out quality
+    (see :mod:`.stitchability`); nothing is written and the held-out anchors are not read.
+    """
+    from .stitchability import stitchability
+
+    params: dict[str, Any] = dict(
+        center=center, standardize=standardize, l2=l2, restore=restore, alpha=alpha, scale=scale,
+        cv=cv, random_state=seed if method in ("affine", "linear", "ridge") else None,
+    )
+    make_map(method, **params)._validate_params()
+    if pool_by not in (None, "group"):
+        raise UsageError(f"--pool-by takes 'group', got {pool_by!r}")
+    with _opened(source) as src_store, _opened(target) as tgt_store:
+        src: Any = PooledStore(src_store, chunk_size) if pool_by else src_store
+        tgt: Any = PooledStore(tgt_store, chunk_size) if pool_by else tgt_store
+        plan = plan_anchors(src, tgt, anchors=anchors, holdout=holdout, seed=seed)
+        ids = choose_anchors(src, plan, n_anchors, strategy=strategy, seed=seed)
+        n_fit = len(ids)
+        if n_fit > max_rows:
+            ids = np.sort(np.random.default_rng(seed).choice(ids, max_rows, replace=False))
+        X = src.read(rows_of(src, ids))
+        Y = tgt.read(rows_of(tgt, ids))
+        _check_finite(X, src, ids)
+        _check_finite(Y, tgt, ids)
+    report = stitchability(X, Y, lambda: make_map(method, **params), k=k, seed=seed, max_rows=max_rows)
+    report["n_anchors"] = int(n_fit)
+    report["n_heldout"] = int(len(plan.heldout))
+    report["method"] = method
+    return report
+
+
 def apply_map(
     map_or_path: BaseMap | str | os.PathLike,
     store_path: str | os.PathLike,
@@ -353,11 +432,13 @@ def apply_map(
     force: bool = False,
     chunk_size: int = 16384,
     progress: ProgressFn | None = None,
+    tokens: bool = True,
 ) -> dict[str, Any]:
     """Write ``store_path`` mapped into the map's target space as a new store at ``out_path``.
 
     The output carries the target space's model_spec / weights_sha256 (it lives there now),
-    plus ``map`` and ``source`` attributes naming where it came from.
+    plus ``map`` and ``source`` attributes naming where it came from. Tokens, where the store
+    has them (and ``tokens``), are mapped per token too (see :mod:`stitchkit.maps.tokens`).
     """
     from ..fileio import check_writable_dir
     from ..store.store import StoreWriter, base_attrs, check_same_space
@@ -384,14 +465,18 @@ def apply_map(
             input=store.attrs.get("input"),
         )
         n = len(store)
+        tok = T.plan(m, store, map_name, chunk_size) if tokens else None
+        if tok is not None:
+            attrs["tokens_mapping"], chunk_size = tok["note"], tok["chunk_size"]
         with StoreWriter(out_path, dim=m.n_features_out_, attrs=attrs, columns=columns,
-                         expected_rows=n) as writer:
+                         expected_rows=n, token_shape=tok and tok["token_shape"]) as writer:
             for rows, block in store.iter_chunks(chunk_size=chunk_size):
                 if not np.isfinite(block).all():
                     _check_finite(block, store, store.ids[rows])
                 writer.append(
                     list(store.ids[rows]), m.transform(block),
                     columns={c: col_data[c][rows] for c in columns},
+                    **(T.mapped_rows(m, store, rows) if tok is not None else {}),
                 )
                 if progress is not None:
                     progress(int(rows[-1]) + 1, n)
@@ -404,6 +489,7 @@ def apply_map(
         "map": map_name,
         "source": str(store_path),
         "target_model_spec": tgt.get("model_spec"),
+        **({"tokens": tok["token_shape"], "tokens_note": tok["note"]} if tok is not None else {}),
     }
 
 
@@ -522,51 +608,4 @@ def write_table(summary: list[dict[str, Any]], path: str | os.PathLike) -> Path:
             for entry in summary:
                 writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in entry.items()})
             tmp.write_text(buf.getvalue(), encoding="utf-8")
-    return path
-
-
-def plot_sweep(summary: list[dict[str, Any]], path: str | os.PathLike, *, title: str = "") -> Path:
-    """A PNG with one panel per held-out metric against the anchor count (mean ± std)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..fileio import atomic_output
-
-    panels = [m for m in ("cosine_mean", "top1", "mrr", "relative_mse", "probe_auc_ratio",
-                          "probe_accuracy_ratio")
-              if any(f"{m}_mean" in e and np.isfinite(e[f"{m}_mean"]) for e in summary)]
-    from matplotlib.ticker import NullFormatter
-
-    cols = min(3, len(panels))
-    nrows = -(-len(panels) // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.4 * nrows), squeeze=False)
-    for ax in axes.flat[len(panels):]:
-        ax.set_visible(False)
-    methods = sorted({e["method"] for e in summary})
-    counts = sorted({e["n_anchors"] for e in summary})
-    for ax, metric in zip(axes.flat, panels, strict=False):
-        for method in methods:
-            pts = [e for e in summary if e["method"] == method and f"{metric}_mean" in e]
-            if not pts:
-                continue
-            x = [e["n_anchors"] for e in pts]
-            y = [e[f"{metric}_mean"] for e in pts]
-            s = [e.get(f"{metric}_std", 0.0) for e in pts]
-            ax.errorbar(x, y, yerr=s, marker="o", ms=3, capsize=2, label=method)
-        ax.set_xscale("log")
-        ax.set_xticks(counts, [str(c) for c in counts])
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel("anchors")
-        ax.set_title(metric.replace("_", " "))
-        ax.grid(alpha=0.3)
-    axes.flat[0].legend(fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
     return path

@@ -14,27 +14,47 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.exceptions import NotFittedError as SklearnNotFittedError
+from sklearn.utils.validation import validate_data
 
 from ..errors import UsageError
 from . import functional as F
 from .anchors import fold_of
+from .functional import MapValueError
 
 MAP_KIND = "map"
 
 
-class NotFittedError(UsageError):
-    pass
+class NotFittedError(UsageError, SklearnNotFittedError):
+    """A map used before ``fit``: scikit-learn's NotFittedError and a usage error for the CLI."""
+
+
+def _one_line(exc: ValueError) -> str:
+    """scikit-learn's validation message as the one line the CLI prints (no array dump)."""
+    text = " ".join(str(exc).split())
+    if " array=" in text:  # "Expected 2D array, got 1D array instead: array=[...]"
+        text = text.split(" array=")[0].rstrip(":") + ": Reshape your data to rows × features " \
+            "(array.reshape(1, -1) for one row)"
+    elif text.startswith("Input") and " contains " in text:
+        text = text.split(".")[0] + ": drop or re-embed those rows"
+    return text
 
 
 def _bool(v: Any) -> bool:
     return isinstance(v, bool | np.bool_)
 
 
-class BaseMap(BaseEstimator):
+class BaseMap(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """Common parameters: ``center``, ``standardize`` (divide by the anchors' std), ``l2``
     (normalise rows before everything), ``restore`` (undo the target's preprocessing, so
-    outputs live in the target space)."""
+    outputs live in the target space).
+
+    A multi-output transformer in scikit-learn's terms: ``fit(X, Y)`` needs the target-side
+    rows (a 1-D ``Y`` is one column), ``transform(X)`` returns float32 rows of ``Y``'s width.
+    Bad input raises :class:`MapValueError` (a ``ValueError``), use before fit
+    :class:`NotFittedError` (scikit-learn's); both carry the CLI's one-line message.
+    """
 
     method: ClassVar[str] = ""
     _parameter_constraints: ClassVar[dict[str, Any]] = {
@@ -57,12 +77,28 @@ class BaseMap(BaseEstimator):
         for name, check in self._parameter_constraints.items():
             value = getattr(self, name)
             if not check(value):
-                raise UsageError(f"{type(self).__name__}: invalid {name}={value!r}")
+                raise MapValueError(f"{type(self).__name__}: invalid {name}={value!r}")
 
     @property
     def n_folds(self) -> int:
         """How many folds of statistics ``fit_stats`` wants (more than one for alpha 'auto')."""
         return 1
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = True
+        tags.target_tags.multi_output = True
+        tags.target_tags.single_output = True
+        # transform always returns float32 (maps apply in single precision).
+        tags.transformer_tags.preserves_dtype = ["float32"]
+        return tags
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "W_")
+
+    @property
+    def _n_features_out(self) -> int:
+        return self.n_features_out_
 
     # -- fitting ------------------------------------------------------------------------------
     def fit(
@@ -70,12 +106,15 @@ class BaseMap(BaseEstimator):
     ) -> BaseMap:
         """Fit on paired rows. ``ids`` (optional) makes the inner CV folds independent of order."""
         self._validate_params()
-        X = np.asarray(X)
-        Y = np.asarray(Y)
-        if X.ndim != 2 or Y.ndim != 2 or len(X) != len(Y):
-            raise UsageError(f"X {X.shape} and Y {Y.shape} must be 2-D with the same number of rows")
-        if not (np.isfinite(X).all() and np.isfinite(Y).all()):
-            raise UsageError("the anchors hold NaN or Inf values: drop or re-embed them")
+        try:
+            X, Y = validate_data(
+                self, X, Y, multi_output=True, y_numeric=True, dtype=[np.float64, np.float32],
+                ensure_min_samples=2,
+            )
+        except ValueError as exc:
+            raise MapValueError(_one_line(exc)) from exc
+        if Y.ndim == 1:
+            Y = Y[:, None]  # one target column
         if self.l2:
             X, Y = F.l2_normalize(X), F.l2_normalize(Y)
         k = self.n_folds
@@ -96,10 +135,11 @@ class BaseMap(BaseEstimator):
         folds = [stats] if isinstance(stats, F.SuffStats) else list(stats)
         total = F.merge_all(folds)
         if total.n < 2:
-            raise UsageError(f"{total.n} anchor(s): a map needs at least 2 (and more than the dimension)")
+            raise MapValueError(f"{total.n} sample(s) (anchors): a map needs at least 2")
         pre = F.preprocessing_from_stats(total, center=self.center, standardize=self.standardize)
         self.pre_ = pre
         self._solve(F.transform_stats(total, pre), [F.transform_stats(f, pre) for f in folds])
+        self._fold()
         self.n_anchors_ = int(total.n)
         self.n_features_in_ = total.dx
         self.n_features_out_ = total.dy
@@ -113,31 +153,43 @@ class BaseMap(BaseEstimator):
     def _solve(self, stats: F.SuffStats, folds: list[F.SuffStats]) -> None:
         raise NotImplementedError
 
+    def _fold(self) -> None:
+        """Fold preprocessing, W, b and restore into one float32 matrix and bias (see F.fold_affine)."""
+        A, c = F.fold_affine(self.W_, self.b_, self.pre_, restore=self.restore)
+        self.matrix_ = np.ascontiguousarray(A, dtype=np.float32)
+        self.offset_ = c.astype(np.float32)
+
     # -- using --------------------------------------------------------------------------------
     def _check_fitted(self) -> None:
         if not hasattr(self, "W_"):
             raise NotFittedError(f"this {type(self).__name__} is not fitted: call fit first")
 
-    def _check_width(self, X: np.ndarray, expected: int, side: str) -> np.ndarray:
-        X = np.asarray(X)
-        if X.ndim == 1:
-            X = X[None, :]
-        if X.ndim != 2 or X.shape[1] != expected:
-            got = X.shape[-1] if X.ndim else 0
-            raise UsageError(
-                f"input has width {got} but this map's {side} side has width {expected}: "
-                "use embeddings from the model the map was fitted on"
+    def _check_width(self, X: Any, expected: int, side: str) -> np.ndarray:
+        shape = getattr(X, "shape", None)
+        if shape is not None and len(shape) == 2 and shape[1] != expected:
+            # scikit-learn's wording first (its checks match it), then the CLI's hint.
+            raise MapValueError(
+                f"X has {shape[1]} features, but {type(self).__name__} is expecting {expected} "
+                f"features as input: this map's {side} side has width {expected}; use "
+                "embeddings from the model the map was fitted on"
             )
-        return X
+        try:
+            if side == "source" and hasattr(self, "n_features_in_"):
+                return validate_data(self, X, reset=False, dtype=[np.float32, np.float64])
+            from sklearn.utils import check_array
+
+            return check_array(X, dtype=[np.float32, np.float64])
+        except ValueError as exc:
+            raise MapValueError(_one_line(exc)) from exc
 
     def transform(self, X: np.ndarray) -> np.ndarray:
-        """Map source rows into the target space (float32)."""
+        """Map source rows (n, n_features_in_) into the target space, as float32."""
         self._check_fitted()
         X = self._check_width(X, self.n_features_in_, "source")
-        return F.apply_affine(X, self.W_, self.b_, self.pre_, l2=self.l2, restore=self.restore)
+        return F.apply_folded(X, self.matrix_, self.offset_, l2=self.l2)
 
     def inverse_transform(self, Y: np.ndarray) -> np.ndarray:
-        raise UsageError(
+        raise MapValueError(
             f"a {self.method} map has no inverse: only orthogonal maps do (fit the reverse "
             "direction with `stitch fit TARGET SOURCE`)"
         )
@@ -268,7 +320,7 @@ class AffineMap(BaseMap):
     def _solve(self, stats: F.SuffStats, folds: list[F.SuffStats]) -> None:
         if self.alpha == "auto":
             if len(folds) < 2:
-                raise UsageError(
+                raise MapValueError(
                     "alpha 'auto' needs per-fold statistics: fit with fit(X, Y) or pass a list of folds"
                 )
             rel, curve = F.choose_alpha(folds, bias=self.bias)
@@ -332,12 +384,12 @@ METHODS = tuple(MAP_CLASSES)
 
 def make_map(method: str, **params: Any) -> BaseMap:
     if method not in MAP_CLASSES:
-        raise UsageError(f"unknown map method {method!r}: choose one of {', '.join(METHODS)}")
+        raise MapValueError(f"unknown map method {method!r}: choose one of {', '.join(METHODS)}")
     cls = MAP_CLASSES[method]
     allowed = set(cls._get_param_names())
     unknown = [k for k, v in params.items() if k not in allowed and v is not None]
     if unknown:
-        raise UsageError(f"method {method!r} takes no option {', '.join(unknown)}")
+        raise MapValueError(f"method {method!r} takes no option {', '.join(unknown)}")
     return cls(**{k: v for k, v in params.items() if k in allowed and v is not None})
 
 
@@ -363,4 +415,5 @@ def load_map(path: str | Path) -> BaseMap:
     m.metrics_ = meta.get("metrics", {})
     m.path_ = str(path)
     m._set_extra(tensors, meta)
+    m._fold()
     return m

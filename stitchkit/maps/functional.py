@@ -27,12 +27,17 @@ import numpy as np
 from ..errors import UsageError
 
 
-class UnderdeterminedError(UsageError):
-    """Least squares without regularisation on fewer anchors than unknowns."""
+class MapValueError(UsageError, ValueError):
+    """Bad input to a map. A ``ValueError`` for scikit-learn and notebook code, and a
+    :class:`UsageError` for the command line, which prints its one-line message (exit 2)."""
 
 
-class RankDeficientError(UsageError):
-    """The anchors' Gram matrix is singular (constant or duplicated features)."""
+class UnderdeterminedError(MapValueError):
+    """Kept for callers that catch it; least squares now returns the minimum-norm solution."""
+
+
+class RankDeficientError(MapValueError):
+    """The anchors carry no usable signal (e.g. XᵀY is zero)."""
 
 
 @contextmanager
@@ -282,24 +287,48 @@ def solve_orthogonal(stats: SuffStats, *, scale: bool = False) -> tuple[np.ndarr
     return s * Q, np.zeros(stats.dy), s
 
 
-def _chol_solve(A: np.ndarray, B: np.ndarray, what: str, *, exact: bool) -> np.ndarray:
+def _chol_solve(A: np.ndarray, B: np.ndarray, *, exact: bool) -> np.ndarray | None:
+    """Cholesky solve of a well-conditioned SPD system; None when it is (near) singular."""
     from scipy.linalg import LinAlgError, cho_factor, cho_solve, lapack
 
     with _single_thread_lapack():
         try:
             c, lower = cho_factor(A, lower=True, check_finite=False)
         except LinAlgError:
-            c = None
-        if c is not None:
-            rcond, info = lapack.dpocon(c, float(np.abs(A).sum(axis=0).max()), uplo="L")
-            # Below this reciprocal condition number the rounding of the sums (about 1e-7
-            # relative with single-precision chunk products) decides the answer, not the anchors.
-            if info == 0 and rcond > (1e-13 if exact else 1e-9):
-                return cho_solve((c, lower), B, check_finite=False)
-    raise RankDeficientError(
-        f"{what}: the anchors' Gram matrix is singular (constant, duplicated or collinear "
-        "features): use --method ridge (alpha auto) or set --alpha"
-    )
+            return None
+        rcond, info = lapack.dpocon(c, float(np.abs(A).sum(axis=0).max()), uplo="L")
+        # Below this reciprocal condition number the rounding of the sums (about 1e-7
+        # relative with single-precision chunk products) decides the answer, not the anchors.
+        if info == 0 and rcond > (1e-13 if exact else 1e-9):
+            return cho_solve((c, lower), B, check_finite=False)
+    return None
+
+
+def pinv_tolerance(exact: bool) -> float:
+    """Eigenvalues of the Gram matrix below this fraction of the largest count as zero.
+
+    numpy's lstsq cuts singular values of X at ``eps·max(n, d)`` relative; eigenvalues of XᵀX
+    are their squares. Sums accumulated from single-precision chunk products carry a relative
+    error of about 1e-7, so below ~1e-6 an eigenvalue is rounding, not signal.
+    """
+    return 1e-12 if exact else 1e-6
+
+
+def _pinv_solve(A: np.ndarray, B: np.ndarray, *, exact: bool) -> np.ndarray:
+    """Minimum-norm solution of ``A W = B`` for symmetric PSD ``A`` (pseudo-inverse by eigh).
+
+    With A = XᵀX and B = XᵀY this is the minimum-norm least-squares solution that
+    ``numpy.linalg.lstsq(X, Y)`` returns: directions no anchor spans (constant or collinear
+    features, or fewer anchors than dimensions) get zero weight instead of failing.
+    """
+    from scipy.linalg import eigh
+
+    with _single_thread_lapack():
+        lam, V = eigh(A, driver="evd", check_finite=False)
+    top = float(lam.max(initial=0.0))
+    keep = lam > top * pinv_tolerance(exact) if top > 0 else np.zeros(lam.shape, dtype=bool)
+    Vk = V[:, keep]
+    return Vk @ ((Vk.T @ B) / lam[keep][:, None])
 
 
 def gram(stats: SuffStats, *, bias: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -314,29 +343,33 @@ def gram(stats: SuffStats, *, bias: bool) -> tuple[np.ndarray, np.ndarray]:
 def solve_lstsq(
     stats: SuffStats, *, bias: bool = True, alpha: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Least squares ``min ‖X W + 1bᵀ − Y‖² + α‖W‖²`` (the bias is not penalised)."""
+    """Least squares ``min ‖X W + 1bᵀ − Y‖² + α‖W‖²`` (the bias is not penalised).
+
+    With ``alpha == 0`` and a singular Gram matrix (fewer anchors than dimensions, constant or
+    collinear features) the answer is the minimum-norm solution, as numpy's lstsq gives.
+    """
     cxx, cxy = gram(stats, bias=bias)
     dx = stats.dx
     n_eff = stats.n - 1 if bias else stats.n
-    what = f"{'affine' if bias else 'linear'} least squares on {stats.n} anchors"
     if alpha < 0 or not math.isfinite(alpha):
-        raise UsageError(f"alpha must be a finite number ≥ 0, got {alpha}")
+        raise MapValueError(f"alpha must be a finite number ≥ 0, got {alpha}")
     if alpha == 0:
-        if n_eff < dx:
-            raise UnderdeterminedError(
-                f"{stats.n} anchors for a {dx}-dimensional source: {what.split(' on')[0]} is "
-                f"underdetermined (it needs at least {dx + int(bias)} anchors); use "
-                "--method ridge (alpha chosen automatically), --alpha, or more anchors"
-            )
         if n_eff < 2 * dx:
+            kind = "affine" if bias else "linear"
+            what = "underdetermined, so the minimum-norm solution is used" if n_eff < dx else \
+                "unstable near anchors ≈ dimension (it can collapse)"
             warnings.warn(
-                f"{stats.n} anchors for {dx} dimensions: plain least squares is unstable near "
-                "anchors ≈ dimension (it can collapse); --method ridge is safer here",
+                f"{stats.n} anchors for {dx} dimensions: plain {kind} least squares is {what}; "
+                "--method ridge is safer here",
                 stacklevel=3,
             )
-        W = _chol_solve(cxx, cxy, what, exact=stats.exact)
+        W = None if n_eff < dx else _chol_solve(cxx, cxy, exact=stats.exact)
+        if W is None:
+            W = _pinv_solve(cxx, cxy, exact=stats.exact)
     else:
-        W = _chol_solve(cxx + alpha * np.eye(dx), cxy, what, exact=stats.exact)
+        W = _chol_solve(cxx + alpha * np.eye(dx), cxy, exact=stats.exact)
+        if W is None:
+            W = _pinv_solve(cxx + alpha * np.eye(dx), cxy, exact=stats.exact)
     b = stats.mean_y - stats.mean_x @ W if bias else np.zeros(stats.dy)
     return W, b
 
@@ -391,7 +424,7 @@ def choose_alpha(
     """The relative alpha with the least K-fold validation error; also the error curve."""
     usable = [k for k, f in enumerate(folds) if f.n > 0]
     if len(usable) < 2:
-        raise UsageError(
+        raise MapValueError(
             f"alpha 'auto' needs at least 2 non-empty folds of anchors, got {len(usable)}: "
             "add anchors or give --alpha"
         )
@@ -408,6 +441,38 @@ def choose_alpha(
 # ---------------------------------------------------------------------------------------------
 # applying a fitted map
 # ---------------------------------------------------------------------------------------------
+def fold_affine(
+    W: np.ndarray, b: np.ndarray, pre: Preprocessing, *, restore: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """One matrix A and bias c with ``x A + c`` equal to preprocess → ``W``, ``b`` → restore.
+
+    Computed once in float64 at fit (or load) time, so applying a map is one float32 product
+    and one addition instead of four float64 passes over the rows.
+    """
+    A = W / pre.x_scale[:, None]
+    c = b - (pre.x_mean / pre.x_scale) @ W
+    if restore:
+        A = A * pre.y_scale[None, :]
+        c = c * pre.y_scale + pre.y_mean
+    return A, c
+
+
+def apply_folded(X: np.ndarray, A: np.ndarray, c: np.ndarray, *, l2: bool = False) -> np.ndarray:
+    """``x A + c`` in float32 (A and c from :func:`fold_affine`, already float32)."""
+    Z = np.asarray(X, dtype=np.float32)
+    if l2:
+        Z = l2_normalize(Z)
+    if A.shape[1] == 1:
+        # One output column is a matrix-vector product, whose BLAS kernel rounds tail rows
+        # differently, so a row's value would depend on its position; in float64 it does not
+        # (to float32 precision), and this product is memory-bound, so it costs nothing.
+        out = (Z.astype(np.float64) @ A.astype(np.float64)).astype(np.float32)
+    else:
+        out = Z @ A
+    out += c
+    return out
+
+
 def apply_affine(
     X: np.ndarray,
     W: np.ndarray,
@@ -417,6 +482,7 @@ def apply_affine(
     l2: bool = False,
     restore: bool = True,
 ) -> np.ndarray:
+    """The reference path in float64, step by step (what :func:`apply_folded` must equal)."""
     Z = np.asarray(X, dtype=np.float64)
     if l2:
         Z = l2_normalize(Z)

@@ -127,3 +127,57 @@ def probe_metrics(
     )
     out["probe_auc_ratio"] = stitched["auc"] / native["auc"] if native["auc"] > 0 else float("nan")
     return out
+
+
+def cosine_scorer(estimator: Any, X: np.ndarray, Y: np.ndarray) -> float:
+    """Mean cosine between mapped ``X`` and the true ``Y``: a scorer for ``GridSearchCV``.
+
+    ``GridSearchCV(RidgeMap(), {"alpha": [...]}, scoring=cosine_scorer)`` picks the map with
+    the best held-out cosine (higher is better, as scikit-learn's scorers expect).
+    """
+    Y = np.asarray(Y)
+    if Y.ndim == 1:
+        Y = Y[:, None]
+    return float(cosine_rows(estimator.transform(X), Y).mean())
+
+
+# ---------------------------------------------------------------------------------------------
+# quality gates: `stitch fit --require probe_auc_ratio>=0.98`
+# ---------------------------------------------------------------------------------------------
+HELD_OUT_METRICS = (
+    "cosine_mean", "cosine_median", "relative_mse", "top1", "top5", "mrr", "cka_source_target",
+    "cka_mapped_target", "probe_accuracy_native", "probe_accuracy_stitched", "probe_accuracy_ratio",
+    "probe_auc_native", "probe_auc_stitched", "probe_auc_ratio",
+)
+_OPS = {">=": np.greater_equal, "<=": np.less_equal, ">": np.greater, "<": np.less}
+
+
+def parse_requirement(text: str) -> tuple[str, str, float]:
+    """``"probe_auc_ratio>=0.98"`` → ("probe_auc_ratio", ">=", 0.98); ValueError if malformed."""
+    import re
+
+    found = re.fullmatch(r"\s*([a-z0-9_]+)\s*(>=|<=|>|<)\s*([-+0-9.eE]+)\s*", text)
+    if found is None:
+        raise ValueError(f"requirement {text!r} is not METRIC>=VALUE (or <=, >, <)")
+    metric, op, value = found.groups()
+    if metric not in HELD_OUT_METRICS:
+        raise ValueError(f"requirement {text!r}: unknown metric {metric!r}; one of {', '.join(HELD_OUT_METRICS)}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"requirement {text!r}: {value!r} is not a number") from None
+    return metric, op, number
+
+
+def unmet_requirements(metrics: dict[str, Any], requirements: list[tuple[str, str, float]]) -> list[str]:
+    """One phrase per requirement the held-out metrics do not meet (unmeasured counts as unmet)."""
+    unmet = []
+    for metric, op, value in requirements:
+        got = metrics.get(metric)
+        if got is None or not np.isfinite(got):
+            why = "no held-out anchors" if not metrics else (
+                "no labels for a probe" if metric.startswith("probe_") else "not measured")
+            unmet.append(f"{metric} {op} {value:g} could not be checked ({why})")
+        elif not _OPS[op](got, value):
+            unmet.append(f"{metric} = {got:.4f}, required {op} {value:g}")
+    return unmet
