@@ -1,0 +1,162 @@
+"""torchvision classification models: ``torchvision:NAME?weights=FILE&transforms=ENUM``.
+
+Pooled vectors are the input of the model's last ``Linear`` (its classifier), i.e. the
+penultimate features the network was trained to separate classes with; ``--tokens`` gives the
+last feature map before global pooling (CNNs) or the patch tokens of the encoder (ViT).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import ModelError
+from .base import EncodeOutput, Encoder, ModelSpec
+from .hf_vision_backend import to_mode
+from .weights import load_into
+
+# What torchvision's own ImageNet weights were evaluated with (ResNet18_Weights.IMAGENET1K_V1
+# and most V1 enums): used when no weights enum describes the file.
+IMAGENET_DEFAULTS: dict[str, Any] = {
+    "resize_size": [256], "crop_size": [224], "interpolation": "bilinear",
+    "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+}
+
+
+def _weights_enum(name: str, weights: Path | None, choice: str | None) -> tuple[Any, str]:
+    """The weights enum member whose transforms apply, and why it was chosen."""
+    import torchvision.models as tvm
+
+    try:
+        enum = tvm.get_model_weights(name)
+    except (ValueError, KeyError):
+        enum = None
+    if choice:
+        if enum is None or choice not in enum.__members__:
+            known = ", ".join(enum.__members__) if enum is not None else "none"
+            raise ModelError(f"torchvision:{name} has no weights enum entry {choice!r} (known: {known})")
+        return enum[choice], f"transforms={choice}"
+    if enum is None:
+        return None, "ImageNet defaults"
+    if weights is not None:
+        # A file fetched from download.pytorch.org keeps its name (resnet50-11ad3fa6.pth):
+        # that names exactly which enum entry, hence which resize, the weights were made for.
+        for member in enum:
+            if Path(member.url).name == weights.name:
+                return member, f"file name matches {enum.__name__}.{member.name}"
+    return enum.DEFAULT, f"{enum.__name__}.DEFAULT ({enum.DEFAULT.name})"
+
+
+def _last_linear(model: torch.nn.Module) -> tuple[torch.nn.Module, str, torch.nn.Linear]:
+    last = None
+    for qual, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear):
+            last = qual, module
+    if last is None:
+        raise ModelError("this torchvision model has no Linear classifier to remove")
+    qual, linear = last
+    parent_name, _, child = qual.rpartition(".")
+    return model.get_submodule(parent_name) if parent_name else model, child, linear
+
+
+class TorchvisionEncoder(Encoder):
+    modality = "image"
+
+    def __init__(self, spec: ModelSpec, device: torch.device, dtype: torch.dtype) -> None:
+        super().__init__(spec, device, dtype)
+        import torchvision.models as tvm
+        from torchvision.transforms import v2
+
+        opts = spec.options
+        if spec.name not in tvm.list_models():
+            raise ModelError(
+                f"torchvision has no model named {spec.name!r}: see torchvision.models.list_models()"
+            )
+        if "weights" not in opts:
+            # torchvision would download its ImageNet file at run time: say how to supply one.
+            raise ModelError(
+                f"model {spec.text!r}: torchvision needs a local state dict: add "
+                f"?weights=/path/{spec.name}.pth (e.g. torch.save(model.state_dict(), PATH))"
+            )
+        self._weights = Path(opts["weights"])
+        model = tvm.get_model(spec.name, weights=None)
+        load_into(model, self._weights, f"torchvision:{spec.name}")
+        parent, child, linear = _last_linear(model)
+        self._dim = int(linear.in_features)
+        setattr(parent, child, torch.nn.Identity())
+        first_conv = next((m for m in model.modules() if isinstance(m, torch.nn.Conv2d)), None)
+        self._mode = "L" if first_conv is not None and first_conv.in_channels == 1 else "RGB"
+        self.model = model.eval().to(device=device, dtype=dtype)
+        self._token_hook = self._find_token_source()
+
+        member, self._transform_source = _weights_enum(spec.name, self._weights, opts.get("transforms"))
+        if member is not None:
+            preset = member.transforms()
+            self._cfg = {
+                "resize_size": list(preset.resize_size), "crop_size": list(preset.crop_size),
+                "interpolation": preset.interpolation.value, "mean": list(preset.mean),
+                "std": list(preset.std),
+            }
+        else:
+            self._cfg = dict(IMAGENET_DEFAULTS)
+        interp = v2.InterpolationMode(self._cfg["interpolation"])
+        self._transform = v2.Compose([
+            v2.PILToTensor(),
+            v2.Resize(self._cfg["resize_size"], interpolation=interp, antialias=True),
+            v2.CenterCrop(self._cfg["crop_size"]),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(self._cfg["mean"], self._cfg["std"]),
+        ])
+
+    def _find_token_source(self) -> tuple[torch.nn.Module, str] | None:
+        """Where the last feature map is visible: the input of global average pooling, or a
+        ViT encoder's output (class token first)."""
+        from torchvision.models import VisionTransformer
+
+        if isinstance(self.model, VisionTransformer):
+            return self.model.encoder, "vit"
+        for module in self.model.modules():
+            if isinstance(module, torch.nn.AdaptiveAvgPool2d):
+                return module, "pool"
+        return None
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def weight_files(self) -> list[Path]:
+        return [self._weights]
+
+    def preprocessing(self) -> dict[str, Any]:
+        return {"mode": self._mode, "transforms_from": self._transform_source, **self._cfg,
+                "pooled": "input of the last Linear (penultimate features)"}
+
+    def prepare(self, item: Any) -> torch.Tensor:
+        return self._transform(to_mode(item, self._mode))
+
+    def encode(self, batch: torch.Tensor, *, tokens: bool = False) -> EncodeOutput:
+        x = batch.to(self.device, self.dtype, non_blocking=True)
+        if not tokens:
+            return EncodeOutput(self.model(x).float())
+        if self._token_hook is None:
+            raise ModelError(f"{self.spec.text}: --tokens needs a model with global average pooling or a ViT")
+        module, kind = self._token_hook
+        seen: list[torch.Tensor] = []
+
+        def grab(mod: torch.nn.Module, args: tuple, output: torch.Tensor) -> None:
+            seen.append(args[0] if kind == "pool" else output)
+
+        handle = module.register_forward_hook(grab)
+        try:
+            pooled = self.model(x)
+        finally:
+            handle.remove()
+        feats = seen[-1]
+        if kind == "vit":
+            toks = feats[:, 1:]  # drop the class token, keep the patches
+        else:  # (B, C, H, W) -> (B, H*W, C)
+            toks = feats.flatten(2).transpose(1, 2)
+        mask = torch.ones(toks.shape[:2], dtype=torch.bool)
+        return EncodeOutput(pooled.float(), toks.float(), mask)
