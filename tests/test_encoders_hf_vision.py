@@ -286,19 +286,31 @@ def test_hub_names_offline_and_unusable_specs_are_one_line(tmp_path: Path, image
     folder.mkdir()
     for p in images[:2]:
         (folder / p.name).write_bytes(p.read_bytes())
+    cxr = tmp_path / "cxr-bert"  # a CXR-BERT-style config: its architecture lives in its own .py
+    cxr.mkdir()
+    (cxr / "config.json").write_text(json.dumps({
+        "model_type": "cxr-bert", "architectures": ["CXRBertModel"],
+        "auto_map": {"AutoConfig": "configuration_cxrbert.CXRBertConfig",
+                     "AutoModel": "modeling_cxrbert.CXRBertModel"}}))
     cases = [
         ("hf:microsoft/rad-dino", "'microsoft/rad-dino' is not a local directory"),
         (f"hf:{clip}", "is a dual encoder (clip): add ?tower=image or ?tower=text"),
         (f"hf:{clip}?tower=image&pooling=max", "pooling 'max' unknown"),
-        (f"hf:{tmp_path / 'nowhere'}", "is not a Hugging Face model directory"),
+        (f"hf:{tmp_path / 'nowhere'}", "nowhere does not exist"),
+        (f"hf:{folder}", "is not a Hugging Face model directory"),
+        (f"hf:{cxr}", "ships its own Python code (a custom architecture): add ?trust_remote_code=1"),
     ]
-    for spec, needle in cases:
+    for spec, needle in cases[:2]:  # through the CLI: exit 2, one line
         res = stitch("embed", folder, "-m", spec, "-o", tmp_path / "o.h5")
         assert res.returncode == 2, res.stderr
         assert needle in res.stderr, res.stderr
         assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
-    assert "hf download microsoft/rad-dino --local-dir DIR" in stitch(
-        "embed", folder, "-m", "hf:microsoft/rad-dino", "-o", tmp_path / "o.h5").stderr
+        if "rad-dino" in spec:
+            assert "hf download microsoft/rad-dino --local-dir DIR" in res.stderr
+    for spec, needle in cases[2:]:  # the same ModelError (exit 2) from the library
+        with pytest.raises(ModelError) as info:
+            load_encoder(spec)
+        assert needle in str(info.value) and "\n" not in str(info.value)
     assert not (tmp_path / "o.h5").exists()
 
 

@@ -48,11 +48,18 @@ def _trust(spec: ModelSpec) -> bool:
 
 
 def hub_hint(spec: ModelSpec, exc: BaseException) -> ModelError:
-    """The one line for an ``hf:`` name that is neither a local directory nor downloadable."""
+    """The one line for an ``hf:`` name that cannot be loaded: custom code not allowed, a
+    missing or foreign directory, or a hub name while no hub can be reached."""
     name = spec.name
+    if "trust_remote_code" in str(exc):
+        return ModelError(f"model {spec.text!r} ships its own Python code (a custom architecture): "
+                          "add ?trust_remote_code=1 to run it, only if you trust its source")
     if name.startswith(("/", ".", "~")) or Path(name).exists():
-        return ModelError(f"model {spec.text!r}: {name} is not a Hugging Face model directory "
-                          f"({type(exc).__name__}: no config.json or weights there)")
+        if not Path(name).expanduser().exists():
+            return ModelError(f"model {spec.text!r}: {name} does not exist: give a model directory "
+                              "saved with save_pretrained (config.json + weights)")
+        detail = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        return ModelError(f"model {spec.text!r}: {name} is not a Hugging Face model directory ({detail})")
     return ModelError(
         f"model {spec.text!r}: {name!r} is not a local directory and no model hub could be reached "
         f"({type(exc).__name__}); where the hub is reachable run `hf download {name} --local-dir DIR`, "
