@@ -9,7 +9,26 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ProvenanceError, StoreError, UsageError
-from .store import EmbeddingStore, StoreWriter, base_attrs
+from .store import EmbeddingStore, IdIndex, StoreWriter, _keys_to_str, base_attrs
+
+
+def _refuse_repeated_ids(stores: Sequence[EmbeddingStore]) -> None:
+    """Ids repeated within a shard, or shared by two: one sort of all ids, no dict of them."""
+    keys = np.concatenate([s.id_keys for s in stores])
+    shard = np.repeat(np.arange(len(stores)), [len(s) for s in stores])
+    index = IdIndex(keys)
+    same = np.flatnonzero(index.sorted[1:] == index.sorted[:-1])
+    if not len(same):
+        return
+    # The first repeat in merge order, as a loop over the ids would have met it.
+    later = index.order[same + 1]
+    at = int(np.argmin(later))
+    a, b = shard[index.order[same[at]]], shard[later[at]]
+    i = _keys_to_str(keys[later[at:at + 1]])[0]
+    if a == b:
+        raise StoreError(f"id {i!r} appears twice in {stores[b].path}: ids must be unique; "
+                         "re-create that shard")
+    raise UsageError(f"id {i!r} is in both {stores[a].path} and {stores[b].path}: shards overlap")
 
 
 def merge_stores(paths: Sequence[str | Path], out: str | Path, *, chunk_size: int = 8192) -> dict:
@@ -27,8 +46,7 @@ def merge_stores(paths: Sequence[str | Path], out: str | Path, *, chunk_size: in
         space = first.space()
         columns = first.columns
         token_t, token_d = 0, first.dim
-        seen: dict[str, int] = {}  # id -> position of the shard that holds it
-        for k, store in enumerate(stores):
+        for store in stores:
             if store.space() != space:
                 diff = [k for k in space if store.space()[k] != space[k]]
                 raise ProvenanceError(
@@ -40,14 +58,7 @@ def merge_stores(paths: Sequence[str | Path], out: str | Path, *, chunk_size: in
             if store.has_tokens:
                 token_t = max(token_t, store.token_shape[0])
                 token_d = store.token_shape[1]
-            for i in store.ids:
-                if i in seen:
-                    if seen[i] == k:
-                        raise StoreError(f"id {i!r} appears twice in {store.path}: ids must be unique; "
-                                         "re-create that shard")
-                    raise UsageError(f"id {i!r} is in both {stores[seen[i]].path} and {store.path}: "
-                                     "shards overlap")
-                seen[i] = k
+        _refuse_repeated_ids(stores)
         attrs = {k: v for k, v in first.attrs.items() if k not in ("complete", "created", "shard", "versions", "format", "format_version")}
         attrs["merged_from"] = json.dumps([str(s.path) for s in stores])
         attrs["shard"] = ""

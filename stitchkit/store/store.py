@@ -24,14 +24,133 @@ from . import format as fmt
 STR = h5py.string_dtype("utf-8")
 
 
+_READ_ROWS = 65536  # strings are read and decoded in blocks: bounded transient memory
+
+
 def _decode(values: np.ndarray) -> np.ndarray:
     """HDF5 strings come back as bytes or str depending on who wrote them; always give str."""
     if values.dtype.kind in ("S", "O"):
+        keys = _as_bytes(values)
+        if keys is not None:
+            return _keys_to_str(keys)
         return np.array(
             [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in values],
             dtype=object,
         )
     return values.astype(str).astype(object)
+
+
+def _as_bytes(values: np.ndarray) -> np.ndarray | None:
+    """Fixed-width UTF-8 bytes ('S') of an array of bytes or str; None if it cannot be one."""
+    if values.dtype.kind == "S":
+        return values
+    if values.dtype.kind == "U":
+        try:
+            return values.astype("S")  # ASCII only: numpy's cast refuses anything else
+        except UnicodeEncodeError:
+            return np.array([v.encode("utf-8") for v in values.tolist()], dtype="S")
+    if len(values) and isinstance(values[0], bytes):
+        try:
+            return values.astype("S")
+        except (TypeError, ValueError):  # mixed bytes and str
+            return None
+    try:
+        return _as_bytes(values.astype(str))
+    except (TypeError, ValueError):
+        return None
+
+
+def _keys_to_str(keys: np.ndarray) -> np.ndarray:
+    """'S' UTF-8 bytes -> object array of str. ASCII (nearly every id and label) decodes in C."""
+    if keys.size == 0:
+        return np.array([], dtype=object)
+    if int(keys.view(np.uint8).max(initial=0)) < 128:
+        return keys.astype("U").astype(object)
+    return np.array([v.decode("utf-8", "replace") for v in keys.tolist()], dtype=object)
+
+
+def _read_keys(dataset: h5py.Dataset) -> np.ndarray:
+    """A string dataset as fixed-width UTF-8 bytes, read block by block."""
+    n = int(dataset.shape[0])
+    parts = []
+    for a in range(0, n, _READ_ROWS):
+        raw = dataset[a:a + _READ_ROWS]
+        keys = _as_bytes(raw)
+        parts.append(keys if keys is not None else np.array(
+            [v if isinstance(v, bytes) else str(v).encode("utf-8") for v in raw], dtype="S"))
+    return np.concatenate(parts) if parts else np.array([], dtype="S1")
+
+
+def _read_strings(dataset: h5py.Dataset, *, repeated: bool) -> np.ndarray:
+    """A string dataset as an object array of str, decoded block by block.
+
+    ``repeated``: values repeat (labels, groups): each distinct value is decoded once and
+    shared, so a million labels hold a handful of str objects, not a million.
+    """
+    n = int(dataset.shape[0])
+    out = np.empty(n, dtype=object)
+    for a in range(0, n, _READ_ROWS):
+        raw = dataset[a:a + _READ_ROWS]
+        keys = _as_bytes(raw)
+        if keys is None:
+            out[a:a + len(raw)] = _decode(raw)
+        elif repeated:
+            uniq, inverse = np.unique(keys, return_inverse=True)
+            out[a:a + len(raw)] = _keys_to_str(uniq)[inverse.reshape(-1)]
+        else:
+            out[a:a + len(raw)] = _keys_to_str(keys)
+    if repeated and n > _READ_ROWS:
+        # Blocks decoded the same value separately: share one object per distinct value.
+        shared: dict[str, str] = {}
+        out[:] = [shared.setdefault(v, v) for v in out.tolist()]
+    return out
+
+
+def _query_keys(ids: Sequence[str] | np.ndarray) -> np.ndarray:
+    """Ids a caller asks for, as 'S' UTF-8 bytes to compare with the store's keys."""
+    values = np.asarray(ids)
+    if values.size == 0:
+        return np.array([], dtype="S1")
+    if values.dtype.kind not in ("S", "U"):
+        values = values.astype(str)
+    keys = _as_bytes(values)
+    if keys is None:  # pragma: no cover - str arrays always convert
+        raise StoreError("ids must be strings")
+    return keys
+
+
+class IdIndex:
+    """Sorted fixed-width UTF-8 ids and their rows: id -> row by binary search, no dict.
+
+    About (id length + 8) bytes per row, where a dict of Python strings takes about 200.
+    """
+
+    def __init__(self, keys: np.ndarray) -> None:
+        self.order = np.argsort(keys, kind="stable")
+        self.sorted = keys[self.order]
+
+    def repeated(self) -> np.ndarray:
+        """Rows whose id an earlier row already holds (in row order)."""
+        same = np.flatnonzero(self.sorted[1:] == self.sorted[:-1])
+        return np.sort(self.order[same + 1])
+
+    def lookup(self, ids: Sequence[str] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, found) for ``ids``; rows of missing ids are arbitrary."""
+        query = _query_keys(ids)
+        if len(self.sorted) == 0 or len(query) == 0:
+            return np.zeros(len(query), dtype=np.int64), np.zeros(len(query), dtype=bool)
+        at = np.minimum(np.searchsorted(self.sorted, query), len(self.sorted) - 1)
+        found = self.sorted[at] == query
+        return self.order[at].astype(np.int64), found
+
+    def rows_of(self, ids: Sequence[str] | np.ndarray, where: object) -> np.ndarray:
+        rows, found = self.lookup(ids)
+        if not found.all():
+            missing = _keys_to_str(_query_keys(ids)[~found][:3]).tolist()
+            raise StoreError(
+                f"{where}: {int((~found).sum())} ids not found (e.g. {missing}): check the id list"
+            )
+        return rows
 
 
 def _attr(value: Any) -> Any:
@@ -66,7 +185,9 @@ class EmbeddingStore:
             raise StoreError(f"{self.path} cannot be read as HDF5 ({exc}): re-create it") from exc
         self._validate(allow_incomplete)
         self._ids: np.ndarray | None = None
-        self._index: dict[str, int] | None = None
+        self._keys: np.ndarray | None = None
+        self._index: IdIndex | None = None
+        self._columns: dict[str, np.ndarray | None] = {}
 
     def _validate(self, allow_incomplete: bool) -> None:
         h5 = self._h5
@@ -143,12 +264,36 @@ class EmbeddingStore:
     # -- columns ---------------------------------------------------------------------------
     @property
     def ids(self) -> np.ndarray:
+        """Sample ids (object array of str), read and decoded once."""
         if self._ids is None:
-            self._ids = _decode(self._h5[fmt.IDS][()])
+            self._ids = _keys_to_str(self.id_keys) if self._keys is not None else \
+                _read_strings(self._h5[fmt.IDS], repeated=False)
+            self._ids.flags.writeable = False  # shared by every caller: never changed in place
         return self._ids
 
+    @property
+    def id_keys(self) -> np.ndarray:
+        """Ids as fixed-width UTF-8 bytes ('S'), in row order: compact keys to sort and join on."""
+        if self._keys is None:
+            self._keys = _read_keys(self._h5[fmt.IDS])
+        return self._keys
+
+    def id_index(self) -> IdIndex:
+        """The ids sorted once (per store object) for lookups; checks they are unique."""
+        if self._index is None:
+            index = IdIndex(self.id_keys)
+            self._refuse_repeated(index)  # a repeated id would pair the wrong rows: say which
+            self._index = index
+        return self._index
+
     def column(self, name: str) -> np.ndarray | None:
-        return _decode(self._h5[name][()]) if name in self._h5 else None
+        """A string column (object array of str), read once per store object; None if absent."""
+        if name not in self._columns:
+            col = _read_strings(self._h5[name], repeated=True) if name in self._h5 else None
+            if col is not None:
+                col.flags.writeable = False  # cached and shared: copy before changing
+            self._columns[name] = col
+        return self._columns[name]
 
     @property
     def labels(self) -> np.ndarray | None:
@@ -188,44 +333,23 @@ class EmbeddingStore:
         """The on-disk dataset; slice it (``store.embeddings[a:b]``) to read."""
         return self._h5[fmt.EMBEDDINGS]
 
-    def index_of(self, ids: Sequence[str]) -> np.ndarray:
+    def index_of(self, ids: Sequence[str] | np.ndarray) -> np.ndarray:
         """Row positions of ``ids``; unknown ids are a usage error naming a few of them."""
-        if self._index is None:
-            index = {k: i for i, k in enumerate(self.ids)}
-            if len(index) != len(self.ids):
-                self.check_unique_ids()  # a repeated id would pair the wrong rows: say which
-            self._index = index
-        missing = [k for k in ids if k not in self._index]
-        if missing:
-            raise StoreError(
-                f"{self.path}: {len(missing)} ids not found (e.g. {missing[:3]}): check the id list"
-            )
-        return np.fromiter((self._index[k] for k in ids), dtype=np.int64, count=len(ids))
+        return self.id_index().rows_of(ids, self.path)
 
     def read(self, rows: np.ndarray | slice | None = None, *, tokens: bool = False) -> np.ndarray:
         """Embeddings (or tokens) of ``rows`` in the order given, as float32."""
         data = self._h5[fmt.TOKENS if tokens else fmt.EMBEDDINGS]
-        if rows is None:
-            return np.asarray(data[()], dtype=np.float32)
-        if isinstance(rows, slice):
-            return np.asarray(data[rows], dtype=np.float32)
-        rows = np.asarray(rows, dtype=np.int64)
-        # h5py fancy indexing wants increasing positions: read sorted, then undo the sort.
-        order = np.argsort(rows, kind="stable")
-        uniq, inverse = np.unique(rows[order], return_inverse=True)
-        block = np.asarray(data[uniq], dtype=np.float32)[inverse]
-        out = np.empty_like(block)
-        out[order] = block
-        return out
+        return _read_rows(data, rows, np.float32)
 
     def read_tokens(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Tokens (len(rows), T, D) and their mask; stores without tokens give the global vector."""
         if not self.has_tokens:
             return self.read(rows)[:, None, :], np.ones((len(rows), 1), dtype=bool)
         tok = self.read(rows, tokens=True)
-        rows = np.asarray(rows, dtype=np.int64)
-        mask = self._h5[fmt.TOKENS_MASK][()][rows] if fmt.TOKENS_MASK in self._h5 else None
-        if mask is None:
+        if fmt.TOKENS_MASK in self._h5:  # only the rows asked for, not the whole mask
+            mask = _read_rows(self._h5[fmt.TOKENS_MASK], np.asarray(rows, dtype=np.int64), bool)
+        else:
             mask = np.ones(tok.shape[:2], dtype=bool)
         return tok, mask.astype(bool)
 
@@ -245,12 +369,14 @@ class EmbeddingStore:
 
     def check_unique_ids(self) -> None:
         """Refuse a store whose ids repeat (the format says unique; other tools may not)."""
-        ids = self.ids.astype(str)
-        _, first, counts = np.unique(ids, return_index=True, return_counts=True)
-        if (counts > 1).any():
-            repeated = self.ids[np.sort(first[counts > 1])]
+        self.id_index()  # sorts the ids once, checks them, and keeps the sort for lookups
+
+    def _refuse_repeated(self, index: IdIndex) -> None:
+        again = index.repeated()
+        if len(again):
+            repeated = list(dict.fromkeys(_keys_to_str(self.id_keys[again]).tolist()))
             raise StoreError(
-                f"{self.path}: {len(repeated)} ids repeat (e.g. {list(repeated[:3])}): ids must "
+                f"{self.path}: {len(repeated)} ids repeat (e.g. {repeated[:3]}): ids must "
                 "be unique; re-create the store or drop the repeated rows"
             )
 
@@ -263,6 +389,29 @@ class EmbeddingStore:
                     f"{self.path}: {int(bad.sum())}+ embeddings hold NaN or Inf (first: id {first!r}); "
                     "re-embed those inputs or drop them"
                 )
+
+
+def _read_rows(data: h5py.Dataset, rows: np.ndarray | slice | None, dtype: Any) -> np.ndarray:
+    """``data[rows]`` in the order given. h5py's point selection is slow and wants increasing
+    positions: contiguous or dense rows are read as one slice, others sorted, then reordered."""
+    if rows is None:
+        return np.asarray(data[()], dtype=dtype)
+    if isinstance(rows, slice):
+        return np.asarray(data[rows], dtype=dtype)
+    rows = np.asarray(rows, dtype=np.int64)
+    if len(rows) == 0:
+        return np.empty((0, *data.shape[1:]), dtype=dtype)
+    lo, hi = int(rows.min()), int(rows.max()) + 1
+    if hi - lo == len(rows) and (len(rows) == 1 or bool((np.diff(rows) == 1).all())):
+        return np.asarray(data[lo:hi], dtype=dtype)  # a block of consecutive rows: one slice
+    if hi - lo <= 2 * len(rows):  # dense: one slice read beats a point selection
+        return np.asarray(data[lo:hi], dtype=dtype)[rows - lo]
+    order = np.argsort(rows, kind="stable")
+    uniq, inverse = np.unique(rows[order], return_inverse=True)
+    block = np.asarray(data[uniq], dtype=dtype)[inverse.reshape(-1)]
+    out = np.empty_like(block)
+    out[order] = block
+    return out
 
 
 def check_same_space(

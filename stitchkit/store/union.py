@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ProvenanceError, StoreError, UsageError
-from .store import EmbeddingStore
+from .store import EmbeddingStore, IdIndex, _keys_to_str
 
 
 def expand_paths(spec: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
@@ -57,12 +57,14 @@ class StoreUnion:
                     "shards read together must come from one model"
                 )
         self._offsets = np.cumsum([0] + [len(s) for s in self.shards])
-        self.ids = np.concatenate([s.ids for s in self.shards])
-        if len(set(self.ids)) != len(self.ids):
-            seen: set[str] = set()
-            dup = next(i for i in self.ids if i in seen or seen.add(i))
+        self._keys = np.concatenate([s.id_keys for s in self.shards])
+        self._index = IdIndex(self._keys)  # sorted once: overlap check and every lookup
+        again = self._index.repeated()
+        if len(again):
+            dup = _keys_to_str(self._keys[again[:1]])[0]
             raise UsageError(f"id {dup!r} is in more than one shard: shards must not overlap")
-        self._index: dict[str, int] | None = None
+        self._ids: np.ndarray | None = None
+        self._columns: dict[str, np.ndarray | None] = {}
 
     # -- what EmbeddingStore offers ---------------------------------------------------------
     def __len__(self) -> int:
@@ -109,9 +111,32 @@ class StoreUnion:
     def space(self) -> dict[str, Any]:
         return self.shards[0].space()
 
+    @property
+    def ids(self) -> np.ndarray:
+        if self._ids is None:
+            self._ids = np.concatenate([s.ids for s in self.shards])
+            self._ids.flags.writeable = False
+        return self._ids
+
+    @property
+    def id_keys(self) -> np.ndarray:
+        """Ids as fixed-width UTF-8 bytes, in row order (see EmbeddingStore.id_keys)."""
+        return self._keys
+
+    def id_index(self) -> IdIndex:
+        return self._index
+
+    def check_unique_ids(self) -> None:
+        """Ids were checked across all shards when the union was opened."""
+
     def column(self, name: str) -> np.ndarray | None:
-        cols = [s.column(name) for s in self.shards]
-        return None if any(c is None for c in cols) else np.concatenate(cols)
+        if name not in self._columns:
+            cols = [s.column(name) for s in self.shards]
+            col = None if any(c is None for c in cols) else np.concatenate(cols)
+            if col is not None:
+                col.flags.writeable = False
+            self._columns[name] = col
+        return self._columns[name]
 
     @property
     def labels(self) -> np.ndarray | None:
@@ -129,13 +154,8 @@ class StoreUnion:
     def failed(self) -> list[tuple[str, str]]:
         return [f for s in self.shards for f in s.failed]
 
-    def index_of(self, ids: Sequence[str]) -> np.ndarray:
-        if self._index is None:
-            self._index = {k: i for i, k in enumerate(self.ids)}
-        missing = [k for k in ids if k not in self._index]
-        if missing:
-            raise StoreError(f"{self.path}: {len(missing)} ids not found (e.g. {missing[:3]})")
-        return np.fromiter((self._index[k] for k in ids), dtype=np.int64, count=len(ids))
+    def index_of(self, ids: Sequence[str] | np.ndarray) -> np.ndarray:
+        return self._index.rows_of(ids, self.path)
 
     def split_rows(self, rows: np.ndarray) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """(shard number, positions within ``rows``, rows within that shard) per shard touched."""
