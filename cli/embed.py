@@ -8,7 +8,7 @@ from .output import emit, progress, show_warnings
 
 
 @click.command()
-@click.argument("source", type=click.Path(path_type=str))
+@click.argument("source", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("-m", "--model", "model", required=True, help="Short name (see `stitch models`) or backend:name?key=value spec.")
 @click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False, path_type=str), help="Store to write (.h5).")
 @click.option("--batch-size", default=64, show_default=True, help="Samples per forward pass.")
@@ -26,17 +26,23 @@ from .output import emit, progress, show_warnings
 @click.option("--text-column", default="text", show_default=True)
 @click.option("--label-column", default="label", show_default=True)
 @click.option("--group-column", default="group", show_default=True)
+@click.option("--image-column", default="image", show_default=True, help="Hugging Face datasets: the image column (else the first datasets.Image column).")
+@click.option("--label-from", default=None, metavar="cls|txt|json:FIELD", help="WebDataset shards: where the label comes from [cls when every sample has one].")
+@click.option("--dicom-tags", default=None, metavar="TAGS|default", help="Copy DICOM tags into the store: 'default' = StudyInstanceUID (as group),ViewPosition,PatientID; patient names never.")
 @click.option("--engine", default="local", show_default=True, type=click.Choice(["local", "ray"]), help="local: this process + DataLoader workers; ray: a Ray Data pipeline (pip install 'stitchkit[ray]').")
 @click.option("--address", default=None, help="With --engine ray: join the Ray cluster at this address (else start a local Ray).")
 @click.option("--ray-cpus", default=None, type=int, help="With --engine ray and no --address: CPUs of the local Ray [all].")
 @click.option("--actors", default=None, type=int, help="With --engine ray: model replicas [one per GPU, else one per node].")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def embed(source: str, model: str, output: str, batch_size: int, workers: int, device: str,
+def embed(source: tuple[str, ...], model: str, output: str, batch_size: int, workers: int, device: str,
           dtype: str, tokens: bool, shard: str | None, strict: bool, overwrite: bool,
           root: str | None, where: tuple[str, ...], id_column: str, path_column: str,
-          text_column: str, label_column: str, group_column: str, engine: str,
+          text_column: str, label_column: str, group_column: str, image_column: str,
+          label_from: str | None, dicom_tags: str | None, engine: str,
           address: str | None, ray_cpus: int | None, actors: int | None, as_json: bool) -> None:
-    """Embed SOURCE (an image folder, a CSV/JSONL manifest or a .txt file) into a store.
+    """Embed SOURCE into a store: an image folder (DICOM too), a CSV/JSONL manifest, a .txt
+    file, WebDataset .tar shards (a list or a brace pattern) or a local Hugging Face dataset
+    (a save_to_disk folder or .parquet files).
 
     Re-running the same command after a crash or Ctrl-C continues where it stopped.
 
@@ -47,6 +53,9 @@ def embed(source: str, model: str, output: str, batch_size: int, workers: int, d
       stitch embed reports.jsonl -m minilm -o reports-minilm.h5 --text-column report
       stitch embed images/ -m lite0 -o shard3.h5 --shard 3/16
       stitch embed images/ -m lite0 -o all.h5 --engine ray --address 10.0.0.1:6379
+      stitch embed dicoms/ -m lite0 -o cxr.h5 --dicom-tags default
+      stitch embed 'shards/{00000..00099}.tar' -m lite0 -o wds.h5 --label-from json:label --shard 0/4
+      stitch embed hf-dataset/ -m lite0 -o hf.h5 --image-column image
     """
     from stitchkit.embed import embed_store, parse_shard
     from stitchkit.encoders import load_encoder
@@ -60,13 +69,17 @@ def embed(source: str, model: str, output: str, batch_size: int, workers: int, d
         if not sep:
             raise UsageError(f"--where {cond!r}: use COL=VALUE")
         filters[key] = value
-    cols = Columns(id_column, path_column, text_column, label_column, group_column)
+    cols = Columns(id_column, path_column, text_column, label_column, group_column, image_column)
+    read = {"columns": cols, "root": root, "where": filters, "label_from": label_from, "dicom_tags": dicom_tags}
     shard_spec = parse_shard(shard)
     if engine == "ray":
         from stitchkit.engines.ray_engine import embed_store_ray, require_ray
 
         require_ray()  # say a missing extra before reading inputs or loading a model
-        inputs = read_inputs(source, columns=cols, root=root, where=filters)
+        inputs = read_inputs(list(source), **read)
+        if inputs.kind in ("webdataset", "hf"):
+            raise UsageError(f"--engine ray reads image files and manifests; {inputs.kind} input needs "
+                             "--engine local")
         with progress(f"embed {model} (ray)") as bar:
             result = embed_store_ray(
                 inputs, model, output, batch_size=batch_size, tokens=tokens, strict=strict,
@@ -78,7 +91,7 @@ def embed(source: str, model: str, output: str, batch_size: int, workers: int, d
                                          ("--actors", actors)) if v is not None]
         if ray_only:
             raise UsageError(f"{', '.join(ray_only)} {'needs' if len(ray_only) == 1 else 'need'} --engine ray")
-        inputs = read_inputs(source, columns=cols, root=root, where=filters)
+        inputs = read_inputs(list(source), **read)
         encoder = load_encoder(model, device=device, dtype=dtype)
         with progress(f"embed {model}") as bar:
             result = embed_store(

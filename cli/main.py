@@ -12,6 +12,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "embed": ("embed", "embed", "Embed images or texts with a model into an HDF5 store."),
     "info": ("info", "info", "Show what a store, map or head file holds."),
     "merge": ("merge", "merge", "Merge shard stores into one store."),
+    "export": ("export", "export", "Write a store as clip-retrieval's npy + parquet folder (autofaiss)."),
+    "import": ("import_", "import_cmd", "Read a clip-retrieval embedding folder into a store."),
     "models": ("models", "models", "List the models that short names resolve to."),
     "fit": ("fit", "fit", "Fit a map from a source space to a target space over anchors."),
     "apply": ("apply", "apply", "Apply a fitted map to a store."),

@@ -17,8 +17,9 @@ import os
 import shutil
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ import torch
 from .encoders import Encoder
 from .errors import InputFailure, LockedError, StitchError, UsageError
 from .fileio import atomic_output, check_writable_dir, pid_running
-from .inputs import Inputs, Item, load_image
+from .inputs import PIXEL_POLICY, Inputs, Item, load_item
 from .store import EmbeddingStore, StoreWriter
 from .store.store import STR, base_attrs
 
@@ -68,11 +69,20 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return i, n
 
 
-def select_shard(items: list[Item], shard: tuple[int, int] | None) -> list[Item]:
-    """Deterministic split: sort all ids, cut into N contiguous blocks, keep block i."""
+def select_shard(items: list[Item], shard: tuple[int, int] | None, *, by_file: bool = False) -> list[Item]:
+    """Deterministic split: sort all ids, cut into N contiguous blocks, keep block i.
+
+    ``by_file`` (tar shards) cuts the sorted list of files instead, so each job reads whole tars.
+    """
     if shard is None:
         return items
     i, n = shard
+    if by_file:
+        files = sorted({str(it.path) for it in items})
+        if len(files) < n:
+            raise UsageError(f"--shard {i}/{n}: the input has only {len(files)} tar shards; use N <= {len(files)}")
+        keep_files = set(np.array_split(np.array(files, dtype=object), n)[i])
+        return [it for it in items if str(it.path) in keep_files]
     ids = sorted(it.id for it in items)
     keep = set(np.array_split(np.array(ids, dtype=object), n)[i])
     return [it for it in items if it.id in keep]
@@ -96,21 +106,33 @@ class _Batches(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.todo)
 
-    def __getitem__(self, i: int) -> tuple[int, Any, list[int], list[tuple[int, str]]]:
+    def __getitem__(self, i: int) -> tuple[int, Any, list[int], list[tuple[int, str]], list[str]]:
         k = self.todo[i]
-        prepared, ok, failed = [], [], []
+        prepared, ok, failed, mappings = [], [], [], []
         for pos in self.batches[k]:
             item = self.items[pos]
             try:
-                raw = load_image(item.path) if self.encoder.modality == "image" else item.text
+                raw, how = load_sample(item, self.encoder.modality)
                 prepared.append(self.encoder.prepare(raw))
                 ok.append(int(pos))
+                mappings.append(how)
             except InputFailure as exc:
                 failed.append((int(pos), str(exc)))
             except Exception as exc:  # noqa: BLE001 - one bad input must not stop the job
                 failed.append((int(pos), f"{type(exc).__name__}: {exc}"))
         batch = self.encoder.collate(prepared) if prepared else None
-        return k, batch, ok, failed
+        return k, batch, ok, failed, mappings
+
+
+def load_sample(item: Item, modality: str) -> tuple[Any, str]:
+    """What the encoder's ``prepare`` takes for one sample, and how its pixels were mapped."""
+    if modality == "image":
+        return load_item(item)
+    if item.error:
+        raise InputFailure(item.error)
+    if item.text is None:
+        raise InputFailure("sample has no text (a .txt member or a text column)")
+    return item.text, "text"
 
 
 def _identity(x: Any) -> Any:
@@ -156,7 +178,8 @@ def _fingerprint(items: list[Item], encoder: Encoder, batch_size: int, tokens: b
     }
 
 
-def _write_part(path: Path, ok: list[int], out: Any, failed: list[tuple[int, str]]) -> None:
+def _write_part(path: Path, ok: list[int], out: Any, failed: list[tuple[int, str]],
+                mappings: list[str] | None = None) -> None:
     # Built in memory, then written as plain bytes: HDF5 closing a file whose writes failed
     # (disk full) can crash the process (SIGSEGV in h5py's close); a plain write raises OSError.
     buffer = io.BytesIO()
@@ -169,6 +192,8 @@ def _write_part(path: Path, ok: list[int], out: Any, failed: list[tuple[int, str
                 h5["tokens_mask"] = out.mask.cpu().numpy().astype(bool)
         h5["failed_positions"] = np.asarray([p for p, _ in failed], dtype=np.int64)
         h5.create_dataset("failed_reasons", data=np.array([r for _, r in failed], dtype=object), dtype=STR)
+        if mappings:
+            h5.create_dataset("mappings", data=np.array(mappings, dtype=object), dtype=STR)
     # No scan for stale temporaries per part (a folder of thousands): OUT.parts goes as a whole.
     with atomic_output(path, clean_stale=False) as tmp:
         tmp.write_bytes(buffer.getbuffer())
@@ -221,8 +246,9 @@ class Job:
             else:
                 warnings.warn(f"skipping {self.items[pos].id}: {reason}", stacklevel=3)
 
-    def save(self, k: int, ok: list[int], result: Any, failed: list[tuple[int, str]]) -> None:
-        _write_part(self.parts / f"part-{k:06d}.h5", ok, result, failed)
+    def save(self, k: int, ok: list[int], result: Any, failed: list[tuple[int, str]],
+             mappings: list[str] | None = None) -> None:
+        _write_part(self.parts / f"part-{k:06d}.h5", ok, result, failed, mappings)
         if self.progress:
             self.progress.advance(len(ok) + len(failed))
 
@@ -247,6 +273,10 @@ def plan_job(
 ) -> Job | EmbedResult:
     """Check the job and plan its batches; an EmbedResult when ``out`` already holds it."""
     out = Path(out)
+    if inputs.kind in ("webdataset", "hf") and inputs.modality == "image" and encoder.modality == "text" \
+            and "text" in inputs.columns:
+        # Shards and datasets carry images and captions together: a text model embeds the captions.
+        inputs = replace(inputs, modality="text")
     if inputs.modality != encoder.modality:
         raise UsageError(
             f"the input holds {inputs.modality}s but {encoder.spec.text!r} is a {encoder.modality} "
@@ -255,7 +285,7 @@ def plan_job(
     if batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
     check_writable_dir(out)
-    items = select_shard(inputs.items, shard)
+    items = select_shard(inputs.items, shard, by_file=inputs.shard_by_file)
     if not items:
         raise UsageError(f"shard {shard} holds no samples: use fewer shards")
     fingerprint = _fingerprint(items, encoder, batch_size, tokens)
@@ -300,10 +330,10 @@ def embed_store(
             prefetch_factor=2 if workers and encoder.modality == "image" else None,
         )
         with torch.inference_mode():
-            for k, batch, ok, failed in loader:
+            for k, batch, ok, failed, mappings in loader:
                 job.report_failures(failed)
                 result = encoder.encode(batch, tokens=tokens) if batch is not None else None
-                job.save(k, ok, result, failed)
+                job.save(k, ok, result, failed, mappings)
     return job.result()
 
 
@@ -355,9 +385,12 @@ def _assemble(
     """Write the final store in input order from the part files; returns (samples, failed)."""
     files = [parts / f"part-{k:06d}.h5" for k in range(n_batches)]
     positions, failed, max_t, token_dim = [], [], 0, encoder.dim
+    mapped: Counter[str] = Counter()
     for f in files:
         with h5py.File(f, "r") as h5:
             positions.append(h5["positions"][()])
+            if "mappings" in h5:
+                mapped.update(m.decode() if isinstance(m, bytes) else m for m in h5["mappings"][()])
             reasons = [r.decode() if isinstance(r, bytes) else r for r in h5["failed_reasons"][()]]
             failed.extend(zip(h5["failed_positions"][()].tolist(), reasons, strict=True))
             if "tokens" in h5:
@@ -366,8 +399,10 @@ def _assemble(
     ok_sorted = np.sort(np.concatenate(positions)) if positions else np.zeros(0, np.int64)
     row_of = np.full(len(items), -1, dtype=np.int64)
     row_of[ok_sorted] = np.arange(len(ok_sorted))
+    # label/group/text go to the format's named columns; extras (DICOM tags) keep their names.
     columns = [c for c in ("label", "group", "text") if c in inputs.columns]
-    names = {"label": "labels", "group": "groups", "text": "texts"}
+    extras = [c for c in inputs.columns if c not in ("label", "group", "text")]
+    names = {"label": "labels", "group": "groups", "text": "texts", **{c: c for c in extras}}
     attrs = base_attrs(
         modality=encoder.modality,
         model_spec=encoder.spec.text,
@@ -377,10 +412,12 @@ def _assemble(
         input=inputs.source,
         shard=f"{shard[0]}/{shard[1]}" if shard else "",
         n_inputs=len(items),
+        pixel_mapping=json.dumps({"policy": PIXEL_POLICY, "counts": dict(sorted(mapped.items()))})
+        if encoder.modality == "image" else None,
     )
     token_shape = (max_t, token_dim) if tokens and max_t else None
     with StoreWriter(
-        out, dim=encoder.dim, attrs=attrs, columns=[names[c] for c in columns],
+        out, dim=encoder.dim, attrs=attrs, columns=[names[c] for c in [*columns, *extras]],
         token_shape=token_shape, size=len(ok_sorted),
     ) as writer:
         for f, pos in zip(files, positions, strict=True):
@@ -392,7 +429,8 @@ def _assemble(
                     row_of[pos],
                     [it.id for it in chosen],
                     h5["embeddings"][()],
-                    columns={names[c]: [getattr(it, c) or "" for it in chosen] for c in columns},
+                    columns={**{names[c]: [getattr(it, c) or "" for it in chosen] for c in columns},
+                             **{c: [it.extra.get(c, "") for it in chosen] for c in extras}},
                     tokens=h5["tokens"][()] if token_shape else None,
                     tokens_mask=h5["tokens_mask"][()] if token_shape else None,
                 )

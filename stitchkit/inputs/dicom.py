@@ -1,0 +1,224 @@
+"""DICOM pixels as a radiologist would see them, mapped to the 8-bit grey image encoders take.
+
+The order is the standard's (PS3.3 C.11): stored values -> modality LUT (RescaleSlope /
+RescaleIntercept or a Modality LUT) -> VOI (the file's VOI LUT, else its first
+WindowCenter/WindowWidth, else the full stored range mapped through the modality LUT) ->
+MONOCHROME1 inverted -> 0..1 -> 0..255. Each decoded file reports a short mapping *kind*
+("DICOM MONOCHROME1 12-bit: rescale, window (file), inverted") that the store's provenance counts.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+from PIL import Image
+
+from ..errors import InputFailure, UsageError
+
+# Tags a researcher groups or splits by, and the store column each goes to. An allowlist:
+# names, birth dates and other identifying tags are never read into a store.
+TAG_COLUMNS = {
+    "StudyInstanceUID": "group",
+    "SeriesInstanceUID": "series_uid",
+    "PatientID": "patient_id",
+    "ViewPosition": "view_position",
+    "Modality": "modality",
+    "BodyPartExamined": "body_part",
+    "ImageLaterality": "laterality",
+    "Laterality": "laterality",
+}
+DEFAULT_TAGS = ("StudyInstanceUID", "ViewPosition", "PatientID")
+_NEVER = ("PatientName", "PatientBirthDate", "PatientAddress", "OtherPatientNames",
+          "ReferringPhysicianName", "InstitutionName", "PatientTelephoneNumbers")
+
+
+def parse_tags(text: str | None) -> tuple[str, ...]:
+    """``--dicom-tags`` value -> tag keywords; 'default' means StudyInstanceUID,ViewPosition,PatientID."""
+    if not text:
+        return ()
+    names = DEFAULT_TAGS if text.strip() == "default" else tuple(t.strip() for t in text.split(",") if t.strip())
+    for name in names:
+        if name in _NEVER or name.startswith("Patient") and name != "PatientID":
+            raise UsageError(f"--dicom-tags {name}: identifying tags are never copied into a store; "
+                             f"allowed: {', '.join(TAG_COLUMNS)}")
+        if name not in TAG_COLUMNS:
+            raise UsageError(f"--dicom-tags {name}: unknown or not allowed; allowed: {', '.join(TAG_COLUMNS)}")
+    columns = [TAG_COLUMNS[n] for n in names]
+    if len(set(columns)) != len(columns):
+        raise UsageError(f"--dicom-tags {text!r}: two tags fill the same column; keep one")
+    return names
+
+
+def _pydicom() -> Any:
+    try:
+        import pydicom
+    except ImportError:  # pragma: no cover - pydicom is a base dependency
+        raise UsageError("reading DICOM needs pydicom: pip install pydicom") from None
+    return pydicom
+
+
+def has_preamble(path: Path) -> bool:
+    """A DICOM Part 10 file: 128 bytes of preamble, then b'DICM'."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:] == b"DICM"
+
+
+def _read(src: Path | BinaryIO, *, header_only: bool = False) -> Any:
+    pydicom = _pydicom()
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        return pydicom.dcmread(src, stop_before_pixels=header_only)
+    except InvalidDicomError:
+        # Files without the 'DICM' preamble (older or raw datasets) are still DICOM when named
+        # .dcm; reading them forced is what dcmtk and pydicom's own tools do.
+        if hasattr(src, "seek"):
+            src.seek(0)
+        try:
+            ds = pydicom.dcmread(src, stop_before_pixels=header_only, force=True)
+        except Exception as exc:  # noqa: BLE001 - a garbage file raises anything
+            raise InputFailure(f"not a DICOM file ({_first_line(exc)})") from None
+        if len(ds) == 0 or not any(tag.group >= 0x0008 for tag in ds.keys()):
+            raise InputFailure("not a DICOM file (no DICM preamble and no data elements)") from None
+        return ds
+    except (EOFError, OSError, ValueError, TypeError, KeyError) as exc:
+        raise InputFailure(f"corrupt or truncated DICOM ({_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    """The exception's text on one line (pydicom lists each plugin's error on its own line)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    text = " ".join(lines) or type(exc).__name__
+    return text if len(text) <= 240 else text[:237] + "..."
+
+
+def read_tags(src: Path | bytes, names: tuple[str, ...]) -> dict[str, str]:
+    """The chosen tags as store columns ("" where absent); headers only, pixels not read."""
+    if not names:
+        return {}
+    try:
+        ds = _read(io.BytesIO(src) if isinstance(src, bytes) else src, header_only=True)
+    except InputFailure:
+        return {TAG_COLUMNS[n]: "" for n in names}  # the pixel read fails it with a reason
+    out = {}
+    for name in names:
+        value = ds.get(name)
+        out[TAG_COLUMNS[name]] = "" if value is None else str(value).replace("\x00", "").strip()
+    return out
+
+
+def decode_dicom(src: Path | bytes) -> tuple[Image.Image, str]:
+    """One DICOM image -> (8-bit PIL image, mapping kind); InputFailure with a reason otherwise."""
+    ds = _read(io.BytesIO(src) if isinstance(src, bytes) else src)
+    if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        sop = ds.get("SOPClassUID")
+        what = getattr(sop, "name", None) or (str(sop) if sop else "no SOP class")
+        raise InputFailure(f"DICOM without pixel data ({what}): not an image")
+    try:
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError):
+        raise InputFailure(f"DICOM with an invalid NumberOfFrames {ds.get('NumberOfFrames')!r}") from None
+    if frames > 1:
+        raise InputFailure(f"multi-frame DICOM ({frames} frames): one image per sample is expected; "
+                           "split the frames into single files first")
+    ts = getattr(ds, "file_meta", None) and ds.file_meta.get("TransferSyntaxUID")
+    try:
+        arr = ds.pixel_array
+    except Exception as exc:  # noqa: BLE001 - pydicom's plugins raise many kinds
+        message = _first_line(exc)
+        if ts is not None and getattr(ts, "is_compressed", False):
+            lowered = str(exc).lower()
+            if "no pixel data decoders" in lowered or "missing required dependencies" in lowered \
+                    or "plugins are missing" in lowered or "install" in lowered:
+                raise InputFailure(
+                    f"no installed decoder handles {ts.name} ({ts}): pip install 'stitchkit[dicom]' "
+                    "(pylibjpeg with its libjpeg and openjpeg plugins)"
+                ) from None
+            raise InputFailure(f"cannot decode {ts.name} pixel data ({message})") from None
+        raise InputFailure(f"DICOM pixel data cannot be read ({message})") from None
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    bits = int(ds.get("BitsStored", ds.get("BitsAllocated", 8)) or 8)
+    if photometric in ("MONOCHROME1", "MONOCHROME2"):
+        values, how = _grey(arr, ds, bits)
+        if photometric == "MONOCHROME1":
+            values, how = 1.0 - values, how + ", inverted"
+        image = Image.fromarray(np.rint(values * 255).astype(np.uint8), "L")
+        return image, f"DICOM {photometric} {bits}-bit: {how}"
+    if photometric == "PALETTE COLOR":
+        from pydicom.pixels import apply_color_lut
+
+        arr = apply_color_lut(arr, ds)
+        bits = 16 if arr.dtype.itemsize > 1 else 8
+        photometric = "PALETTE COLOR"
+    elif not (photometric == "RGB" or photometric.startswith("YBR")):
+        raise InputFailure(f"DICOM photometric interpretation {photometric} is not supported")
+    # pydicom returns YBR data converted to RGB; scale deeper samples by their stored range.
+    rgb = np.asarray(arr, dtype=np.float64) / float(2**bits - 1) if bits > 8 else arr
+    rgb8 = rgb.astype(np.uint8) if bits <= 8 else np.rint(np.clip(rgb, 0, 1) * 255).astype(np.uint8)
+    return Image.fromarray(rgb8, "RGB"), f"DICOM {photometric} {bits}-bit: stored range"
+
+
+def _grey(arr: np.ndarray, ds: Any, bits: int) -> tuple[np.ndarray, str]:
+    """Modality LUT then VOI; values in 0..1 and a description of what was applied."""
+    from pydicom.pixels import apply_modality_lut, apply_voi
+
+    steps = []
+    x = apply_modality_lut(arr, ds).astype(np.float64)
+    if "ModalityLUTSequence" in ds:
+        steps.append("modality LUT")
+    elif float(ds.get("RescaleSlope", 1) or 1) != 1 or float(ds.get("RescaleIntercept", 0) or 0) != 0:
+        steps.append("rescale")
+    if "VOILUTSequence" in ds and len(ds.VOILUTSequence):
+        lut = ds.VOILUTSequence[0]
+        out_bits = int(lut.LUTDescriptor[2])
+        y = apply_voi(x, ds, index=0).astype(np.float64) / float(2**out_bits - 1)
+        return np.clip(y, 0, 1), ", ".join([*steps, "VOI LUT (file)"])
+    window = _window(ds)
+    if window is not None:
+        center, width, function = window
+        return _apply_window(x, center, width, function), ", ".join([*steps, f"window (file, {function.lower()})"])
+    signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+    lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+    ends = apply_modality_lut(np.array([lo, hi], dtype=arr.dtype if arr.dtype.kind in "iu" else np.int64), ds)
+    lo_v, hi_v = float(np.min(ends)), float(np.max(ends))
+    y = (x - lo_v) / (hi_v - lo_v) if hi_v > lo_v else np.zeros_like(x)
+    return np.clip(y, 0, 1), ", ".join([*steps, "full stored range"])
+
+
+def _window(ds: Any) -> tuple[float, float, str] | None:
+    if "WindowCenter" not in ds or "WindowWidth" not in ds:
+        return None
+
+    def first(value: Any) -> float:
+        return float(value[0] if hasattr(value, "__len__") and not isinstance(value, str) else value)
+
+    try:
+        center, width = first(ds.WindowCenter), first(ds.WindowWidth)
+    except (TypeError, ValueError, IndexError):
+        return None
+    function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
+    if function not in ("LINEAR", "LINEAR_EXACT", "SIGMOID"):
+        function = "LINEAR"
+    if width <= 0 or (function == "LINEAR" and width < 1):
+        return None  # an invalid window: the full range is the honest fallback
+    return center, width, function
+
+
+def _apply_window(x: np.ndarray, c: float, w: float, function: str) -> np.ndarray:
+    """PS3.3 C.11.2.1.2 with output 0..1."""
+    if function == "LINEAR_EXACT":
+        y = (x - c) / w + 0.5
+    elif function == "SIGMOID":
+        y = 1.0 / (1.0 + np.exp(-4.0 * (x - c) / w))
+    elif w == 1:
+        y = (x > c - 0.5).astype(np.float64)
+    else:
+        y = (x - (c - 0.5)) / (w - 1) + 0.5
+    return np.clip(y, 0, 1)
