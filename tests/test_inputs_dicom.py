@@ -102,6 +102,20 @@ def test_rescale_without_window_maps_the_full_stored_range(pixels, tmp_path):
     assert "rescale, full stored range" in how
 
 
+def test_the_files_voi_lut_wins_over_its_window(pixels, tmp_path):
+    png = _one(pixels)
+    path = write_dicom(tmp_path / "a.dcm", png.astype(np.uint16) * 16, bits=12, window=(100, 50))
+    ds = pydicom.dcmread(path)
+    item = Dataset()
+    item.add_new(0x00283002, "US", [4096, 0, 8])  # LUTDescriptor: 4096 entries from 0, 8-bit out
+    item.add_new(0x00283006, "US", [v // 16 for v in range(4096)])  # LUTData
+    ds.VOILUTSequence = [item]
+    ds.save_as(path)
+    image, how = decode_dicom(path)
+    assert np.array_equal(np.asarray(image), png)
+    assert how == "DICOM MONOCHROME2 12-bit: VOI LUT (file)"
+
+
 def test_a_file_without_preamble_named_dcm_still_reads(pixels, tmp_path):
     png = _one(pixels)
     path = write_dicom(tmp_path / "raw.dcm", png.astype(np.uint16) * 257, preamble=False)

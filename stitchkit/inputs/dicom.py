@@ -167,10 +167,11 @@ def decode_dicom(src: Path | bytes) -> tuple[Image.Image, str]:
 
 def _grey(arr: np.ndarray, ds: Any, bits: int) -> tuple[np.ndarray, str]:
     """Modality LUT then VOI; values in 0..1 and a description of what was applied."""
-    from pydicom.pixels import apply_modality_lut, apply_voi
+    from pydicom.pixels import apply_modality_lut
 
     steps = []
-    x = apply_modality_lut(arr, ds).astype(np.float64)
+    modality = apply_modality_lut(arr, ds)
+    x = modality.astype(np.float64)
     if "ModalityLUTSequence" in ds:
         steps.append("modality LUT")
     elif float(ds.get("RescaleSlope", 1) or 1) != 1 or float(ds.get("RescaleIntercept", 0) or 0) != 0:
@@ -178,7 +179,7 @@ def _grey(arr: np.ndarray, ds: Any, bits: int) -> tuple[np.ndarray, str]:
     if "VOILUTSequence" in ds and len(ds.VOILUTSequence):
         lut = ds.VOILUTSequence[0]
         out_bits = int(lut.LUTDescriptor[2])
-        y = apply_voi(x, ds, index=0).astype(np.float64) / float(2**out_bits - 1)
+        y = _voi_lut(modality, lut, ds) / float(2**out_bits - 1)
         return np.clip(y, 0, 1), ", ".join([*steps, "VOI LUT (file)"])
     window = _window(ds)
     if window is not None:
@@ -190,6 +191,23 @@ def _grey(arr: np.ndarray, ds: Any, bits: int) -> tuple[np.ndarray, str]:
     lo_v, hi_v = float(np.min(ends)), float(np.max(ends))
     y = (x - lo_v) / (hi_v - lo_v) if hi_v > lo_v else np.zeros_like(x)
     return np.clip(y, 0, 1), ", ".join([*steps, "full stored range"])
+
+
+def _voi_lut(values: np.ndarray, lut: Any, ds: Any) -> np.ndarray:
+    """PS3.3 C.11.2.1.1. Not pydicom's apply_voi: 3.0 indexes with the LUT's own dtype, so
+    with an 8-bit LUT every input above 255 wraps around."""
+    entries, first, _ = (int(v) for v in lut.LUTDescriptor)
+    entries = entries or 65536
+    data = lut.LUTData
+    if isinstance(data, bytes):  # VR OW: raw words in the file's byte order
+        ts = getattr(ds, "file_meta", None) and ds.file_meta.get("TransferSyntaxUID")
+        big = ts is not None and not ts.is_little_endian
+        table = np.frombuffer(data, dtype=">u2" if big else "<u2")[:entries].astype(np.float64)
+    else:
+        table = np.asarray(data if hasattr(data, "__len__") else [data], dtype=np.float64)
+    # The LUT is indexed by integers: rescaled (float) values are rounded first.
+    index = np.clip(np.rint(values).astype(np.int64) - first, 0, len(table) - 1)
+    return table[index]
 
 
 def _window(ds: Any) -> tuple[float, float, str] | None:
