@@ -1,29 +1,52 @@
-"""Images/s of the embed pipeline against the same model's bare forward pass, in one run.
+"""Per-stage throughput of `stitch embed` against the same model's bare forward pass, in one run.
 
-The baseline decodes every image first, then times only ``model(x)`` over the same batches
-with the same thread count; the pipeline is `stitchkit.embed.embed_store` (what `stitch embed`
-calls) on the same images, model loading excluded, decoding and writing included.
+For images (Kermany, with and without ``--tokens``) and texts (IU reports), on the same inputs
+and thread count, it times each stage on its own:
 
-    python benchmarks/embed_throughput.py --model lite0 --n 1024
+* decode: file -> PIL image (``stitchkit.embed.load_sample``; texts have none);
+* preprocess: the encoder's ``prepare`` (resize, crop, normalise -> tensor; texts: tokenise);
+* forward: the encoder's ``encode`` on ready batches (what `stitch embed` runs);
+* write: ``StoreWriter`` appends of the results (embeddings, and float16 tokens with --tokens);
+
+then the pipeline as `stitch embed` runs it (``embed_store``: DataLoader decode workers,
+forward, resumable parts, the assembled store; model loading excluded), and two baselines:
+the encoder's own forward (channels_last for timm) and eager NCHW (the model as timm builds
+it, contiguous tensors), which is what "bare forward" meant before channels_last.
+Runs are interleaved (repeats), so drift on a shared machine hits every figure alike.
+
+``--try bf16,compile,onnx`` also times the forward of candidate speed-ups on the same batches
+and gives the least cosine similarity of their embeddings to float32 eager ones (kept only
+if ≥ 0.999): bfloat16 weights, ``torch.compile`` (inductor, warm-up reported apart) and ONNX
+Runtime (needs ``onnxruntime`` and ``onnx`` importable).
+
+    python benchmarks/embed_throughput.py --model lite0 --n 256 --text-model minilm
+    python benchmarks/embed_throughput.py --model lite0 --n 128 --try bf16,compile,onnx
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
+import json
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from stitchkit.datasets import data_root  # noqa: E402
-from stitchkit.embed import embed_store  # noqa: E402
+from stitchkit.datasets import data_root, iu_reports  # noqa: E402
+from stitchkit.embed import embed_store, load_sample  # noqa: E402
 from stitchkit.encoders import load_encoder  # noqa: E402
-from stitchkit.inputs import Inputs, Item, load_image  # noqa: E402
+from stitchkit.inputs import Inputs, Item  # noqa: E402
+from stitchkit.store import StoreWriter  # noqa: E402
+from stitchkit.store.store import base_attrs  # noqa: E402
 
 
 def kermany_items(n: int) -> list[Item]:
@@ -33,44 +56,212 @@ def kermany_items(n: int) -> list[Item]:
     return [Item(r["path"], path=root / r["path"], label=r["label"]) for r in rows]
 
 
-def bare_forward(encoder, items: list[Item], batch_size: int) -> float:
-    tensors = [encoder.prepare(load_image(it.path)) for it in items]
-    batches = [torch.stack(tensors[i : i + batch_size]) for i in range(0, len(tensors), batch_size)]
-    with torch.inference_mode():
-        encoder.encode(batches[0])  # warm-up: first call allocates and picks kernels
-        t0 = time.perf_counter()
-        for batch in batches:
-            encoder.encode(batch)
-        return len(items) / (time.perf_counter() - t0)
+def iu_items(n: int) -> list[Item]:
+    rows = iu_reports(data_root() / "iu-xray-reports" / "NLMCXR_reports.tgz")[:n]
+    key = next(k for k in ("findings", "text", "report") if k in rows[0]) if rows else "text"
+    return [Item(str(i), text=r.get(key) or r.get("impression") or "no findings") for i, r in enumerate(rows)]
 
 
-def pipeline(encoder, items: list[Item], batch_size: int, workers: int) -> float:
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def batched(xs: list[Any], size: int) -> list[list[Any]]:
+    return [xs[i:i + size] for i in range(0, len(xs), size)]
+
+
+def write_seconds(dim: int, outs: list[Any], ids: list[str], tokens: bool) -> float:
+    """StoreWriter appends of the encoder outputs, as the job's parts and final store do."""
     with tempfile.TemporaryDirectory() as tmp:
+        shape = None
+        if tokens:
+            t = max(o.tokens.shape[1] for o in outs)
+            shape = (t, outs[0].tokens.shape[2])
         t0 = time.perf_counter()
-        embed_store(Inputs(items, "image", "bench", ["label"]), encoder, Path(tmp) / "b.h5",
-                    batch_size=batch_size, workers=workers)
-        return len(items) / (time.perf_counter() - t0)
+        with StoreWriter(Path(tmp) / "w.h5", dim=dim, attrs=base_attrs(modality="bench"),
+                         token_shape=shape) as w:
+            at = 0
+            for o in outs:
+                n = len(o.embeddings)
+                w.append(ids[at:at + n], o.embeddings.numpy(),
+                         tokens=o.tokens.numpy() if tokens else None,
+                         tokens_mask=o.mask.numpy() if tokens else None)
+                at += n
+        return time.perf_counter() - t0
+
+
+def image_stages(encoder: Any, items: list[Item], batch_size: int, tokens: bool) -> dict[str, float]:
+    decode_s, raws = timed(lambda: [load_sample(it, "image")[0] for it in items])
+    prep_s, prepared = timed(lambda: [encoder.prepare(r) for r in raws])
+    batches = [encoder.collate(b) for b in batched(prepared, batch_size)]
+    with torch.inference_mode():
+        encoder.encode(batches[0], tokens=tokens)  # warm-up: first call allocates, picks kernels
+        fwd_s, outs = timed(lambda: [encoder.encode(b, tokens=tokens) for b in batches])
+    write_s = write_seconds(encoder.dim, outs, [it.id for it in items], tokens)
+    n = len(items)
+    return {"decode": n / decode_s, "preprocess": n / prep_s, "forward": n / fwd_s, "write": n / write_s}
+
+
+def text_stages(encoder: Any, items: list[Item], batch_size: int, tokens: bool) -> dict[str, float]:
+    texts = [it.text for it in items]
+    out: dict[str, float] = {}
+    tok = getattr(encoder, "tokenizer", None)
+    if tok is not None:  # tokenising alone (the forward below includes it, as encode does)
+        s, _ = timed(lambda: [tok(b, padding=True, truncation=True, return_tensors="pt")
+                              for b in batched(texts, batch_size)])
+        out["preprocess"] = len(texts) / s
+    with torch.inference_mode():
+        encoder.encode(texts[:batch_size], tokens=tokens)
+        fwd_s, outs = timed(lambda: [encoder.encode(b, tokens=tokens) for b in batched(texts, batch_size)])
+    out["forward"] = len(texts) / fwd_s
+    out["write"] = len(texts) / write_seconds(encoder.dim, outs, [it.id for it in items], tokens)
+    return out
+
+
+def pipeline(encoder: Any, items: list[Item], modality: str, batch_size: int, workers: int,
+             tokens: bool) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        s, _ = timed(lambda: embed_store(Inputs(items, modality, "bench", ["label"] if modality == "image" else []),
+                                         encoder, Path(tmp) / "b.h5", batch_size=batch_size,
+                                         workers=workers, tokens=tokens))
+    return len(items) / s
+
+
+def ready_batches(encoder: Any, items: list[Item], batch_size: int) -> list[torch.Tensor]:
+    prepared = [encoder.prepare(load_sample(it, "image")[0]) for it in items]
+    return [encoder.collate(b) for b in batched(prepared, batch_size)]
+
+
+def forward_rate(fn: Callable[[torch.Tensor], Any], batches: list[torch.Tensor]) -> tuple[float, np.ndarray]:
+    with torch.inference_mode():
+        fn(batches[0])
+        t0 = time.perf_counter()
+        outs = [fn(b) for b in batches]
+        rate = sum(len(b) for b in batches) / (time.perf_counter() - t0)
+    return rate, torch.cat([torch.as_tensor(o).float() for o in outs]).numpy()
+
+
+def eager_nchw(encoder: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The model as timm builds it: default memory format, contiguous NCHW input."""
+    model = copy.deepcopy(encoder.model).to(memory_format=torch.contiguous_format).float()
+    return lambda b: model(b.float().contiguous())
+
+
+def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return float((a * b).sum(axis=1).min())
+
+
+def candidates(model_name: str, encoder: Any, batches: list[torch.Tensor], ref: np.ndarray,
+               which: list[str]) -> list[dict[str, Any]]:
+    rows = []
+    if "bf16" in which:
+        enc16 = load_encoder(model_name, dtype="bfloat16")
+        rate, emb = forward_rate(lambda b: enc16.encode(b).embeddings, batches)
+        rows.append({"variant": "bfloat16 weights (channels_last)", "img_per_s": rate,
+                     "min_cosine_vs_fp32": min_cosine(emb, ref)})
+    if "compile" in which:
+        model = copy.deepcopy(encoder.model)
+        compiled = torch.compile(model)
+        with torch.inference_mode():
+            warm, _ = timed(lambda: compiled(batches[0].contiguous(memory_format=torch.channels_last)))
+        rate, emb = forward_rate(lambda b: compiled(b.contiguous(memory_format=torch.channels_last)), batches)
+        rows.append({"variant": "torch.compile (inductor, channels_last)", "img_per_s": rate,
+                     "warmup_s": warm, "min_cosine_vs_fp32": min_cosine(emb, ref)})
+    if "onnx" in which:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            rows.append({"variant": "onnxruntime", "error": "onnxruntime not importable"})
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "m.onnx"
+                model = copy.deepcopy(encoder.model).to(memory_format=torch.contiguous_format).float().eval()
+                export_s, _ = timed(lambda: torch.onnx.export(
+                    model, (batches[0].float(),), str(path), input_names=["x"], output_names=["y"],
+                    dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, dynamo=False))
+                opts = ort.SessionOptions()
+                opts.intra_op_num_threads = torch.get_num_threads()
+                sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+                rate, emb = forward_rate(lambda b: sess.run(None, {"x": b.float().numpy()})[0], batches)
+            rows.append({"variant": f"onnxruntime {ort.__version__} (CPU EP)", "img_per_s": rate,
+                         "export_s": export_s, "min_cosine_vs_fp32": min_cosine(emb, ref)})
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="lite0")
-    parser.add_argument("--n", type=int, default=1024)
+    parser.add_argument("--text-model", default="minilm", help="'' to skip texts")
+    parser.add_argument("--n", type=int, default=256, help="images")
+    parser.add_argument("--n-texts", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--try", dest="tries", default="", help="bf16,compile,onnx")
+    parser.add_argument("--json", dest="json_out", default=None)
     args = parser.parse_args()
+    threads = torch.get_num_threads()
+    report: dict[str, Any] = {"threads": threads, "batch_size": args.batch_size, "workers": args.workers,
+                              "model": args.model, "n_images": args.n, "load_avg_start": os.getloadavg()[0]}
     items = kermany_items(args.n)
     encoder = load_encoder(args.model)
-    print(f"{args.model}, {len(items)} Kermany images, batch {args.batch_size}, "
-          f"{torch.get_num_threads()} torch threads, {args.workers} decode worker(s)")
-    bare, piped = [], []
-    for _ in range(args.repeats):  # interleaved, so drift on a shared machine hits both alike
-        bare.append(bare_forward(encoder, items, args.batch_size))
-        piped.append(pipeline(encoder, items, args.batch_size, args.workers))
-    print(f"bare forward (pre-decoded tensors): {max(bare):7.1f} img/s  (runs: {', '.join(f'{b:.1f}' for b in bare)})")
-    print(f"stitch embed pipeline             : {max(piped):7.1f} img/s  (runs: {', '.join(f'{p:.1f}' for p in piped)})")
-    print(f"ratio pipeline / bare             : {max(piped) / max(bare):7.3f}  (goal >= 0.95)")
+    batches = ready_batches(encoder, items, args.batch_size)
+    nchw = eager_nchw(encoder)
+    runs: dict[str, list[float]] = {}
+    stages: dict[str, list[dict[str, float]]] = {"image": [], "image+tokens": []}
+    ref = None
+    for _ in range(args.repeats):  # interleaved: drift on a shared machine hits all alike
+        rate, ref = forward_rate(nchw, batches)
+        runs.setdefault("bare eager NCHW", []).append(rate)
+        rate, _ = forward_rate(lambda b: encoder.encode(b).embeddings, batches)
+        runs.setdefault("bare encoder forward (channels_last)", []).append(rate)
+        runs.setdefault("stitch embed pipeline", []).append(pipeline(encoder, items, "image", args.batch_size, args.workers, False))
+        runs.setdefault("stitch embed --tokens pipeline", []).append(pipeline(encoder, items, "image", args.batch_size, args.workers, True))
+        stages["image"].append(image_stages(encoder, items, args.batch_size, False))
+        stages["image+tokens"].append(image_stages(encoder, items, args.batch_size, True))
+    best = {k: max(v) for k, v in runs.items()}
+    report["images_per_s"] = {k: {"best": best[k], "runs": v} for k, v in runs.items()}
+    report["stages_images_per_s"] = {k: {s: max(r[s] for r in v) for s in v[0]} for k, v in stages.items()}
+    report["ratio_pipeline_vs_eager_nchw"] = best["stitch embed pipeline"] / best["bare eager NCHW"]
+    report["ratio_pipeline_vs_encoder_forward"] = best["stitch embed pipeline"] / best["bare encoder forward (channels_last)"]
+    report["ratio_tokens_pipeline_vs_eager_nchw"] = best["stitch embed --tokens pipeline"] / best["bare eager NCHW"]
+    if args.text_model:
+        texts = iu_items(args.n_texts)
+        tenc = load_encoder(args.text_model)
+        trun: dict[str, list[float]] = {}
+        tstages = []
+        for _ in range(args.repeats):
+            with torch.inference_mode():
+                tenc.encode([t.text for t in texts[:args.batch_size]])
+                s, _ = timed(lambda: [tenc.encode(b) for b in batched([t.text for t in texts], args.batch_size)])
+            trun.setdefault("bare encoder (tokenise + forward)", []).append(len(texts) / s)
+            trun.setdefault("stitch embed pipeline", []).append(pipeline(tenc, texts, "text", args.batch_size, 0, False))
+            tstages.append(text_stages(tenc, texts, args.batch_size, False))
+        report["texts"] = {"model": args.text_model, "n": len(texts),
+                           "texts_per_s": {k: {"best": max(v), "runs": v} for k, v in trun.items()},
+                           "stages_texts_per_s": {s: max(r[s] for r in tstages) for s in tstages[0]},
+                           "ratio_pipeline_vs_bare": max(trun["stitch embed pipeline"])
+                           / max(trun["bare encoder (tokenise + forward)"])}
+    if args.tries:
+        report["candidates"] = candidates(args.model, encoder, batches, ref,
+                                          [t.strip() for t in args.tries.split(",") if t.strip()])
+    report["load_avg_end"] = os.getloadavg()[0]
+    print(json.dumps(report, indent=1))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(report, indent=1))
+    print(f"\n{args.model}, {len(items)} Kermany images, batch {args.batch_size}, {threads} torch threads, "
+          f"{args.workers} decode worker(s)")
+    print("| what | images/s |\n|---|---|")
+    for k, v in best.items():
+        print(f"| {k} | {v:.1f} |")
+    for k, v in report["stages_images_per_s"].items():
+        print(f"| stage, {k}: " + ", ".join(f"{s} {r:,.0f}" for s, r in v.items()) + " | |")
+    print(f"pipeline / eager NCHW: {report['ratio_pipeline_vs_eager_nchw']:.2f}; "
+          f"pipeline / encoder forward: {report['ratio_pipeline_vs_encoder_forward']:.2f}")
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ def test_resampled_metrics_equal_metrics_of_the_resample() -> None:
     for mode in ("multiclass", "multilabel"):
         pred, correct = M._predictions(truth, prob, mode)
         sorted_classes = [M._SortedClass(truth[:, c], logit[:, c]) for c in range(4)]
-        got = M._resampled(truth, pred, correct, logit, weights, sorted_classes)
+        got = M._resampled(M._indicators(truth, pred, correct), weights, sorted_classes)
         for k, w in enumerate(weights):
             idx = np.repeat(np.arange(400), w.astype(int))
             want = M._point(truth[idx], prob[idx], mode, logit[idx])
