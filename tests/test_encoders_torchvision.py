@@ -102,6 +102,32 @@ def test_vit_tokens_drop_the_class_token(tmp_path: Path, xrays: list[Path]) -> N
     torch.testing.assert_close(got.embeddings, seq[:, 0], atol=1e-4, rtol=1e-4)  # class token
 
 
+def test_fine_tuned_and_wrapped_checkpoints_load(tmp_path: Path, xrays: list[Path]) -> None:
+    """A 2-class fine-tune saved from a wrapper (keys ``model.``) and a DDP one (``module.``)."""
+    import torchvision.models as tvm
+
+    torch.manual_seed(5)
+    net = tvm.resnet18(num_classes=2).eval()
+    wrapped, ddp = tmp_path / "lightning.pth", tmp_path / "ddp.pth"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in net.state_dict().items()}}, wrapped)
+    torch.save({f"module.{k}": v for k, v in net.state_dict().items()}, ddp)
+    net.fc = torch.nn.Identity()
+    image = Image.open(xrays[2])
+    for spec in (f"torchvision:resnet18?weights={wrapped}&prefix=model.", f"torchvision:resnet18?weights={ddp}"):
+        enc = load_encoder(spec)
+        x = enc.collate([enc.prepare(image)])
+        with torch.inference_mode():
+            torch.testing.assert_close(enc.encode(x).embeddings, net(x), atol=1e-4, rtol=1e-4)
+    with pytest.raises(ModelError, match=r"not in the file \(e.g. 'conv1.weight'; the file has e.g. 'model.conv1.weight'\)"):
+        load_encoder(f"torchvision:resnet18?weights={wrapped}")
+    with pytest.raises(ModelError, match="starting with 'backbone.'"):
+        load_encoder(f"torchvision:resnet18?weights={wrapped}&prefix=backbone.")
+    grey = tmp_path / "grey.pth"  # a ResNet whose first conv was cut to one channel
+    torch.save({**net.state_dict(), "conv1.weight": torch.zeros(64, 1, 7, 7)}, grey)
+    with pytest.raises(ModelError, match=r"'conv1.weight' is \(64, 1, 7, 7\) in the file, \(64, 3, 7, 7\)"):
+        load_encoder(f"torchvision:resnet18?weights={grey}")
+
+
 @pytest.mark.parametrize(
     ("spec", "needle"),
     [

@@ -15,7 +15,7 @@ import torch
 from ..errors import ModelError
 from .base import EncodeOutput, Encoder, ModelSpec
 from .hf_vision_backend import to_mode
-from .weights import load_into
+from .weights import read_state_dict
 
 # What torchvision's own ImageNet weights were evaluated with (ResNet18_Weights.IMAGENET1K_V1
 # and most V1 enums): used when no weights enum describes the file.
@@ -47,6 +47,36 @@ def _weights_enum(name: str, weights: Path | None, choice: str | None) -> tuple[
             if Path(member.url).name == weights.name:
                 return member, f"file name matches {enum.__name__}.{member.name}"
     return enum.DEFAULT, f"{enum.__name__}.DEFAULT ({enum.DEFAULT.name})"
+
+
+def _load(model: torch.nn.Module, path: Path, prefix: str, name: str) -> None:
+    """Load by key every tensor the (classifier-less) model has; extra keys are ignored.
+
+    The classifier is removed first, so a network fine-tuned with another number of classes
+    (a 2-class pneumonia ResNet) loads as well as the ImageNet original. Checkpoints saved
+    from a wrapper carry a key prefix: DDP's ``module.`` is stripped by itself, any other
+    (``model.``, ``backbone.``, ``encoder.``) is named with ``?prefix=``.
+    """
+    state = read_state_dict(path)
+    if prefix:
+        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if not state:
+            raise ModelError(f"no tensor in {path} has a key starting with {prefix!r}: check ?prefix=")
+    elif state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    target = model.state_dict()
+    missing = [k for k in target if k not in state]
+    if missing:
+        raise ModelError(
+            f"weights in {path} do not fit {name}: {len(missing)} of its {len(target)} tensors are not "
+            f"in the file (e.g. {missing[0]!r}; the file has e.g. {next(iter(state), 'nothing')!r}); "
+            "check the architecture name, or add ?prefix= when the file's keys carry one"
+        )
+    wrong = [k for k in target if state[k].shape != target[k].shape]
+    if wrong:
+        raise ModelError(f"weights in {path} do not fit {name}: {wrong[0]!r} is {tuple(state[wrong[0]].shape)} "
+                         f"in the file, {tuple(target[wrong[0]].shape)} in the model; check the architecture name")
+    model.load_state_dict({k: state[k] for k in target})
 
 
 def _last_linear(model: torch.nn.Module) -> tuple[torch.nn.Module, str, torch.nn.Linear]:
@@ -82,13 +112,15 @@ class TorchvisionEncoder(Encoder):
             )
         self._weights = Path(opts["weights"])
         model = tvm.get_model(spec.name, weights=None)
-        load_into(model, self._weights, f"torchvision:{spec.name}")
         parent, child, linear = _last_linear(model)
         self._dim = int(linear.in_features)
         setattr(parent, child, torch.nn.Identity())
+        _load(model, self._weights, opts.get("prefix", ""), f"torchvision:{spec.name}")
         first_conv = next((m for m in model.modules() if isinstance(m, torch.nn.Conv2d)), None)
         self._mode = "L" if first_conv is not None and first_conv.in_channels == 1 else "RGB"
-        self.model = model.eval().to(device=device, dtype=dtype)
+        # channels_last lets oneDNN pick its fast convolution kernels, as in the timm backend:
+        # ResNet-18 ran 6.5 instead of 4.7 images/s on this project's shared 2-core CPU.
+        self.model = model.eval().to(device=device, dtype=dtype, memory_format=torch.channels_last)
         self._token_hook = self._find_token_source()
 
         member, self._transform_source = _weights_enum(spec.name, self._weights, opts.get("transforms"))
@@ -137,7 +169,7 @@ class TorchvisionEncoder(Encoder):
         return self._transform(to_mode(item, self._mode))
 
     def encode(self, batch: torch.Tensor, *, tokens: bool = False) -> EncodeOutput:
-        x = batch.to(self.device, self.dtype, non_blocking=True)
+        x = batch.to(self.device, self.dtype, non_blocking=True, memory_format=torch.channels_last)
         if not tokens:
             return EncodeOutput(self.model(x).float())
         if self._token_hook is None:
