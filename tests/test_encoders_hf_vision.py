@@ -180,6 +180,9 @@ def test_grey_xrays_become_what_the_processor_expects(tmp_path: Path, images: li
     grey = Image.open(images[0])
     x = encoder.prepare(grey)
     assert x.shape == (3, 64, 64)
+    from stitchkit.engines.ray_engine import _prepare_only  # what Ray's decode tasks receive
+
+    torch.testing.assert_close(_prepare_only(encoder).prepare(grey), x)
     pixels = x * torch.tensor(STD)[:, None, None] + torch.tensor(MEAN)[:, None, None]
     torch.testing.assert_close(pixels[0], pixels[1])  # grey copied to R, G and B, then normalised
     torch.testing.assert_close(pixels[1], pixels[2])

@@ -68,6 +68,9 @@ def test_resnet18_pooled_and_tokens_match_the_model(tmp_path: Path, xrays: list[
     assert pre["transforms_from"].startswith("ResNet18_Weights.DEFAULT")
     grey = encoder.prepare(Image.open(xrays[0]))
     assert Image.open(xrays[0]).mode == "L" and grey.shape == (3, 224, 224)
+    from stitchkit.engines.ray_engine import _prepare_only  # what Ray's decode tasks receive
+
+    torch.testing.assert_close(_prepare_only(encoder).prepare(Image.open(xrays[0])), grey)
 
 
 def test_transforms_follow_the_weights_enum(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ own class (``CLIPVisionModel``, ``SiglipTextModel`` ...) so only its weights are
 from __future__ import annotations
 
 import copy
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +174,9 @@ class HFEncoder(Encoder):
             self.tokenizer = AutoTokenizer.from_pretrained(spec.name, trust_remote_code=_trust(spec))
         except OSError as exc:
             raise hub_hint(spec, exc) from exc
+        except ImportError as exc:  # SigLIP's SentencePiece tokenizer, for one
+            raise ModelError(f"model {spec.text!r}: its tokenizer needs a package that is not "
+                             f"installed ({str(exc).strip().splitlines()[0][:160]})") from exc
         model, random_heads = load_pretrained(model_cls, spec, config)
         self.model = model.eval().to(device=device, dtype=dtype)
         config = self.model.config
@@ -182,6 +186,8 @@ class HFEncoder(Encoder):
         # SigLIP's text tower pools the last position: it was trained on texts padded to a
         # fixed length, and its processor pads the same way.
         self._padding: bool | str = "max_length" if config.model_type.startswith("siglip") else True
+        params = inspect.signature(self.model.forward).parameters
+        self._accepts = {k for k in ("input_ids", "attention_mask", "token_type_ids") if k in params}
         with torch.inference_mode():
             probe = self._forward(["probe"])
         has_pooler = getattr(probe, "pooler_output", None) is not None and "pooler" not in random_heads
@@ -200,7 +206,8 @@ class HFEncoder(Encoder):
         enc = self.tokenizer(batch, padding=self._padding, truncation=True, max_length=self.max_length,
                              return_tensors="pt").to(self.device)
         self._mask = enc["attention_mask"].bool()
-        inputs = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        # Only what this forward takes: a BERT tokenizer's token_type_ids mean nothing to CLIP.
+        inputs = {k: v for k, v in enc.items() if k in self._accepts}
         if self.model.config.model_type.startswith("siglip"):
             inputs.pop("attention_mask")  # SigLIP attends to its padding, as in training
         return self.model(**inputs)

@@ -97,7 +97,7 @@ class TorchvisionEncoder(Encoder):
     def __init__(self, spec: ModelSpec, device: torch.device, dtype: torch.dtype) -> None:
         super().__init__(spec, device, dtype)
         import torchvision.models as tvm
-        from torchvision.transforms import v2
+        from torchvision import transforms as T
 
         opts = spec.options
         if spec.name not in tvm.list_models():
@@ -133,13 +133,13 @@ class TorchvisionEncoder(Encoder):
             }
         else:
             self._cfg = dict(IMAGENET_DEFAULTS)
-        interp = v2.InterpolationMode(self._cfg["interpolation"])
-        self._transform = v2.Compose([
-            v2.PILToTensor(),
-            v2.Resize(self._cfg["resize_size"], interpolation=interp, antialias=True),
-            v2.CenterCrop(self._cfg["crop_size"]),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(self._cfg["mean"], self._cfg["std"]),
+        # A plain Compose, not transforms.v2's (an nn.Module): the Ray engine strips modules
+        # from the copy of the encoder it sends to its decode tasks.
+        self._transform = T.Compose([
+            T.Resize(self._cfg["resize_size"], interpolation=T.InterpolationMode(self._cfg["interpolation"])),
+            T.CenterCrop(self._cfg["crop_size"]),
+            T.ToTensor(),
+            T.Normalize(self._cfg["mean"], self._cfg["std"]),
         ])
 
     def _find_token_source(self) -> tuple[torch.nn.Module, str] | None:
