@@ -65,6 +65,11 @@ def _alpha(value: str | None) -> float | str | None:
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="ray: one task per source shard computes its statistics; they are reduced.")
 @click.option("--address", default=None, help="Ray cluster to join (with --engine ray); default a local Ray.")
+@click.option("--unpaired", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Refine the map with up to N samples per store that are not anchors (no "
+                   "pairing used): mutual nearest neighbours become pseudo-anchors, refitted.")
+@click.option("--refine-iterations", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Rounds of pseudo-anchor refinement (with --unpaired).")
 @click.option("--require", "requirements", multiple=True, metavar="METRIC>=VALUE",
               help="Quality gate on a held-out metric (>=, <=, >, <; repeatable): when the map "
                    "falls short, write nothing and exit 1.")
@@ -78,7 +83,8 @@ def fit(source: str, target: str, output: str | None, method: str, alpha: str | 
         center: bool, standardize: bool, l2: bool, restore: bool, anchors_file: str | None,
         n_anchors: int | None, strategy: str, holdout: float, seed: int, cv: int,
         pool_by: str | None, chunk_size: int, exact: bool, engine: str, address: str | None,
-        requirements: tuple[str, ...], dry_run: bool, knn_k: int, as_json: bool) -> None:
+        unpaired: int, refine_iterations: int, requirements: tuple[str, ...], dry_run: bool,
+        knn_k: int, as_json: bool) -> None:
     """Fit a map from SOURCE's embedding space to TARGET's over the anchors both share.
 
     SOURCE and TARGET may each be several shard stores, as a quoted glob ('shards/lite0-*.h5')
@@ -96,6 +102,7 @@ def fit(source: str, target: str, output: str | None, method: str, alpha: str | 
       stitch fit 'shards/lite0-*.h5' 'shards/lite2-*.h5' -o l0-l2.map --engine ray
       stitch fit lite0.h5 lite2.h5 -o l0-l2.map --require probe_auc_ratio>=0.98 --require top1>=0.5
       stitch fit minilm.h5 mpnet.h5 --dry-run
+      stitch fit lite0.h5 lite2.h5 -o few.map --n-anchors 50 --unpaired 5000
     """
     from stitchkit.errors import StitchError
     from stitchkit.fileio import check_writable_dir
@@ -134,7 +141,8 @@ def fit(source: str, target: str, output: str | None, method: str, alpha: str | 
 
         stats_engine = RayStats(address)
     with progress_callback("fit: reading anchors") as cb:
-        m = fit_map(source, target, exact=exact, progress=cb, engine=stats_engine, **options)
+        m = fit_map(source, target, exact=exact, progress=cb, engine=stats_engine,
+                    unpaired=unpaired, refine_iterations=refine_iterations, **options)
     unmet = unmet_requirements(m.metrics_, gates)
     if unmet:
         # Nothing is written, so a shell pipeline (`stitch fit ... && stitch apply ...`) stops.
@@ -164,6 +172,13 @@ def _text(r: dict) -> str:
         f"  anchors: {a['n_fit']} fit ({a['strategy']}), {a['n_heldout']} held out, "
         f"of {a['n_pool']} shared",
     ]
+    if "refinement" in a:
+        ref = a["refinement"]
+        lines.append(f"  refined with {ref['unpaired_source']} / {ref['unpaired_target']} unpaired "
+                     f"samples: pseudo-anchors per round {ref['pseudo_pairs_per_round']}")
+        if "anchors_only" in ref:
+            lines.append("  anchors-only map, held out: " + ", ".join(
+                f"{k} {v:.4f}" for k, v in ref["anchors_only"].items()))
     if "alpha" in r:
         lines.append(f"  alpha: {r['alpha']:.4g} ({r['alpha_relative']:.3g} × mean eigenvalue)")
     if "scale_factor" in r and r["scale_factor"] != 1.0:

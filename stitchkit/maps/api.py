@@ -278,6 +278,59 @@ def evaluate(m: BaseMap, held: HeldOut | None) -> dict[str, Any]:
     return out
 
 
+def unpaired_rows(store: Any, exclude: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Up to ``n`` finite rows of ``store`` whose ids are not in ``exclude`` (random, sorted).
+
+    Used without their ids: refinement never pairs them by id, so samples that only one store
+    holds count as much as shared ones.
+    """
+    ids = np.asarray(store.ids).astype(str)
+    rows = np.flatnonzero(~np.isin(ids, np.asarray(exclude).astype(str)))
+    if len(rows) > n:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, n, replace=False))
+    block = store.read(rows) if len(rows) else np.zeros((0, store.dim), np.float32)
+    return block[np.isfinite(block).all(axis=1)]
+
+
+_REFINE_CHECKED = ("cosine_mean", "top1", "relative_mse", "probe_auc_ratio")
+
+
+def _refine_map(
+    m: BaseMap, folds: list[F.SuffStats], src: Any, tgt: Any, plan: Plan, ids: np.ndarray,
+    held: HeldOut | None, *, unpaired: int, iterations: int, l2: bool, seed: int,
+) -> BaseMap:
+    """``m`` refined with MNN pseudo-anchors from unpaired rows; warns if held-out got worse."""
+    from .refine import refine
+
+    exclude = np.concatenate([np.asarray(ids).astype(str), np.asarray(plan.heldout).astype(str)])
+    Xu = unpaired_rows(src, exclude, unpaired, seed + 11)
+    Yu = unpaired_rows(tgt, exclude, unpaired, seed + 13)
+    refined, history = refine(m, folds, Xu, Yu, iterations=iterations, l2=l2, seed=seed)
+    info: dict[str, Any] = {"unpaired_source": int(len(Xu)), "unpaired_target": int(len(Yu)),
+                            "pseudo_pairs_per_round": history, "iterations": iterations}
+    if held is not None:
+        before, after = evaluate(m, held), evaluate(refined, held)
+        info["anchors_only"] = {k: before[k] for k in _REFINE_CHECKED if k in before}
+        worse = [
+            f"{k} {before[k]:.4f} → {after[k]:.4f}" for k in _REFINE_CHECKED
+            if k in before and k in after and np.isfinite(before[k]) and np.isfinite(after[k])
+            and ((after[k] > before[k] + 1e-4) if k == "relative_mse" else (after[k] < before[k] - 1e-4))
+        ]
+        info["worse_than_anchors_only"] = worse
+        if worse:
+            warnings.warn(
+                f"unpaired refinement made the held-out anchors worse than the anchors-only "
+                f"map ({', '.join(worse)}); the map written is the refined one: drop --unpaired "
+                "to keep the anchors-only map",
+                stacklevel=3,
+            )
+    else:
+        warnings.warn("unpaired refinement not checked: no held-out anchors (raise --holdout)",
+                      stacklevel=3)
+    refined._refinement = info
+    return refined
+
+
 def _space(store: Any) -> dict[str, Any]:
     space = store.space()
     space["modality"] = getattr(store, "modality", None)
@@ -311,6 +364,8 @@ def fit_map(
     metrics: bool = True,
     progress: ProgressFn | None = None,
     engine: StatsEngine | str = "local",
+    unpaired: int = 0,
+    refine_iterations: int = 3,
 ) -> BaseMap:
     """Fit a map from ``source``'s space to ``target``'s over their shared anchors.
 
@@ -320,6 +375,9 @@ def fit_map(
     ``pool_by="group"`` averages the views of each group (study) first. Several shard stores
     on either side are read as one; ``engine`` computes the statistics (default here, in
     chunks; ``stitchkit.engines.ray_stats.RayStats(address)`` one Ray task per source shard).
+    ``unpaired=N`` refines the map with up to N samples per store that are neither fit nor
+    held-out anchors, used without their pairing (:mod:`.refine`): mutual nearest neighbours
+    become pseudo-anchors and the map is refitted, ``refine_iterations`` times at most.
     """
     if isinstance(engine, str):
         if engine != "local":
@@ -351,6 +409,10 @@ def fit_map(
             exact=exact, progress=progress,
         )
         m.fit_stats(folds)
+        held = prepare_heldout(src, tgt, plan, seed=seed, l2=l2) if metrics or unpaired else None
+        if unpaired:
+            m = _refine_map(m, folds, src, tgt, plan, ids, held, unpaired=unpaired,
+                            iterations=refine_iterations, l2=l2, seed=seed)
         m.source_space_ = _space(src)
         m.target_space_ = _space(tgt)
         m.anchors_ = {
@@ -364,8 +426,10 @@ def fit_map(
                 "list" if anchors is not None else "shared ids"),
             "pool_by": pool_by,
         }
+        if unpaired:
+            m.anchors_["refinement"] = m.__dict__.pop("_refinement")
         if metrics:
-            m.metrics_ = evaluate(m, prepare_heldout(src, tgt, plan, seed=seed, l2=l2))
+            m.metrics_ = evaluate(m, held)
     return m
 
 

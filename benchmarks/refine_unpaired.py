@@ -1,0 +1,75 @@
+"""Few anchors plus unpaired samples: held-out quality and fit time, refined vs anchors-only.
+
+For each anchor count and seed it runs ``fit_map`` twice on the same holdout split and anchor
+draw: anchors only, and with ``unpaired=N`` (MNN pseudo-anchor refinement, see
+stitchkit/maps/refine.py). It prints one row per (count, seed) and the mean per count, with
+the time ratio refined / anchors-only (the issue's bound: at most 10× at 5,000 unpaired).
+
+    python benchmarks/refine_unpaired.py lite0.h5 lite2.h5 --counts 10,25,50,100,250 \\
+        --unpaired 5000 --method ridge --json refine-kermany.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+
+import numpy as np
+
+KEYS = ("cosine_mean", "top1", "relative_mse", "probe_auc_ratio")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("source")
+    p.add_argument("target")
+    p.add_argument("--counts", default="10,25,50,100,250")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--unpaired", type=int, default=5000)
+    p.add_argument("--iterations", type=int, default=3)
+    p.add_argument("--method", default="ridge")
+    p.add_argument("--holdout", type=float, default=0.2)
+    p.add_argument("--json", dest="json_out", default=None)
+    args = p.parse_args()
+
+    from stitchkit.maps import fit_map
+
+    rows = []
+    for n in [int(v) for v in args.counts.split(",")]:
+        for seed in [int(v) for v in args.seeds.split(",")]:
+            row: dict = {"n_anchors": n, "seed": seed}
+            for label, unpaired in (("anchors_only", 0), ("refined", args.unpaired)):
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    t0 = time.perf_counter()
+                    m = fit_map(args.source, args.target, method=args.method, n_anchors=n, seed=seed,
+                                holdout=args.holdout, unpaired=unpaired,
+                                refine_iterations=args.iterations, metrics=True)
+                    row[f"{label}_s"] = time.perf_counter() - t0
+                row[label] = {k: m.metrics_[k] for k in KEYS if k in m.metrics_}
+                if unpaired:
+                    ref = m.anchors_["refinement"]
+                    row["pseudo_pairs"] = ref["pseudo_pairs_per_round"]
+                    row["unpaired_used"] = [ref["unpaired_source"], ref["unpaired_target"]]
+                    row["warned_worse"] = any("made the held-out" in str(w.message) for w in caught)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    print(f"\n{'anchors':>7} | " + " | ".join(f"{k} only → refined" for k in KEYS) + " | time ratio")
+    for n in sorted({r["n_anchors"] for r in rows}):
+        group = [r for r in rows if r["n_anchors"] == n]
+        cells = []
+        for k in KEYS:
+            a = [r["anchors_only"][k] for r in group if k in r["anchors_only"]]
+            b = [r["refined"][k] for r in group if k in r["refined"]]
+            cells.append(f"{np.mean(a):.3f} → {np.mean(b):.3f}" if a and b else "—")
+        ratio = np.mean([r["refined_s"] / r["anchors_only_s"] for r in group])
+        print(f"{n:>7} | " + " | ".join(cells) + f" | {ratio:.1f}×")
+    if args.json_out:
+        with open(args.json_out, "w") as fh:
+            json.dump({"args": vars(args), "rows": rows}, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()
