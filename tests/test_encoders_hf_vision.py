@@ -295,12 +295,15 @@ def test_hub_names_offline_and_unusable_specs_are_one_line(tmp_path: Path, image
         "model_type": "cxr-bert", "architectures": ["CXRBertModel"],
         "auto_map": {"AutoConfig": "configuration_cxrbert.CXRBertConfig",
                      "AutoModel": "modeling_cxrbert.CXRBertModel"}}))
+    bare, _ = _build("vit", tmp_path / "bare")
+    (bare / "preprocessor_config.json").unlink()
     cases = [
         ("hf:microsoft/rad-dino", "'microsoft/rad-dino' is not a local directory"),
         (f"hf:{clip}", "is a dual encoder (clip): add ?tower=image or ?tower=text"),
         (f"hf:{clip}?tower=image&pooling=max", "pooling 'max' unknown"),
         (f"hf:{tmp_path / 'nowhere'}", "nowhere does not exist"),
         (f"hf:{folder}", "is not a Hugging Face model directory"),
+        (f"hf:{bare}", "has no preprocessor_config.json; save the image processor"),
         (f"hf:{cxr}", "ships its own Python code (a custom architecture): add ?trust_remote_code=1"),
     ]
     for spec, needle in cases[:2]:  # through the CLI: exit 2, one line

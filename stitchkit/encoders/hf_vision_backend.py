@@ -78,6 +78,12 @@ class HFImageEncoder(Encoder):
         try:
             self.processor = AutoImageProcessor.from_pretrained(spec.name, trust_remote_code=_trust(spec))
         except OSError as exc:
+            if Path(spec.name).is_dir() and not (Path(spec.name) / "preprocessor_config.json").exists():
+                # The preprocessing must be the checkpoint's own: never guess it.
+                raise ModelError(
+                    f"model {spec.text!r}: {spec.name} has no preprocessor_config.json; save the image "
+                    "processor the weights were trained with there (AutoImageProcessor.save_pretrained)"
+                ) from exc
             raise hub_hint(spec, exc) from exc
         model, random_heads = load_pretrained(model_cls, spec, config)
         self.model = model.eval().to(device=device, dtype=dtype)
