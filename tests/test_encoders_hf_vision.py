@@ -55,6 +55,9 @@ def _build(family: str, root: Path) -> tuple[Path, str]:
         proc = T.BitImageProcessor(size={"shortest_edge": 72}, crop_size={"height": 64, "width": 64},
                                    do_center_crop=True, image_mean=MEAN, image_std=STD,
                                    do_convert_rgb=True)
+    elif family == "dinov3":  # class + 4 registers before the patches, rotary positions
+        model = T.DINOv3ViTModel(T.DINOv3ViTConfig(**VIT, num_register_tokens=4))
+        proc = T.DINOv3ViTImageProcessor(size={"height": 64, "width": 64}, image_mean=MEAN, image_std=STD)
     elif family == "siglip-vision":
         model = T.SiglipVisionModel(T.SiglipVisionConfig(**VIT))
         proc = T.SiglipImageProcessor(size={"height": 64, "width": 64})
@@ -77,6 +80,7 @@ def _build(family: str, root: Path) -> tuple[Path, str]:
 FAMILIES = {  # family: (default pooling, all poolings it has, prefix tokens, patch tokens)
     "vit": ("pooler", ("cls", "mean", "pooler"), 1, 16),
     "dinov2-registers": ("pooler", ("cls", "mean", "pooler"), 5, 64),
+    "dinov3": ("pooler", ("cls", "mean", "pooler"), 5, 16),
     "siglip-vision": ("pooler", ("mean", "pooler"), 0, 16),
     "clip": ("pooler", ("cls", "mean", "pooler", "proj"), 1, 16),
     "convnext": ("pooler", ("mean", "pooler"), 0, 4),
