@@ -2,20 +2,24 @@
 
 Each step is an ordinary command line, printed before it runs and run in this process, so the
 demo is also a script to copy. Steps whose output exists are skipped: re-running reuses work.
+The data preparation (manifests, the NIH patient split) is library code
+(stitchkit.datasets.demo_manifests); each step's result is taken from the output helper, not
+parsed from what the command printed. To add a step, append a Step to the list ``plan`` returns.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import json
-import random
 import shlex
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
+
+from stitchkit.fileio import atomic_output
 
 from .output import emit
 
@@ -25,62 +29,9 @@ class Step:
     name: str
     argv: list[str]
     output: Path | None = None  # skip the step when this exists
-    result: Path | None = None  # capture --json stdout here (for the results table and report)
+    result: Path | None = None  # write the command's result here as a record (stitchkit.results)
     row: str | None = None  # label in the results table
     extra: dict = field(default_factory=dict)
-
-
-def _manifests(data: Path, out: Path, limit: int | None) -> dict[str, Path]:
-    """Manifests (CSV/JSONL, absolute paths) for the four data sets, capped for quick runs."""
-    import csv
-
-    from stitchkit.datasets import iu_reports, nih_rows, write_csv, write_jsonl
-
-    out.mkdir(parents=True, exist_ok=True)
-
-    def cap(rows: list[dict], key) -> list[dict]:  # noqa: ANN001 - a key function
-        if not limit:
-            return rows
-        kept, seen = [], {}
-        for row in rows:
-            k = key(row)
-            if seen.get(k, 0) < limit:
-                seen[k] = seen.get(k, 0) + 1
-                kept.append(row)
-        return kept
-
-    paths: dict[str, Path] = {}
-    kroot = data / "kermany-pneumonia-224"
-    with open(kroot / "labels.csv", newline="") as fh:
-        krows = list(csv.DictReader(fh))
-    for split in ("train", "test"):
-        rows = [{"id": r["path"], "path": str(kroot / r["path"]), "label": r["label"],
-                 "subtype": r["subtype"]} for r in krows if r["split"] == split]
-        paths[f"k-{split}"] = write_csv(cap(rows, lambda r: r["label"]), out / f"kermany-{split}.csv")
-
-    nroot = data / "nih-pneumonia-256"
-    nrows = [{**r, "path": str(nroot / r["path"])} for r in nih_rows(nroot)]
-    nrows = cap(nrows, lambda r: r["label"])
-    paths["nih"] = write_csv(nrows, out / "nih.csv")
-    # Split NIH by patient (never by image): 60 % of patients for anchors and the head.
-    patients = sorted({r["group"] for r in nrows})
-    random.Random(0).shuffle(patients)
-    train_patients = set(patients[: int(0.6 * len(patients))])
-    for name, keep in (("nih-train", True), ("nih-test", False)):
-        ids = [r["id"] for r in nrows if (r["group"] in train_patients) == keep]
-        (out / f"{name}-ids.txt").write_text("\n".join(ids) + "\n")
-        paths[f"{name}-ids"] = out / f"{name}-ids.txt"
-
-    croot = data / "covid-notes-384"
-    with open(croot / "labels.csv", newline="") as fh:
-        crows = [{"id": r["path"], "path": str(croot / r["path"]), "label": r["label"],
-                  "group": r["patientid"], "text": r["notes"]}
-                 for r in csv.DictReader(fh) if r["notes"].strip()]
-    paths["covid"] = write_csv(cap(crows, lambda r: "all") if limit else crows, out / "covid.csv")
-
-    iu = iu_reports(data / "iu-xray-reports" / "NLMCXR_reports.tgz")
-    paths["iu"] = write_jsonl(iu[: 10 * limit] if limit else iu, out / "iu-reports.jsonl")
-    return paths
 
 
 def plan(out: Path, m: dict[str, Path], prompts: str) -> list[Step]:
@@ -97,13 +48,13 @@ def plan(out: Path, m: dict[str, Path], prompts: str) -> list[Step]:
     # Maps Lite0 -> Lite2 over the Kermany train anchors; held-out quality on 20 % of them.
     for method in ("orthogonal", "ridge"):
         steps.append(Step(f"fit {method}", ["fit", s("k-train-lite0.h5"), s("k-train-lite2.h5"),
-                                            "--method", method, "-o", s(f"lite0-to-lite2.{method}.map"), "--json"],
+                                            "--method", method, "-o", s(f"lite0-to-lite2.{method}.map")],
                           output=out / f"lite0-to-lite2.{method}.map", result=out / "results" / f"fit-{method}.json"))
     n_train = sum(1 for _ in open(m["k-train"])) - 1
     counts = [c for c in (50, 100, 250, 500, 1000, 2000, 4000) if c <= 0.8 * n_train] or [n_train // 2]
     steps.append(Step("sweep", ["sweep", s("k-train-lite0.h5"), s("k-train-lite2.h5"),
                                 "--n-anchors", ",".join(map(str, counts)), "--methods", "orthogonal,affine,ridge",
-                                "--seeds", "0,1,2", "-o", s("sweep.csv"), "--plot", s("sweep.png"), "--json"],
+                                "--seeds", "0,1,2", "-o", s("sweep.csv"), "--plot", s("sweep.png")],
                       output=out / "sweep.csv", result=out / "results" / "sweep.json"))
 
     # Label-derived captions (named as such) pair Kermany train images with prompt sentences.
@@ -111,13 +62,13 @@ def plan(out: Path, m: dict[str, Path], prompts: str) -> list[Step]:
                                            "--from-labels", str(prompts), "-o", s("k-train-captions-minilm.h5")],
                       output=out / "k-train-captions-minilm.h5"))
     steps.append(Step("head kermany", ["head", "train", s("k-train-lite2.h5"), s("k-train-captions-minilm.h5"),
-                                       "-o", s("head-kermany.head"), "--json"],
+                                       "-o", s("head-kermany.head")],
                       output=out / "head-kermany.head", result=out / "results" / "head-kermany.json"))
     # (c) and (d): images mapped straight into MiniLM's text space over the same image-caption
     # pairs the head saw, then cosine to the prompts (the second paper's unimodal route).
     for model in ("lite2", "lite0"):
         steps.append(Step(f"fit {model}->minilm", ["fit", s(f"k-train-{model}.h5"), s("k-train-captions-minilm.h5"),
-                                                   "--method", "ridge", "-o", s(f"{model}-to-minilm.map"), "--json"],
+                                                   "--method", "ridge", "-o", s(f"{model}-to-minilm.map")],
                           output=out / f"{model}-to-minilm.map", result=out / "results" / f"fit-{model}-minilm.json"))
 
     # Real image-note pairs (covid-notes-384): a head that never saw a Kermany label.
@@ -126,23 +77,23 @@ def plan(out: Path, m: dict[str, Path], prompts: str) -> list[Step]:
     # Few pairs (217): smaller batches and more patience than the defaults.
     steps.append(Step("head covid", ["head", "train", s("covid-lite2.h5"), s("covid-notes-minilm.h5"),
                                      "--batch-size", "32", "--epochs", "60", "--patience", "10",
-                                     "-o", s("head-covid.head"), "--json"],
+                                     "-o", s("head-covid.head")],
                       output=out / "head-covid.head", result=out / "results" / "head-covid.json"))
 
     # NIH as a domain of its own: anchors and head on 60 % of patients, metrics on the rest.
     steps.append(Step("fit nih ridge", ["fit", s("nih-lite0.h5"), s("nih-lite2.h5"), "--method", "ridge",
-                                        "--anchors", str(m["nih-train-ids"]), "-o", s("nih-lite0-to-lite2.map"), "--json"],
+                                        "--anchors", str(m["nih-train-ids"]), "-o", s("nih-lite0-to-lite2.map")],
                       output=out / "nih-lite0-to-lite2.map", result=out / "results" / "fit-nih.json"))
     steps.append(Step("captions nih", ["head", "captions", s("nih-lite2.h5"), "-m", "minilm",
                                        "--from-labels", str(prompts), "-o", s("nih-captions-minilm.h5")],
                       output=out / "nih-captions-minilm.h5"))
     steps.append(Step("head nih", ["head", "train", s("nih-lite2.h5"), s("nih-captions-minilm.h5"),
-                                   "--ids", str(m["nih-train-ids"]), "-o", s("head-nih.head"), "--json"],
+                                   "--ids", str(m["nih-train-ids"]), "-o", s("head-nih.head")],
                       output=out / "head-nih.head", result=out / "results" / "head-nih.json"))
 
     def classify(row: str, key: str, query: str, *extra: str) -> Step:
         return Step(f"classify {key}", ["classify", s(query), "--prompts", str(prompts), "--text-model", "minilm",
-                                        *extra, "-o", s(f"scores/{key}.csv"), "--json"],
+                                        *extra, "-o", s(f"scores/{key}.csv")],
                     output=out / "results" / f"classify-{key}.json", result=out / "results" / f"classify-{key}.json",
                     row=row)
 
@@ -169,35 +120,60 @@ def plan(out: Path, m: dict[str, Path], prompts: str) -> list[Step]:
     return steps
 
 
-def run_step(step: Step) -> dict | None:
-    from .main import cli
+KINDS = {"fit": "fit", "sweep": "sweep", "classify": "classify", "head": "head"}  # argv[0] -> record kind
 
-    if step.result is not None:
-        buffer = io.StringIO()
-        with contextlib.redirect_stdout(buffer):
-            cli.main(args=step.argv, prog_name="stitch", standalone_mode=False)
-        data = json.loads(buffer.getvalue())
-        step.result.write_text(json.dumps(data, indent=1, default=str))
-        return data
-    cli.main(args=step.argv, prog_name="stitch", standalone_mode=False)
-    return None
+
+def run_step(step: Step) -> dict | None:
+    """Run one step's command in this process; its result becomes a record in ``step.result``.
+
+    The command's result is taken from the output helper (cli.output.capture), not parsed back
+    from what it printed, and written as a flat record (stitchkit.results).
+    """
+    from stitchkit.results import to_record
+
+    from .main import cli
+    from .output import capture
+
+    with capture() as got:
+        cli.main(args=step.argv, prog_name="stitch", standalone_mode=False)
+    if step.result is None or not got:
+        return None
+    result, command = got[-1]
+    record = to_record(KINDS[step.argv[0]], result, command=command)
+    if step.row:
+        record = {"route": step.row, "command": "stitch " + shlex.join(step.argv), **record}
+    step.result.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(step.result) as tmp:
+        tmp.write_text(json.dumps(record, indent=1, default=str))
+    return record
 
 
 def results_table(steps: list[Step]) -> list[dict]:
+    """The classify records of the steps that name a route, in step order.
+
+    Result files written by an older stitchkit (raw `--json` output) are converted, so a
+    re-run over an old folder still gives the table.
+    """
+    from stitchkit.results import to_record
+
     rows = []
     for step in steps:
         if step.row and step.result and step.result.exists():
-            metrics = json.loads(step.result.read_text()).get("metrics") or {}
-            ci = metrics.get("ci", {})
-            rows.append({
-                "route": step.row,
-                "auc_pneumonia": (metrics.get("auc") or {}).get("pneumonia"),
-                "auc_ci": (ci.get("auc") or {}).get("pneumonia"),
-                "accuracy": metrics.get("accuracy"),
-                "n": metrics.get("n"),
-                "command": "stitch " + shlex.join(step.argv[:-1]),
-            })
+            record = to_record(KINDS[step.argv[0]], json.loads(step.result.read_text()))
+            rows.append({"route": step.row, "command": "stitch " + shlex.join(step.argv), **record})
     return rows
+
+
+def format_table(records: list[dict]) -> list[str]:
+    lines = [f"{'route':66} {'AUC pneumonia':>14} {'95% CI':>16} {'acc':>6} {'n':>5}"]
+    for r in records:
+        m = r["metrics"]
+        auc, lo, hi = m.get("auc_pneumonia"), m.get("auc_pneumonia_ci_low"), m.get("auc_pneumonia_ci_high")
+        ci = f"[{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else ""
+        acc = m.get("accuracy")
+        lines.append(f"{r['route']:66} {'-' if auc is None else f'{auc:.3f}':>14} {ci:>16} "
+                     f"{'-' if acc is None else f'{acc:.3f}':>6} {m.get('n') or '':>5}")
+    return lines
 
 
 @click.command()
@@ -219,11 +195,11 @@ def demo(out: Path, data: Path | None, limit: int | None, as_json: bool) -> None
       stitch demo
       stitch demo -o /tmp/quick --limit 30
     """
-    from stitchkit.datasets import data_root
+    from stitchkit.datasets import data_root, demo_manifests
 
     root = data or data_root()
     t0 = time.perf_counter()
-    steps = plan(out, _manifests(root, out / "manifests", limit), "pneumonia")
+    steps = plan(out, demo_manifests(root, out / "manifests", limit), "pneumonia")
     for sub in ("scores", "results"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     for n, step in enumerate(steps, 1):
@@ -231,15 +207,12 @@ def demo(out: Path, data: Path | None, limit: int | None, as_json: bool) -> None
             click.echo(f"[{n}/{len(steps)}] {step.name}: done already ({step.output})", err=True)
             continue
         click.echo(f"[{n}/{len(steps)}] stitch {shlex.join(step.argv)}", err=True)
-        run_step(step)
+        with contextlib.redirect_stdout(sys.stderr):  # each step's own output is progress here
+            run_step(step)
     rows = results_table(steps)
     minutes = (time.perf_counter() - t0) / 60
-    lines = [f"{'route':66} {'AUC pneumonia':>14} {'95% CI':>16} {'acc':>6} {'n':>5}"]
-    for r in rows:
-        ci = f"[{r['auc_ci'][0]:.3f}, {r['auc_ci'][1]:.3f}]" if r["auc_ci"] else ""
-        auc = f"{r['auc_pneumonia']:.3f}" if r["auc_pneumonia"] is not None else "-"
-        acc = f"{r['accuracy']:.3f}" if r["accuracy"] is not None else "-"
-        lines.append(f"{r['route']:66} {auc:>14} {ci:>16} {acc:>6} {r['n'] or '':>5}")
-    lines.append(f"report: {out / 'report' / 'index.html'}   ({minutes:.1f} min)")
-    (out / "results" / "table.json").write_text(json.dumps(rows, indent=1))
+    with atomic_output(out / "results" / "demo-results.json") as tmp:
+        tmp.write_text(json.dumps(rows, indent=1, default=str))
+    lines = [*format_table(rows), f"results: {out / 'results' / 'demo-results.json'}",
+             f"report: {out / 'report' / 'index.html'}   ({minutes:.1f} min)"]
     emit({"results": rows, "report": str(out / "report"), "minutes": minutes}, as_json=as_json, text="\n".join(lines))

@@ -21,7 +21,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "anchors": ("anchors", "anchors", "Select anchor sets from a store."),
     "head": ("head", "head", "Train and inspect cross-attention heads."),
     "classify": ("classify", "classify", "Zero-shot classification with prompts."),
-    "report": ("report", "report", "Draw figures and a page from a demo or experiment folder."),
+    "report": ("report", "report", "Draw figures and a page from any run's files."),
+    "results": ("results", "results", "Gather many runs' --json results into one table."),
     "demo": ("demo", "demo", "Run the whole pipeline on the embedded default data."),
 }
 

@@ -24,6 +24,8 @@ def _default(obj: Any) -> Any:
 
 def emit(result: dict[str, Any], *, as_json: bool, text: str | None = None) -> None:
     """Print one result: JSON on ``--json``, else ``text`` (or a key: value listing)."""
+    for got in _captured:
+        got.append((result, _command()))
     if as_json:
         click.echo(json.dumps(result, indent=2, default=_default))
     elif text is not None:
@@ -110,3 +112,36 @@ def progress(description: str) -> Iterator[Progress]:
         yield bar
     finally:
         bar.close()
+
+
+# Results emitted while a capture is open (the demo runs commands in-process and keeps their
+# results without parsing what they print).
+_captured: list[list[tuple[dict[str, Any], dict[str, Any] | None]]] = []
+
+
+@contextmanager
+def capture() -> Iterator[list[tuple[dict[str, Any], dict[str, Any] | None]]]:
+    """Collect (result, command) for every result :func:`emit` prints inside the block."""
+    got: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
+    _captured.append(got)
+    try:
+        yield got
+    finally:
+        _captured.remove(got)
+
+
+def _command() -> dict[str, Any] | None:
+    """The running command and its parsed options, for a record's provenance."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return None
+    return {"command": ctx.command_path, "params": json.loads(json.dumps(ctx.params, default=_default))}
+
+
+def emit_record(kind: str, result: dict[str, Any], *, as_json: bool, text: str | None = None) -> dict[str, Any]:
+    """Emit a command's result as a flat record (stitchkit.results); the text form is unchanged."""
+    from stitchkit.results import to_record
+
+    record = to_record(kind, result, command=_command())
+    emit(record, as_json=as_json, text=text)
+    return record

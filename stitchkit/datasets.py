@@ -1,7 +1,9 @@
 """Manifests for the public chest X-ray sets that stitchkit's demo and tests use.
 
-Only the IU reports (XML in a tarball) and the NIH subset (patient ids inside file names)
-need this; the other sets' ``labels.csv`` are manifests already.
+This is the embedded default's data layer: ``demo_manifests`` writes every manifest and the
+NIH patient split that `stitch demo` runs on. Only the IU reports (XML in a tarball) and the
+NIH subset (patient ids inside file names) need parsing; the other sets' ``labels.csv`` are
+manifests already.
 """
 
 from __future__ import annotations
@@ -9,9 +11,11 @@ from __future__ import annotations
 import csv
 import json
 import os
+import random
 import tarfile
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from .errors import UsageError
@@ -78,3 +82,72 @@ def write_csv(rows: list[dict[str, str]], out: str | Path) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return Path(out)
+
+
+def cap_per_key(rows: list[dict[str, str]], key: Callable[[dict[str, str]], str], limit: int | None
+                ) -> list[dict[str, str]]:
+    """The first ``limit`` rows of each ``key`` value (all rows when ``limit`` is None), in order."""
+    if not limit:
+        return rows
+    kept, seen = [], Counter()
+    for row in rows:
+        k = key(row)
+        if seen[k] < limit:
+            seen[k] += 1
+            kept.append(row)
+    return kept
+
+
+def split_by_group(rows: list[dict[str, str]], fraction: float = 0.6, seed: int = 0
+                   ) -> tuple[list[str], list[str]]:
+    """(train ids, test ids) with every group (patient) wholly on one side, never split.
+
+    Groups are shuffled with ``seed`` and the first ``fraction`` of them go to train, so the
+    split is the same on every machine.
+    """
+    groups = sorted({r["group"] for r in rows})
+    random.Random(seed).shuffle(groups)
+    train = set(groups[: int(fraction * len(groups))])
+    return ([r["id"] for r in rows if r["group"] in train],
+            [r["id"] for r in rows if r["group"] not in train])
+
+
+def demo_manifests(data: str | Path, out: str | Path, limit: int | None = None) -> dict[str, Path]:
+    """Manifests (absolute paths) for the demo's four data sets, and the NIH patient split.
+
+    Keys: ``k-train``, ``k-test`` (Kermany CSVs), ``nih`` (CSV with patient groups),
+    ``nih-train-ids`` / ``nih-test-ids`` (60 / 40 % of NIH patients), ``covid`` (images with
+    their notes as text), ``iu`` (IU reports, JSONL). ``limit`` keeps that many images per
+    class and split (``10 * limit`` IU reports) for a quick run.
+    """
+    data, out = Path(data), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    kroot = data / "kermany-pneumonia-224"
+    with open(kroot / "labels.csv", newline="") as fh:
+        krows = list(csv.DictReader(fh))
+    for split in ("train", "test"):
+        rows = [{"id": r["path"], "path": str(kroot / r["path"]), "label": r["label"],
+                 "subtype": r["subtype"]} for r in krows if r["split"] == split]
+        paths[f"k-{split}"] = write_csv(cap_per_key(rows, lambda r: r["label"], limit),
+                                        out / f"kermany-{split}.csv")
+
+    nroot = data / "nih-pneumonia-256"
+    nrows = [{**r, "path": str(nroot / r["path"])} for r in nih_rows(nroot)]
+    nrows = cap_per_key(nrows, lambda r: r["label"], limit)
+    paths["nih"] = write_csv(nrows, out / "nih.csv")
+    for name, ids in zip(("nih-train-ids", "nih-test-ids"), split_by_group(nrows, 0.6, seed=0), strict=True):
+        paths[name] = out / f"{name}.txt"
+        with atomic_output(paths[name]) as tmp:
+            tmp.write_text("\n".join(ids) + "\n")
+
+    croot = data / "covid-notes-384"
+    with open(croot / "labels.csv", newline="") as fh:
+        crows = [{"id": r["path"], "path": str(croot / r["path"]), "label": r["label"],
+                  "group": r["patientid"], "text": r["notes"]}
+                 for r in csv.DictReader(fh) if r["notes"].strip()]
+    paths["covid"] = write_csv(cap_per_key(crows, lambda r: "all", limit), out / "covid.csv")
+
+    iu = iu_reports(data / "iu-xray-reports" / "NLMCXR_reports.tgz")
+    paths["iu"] = write_jsonl(iu[: 10 * limit] if limit else iu, out / "iu-reports.jsonl")
+    return paths

@@ -1,29 +1,41 @@
-"""Figures of a stitching experiment: each function draws one PNG and returns its path."""
+"""Figures of a stitching run: each function draws one PNG and returns its path.
+
+Every figure is a bare :class:`matplotlib.figure.Figure` on the Agg canvas (no pyplot), so
+drawing a report never selects or changes the caller's matplotlib backend.
+"""
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")  # files only, never a window
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from ..fileio import atomic_output
 
-from ..fileio import atomic_output  # noqa: E402
+COLOURS = ("tab:blue", "tab:red", "tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:pink",
+           "tab:grey", "tab:olive", "tab:cyan")
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def _figure(width: float, height: float):  # noqa: ANN202 - matplotlib types are imported lazily
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Any, path: Path) -> Path:
     fig.tight_layout()
     with atomic_output(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
-    return path
+        fig.savefig(tmp, dpi=110, format="png")
+    return Path(path)
 
 
-def read_scores(path: Path, positive: str, is_positive) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
+def read_scores(path: Path, positive: str, is_positive: Callable[[str], bool]) -> tuple[np.ndarray, np.ndarray]:
     """(y_true, score of ``positive``) from a `stitch classify` CSV with a label column."""
     with open(path, newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -33,69 +45,163 @@ def read_scores(path: Path, positive: str, is_positive) -> tuple[np.ndarray, np.
 
 
 def roc_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, *, title: str) -> Path:
+    """One ROC line per named (y_true, score) pair, each with its AUC in the legend."""
     from sklearn.metrics import roc_auc_score, roc_curve
 
-    fig, ax = plt.subplots(figsize=(5.6, 5.2))
+    fig = _figure(5.8, 5.2)
+    ax = fig.add_subplot()
     for name, (y, s) in curves.items():
+        if y.all() or not y.any():
+            continue  # one class only: no ROC exists
         fpr, tpr, _ = roc_curve(y, s)
         ax.plot(fpr, tpr, lw=1.6, label=f"{name} (AUC {roc_auc_score(y, s):.3f})")
     ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=1, label="chance")
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(alpha=0.3)
     return _save(fig, path)
 
 
-def score_heatmap(ids: Sequence[str], labels: Sequence[str], scores: np.ndarray, classes: Sequence[str],
-                  path: Path, *, title: str) -> Path:
-    """Images (rows, grouped by true label) against class prompts (columns)."""
-    order = np.argsort(np.asarray(labels), kind="stable")
-    fig, ax = plt.subplots(figsize=(2.2 + 1.1 * len(classes), 6))
-    im = ax.imshow(scores[order], aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
-    ax.set_xticks(range(len(classes)), classes)
-    lab = np.asarray(labels)[order]
-    bounds = [0, *np.flatnonzero(lab[1:] != lab[:-1]) + 1, len(lab)]
-    ax.set_yticks([(a + b) / 2 for a, b in zip(bounds[:-1], bounds[1:], strict=True)],
-                  [lab[a] for a in bounds[:-1]])
-    for b in bounds[1:-1]:
-        ax.axhline(b - 0.5, c="white", lw=1.5)
-    ax.set_ylabel(f"{len(ids)} test images, by true label")
-    ax.set_xlabel("prompt class")
-    ax.set_title(title, fontsize=9)
-    fig.colorbar(im, ax=ax, label="probability")
+def classification_panels(y: np.ndarray, scores: np.ndarray, classes: Sequence[str], confusion: np.ndarray,
+                          confusion_labels: tuple[list[str], list[str]], path: Path, *, title: str,
+                          rule: str) -> Path:
+    """ROC per class (AUC in the legend), the confusion matrix at ``rule``, calibration curves.
+
+    ``y`` is (n, classes) booleans, ``scores`` (n, classes) probabilities; ``confusion`` is
+    drawn as given with ``confusion_labels`` = (row names, column names).
+    """
+    from sklearn.calibration import calibration_curve
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    fig = _figure(15, 4.8)
+    ax_roc, ax_cm, ax_cal = fig.subplots(1, 3)
+    for c, name in enumerate(classes):
+        yc = y[:, c]
+        if yc.all() or not yc.any():
+            continue
+        fpr, tpr, _ = roc_curve(yc, scores[:, c])
+        ax_roc.plot(fpr, tpr, lw=1.4, c=COLOURS[c % len(COLOURS)],
+                    label=f"{name} (AUC {roc_auc_score(yc, scores[:, c]):.3f}, n+={int(yc.sum())})")
+        frac, mean = calibration_curve(yc, np.clip(scores[:, c], 0, 1), n_bins=10, strategy="uniform")
+        ax_cal.plot(mean, frac, marker="o", ms=3, c=COLOURS[c % len(COLOURS)], label=name)
+    ax_roc.plot([0, 1], [0, 1], ls=":", c="grey", lw=1)
+    ax_roc.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC, one class against the rest")
+    ax_roc.legend(fontsize=7, loc="lower right")
+    ax_roc.grid(alpha=0.3)
+    ax_cal.plot([0, 1], [0, 1], ls=":", c="grey", lw=1, label="perfectly calibrated")
+    ax_cal.set(xlabel="mean predicted probability (10 equal-width bins)", ylabel="fraction positive",
+               title="calibration", xlim=(0, 1), ylim=(0, 1))
+    ax_cal.legend(fontsize=7)
+    ax_cal.grid(alpha=0.3)
+    rows, cols = confusion_labels
+    ax_cm.imshow(confusion, cmap="Blues", interpolation="nearest")
+    ax_cm.set_xticks(range(len(cols)), cols, rotation=45 if len(cols) > 3 else 0, ha="right" if len(cols) > 3 else "center", fontsize=8)
+    ax_cm.set_yticks(range(len(rows)), rows, fontsize=8)
+    top = confusion.max() if confusion.size else 0
+    for (i, j), v in np.ndenumerate(confusion):
+        ax_cm.text(j, i, str(int(v)), ha="center", va="center", fontsize=8,
+                   color="white" if top and v > top / 2 else "black")
+    ax_cm.set_title(f"confusion matrix: {rule}", fontsize=9)
+    ax_cm.set_xlabel("predicted" if cols != ["TP", "FP", "FN", "TN"] else "outcome")
+    ax_cm.set_ylabel("true label")
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def score_histograms(y: np.ndarray, scores: np.ndarray, classes: Sequence[str], path: Path, *, title: str) -> Path:
+    """Per class: its score on samples with that label against samples without it."""
+    n = len(classes)
+    cols = min(4, n)
+    nrows = -(-n // cols)
+    fig = _figure(3.6 * cols, 2.8 * nrows + 0.4)
+    axes = np.atleast_1d(fig.subplots(nrows, cols, squeeze=False)).ravel()
+    bins = np.linspace(0, 1, 31)
+    for ax, c in zip(axes, range(n), strict=False):
+        s = np.clip(scores[:, c], 0, 1)
+        ax.hist(s[~y[:, c]], bins=bins, alpha=0.55, color="tab:blue", label=f"not {classes[c]} (n={int((~y[:, c]).sum())})")
+        ax.hist(s[y[:, c]], bins=bins, alpha=0.55, color="tab:red", label=f"{classes[c]} (n={int(y[:, c].sum())})")
+        ax.set_title(f"score of {classes[c]}", fontsize=9)
+        ax.set_xlabel("probability")
+        ax.legend(fontsize=7, loc="upper center")
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def map_quality(maps: dict[str, dict[str, float]], plans: dict[str, dict[str, int]], path: Path) -> Path:
+    """Held-out metrics of each map (bars) and its anchor plan (fit / held out / unused)."""
+    metrics = [m for m in ("cosine_mean", "top1", "top5", "mrr", "cka_mapped_target", "probe_auc_ratio")
+               if any(isinstance(v.get(m), float | int) and np.isfinite(v.get(m)) for v in maps.values())]
+    fig = _figure(12, 0.5 + 0.45 * max(4, len(maps)) + 2.0)
+    ax_m, ax_p = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
+    names = list(maps)
+    height = 0.8 / max(1, len(metrics))
+    for k, metric in enumerate(metrics):
+        vals = [maps[n].get(metric) for n in names]
+        vals = [v if isinstance(v, float | int) and np.isfinite(v) else 0.0 for v in vals]
+        ax_m.barh(np.arange(len(names)) + k * height, vals, height=height, color=COLOURS[k % len(COLOURS)], label=metric)
+    ax_m.set_yticks(np.arange(len(names)) + 0.4 - height / 2, names, fontsize=8)
+    ax_m.invert_yaxis()
+    ax_m.set_xlabel("held-out value (anchors never used to fit)")
+    ax_m.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=len(metrics))
+    ax_m.set_title("held-out quality", fontsize=9)
+    for i, n in enumerate(names):
+        p = plans.get(n, {})
+        fit, held, pool = p.get("n_fit") or 0, p.get("n_heldout") or 0, p.get("n_pool") or 0
+        unused = max(0, pool - fit - held)
+        ax_p.barh(i, fit, color="tab:green", label="fit" if i == 0 else None)
+        ax_p.barh(i, held, left=fit, color="tab:orange", label="held out" if i == 0 else None)
+        ax_p.barh(i, unused, left=fit + held, color="lightgrey", label="pool, unused" if i == 0 else None)
+        ax_p.text(fit + held + unused, i, f" {fit}+{held}/{pool}", va="center", fontsize=7)
+    ax_p.set_yticks(range(len(names)), [""] * len(names))
+    ax_p.invert_yaxis()
+    ax_p.set_xlabel("anchors")
+    ax_p.set_title("anchor plan: fit + held out / pool", fontsize=9)
+    ax_p.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=3)
     return _save(fig, path)
 
 
 def cosine_histograms(cosines: dict[str, np.ndarray], path: Path, *, title: str) -> Path:
-    fig, ax = plt.subplots(figsize=(6, 4))
-    bins = np.linspace(min(c.min() for c in cosines.values()), 1, 50)
+    fig = _figure(6.4, 4)
+    ax = fig.add_subplot()
+    lo = min(float(c.min()) for c in cosines.values())
+    bins = np.linspace(min(lo, 0.99), 1, 50)
     for name, c in cosines.items():
         ax.hist(c, bins=bins, alpha=0.55, label=f"{name} (median {np.median(c):.3f})")
     ax.set_xlabel("cosine(mapped source, true target)")
-    ax.set_ylabel("held-out images")
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
+    ax.set_ylabel("samples")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
     return _save(fig, path)
 
 
-def pca_scatter(native: np.ndarray, mapped: np.ndarray, labels: Sequence[str], path: Path, *,
-                title: str, names: tuple[str, str]) -> Path:
-    """Both sets projected on the principal axes of the native target embeddings."""
+def pca_panels(native: np.ndarray, mapped: dict[str, np.ndarray], labels: Sequence[str], path: Path, *,
+               title: str) -> tuple[Path, list[float]]:
+    """Native target embeddings (o) and each map's output (x) on the native's top two PCs.
+
+    Returns the path and the two explained-variance ratios (of the native embeddings).
+    """
     from sklearn.decomposition import PCA
 
     pca = PCA(n_components=2).fit(native)
-    a, b = pca.transform(native), pca.transform(mapped)
+    a = pca.transform(native)
     labels = np.asarray(labels)
-    fig, ax = plt.subplots(figsize=(6, 5))
-    colours = dict(zip(sorted(set(labels)), ("tab:blue", "tab:red", "tab:green", "tab:purple"), strict=False))
-    for lab, colour in colours.items():
-        m = labels == lab
-        ax.scatter(a[m, 0], a[m, 1], s=9, c=colour, marker="o", alpha=0.5, label=f"{names[0]}: {lab}")
-        ax.scatter(b[m, 0], b[m, 1], s=12, c=colour, marker="x", alpha=0.6, label=f"{names[1]}: {lab}")
-    ax.set_xlabel(f"PC1 ({100 * pca.explained_variance_ratio_[0]:.0f} % of target variance)")
-    ax.set_ylabel(f"PC2 ({100 * pca.explained_variance_ratio_[1]:.0f} %)")
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7, markerscale=1.5)
-    return _save(fig, path)
+    kinds = sorted(set(labels.tolist()))[: len(COLOURS)]
+    n = len(mapped)
+    fig = _figure(5.2 * n, 4.8)
+    axes = np.atleast_1d(fig.subplots(1, n, squeeze=False)).ravel()
+    for ax, (name, Z) in zip(axes, mapped.items(), strict=True):
+        b = pca.transform(Z)
+        for colour, lab in zip(COLOURS, kinds, strict=False):
+            m = labels == lab
+            ax.scatter(a[m, 0], a[m, 1], s=8, c=colour, marker="o", alpha=0.45, label=f"native: {lab}")
+            ax.scatter(b[m, 0], b[m, 1], s=10, c=colour, marker="x", alpha=0.6, label=f"mapped: {lab}")
+        ax.set_xlabel(f"PC1 ({100 * pca.explained_variance_ratio_[0]:.0f} % of native variance)")
+        ax.set_ylabel(f"PC2 ({100 * pca.explained_variance_ratio_[1]:.0f} %)")
+        ax.set_title(name, fontsize=9)
+        ax.legend(fontsize=6, markerscale=1.5, loc="upper right")
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path), [float(v) for v in pca.explained_variance_ratio_]

@@ -1,0 +1,537 @@
+"""`stitch report PATH...`: figures and a page for whatever files a run left, by their content.
+
+Each path is a file or a folder (searched recursively). A file is recognised by what it holds,
+never by its name:
+
+- HDF5 with ``embeddings``: an embedding store; HDF5 with ``format = stitchkit.scores``: a
+  score file of `stitch classify`;
+- a safetensors file with a stitchkit header: a map (held-out metrics, anchor plan) or a head
+  (loss curve from the training history in its metadata);
+- CSV with ``method`` and ``n_anchors`` columns: a sweep table (curves with error bars); CSV
+  with ``id``, ``label`` and ``predicted``: a score file;
+- JSON: a result record or raw `--json` output (classify, fit, sweep, head); a list of
+  records (``stitch demo``'s results/demo-results.json) becomes the results table.
+
+Stores are drawn where a map's source and target spaces are both present over the same ids:
+each map's output against the native target (cosine histogram, PCA).
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import UsageError
+from ..fileio import atomic_output
+from . import figures
+
+SKIP_SUFFIXES = {".png", ".jpg", ".jpeg", ".html", ".md", ".txt", ".log", ".partial", ".yaml", ".jsonl"}
+
+
+@dataclass
+class Found:
+    """The files of a run, sorted by what they hold."""
+
+    stores: list[Path] = field(default_factory=list)
+    maps: list[Path] = field(default_factory=list)
+    heads: list[Path] = field(default_factory=list)
+    sweeps: list[Path] = field(default_factory=list)
+    scores: list[Path] = field(default_factory=list)
+    results: list[tuple[Path, dict[str, Any]]] = field(default_factory=list)
+    tables: list[tuple[Path, list[dict[str, Any]]]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Section:
+    title: str
+    image: Path
+    caption: str
+    numbers: list[str]  # Markdown lines (usually a table) stating what the figure shows
+
+
+def _kind(path: Path) -> str | None:
+    """What a file holds, from its first bytes and structure."""
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+    if head.startswith(b"\x89HDF"):
+        import h5py
+
+        try:
+            with h5py.File(path, "r") as h5:
+                if h5.attrs.get("format") == "stitchkit.scores":
+                    return "scores"
+                if "embeddings" in h5:
+                    return "store"
+        except OSError:
+            return None
+        return None
+    if len(head) >= 9 and head[8:9] == b"{":  # safetensors: u64 header length, then JSON
+        from ..artifacts import read_header
+
+        try:
+            return {"map": "map", "head": "head"}.get(read_header(path).get("kind"))
+        except (UsageError, ValueError, OSError):
+            return None
+    stripped = head.lstrip()
+    if stripped[:1] in (b"{", b"["):
+        return "json"
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            header = next(csv.reader(fh), [])
+    except (UnicodeDecodeError, csv.Error):
+        return None
+    if {"method", "n_anchors"} <= set(header):
+        return "sweep"
+    if {"id", "label", "predicted"} <= set(header):
+        return "scores"
+    return None
+
+
+def find(paths: list[str | Path], exclude: Path | None = None) -> Found:
+    found = Found()
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise UsageError(f"{p}: no such file or folder; check the path")
+        if p.is_dir():
+            for root, dirs, names in os.walk(p):
+                dirs[:] = sorted(d for d in dirs if not d.startswith(".")
+                                 and (exclude is None or Path(root, d).resolve() != exclude.resolve()))
+                files += [Path(root, n) for n in sorted(names) if not n.startswith(".")]
+        else:
+            files.append(p)
+    from ..results import guess_kind
+
+    for f in files:
+        if f.suffix.lower() in SKIP_SUFFIXES:
+            continue
+        kind = _kind(f)
+        if kind == "json":
+            try:
+                data = json.loads(f.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                found.skipped.append(f"{f}: not JSON")
+                continue
+            if isinstance(data, list) and data and all(isinstance(d, dict) and guess_kind(d) for d in data):
+                found.tables.append((f, data))
+            elif isinstance(data, dict) and guess_kind(data):
+                found.results.append((f, data))
+            else:
+                found.skipped.append(f"{f}: JSON that no stitchkit command wrote")
+        elif kind == "store":
+            found.stores.append(f)
+        elif kind == "map":
+            found.maps.append(f)
+        elif kind == "head":
+            found.heads.append(f)
+        elif kind == "sweep":
+            found.sweeps.append(f)
+        elif kind == "scores":
+            found.scores.append(f)
+        else:
+            found.skipped.append(f"{f}: not a stitchkit file")
+    return found
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return "nan" if not np.isfinite(v) else f"{v:.{digits}f}"
+    return str(v)
+
+
+def _md_table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(_fmt(v).replace("|", "\\|") for v in r) + " |" for r in rows)]
+
+
+# -- maps ---------------------------------------------------------------------------------------
+
+def _map_sections(maps: list[Path], out: Path) -> list[Section]:
+    from ..artifacts import read_header
+
+    if not maps:
+        return []
+    metrics, plans, rows = {}, {}, []
+    for p in maps:
+        h = read_header(p)
+        name = f"{p.name}: {h['source'].get('model_spec')} → {h['target'].get('model_spec')} ({h.get('method')})"
+        m, a = h.get("metrics") or {}, h.get("anchors") or {}
+        metrics[name], plans[name] = m, a
+        rows.append([p.name, h.get("method"), a.get("n_fit"), a.get("n_heldout"), a.get("n_pool"),
+                     a.get("strategy"), a.get("from"), m.get("cosine_mean"), m.get("top1"), m.get("mrr"),
+                     m.get("cka_mapped_target"), m.get("probe_auc_ratio")])
+    image = figures.map_quality(metrics, plans, out / "maps.png")
+    numbers = _md_table(["map", "method", "fit", "held out", "pool", "strategy", "anchors from", "cosine",
+                         "top-1", "MRR", "CKA mapped/target", "probe AUC ratio"], rows)
+    return [Section("Maps: held-out quality and anchor plan", image,
+                    "Metrics on the held-out anchors (never used to fit); the anchor plan is what the "
+                    "map file records: anchors fitted on, held out, and the pool they came from.", numbers)]
+
+
+# -- sweeps -------------------------------------------------------------------------------------
+
+def _read_sweep_csv(path: Path) -> list[dict[str, Any]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    out = []
+    for r in rows:
+        e: dict[str, Any] = {"method": r["method"], "n_anchors": int(r["n_anchors"])}
+        for k, v in r.items():
+            if k.endswith(("_mean", "_std")) and v not in ("", None):
+                e[k] = float(v)
+        if r.get("error"):
+            e["error"] = r["error"]
+        out.append(e)
+    return out
+
+
+def _sweep_sections(sweeps: list[tuple[str, list[dict[str, Any]]]], out: Path) -> list[Section]:
+    from .sweep_plot import plot_sweep
+
+    sections = []
+    for n, (name, summary) in enumerate(sweeps):
+        ok = [e for e in summary if "cosine_mean_mean" in e]
+        if not ok:
+            continue
+        image = plot_sweep(ok, out / f"sweep-{n}.png", title=f"{name}: held-out anchors, mean ± std over seeds")
+        metrics = [m for m in ("cosine_mean", "top1", "probe_auc_ratio") if any(f"{m}_mean" in e for e in ok)]
+        header = ["method", "anchors", *(f"{m} (mean ± std)" for m in metrics)]
+        rows = [[e["method"], e["n_anchors"],
+                 *(f"{e[f'{m}_mean']:.3f} ± {e.get(f'{m}_std', 0.0):.3f}" if f"{m}_mean" in e else "" for m in metrics)]
+                for e in sorted(ok, key=lambda e: (e["method"], e["n_anchors"]))]
+        failed = sorted({f"{e['method']}: {e['error']}" for e in summary if e.get("error")})
+        numbers = _md_table(header, rows) + ([""] + [f"- refused: {f}" for f in failed] if failed else [])
+        sections.append(Section(f"Anchor sweep: {name}", image,
+                                "Each point: maps fitted on that many anchors, measured on held-out anchors; "
+                                "bars are one standard deviation over seeds.", numbers))
+    return sections
+
+
+# -- heads --------------------------------------------------------------------------------------
+
+def _head_sections(heads: list[Path], out: Path) -> list[Section]:
+    from ..artifacts import read_header
+    from .loss_plot import plot_loss
+
+    sections = []
+    for p in heads:
+        h = read_header(p)
+        training = h.get("training") or {}
+        history = training.get("history") or []
+        image = plot_loss(history, out / f"loss-{p.stem}.png", title=f"head training: {p.name}")
+        if image is None:
+            continue
+        val = training.get("val") or {}
+        inputs = h.get("inputs") or {}
+        numbers = _md_table(
+            ["pairs", "train", "validation", "epochs run", "best epoch", "final train loss", "best val loss",
+             "val i2t top-1", "val t2i top-1", "chance top-1"],
+            [[training.get("n_pairs"), training.get("n_train"), training.get("n_val"), training.get("epochs_run"),
+              training.get("best_epoch"), history[-1].get("train_loss"), val.get("val_loss"), val.get("i2t_top1"),
+              val.get("t2i_top1"), val.get("chance_top1")]])
+        if inputs.get("text_origin"):
+            numbers += ["", f"Texts: {inputs['text_origin']}."]
+        sections.append(Section(f"Head training: {p.name}", image,
+                                "Loss per epoch from the training history stored in the head file's metadata.",
+                                numbers))
+    return sections
+
+
+# -- classification -----------------------------------------------------------------------------
+
+def _read_score_file(path: Path) -> tuple[list[str], list[str], np.ndarray, list[str] | None, dict[str, Any]]:
+    """(ids, labels, scores (n, classes), predicted or None, metadata) of a CSV or HDF5 score file."""
+    if path.suffix.lower() in (".h5", ".hdf5") or open(path, "rb").read(4) == b"\x89HDF":
+        import h5py
+
+        with h5py.File(path, "r") as h5:
+            classes = json.loads(h5.attrs["classes"])
+            meta = json.loads(h5.attrs.get("meta", "{}"))
+            ids = [x.decode() if isinstance(x, bytes) else str(x) for x in h5["ids"][:]]
+            labels = [x.decode() if isinstance(x, bytes) else str(x) for x in h5["labels"][:]]
+            scores = np.asarray(h5["scores"][:], dtype=np.float64)
+        return ids, labels, scores, None, {"classes": classes, **meta}
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        rows = list(reader)
+        columns = reader.fieldnames or []
+    classes = [c for c in columns if c not in ("id", "label", "predicted")]
+    scores = np.array([[float(r[c]) for c in classes] for r in rows]).reshape(len(rows), len(classes))
+    predicted = [r["predicted"] for r in rows] if "predicted" in columns else None
+    return [r["id"] for r in rows], [r.get("label", "") for r in rows], scores, predicted, {"classes": classes}
+
+
+def _matcher(classes: list[str], result: dict[str, Any] | None):  # noqa: ANN202 - a predicate
+    """label, class -> bool: the prompt set's label lists when known, else the class name."""
+    from ..zeroshot.prompts import load_prompts
+
+    candidates = []
+    params = ((result or {}).get("provenance") or {}).get("params") or {}
+    if params.get("prompt_file"):
+        candidates.append(params["prompt_file"])
+    candidates += ["pneumonia", "cxr14", "pneumonia-subtypes"]  # the curated sets, by class names
+    for spec in candidates:
+        try:
+            prompts = load_prompts(spec)
+        except (UsageError, OSError):
+            continue
+        by_name = {c.name: c for c in prompts.classes}
+        if set(classes) <= set(by_name):
+            return (lambda label, c, known=by_name: known[c].matches(label)), f"labels of prompt set {Path(prompts.source).stem}"
+
+    def plain(label: str, c: str) -> bool:
+        return c.lower() in {x.strip().lower() for x in label.replace(",", "|").split("|")}
+
+    return plain, "label equals the class name"
+
+
+def _classify_sections(found: Found, out: Path) -> list[Section]:
+    from sklearn.metrics import roc_auc_score
+
+    by_output: dict[str, dict[str, Any]] = {}
+    for _, data in found.results:
+        if data.get("output") and "classes" in data:
+            by_output[str(Path(data["output"]).resolve())] = data
+    sections = []
+    for n, path in enumerate(found.scores):
+        ids, labels, scores, predicted, meta = _read_score_file(path)
+        classes = list(meta["classes"])
+        result = by_output.get(str(path.resolve()))
+        metrics = (result or {}).get("metrics") or {}
+        mode = metrics.get("mode") or meta.get("mode") or ("multiclass" if predicted else "multilabel")
+        match, how = _matcher(classes, result)
+        y = np.array([[match(lab, c) for c in classes] for lab in labels], dtype=bool).reshape(len(labels), len(classes))
+        if not y.any():
+            continue  # no sample carries a label any class matches: nothing to measure against
+        route = _route_name(result, path)
+        if mode == "multiclass":
+            rule = str(metrics.get("threshold") or "argmax over classes")
+            pred = np.array([classes.index(p) if p in classes else -1 for p in predicted]) if predicted \
+                else scores.argmax(1)
+            single = y.sum(1) == 1  # samples whose label names exactly one class
+            true = y.argmax(1)
+            cm = np.zeros((len(classes), len(classes)), dtype=int)
+            for t, p in zip(true[single], pred[single], strict=True):
+                if p >= 0:
+                    cm[t, p] += 1
+            cm_labels = (classes, classes)
+        else:
+            threshold = float(metrics.get("threshold", 0.5)) if isinstance(metrics.get("threshold"), int | float) else 0.5
+            rule = f"score ≥ {threshold:g} per class"
+            hit = scores >= threshold
+            cm = np.array([[int((hit[:, c] & y[:, c]).sum()), int((hit[:, c] & ~y[:, c]).sum()),
+                            int((~hit[:, c] & y[:, c]).sum()), int((~hit[:, c] & ~y[:, c]).sum())]
+                           for c in range(len(classes))])
+            cm_labels = (classes, ["TP", "FP", "FN", "TN"])
+        title = f"{route} — {path.name} (n={len(ids)}; true labels: {how})"
+        image = figures.classification_panels(y, scores, classes, cm, cm_labels, out / f"classify-{_slug(path, n)}.png",
+                                              title=title, rule=rule)
+        rows = []
+        for c, name in enumerate(classes):
+            yc = y[:, c]
+            auc = roc_auc_score(yc, scores[:, c]) if yc.any() and not yc.all() else None
+            rows.append([name, int(yc.sum()), auc, float(scores[yc, c].mean()) if yc.any() else None,
+                         float(scores[~yc, c].mean()) if (~yc).any() else None])
+        numbers = _md_table(["class", "positives", "AUC", "mean score, positives", "mean score, others"], rows)
+        numbers += ["", f"Confusion matrix ({rule}; rows true, columns {'predicted' if mode == 'multiclass' else 'outcome'}):", ""]
+        numbers += _md_table(["true \\ " + ("predicted" if mode == "multiclass" else "outcome"), *cm_labels[1]],
+                             [[r, *cm[i].tolist()] for i, r in enumerate(cm_labels[0])])
+        if mode == "multiclass":
+            numbers += ["", f"Accuracy at {rule} over the {int(cm.sum())} samples with one class label: "
+                            f"{_fmt(np.trace(cm) / cm.sum() if cm.sum() else None)}."]
+        sections.append(Section(f"Classification: {route}", image,
+                                "ROC per class (AUC in the legend), the confusion matrix at the stated decision "
+                                "rule, and the calibration curve (fraction positive per bin of predicted "
+                                "probability).", numbers))
+        hist = figures.score_histograms(y, scores, classes, out / f"scores-{_slug(path, n)}.png", title=f"{route}: scores by true label")
+        sections.append(Section(f"Score histograms: {route}", hist,
+                                "Each class's score on samples with that label (red) and without it (blue).",
+                                [f"Means as in the table of \"Classification: {route}\" above."]))
+    return sections
+
+
+def _slug(path: Path, n: int) -> str:
+    """A figure name from the input file's name, numbered so two folders' files never clash."""
+    return f"{n:02d}-{''.join(ch if ch.isalnum() or ch in '-_' else '-' for ch in path.stem)}"
+
+
+def _route_name(result: dict[str, Any] | None, path: Path) -> str:
+    if result and result.get("route"):
+        return str(result["route"])
+    if result:
+        from ..results import to_record
+
+        rec = to_record("classify", result)
+        return f"{rec.get('model')} on {rec.get('dataset')}"
+    return path.stem
+
+
+# -- stores -------------------------------------------------------------------------------------
+
+def _store_sections(found: Found, out: Path, max_points: int = 2000) -> list[Section]:
+    """For each pair of stores in a map's source and target spaces over shared ids: map output vs native."""
+    if not found.maps or len(found.stores) < 2:
+        return []
+    from ..artifacts import read_header
+    from ..maps import load_map
+    from ..store import EmbeddingStore
+
+    info = {}
+    for s in found.stores:
+        with EmbeddingStore(s, allow_incomplete=True) as st:
+            info[s] = (st.model_spec, st.dim, len(st))
+    groups: dict[tuple[Path, Path], list[Path]] = defaultdict(list)
+    for m in found.maps:
+        h = read_header(m)
+        src_spec, tgt_spec = h["source"].get("model_spec"), h["target"].get("model_spec")
+        fit_paths = {str(Path(h["source"].get("path", "")).resolve()), str(Path(h["target"].get("path", "")).resolve())}
+        pairs = [(a, b) for a in found.stores for b in found.stores
+                 if a != b and info[a][0] == src_spec and info[b][0] == tgt_spec
+                 and info[a][1] == h.get("n_features_in") and info[b][1] == h.get("n_features_out")
+                 and _same_samples(a, b)]
+        # prefer stores the map was not fitted on (its anchors would flatter it)
+        fresh = [p for p in pairs if str(p[0].resolve()) not in fit_paths]
+        for pair in (fresh or pairs)[:4]:
+            groups[pair].append(m)
+    sections = []
+    for n, ((src, tgt), maps) in enumerate(sorted(groups.items())):
+        with EmbeddingStore(src) as s, EmbeddingStore(tgt) as t:
+            shared = set(s.ids)
+            ids = [i for i in t.ids if i in shared]
+            if len(ids) < 3:
+                continue
+            if len(ids) > max_points:  # PCA and histograms of a fixed random subset
+                rng = np.random.default_rng(0)
+                ids = [ids[i] for i in sorted(rng.choice(len(ids), max_points, replace=False))]
+            X, Y = s.read(s.index_of(ids)), t.read(t.index_of(ids))
+            labels = t.labels[t.index_of(ids)] if t.labels is not None else np.array(["(no label)"] * len(ids))
+        mapped, cosines, rows = {}, {}, []
+        for m in maps:
+            Z = np.asarray(load_map(m).transform(X), dtype=np.float64)
+            cos = np.sum(Z * Y, 1) / (np.linalg.norm(Z, axis=1) * np.linalg.norm(Y, axis=1) + 1e-12)
+            h = read_header(m)
+            fitted_here = str(src.resolve()) == str(Path(h["source"].get("path", "")).resolve())
+            name = m.name + (" (fitted on these stores)" if fitted_here else "")
+            mapped[name], cosines[name] = Z, cos
+            rows.append([name, len(ids), float(np.median(cos)), float(cos.mean()), float(np.percentile(cos, 5))])
+        what = f"{src.name} mapped into the space of {tgt.name} ({len(ids)} shared ids)"
+        hist = figures.cosine_histograms(cosines, out / f"cosine-{n}.png", title=what)
+        sections.append(Section(f"Cosine of mapped to native: {src.name} → {tgt.name}", hist,
+                                "How close each mapped sample lands to its own native target embedding.",
+                                _md_table(["map", "samples", "median cosine", "mean cosine", "5th percentile"], rows)))
+        pca, ratio = figures.pca_panels(Y, mapped, [str(v) for v in labels], out / f"pca-{n}.png",
+                                        title=f"{tgt.name}: native (o) and mapped {src.name} (x)")
+        sections.append(Section(f"PCA of native and mapped: {src.name} → {tgt.name}", pca,
+                                "Axes are the top two principal components of the native target embeddings.",
+                                [f"PC1 and PC2 hold {100 * ratio[0]:.1f} % and {100 * ratio[1]:.1f} % of the native "
+                                 f"variance; {len(ids)} samples, labels {', '.join(sorted(set(map(str, labels))))}."]))
+    return sections
+
+
+def _same_samples(a: Path, b: Path) -> bool:
+    """Whether two stores hold the same samples: same ids, checked on the first few."""
+    from ..store import EmbeddingStore
+
+    with EmbeddingStore(a, allow_incomplete=True) as s, EmbeddingStore(b, allow_incomplete=True) as t:
+        if len(s) == 0 or len(t) == 0:
+            return False
+        sample = set(list(s.ids[: min(50, len(s))]))
+        return len(sample & set(t.ids)) >= max(1, len(sample) // 2)
+
+
+# -- the page -----------------------------------------------------------------------------------
+
+def _results_table(found: Found) -> list[str]:
+    from ..results import table, to_record
+
+    lines: list[str] = []
+    for path, records in found.tables:
+        recs = [to_record("classify", r) if "classes" in r else r for r in records]
+        recs = [r for r in recs if r.get("task") == "zeroshot_classification"]
+        if not recs:
+            continue
+        cls = next((c for c in ("pneumonia",) if f"auc_{c}" in recs[0]["metrics"]), None)
+        cols = ["route"] if all("route" in r for r in recs) else ["dataset", "model"]
+        metric_cols = ([f"auc_{cls}", f"auc_{cls}_ci_low", f"auc_{cls}_ci_high"] if cls else ["auc_macro"]) + ["accuracy", "n"]
+        header, rows = table(recs, cols + [m for m in metric_cols if any(m in r["metrics"] for r in recs)])
+        lines += [f"## Results: {path.name}", "", *_md_table(header, rows), ""]
+    return lines
+
+
+def build_report(paths: list[str | Path], out: str | Path, *, title: str = "stitchkit report") -> dict[str, Any]:
+    """Draw every figure the given files support; write ``out``/index.html and report.md."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    found = find(list(paths), exclude=out)
+    sweeps: list[tuple[str, list[dict[str, Any]]]] = [(p.name, _read_sweep_csv(p)) for p in found.sweeps]
+    csv_paths = {str(p.resolve()) for p in found.sweeps}
+    for p, data in found.results:  # sweep JSON whose table was not given
+        if "summary" in data and str(Path(data.get("table") or "").resolve()) not in csv_paths:
+            sweeps.append((p.name, data["summary"]))
+    sections = (_map_sections(found.maps, out) + _sweep_sections(sweeps, out) + _head_sections(found.heads, out)
+                + _classify_sections(found, out) + _store_sections(found, out))
+    intro = _results_table(found)
+    if not sections and not intro:
+        raise UsageError("nothing to draw: give maps, sweep CSVs, heads, stores, score files or `--json` "
+                         "results (or a folder holding them)")
+    md = [f"# {title}", "", f"From {len(found.stores)} stores, {len(found.maps)} maps, {len(found.heads)} heads, "
+          f"{len(found.sweeps)} sweep tables, {len(found.scores)} score files and "
+          f"{len(found.results) + len(found.tables)} result files.", "", *intro]
+    for s in sections:
+        md += [f"## {s.title}", "", f"![{s.title}]({s.image.name})", "", s.caption, "", *s.numbers, ""]
+    with atomic_output(out / "report.md") as tmp:
+        tmp.write_text("\n".join(md), encoding="utf-8")
+    with atomic_output(out / "index.html") as tmp:
+        tmp.write_text(_html(title, md), encoding="utf-8")
+    return {"report": str(out / "index.html"), "markdown": str(out / "report.md"),
+            "figures": [str(s.image) for s in sections], "skipped": found.skipped}
+
+
+def _html(title: str, md: list[str]) -> str:
+    """The Markdown page as HTML (headings, images, tables, paragraphs: all report.md uses)."""
+    e = html.escape
+    parts = [f"<!doctype html><meta charset='utf-8'><title>{e(title)}</title>",
+             "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto}"
+             "table{border-collapse:collapse;margin:0.5em 0}td,th{border:1px solid #ccc;padding:3px 7px;font-size:90%}"
+             "img{max-width:100%}</style>"]
+    table: list[list[str]] = []
+
+    def flush() -> None:
+        if table:
+            head, *body = table
+            parts.append("<table><tr>" + "".join(f"<th>{e(c)}</th>" for c in head) + "</tr>"
+                         + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in body)
+                         + "</table>")
+            table.clear()
+
+    for line in md:
+        if line.startswith("|"):
+            cells = [c.strip().replace("\\|", "|") for c in line.strip().strip("|").split(" | ")]
+            if not all(set(c) <= {"-"} for c in cells):
+                table.append(cells)
+            continue
+        flush()
+        if line.startswith("## "):
+            parts.append(f"<h2>{e(line[3:])}</h2>")
+        elif line.startswith("# "):
+            parts.append(f"<h1>{e(line[2:])}</h1>")
+        elif line.startswith("!["):
+            alt, src = line[2:].split("](", 1)
+            parts.append(f"<img src='{e(src.rstrip(')'))}' alt='{e(alt)}'>")
+        elif line.startswith("- "):
+            parts.append(f"<p>• {e(line[2:])}</p>")
+        elif line.strip():
+            parts.append(f"<p>{e(line)}</p>")
+    flush()
+    return "\n".join(parts)

@@ -1,0 +1,301 @@
+"""Results as flat records, after CLIP_benchmark's convention, and tables gathered from them.
+
+CLIP_benchmark writes one JSON object per run: ``{"dataset", "model", "task", "metrics": {...}}``
+with scalar metrics. stitchkit's records keep those four keys (so a table builder written for
+CLIP_benchmark reads them), add ``composition`` (which spaces, map and head were stacked) and
+``provenance`` (stitchkit version, time, command), and keep the command's other keys beside
+them. ``metrics`` is always flat: nested per-class values are joined with ``_``
+(``auc_pneumonia``) and each 95 % interval becomes ``..._ci_low`` / ``..._ci_high``.
+
+>>> rec = to_record("classify", {"n": 4, "classes": ["a"], "metrics": {"auc": {"a": 0.9}}})
+>>> rec["task"], rec["metrics"]["auc_a"]
+('zeroshot_classification', 0.9)
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .errors import UsageError
+
+SCHEMA = "stitchkit.result/1"
+# what each command's record is called in the "task" field (CLIP_benchmark names its own
+# zero-shot task "zeroshot_classification"; the others are stitchkit's)
+TASKS = {
+    "classify": "zeroshot_classification",
+    "fit": "map_fit",
+    "sweep": "anchor_sweep",
+    "head": "head_train",
+}
+
+
+def _scalar(value: Any) -> Any:
+    """JSON-safe scalars: NaN and infinities become None (strict JSON has no NaN)."""
+    if hasattr(value, "item"):  # numpy scalars
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def flatten_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """One level of scalar metrics; intervals in ``metrics["ci"]`` become ``_ci_low/_ci_high``."""
+    flat: dict[str, Any] = {}
+
+    def put(prefix: str, value: Any, suffix: str = "") -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                put(f"{prefix}_{k}" if prefix else str(k), v, suffix)
+        elif isinstance(value, list | tuple) and len(value) == 2 and suffix == "_ci":
+            flat[f"{prefix}_ci_low"], flat[f"{prefix}_ci_high"] = _scalar(value[0]), _scalar(value[1])
+        elif isinstance(value, list | tuple):
+            flat[prefix + suffix] = json.dumps([_scalar(v) for v in value])
+        else:
+            flat[prefix + suffix] = _scalar(value)
+
+    for key, value in metrics.items():
+        if key == "ci" and isinstance(value, dict):
+            for k, v in value.items():
+                if k in ("level", "n_boot"):
+                    flat[f"ci_{k}"] = _scalar(v)
+                else:
+                    put(k, v, "_ci")
+        else:
+            put(key, value)
+    return flat
+
+
+def _dataset_of(path: str | None) -> str | None:
+    """A store's data set name: the stem of the manifest or folder it was embedded from."""
+    if not path:
+        return None
+    source = _attr(path, "input")  # None when the store was moved: its own name is the best guess
+    return Path(source.rstrip("/")).stem if source else Path(path).stem
+
+
+def _attr(path: str | None, key: str) -> str | None:
+    """One attribute of a store, or None when the store is gone (a record read later)."""
+    if not path:
+        return None
+    try:
+        import h5py
+
+        with h5py.File(path, "r") as fh:
+            value = fh.attrs.get(key)
+    except OSError:
+        return None
+    return value.decode() if isinstance(value, bytes) else (None if value is None else str(value))
+
+
+def _model_name(composition: dict[str, Any]) -> str:
+    """``lite0 → lite2 (ridge) + head`` style name of a stacked route."""
+    query = (composition.get("query") or {}).get("model_spec") or "?"
+    parts = [str(query)]
+    mapped = composition.get("map") or {}
+    if mapped:
+        target = (mapped.get("target") or {}).get("model_spec") or "?"
+        method = mapped.get("method")
+        parts.append(f"→ {target}" + (f" ({method})" if method else ""))
+    head = composition.get("head") or {}
+    if head:
+        parts.append(f"+ head ({Path(head['path']).stem})" if head.get("path") else "+ head")
+    else:
+        text = (composition.get("prompts") or {}).get("model_spec")
+        if text:
+            parts.append(f"· cosine {text}")
+    return " ".join(parts)
+
+
+def _provenance(command: dict[str, Any] | None) -> dict[str, Any]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ver = version("stitchkit")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        ver = "unknown"
+    out = {"stitchkit": ver, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    if command:
+        out.update(command)
+    return out
+
+
+def is_record(data: Any) -> bool:
+    return isinstance(data, dict) and data.get("schema") == SCHEMA
+
+
+def to_record(kind: str, result: dict[str, Any], *, command: dict[str, Any] | None = None,
+              dataset: str | None = None) -> dict[str, Any]:
+    """The flat record of one command's result (``kind``: classify, fit, sweep or head).
+
+    ``command`` (e.g. ``{"command": "stitch fit", "params": {...}}``) goes into provenance.
+    A record passes through unchanged, so converting twice is harmless.
+    """
+    if is_record(result):
+        return result
+    if kind not in TASKS:
+        raise UsageError(f"unknown result kind {kind!r}; expected one of {', '.join(TASKS)}")
+    rest = {k: v for k, v in result.items() if k != "metrics"}
+    if kind == "classify":
+        composition = result.get("composition") or {}
+        query = composition.get("query") or {}
+        if composition.get("map") and "method" not in composition["map"]:
+            method = _map_method(composition["map"].get("path"))
+            if method:
+                composition = {**composition, "map": {**composition["map"], "method": method}}
+        rest["composition"] = composition
+        metrics = flatten_metrics(result.get("metrics") or {})
+        ids = ((command or {}).get("params") or {}).get("ids_file")
+        if dataset is None and query.get("path"):
+            # a subset named by an id file is a data set of its own (e.g. NIH's held-out patients)
+            dataset = _dataset_of(query["path"]) + (f" [{Path(ids).stem}]" if ids else "")
+        record = {"dataset": dataset, "model": _model_name(composition),
+                  "pretrained": query.get("weights_sha256")}
+    elif kind == "fit":
+        source, target = result.get("source") or {}, result.get("target") or {}
+        rest["composition"] = {"source": source, "target": target, "method": result.get("method"),
+                               "map": result.get("output")}
+        metrics = flatten_metrics(result.get("metrics") or {})
+        record = {"dataset": dataset or _dataset_of(source.get("path")),
+                  "model": f"{source.get('model_spec')} → {target.get('model_spec')} ({result.get('method')})",
+                  "pretrained": source.get("weights_sha256")}
+    elif kind == "sweep":
+        summary = result.get("summary") or []
+        metrics = {}
+        for row in summary:
+            for key, value in row.items():
+                if key.endswith(("_mean", "_std")):
+                    metrics[f"{row['method']}_n{row['n_anchors']}_{key}"] = _scalar(value)
+        params = (command or {}).get("params") or {}
+        source, target = result.get("source") or params.get("source"), result.get("target") or params.get("target")
+        rest.update(source=source, target=target)
+        record = {"dataset": dataset or _dataset_of(source),
+                  "model": (f"{_attr(source, 'model_spec')} → {_attr(target, 'model_spec')}"
+                            if _attr(source, "model_spec") else None), "pretrained": None}
+    else:  # head
+        val = result.get("val") or {}
+        metrics = flatten_metrics({"val": val, "best_epoch": result.get("best_epoch"),
+                                   "epochs_run": result.get("epochs_run"), "n_pairs": result.get("n_pairs")})
+        rest.pop("history", None)  # the curve lives in the head file's metadata, not in a table row
+        record = {"dataset": dataset or (Path(result["path"]).stem if result.get("path") else None),
+                  "model": "cross-attention head", "pretrained": None}
+    return {"schema": SCHEMA, **record, "task": TASKS[kind], "metrics": metrics,
+            **rest, "provenance": _provenance(command)}
+
+
+def _map_method(path: str | None) -> str | None:
+    if not path:
+        return None
+    try:
+        from .artifacts import read_header
+
+        return read_header(path).get("method")
+    except (OSError, ValueError, UsageError):
+        return None
+
+
+def guess_kind(data: dict[str, Any]) -> str | None:
+    """Which command printed ``data`` (for JSON written before records existed)."""
+    if is_record(data):
+        return next((k for k, t in TASKS.items() if t == data.get("task")), None)
+    if "classes" in data and "metrics" in data:
+        return "classify"
+    if "summary" in data and "table" in data:
+        return "sweep"
+    if "method" in data and "anchors" in data and "metrics" in data:
+        return "fit"
+    if "epochs_run" in data and "n_pairs" in data:
+        return "head"
+    return None
+
+
+def load_records(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
+    """Records from JSON files (records or raw command output); a sweep gives one per row."""
+    records: list[dict[str, Any]] = []
+    for path in paths:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise UsageError(f"{path}: no such file; check the path") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise UsageError(f"{path} is not JSON ({exc}): give files that `--json` wrote") from None
+        items = data if isinstance(data, list) else [data]
+        for item in items:
+            kind = guess_kind(item) if isinstance(item, dict) else None
+            if kind is None:
+                raise UsageError(f"{path}: not a stitchkit result (no task, metrics or summary); "
+                                 "give files that `stitch fit|classify|sweep|head train --json` wrote")
+            rec = to_record(kind, item)
+            for row in sweep_rows(rec) if rec["task"] == TASKS["sweep"] else [rec]:
+                records.append({**row, "file": str(path)})
+    return records
+
+
+def sweep_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """One record per (method, anchor count) of a sweep, so a sweep joins other runs' tables."""
+    rows = []
+    for row in record.get("summary") or []:
+        metrics = {k: _scalar(v) for k, v in row.items() if k.endswith(("_mean", "_std"))}
+        metrics.update(n_seeds=row.get("n_seeds"), n_failed=row.get("n_failed"))
+        rows.append({"schema": SCHEMA, "dataset": record.get("dataset"),
+                     "model": f"{record['model']} ({row['method']})" if record.get("model") else row["method"],
+                     "task": record["task"], "method": row["method"], "n_anchors": row["n_anchors"],
+                     "metrics": metrics, "error": row.get("error"), "provenance": record.get("provenance")})
+    return rows
+
+
+FIELDS = ("route", "dataset", "model", "task", "method", "n_anchors", "pretrained", "file")
+
+
+def table(records: list[dict[str, Any]], columns: list[str] | None = None) -> tuple[list[str], list[list[Any]]]:
+    """(header, rows). A column is a record field (``FIELDS``) or a metric name.
+
+    By default: route (when any record has one), dataset, model, task, then every numeric
+    metric seen, in first-seen order.
+    """
+    if columns is None:
+        seen: dict[str, None] = {}
+        for r in records:
+            for k, v in r["metrics"].items():
+                if not isinstance(v, str):
+                    seen.setdefault(k, None)
+        lead = ["route"] if any("route" in r for r in records) else []
+        sweep = ["n_anchors"] if any("n_anchors" in r for r in records) else []
+        columns = [*lead, "dataset", "model", "task", *sweep, *seen]
+    known = set(FIELDS) | {k for r in records for k in r["metrics"]}
+    unknown = [c for c in columns if c not in known]
+    if unknown:
+        raise UsageError(f"unknown column {', '.join(unknown)}: use a record field "
+                         f"({', '.join(FIELDS)}) or a metric the records hold")
+    rows = [[r["metrics"][c] if c in r["metrics"] and c not in FIELDS else r.get(c) for c in columns]
+            for r in records]
+    return list(columns), rows
+
+
+def _cell(value: Any, digits: int) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def to_csv(header: list[str], rows: list[list[Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows([["" if v is None else v for v in row] for row in rows])
+    return buf.getvalue()
+
+
+def to_markdown(header: list[str], rows: list[list[Any]], digits: int = 3) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(v, digits).replace("|", "\\|") for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"

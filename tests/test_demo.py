@@ -1,0 +1,103 @@
+"""The demo's success path, reduced (`stitch demo --limit 8`: 8 images per class and split).
+
+One run serves every test of this module: its results table, its report and the
+`stitch results` table built from it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from stitchkit.results import SCHEMA, load_records
+
+from .conftest import run_stitch
+
+LIMIT = 8
+# Routes that must beat chance even on 16 Kermany test images: native Lite2 + head, Lite0
+# stitched into Lite2 + the same head, and the two routes through MiniLM's text space. The
+# covid-notes head (zero-shot) and the Kermany head on adult NIH (a measured domain shift)
+# are not required to.
+MUST_WORK = ("(a)", "(b)", "(c)", "(d)")
+
+
+@pytest.fixture(scope="module")
+def demo_out(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("demo") / "out"
+    res = run_stitch("demo", "-o", out, "--limit", str(LIMIT), "--json", timeout=1500)
+    assert res.returncode == 0, res.stderr[-4000:]
+    return out, json.loads(res.stdout)
+
+
+def test_results_table_shape(demo_out: tuple[Path, dict]) -> None:
+    out, printed = demo_out
+    records = json.loads((out / "results" / "demo-results.json").read_text())
+    assert records == printed["results"]
+    assert len(records) == 11
+    assert len({r["route"] for r in records}) == 11
+    for r in records:
+        assert r["schema"] == SCHEMA and r["task"] == "zeroshot_classification"
+        assert {"dataset", "model", "metrics", "composition", "provenance", "command"} <= set(r)
+        m = r["metrics"]
+        assert all(not isinstance(v, dict | list) for v in m.values())  # flat, after CLIP_benchmark
+        assert m["auc_pneumonia_ci_low"] <= m["auc_pneumonia"] <= m["auc_pneumonia_ci_high"]
+        assert r["command"].startswith("stitch classify ")
+        assert r["provenance"]["command"] == "stitch classify"
+    kermany = [r for r in records if r["dataset"] == "kermany-test"]
+    assert len(kermany) == 7 and all(r["metrics"]["n"] == 2 * LIMIT for r in kermany)
+    # NIH by patient: the held-out 40 % of patients only, never an image of a training patient
+    by_patient = [r for r in records if r["route"].startswith("NIH by patient")]
+    assert [r["dataset"] for r in by_patient] == ["nih [nih-test-ids]"] * 2
+    train_ids = set((out / "manifests" / "nih-train-ids.txt").read_text().split())
+    test_ids = set((out / "manifests" / "nih-test-ids.txt").read_text().split())
+    assert train_ids and test_ids and not train_ids & test_ids
+    assert by_patient[0]["metrics"]["n"] == len(test_ids)
+
+
+@pytest.mark.parametrize("route", MUST_WORK)
+def test_routes_that_must_work_beat_chance(demo_out: tuple[Path, dict], route: str) -> None:
+    records = [r for r in demo_out[1]["results"] if r["route"].startswith(route)]
+    assert records
+    for r in records:
+        assert r["metrics"]["auc_pneumonia"] > 0.6, (r["route"], r["metrics"]["auc_pneumonia"])
+
+
+def test_report_states_the_figures_numbers(demo_out: tuple[Path, dict]) -> None:
+    out, _ = demo_out
+    report = out / "report"
+    page = (report / "report.md").read_text()
+    html = (report / "index.html").read_text()
+    images = sorted(p.name for p in report.glob("*.png"))
+    for kind in ("maps", "sweep-", "loss-", "classify-", "scores-", "cosine-", "pca-"):
+        assert any(name.startswith(kind) for name in images), kind
+    for name in images:
+        assert f"]({name})" in page and f"src='{name}'" in html
+    # the held-out cosine stated for the ridge map is the one its file records
+    from stitchkit.artifacts import read_header
+
+    cosine = read_header(out / "lite0-to-lite2.ridge.map")["metrics"]["cosine_mean"]
+    row = next(line for line in page.splitlines() if line.startswith("| lite0-to-lite2.ridge.map | ridge |"))
+    assert f"| {cosine:.3f} |" in row
+
+
+def test_results_command_gathers_the_demo(demo_out: tuple[Path, dict], tmp_path: Path) -> None:
+    out, _ = demo_out
+    table = tmp_path / "t.csv"
+    res = run_stitch("results", *sorted((out / "results").glob("fit-*.json")), "-o", table)
+    assert res.returncode == 0, res.stderr
+    lines = table.read_text().splitlines()
+    assert lines[0].startswith("dataset,model,task,") and len(lines) == 1 + 5
+    records = load_records(sorted((out / "results").glob("fit-*.json")))
+    assert {r["task"] for r in records} == {"map_fit"}
+
+
+def test_rerun_skips_every_step(demo_out: tuple[Path, dict]) -> None:
+    out, printed = demo_out
+    res = run_stitch("demo", "-o", out, "--limit", str(LIMIT), "--json", timeout=900)
+    assert res.returncode == 0, res.stderr[-4000:]
+    skipped = [line for line in res.stderr.splitlines() if "done already" in line]
+    assert len(skipped) == 31  # every step but the report, which is redrawn
+    again = json.loads(res.stdout)["results"]
+    assert [r["metrics"]["auc_pneumonia"] for r in again] == [r["metrics"]["auc_pneumonia"] for r in printed["results"]]
