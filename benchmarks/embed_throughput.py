@@ -129,6 +129,34 @@ def pipeline(encoder: Any, items: list[Item], modality: str, batch_size: int, wo
     return len(items) / s
 
 
+def write_tars(items: list[Item], folder: Path, shards: int = 4) -> list[Path]:
+    """The same images as WebDataset shards (KEY.jpg + KEY.cls), as img2dataset lays them out."""
+    import io
+    import tarfile
+
+    paths = []
+    for s in range(shards):
+        paths.append(folder / f"{s:05d}.tar")
+        with tarfile.open(paths[-1], "w") as tf:
+            for j, it in enumerate(items[s::shards]):
+                for ext, data in (("jpg", it.path.read_bytes()), ("cls", (it.label or "").encode())):
+                    info = tarfile.TarInfo(f"{s:05d}{j:05d}.{ext}")
+                    info.size = len(data)
+                    tf.addfile(info, io.BytesIO(data))
+    return paths
+
+
+def webdataset_pipeline(encoder: Any, tars: list[Path], batch_size: int, workers: int) -> float:
+    """`stitch embed shards/*.tar`: listing the shards is timed too; members decode in the workers."""
+    from stitchkit.inputs import read_inputs
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        inputs = read_inputs(tars)
+        embed_store(inputs, encoder, Path(tmp) / "w.h5", batch_size=batch_size, workers=workers)
+        return len(inputs.items) / (time.perf_counter() - t0)
+
+
 def ready_batches(encoder: Any, items: list[Item], batch_size: int) -> list[torch.Tensor]:
     prepared = [encoder.prepare(load_sample(it, "image")[0]) for it in items]
     return [encoder.collate(b) for b in batched(prepared, batch_size)]
@@ -214,6 +242,8 @@ def main() -> None:
     runs: dict[str, list[float]] = {}
     stages: dict[str, list[dict[str, float]]] = {"image": [], "image+tokens": []}
     ref = None
+    shard_dir = tempfile.TemporaryDirectory()
+    tars = write_tars(items, Path(shard_dir.name))
     for _ in range(args.repeats):  # interleaved: drift on a shared machine hits all alike
         rate, ref = forward_rate(nchw, batches)
         runs.setdefault("bare eager NCHW", []).append(rate)
@@ -221,13 +251,17 @@ def main() -> None:
         runs.setdefault("bare encoder forward (channels_last)", []).append(rate)
         runs.setdefault("stitch embed pipeline", []).append(pipeline(encoder, items, "image", args.batch_size, args.workers, False))
         runs.setdefault("stitch embed --tokens pipeline", []).append(pipeline(encoder, items, "image", args.batch_size, args.workers, True))
+        runs.setdefault("stitch embed pipeline, WebDataset shards", []).append(webdataset_pipeline(encoder, tars, args.batch_size, args.workers))
         stages["image"].append(image_stages(encoder, items, args.batch_size, False))
         stages["image+tokens"].append(image_stages(encoder, items, args.batch_size, True))
+    shard_dir.cleanup()
     best = {k: max(v) for k, v in runs.items()}
     report["images_per_s"] = {k: {"best": best[k], "runs": v} for k, v in runs.items()}
     report["stages_images_per_s"] = {k: {s: max(r[s] for r in v) for s in v[0]} for k, v in stages.items()}
     report["ratio_pipeline_vs_eager_nchw"] = best["stitch embed pipeline"] / best["bare eager NCHW"]
     report["ratio_pipeline_vs_encoder_forward"] = best["stitch embed pipeline"] / best["bare encoder forward (channels_last)"]
+    report["ratio_webdataset_pipeline_vs_encoder_forward"] = (
+        best["stitch embed pipeline, WebDataset shards"] / best["bare encoder forward (channels_last)"])
     report["ratio_tokens_pipeline_vs_eager_nchw"] = best["stitch embed --tokens pipeline"] / best["bare eager NCHW"]
     if args.text_model:
         texts = iu_items(args.n_texts)
