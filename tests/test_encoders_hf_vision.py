@@ -67,6 +67,10 @@ def _build(family: str, root: Path) -> tuple[Path, str]:
         model = T.CLIPModel(config)
         proc = T.CLIPImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64})
         suffix = "?tower=image"
+    elif family == "swin":  # hierarchical: no class token, 8x8 tokens after one patch merge
+        model = T.SwinModel(T.SwinConfig(image_size=64, patch_size=4, embed_dim=16, depths=[1, 1],
+                                         num_heads=[1, 2], window_size=4))
+        proc = T.ViTImageProcessor(size={"height": 64, "width": 64}, image_mean=MEAN, image_std=STD)
     elif family == "convnext":
         model = T.ConvNextModel(T.ConvNextConfig(hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1], image_size=64))
         proc = T.ConvNextImageProcessor(size={"shortest_edge": 64}, crop_pct=1.0)
@@ -83,6 +87,7 @@ FAMILIES = {  # family: (default pooling, all poolings it has, prefix tokens, pa
     "dinov3": ("pooler", ("cls", "mean", "pooler"), 5, 16),
     "siglip-vision": ("pooler", ("mean", "pooler"), 0, 16),
     "clip": ("pooler", ("cls", "mean", "pooler", "proj"), 1, 16),
+    "swin": ("pooler", ("mean", "pooler"), 0, 64),
     "convnext": ("pooler", ("mean", "pooler"), 0, 4),
 }
 
