@@ -17,24 +17,36 @@ from .output import emit, show_warnings
               help="Apply even if STORE's model or weights differ from the map's source side.")
 @click.option("--chunk-size", type=click.IntRange(min=1), default=16384, show_default=True,
               help="Rows mapped per chunk.")
+@click.option("--no-tokens", is_flag=True,
+              help="Leave STORE's tokens out of the output instead of mapping them per token.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def apply(map_path: str, store: str, output: str, force: bool, chunk_size: int, as_json: bool) -> None:
+def apply(map_path: str, store: str, output: str, force: bool, chunk_size: int, no_tokens: bool,
+          as_json: bool) -> None:
     """Map every embedding of STORE with MAP into the map's target space.
 
     The output is a normal store (ids, labels, groups and texts copied) whose model_spec is the
     target's, with `map` and `source` attributes naming where it came from. STORE must come from
     the model the map was fitted on (model spec and weights hash), unless --force.
 
+    Tokens (from `stitch embed --tokens`) are mapped per token, a bounded number of rows at a
+    time. For a mean-pooled CNN (Lite0, Lite2) an affine map commutes with the pooling, so the
+    mean of the mapped tokens is the mapped global; for a CLS-token ViT it does not, and the
+    output says so.
+
     \b
     Examples:
       stitch apply lite0-to-lite2.map lite0-test.h5 -o lite0-test-in-lite2.h5
       stitch apply lite0-to-lite2.map other-lite0.h5 -o out.h5 --json
+      stitch apply lite0-to-lite2.map k-test-lite0-tok.h5 -o k-test-lite0-in-lite2-tok.h5
     """
     from stitchkit.maps import apply_map
 
     show_warnings()
     with progress_callback("apply") as cb:
-        result = apply_map(map_path, store, output, force=force, chunk_size=chunk_size, progress=cb)
-    emit(result, as_json=as_json,
-         text=f"wrote {output}: {result['samples']} samples, {result['dim_in']} → {result['dim_out']} "
-              f"(target space {result['target_model_spec']})")
+        result = apply_map(map_path, store, output, force=force, chunk_size=chunk_size, progress=cb,
+                           tokens=not no_tokens)
+    text = (f"wrote {output}: {result['samples']} samples, {result['dim_in']} → {result['dim_out']} "
+            f"(target space {result['target_model_spec']})")
+    if "tokens" in result:
+        text += f"\ntokens: {result['tokens'][0]} per sample, {result['tokens_note']}"
+    emit(result, as_json=as_json, text=text)

@@ -30,7 +30,14 @@ SETTINGS = {"show_default": True}
               help="Cross-attention head file (from `stitch head train`).")
 @click.option("--scoring", type=click.Choice(["head", "cosine"]), default=None,
               help="Default: head when --head is given, else cosine.")
-@click.option("--temperature", default=0.01, **SETTINGS, help="Cosine scoring: logits are cosine / temperature.")
+@click.option("--temperature", default=0.05, **SETTINGS,
+              help="Cosine scoring: logits are cosine / temperature (0.05 keeps float32 probabilities off 0 and 1).")
+@click.option("--no-image-tokens", is_flag=True,
+              help="Score a head trained with image tokens on global vectors only (else a query without tokens is refused).")
+@click.option("--prior", type=click.Choice(["none", "em", "mixture"]), default="none", **SETTINGS,
+              help="em: estimate the class priors of the unlabelled queries (Saerens et al. 2002) and "
+                   "decide by the adjusted posteriors; mixture (two classes): fit two Gaussians to the "
+                   "queries' log-odds by EM and decide by that posterior. Neither uses a label.")
 @click.option("-o", "--output", "out", type=click.Path(dir_okay=False), default=None,
               help="Per-sample scores: .csv or .h5.")
 @click.option("--ids", "ids_file", type=click.Path(exists=True, dir_okay=False),
@@ -47,18 +54,21 @@ def classify(query: str, prompt_file: str | None, classes: str | None, templates
              prompt_store: str | None, map_path: str | None, head_path: str | None,
              scoring: str | None, temperature: float, out: str | None, ids_file: str | None,
              pool_by: str, bootstrap: int, seed: int, chunk_size: int, force: bool,
-             as_json: bool) -> None:
+             no_image_tokens: bool, prior: str, as_json: bool) -> None:
     """Classify every sample of QUERY zero-shot: (map →) head or cosine → prompts.
 
     Where QUERY has labels, prints AUC per class and macro, accuracy and F1 with bootstrap
-    95 % intervals (multi-class: prediction = most probable class; multi-label: a finding is
-    present when its positive prompt beats its negative, p ≥ 0.5).
+    95 % intervals (multi-class: prediction = most probable class, after the EM prior
+    adjustment with --prior em; multi-label: a finding is present when its positive prompt
+    beats its negative, p ≥ 0.5). The scores file holds each class's probability and, as
+    score:<class>, the log-odds that metrics rank by (they never round to 0 or 1).
 
     \b
     Examples:
       stitch classify k-test-lite2.h5 --prompts pneumonia --text-model minilm --head head.st -o scores.csv
       stitch classify k-test-lite0.h5 --map lite0-to-lite2.map --head head.st --prompts pneumonia --text-model minilm
       stitch classify k-test-lite0.h5 --map lite0-to-minilm.map --scoring cosine --classes normal,pneumonia --text-model minilm
+      stitch classify k-test-lite2-tok.h5 --prompts pneumonia --text-model minilm --head token-head.st --prior em
       stitch classify nih-lite2.h5 --prompts cxr14 --mode multilabel --text-model minilm --head head.st -o s.h5 --json
     """
     show_warnings()
@@ -84,6 +94,7 @@ def classify(query: str, prompt_file: str | None, classes: str | None, templates
             head_path=head_path, scoring=scoring, out=out, ids=ids,
             pool_by=None if pool_by == "none" else pool_by, force=force, chunk_size=chunk_size,
             n_boot=bootstrap, seed=seed, temperature=temperature, progress=bar.update,
+            image_tokens=not no_image_tokens, prior=prior,
         )
     emit(result.to_dict(), as_json=as_json, text=None if as_json else format_result(result))
 

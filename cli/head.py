@@ -76,7 +76,11 @@ def train(images: str, texts: str, out: str, width: int, layers: int, heads: int
     ids = _read_ids(ids_file) if ids_file else None
     with progress("head train") as bar:
         result = train_head(images, texts, out=out, config=config, seed=seed, progress=bar.update,
-                            resume=not no_resume, plot=not no_plot, threads=threads, ids=ids)
+                            resume=not no_resume, threads=threads, ids=ids)
+    if not no_plot:
+        from stitchkit.report.loss_plot import plot_loss
+
+        result.plot = plot_loss(result.history, f"{out}.loss.png")
     data = result.to_dict()
     if as_json:
         emit(data, as_json=True)

@@ -43,8 +43,7 @@ def trained(lite2_store: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
     assert written <= allowed and len(written) > 2
     cfg = TrainConfig(head=HeadConfig(width=32, heads=2), epochs=15, batch_size=32, lr=3e-3, patience=15)
     head = d / "head.st"
-    train_head(lite2_store, captions, out=head, config=cfg, seed=0, ids=_ids(lite2_store, "train"),
-               plot=False)
+    train_head(lite2_store, captions, out=head, config=cfg, seed=0, ids=_ids(lite2_store, "train"))
     return {"head": head, "captions": captions, "dir": d}
 
 
@@ -57,7 +56,8 @@ def test_native_head_classifies_the_test_split(lite2_store: Path, trained: dict[
     assert r.returncode == 0, r.stderr
     assert "AUC pneumonia" in r.stdout and "95 % bootstrap CI" in r.stdout
     rows = list(csv.DictReader(out.open()))
-    assert len(rows) == 60 and set(rows[0]) == {"id", "label", "normal", "pneumonia", "predicted"}
+    assert len(rows) == 60 and set(rows[0]) == {"id", "label", "normal", "pneumonia", "score:normal",
+                                          "score:pneumonia", "predicted"}
     probs = np.array([[float(row["normal"]), float(row["pneumonia"])] for row in rows])
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     res = classify_store(lite2_store, load_prompts("pneumonia"), text_model="minilm",

@@ -43,7 +43,13 @@ def test_learns_a_pairing_and_round_trips(paired: tuple[Path, Path], tmp_path: P
     assert losses[-1] < 0.5 * losses[0]
     assert result.val["i2t_top1"] > 10 * result.val["chance_top1"]
     assert result.val["t2i_top1"] > 10 * result.val["chance_top1"]
-    assert result.plot is not None and result.plot.read_bytes()[:4] == b"\x89PNG"
+    # Training draws nothing and leaves matplotlib's backend alone; the curve comes from the
+    # returned history.
+    assert result.plot is None and not out.with_name(out.name + ".loss.png").exists()
+    from stitchkit.report.loss_plot import plot_loss
+
+    png = plot_loss(result.history, tmp_path / "loss.png")
+    assert png is not None and png.read_bytes()[:4] == b"\x89PNG"
     assert not checkpoint_path(out).exists()
 
     head = Head.load(out)
@@ -63,7 +69,7 @@ def test_seed_determinism_and_resume(paired: tuple[Path, Path], tmp_path: Path) 
     torch.set_num_threads(1)
     img, txt = paired
     cfg = TrainConfig(head=HeadConfig(width=16, heads=2), epochs=3, batch_size=64, patience=10)
-    a = train_head(img, txt, out=tmp_path / "a.st", config=cfg, seed=3, plot=False)
+    a = train_head(img, txt, out=tmp_path / "a.st", config=cfg, seed=3)
 
     class Stop(Exception):
         pass
@@ -73,18 +79,18 @@ def test_seed_determinism_and_resume(paired: tuple[Path, Path], tmp_path: Path) 
             raise Stop
 
     with pytest.raises(Stop):
-        train_head(img, txt, out=tmp_path / "b.st", config=cfg, seed=3, plot=False,
+        train_head(img, txt, out=tmp_path / "b.st", config=cfg, seed=3,
                    on_epoch=stop_after_first)
     assert checkpoint_path(tmp_path / "b.st").exists()
     assert not (tmp_path / "b.st").exists()
-    b = train_head(img, txt, out=tmp_path / "b.st", config=cfg, seed=3, plot=False)
+    b = train_head(img, txt, out=tmp_path / "b.st", config=cfg, seed=3)
     assert b.resumed_from == 1
     ta, tb = Head.load(tmp_path / "a.st"), Head.load(tmp_path / "b.st")
     for (ka, va), (kb, vb) in zip(ta.module_.state_dict().items(), tb.module_.state_dict().items(), strict=True):
         assert ka == kb
         torch.testing.assert_close(va, vb, msg=f"{ka} differs after resume")
     # Another seed gives another head.
-    c = train_head(img, txt, out=tmp_path / "c.st", config=cfg, seed=4, plot=False)
+    c = train_head(img, txt, out=tmp_path / "c.st", config=cfg, seed=4)
     assert c.history[-1]["train_loss"] != a.history[-1]["train_loss"]
 
 
@@ -96,9 +102,67 @@ def test_resume_refuses_a_checkpoint_of_other_settings(paired: tuple[Path, Path]
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train_head(img, txt, out=tmp_path / "h.st", config=cfg, seed=0, plot=False, on_epoch=boom)
+        train_head(img, txt, out=tmp_path / "h.st", config=cfg, seed=0, on_epoch=boom)
     with pytest.raises(UsageError, match="other inputs, settings or seed"):
-        train_head(img, txt, out=tmp_path / "h.st", config=cfg, seed=1, plot=False)
+        train_head(img, txt, out=tmp_path / "h.st", config=cfg, seed=1)
+
+
+def test_resume_is_keyed_on_the_whole_data(paired: tuple[Path, Path], tmp_path: Path) -> None:
+    """A checkpoint made from a store whose last row differs is refused (not just the first 64)."""
+    img, txt = paired
+    cfg = TrainConfig(head=HeadConfig(width=16, heads=2), epochs=2, batch_size=64)
+
+    def boom(record: dict) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_head(img, txt, out=tmp_path / "h.st", config=cfg, seed=0, on_epoch=boom)
+    with EmbeddingStore(img) as s:
+        ids, x = list(s.ids), s.read()
+        attrs = {"modality": "image", "model_spec": "synthetic-image"}
+    x[-1] += 1.0
+    changed = write_store(tmp_path / "img-changed.h5", ids, x, attrs=attrs)
+    with pytest.raises(UsageError, match="other inputs, settings or seed"):
+        train_head(changed, txt, out=tmp_path / "h.st", config=cfg, seed=0)
+
+
+def test_validation_split_is_by_group(paired: tuple[Path, Path], tmp_path: Path) -> None:
+    """With groups (patients) no group is on both sides of the split, and the head says so."""
+    img, txt = paired
+    with EmbeddingStore(img) as s:
+        ids, x = list(s.ids), s.read()
+    groups = [f"patient{i // 7}" for i in range(len(ids))]  # seven images per patient
+    grouped = write_store(tmp_path / "img-g.h5", ids, x, columns={"groups": groups},
+                          attrs={"modality": "image", "model_spec": "synthetic-image"})
+    from stitchkit.head.data import read_side
+    from stitchkit.head.train import split_train_val
+
+    with EmbeddingStore(grouped) as s:
+        side = read_side(s)
+    tr, va = split_train_val(side, 0.1, seed=0)
+    assert len(va) >= 0.1 * len(ids) - 7 and len(tr) + len(va) == len(ids)
+    assert not set(side.groups[tr]) & set(side.groups[va])
+    cfg = TrainConfig(head=HeadConfig(width=16, heads=2), epochs=1, batch_size=64)
+    train_head(grouped, txt, out=tmp_path / "g.st", config=cfg, seed=0)
+    assert Head.load(tmp_path / "g.st").meta_["training"]["val_split"] == "by group"
+    train_head(img, txt, out=tmp_path / "r.st", config=cfg, seed=0)
+    assert Head.load(tmp_path / "r.st").meta_["training"]["val_split"] == "by row"
+
+
+def test_training_leaves_the_matplotlib_backend_alone(paired: tuple[Path, Path], tmp_path: Path) -> None:
+    import matplotlib
+
+    img, txt = paired
+    before = matplotlib.get_backend()
+    cfg = TrainConfig(head=HeadConfig(width=16, heads=2), epochs=1, batch_size=64)
+    result = train_head(img, txt, out=tmp_path / "h.st", config=cfg, seed=0)
+    from stitchkit.report.loss_plot import plot_loss
+
+    plot_loss(result.history, tmp_path / "l.png")
+    assert matplotlib.get_backend() == before
+    import stitchkit.head.train as train_module
+
+    assert "matplotlib" not in Path(train_module.__file__).read_text()
 
 
 def test_duplicate_captions_are_all_positives() -> None:
@@ -134,11 +198,11 @@ def test_pool_by_group_trains_on_studies(tmp_path: Path) -> None:
     y = z @ rng.normal(size=(6, 10)).astype(np.float32)
     txt = write_store(tmp_path / "t.h5", [f"g{i}" for i in range(n_groups)], y, attrs={"model_spec": "txt"})
     cfg = TrainConfig(head=HeadConfig(width=16, heads=2), epochs=2, batch_size=16, pool_by="group")
-    result = train_head(img, txt, out=tmp_path / "h.st", config=cfg, plot=False)
+    result = train_head(img, txt, out=tmp_path / "h.st", config=cfg)
     assert result.n_pairs == n_groups
     assert Head.load(tmp_path / "h.st").meta_["pool_by"] == "group"
     with pytest.raises(UsageError, match="no groups column"):
-        train_head(txt, txt, out=tmp_path / "h2.st", config=cfg, plot=False)
+        train_head(txt, txt, out=tmp_path / "h2.st", config=cfg)
 
 
 def test_token_stores_train_and_classify(tmp_path: Path) -> None:
@@ -164,7 +228,7 @@ def test_token_stores_train_and_classify(tmp_path: Path) -> None:
         w.append(ids, rng.normal(size=(n, 8)).astype(np.float32),
                  tokens=rng.normal(size=(n, t_txt, 8)), tokens_mask=mask)
     cfg = TrainConfig(head=HeadConfig(width=16, heads=2), epochs=2, batch_size=16)
-    train_head(tmp_path / "i.h5", tmp_path / "t.h5", out=tmp_path / "h.st", config=cfg, plot=False)
+    train_head(tmp_path / "i.h5", tmp_path / "t.h5", out=tmp_path / "h.st", config=cfg)
     head = Head.load(tmp_path / "h.st")
     assert head.uses_image_tokens_ and head.uses_text_tokens_
     prompts = ["There is pneumonia.", "There is no abnormality."]

@@ -1,7 +1,10 @@
-"""One side (image or text) of a set of samples, read from a store into memory.
+"""One side (image or text) of a set of samples: globals in memory, tokens read on demand.
 
-Training sets and prompt sets are small enough to hold; queries for classification are
-streamed instead (see :mod:`stitchkit.zeroshot.scoring`).
+Globals (N × D) of training sets and prompt sets are small enough to hold. Image tokens are
+not: 5,216 Kermany images × 81 Lite2 tokens × 1,280 in float16 are 1.1 GB. They stay in the
+HDF5 store (float16 on disk, one chunk per row) and :class:`LazyTokens` reads only the rows
+of a batch. Queries for classification are streamed instead (see
+:mod:`stitchkit.zeroshot.scoring`).
 """
 
 from __future__ import annotations
@@ -22,16 +25,56 @@ from ..zeroshot.pooling import (
 )
 
 
+class LazyTokens:
+    """Tokens of some rows of a store, read from the HDF5 file when indexed (float16).
+
+    Behaves like the (N, T, D) array it stands for where the head needs it: ``len``,
+    ``shape``, and indexing by an integer array or a slice, which reads just those rows.
+    """
+
+    def __init__(self, store: EmbeddingStore, rows: np.ndarray) -> None:
+        self.store = store
+        self.rows = np.asarray(rows, dtype=np.int64)
+        t, d = store.token_shape
+        self.shape = (len(self.rows), int(t), int(d))
+        self.dtype = np.dtype(np.float16)
+        self.ndim = 3
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: np.ndarray | slice) -> np.ndarray:
+        rows = np.atleast_1d(self.rows[index])
+        if rows.ndim != 1:
+            raise IndexError("LazyTokens takes an array of rows or a slice")
+        return read_token_rows(self.store, rows)
+
+    def take(self, index: np.ndarray) -> LazyTokens:
+        return LazyTokens(self.store, self.rows[index])
+
+
+Tokens = np.ndarray | LazyTokens
+
+
+def read_token_rows(store: EmbeddingStore, rows: np.ndarray) -> np.ndarray:
+    """Tokens of ``rows`` (any order, repeats allowed) as float16, read run by run."""
+    from ..maps.tokens import read_rows
+
+    return read_rows(store, rows)
+
+
 @dataclass
 class Side:
-    """Globals (N, D), optional tokens (N, T, D) float16 with mask (N, T), ids, labels, texts."""
+    """Globals (N, D), optional tokens (N, T, D) float16 (in memory or :class:`LazyTokens`)
+    with mask (N, T), ids, labels, texts and groups (patients) where the store has them."""
 
     ids: np.ndarray
     glob: np.ndarray
-    tokens: np.ndarray | None = None
+    tokens: Tokens | None = None
     mask: np.ndarray | None = None
     labels: np.ndarray | None = None
     texts: np.ndarray | None = None
+    groups: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -40,8 +83,9 @@ class Side:
         def sub(a: np.ndarray | None) -> np.ndarray | None:
             return None if a is None else a[rows]
 
-        return Side(self.ids[rows], self.glob[rows], sub(self.tokens), sub(self.mask),
-                    sub(self.labels), sub(self.texts))
+        tokens = self.tokens.take(rows) if isinstance(self.tokens, LazyTokens) else sub(self.tokens)
+        return Side(self.ids[rows], self.glob[rows], tokens, sub(self.mask),
+                    sub(self.labels), sub(self.texts), sub(self.groups))
 
 
 def read_side(
@@ -65,14 +109,21 @@ def read_side(
             f"{store.path}: {int(bad.sum())} embeddings hold NaN or Inf (first: id {ids[bad][0]!r}): "
             "re-embed those inputs or drop them"
         )
-    tok = mask = None
+    tok: Tokens | None = None
+    mask = None
     if tokens and store.has_tokens:
-        tok, mask = store.read_tokens(rows)
-        tok = tok.astype(np.float16)  # halves memory; the head computes in float32
+        check_token_width(store)
+        if pool_by is None:
+            tok = LazyTokens(store, rows)
+            mask = _token_mask(store)[rows]
+        else:  # pooling concatenates the views' tokens: done in memory (studies are few)
+            tok, mask = store.read_tokens(rows)
+            tok = tok.astype(np.float16)  # halves memory; the head computes in float32
     labels = store.labels[rows] if store.labels is not None else None
     texts = store.texts[rows] if store.texts is not None else None
     if pool_by is None:
-        return Side(ids, glob, tok, mask, labels, texts)
+        groups = store.groups[rows] if store.groups is not None else None
+        return Side(ids, glob, tok, mask, labels, texts, groups)
     groups = store_groups(store)
     keys, members = group_rows(groups[rows])
     glob = pool_embeddings(glob, members)
@@ -83,6 +134,26 @@ def read_side(
         pooled_texts = np.asarray([" ".join(dict.fromkeys(texts[m])) for m in members], dtype=object)
     return Side(np.asarray(keys, dtype=object), glob, tok, mask, pool_labels(labels, members),
                 pooled_texts)
+
+
+def _token_mask(store: EmbeddingStore) -> np.ndarray:
+    """The whole (N, T) token mask (small: booleans)."""
+    from ..store import format as fmt
+
+    if fmt.TOKENS_MASK in store._h5:
+        return np.asarray(store._h5[fmt.TOKENS_MASK][()], dtype=bool)
+    return np.ones((len(store), store.token_shape[0]), dtype=bool)
+
+
+def check_token_width(store: EmbeddingStore) -> None:
+    """The head projects tokens with the global's projection: their widths must agree."""
+    width = store.token_shape[1]
+    if width != store.dim:
+        raise UsageError(
+            f"{store.path} holds tokens {width} wide but globals {store.dim} wide (tokens taken "
+            "before the model's final projection): the head projects both with one layer; "
+            "train with --no-image-tokens / --no-text-tokens, or embed tokens at the global width"
+        )
 
 
 def join_pairs(image: Side, text: Side) -> tuple[Side, Side]:

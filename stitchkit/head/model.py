@@ -208,6 +208,10 @@ def score_matrix(
     whatever the number of images.
     """
     n_img, n_txt = len(image_global), len(text_global)
+    if image_tokens is not None:
+        # One image block of tokens is converted to float32: keep it under about 128 MB.
+        t, d = image_tokens.shape[1], image_tokens.shape[2]
+        image_block = max(1, min(image_block, 2**27 // max(4 * t * d, 1)))
     out = np.empty((n_img, n_txt), dtype=np.float32)
     was_training = head.training
     head.eval()

@@ -9,6 +9,13 @@ Determinism: the model is initialised from ``seed``; each epoch's shuffle and dr
 from (seed, epoch), so a run resumed at an epoch boundary continues exactly as it would have.
 The checkpoint beside the output (``HEAD.ckpt``) holds weights, the best weights so far and
 AdamW's moments as safetensors tensors, and the history as JSON; it is removed on success.
+A checkpoint is resumed only when a hash of the *whole* training data (every id, global and
+token of both sides), the settings and the seed match the current run.
+
+Image tokens stay on disk and are read batch by batch (:class:`~stitchkit.head.data.LazyTokens`).
+The validation split is by group (patient) where the image store has groups, so early
+stopping never looks at a patient the head trained on. Plotting lives in
+:mod:`stitchkit.report.loss_plot` (the CLI draws the curve): this module draws nothing.
 """
 
 from __future__ import annotations
@@ -17,7 +24,6 @@ import hashlib
 import math
 import os
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -87,7 +93,7 @@ class TrainResult:
     history: list[dict[str, float]]
     val: dict[str, float]
     seconds: float
-    plot: Path | None
+    plot: Path | None = None  # set by the caller that draws the curve (the CLI)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -185,12 +191,28 @@ def checkpoint_path(out: Path) -> Path:
     return out.with_name(out.name + ".ckpt")
 
 
-def _fingerprint(img: Side, txt: Side, cfg: TrainConfig, seed: int) -> str:
-    h = hashlib.sha256()
-    for k in img.ids:
+def _hash_side(h: Any, side: Side, use_tokens: bool, block: int = 256) -> None:
+    for k in side.ids:
         h.update(str(k).encode())
-    h.update(np.ascontiguousarray(img.glob[:64]).tobytes())
-    h.update(np.ascontiguousarray(txt.glob[:64]).tobytes())
+        h.update(b"\0")
+    h.update(np.ascontiguousarray(side.glob, dtype=np.float32).tobytes())
+    if use_tokens and side.tokens is not None:
+        h.update(np.ascontiguousarray(side.mask).tobytes())
+        for a in range(0, len(side), block):  # streamed: tokens are read in blocks, never all
+            rows = np.arange(a, min(a + block, len(side)))
+            h.update(np.ascontiguousarray(side.tokens[rows], dtype=np.float16).tobytes())
+
+
+def _fingerprint(img: Side, txt: Side, keys: np.ndarray, tr_rows: np.ndarray,
+                 cfg: TrainConfig, seed: int) -> str:
+    """A hash of everything the run depends on: all of both sides' data, the split, the
+    positives, the settings and the seed (not just the first rows: a store with a changed
+    row 5,000 must not resume a checkpoint made from the old one)."""
+    h = hashlib.sha256()
+    _hash_side(h, img, cfg.image_tokens)
+    _hash_side(h, txt, cfg.text_tokens)
+    h.update(np.ascontiguousarray(keys).tobytes())
+    h.update(np.ascontiguousarray(tr_rows).tobytes())
     h.update(repr((cfg.to_dict(), seed)).encode())
     return h.hexdigest()[:32]
 
@@ -227,12 +249,27 @@ def _load_checkpoint(path: Path, model: CrossAttentionHead, opt: torch.optim.Opt
 
 # -- the loop ------------------------------------------------------------------------------
 def split_train_val(img: Side, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Random split of the pairs by id (pooled samples are whole studies, so no leak)."""
+    """Random split of the pairs; by group (patient) where the side has groups.
+
+    With groups, whole groups go to validation (in a seeded random order) until about
+    ``val_fraction`` of the pairs are there, so no patient is on both sides. Pooled samples
+    are whole studies already.
+    """
     n = len(img)
     n_val = int(round(n * val_fraction)) if val_fraction > 0 else 0
     if val_fraction > 0 and n_val < 2:
         n_val = min(2, n - 2)
-    perm = np.random.default_rng([seed, 7]).permutation(n)
+    rng = np.random.default_rng([seed, 7])
+    if n_val and img.groups is not None and len(np.unique(img.groups.astype(str))) > 1:
+        uniq, inverse = np.unique(img.groups.astype(str), return_inverse=True)
+        val = np.zeros(n, dtype=bool)
+        for g in rng.permutation(len(uniq)):
+            if val.sum() >= n_val:
+                break
+            val |= inverse == g
+        if (~val).sum() >= 2:
+            return np.nonzero(~val)[0], np.nonzero(val)[0]
+    perm = rng.permutation(n)
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
@@ -246,14 +283,14 @@ def train_head(
     progress: ProgressFn | None = None,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     resume: bool = True,
-    plot: bool = True,
     threads: int | None = None,
     ids: list[str] | None = None,
 ) -> TrainResult:
     """Train a head on the pairs the two stores share (joined by id) and save it at ``out``.
 
-    ``ids`` restricts training to those pairs (e.g. the train split). Returns what was done;
-    the head is at ``out``, the loss curve at ``out + ".loss.png"``.
+    ``ids`` restricts training to those pairs (e.g. the train split). Returns what was done,
+    with the loss history (draw it with :func:`stitchkit.report.loss_plot.plot_loss`); the
+    head is at ``out``.
 
     >>> result = train_head("k-lite2.h5", "k-captions-minilm.h5", out="head.st")  # doctest: +SKIP
     """
@@ -294,7 +331,7 @@ def train_head(
     warmup_steps = max(1, int(cfg.warmup * total))
 
     ckpt = checkpoint_path(out)
-    fingerprint = _fingerprint(img, txt, cfg, seed)
+    fingerprint = _fingerprint(img, txt, keys, tr_rows, cfg, seed)
     history: list[dict[str, float]] = []
     best = state_to_numpy(model)
     best_loss, best_epoch, bad, start_epoch = float("inf"), 0, 0, 0
@@ -374,45 +411,17 @@ def train_head(
             "n_pairs": len(img), "n_train": len(tr_rows), "n_val": len(va_rows),
             "distinct_texts": int(len(np.unique(text_keys(txt)))), "best_epoch": best_epoch,
             "positives": "same label" if label_positives else "same text",
+            "val_split": ("by group" if img.groups is not None and len(va_rows)
+                          and not set(img.groups[va_rows]) & set(img.groups[tr_rows]) else "by row"),
             "epochs_run": len(history), "val": val, "history": history,
         },
     })
     head.save(out)
-    plot_path = _plot(history, out) if plot else None
     ckpt.unlink(missing_ok=True)
     return TrainResult(
         path=out, n_pairs=len(img), n_train=len(tr_rows), n_val=len(va_rows),
         epochs_run=len(history), best_epoch=best_epoch, stopped_early=stopped_early,
         resumed_from=resumed_from, history=history, val=val,
-        seconds=time.perf_counter() - t0, plot=plot_path,
+        seconds=time.perf_counter() - t0,
     )
 
-
-def _plot(history: list[dict[str, float]], out: Path) -> Path | None:
-    if not history:
-        return None
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:  # pragma: no cover - matplotlib is a dependency
-        warnings.warn("matplotlib is missing: no loss curve drawn", stacklevel=2)
-        return None
-    path = out.with_name(out.name + ".loss.png")
-    epochs = [h["epoch"] for h in history]
-    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=120)
-    ax.plot(epochs, [h["train_loss"] for h in history], label="train", marker=".")
-    if "val_loss" in history[0]:
-        ax.plot(epochs, [h["val_loss"] for h in history], label="validation", marker=".")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("symmetric InfoNCE loss")
-    ax.set_title(f"head training: {out.name}")
-    ax.legend()
-    fig.tight_layout()
-    from ..fileio import atomic_output
-
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path

@@ -13,6 +13,20 @@ Scores per class:
   classes. Multi-label: sigmoid(positive logit − negative logit) per finding.
 * cosine: each class is the normalised mean of its normalised prompt embeddings (CLIP's
   prompt ensembling); logits are cosine / ``temperature``; then as above.
+
+Ranking: metrics rank by log-odds (multi-class) or logit differences (multi-label), which never
+saturate; the per-sample file holds them beside the probabilities, so an AUC recomputed from
+the file is the one reported. The default cosine temperature (0.05) keeps float32
+probabilities off exactly 0 and 1 for cosine gaps up to 0.8.
+
+Tokens: a head trained with image tokens needs a query store with tokens (one clear line
+otherwise, or ``image_tokens=False`` to score on globals on purpose); through a map they are
+mapped per token (:mod:`stitchkit.maps.tokens`), in chunks of bounded size.
+
+Label-free prior adjustment (``prior="em"``, Saerens et al. 2002): the class priors of the
+unlabelled query set are estimated by EM on the posteriors and the posteriors re-weighted by
+them. It moves the decision (argmax) and calibration, never a sample's rank within a class
+for two classes; no label is used.
 """
 
 from __future__ import annotations
@@ -33,7 +47,7 @@ import numpy as np
 from ..errors import ProvenanceError, StoreError, UsageError
 from ..fileio import atomic_output, check_writable_dir
 from ..store import EmbeddingStore
-from .metrics import evaluate
+from .metrics import evaluate, truth_matrix
 from .pooling import (
     check_pool_by,
     group_rows,
@@ -44,6 +58,8 @@ from .pooling import (
 )
 from .prompts import PromptSet, check_for_mode
 
+DEFAULT_TEMPERATURE = 0.05
+PRIORS = ("none", "em", "mixture")
 ProgressFn = Callable[[int, int], None]
 SCORINGS = ("head", "cosine")
 
@@ -181,12 +197,20 @@ def _log_odds(logits: np.ndarray) -> np.ndarray:
     in floating point for confident samples, and those ties would distort AUC.
     """
     z = logits.astype(np.float64)
-    c = z.shape[1]
-    out = np.empty_like(z)
-    for k in range(c):
-        others = np.delete(z, k, axis=1)
-        m = others.max(axis=1, keepdims=True)
-        out[:, k] = z[:, k] - (m[:, 0] + np.log(np.exp(others - m).sum(axis=1)))
+    n, c = z.shape
+    rows = np.arange(n)
+    # Two (n, C) exp passes instead of one per class: for every class but the row's top one,
+    # the others' max is the top logit and their sum is the total minus its own term (≥ 1, so
+    # no cancellation); the top class gets its others' sum directly.
+    top = z.argmax(axis=1)
+    m1 = z[rows, top]
+    e = np.exp(z - m1[:, None])
+    with np.errstate(divide="ignore"):  # the top column may round to log(0): replaced below
+        out = z - m1[:, None] - np.log(e.sum(axis=1, keepdims=True) - e)
+    rest = z.copy()
+    rest[rows, top] = -np.inf
+    m2 = rest.max(axis=1)
+    out[rows, top] = m1 - m2 - np.log(np.exp(rest - m2[:, None]).sum(axis=1))
     return out
 
 
@@ -201,7 +225,8 @@ class Scorer:
     prompts: PromptSet
     text: PromptEmbeddings
     head: Any = None  # stitchkit.head.Head
-    temperature: float = 0.01
+    temperature: float = DEFAULT_TEMPERATURE
+    image_tokens: bool = True  # False: score a token-trained head on globals, on purpose
 
     def __post_init__(self) -> None:
         index = {t: i for i, t in enumerate(self.text.texts)}
@@ -216,13 +241,25 @@ class Scorer:
 
     @property
     def uses_image_tokens(self) -> bool:
-        return self.head is not None and self.head.uses_image_tokens_
+        return self.head is not None and self.head.uses_image_tokens_ and self.image_tokens
 
-    def __call__(self, glob: np.ndarray, tokens: np.ndarray | None = None,
-                 mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    shift: np.ndarray | None = None  # log prior ratio added to class logits (prior="em")
+    scale: float = 1.0  # logits multiplied by this first (prior="mixture")
+
+    def class_logits(self, glob: np.ndarray, tokens: np.ndarray | None = None,
+                     mask: np.ndarray | None = None) -> np.ndarray:
+        """Multi-class logits per class (before any prior shift)."""
+        shift, self.shift = self.shift, None
+        try:
+            return self._pos_logits(glob, tokens, mask)[0]
+        finally:
+            self.shift = shift
+
+    def _pos_logits(self, glob: np.ndarray, tokens: np.ndarray | None,
+                    mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
         multilabel = self.prompts.mode == "multilabel"
         if self.head is None:
-            unit = _normalise(glob.astype(np.float32))
+            unit = _normalise(glob.astype(np.float32, copy=False))
             pos = unit @ self._cpos.T / self.temperature
             neg = unit @ self._cneg.T / self.temperature if multilabel else None
         else:
@@ -232,10 +269,77 @@ class Scorer:
                                      t.tokens if use_tt else None, t.mask if use_tt else None)
             pos = np.stack([logits[:, i].mean(axis=1) for i in self._pos], axis=1)
             neg = np.stack([logits[:, i].mean(axis=1) for i in self._neg], axis=1) if multilabel else None
+        return pos, neg
+
+    def __call__(self, glob: np.ndarray, tokens: np.ndarray | None = None,
+                 mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        multilabel = self.prompts.mode == "multilabel"
+        pos, neg = self._pos_logits(glob, tokens, mask)
+        if self.shift is not None and not multilabel:
+            pos = pos.astype(np.float64) * self.scale + self.shift
         if multilabel:
             diff = pos - neg
             return diff, _sigmoid(diff)
         return _log_odds(pos), _softmax(pos.astype(np.float64)).astype(np.float32)
+
+
+def em_priors(logits: np.ndarray, *, max_iter: int = 200, tol: float = 1e-8
+               ) -> tuple[np.ndarray, int]:
+    """Class priors of an unlabelled set by EM (Saerens, Latinne & Decaestecker 2002).
+
+    ``logits`` (N, C) give posteriors under equal training priors (prompt scores carry no
+    prior). Returns the priors and the iterations used; no label is involved.
+    """
+    z = logits.astype(np.float64)
+    c = z.shape[1]
+    base = _softmax(z)
+    prior = np.full(c, 1.0 / c)
+    for it in range(1, max_iter + 1):
+        w = base * (prior * c)  # p(c|x) re-weighted by the ratio of new to training priors
+        post = w / w.sum(axis=1, keepdims=True)
+        new = post.mean(axis=0)
+        if np.abs(new - prior).max() < tol:
+            return new, it
+        prior = new
+    return prior, max_iter
+
+
+def mixture_calibration(logits: np.ndarray, *, max_iter: int = 500, tol: float = 1e-10
+                        ) -> tuple[float, float, np.ndarray, int]:
+    """Two classes: a two-Gaussian mixture (shared variance) fitted by EM to the unlabelled
+    log-odds ``s = z1 − z0``; returns ``(a, b, priors, iterations)`` with the mixture's
+    posterior log-odds ``a·s + b``.
+
+    For when the scores rank well but are not calibrated (a head's per-text bias puts every
+    query on one side, and Saerens' EM, which trusts the posteriors, then drives one prior to
+    1). The component with the higher mean is the second class; ``a > 0``, so the ranking
+    and AUC are unchanged. No label is used.
+    """
+    z = logits.astype(np.float64)
+    sc = z[:, 1] - z[:, 0]
+    lo, hi = np.quantile(sc, [0.25, 0.75])
+    mu = np.array([lo, hi])
+    var = max(float(sc.var()) / 4, 1e-12)
+    pi = np.array([0.5, 0.5])
+    iterations = 0
+    for iterations in range(1, max_iter + 1):  # noqa: B007 - the count is returned
+        logp = np.log(pi) - 0.5 * (sc[:, None] - mu) ** 2 / var
+        logp -= logp.max(axis=1, keepdims=True)
+        r = np.exp(logp)
+        r /= r.sum(axis=1, keepdims=True)
+        nk = r.sum(axis=0) + 1e-12
+        new_mu = (r * sc[:, None]).sum(axis=0) / nk
+        new_var = max(float((r * (sc[:, None] - new_mu) ** 2).sum() / len(sc)), 1e-12)
+        new_pi = nk / len(sc)
+        done = np.abs(new_mu - mu).max() < tol and abs(new_var - var) < tol
+        mu, var, pi = new_mu, new_var, new_pi
+        if done:
+            break
+    if mu[1] < mu[0]:  # keep the second class on the side of higher scores
+        mu, pi = mu[::-1], pi[::-1]
+    a = (mu[1] - mu[0]) / var
+    b = np.log(pi[1] / pi[0]) - (mu[1] ** 2 - mu[0] ** 2) / (2 * var)
+    return float(a), float(b), pi, iterations
 
 
 def _finite_or_refuse(values: np.ndarray, ids: np.ndarray, path: object) -> None:
@@ -277,7 +381,10 @@ class _ScoreWriter:
         else:
             self._fh = open(tmp, "w", newline="", encoding="utf-8")
             self._csv = csv.writer(self._fh)
-            head = ["id", *(["label"] if self.with_labels else []), *self.classes, "predicted"]
+            # Probabilities per class, then the scores metrics rank by (log-odds or logit
+            # differences) as "score:<class>": probabilities alone round to 0 or 1 and tie.
+            head = ["id", *(["label"] if self.with_labels else []), *self.classes,
+                    *(f"score:{c}" for c in self.classes), "predicted"]
             self._csv.writerow(head)
         return self
 
@@ -297,7 +404,7 @@ class _ScoreWriter:
         w = csv.writer(buf)
         for i in range(len(ids)):
             row = [ids[i], *([labels[i]] if self.with_labels else []),
-                   *(f"{p:.6g}" for p in probs[i]), predicted[i]]
+                   *(f"{p:.9g}" for p in probs[i]), *(f"{z:.9g}" for z in logits[i]), predicted[i]]
             w.writerow(row)
         self._fh.write(buf.getvalue())
 
@@ -369,8 +476,10 @@ def classify_store(
     chunk_size: int = 8192,
     n_boot: int = 1000,
     seed: int = 0,
-    temperature: float = 0.01,
+    temperature: float = DEFAULT_TEMPERATURE,
     progress: ProgressFn | None = None,
+    image_tokens: bool = True,
+    prior: str = "none",
 ) -> ClassifyResult:
     """Score every sample of ``query`` against ``prompts``; metrics where labels exist.
 
@@ -387,6 +496,10 @@ def classify_store(
         raise UsageError("head scoring needs --head HEAD (or use --scoring cosine)")
     if scoring == "cosine" and head_path is not None:
         raise UsageError("--head and --scoring cosine exclude each other: choose one")
+    if prior not in PRIORS:
+        raise UsageError(f"--prior must be one of {', '.join(PRIORS)}, got {prior!r}")
+    if temperature <= 0:
+        raise UsageError(f"--temperature must be positive, got {temperature}")
     if out is not None:
         check_writable_dir(out)
     store = query if isinstance(query, EmbeddingStore) else EmbeddingStore(query)
@@ -418,6 +531,15 @@ def classify_store(
                     force=force)
         if head.meta_.get("pool_by") and not pool_by:
             notes.append("the head was trained on pooled studies; consider --pool-by group")
+        if head.uses_image_tokens_ and image_tokens and not store.has_tokens:
+            raise UsageError(
+                f"head {head_path} was trained with image tokens but query store {store.path} has "
+                "none: embed it with `stitch embed --tokens` (and `stitch apply` keeps them), or "
+                "pass --no-image-tokens to score on global vectors only"
+            )
+        if head.uses_image_tokens_ and not image_tokens:
+            notes.append("--no-image-tokens: the head was trained with image tokens and now scores "
+                         "global vectors only")
 
     text = embed_prompts(prompts.texts(), text_model=text_model, prompt_store=prompt_store,
                          tokens=head is not None and head.uses_text_tokens_)
@@ -429,7 +551,18 @@ def classify_store(
         check_space(text.space, image_space, expected_what=f"the prompts' text space ({text.source})",
                     got_what="the map's target space" if mapper else f"query store {store.path}",
                     force=force)
-    scorer = Scorer(prompts, text, head, temperature)
+    scorer = Scorer(prompts, text, head, temperature, image_tokens)
+    if scorer.uses_image_tokens:
+        from ..maps import tokens as T
+
+        if mapper is not None:
+            T.check_token_width(mapper, store.token_shape, f"query store {store.path}")
+            probe = np.arange(min(len(store), 16))
+            notes.append(T.token_note(mapper, T.pooling_relation(store.read(probe),
+                                                                  *T.read_tokens(store, probe))))
+            chunk_size = T.rows_per_chunk(store.token_shape, mapper.n_features_out_, chunk_size)
+        else:
+            chunk_size = T.rows_per_chunk(store.token_shape, store.token_shape[1], chunk_size)
 
     rows = np.arange(len(store)) if ids is None else np.sort(store.index_of(ids))
     labels_all = store.labels
@@ -443,22 +576,20 @@ def classify_store(
     meta = {"mode": prompts.mode, "scoring": scoring, "prompts": prompts.source,
             "composition": composition}
     writer = _ScoreWriter(Path(out), classes, meta, with_labels) if out is not None else None
-    if progress:
-        progress(0, n_total)
-    try:
-        if writer:
-            writer.__enter__()
+
+    def blocks() -> Iterator[tuple[np.ndarray, np.ndarray | None, np.ndarray,
+                                   np.ndarray | None, np.ndarray | None]]:
+        """(ids, labels, image globals, tokens, mask) per block, mapped and pooled."""
         for block, members in _chunks(store, rows, pool_by, chunk_size):
             glob = store.read(block)
             _finite_or_refuse(glob, store.ids[block], store.path)
             tok = mask = None
-            if scorer.uses_image_tokens and store.has_tokens:
-                tok, mask = store.read_tokens(block)
+            if scorer.uses_image_tokens:
+                tok, mask = T.read_tokens(store, block)
             if mapper is not None:
-                glob = mapper.transform(glob).astype(np.float32)
+                glob = mapper.transform(glob).astype(np.float32, copy=False)
                 if tok is not None:
-                    n, t, d = tok.shape
-                    tok = mapper.transform(tok.reshape(n * t, d)).reshape(n, t, -1).astype(np.float32)
+                    tok = T.map_tokens(mapper, tok, mask)
             block_ids = store.ids[block]
             block_labels = labels_all[block] if with_labels else None
             if members is not None:
@@ -471,12 +602,43 @@ def classify_store(
                 if tok is not None and mask is not None:
                     tok, mask = pool_tokens(tok, mask, local)
                 glob = pool_embeddings(glob, local)
+            yield block_ids, block_labels, glob, tok, mask
+
+    if prior == "em":
+        if prompts.mode != "multiclass":
+            raise UsageError("--prior em adjusts multi-class priors: use it with --mode multiclass")
+        # First pass: the class logits of every query (N × C, small), then EM on them.
+        z = np.concatenate([scorer.class_logits(g, t, mk) for _, _, g, t, mk in blocks()])
+        est, iters = em_priors(z)
+        scorer.shift = np.log(est * len(est))
+        composition["prior"] = {"method": "em (Saerens et al. 2002), label-free",
+                                "priors": dict(zip(prompts.names, map(float, est), strict=True)),
+                                "iterations": iters}
+        notes.append("class priors estimated on the unlabelled query set by EM: "
+                     + ", ".join(f"{c} {p:.3f}" for c, p in zip(prompts.names, est, strict=True)))
+    elif prior == "mixture":
+        if prompts.mode != "multiclass" or len(prompts.names) != 2:
+            raise UsageError("--prior mixture calibrates two classes: use it with two multi-class classes")
+        z = np.concatenate([scorer.class_logits(g, t, mk) for _, _, g, t, mk in blocks()])
+        a, b, est, iters = mixture_calibration(z)
+        scorer.scale, scorer.shift = a, np.array([0.0, b])
+        composition["prior"] = {"method": "two-Gaussian mixture on the log-odds by EM, label-free",
+                                "priors": dict(zip(prompts.names, map(float, est), strict=True)),
+                                "scale": a, "offset": b, "iterations": iters}
+        notes.append("scores calibrated on the unlabelled query set by a two-Gaussian mixture: priors "
+                     + ", ".join(f"{c} {p:.3f}" for c, p in zip(prompts.names, est, strict=True)))
+    if progress:
+        progress(0, n_total)
+    try:
+        if writer:
+            writer.__enter__()
+        for block_ids, block_labels, glob, tok, mask in blocks():
             logits, probs = scorer(glob, tok, mask)
             predicted = _predicted(probs, classes, prompts.mode)
             if writer:
                 writer.write(block_ids, block_labels, logits, probs, predicted)
             if with_labels:
-                keep_logits.append(logits)
+                keep_logits.append(logits.astype(np.float32))  # what the score file holds
                 keep_probs.append(probs)
                 keep_labels.append(np.asarray(block_labels, dtype=object))
             n_done += len(block_ids)
@@ -494,8 +656,10 @@ def classify_store(
     if with_labels and keep_probs:
         probs = np.concatenate(keep_probs)
         labels = np.concatenate(keep_labels)
-        truth = np.array([[c.matches(lab) for c in prompts.classes] for lab in labels], dtype=bool)
-        known = np.array([bool(str(lab)) for lab in labels])
+        keep_probs.clear()  # the blocks are copied: free them before the metrics
+        keep_labels.clear()
+        truth = truth_matrix(labels, [c.matches for c in prompts.classes])  # once per distinct label
+        known = labels != ""  # object array: elementwise, no (N,) unicode copy
         if prompts.mode == "multiclass":
             usable = known & (truth.sum(axis=1) == 1)
         else:
@@ -505,8 +669,11 @@ def classify_store(
                          "class of the prompts and are left out of the metrics")
         if usable.any():
             ranking = np.concatenate(keep_logits)  # log-odds / logit differences
-            metrics = evaluate(truth[usable], probs[usable], classes, mode=prompts.mode,
-                               n_boot=n_boot, seed=seed, ranking=ranking[usable])
+            keep_logits.clear()
+            if not usable.all():  # (N, C) copies only where some samples are left out
+                truth, probs, ranking = truth[usable], probs[usable], ranking[usable]
+            metrics = evaluate(truth, probs, classes, mode=prompts.mode,
+                               n_boot=n_boot, seed=seed, ranking=ranking)
     return ClassifyResult(
         n=n_done, classes=classes, mode=prompts.mode, scoring=scoring,
         output=str(out) if out is not None else None, composition=composition, metrics=metrics,
