@@ -36,8 +36,6 @@ def report(paths: tuple[str, ...], output: str | None, title: str, markdown: boo
     if output is None:
         output = str(Path(paths[0]) / "report") if len(paths) == 1 and Path(paths[0]).is_dir() else "report"
     result = build_report(list(paths), output, title=title)
-    for line in result["skipped"]:
-        click.echo(f"skipped: {line}", err=True)
     if markdown:
         click.echo(Path(result["markdown"]).read_text(encoding="utf-8"))
         return

@@ -269,7 +269,8 @@ cell("info", "corrupt")(lambda w, d: Case(["info", w.corrupt], 2, "truncated"))
 cell("info", "no-datasets")(lambda w, d: Case(["info", w.no_datasets], 2, "no 'embeddings' dataset"))
 cell("info", "text-png")(lambda w, d: Case(["info", w.notes_png], 2, "not a stitchkit map or head"))
 cell("info", "bad-option")(lambda w, d: Case(["info", w.lite2, "--bogus"], 2, "no such option"))
-na("info", "info describes any store, NaN or repeated ids included (exit 0)", "nan", "duplicate-ids")
+na("info", "info describes any store, NaN or repeated ids included (exit 0; test_not_applicable_claims)",
+   "nan", "duplicate-ids")
 na("info", "info reads one file and writes nothing", "truncated-image", "ids-mismatch", "dim-mismatch",
    "provenance", "unknown-model", "bad-prompts", "read-only", "disk-full")
 
@@ -347,7 +348,8 @@ cell("apply", "provenance")(lambda w, d: Case(_apply(w.map, w.lite0, d / "o.h5")
 cell("apply", "read-only")(lambda w, d: Case(_apply(w.map, w.lite2, ro(w, "o.h5")), 2, "not writable"))
 cell("apply", "disk-full")(lambda w, d: Case(_apply(w.map, w.lite2, d / "o.h5"), 1, "file too large", d / "o.h5", fsize=STORE_LIMIT))
 cell("apply", "bad-option")(lambda w, d: Case(_apply(w.map, w.lite2, d / "o.h5", "--bogus"), 2, "no such option", d / "o.h5"))
-na("apply", "apply maps every row and keeps ids as they are; it looks none up", "duplicate-ids", "ids-mismatch")
+na("apply", "apply maps every row and keeps ids as they are; it looks none up (test_not_applicable_claims)",
+   "duplicate-ids", "ids-mismatch")
 na("apply", "apply reads a map and a store only", "truncated-image", "unknown-model", "bad-prompts")
 
 
@@ -454,34 +456,38 @@ na("classify", "classify reads stores, a head and prompts", "truncated-image")
 
 
 # report / demo -------------------------------------------------------------------------------
-def _demo_folder(w: World, d: Path) -> Path:
-    folder = d / "demo-out"
-    (folder / "results").mkdir(parents=True)
-    (folder / "results" / "sweep.json").write_text(json.dumps({"summary": [
-        {"method": "orthogonal", "n_anchors": n, "n_seeds": 1, "cosine_mean_mean": 0.5 + n / 1000,
-         "cosine_mean_std": 0.01} for n in (10, 20)]}))
+def _report_folder(w: World, d: Path) -> Path:
+    folder = d / "run"
+    folder.mkdir()
+    shutil.copy(w.map, folder / "m.map")
     return folder
 
 
-cell("report", "missing")(lambda w, d: Case(["report", d / "nowhere", "-o", d / "r"], 2, "not a folder"))
-cell("report", "directory")(lambda w, d: Case(["report", w.lite2, "-o", d / "r"], 2, "is a file"))
+cell("report", "missing")(lambda w, d: Case(["report", d / "nowhere", "-o", d / "r"], 2, "does not exist"))
+cell("report", "directory")(lambda w, d: Case(["report", w.map, "-o", w.lite2], 2, "is a file"))
+cell("report", "empty")(lambda w, d: Case(["report", w.empty, "-o", d / "r"], 2, "not a stitchkit file"))
+cell("report", "corrupt")(lambda w, d: Case(["report", w.corrupt, "-o", d / "r"], 2, "not a stitchkit file"))
+cell("report", "no-datasets")(lambda w, d: Case(["report", w.no_datasets, "-o", d / "r"], 2, "not a stitchkit file"))
+cell("report", "text-png")(lambda w, d: Case(["report", w.notes_png, "-o", d / "r"], 2, "not a stitchkit file"))
 
 
 @cell("report", "read-only")
 def _(w: World, d: Path) -> Case:
-    return Case(["report", _demo_folder(w, d), "-o", ro(w, "r")], 2, "writ")
+    return Case(["report", _report_folder(w, d), "-o", ro(w, "r")], 2, "writ")
 
 
 @cell("report", "disk-full")
 def _(w: World, d: Path) -> Case:
     (d / "r").mkdir()
-    return Case(["report", _demo_folder(w, d), "-o", d / "r"], 1, "file too large", d / "r" / "index.html", fsize=TEXT_LIMIT)
+    return Case(["report", _report_folder(w, d), "-o", d / "r"], 1, "file too large", d / "r" / "index.html", fsize=TEXT_LIMIT)
 
 
 cell("report", "bad-option")(lambda w, d: Case(["report", d, "--bogus"], 2, "no such option"))
-na("report", "report draws what a demo folder holds; a missing input leaves its figure out",
-   "empty", "corrupt", "no-datasets", "truncated-image", "text-png", "nan", "duplicate-ids",
-   "ids-mismatch", "dim-mismatch", "provenance", "unknown-model", "bad-prompts")
+na("report", "report draws stores only beside a map of their spaces over shared ids; other stores "
+   "(NaN rows, repeated or foreign ids, other widths or models) are left out and it exits 0 "
+   "(test_not_applicable_claims)", "nan", "duplicate-ids", "ids-mismatch", "dim-mismatch", "provenance")
+na("report", "report reads what commands wrote: never an image, a model spec or a prompt file",
+   "truncated-image", "unknown-model", "bad-prompts")
 
 cell("demo", "missing")(lambda w, d: Case(["demo", "--data", d / "nowhere", "-o", d / "out", "--limit", "4"], 2, "nowhere"))
 cell("demo", "directory")(lambda w, d: Case(["demo", "--data", w.lite2, "-o", d / "out", "--limit", "4"], 2, "is a file"))
@@ -595,6 +601,33 @@ def test_disk_full_in_a_real_process(world: World, tmp_path: Path) -> None:
     assert len(res.message_lines) == 1 and "file too large" in res.stderr, res.stderr
     assert "Traceback" not in res.stderr
     assert out.read_bytes() == SENTINEL
+
+
+# -- "not applicable" cells that are claims about behaviour, checked ---------------------------
+@pytest.mark.parametrize("claim", ["info-nan", "info-dup", "apply-dup", "report-foreign-stores"])
+def test_not_applicable_claims(claim: str, world: World, tmp_path: Path) -> None:
+    import subprocess
+
+    def run_stitch(*args: object) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "stitchkit.cli.main", *map(str, args)],
+                              capture_output=True, text=True, timeout=600)
+
+    w = world
+    if claim in ("info-nan", "info-dup"):
+        res = run_stitch("info", w.nan if claim == "info-nan" else w.dup)
+        assert res.returncode == 0, res.stderr
+    elif claim == "apply-dup":
+        res = run_stitch("apply", w.map, w.dup, "-o", tmp_path / "o.h5")
+        assert res.returncode == 0, res.stderr
+        from stitchkit.store import EmbeddingStore
+
+        with EmbeddingStore(w.dup) as src, EmbeddingStore(tmp_path / "o.h5") as out:
+            assert list(out.ids) == list(src.ids)  # every row mapped, the repeated id kept
+    else:
+        res = run_stitch("report", w.map, w.nan, w.dup, w.minilm, "-o", tmp_path / "r")
+        assert res.returncode == 0, res.stderr
+        figures = sorted(p.name for p in (tmp_path / "r").glob("*.png"))
+        assert figures == ["maps.png"]  # no pair of stores in the map's spaces over shared ids
 
 
 # -- the table in docs/bad-inputs.md -----------------------------------------------------------

@@ -19,6 +19,16 @@ for r in csv.DictReader(open(f"{root}/labels.csv")):
 w = csv.DictWriter(open(dest, "w", newline=""), fieldnames=["id", "path", "label"]); w.writeheader(); w.writerows(keep)
 PY
 stitch embed "$out/k.csv" -m "timm:efficientnet_lite0?weights=$weights&bn_eps=0.001&crop_pct=1.0" -o "$out/mine.h5"
+stitch embed "$out/k.csv" -m lite0 -o "$out/lite0.h5"
 stitch embed "$out/k.csv" -m lite2 -o "$out/lite2.h5"
 stitch info "$out/mine.h5"
+# The spec above is the short name's recipe spelled out: both stores must hold the same vectors.
+python - "$out/mine.h5" "$out/lite0.h5" <<'PY'
+import sys
+import numpy as np
+from stitchkit.store import EmbeddingStore
+with EmbeddingStore(sys.argv[1]) as a, EmbeddingStore(sys.argv[2]) as b:
+    diff = np.abs(a.read(a.index_of(list(b.ids))) - b.read(np.arange(len(b)))).max()
+print(f"timm spec vs lite0 short name: max |difference| {diff:.2e} over {len(b)} images")
+PY
 stitch fit "$out/mine.h5" "$out/lite2.h5" --method ridge -o "$out/mine-to-lite2.map"

@@ -99,9 +99,12 @@ def _kind(path: Path) -> str | None:
 def find(paths: list[str | Path], exclude: Path | None = None) -> Found:
     found = Found()
     files: list[Path] = []
+    named: set[Path] = set()  # files given by name: one that is no stitchkit file is an error
     for p in map(Path, paths):
         if not p.exists():
             raise UsageError(f"{p}: no such file or folder; check the path")
+        if p.is_file():
+            named.add(p)
         if p.is_dir():
             for root, dirs, names in os.walk(p):
                 dirs[:] = sorted(d for d in dirs if not d.startswith(".")
@@ -112,9 +115,12 @@ def find(paths: list[str | Path], exclude: Path | None = None) -> Found:
     from ..results import guess_kind
 
     for f in files:
-        if f.suffix.lower() in SKIP_SUFFIXES:
+        if f.suffix.lower() in SKIP_SUFFIXES and f not in named:
             continue
-        kind = _kind(f)
+        kind = _kind(f) if f.stat().st_size else None
+        if kind is None and f in named:
+            raise UsageError(f"{f}: not a stitchkit file (a store, map, head, sweep CSV, score file or "
+                             "`--json` result) or unreadable: check the path")
         if kind == "json":
             try:
                 data = json.loads(f.read_text(encoding="utf-8"))
@@ -304,6 +310,8 @@ def _classify_sections(found: Found, out: Path) -> list[Section]:
         if data.get("output") and "classes" in data:
             by_output[str(Path(data["output"]).resolve())] = data
     sections = []
+    # (dataset, class) -> route -> (y, score): every route on one data set in one ROC figure
+    overlay: dict[tuple[str, str, int], dict[str, tuple[np.ndarray, np.ndarray]]] = defaultdict(dict)
     for n, path in enumerate(found.scores):
         ids, labels, scores, predicted, meta = _read_score_file(path)
         classes = list(meta["classes"])
@@ -315,6 +323,12 @@ def _classify_sections(found: Found, out: Path) -> list[Section]:
         if not y.any():
             continue  # no sample carries a label any class matches: nothing to measure against
         route = _route_name(result, path)
+        dataset = _dataset_name(result, path)
+        # two exclusive classes give mirrored ROCs: one (the last class) says it all
+        shown = classes[-1:] if len(classes) == 2 and mode == "multiclass" else classes
+        for c, name in enumerate(classes):
+            if name in shown and y[:, c].any() and not y[:, c].all():
+                overlay[(dataset, name, len(ids))][route] = (y[:, c], scores[:, c])
         if mode == "multiclass":
             rule = str(metrics.get("threshold") or "argmax over classes")
             pred = np.array([classes.index(p) if p in classes else -1 for p in predicted]) if predicted \
@@ -358,7 +372,24 @@ def _classify_sections(found: Found, out: Path) -> list[Section]:
         sections.append(Section(f"Score histograms: {route}", hist,
                                 "Each class's score on samples with that label (red) and without it (blue).",
                                 [f"Means as in the table of \"Classification: {route}\" above."]))
+    for k, ((dataset, name, n_samples), curves) in enumerate(sorted(overlay.items())):
+        if len(curves) < 2:
+            continue
+        image = figures.roc_curves(curves, out / f"roc-{k:02d}.png",
+                                   title=f"{dataset}: {name} against the rest, every route (n={n_samples})")
+        rows = [[route, int(yc.sum()), len(yc), roc_auc_score(yc, sc)] for route, (yc, sc) in curves.items()]
+        sections.insert(0, Section(f"ROC of every route: {name} on {dataset}", image,
+                                   "One curve per route (score file) on the same samples; AUC in the legend.",
+                                   _md_table(["route", "positives", "samples", "AUC"], rows)))
     return sections
+
+
+def _dataset_name(result: dict[str, Any] | None, path: Path) -> str:
+    if result:
+        from ..results import to_record
+
+        return str(to_record("classify", result).get("dataset") or path.parent.name)
+    return path.parent.name
 
 
 def _slug(path: Path, n: int) -> str:
