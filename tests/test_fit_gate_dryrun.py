@@ -52,6 +52,8 @@ def test_require_on_an_unmeasured_metric_fails_and_bad_syntax_is_a_usage_error(p
     for bad in ("top1=>0.5", "top_one>=0.5", "top1>=x"):
         r = run("fit", src, tgt, "-o", tmp / "m.map", "--require", bad)
         assert r.exit_code == 2 and "--require" in r.output, bad
+    r = run("fit", src, tgt, "-o", tmp / "m.map", "--require", "top1")  # `top1>=0.5` unquoted
+    assert r.exit_code == 2 and "quote it" in r.output
 
 
 def test_mutual_knn_identity_rotation_and_chance():

@@ -158,7 +158,11 @@ def parse_requirement(text: str) -> tuple[str, str, float]:
 
     found = re.fullmatch(r"\s*([a-z0-9_]+)\s*(>=|<=|>|<)\s*([-+0-9.eE]+)\s*", text)
     if found is None:
-        raise ValueError(f"requirement {text!r} is not METRIC>=VALUE (or <=, >, <)")
+        hint = ""
+        if re.fullmatch(r"\s*[a-z0-9_]+\s*", text):
+            # `--require top1>=0.8` unquoted: the shell took `>=0.8` as a redirection.
+            hint = f"; quote it, e.g. --require '{text.strip()}>=0.8' (unquoted, a shell reads > as a redirection)"
+        raise ValueError(f"requirement {text!r} is not METRIC>=VALUE (or <=, >, <){hint}")
     metric, op, value = found.groups()
     if metric not in HELD_OUT_METRICS:
         raise ValueError(f"requirement {text!r}: unknown metric {metric!r}; one of {', '.join(HELD_OUT_METRICS)}")
