@@ -28,6 +28,7 @@ PIXEL_POLICY = (
     "first WindowCenter/Width, else the full stored range, MONOCHROME1 inverted, then 0..255"
 )
 _DEEP_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+_IMAGE_NAMES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
 
 
 def load_image(path: Path) -> Image.Image:
@@ -42,7 +43,10 @@ def load_file(path: Path) -> tuple[Image.Image, str]:
         raise InputFailure("file not found" if not path.exists() else "not a regular file")
     if path.stat().st_size == 0:
         raise InputFailure("empty file (0 bytes)")
-    if path.suffix.lower() in DICOM_SUFFIXES or has_preamble(path):
+    suffix = path.suffix.lower()
+    # The preamble is only looked for where the name does not say "image" (PACS exports often
+    # have no extension): one more open per JPEG would be wasted.
+    if suffix in DICOM_SUFFIXES or (suffix not in _IMAGE_NAMES and has_preamble(path)):
         return decode_dicom(path)
     return _pil(path)
 
