@@ -131,3 +131,24 @@ def test_embedding_shards_equals_embedding_the_files(shards, tmp_path):
         assert [x.decode() for x in w["labels"][()]] == [s["label"] for s in samples]
         assert t.attrs["modality"] == "text" and t["embeddings"].shape == (len(samples), 384)
         assert [x.decode() for x in t["texts"][()]] == [s["caption"] for s in samples]
+
+
+def test_dicom_members_decode_and_give_their_tags(data, tmp_path):
+    from PIL import Image
+
+    from .test_inputs_dicom import write_dicom
+
+    png = np.asarray(Image.open(data / "kermany-pneumonia-224" / kermany_rows(data, 2)[0]["path"]).convert("L"))
+    dcm = write_dicom(tmp_path / "x.dcm", png.astype(np.uint16) * 257, study="9.8.7", view="AP")
+    with tarfile.open(tmp_path / "d.tar", "w") as tf:
+        _add(tf, "s1.dcm", dcm.read_bytes())
+    inputs = read_inputs(tmp_path / "d.tar", dicom_tags="StudyInstanceUID,ViewPosition")
+    assert (inputs.items[0].group, inputs.items[0].extra["view_position"]) == ("9.8.7", "AP")
+    image, how = load_item(inputs.items[0])
+    assert np.array_equal(np.asarray(image), png) and how.startswith("DICOM MONOCHROME2 16-bit")
+
+
+def test_an_export_folder_given_as_input_points_to_import(tmp_path):
+    (tmp_path / "emb" / "img_emb").mkdir(parents=True)
+    with pytest.raises(UsageError, match="stitch import"):
+        read_inputs(tmp_path / "emb")

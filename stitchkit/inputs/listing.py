@@ -89,6 +89,9 @@ def read_inputs(
         if not src.exists():
             raise UsageError(f"input {src} does not exist: give an image folder, a .csv/.jsonl manifest, "
                              "a .txt file, .tar shards or a Hugging Face dataset")
+        if src.is_dir() and ((src / "img_emb").is_dir() or (src / "text_emb").is_dir()):
+            raise UsageError(f"{src} holds embeddings (clip-retrieval's layout), not inputs: "
+                             f"`stitch import {src} -o STORE.h5` makes it a store")
         if hf.is_dataset(src):
             inputs = hf.read_dataset(src, columns)
         elif src.is_dir():
