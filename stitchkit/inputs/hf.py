@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputFailure, UsageError
-from .listing import Columns, Inputs, Item
+from .types import Columns, Inputs, Item
 
 
 def _pyarrow() -> Any:

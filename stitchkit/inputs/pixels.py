@@ -19,7 +19,7 @@ from ..errors import InputFailure
 from .dicom import decode_dicom, has_preamble
 
 if TYPE_CHECKING:
-    from .listing import Item
+    from .types import Item
 
 DICOM_SUFFIXES = {".dcm", ".dicom"}
 PIXEL_POLICY = (

@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..errors import InputFailure, UsageError
-from .listing import Inputs, Item
+from .types import Inputs, Item
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "tif", "tiff", "bmp", "dcm")
 SMALL_MEMBER = 1 << 20  # bytes: a label, text or JSON member larger than this is refused
