@@ -73,9 +73,11 @@ def test_report_numbers_match_the_files(run_files: dict[str, Path], tmp_path: Pa
     expect = f"| ridge | 40 | {float(ridge40['cosine_mean_mean']):.3f} ± {float(ridge40['cosine_mean_std']):.3f} |"
     assert expect in page
     # classification: the AUC stated per class is the one `stitch classify --json` measured
-    auc = json.loads(run_files["classify"].read_text())["metrics"]
-    auc = auc.get("auc_pneumonia", (auc.get("auc") or {}).get("pneumonia"))
-    assert f"| pneumonia | 60 | {auc:.3f} |" in page
+    m = json.loads(run_files["classify"].read_text())["metrics"]
+    auc = m.get("auc_pneumonia", (m.get("auc") or {}).get("pneumonia"))
+    positives = m.get("positives_pneumonia", (m.get("positives") or {}).get("pneumonia"))
+    assert positives == 90  # the session stores: 60 train + 30 test images per class
+    assert f"| pneumonia | {positives} | {auc:.3f} |" in page
     assert "Confusion matrix (argmax over classes" in page
     # the map was fitted on these very stores, and the report says so
     assert "l0-l2.map (fitted on these stores)" in page

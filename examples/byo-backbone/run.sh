@@ -28,7 +28,8 @@ import sys
 import numpy as np
 from stitchkit.store import EmbeddingStore
 with EmbeddingStore(sys.argv[1]) as a, EmbeddingStore(sys.argv[2]) as b:
-    diff = np.abs(a.read(a.index_of(list(b.ids))) - b.read(np.arange(len(b)))).max()
-print(f"timm spec vs lite0 short name: max |difference| {diff:.2e} over {len(b)} images")
+    n = len(b)
+    diff = np.abs(a.read(a.index_of(list(b.ids))) - b.read(np.arange(n))).max()
+print(f"timm spec vs lite0 short name: max |difference| {diff:.2e} over {n} images")
 PY
 stitch fit "$out/mine.h5" "$out/lite2.h5" --method ridge -o "$out/mine-to-lite2.map"

@@ -256,9 +256,15 @@ def _head_sections(heads: list[Path], out: Path) -> list[Section]:
 
 # -- classification -----------------------------------------------------------------------------
 
-def _read_score_file(path: Path) -> tuple[list[str], list[str], np.ndarray, list[str] | None, dict[str, Any]]:
-    """(ids, labels, scores (n, classes), predicted or None, metadata) of a CSV or HDF5 score file."""
-    if path.suffix.lower() in (".h5", ".hdf5") or open(path, "rb").read(4) == b"\x89HDF":
+def _read_score_file(path: Path) -> tuple[list[str], list[str] | None, np.ndarray, np.ndarray, list[str] | None,
+                                         dict[str, Any]]:
+    """(ids, labels or None, probabilities, ranking scores, predicted or None, metadata) of a score file.
+
+    The ranking scores are what `stitch classify` ranks by for its AUC ("score:<class>" columns,
+    log-odds or logit differences; the HDF5 form's logits): probabilities alone round to 0 or 1
+    and tie. Probabilities draw the histograms and the calibration curve.
+    """
+    if open(path, "rb").read(4) == b"\x89HDF":
         import h5py
 
         with h5py.File(path, "r") as h5:
@@ -266,16 +272,22 @@ def _read_score_file(path: Path) -> tuple[list[str], list[str], np.ndarray, list
             meta = json.loads(h5.attrs.get("meta", "{}"))
             ids = [x.decode() if isinstance(x, bytes) else str(x) for x in h5["ids"][:]]
             labels = [x.decode() if isinstance(x, bytes) else str(x) for x in h5["labels"][:]]
-            scores = np.asarray(h5["scores"][:], dtype=np.float64)
-        return ids, labels, scores, None, {"classes": classes, **meta}
+            probs = np.asarray(h5["scores"][:], dtype=np.float64)
+            ranking = np.asarray(h5["logits"][:], dtype=np.float64) if "logits" in h5 else probs
+        return ids, labels if any(labels) else None, probs, ranking, None, {"classes": classes, **meta}
     with open(path, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         rows = list(reader)
         columns = reader.fieldnames or []
-    classes = [c for c in columns if c not in ("id", "label", "predicted")]
-    scores = np.array([[float(r[c]) for c in classes] for r in rows]).reshape(len(rows), len(classes))
+    classes = [c for c in columns if c not in ("id", "label", "predicted") and not c.startswith("score:")]
+    probs = np.array([[float(r[c]) for c in classes] for r in rows]).reshape(len(rows), len(classes))
+    if all(f"score:{c}" in columns for c in classes):
+        ranking = np.array([[float(r[f"score:{c}"]) for c in classes] for r in rows]).reshape(probs.shape)
+    else:
+        ranking = probs
     predicted = [r["predicted"] for r in rows] if "predicted" in columns else None
-    return [r["id"] for r in rows], [r.get("label", "") for r in rows], scores, predicted, {"classes": classes}
+    labels = [r["label"] for r in rows] if "label" in columns else None
+    return [r["id"] for r in rows], labels, probs, ranking, predicted, {"classes": classes}
 
 
 def _matcher(classes: list[str], result: dict[str, Any] | None):  # noqa: ANN202 - a predicate
@@ -313,7 +325,9 @@ def _classify_sections(found: Found, out: Path) -> list[Section]:
     # (dataset, class) -> route -> (y, score): every route on one data set in one ROC figure
     overlay: dict[tuple[str, str, int], dict[str, tuple[np.ndarray, np.ndarray]]] = defaultdict(dict)
     for n, path in enumerate(found.scores):
-        ids, labels, scores, predicted, meta = _read_score_file(path)
+        ids, labels, scores, ranking, predicted, meta = _read_score_file(path)
+        if labels is None:
+            continue  # unlabelled samples: nothing to measure against
         classes = list(meta["classes"])
         result = by_output.get(str(path.resolve()))
         metrics = (result or {}).get("metrics") or {}
@@ -328,7 +342,7 @@ def _classify_sections(found: Found, out: Path) -> list[Section]:
         shown = classes[-1:] if len(classes) == 2 and mode == "multiclass" else classes
         for c, name in enumerate(classes):
             if name in shown and y[:, c].any() and not y[:, c].all():
-                overlay[(dataset, name, len(ids))][route] = (y[:, c], scores[:, c])
+                overlay[(dataset, name, len(ids))][route] = (y[:, c], ranking[:, c])
         if mode == "multiclass":
             rule = str(metrics.get("threshold") or "argmax over classes")
             pred = np.array([classes.index(p) if p in classes else -1 for p in predicted]) if predicted \
@@ -349,12 +363,12 @@ def _classify_sections(found: Found, out: Path) -> list[Section]:
                            for c in range(len(classes))])
             cm_labels = (classes, ["TP", "FP", "FN", "TN"])
         title = f"{route} — {path.name} (n={len(ids)}; true labels: {how})"
-        image = figures.classification_panels(y, scores, classes, cm, cm_labels, out / f"classify-{_slug(path, n)}.png",
+        image = figures.classification_panels(y, ranking, scores, classes, cm, cm_labels, out / f"classify-{_slug(path, n)}.png",
                                               title=title, rule=rule)
         rows = []
         for c, name in enumerate(classes):
             yc = y[:, c]
-            auc = roc_auc_score(yc, scores[:, c]) if yc.any() and not yc.all() else None
+            auc = roc_auc_score(yc, ranking[:, c]) if yc.any() and not yc.all() else None
             rows.append([name, int(yc.sum()), auc, float(scores[yc, c].mean()) if yc.any() else None,
                          float(scores[~yc, c].mean()) if (~yc).any() else None])
         numbers = _md_table(["class", "positives", "AUC", "mean score, positives", "mean score, others"], rows)
@@ -372,16 +386,17 @@ def _classify_sections(found: Found, out: Path) -> list[Section]:
         sections.append(Section(f"Score histograms: {route}", hist,
                                 "Each class's score on samples with that label (red) and without it (blue).",
                                 [f"Means as in the table of \"Classification: {route}\" above."]))
+    combined: list[Section] = []
     for k, ((dataset, name, n_samples), curves) in enumerate(sorted(overlay.items())):
         if len(curves) < 2:
             continue
         image = figures.roc_curves(curves, out / f"roc-{k:02d}.png",
                                    title=f"{dataset}: {name} against the rest, every route (n={n_samples})")
         rows = [[route, int(yc.sum()), len(yc), roc_auc_score(yc, sc)] for route, (yc, sc) in curves.items()]
-        sections.insert(0, Section(f"ROC of every route: {name} on {dataset}", image,
-                                   "One curve per route (score file) on the same samples; AUC in the legend.",
-                                   _md_table(["route", "positives", "samples", "AUC"], rows)))
-    return sections
+        combined.append(Section(f"ROC of every route: {name} on {dataset}", image,
+                                "One curve per route (score file) on the same samples; AUC in the legend.",
+                                _md_table(["route", "positives", "samples", "AUC"], rows)))
+    return combined + sections
 
 
 def _dataset_name(result: dict[str, Any] | None, path: Path) -> str:

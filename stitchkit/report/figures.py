@@ -64,12 +64,14 @@ def roc_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, *, 
     return _save(fig, path)
 
 
-def classification_panels(y: np.ndarray, scores: np.ndarray, classes: Sequence[str], confusion: np.ndarray,
+def classification_panels(y: np.ndarray, ranking: np.ndarray, scores: np.ndarray, classes: Sequence[str],
+                          confusion: np.ndarray,
                           confusion_labels: tuple[list[str], list[str]], path: Path, *, title: str,
                           rule: str) -> Path:
     """ROC per class (AUC in the legend), the confusion matrix at ``rule``, calibration curves.
 
-    ``y`` is (n, classes) booleans, ``scores`` (n, classes) probabilities; ``confusion`` is
+    ``y`` is (n, classes) booleans, ``ranking`` the scores the ROC ranks by, ``scores`` the
+    probabilities the calibration curve bins; ``confusion`` is
     drawn as given with ``confusion_labels`` = (row names, column names).
     """
     from sklearn.calibration import calibration_curve
@@ -81,9 +83,9 @@ def classification_panels(y: np.ndarray, scores: np.ndarray, classes: Sequence[s
         yc = y[:, c]
         if yc.all() or not yc.any():
             continue
-        fpr, tpr, _ = roc_curve(yc, scores[:, c])
+        fpr, tpr, _ = roc_curve(yc, ranking[:, c])
         ax_roc.plot(fpr, tpr, lw=1.4, c=COLOURS[c % len(COLOURS)],
-                    label=f"{name} (AUC {roc_auc_score(yc, scores[:, c]):.3f}, n+={int(yc.sum())})")
+                    label=f"{name} (AUC {roc_auc_score(yc, ranking[:, c]):.3f}, n+={int(yc.sum())})")
         frac, mean = calibration_curve(yc, np.clip(scores[:, c], 0, 1), n_bins=10, strategy="uniform")
         ax_cal.plot(mean, frac, marker="o", ms=3, c=COLOURS[c % len(COLOURS)], label=name)
     ax_roc.plot([0, 1], [0, 1], ls=":", c="grey", lw=1)
