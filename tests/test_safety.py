@@ -116,7 +116,7 @@ def test_no_unsafe_loading_in_the_sources() -> None:
 
 
 def test_trust_remote_code_is_off_unless_the_spec_asks() -> None:
-    from stitchkit.encoders.hf_backend import _trust
+    from stitchkit.encoders.hf_loading import trust_remote_code as _trust
     from stitchkit.encoders.registry import parse_spec
 
     assert not _trust(parse_spec("hf:/models/x")[0])

@@ -10,7 +10,6 @@ own class (``CLIPVisionModel``, ``SiglipTextModel`` ...) so only its weights are
 
 from __future__ import annotations
 
-import copy
 import inspect
 from pathlib import Path
 from typing import Any
@@ -19,137 +18,29 @@ import torch
 
 from ..errors import ModelError
 from .base import EncodeOutput, Encoder, ModelSpec
+from .hf_loading import (
+    hub_hint,
+    load_pretrained,
+    model_class,
+    pick_tower,
+    quiet_transformers,
+    trust_remote_code,
+    weight_files,
+)
 from .registry import offline_hint
-
-# Heads whose weights a checkpoint may lack (an image classifier saved without ViT's pooler):
-# missing there means "randomly initialised", so that pooling is refused; missing anywhere
-# else means the checkpoint is not this architecture.
-OPTIONAL_HEADS = ("pooler.", "head.", "visual_projection.", "text_projection.")
-
-
-def _quiet() -> None:
-    """Loading bars and notices from transformers would drown the job's own progress lines."""
-    import transformers
-
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-
-
-def weight_files(path: str) -> list[Path]:
-    root = Path(path)
-    if not root.is_dir():
-        return []
-    return sorted(p for p in root.rglob("*") if p.suffix in (".safetensors", ".bin") and p.is_file())
-
-
-
-def _trust(spec: ModelSpec) -> bool:
-    # Remote code runs arbitrary Python from the model folder: only when the user says so.
-    return spec.options.get("trust_remote_code", "0").lower() in ("1", "true", "yes")
-
-
-def hub_hint(spec: ModelSpec, exc: BaseException) -> ModelError:
-    """The one line for an ``hf:`` name that cannot be loaded: custom code not allowed, a
-    missing or foreign directory, or a hub name while no hub can be reached."""
-    name = spec.name
-    if "trust_remote_code" in str(exc):
-        return ModelError(f"model {spec.text!r} ships its own Python code (a custom architecture): "
-                          "add ?trust_remote_code=1 to run it, only if you trust its source")
-    if name.startswith(("/", ".", "~")) or Path(name).exists():
-        if not Path(name).expanduser().exists():
-            return ModelError(f"model {spec.text!r}: {name} does not exist: give a model directory "
-                              "saved with save_pretrained (config.json + weights)")
-        detail = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        return ModelError(f"model {spec.text!r}: {name} is not a Hugging Face model directory ({detail})")
-    return ModelError(
-        f"model {spec.text!r}: {name!r} is not a local directory and no model hub could be reached "
-        f"({type(exc).__name__}); where the hub is reachable run `hf download {name} --local-dir DIR`, "
-        "then use hf:DIR"
-    )
-
-
-def load_pretrained(model_cls: Any, spec: ModelSpec, config: Any = None) -> tuple[torch.nn.Module, set[str]]:
-    """``from_pretrained`` that refuses a checkpoint of another architecture, and says which
-    optional heads (pooler, projection) were not in it and so hold random weights."""
-    extra = {"config": config} if config is not None else {}
-    try:
-        model, info = model_cls.from_pretrained(spec.name, trust_remote_code=_trust(spec),
-                                                output_loading_info=True, **extra)
-    except OSError as exc:
-        raise hub_hint(spec, exc) from exc
-    except (RuntimeError, ValueError) as exc:
-        raise ModelError(f"model {spec.text!r}: the checkpoint does not fit {model_cls.__name__} "
-                         f"({str(exc).splitlines()[0][:160]})") from exc
-    missing = list(info.get("missing_keys", []))
-    core = [k for k in missing if not k.startswith(OPTIONAL_HEADS)]
-    if core:
-        raise ModelError(
-            f"model {spec.text!r}: {len(core)} weights of {type(model).__name__} are not in the "
-            f"checkpoint (e.g. {core[0]}): it holds another architecture or tower"
-        )
-    return model, {k.split(".")[0] for k in missing}
-
-
-def _tower(spec: ModelSpec, config: Any) -> str:
-    tower = spec.options.get("tower")
-    if tower not in (None, "image", "text"):
-        raise ModelError(f"tower {tower!r} unknown for {spec.text}: use image or text")
-    dual = hasattr(config, "vision_config") and hasattr(config, "text_config")
-    if dual:
-        if tower is None:
-            raise ModelError(f"model {spec.text!r} is a dual encoder ({config.model_type}): "
-                             "add ?tower=image or ?tower=text")
-        return tower
-    found = "image" if hasattr(config, "num_channels") else "text"
-    if tower not in (None, found):
-        raise ModelError(f"model {spec.text!r} is a {found} model ({config.model_type}): it has no {tower} tower")
-    return found
-
-
-def _model_class(spec: ModelSpec, config: Any, tower: str, projected: bool) -> tuple[Any, Any]:
-    """AutoModel, or the one tower's class of a dual encoder (both towers would load otherwise),
-    with the config to build it from (None: the checkpoint's own)."""
-    import transformers
-    from transformers import AutoModel
-    from transformers.models.auto.modeling_auto import MODEL_MAPPING
-
-    sub = getattr(config, f"{'vision' if tower == 'image' else 'text'}_config", None)
-    if sub is None:
-        if projected:
-            raise ModelError(f"{spec.text}: pooling=proj impossible, {config.model_type} is not a "
-                             "CLIP-style dual encoder; use pooling=cls, mean or pooler")
-        return AutoModel, None
-    try:
-        cls = MODEL_MAPPING[type(sub)]
-    except KeyError:  # towers not in the auto tables (SigLIP's text tower): by class name
-        cls = getattr(transformers, type(sub).__name__.replace("Config", "Model"), None)
-        if cls is None:
-            raise ModelError(f"model {spec.text!r}: transformers has no model class for its "
-                             f"{type(sub).__name__}") from None
-    if projected:
-        plain, cls = cls, getattr(transformers, f"{cls.__name__}WithProjection", None)
-        if cls is None:
-            raise ModelError(f"{spec.text}: pooling=proj impossible, transformers has no "
-                             f"{plain.__name__}WithProjection (SigLIP towers pool "
-                             "into the joint space already: use pooling=pooler)")
-        # The joint width lives in the dual config; the tower's own copy may hold a default.
-        sub = copy.deepcopy(sub)
-        sub.projection_dim = config.projection_dim
-        return cls, sub
-    return cls, None
 
 
 def load_hf(spec: ModelSpec, device: torch.device, dtype: torch.dtype) -> Encoder:
     """The ``hf:`` backend: read the config, then build the image or the text encoder."""
     from transformers import AutoConfig
 
-    _quiet()
+    quiet_transformers()
     try:
-        config = AutoConfig.from_pretrained(spec.name, trust_remote_code=_trust(spec))
+        config = AutoConfig.from_pretrained(spec.name, trust_remote_code=trust_remote_code(spec))
     except (OSError, ValueError) as exc:
         raise hub_hint(spec, exc) from exc
-    tower = _tower(spec, config)
-    model_cls, tower_config = _model_class(spec, config, tower, spec.options.get("pooling") == "proj")
+    tower = pick_tower(spec, config)
+    model_cls, tower_config = model_class(spec, config, tower, spec.options.get("pooling") == "proj")
     if tower == "image":
         from .hf_vision_backend import HFImageEncoder
 
@@ -168,10 +59,10 @@ class HFEncoder(Encoder):
         super().__init__(spec, device, dtype)
         from transformers import AutoModel, AutoTokenizer
 
-        _quiet()
+        quiet_transformers()
         model_cls = model_cls or AutoModel
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(spec.name, trust_remote_code=_trust(spec))
+            self.tokenizer = AutoTokenizer.from_pretrained(spec.name, trust_remote_code=trust_remote_code(spec))
         except OSError as exc:
             raise hub_hint(spec, exc) from exc
         except ImportError as exc:  # SigLIP's SentencePiece tokenizer, for one
@@ -253,11 +144,11 @@ class SentenceTransformerEncoder(Encoder):
         super().__init__(spec, device, dtype)
         from sentence_transformers import SentenceTransformer
 
-        _quiet()
+        quiet_transformers()
         path = spec.options.get("weights", spec.name)
         self._path = path
         try:
-            model = SentenceTransformer(path, device=str(device), trust_remote_code=_trust(spec))
+            model = SentenceTransformer(path, device=str(device), trust_remote_code=trust_remote_code(spec))
         except (OSError, ValueError) as exc:
             raise offline_hint(spec, exc) from exc
         self.model = model.eval().to(dtype=dtype)

@@ -73,10 +73,10 @@ class HFImageEncoder(Encoder):
         super().__init__(spec, device, dtype)
         from transformers import AutoImageProcessor
 
-        from .hf_backend import _trust, hub_hint, load_pretrained
+        from .hf_loading import hub_hint, load_pretrained, trust_remote_code
 
         try:
-            self.processor = AutoImageProcessor.from_pretrained(spec.name, trust_remote_code=_trust(spec))
+            self.processor = AutoImageProcessor.from_pretrained(spec.name, trust_remote_code=trust_remote_code(spec))
         except OSError as exc:
             if Path(spec.name).is_dir() and not (Path(spec.name) / "preprocessor_config.json").exists():
                 # The preprocessing must be the checkpoint's own: never guess it.
@@ -136,7 +136,7 @@ class HFImageEncoder(Encoder):
         return self._dim
 
     def weight_files(self) -> list[Path]:
-        from .hf_backend import weight_files
+        from .hf_loading import weight_files
 
         return weight_files(self.spec.name)
 
