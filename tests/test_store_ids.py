@@ -103,3 +103,11 @@ def test_union_and_merge_join_by_sorted_ids(tmp_path: Path) -> None:
     merged = merge_stores([a, b], tmp_path / "m.h5")
     with EmbeddingStore(merged["path"]) as m:
         assert list(m.ids) == ["k1", "k2", "k3", "k4", "é5", "k6"]
+
+
+def test_ids_at_decodes_only_the_rows_asked_for(store: Path) -> None:
+    with EmbeddingStore(store) as s:
+        rows = np.array([4, 0, 2])
+        assert list(s.ids_at(rows)) == [IDS[i] for i in rows] and s._ids is None
+        assert list(s.ids_at(slice(1, 3))) == IDS[1:3]
+        assert list(s.ids_at(rows)) == list(s.ids[rows])  # the same once all ids are decoded

@@ -271,6 +271,13 @@ class EmbeddingStore:
             self._ids.flags.writeable = False  # shared by every caller: never changed in place
         return self._ids
 
+    def ids_at(self, rows: np.ndarray | slice) -> np.ndarray:
+        """The ids of ``rows`` (object array of str), decoded from the compact keys: a loop
+        over blocks needs no decoded copy of every id (about 60 bytes per row as str)."""
+        if self._ids is not None:
+            return self._ids[rows]
+        return _keys_to_str(self.id_keys[rows])
+
     @property
     def id_keys(self) -> np.ndarray:
         """Ids as fixed-width UTF-8 bytes ('S'), in row order: compact keys to sort and join on."""

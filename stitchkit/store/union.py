@@ -118,6 +118,9 @@ class StoreUnion:
             self._ids.flags.writeable = False
         return self._ids
 
+    def ids_at(self, rows: np.ndarray | slice) -> np.ndarray:
+        return self.ids[rows] if self._ids is not None else _keys_to_str(self._keys[rows])
+
     @property
     def id_keys(self) -> np.ndarray:
         """Ids as fixed-width UTF-8 bytes, in row order (see EmbeddingStore.id_keys)."""
