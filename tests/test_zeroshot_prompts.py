@@ -84,3 +84,23 @@ def test_cli_malformed_prompts_exit_2(stitch, tmp_path: Path) -> None:
     r = stitch("classify", store, "--prompts", bad, "--text-model", "minilm")
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and str(bad) in r.stderr and "class 'b'" in r.stderr
+
+
+def test_prompts_from_iu_report_sentences(tmp_path: Path) -> None:
+    """examples/token-head/iu_prompts.py: real report sentences by MeSH term, a valid prompt file."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "iu.yaml"
+    r = subprocess.run([sys.executable, str(root / "examples/token-head/iu_prompts.py"), str(out), "10"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    p = load_prompts(str(out))
+    assert p.names == ["normal", "pneumonia"] and [len(c.positive) for c in p.classes] == [10, 10]
+    pneumonia = p.classes[1].positive
+    assert all("XXXX" not in s for c in p.classes for s in c.positive)
+    # Finding sentences name a finding and are not negated ("no focal consolidation").
+    assert all(any(w in s.lower() for w in ("pneumonia", "consolidation", "airspace", "infiltrate", "opacit"))
+               for s in pneumonia)
+    assert not any(s.lower().startswith("no ") for s in pneumonia)
