@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .output import emit, progress, show_warnings
+from .output import emit_record, progress, show_warnings
 
 SETTINGS = {"show_default": True}
 
@@ -96,7 +96,7 @@ def classify(query: str, prompt_file: str | None, classes: str | None, templates
             n_boot=bootstrap, seed=seed, temperature=temperature, progress=bar.update,
             image_tokens=not no_image_tokens, prior=prior,
         )
-    emit(result.to_dict(), as_json=as_json, text=None if as_json else format_result(result))
+    emit_record("classify", result.to_dict(), as_json=as_json, text=None if as_json else format_result(result))
 
 
 def format_result(result) -> str:  # noqa: ANN001 - ClassifyResult, imported lazily

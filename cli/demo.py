@@ -159,7 +159,10 @@ def results_table(steps: list[Step]) -> list[dict]:
     rows = []
     for step in steps:
         if step.row and step.result and step.result.exists():
-            record = to_record(KINDS[step.argv[0]], json.loads(step.result.read_text()))
+            argv = step.argv
+            params = {"ids_file": argv[argv.index("--ids") + 1]} if "--ids" in argv else {}
+            record = to_record(KINDS[argv[0]], json.loads(step.result.read_text()),
+                               command={"command": f"stitch {argv[0]}", "params": params})
             rows.append({"route": step.row, "command": "stitch " + shlex.join(step.argv), **record})
     return rows
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from .output import emit, progress, show_warnings
+from .output import emit, emit_record, progress, show_warnings
 
 METHOD_CHOICES = ("ridge", "affine", "linear", "orthogonal")
 STRATEGY_CHOICES = ("random", "stratified", "farthest", "kmeans")
@@ -162,7 +162,7 @@ def fit(source: str, target: str, output: str | None, method: str, alpha: str | 
         result["alpha_relative"] = m.alpha_relative_
     if m.method == "orthogonal":
         result["scale_factor"] = m.scale_
-    emit(result, as_json=as_json, text=None if as_json else _text(result))
+    emit_record("fit", result, as_json=as_json, text=None if as_json else _text(result))
 
 
 def _text(r: dict) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from .fit import parse_int_list
-from .output import emit, show_warnings
+from .output import emit_record, show_warnings
 
 METHOD_CHOICES = ("ridge", "affine", "linear", "orthogonal")
 
@@ -69,7 +69,7 @@ def sweep(source: str, target: str, counts: str, methods: str, seeds: str, strat
     write_table(summary, output)
     if plot:
         plot_sweep(summary, plot, title=f"{source} → {target}")
-    emit({"table": output, "plot": plot or None, "summary": summary}, as_json=as_json,
+    emit_record("sweep", {"table": output, "plot": plot or None, "summary": summary}, as_json=as_json,
          text=None if as_json else _text(summary, output, plot))
 
 
