@@ -250,7 +250,9 @@ def test_prior_em_is_label_free_and_keeps_the_ranking(tok: dict[str, Path]) -> N
 
     a, b, pi, _ = mixture_calibration(np.stack([np.zeros(4000), 3 * z + 7], axis=1))
     assert a > 0 and pi[1] == pytest.approx(0.8, abs=0.05)
-    assert ((a * (3 * z + 7) + b > 0) == y).mean() > 0.9
+    bayes = ((2 * z + np.log(0.8 / 0.2) > 0) == y).mean()  # the true posterior's decision
+    assert ((a * (3 * z + 7) + b > 0) == y).mean() >= bayes - 0.01
+    assert ((3 * z + 7 > 0) == y).mean() < bayes - 0.05  # the uncalibrated argmax is worse
     with pytest.raises(UsageError, match="multi-class"):
         classify_store(tok["lite2"], load_prompts("pneumonia", mode="multilabel"), text_model="minilm",
                        map_path=tok["text_map"], scoring="cosine", prior="em")
