@@ -94,7 +94,12 @@ def write_seconds(dim: int, outs: list[Any], ids: list[str], tokens: bool) -> fl
 
 def image_stages(encoder: Any, items: list[Item], batch_size: int, tokens: bool) -> dict[str, float]:
     decode_s, raws = timed(lambda: [load_sample(it, "image")[0] for it in items])
-    prep_s, prepared = timed(lambda: [encoder.prepare(r) for r in raws])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the DataLoader workers that prepare for `stitch embed`
+    try:
+        prep_s, prepared = timed(lambda: [encoder.prepare(r) for r in raws])
+    finally:
+        torch.set_num_threads(threads)
     batches = [encoder.collate(b) for b in batched(prepared, batch_size)]
     with torch.inference_mode():
         encoder.encode(batches[0], tokens=tokens)  # warm-up: first call allocates, picks kernels
