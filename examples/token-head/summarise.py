@@ -13,10 +13,16 @@ def main(work: Path, out: Path) -> None:
     for f in sorted(res.glob("classify-*.json")):
         r = json.loads(f.read_text())
         m = r["metrics"]
-        ci = m.get("ci", {})
+        if "schema" in r:  # a flat result record (stitchkit.results), what `--json` prints now
+            def pair(key: str, m: dict = m) -> list[float] | None:
+                return [m[f"{key}_ci_low"], m[f"{key}_ci_high"]] if f"{key}_ci_low" in m else None
+            auc, auc_ci, acc, acc_ci = m["auc_pneumonia"], pair("auc_pneumonia"), m["accuracy"], pair("accuracy")
+        else:  # the nested result of earlier versions
+            ci = m.get("ci", {})
+            auc, auc_ci = m["auc"]["pneumonia"], ci.get("auc", {}).get("pneumonia")
+            acc, acc_ci = m["accuracy"], ci.get("accuracy")
         routes[f.stem.removeprefix("classify-")] = {
-            "auc": m["auc"]["pneumonia"], "auc_ci": ci.get("auc", {}).get("pneumonia"),
-            "accuracy": m["accuracy"], "accuracy_ci": ci.get("accuracy"),
+            "auc": auc, "auc_ci": auc_ci, "accuracy": acc, "accuracy_ci": acc_ci,
             "decision": m["threshold"] + (f", after {r['composition']['prior']['method']}"
                                           if "prior" in r["composition"] else ""),
             "priors": r["composition"].get("prior", {}).get("priors"),
