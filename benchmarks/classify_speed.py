@@ -180,28 +180,28 @@ def main() -> None:
     rows = []
     for k in args.classes:
         tiny = build_query(args.workdir, 1000, k)
-        for n in args.n:
+        for scoring, n in ((s, n) for s in args.scoring for n in args.n):  # cosine rows first
             query = build_query(args.workdir, n, k)
-            for scoring in args.scoring:
-                # bare, classify, bare: the machine is shared, so the bare figure is the faster
-                # of two runs either side of the command (a slower bare would flatter the ratio).
-                bare1 = run_bare(query, paths, k, scoring)
-                start = run_cli(tiny, paths, k, scoring, args.workdir)
-                cli = run_cli(query, paths, k, scoring, args.workdir)
-                bare2 = run_bare(query, paths, k, scoring)
-                bare, bare_cpu = min(bare1[0], bare2[0]), min(bare1[1], bare2[1])
-                marginal = cli["wall_s"] - start["wall_s"]
-                marginal_cpu = cli["cpu_s"] - start["cpu_s"]
-                row = {"n": n, "classes": k, "scoring": scoring, "startup_s": start["wall_s"],
-                       "startup_cpu_s": start["cpu_s"], **cli, "marginal_s": marginal,
-                       "marginal_cpu_s": marginal_cpu, "bare_s": bare, "bare_cpu_s": bare_cpu,
-                       "bare_runs_s": [bare1[0], bare2[0]], "ratio": marginal / bare,
-                       "ratio_cpu": marginal_cpu / bare_cpu,
-                       "load_avg": os.getloadavg()[0]}
-                rows.append(row)
-                print(json.dumps(row), flush=True)
-            if not args.keep and n > 1000:
-                query.unlink()
+            # bare, classify, bare: the machine is shared, so the bare figure is the faster
+            # of two runs either side of the command (a slower bare would flatter the ratio).
+            bare1 = run_bare(query, paths, k, scoring)
+            start = run_cli(tiny, paths, k, scoring, args.workdir)
+            cli = run_cli(query, paths, k, scoring, args.workdir)
+            bare2 = run_bare(query, paths, k, scoring)
+            bare, bare_cpu = min(bare1[0], bare2[0]), min(bare1[1], bare2[1])
+            marginal = cli["wall_s"] - start["wall_s"]
+            marginal_cpu = cli["cpu_s"] - start["cpu_s"]
+            row = {"n": n, "classes": k, "scoring": scoring, "startup_s": start["wall_s"],
+                   "startup_cpu_s": start["cpu_s"], **cli, "marginal_s": marginal,
+                   "marginal_cpu_s": marginal_cpu, "bare_s": bare, "bare_cpu_s": bare_cpu,
+                   "bare_runs_s": [bare1[0], bare2[0]], "ratio": marginal / bare,
+                   "ratio_cpu": marginal_cpu / bare_cpu,
+                   "load_avg": os.getloadavg()[0]}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        if not args.keep:
+            for n in args.n:
+                (args.workdir / f"query-{n}-{k}.h5").unlink(missing_ok=True)
     print("| N | classes | scoring | classify marginal s (wall − start-up) | bare products s | "
           "ratio (wall) | ratio (CPU s) | peak RSS MB |")
     print("|---|---|---|---|---|---|---|---|")
