@@ -135,7 +135,12 @@ def _command() -> dict[str, Any] | None:
     ctx = click.get_current_context(silent=True)
     if ctx is None:
         return None
-    return {"command": ctx.command_path, "params": json.loads(json.dumps(ctx.params, default=_default))}
+    names, c = [], ctx
+    while c.parent is not None:  # "stitch head train" however the root was invoked (python -m ...)
+        names.append(c.info_name or "")
+        c = c.parent
+    return {"command": " ".join(["stitch", *reversed(names)]),
+            "params": json.loads(json.dumps(ctx.params, default=_default))}
 
 
 def emit_record(kind: str, result: dict[str, Any], *, as_json: bool, text: str | None = None) -> dict[str, Any]:
