@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import StoreError, UsageError
-from ..store import EmbeddingStore
+from ..errors import UsageError
+from ..store import EmbeddingStore, require_finite
 
 STRATEGIES = ("random", "stratified", "farthest", "kmeans")
 MAX_CANDIDATES = 50_000
@@ -228,10 +228,6 @@ def select_from_store(
             rng = np.random.default_rng(seed)
             pool = np.sort(rng.choice(pool, MAX_CANDIDATES, replace=False))
         embeddings = store.read(rows_of(store, pool))
-    if embeddings is not None and not np.isfinite(embeddings).all():
-        bad = ~np.isfinite(embeddings).all(axis=1)
-        raise StoreError(
-            f"{store.path}: {int(bad.sum())} embeddings hold NaN or Inf (first: id "
-            f"{str(pool[bad][0])!r}): re-embed those inputs or drop them"
-        )
+    if embeddings is not None:
+        require_finite(embeddings, pool, store.path)
     return select(pool, n, strategy=strategy, seed=seed, labels=labels, embeddings=embeddings)

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..errors import StoreError, UsageError
-from ..store import EmbeddingStore, StoreUnion, open_stores
+from ..store import EmbeddingStore, StoreUnion, open_stores, require_finite
 from . import functional as F
 from . import tokens as T
 from .anchors import anchor_pool, fold_of, rows_of, select, split_holdout
@@ -97,15 +97,6 @@ def _read_rows(store: Any, rows: np.ndarray) -> np.ndarray:
     return store.read(rows)
 
 
-def _check_finite(block: np.ndarray, store: Any, ids: np.ndarray) -> None:
-    bad = ~np.isfinite(block).all(axis=1)
-    if bad.any():
-        raise StoreError(
-            f"{store.path}: {int(bad.sum())} anchor embeddings hold NaN or Inf (first: id "
-            f"{ids[bad][0]!r}): re-embed those inputs or drop them from the anchors"
-        )
-
-
 def accumulate(
     source: Any,
     target: Any,
@@ -131,8 +122,8 @@ def accumulate(
         part = order[start : start + chunk_size]
         X = _read_rows(source, src_rows[part])
         Y = _read_rows(target, tgt_rows[part])
-        _check_finite(X, source, ids[part])
-        _check_finite(Y, target, ids[part])
+        require_finite(X, ids[part], source.path, "anchor embeddings")
+        require_finite(Y, ids[part], target.path, "anchor embeddings")
         if l2:
             X, Y = F.l2_normalize(X), F.l2_normalize(Y)
         if n_folds == 1:
@@ -248,8 +239,8 @@ def prepare_heldout(
         ids = np.sort(rng.choice(ids, MAX_EVAL, replace=False))
     X = source.read(rows_of(source, ids))
     Y = target.read(rows_of(target, ids))
-    _check_finite(X, source, ids)
-    _check_finite(Y, target, ids)
+    require_finite(X, ids, source.path, "anchor embeddings")
+    require_finite(Y, ids, target.path, "anchor embeddings")
     if l2:
         Y = F.l2_normalize(Y)
     labels = None
@@ -479,8 +470,8 @@ def check_stitchability(
             ids = np.sort(np.random.default_rng(seed).choice(ids, max_rows, replace=False))
         X = src.read(rows_of(src, ids))
         Y = tgt.read(rows_of(tgt, ids))
-        _check_finite(X, src, ids)
-        _check_finite(Y, tgt, ids)
+        require_finite(X, ids, src.path, "anchor embeddings")
+        require_finite(Y, ids, tgt.path, "anchor embeddings")
     report = stitchability(X, Y, lambda: make_map(method, **params), k=k, seed=seed, max_rows=max_rows)
     report["n_anchors"] = int(n_fit)
     report["n_heldout"] = int(len(plan.heldout))
@@ -536,7 +527,7 @@ def apply_map(
                          expected_rows=n, token_shape=tok and tok["token_shape"]) as writer:
             for rows, block in store.iter_chunks(chunk_size=chunk_size):
                 if not np.isfinite(block).all():
-                    _check_finite(block, store, store.ids[rows])
+                    require_finite(block, store.ids[rows], store.path)
                 writer.append(
                     list(store.ids[rows]), m.transform(block),
                     columns={c: col_data[c][rows] for c in columns},

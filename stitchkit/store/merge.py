@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ProvenanceError, StoreError, UsageError
+from .checks import require_finite
 from .store import EmbeddingStore, IdIndex, StoreWriter, _keys_to_str, base_attrs
 
 
@@ -70,12 +71,8 @@ def merge_stores(paths: Sequence[str | Path], out: str | Path, *, chunk_size: in
             for store in stores:
                 cols = {c: store.column(c) for c in columns}
                 for rows, block in store.iter_chunks(chunk_size=chunk_size):
-                    bad = ~np.isfinite(block).all(axis=1)
-                    if bad.any():  # caught here, not three commands later in fit or classify
-                        raise StoreError(
-                            f"{store.path}: {int(bad.sum())}+ embeddings hold NaN or Inf (first: id "
-                            f"{store.ids[rows[bad][0]]!r}): re-embed those inputs or drop them"
-                        )
+                    # caught here, not three commands later in fit or classify
+                    require_finite(block, store.ids_at(rows), store.path)
                     toks = mask = None
                     if store.has_tokens:
                         toks, mask = store.read_tokens(rows)

@@ -20,6 +20,7 @@ import numpy as np
 from ..errors import ProvenanceError, StoreError
 from ..fileio import atomic_output
 from . import format as fmt
+from .checks import require_finite
 
 STR = h5py.string_dtype("utf-8")
 
@@ -389,13 +390,7 @@ class EmbeddingStore:
 
     def check_finite(self, chunk_size: int = 16384) -> None:
         for rows, block in self.iter_chunks(chunk_size=chunk_size):
-            bad = ~np.isfinite(block).all(axis=1)
-            if bad.any():
-                first = self.ids[rows[bad][0]]
-                raise StoreError(
-                    f"{self.path}: {int(bad.sum())}+ embeddings hold NaN or Inf (first: id {first!r}); "
-                    "re-embed those inputs or drop them"
-                )
+            require_finite(block, self.ids_at(rows), self.path)
 
 
 def _read_rows(data: h5py.Dataset, rows: np.ndarray | slice | None, dtype: Any) -> np.ndarray:
