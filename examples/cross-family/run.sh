@@ -3,7 +3,8 @@
 # anchor counts 50..4000, 3 seeds (held-out = 20 % of the anchors), plus one `stitch fit` per
 # pair at 500 ridge anchors. Needs `make xception`.
 # Environment: OUT (cross-family-out), LIMIT (train images per label, default all 5,216),
-# COUNTS (50,100,250,500,1000,2000,4000), SEEDS (0,1,2), METHODS (ridge,affine,linear,orthogonal).
+# COUNTS (50,100,250,500,1000,2000,4000), SEEDS (0,1,2), METHODS (ridge,affine,linear,orthogonal),
+# N_FIT (anchors of the single `stitch fit`, 500).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 data=${STITCHKIT_DATA:-$here/../../../shared/data}
@@ -29,6 +30,6 @@ for pair in xception:lite2 lite0:xception; do
     src=${pair%%:*} dst=${pair##*:}
     stitch sweep "$out/k-train-$src.h5" "$out/k-train-$dst.h5" --n-anchors "$counts" \
         --methods "$methods" --seeds "$seeds" -o "$out/sweep-$src-to-$dst.csv" --plot "$out/sweep-$src-to-$dst.png"
-    stitch fit "$out/k-train-$src.h5" "$out/k-train-$dst.h5" --method ridge --n-anchors 500 --seed 0 \
+    stitch fit "$out/k-train-$src.h5" "$out/k-train-$dst.h5" --method ridge --n-anchors "${N_FIT:-500}" --seed 0 \
         -o "$out/$src-to-$dst.ridge500.map" --json > "$out/fit-$src-to-$dst-ridge500.json"
 done
