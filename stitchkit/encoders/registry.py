@@ -52,6 +52,8 @@ BACKEND_EXAMPLES = {
                   "open_clip image or text tower (hf-hub: names need a reachable hub)"),
     "torchvision": ("torchvision:resnet50?weights=/models/resnet50-11ad3fa6.pth",
                     "torchvision classifier + local state dict; penultimate features"),
+    "keras": ("keras:xception?weights=/models/model.keras&img_size=150",
+              "Keras 3 .keras Xception file read with h5py (no TensorFlow); pooled features"),
 }
 
 
