@@ -102,6 +102,6 @@ def test_errors_are_one_line_with_exit_codes(pair, stitch):
     assert r.exit_code == 0 and "minimum-norm" in r.stderr and "ridge" in r.stderr
     invoke("fit", src, tgt, "-o", tmp / "m.map")
     code, msg = failure("apply", tmp / "m.map", tgt, "-o", tmp / "x.h5")
-    assert code == 2 and "dimension 12 but" in msg
+    assert code == 2 and "widths differ" in msg
     code, msg = failure("fit", src, tgt, "-o", tmp / "m.map", "--alpha", "-3")
     assert code == 2 and "--alpha" in msg

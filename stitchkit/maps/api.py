@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..errors import StoreError, UsageError
-from ..store import EmbeddingStore, StoreUnion, open_stores, require_finite
+from ..store import EmbeddingStore, StoreUnion, check_same_space, open_stores, require_finite
 from . import functional as F
 from . import tokens as T
 from .anchors import anchor_pool, fold_of, rows_of, select, split_holdout
@@ -496,7 +496,7 @@ def apply_map(
     has them (and ``tokens``), are mapped per token too (see :mod:`stitchkit.maps.tokens`).
     """
     from ..fileio import check_writable_dir
-    from ..store.store import StoreWriter, base_attrs, check_same_space
+    from ..store.store import StoreWriter, base_attrs
 
     m = map_or_path if isinstance(map_or_path, BaseMap) else load_map(map_or_path)
     map_name = str(map_or_path) if not isinstance(map_or_path, BaseMap) else getattr(m, "path_", "in-memory map")
@@ -506,7 +506,8 @@ def apply_map(
     with _opened(store_path) as store:
         expected = {k: m.source_space_.get(k) for k in ("model_spec", "weights_sha256", "dim")}
         expected["dim"] = m.n_features_in_
-        check_same_space(expected, store, what=f"map {map_name} (source side)", force=force)
+        check_same_space(expected, store.space(), expected_what=f"map {map_name} (source side)",
+                         got_what=str(store.path), force=force)
         columns = [c for c in ("labels", "texts", "groups") if getattr(store, c) is not None]
         col_data = {c: getattr(store, c) for c in columns}
         tgt = m.target_space_

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from ..errors import StoreError
+from ..errors import ProvenanceError, StoreError
 
 
 def require_finite(values: np.ndarray, ids: Sequence[str] | np.ndarray, path: object,
@@ -20,3 +22,32 @@ def require_finite(values: np.ndarray, ids: Sequence[str] | np.ndarray, path: ob
             f"{path}: {int(bad.sum())} {what} hold NaN or Inf (first: id {str(first)!r}): "
             "re-embed those inputs or drop them"
         )
+
+
+def describe_space(space: dict[str, Any]) -> str:
+    spec = space.get("model_spec") or "unknown model"
+    return f"{spec} ({space.get('dim')}-d)"
+
+
+def check_same_space(
+    expected: dict[str, Any], got: dict[str, Any], *, expected_what: str, got_what: str,
+    force: bool = False,
+) -> None:
+    """Refuse two spaces that differ (model or weights: unless forced; width: always), and warn
+    when either side's provenance is unknown, since then nothing could be checked."""
+    if expected.get("dim") is not None and got.get("dim") is not None and int(expected["dim"]) != int(got["dim"]):
+        raise ProvenanceError(
+            f"{got_what} is {describe_space(got)} but {expected_what} is {describe_space(expected)}: "
+            "the widths differ, so they cannot be combined"
+        )
+    keys = [k for k in ("model_spec", "weights_sha256") if expected.get(k) and got.get(k)]
+    if not keys:
+        warnings.warn(f"{got_what}: provenance unknown, cannot check it matches {expected_what}",
+                      stacklevel=2)
+        return
+    for key in keys:
+        if expected[key] != got[key] and not force:
+            raise ProvenanceError(
+                f"{got_what} is {describe_space(got)} but {expected_what} is "
+                f"{describe_space(expected)} ({key} differs): use matching files, or --force"
+            )

@@ -8,7 +8,6 @@ import functools
 import json
 import os
 import resource
-import warnings
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ..errors import ProvenanceError, StoreError
+from ..errors import StoreError
 from ..fileio import atomic_output
 from . import format as fmt
 from .checks import require_finite
@@ -414,31 +413,6 @@ def _read_rows(data: h5py.Dataset, rows: np.ndarray | slice | None, dtype: Any) 
     out = np.empty_like(block)
     out[order] = block
     return out
-
-
-def check_same_space(
-    expected: dict[str, Any], store: EmbeddingStore, *, what: str, force: bool = False
-) -> None:
-    """Refuse a store whose space differs from ``expected``; warn when provenance is unknown."""
-    got = store.space()
-    if got["dim"] != expected.get("dim"):
-        raise ProvenanceError(
-            f"{store.path} has dimension {got['dim']} but {what} expects {expected.get('dim')}: "
-            "use a store embedded with the matching model"
-        )
-    known = [k for k in ("model_spec", "weights_sha256") if expected.get(k) and got.get(k)]
-    if not known:
-        warnings.warn(
-            f"{store.path}: provenance unknown, cannot check it matches {what}", stacklevel=2
-        )
-        return
-    diff = [k for k in known if expected[k] != got[k]]
-    if diff and not force:
-        k = diff[0]
-        raise ProvenanceError(
-            f"{store.path} was made with {k}={got[k]!r} but {what} expects {expected[k]!r}: "
-            "use a matching store, or --force to proceed anyway"
-        )
 
 
 def base_attrs(**attrs: Any) -> dict[str, Any]:
