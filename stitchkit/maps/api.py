@@ -16,8 +16,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..errors import StoreError, UsageError
+from ..errors import UsageError
 from ..store import EmbeddingStore, StoreUnion, check_same_space, open_stores, require_finite
+from ..store.pooling import PooledStore
 from . import functional as F
 from . import tokens as T
 from .anchors import anchor_pool, fold_of, rows_of, select, split_holdout
@@ -39,49 +40,6 @@ def _opened(store: StoreLike) -> Iterator[EmbeddingStore | StoreUnion]:
         yield s
     finally:
         s.close()
-
-
-# ---------------------------------------------------------------------------------------------
-# group pooling: a view over a store where each group (a study) is one averaged sample
-# ---------------------------------------------------------------------------------------------
-class PooledStore:
-    """Read-only view of a store whose samples are its groups' mean embeddings (in memory)."""
-
-    def __init__(self, store: EmbeddingStore, chunk_size: int = 16384) -> None:
-        groups = store.groups
-        if groups is None:
-            raise UsageError(f"{store.path} has no groups: --pool-by group needs a 'groups' column")
-        self.path = store.path
-        self._space = store.space()
-        self.modality = store.modality
-        uniq, inverse = np.unique(groups.astype(str), return_inverse=True)
-        sums = np.zeros((len(uniq), store.dim))
-        for rows, block in store.iter_chunks(chunk_size=chunk_size):
-            np.add.at(sums, inverse[rows], block)
-        counts = np.bincount(inverse, minlength=len(uniq))
-        self._data = (sums / counts[:, None]).astype(np.float32)
-        self.ids = uniq.astype(object)
-        labels = store.labels
-        if labels is None:
-            self.labels = None
-        else:
-            first = np.full(len(uniq), -1)
-            first[inverse[::-1]] = np.arange(len(inverse))[::-1]
-            self.labels = labels[first]
-        self._index = {k: i for i, k in enumerate(self.ids)}
-        self.dim = store.dim
-
-    def space(self) -> dict[str, Any]:
-        return dict(self._space)
-
-    def index_of(self, ids: Sequence[str]) -> np.ndarray:
-        missing = [k for k in ids if k not in self._index]
-        if missing:
-            raise StoreError(f"{self.path}: {len(missing)} groups not found (e.g. {missing[:3]})")
-        return np.fromiter((self._index[k] for k in ids), dtype=np.int64, count=len(ids))
-
-    def read(self, rows: np.ndarray | slice | None = None) -> np.ndarray:
-        return self._data if rows is None else self._data[rows]
 
 
 # ---------------------------------------------------------------------------------------------
