@@ -34,6 +34,12 @@ json "$W/results/head-k-global.json" head train "$W/k-train1500-lite2-tok.h5" "$
 json "$W/results/head-covid-token.json" head train "$W/covid-lite2-tok.h5" "$W/covid-notes-minilm-tok.h5" $HC -o "$W/covid-token.head"
 json "$W/results/head-covid-global.json" head train "$W/covid-lite2-tok.h5" "$W/covid-notes-minilm-tok.h5" $HC \
     --no-image-tokens --no-text-tokens -o "$W/covid-global.head"
+for seed in 1 2; do  # seeds of the (e) token and global heads
+  json "$W/results/head-covid-token-s$seed.json" head train "$W/covid-lite2-tok.h5" "$W/covid-notes-minilm-tok.h5" \
+      ${HC/--seed 0/--seed $seed} -o "$W/covid-token-s$seed.head"
+  json "$W/results/head-covid-global-s$seed.json" head train "$W/covid-lite2-tok.h5" "$W/covid-notes-minilm-tok.h5" \
+      ${HC/--seed 0/--seed $seed} --no-image-tokens --no-text-tokens -o "$W/covid-global-s$seed.head"
+done
 embed_all lite0
 # (e) levers: raw notes instead of standardised sentences; no validation split (19 pairs
 # early-stop the head at epoch 2), 30 epochs instead
@@ -116,6 +122,8 @@ for h in token global; do
 done
 cls e-raw-token-stitched-tokmap-mixture $P "$Q0" --map "$W/lite0-to-lite2.tokens.map" --head "$W/covid-raw-token.head" --prior mixture
 for seed in 1 2; do
+  cls e-token-s$seed $P "$Q2" --head "$W/covid-token-s$seed.head"
+  cls e-global-s$seed $P "$Q2" --head "$W/covid-global-s$seed.head"
   cls e-raw-token-s$seed-mixture $P "$Q2" --head "$W/covid-raw-token-s$seed.head" --prior mixture
 done
 cls e-token-stitched-mixture $P "$Q0" $L02 --head "$W/covid-token.head" --prior mixture
