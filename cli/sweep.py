@@ -45,8 +45,8 @@ def sweep(source: str, target: str, counts: str, methods: str, seeds: str, strat
       stitch sweep lite0.h5 lite2.h5 --n-anchors 50,250,500,1000,2000 -o sweep.csv --plot sweep.png
       stitch sweep minilm.h5 mpnet.h5 --methods orthogonal,ridge --seeds 0,1 -o sweep.json --json
     """
-    from stitchkit.maps.api import summarize, write_table
-    from stitchkit.maps.api import sweep as run_sweep
+    from stitchkit.maps.sweep import summarize, write_table
+    from stitchkit.maps.sweep import sweep as run_sweep
     from stitchkit.report.sweep_plot import plot_sweep
 
     show_warnings()

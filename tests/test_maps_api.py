@@ -18,7 +18,7 @@ from stitchkit.maps import (
     fit_map,
     load_map,
 )
-from stitchkit.maps.api import summarize, sweep, write_table
+from stitchkit.maps.sweep import summarize, sweep, write_table
 from stitchkit.report.sweep_plot import plot_sweep
 from stitchkit.store import EmbeddingStore, write_store
 

@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 
 from stitchkit.maps import fit_map
-from stitchkit.maps.api import unpaired_rows
+from stitchkit.maps.plan import unpaired_rows
 from stitchkit.maps.refine import mutual_nearest
 from stitchkit.store import EmbeddingStore, write_store
 

@@ -5,7 +5,7 @@ of the anchors that shard holds, and returns them; the driver merges them. The r
 the single-process fit: statistics add up exactly, and cross-validation folds are assigned
 from a hash of the id, so they do not depend on which task saw a row.
 
-This module depends on the maps library (``RayStats`` is a ``maps.api.StatsEngine``); the
+This module depends on the maps library (``RayStats`` is a ``maps.stream.StatsEngine``); the
 library never imports it: ``fit_map(..., engine=RayStats(address))``.
 """
 
@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import UsageError
-from ..maps.api import ProgressFn, accumulate
 from ..maps.functional import SuffStats, merge_all
+from ..maps.stream import ProgressFn, accumulate
 from ..store import EmbeddingStore, StoreUnion, open_stores
 from .ray_engine import ray_session, require_ray
 
@@ -42,7 +42,7 @@ def accumulate_ray(
     address: str | None = None,
     num_cpus: int | None = None,
 ) -> list[SuffStats]:
-    """The same per-fold statistics as ``maps.api.accumulate``, one Ray task per source shard."""
+    """The same per-fold statistics as ``maps.stream.accumulate``, one Ray task per source shard."""
     if not isinstance(source, EmbeddingStore | StoreUnion) or not isinstance(target, EmbeddingStore | StoreUnion):
         raise UsageError("--engine ray does not pool groups: drop --pool-by or the engine")
     ray = require_ray()

@@ -5,7 +5,7 @@
 >>> m.save("lite0-to-lite2.map"); Y = load_map("lite0-to-lite2.map").transform(X)  # doctest: +SKIP
 """
 
-from .api import apply_map, fit_map, sweep
+from .api import apply_map, fit_map
 from .estimators import (
     METHODS,
     AffineMap,
@@ -19,6 +19,7 @@ from .estimators import (
 )
 from .functional import MapValueError, SuffStats
 from .metrics import cosine_scorer
+from .sweep import sweep
 
 __all__ = [
     "METHODS",

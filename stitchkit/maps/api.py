@@ -1,4 +1,4 @@
-"""Fitting maps between two stores, applying them, and sweeping anchor counts.
+"""Fitting maps between two stores, checking stitchability and applying maps.
 
 The stores are read in chunks; only sufficient statistics (O(D²)) and the held-out rows used
 for metrics (at most ``MAX_EVAL``) are held in memory.
@@ -8,283 +8,30 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from ..errors import UsageError
-from ..store import EmbeddingStore, StoreUnion, check_same_space, open_stores, require_finite
+from ..store import check_same_space, require_finite
 from ..store.pooling import PooledStore
 from . import functional as F
 from . import tokens as T
-from .anchors import anchor_pool, fold_of, rows_of, select, split_holdout
+from .anchors import rows_of
 from .estimators import BaseMap, load_map, make_map
-from .metrics import MAX_EVAL, MAX_PROBE_TRAIN, Probe, alignment_metrics, probe_metrics
-
-StoreLike = str | os.PathLike | EmbeddingStore | StoreUnion | Sequence[str | os.PathLike]
-ProgressFn = Callable[[int, int], None]
-
-
-@contextmanager
-def _opened(store: StoreLike) -> Iterator[EmbeddingStore | StoreUnion]:
-    """An open store; several paths (a list, 'a.h5,b.h5' or a quoted glob) are read as one."""
-    if isinstance(store, EmbeddingStore | StoreUnion):
-        yield store
-        return
-    s = open_stores(store)
-    try:
-        yield s
-    finally:
-        s.close()
-
-
-# ---------------------------------------------------------------------------------------------
-# reading anchors
-# ---------------------------------------------------------------------------------------------
-def _read_rows(store: Any, rows: np.ndarray) -> np.ndarray:
-    """Rows in the given order; a contiguous-enough sorted run is read as one slice (faster)."""
-    if isinstance(store, EmbeddingStore) and len(rows) > 1:
-        lo, hi = int(rows.min()), int(rows.max()) + 1
-        if hi - lo <= 2 * len(rows) and np.all(np.diff(rows) > 0):
-            block = store.read(slice(lo, hi))
-            return block if hi - lo == len(rows) else block[rows - lo]
-    return store.read(rows)
-
-
-def accumulate(
-    source: Any,
-    target: Any,
-    ids: np.ndarray,
-    *,
-    n_folds: int = 1,
-    seed: int = 0,
-    l2: bool = False,
-    chunk_size: int = 16384,
-    exact: bool = False,
-    progress: ProgressFn | None = None,
-) -> list[F.SuffStats]:
-    """Per-fold sufficient statistics of the anchor pairs ``ids``, read chunk by chunk."""
-    src_rows = rows_of(source, ids)
-    tgt_rows = rows_of(target, ids)
-    order = np.argsort(src_rows, kind="stable")
-    folds = [F.SuffStats.zeros(source.dim, target.dim, exact=exact) for _ in range(n_folds)]
-    which = fold_of(ids, n_folds, seed) if n_folds > 1 else np.zeros(len(ids), dtype=np.int64)
-    done = 0
-    if progress is not None:
-        progress(0, len(ids))
-    for start in range(0, len(order), chunk_size):
-        part = order[start : start + chunk_size]
-        X = _read_rows(source, src_rows[part])
-        Y = _read_rows(target, tgt_rows[part])
-        require_finite(X, ids[part], source.path, "anchor embeddings")
-        require_finite(Y, ids[part], target.path, "anchor embeddings")
-        if l2:
-            X, Y = F.l2_normalize(X), F.l2_normalize(Y)
-        if n_folds == 1:
-            folds[0].update(X, Y)
-        else:
-            f = which[part]
-            for k in range(n_folds):
-                sel = f == k
-                if sel.any():
-                    folds[k].update(X[sel], Y[sel])
-        done += len(part)
-        if progress is not None:
-            progress(done, len(ids))
-    return folds
-
-
-class StatsEngine(Protocol):
-    """Where a fit's sufficient statistics are computed: the one thing an engine provides.
-
-    ``fit_map(..., engine=...)`` takes any object with this method; it must return what
-    :func:`accumulate` returns for the same arguments. Engines (``stitchkit.engines``) import
-    the library, never the reverse.
-    """
-
-    def accumulate(
-        self, source: Any, target: Any, ids: np.ndarray, *, n_folds: int, seed: int, l2: bool,
-        chunk_size: int, exact: bool, progress: ProgressFn | None,
-    ) -> list[F.SuffStats]: ...
-
-
-class LocalEngine:
-    """Statistics in this process, chunk by chunk (the default)."""
-
-    def accumulate(
-        self, source: Any, target: Any, ids: np.ndarray, *, n_folds: int, seed: int, l2: bool,
-        chunk_size: int, exact: bool, progress: ProgressFn | None,
-    ) -> list[F.SuffStats]:
-        return accumulate(source, target, ids, n_folds=n_folds, seed=seed, l2=l2,
-                          chunk_size=chunk_size, exact=exact, progress=progress)
-
-
-# ---------------------------------------------------------------------------------------------
-# anchor plans and evaluation
-# ---------------------------------------------------------------------------------------------
-@dataclass
-class Plan:
-    """Which ids fit the map and which are held out, with the labels where known."""
-
-    pool: np.ndarray
-    fit_pool: np.ndarray
-    heldout: np.ndarray
-    labels: dict[str, str] = field(default_factory=dict)
-
-
-def _labels(source: Any, target: Any) -> dict[str, str]:
-    for store in (target, source):
-        labels = store.labels
-        if labels is not None:
-            return {str(i): str(v) for i, v in zip(store.ids, labels, strict=True)}
-    return {}
-
-
-def plan_anchors(
-    source: Any,
-    target: Any,
-    *,
-    anchors: str | os.PathLike | Sequence[str] | None = None,
-    holdout: float = 0.2,
-    seed: int = 0,
-) -> Plan:
-    pool = anchor_pool(source, target, anchors)
-    fit_pool, held = split_holdout(pool, holdout, seed)
-    return Plan(pool=pool, fit_pool=fit_pool, heldout=held, labels=_labels(source, target))
-
-
-def choose_anchors(
-    source: Any, plan: Plan, n_anchors: int | None, *, strategy: str, seed: int
-) -> np.ndarray:
-    ids = plan.fit_pool
-    labels = embeddings = None
-    if n_anchors is not None and n_anchors < len(ids):
-        if strategy == "stratified":
-            if not plan.labels:
-                raise UsageError("strategy 'stratified' needs labels and neither store has them")
-            labels = np.array([plan.labels.get(str(i), "") for i in ids])
-        elif strategy in ("farthest", "kmeans"):
-            from .anchors import MAX_CANDIDATES
-
-            if len(ids) > MAX_CANDIDATES:
-                ids = np.sort(np.random.default_rng(seed).choice(ids, MAX_CANDIDATES, replace=False))
-            embeddings = source.read(rows_of(source, ids))
-    return select(ids, n_anchors, strategy=strategy, seed=seed, labels=labels, embeddings=embeddings)
-
-
-@dataclass
-class HeldOut:
-    ids: np.ndarray
-    X: np.ndarray
-    Y: np.ndarray
-    labels: np.ndarray | None
-    probe: Probe | None
-
-
-def prepare_heldout(
-    source: Any, target: Any, plan: Plan, *, seed: int, l2: bool, probe: bool = True
-) -> HeldOut | None:
-    """Held-out rows (at most MAX_EVAL) and a probe trained on native targets of the fit pool."""
-    ids = plan.heldout
-    if len(ids) < 2:
-        return None
-    rng = np.random.default_rng(seed + 1)
-    if len(ids) > MAX_EVAL:
-        ids = np.sort(rng.choice(ids, MAX_EVAL, replace=False))
-    X = source.read(rows_of(source, ids))
-    Y = target.read(rows_of(target, ids))
-    require_finite(X, ids, source.path, "anchor embeddings")
-    require_finite(Y, ids, target.path, "anchor embeddings")
-    if l2:
-        Y = F.l2_normalize(Y)
-    labels = None
-    the_probe = None
-    if plan.labels:
-        labels = np.array([plan.labels.get(str(i), "") for i in ids])
-        train_ids = np.array([i for i in plan.fit_pool if plan.labels.get(str(i), "")], dtype=str)
-        if len(train_ids) > MAX_PROBE_TRAIN:
-            train_ids = np.sort(rng.choice(train_ids, MAX_PROBE_TRAIN, replace=False))
-        train_labels = np.array([plan.labels[str(i)] for i in train_ids])
-        if probe and len(np.unique(train_labels)) >= 2 and (labels != "").sum() >= 2:
-            Yt = target.read(rows_of(target, train_ids))
-            if l2:
-                Yt = F.l2_normalize(Yt)
-            the_probe = Probe(Yt, train_labels, seed=seed)
-    return HeldOut(ids=ids, X=X, Y=Y, labels=labels, probe=the_probe)
-
-
-def evaluate(m: BaseMap, held: HeldOut | None) -> dict[str, Any]:
-    if held is None:
-        return {}
-    mapped = m.transform(held.X)
-    out: dict[str, Any] = alignment_metrics(held.X, mapped, held.Y)
-    if held.probe is not None and held.labels is not None:
-        out.update(probe_metrics(held.probe, mapped, held.Y, held.labels))
-    return out
-
-
-def unpaired_rows(store: Any, exclude: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """Up to ``n`` finite rows of ``store`` whose ids are not in ``exclude`` (random, sorted).
-
-    Used without their ids: refinement never pairs them by id, so samples that only one store
-    holds count as much as shared ones.
-    """
-    ids = np.asarray(store.ids).astype(str)
-    rows = np.flatnonzero(~np.isin(ids, np.asarray(exclude).astype(str)))
-    if len(rows) > n:
-        rows = np.sort(np.random.default_rng(seed).choice(rows, n, replace=False))
-    block = store.read(rows) if len(rows) else np.zeros((0, store.dim), np.float32)
-    return block[np.isfinite(block).all(axis=1)]
-
-
-_REFINE_CHECKED = ("cosine_mean", "top1", "relative_mse", "probe_auc_ratio")
-
-
-def _refine_map(
-    m: BaseMap, folds: list[F.SuffStats], src: Any, tgt: Any, plan: Plan, ids: np.ndarray,
-    held: HeldOut | None, *, unpaired: int, iterations: int, l2: bool, seed: int,
-) -> BaseMap:
-    """``m`` refined with MNN pseudo-anchors from unpaired rows; warns if held-out got worse."""
-    from .refine import refine
-
-    exclude = np.concatenate([np.asarray(ids).astype(str), np.asarray(plan.heldout).astype(str)])
-    Xu = unpaired_rows(src, exclude, unpaired, seed + 11)
-    Yu = unpaired_rows(tgt, exclude, unpaired, seed + 13)
-    refined, history = refine(m, folds, Xu, Yu, iterations=iterations, l2=l2, seed=seed)
-    info: dict[str, Any] = {"unpaired_source": int(len(Xu)), "unpaired_target": int(len(Yu)),
-                            "pseudo_pairs_per_round": history, "iterations": iterations}
-    if held is not None:
-        before, after = evaluate(m, held), evaluate(refined, held)
-        info["anchors_only"] = {k: before[k] for k in _REFINE_CHECKED if k in before}
-        worse = [
-            f"{k} {before[k]:.4f} → {after[k]:.4f}" for k in _REFINE_CHECKED
-            if k in before and k in after and np.isfinite(before[k]) and np.isfinite(after[k])
-            and ((after[k] > before[k] + 1e-4) if k == "relative_mse" else (after[k] < before[k] - 1e-4))
-        ]
-        info["worse_than_anchors_only"] = worse
-        if worse:
-            warnings.warn(
-                f"unpaired refinement made the held-out anchors worse than the anchors-only "
-                f"map ({', '.join(worse)}); the map written is the refined one: drop --unpaired "
-                "to keep the anchors-only map",
-                stacklevel=3,
-            )
-    else:
-        warnings.warn("unpaired refinement not checked: no held-out anchors (raise --holdout)",
-                      stacklevel=3)
-    refined._refinement = info
-    return refined
-
-
-def _space(store: Any) -> dict[str, Any]:
-    space = store.space()
-    space["modality"] = getattr(store, "modality", None)
-    space["path"] = str(store.path)
-    return space
+from .plan import (
+    HeldOut,
+    Plan,
+    _space,
+    choose_anchors,
+    evaluate,
+    plan_anchors,
+    prepare_heldout,
+    unpaired_rows,
+)
+from .stream import LocalEngine, ProgressFn, StatsEngine, StoreLike, _opened
 
 
 # ---------------------------------------------------------------------------------------------
@@ -507,119 +254,41 @@ def apply_map(
     }
 
 
-# ---------------------------------------------------------------------------------------------
-# sweep
-# ---------------------------------------------------------------------------------------------
-SWEEP_METRICS = (
-    "cosine_mean", "cosine_median", "relative_mse", "top1", "top5", "mrr",
-    "probe_accuracy_ratio", "probe_auc_ratio", "probe_auc_stitched", "alpha_relative",
-)
+# Held-out metrics that refinement must not make worse without saying so.
+_REFINE_CHECKED = ("cosine_mean", "top1", "relative_mse", "probe_auc_ratio")
 
 
-def sweep(
-    source: StoreLike,
-    target: StoreLike,
-    *,
-    n_anchors: Sequence[int],
-    methods: Sequence[str] = ("orthogonal", "affine", "ridge"),
-    seeds: Sequence[int] = (0, 1, 2),
-    strategy: str = "random",
-    holdout: float = 0.2,
-    anchors: str | os.PathLike | Sequence[str] | None = None,
-    center: bool = True,
-    standardize: bool = True,
-    l2: bool = False,
-    exact: bool = False,
-    chunk_size: int = 16384,
-    on_row: Callable[[dict[str, Any]], None] | None = None,
-) -> list[dict[str, Any]]:
-    """One row per (seed, anchor count, method) with the held-out metrics.
+def _refine_map(
+    m: BaseMap, folds: list[F.SuffStats], src: Any, tgt: Any, plan: Plan, ids: np.ndarray,
+    held: HeldOut | None, *, unpaired: int, iterations: int, l2: bool, seed: int,
+) -> BaseMap:
+    """``m`` refined with MNN pseudo-anchors from unpaired rows; warns if held-out got worse."""
+    from .refine import refine
 
-    For each seed the holdout and probe are fixed; for each count the statistics are read once
-    (with the folds alpha 'auto' needs) and every method is solved from them.
-    """
-    rows: list[dict[str, Any]] = []
-    for method in methods:
-        make_map(method)
-    with _opened(source) as src, _opened(target) as tgt:
-        for seed in seeds:
-            plan = plan_anchors(src, tgt, anchors=anchors, holdout=holdout, seed=seed)
-            held = prepare_heldout(src, tgt, plan, seed=seed, l2=l2)
-            if held is None:
-                raise UsageError("--holdout leaves fewer than 2 held-out anchors: raise it")
-            for n in sorted(n_anchors):
-                if n > len(plan.fit_pool):
-                    raise UsageError(
-                        f"--n-anchors {n} but only {len(plan.fit_pool)} anchors remain after the "
-                        "holdout: lower it"
-                    )
-                ids = choose_anchors(src, plan, n, strategy=strategy, seed=seed)
-                folds = accumulate(src, tgt, ids, n_folds=3, seed=seed, l2=l2,
-                                   chunk_size=chunk_size, exact=exact)
-                for method in methods:
-                    row: dict[str, Any] = {"method": method, "n_anchors": int(n), "seed": int(seed)}
-                    kw: dict[str, Any] = {"center": center, "standardize": standardize, "l2": l2}
-                    if method in ("affine", "linear", "ridge"):
-                        kw["random_state"] = seed
-                    m = make_map(method, **kw)
-                    with warnings.catch_warnings(record=True) as caught:
-                        warnings.simplefilter("always")
-                        try:
-                            m.fit_stats(folds if m.n_folds > 1 else F.merge_all(folds))
-                            row.update(evaluate(m, held))
-                            if hasattr(m, "alpha_relative_"):
-                                row["alpha_relative"] = m.alpha_relative_
-                        except UsageError as exc:
-                            row["error"] = str(exc).split(";")[0]
-                    if caught:
-                        row["note"] = str(caught[0].message).split(";")[0]
-                    rows.append(row)
-                    if on_row is not None:
-                        on_row(row)
-    return rows
-
-
-def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean and std over seeds for each (method, anchor count)."""
-    keys = sorted({(r["method"], r["n_anchors"]) for r in rows}, key=lambda k: (k[0], k[1]))
-    out = []
-    for method, n in keys:
-        group = [r for r in rows if r["method"] == method and r["n_anchors"] == n]
-        entry: dict[str, Any] = {"method": method, "n_anchors": n, "n_seeds": len(group)}
-        ok = [r for r in group if "error" not in r]
-        entry["n_failed"] = len(group) - len(ok)
-        for metric in SWEEP_METRICS:
-            vals = np.array([r[metric] for r in ok if metric in r], dtype=float)
-            if len(vals):
-                entry[f"{metric}_mean"] = float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
-                entry[f"{metric}_std"] = float(np.nanstd(vals)) if np.isfinite(vals).any() else float("nan")
-        errors = {r["error"] for r in group if "error" in r}
-        if errors:
-            entry["error"] = "; ".join(sorted(errors))
-        out.append(entry)
-    return out
-
-
-def write_table(summary: list[dict[str, Any]], path: str | os.PathLike) -> Path:
-    """CSV (or JSON when the name ends in .json) of the summary."""
-    import csv
-    import io
-    import json
-
-    from ..fileio import atomic_output
-
-    path = Path(path)
-    with atomic_output(path) as tmp:
-        if path.suffix.lower() == ".json":
-            tmp.write_text(json.dumps(summary, indent=2), encoding="utf-8")
-        else:
-            cols: list[str] = []
-            for entry in summary:
-                cols.extend(k for k in entry if k not in cols)
-            buf = io.StringIO()
-            writer = csv.DictWriter(buf, fieldnames=cols)
-            writer.writeheader()
-            for entry in summary:
-                writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in entry.items()})
-            tmp.write_text(buf.getvalue(), encoding="utf-8")
-    return path
+    exclude = np.concatenate([np.asarray(ids).astype(str), np.asarray(plan.heldout).astype(str)])
+    Xu = unpaired_rows(src, exclude, unpaired, seed + 11)
+    Yu = unpaired_rows(tgt, exclude, unpaired, seed + 13)
+    refined, history = refine(m, folds, Xu, Yu, iterations=iterations, l2=l2, seed=seed)
+    info: dict[str, Any] = {"unpaired_source": int(len(Xu)), "unpaired_target": int(len(Yu)),
+                            "pseudo_pairs_per_round": history, "iterations": iterations}
+    if held is not None:
+        before, after = evaluate(m, held), evaluate(refined, held)
+        info["anchors_only"] = {k: before[k] for k in _REFINE_CHECKED if k in before}
+        worse = [
+            f"{k} {before[k]:.4f} → {after[k]:.4f}" for k in _REFINE_CHECKED
+            if k in before and k in after and np.isfinite(before[k]) and np.isfinite(after[k])
+            and ((after[k] > before[k] + 1e-4) if k == "relative_mse" else (after[k] < before[k] - 1e-4))
+        ]
+        info["worse_than_anchors_only"] = worse
+        if worse:
+            warnings.warn(
+                f"unpaired refinement made the held-out anchors worse than the anchors-only "
+                f"map ({', '.join(worse)}); the map written is the refined one: drop --unpaired "
+                "to keep the anchors-only map",
+                stacklevel=3,
+            )
+    else:
+        warnings.warn("unpaired refinement not checked: no held-out anchors (raise --holdout)",
+                      stacklevel=3)
+    refined._refinement = info
+    return refined

@@ -1,0 +1,114 @@
+"""Streaming two stores' anchors into sufficient statistics, locally or through an engine.
+
+The stores are read in chunks; only the statistics (O(D²)) are held in memory.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..store import EmbeddingStore, StoreUnion, open_stores, require_finite
+from . import functional as F
+from .anchors import fold_of, rows_of
+
+StoreLike = str | os.PathLike | EmbeddingStore | StoreUnion | Sequence[str | os.PathLike]
+ProgressFn = Callable[[int, int], None]
+
+
+@contextmanager
+def _opened(store: StoreLike) -> Iterator[EmbeddingStore | StoreUnion]:
+    """An open store; several paths (a list, 'a.h5,b.h5' or a quoted glob) are read as one."""
+    if isinstance(store, EmbeddingStore | StoreUnion):
+        yield store
+        return
+    s = open_stores(store)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# reading anchors
+# ---------------------------------------------------------------------------------------------
+def _read_rows(store: Any, rows: np.ndarray) -> np.ndarray:
+    """Rows in the given order; a contiguous-enough sorted run is read as one slice (faster)."""
+    if isinstance(store, EmbeddingStore) and len(rows) > 1:
+        lo, hi = int(rows.min()), int(rows.max()) + 1
+        if hi - lo <= 2 * len(rows) and np.all(np.diff(rows) > 0):
+            block = store.read(slice(lo, hi))
+            return block if hi - lo == len(rows) else block[rows - lo]
+    return store.read(rows)
+
+
+def accumulate(
+    source: Any,
+    target: Any,
+    ids: np.ndarray,
+    *,
+    n_folds: int = 1,
+    seed: int = 0,
+    l2: bool = False,
+    chunk_size: int = 16384,
+    exact: bool = False,
+    progress: ProgressFn | None = None,
+) -> list[F.SuffStats]:
+    """Per-fold sufficient statistics of the anchor pairs ``ids``, read chunk by chunk."""
+    src_rows = rows_of(source, ids)
+    tgt_rows = rows_of(target, ids)
+    order = np.argsort(src_rows, kind="stable")
+    folds = [F.SuffStats.zeros(source.dim, target.dim, exact=exact) for _ in range(n_folds)]
+    which = fold_of(ids, n_folds, seed) if n_folds > 1 else np.zeros(len(ids), dtype=np.int64)
+    done = 0
+    if progress is not None:
+        progress(0, len(ids))
+    for start in range(0, len(order), chunk_size):
+        part = order[start : start + chunk_size]
+        X = _read_rows(source, src_rows[part])
+        Y = _read_rows(target, tgt_rows[part])
+        require_finite(X, ids[part], source.path, "anchor embeddings")
+        require_finite(Y, ids[part], target.path, "anchor embeddings")
+        if l2:
+            X, Y = F.l2_normalize(X), F.l2_normalize(Y)
+        if n_folds == 1:
+            folds[0].update(X, Y)
+        else:
+            f = which[part]
+            for k in range(n_folds):
+                sel = f == k
+                if sel.any():
+                    folds[k].update(X[sel], Y[sel])
+        done += len(part)
+        if progress is not None:
+            progress(done, len(ids))
+    return folds
+
+
+class StatsEngine(Protocol):
+    """Where a fit's sufficient statistics are computed: the one thing an engine provides.
+
+    ``fit_map(..., engine=...)`` takes any object with this method; it must return what
+    :func:`accumulate` returns for the same arguments. Engines (``stitchkit.engines``) import
+    the library, never the reverse.
+    """
+
+    def accumulate(
+        self, source: Any, target: Any, ids: np.ndarray, *, n_folds: int, seed: int, l2: bool,
+        chunk_size: int, exact: bool, progress: ProgressFn | None,
+    ) -> list[F.SuffStats]: ...
+
+
+class LocalEngine:
+    """Statistics in this process, chunk by chunk (the default)."""
+
+    def accumulate(
+        self, source: Any, target: Any, ids: np.ndarray, *, n_folds: int, seed: int, l2: bool,
+        chunk_size: int, exact: bool, progress: ProgressFn | None,
+    ) -> list[F.SuffStats]:
+        return accumulate(source, target, ids, n_folds=n_folds, seed=seed, l2=l2,
+                          chunk_size=chunk_size, exact=exact, progress=progress)
