@@ -38,8 +38,8 @@ def select(store: str, output: str, n: int, strategy: str, seed: int, as_json: b
     """
     from collections import Counter
 
-    from stitchkit.fileio import check_writable_dir
-    from stitchkit.maps.anchors import select_from_store, write_id_file
+    from stitchkit.fileio import check_writable_dir, write_id_file
+    from stitchkit.maps.anchors import select_from_store
     from stitchkit.store import EmbeddingStore
 
     show_warnings()

@@ -73,6 +73,7 @@ def classify(query: str, prompt_file: str | None, classes: str | None, templates
     """
     show_warnings()
     from stitchkit.errors import UsageError
+    from stitchkit.fileio import read_id_file
     from stitchkit.zeroshot.prompts import from_classes, load_prompts
     from stitchkit.zeroshot.scoring import classify_store
 
@@ -86,8 +87,7 @@ def classify(query: str, prompt_file: str | None, classes: str | None, templates
                                mode=mode or "multiclass")
     ids = None
     if ids_file:
-        with open(ids_file, encoding="utf-8") as fh:
-            ids = [line.strip() for line in fh if line.strip() and not line.startswith("#")]
+        ids = read_id_file(ids_file)
     with progress("classify") as bar:
         result = classify_store(
             query, prompts, text_model=text_model, prompt_store=prompt_store, map_path=map_path,

@@ -65,6 +65,7 @@ def train(images: str, texts: str, out: str, width: int, layers: int, heads: int
       stitch head train covid-lite2.h5 covid-notes-minilm.h5 -o notes-head.st --epochs 60 --seed 1
     """
     show_warnings()
+    from stitchkit.fileio import read_id_file
     from stitchkit.head import HeadConfig, TrainConfig, train_head
 
     config = TrainConfig(
@@ -73,7 +74,7 @@ def train(images: str, texts: str, out: str, width: int, layers: int, heads: int
         val_fraction=val_fraction, patience=patience, image_tokens=not no_image_tokens,
         text_tokens=not no_text_tokens, pool_by=None if pool_by == "none" else pool_by,
     )
-    ids = _read_ids(ids_file) if ids_file else None
+    ids = read_id_file(ids_file) if ids_file else None
     with progress("head train") as bar:
         result = train_head(images, texts, out=out, config=config, seed=seed, progress=bar.update,
                             resume=not no_resume, threads=threads, ids=ids)
@@ -152,8 +153,3 @@ def captions(images: str, text_model: str, out: str, prompt_file: str | None, fr
         *(f"  {i}: {c}" for i, c in result.examples),
     ])
     emit(result.to_dict(), as_json=as_json, text=None if as_json else text)
-
-
-def _read_ids(path: str) -> list[str]:
-    with open(path, encoding="utf-8") as fh:
-        return [line.strip() for line in fh if line.strip() and not line.startswith("#")]

@@ -1,4 +1,5 @@
-"""Atomic file output: a result appears whole under its final name or not at all."""
+"""Atomic file output (a result appears whole under its final name or not at all) and the
+plain id lists (one id per line) that anchors, splits and `--ids` options read."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import contextlib
 import glob
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+
+from .errors import UsageError
 
 # Temporaries are named after the host and pid that write them, so that a later writer can
 # tell a temporary of a dead process (kill -9, OOM, power cut) from one still being written,
@@ -60,10 +63,29 @@ def pid_running(pid: int) -> bool:
 
 def check_writable_dir(path: str | os.PathLike) -> None:
     """Fail early, before hours of work, when the output folder cannot take a file."""
-    from .errors import UsageError
-
     folder = Path(path).resolve().parent
     if not folder.is_dir():
         raise UsageError(f"output folder {folder} does not exist: create it or choose another -o")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise UsageError(f"output folder {folder} is not writable: choose another -o")
+
+
+def read_id_file(path: str | Path) -> list[str]:
+    """One id per line; blank lines and lines starting with '#' are skipped."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{path}: no such id file; give a text file with one id per line")
+    ids = [
+        line.strip()
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    if not ids:
+        raise UsageError(f"{path} lists no ids: give one id per line")
+    return list(dict.fromkeys(ids))
+
+
+def write_id_file(path: str | Path, ids: Sequence[str]) -> Path:
+    with atomic_output(path) as tmp:
+        tmp.write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
+    return Path(path)

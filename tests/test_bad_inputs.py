@@ -343,7 +343,7 @@ cell("apply", "corrupt")(lambda w, d: Case(_apply(w.map, w.corrupt, d / "o.h5"),
 cell("apply", "no-datasets")(lambda w, d: Case(_apply(w.map, w.no_datasets, d / "o.h5"), 2, "no 'embeddings' dataset", d / "o.h5"))
 cell("apply", "text-png")(lambda w, d: Case(_apply(w.notes_png, w.lite2, d / "o.h5"), 2, "not a stitchkit map", d / "o.h5"))
 cell("apply", "nan")(lambda w, d: Case(_apply(w.map, w.nan, d / "o.h5"), 2, "NaN or Inf", d / "o.h5"))
-cell("apply", "dim-mismatch")(lambda w, d: Case(_apply(w.map, w.minilm, d / "o.h5"), 2, "dimension 384", d / "o.h5"))
+cell("apply", "dim-mismatch")(lambda w, d: Case(_apply(w.map, w.minilm, d / "o.h5"), 2, "384-d", d / "o.h5"))
 cell("apply", "provenance")(lambda w, d: Case(_apply(w.map, w.lite0, d / "o.h5"), 2, "--force", d / "o.h5"))
 cell("apply", "read-only")(lambda w, d: Case(_apply(w.map, w.lite2, ro(w, "o.h5")), 2, "not writable"))
 cell("apply", "disk-full")(lambda w, d: Case(_apply(w.map, w.lite2, d / "o.h5"), 1, "file too large", d / "o.h5", fsize=STORE_LIMIT))

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from stitchkit.errors import UsageError
-from stitchkit.maps.anchors import fold_of, read_id_file, select, split_holdout
+from stitchkit.fileio import read_id_file
+from stitchkit.maps.anchors import fold_of, select, split_holdout
 
 
 def _ids(n):
@@ -95,5 +96,5 @@ def test_id_file(tmp_path):
     (tmp_path / "empty.txt").write_text("\n")
     with pytest.raises(UsageError, match="lists no ids"):
         read_id_file(tmp_path / "empty.txt")
-    with pytest.raises(UsageError, match="no such anchor file"):
+    with pytest.raises(UsageError, match="no such id file"):
         read_id_file(tmp_path / "missing.txt")

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import StoreError, UsageError
-from ..store import EmbeddingStore
-from ..zeroshot.pooling import (
+from ..errors import UsageError
+from ..store import EmbeddingStore, require_finite
+from ..store.pooling import (
     check_pool_by,
     group_rows,
     pool_embeddings,
@@ -103,12 +103,7 @@ def read_side(
     store.check_unique_ids()  # pairs are joined by id: a repeated id pairs the wrong rows
     ids = store.ids[rows]
     glob = store.read(rows)
-    bad = ~np.isfinite(glob).all(axis=1)
-    if bad.any():
-        raise StoreError(
-            f"{store.path}: {int(bad.sum())} embeddings hold NaN or Inf (first: id {ids[bad][0]!r}): "
-            "re-embed those inputs or drop them"
-        )
+    require_finite(glob, ids, store.path)
     tok: Tokens | None = None
     mask = None
     if tokens and store.has_tokens:

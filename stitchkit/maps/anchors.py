@@ -14,34 +14,13 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UsageError
+from ..fileio import read_id_file
 from ..store import EmbeddingStore, require_finite
+from .functional import l2_normalize
 
 STRATEGIES = ("random", "stratified", "farthest", "kmeans")
 MAX_CANDIDATES = 50_000
 """Farthest-point and k-means selection look at most at this many candidates (drawn at random)."""
-
-
-def read_id_file(path: str | Path) -> list[str]:
-    """One id per line; blank lines and lines starting with '#' are skipped."""
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"{path}: no such anchor file; give a text file with one id per line")
-    ids = [
-        line.strip()
-        for line in path.read_text(encoding="utf-8").splitlines()
-        if line.strip() and not line.lstrip().startswith("#")
-    ]
-    if not ids:
-        raise UsageError(f"{path} lists no ids: give one anchor id per line")
-    return list(dict.fromkeys(ids))
-
-
-def write_id_file(path: str | Path, ids: Sequence[str]) -> Path:
-    from ..fileio import atomic_output
-
-    with atomic_output(path) as tmp:
-        tmp.write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
-    return Path(path)
 
 
 def rows_of(store: EmbeddingStore, ids: Sequence[str] | np.ndarray) -> np.ndarray:
@@ -146,8 +125,7 @@ def select(
         cand = np.arange(len(ids))
         if len(cand) > MAX_CANDIDATES:
             cand = np.sort(rng.choice(len(ids), size=MAX_CANDIDATES, replace=False))
-        E = embeddings[cand].astype(np.float32)
-        E /= np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)
+        E = l2_normalize(embeddings[cand], dtype=np.float32)
         local = _farthest(E, n, rng) if strategy == "farthest" else _kmeans(E, n, seed)
         picked = cand[local]
     return np.sort(ids[np.asarray(picked, dtype=np.int64)])

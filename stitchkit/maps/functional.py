@@ -246,9 +246,10 @@ def transform_stats(stats: SuffStats, pre: Preprocessing) -> SuffStats:
     )
 
 
-def l2_normalize(X: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
-    return X / np.maximum(norms, 1e-12)
+def l2_normalize(X: np.ndarray, *, dtype: np.dtype | type | None = None) -> np.ndarray:
+    """Rows (the last axis: vectors or tokens) scaled to unit length; zero rows stay zero."""
+    X = np.asarray(X, dtype=dtype)
+    return X / np.maximum(np.linalg.norm(X, axis=-1, keepdims=True), 1e-12)
 
 
 # ---------------------------------------------------------------------------------------------

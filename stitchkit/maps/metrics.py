@@ -17,22 +17,19 @@ from typing import Any
 
 import numpy as np
 
+from . import functional as F
+
 MAX_PROBE_TRAIN = 10_000
 MAX_EVAL = 10_000
 
 
-def _unit(X: np.ndarray) -> np.ndarray:
-    X = np.asarray(X, dtype=np.float64)
-    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
-
-
 def cosine_rows(A: np.ndarray, B: np.ndarray) -> np.ndarray:
-    return (_unit(A) * _unit(B)).sum(axis=1)
+    return (F.l2_normalize(A, dtype=np.float64) * F.l2_normalize(B, dtype=np.float64)).sum(axis=1)
 
 
 def retrieval(mapped: np.ndarray, target: np.ndarray, *, block: int = 2048) -> dict[str, float]:
     """Top-1, top-5 and MRR of each mapped row's own target among all target rows."""
-    Q, T = _unit(mapped), _unit(target)
+    Q, T = F.l2_normalize(mapped, dtype=np.float64), F.l2_normalize(target, dtype=np.float64)
     ranks = np.empty(len(Q), dtype=np.int64)
     for start in range(0, len(Q), block):
         sims = Q[start : start + block] @ T.T

@@ -21,17 +21,12 @@ import numpy as np
 from . import functional as F
 
 
-def _unit(X: np.ndarray) -> np.ndarray:
-    X = np.asarray(X, dtype=np.float32)
-    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
-
-
 def mutual_nearest(P: np.ndarray, T: np.ndarray, *, block: int = 4096) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Index pairs (i, j) with T[j] the nearest (cosine) of P[i] and P[i] the nearest of T[j].
 
     Blocked over P so memory stays O(block · len(T)); returns (i, j, similarity).
     """
-    Pu, Tu = _unit(P), _unit(T)
+    Pu, Tu = F.l2_normalize(P, dtype=np.float32), F.l2_normalize(T, dtype=np.float32)
     n, m = len(Pu), len(Tu)
     row_best = np.empty(n, dtype=np.int64)
     row_sim = np.empty(n, dtype=np.float32)

@@ -22,17 +22,13 @@ from typing import Any
 
 import numpy as np
 
+from . import functional as F
 from .metrics import linear_cka, retrieval
-
-
-def _unit(X: np.ndarray) -> np.ndarray:
-    X = np.asarray(X, dtype=np.float32)
-    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
 
 
 def knn_indices(X: np.ndarray, k: int) -> np.ndarray:
     """Each row's k nearest other rows by cosine similarity (n, k)."""
-    U = _unit(X)
+    U = F.l2_normalize(X, dtype=np.float32)
     sims = U @ U.T
     np.fill_diagonal(sims, -np.inf)
     return np.argpartition(-sims, k, axis=1)[:, :k]

@@ -44,11 +44,11 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ProvenanceError, StoreError, UsageError
+from ..errors import UsageError
 from ..fileio import atomic_output, check_writable_dir
-from ..store import EmbeddingStore
-from .metrics import evaluate, truth_matrix
-from .pooling import (
+from ..maps.functional import l2_normalize
+from ..store import EmbeddingStore, check_same_space, require_finite
+from ..store.pooling import (
     check_pool_by,
     group_rows,
     pool_embeddings,
@@ -56,6 +56,7 @@ from .pooling import (
     pool_tokens,
     store_groups,
 )
+from .metrics import evaluate, truth_matrix
 from .prompts import PromptSet, check_for_mode
 
 DEFAULT_TEMPERATURE = 0.05
@@ -65,30 +66,6 @@ SCORINGS = ("head", "cosine")
 
 
 # -- spaces --------------------------------------------------------------------------------
-def describe_space(space: dict[str, Any]) -> str:
-    spec = space.get("model_spec") or "unknown model"
-    return f"{spec} ({space.get('dim')}-d)"
-
-
-def check_space(
-    expected: dict[str, Any], got: dict[str, Any], *, expected_what: str, got_what: str,
-    force: bool = False,
-) -> None:
-    """One clear line when two spaces differ; width mismatches cannot be forced."""
-    if expected.get("dim") is not None and got.get("dim") is not None and int(expected["dim"]) != int(got["dim"]):
-        raise ProvenanceError(
-            f"{got_what} is {describe_space(got)} but {expected_what} is {describe_space(expected)}: "
-            "the widths differ, so they cannot be combined"
-        )
-    for key in ("model_spec", "weights_sha256"):
-        a, b = expected.get(key), got.get(key)
-        if a and b and a != b and not force:
-            raise ProvenanceError(
-                f"{got_what} is {describe_space(got)} but {expected_what} is "
-                f"{describe_space(expected)} ({key} differs): use matching files, or --force"
-            )
-
-
 # -- prompt embeddings ---------------------------------------------------------------------
 @dataclass
 class PromptEmbeddings:
@@ -176,10 +153,6 @@ def _write_prompt_store(path: Path, texts: list[str], emb: Any, space: dict[str,
 
 
 # -- scorers -------------------------------------------------------------------------------
-def _normalise(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
 def _softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
@@ -234,10 +207,10 @@ class Scorer:
         multilabel = self.prompts.mode == "multilabel"
         self._neg = [np.array([index[t] for t in c.negative]) for c in self.prompts.classes] if multilabel else []
         if self.head is None:
-            unit = _normalise(self.text.glob)
-            self._cpos = _normalise(np.stack([unit[i].mean(axis=0) for i in self._pos]))
+            unit = l2_normalize(self.text.glob)
+            self._cpos = l2_normalize(np.stack([unit[i].mean(axis=0) for i in self._pos]))
             if multilabel:
-                self._cneg = _normalise(np.stack([unit[i].mean(axis=0) for i in self._neg]))
+                self._cneg = l2_normalize(np.stack([unit[i].mean(axis=0) for i in self._neg]))
 
     @property
     def uses_image_tokens(self) -> bool:
@@ -259,7 +232,7 @@ class Scorer:
                     mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
         multilabel = self.prompts.mode == "multilabel"
         if self.head is None:
-            unit = _normalise(glob.astype(np.float32, copy=False))
+            unit = l2_normalize(glob.astype(np.float32, copy=False))
             pos = unit @ self._cpos.T / self.temperature
             neg = unit @ self._cneg.T / self.temperature if multilabel else None
         else:
@@ -340,16 +313,6 @@ def mixture_calibration(logits: np.ndarray, *, max_iter: int = 500, tol: float =
     a = (mu[1] - mu[0]) / var
     b = np.log(pi[1] / pi[0]) - (mu[1] ** 2 - mu[0] ** 2) / (2 * var)
     return float(a), float(b), pi, iterations
-
-
-def _finite_or_refuse(values: np.ndarray, ids: np.ndarray, path: object) -> None:
-    """NaN or Inf embeddings would silently poison what is computed from them."""
-    bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
-    if bad.any():
-        raise StoreError(
-            f"{path}: {int(bad.sum())} embeddings hold NaN or Inf (first: id {ids[bad][0]!r}): "
-            "re-embed those inputs or drop them"
-        )
 
 
 # -- output --------------------------------------------------------------------------------
@@ -513,7 +476,7 @@ def classify_store(
         from ..maps import load_map
 
         mapper = load_map(map_path)
-        check_space(mapper.source_space_, store.space(), expected_what=f"the map's source side ({map_path})",
+        check_same_space(mapper.source_space_, store.space(), expected_what=f"the map's source side ({map_path})",
                     got_what=f"query store {store.path}", force=force)
         image_space = dict(mapper.target_space_)
         composition["map"] = {"path": str(map_path), "source": mapper.source_space_,
@@ -525,7 +488,7 @@ def classify_store(
 
         head = Head.load(head_path)
         composition["head"] = {"path": str(head_path), "image": head.image_space_, "text": head.text_space_}
-        check_space(head.image_space_, image_space,
+        check_same_space(head.image_space_, image_space,
                     expected_what=f"the head's image space ({head_path})",
                     got_what="the map's target space" if mapper else f"query store {store.path}",
                     force=force)
@@ -545,10 +508,10 @@ def classify_store(
                          tokens=head is not None and head.uses_text_tokens_)
     composition["prompts"] = {"source": text.source, **text.space}
     if head is not None:
-        check_space(head.text_space_, text.space, expected_what=f"the head's text space ({head_path})",
+        check_same_space(head.text_space_, text.space, expected_what=f"the head's text space ({head_path})",
                     got_what=f"the prompts' text model ({text.source})", force=force)
     else:
-        check_space(text.space, image_space, expected_what=f"the prompts' text space ({text.source})",
+        check_same_space(text.space, image_space, expected_what=f"the prompts' text space ({text.source})",
                     got_what="the map's target space" if mapper else f"query store {store.path}",
                     force=force)
     scorer = Scorer(prompts, text, head, temperature, image_tokens)
@@ -582,7 +545,7 @@ def classify_store(
         """(ids, labels, image globals, tokens, mask) per block, mapped and pooled."""
         for block, members in _chunks(store, rows, pool_by, chunk_size):
             glob = store.read(block)
-            _finite_or_refuse(glob, store.ids[block], store.path)
+            require_finite(glob, store.ids_at(block), store.path)
             tok = mask = None
             if scorer.uses_image_tokens:
                 tok, mask = T.read_tokens(store, block)
@@ -590,7 +553,7 @@ def classify_store(
                 glob = mapper.transform(glob).astype(np.float32, copy=False)
                 if tok is not None:
                     tok = T.map_tokens(mapper, tok, mask)
-            block_ids = store.ids[block]
+            block_ids = store.ids_at(block)  # not store.ids: no decoded copy of all N ids
             block_labels = labels_all[block] if with_labels else None
             if members is not None:
                 local, pos = [], 0
