@@ -121,7 +121,7 @@ def run_cli(query: Path, paths: dict[str, Path], k: int, scoring: str, work: Pat
     if done.returncode != 0:
         raise SystemExit(f"classify failed: {done.stderr.strip().splitlines()[-3:]}")
     result = json.loads(done.stdout)
-    if result.get("metrics") is None or "ci" not in result["metrics"]:
+    if result.get("metrics") is None or "accuracy_ci_low" not in result["metrics"]:
         raise SystemExit("classify gave no metrics with intervals: the store should be labelled")
     rss = int(next(line.split()[1] for line in done.stderr.splitlines() if line.startswith("MAXRSS_KB")))
     out.unlink(missing_ok=True)
