@@ -8,8 +8,9 @@
 
 from .captions import make_captions
 from .metrics import auc, evaluate
+from .prompt_cache import embed_prompts
 from .prompts import PromptError, PromptSet, from_classes, load_prompts
-from .scoring import ClassifyResult, classify_store, embed_prompts
+from .scoring import ClassifyResult, classify_store
 from .standardise import CommandStandardiser, RuleStandardiser, standardise
 
 __all__ = [

@@ -31,10 +31,6 @@ for two classes; no label is used.
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import io
-import json
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -45,8 +41,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UsageError
-from ..fileio import atomic_output, check_writable_dir
-from ..maps.functional import l2_normalize
+from ..fileio import check_writable_dir
 from ..store import EmbeddingStore, check_same_space, require_finite
 from ..store.pooling import (
     check_pool_by,
@@ -57,331 +52,19 @@ from ..store.pooling import (
     store_groups,
 )
 from .metrics import evaluate, truth_matrix
+from .prompt_cache import embed_prompts
 from .prompts import PromptSet, check_for_mode
+from .score_writer import ScoreWriter
+from .scorers import (
+    DEFAULT_TEMPERATURE,
+    PRIORS,
+    SCORINGS,
+    Scorer,
+    em_priors,
+    mixture_calibration,
+)
 
-DEFAULT_TEMPERATURE = 0.05
-PRIORS = ("none", "em", "mixture")
 ProgressFn = Callable[[int, int], None]
-SCORINGS = ("head", "cosine")
-
-
-# -- spaces --------------------------------------------------------------------------------
-# -- prompt embeddings ---------------------------------------------------------------------
-@dataclass
-class PromptEmbeddings:
-    texts: list[str]
-    glob: np.ndarray
-    tokens: np.ndarray | None
-    mask: np.ndarray | None
-    space: dict[str, Any]
-    source: str
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("STITCHKIT_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "stitchkit")
-    return Path(root) / "prompts"
-
-
-def _read_prompt_store(path: Path, texts: list[str], tokens: bool) -> PromptEmbeddings | None:
-    with EmbeddingStore(path) as store:
-        have = store.texts if store.texts is not None else store.ids
-        index = {t: i for i, t in enumerate(have)}
-        missing = [t for t in texts if t not in index]
-        if missing:
-            return None
-        rows = np.array([index[t] for t in texts], dtype=np.int64)
-        glob = store.read(rows)
-        tok = mask = None
-        if tokens:
-            if not store.has_tokens:
-                return None
-            tok, mask = store.read_tokens(rows)
-        return PromptEmbeddings(texts, glob, tok, mask, store.space(), str(path))
-
-
-def embed_prompts(
-    texts: list[str],
-    *,
-    text_model: str | None = None,
-    prompt_store: str | os.PathLike | None = None,
-    tokens: bool = False,
-    use_cache: bool = True,
-) -> PromptEmbeddings:
-    """Prompt embeddings: from ``prompt_store`` if it holds them all, else embedded with
-    ``text_model`` and written to ``prompt_store`` (or a cache keyed by model and texts)."""
-    if prompt_store is not None and Path(prompt_store).exists():
-        found = _read_prompt_store(Path(prompt_store), texts, tokens)
-        if found is not None:
-            return found
-        if text_model is None:
-            raise UsageError(
-                f"prompt store {prompt_store} lacks some prompts (or their tokens): give "
-                "--text-model to embed them"
-            )
-    if text_model is None:
-        raise UsageError("give --text-model (e.g. minilm) or a --prompt-store to embed the prompts")
-    key = hashlib.sha256(json.dumps([text_model, tokens, texts]).encode()).hexdigest()[:20]
-    target = Path(prompt_store) if prompt_store is not None else cache_dir() / f"{key}.h5"
-    if prompt_store is None and use_cache and target.exists():
-        found = _read_prompt_store(target, texts, tokens)
-        if found is not None:
-            return found
-    from ..embed import embed_texts
-    from ..encoders import load_encoder
-
-    encoder = load_encoder(text_model, device="cpu")
-    emb = embed_texts(encoder, texts, tokens=tokens)
-    space = encoder.space()
-    if prompt_store is not None or use_cache:
-        _write_prompt_store(target, texts, emb, space)
-    return PromptEmbeddings(texts, emb.embeddings, emb.tokens, emb.mask, space, text_model)
-
-
-def _write_prompt_store(path: Path, texts: list[str], emb: Any, space: dict[str, Any]) -> None:
-    from ..store import StoreWriter
-    from ..store.store import base_attrs
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    shape = None if emb.tokens is None else (emb.tokens.shape[1], emb.tokens.shape[2])
-    attrs = base_attrs(modality="text", model_spec=space.get("model_spec"),
-                       weights_sha256=space.get("weights_sha256"), input="prompts")
-    with StoreWriter(path, dim=emb.embeddings.shape[1], attrs=attrs, columns=["texts"],
-                     token_shape=shape) as w:
-        w.append([f"p{i}" for i in range(len(texts))], emb.embeddings, columns={"texts": texts},
-                 tokens=emb.tokens, tokens_mask=emb.mask)
-
-
-# -- scorers -------------------------------------------------------------------------------
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-z))
-
-
-def _log_odds(logits: np.ndarray) -> np.ndarray:
-    """log(p_c / (1 - p_c)) of the softmax: c's logit minus the log-sum-exp of the others.
-
-    Monotone in the probability but it never saturates: probabilities round to exactly 0 or 1
-    in floating point for confident samples, and those ties would distort AUC.
-    """
-    z = logits.astype(np.float64)
-    n, c = z.shape
-    rows = np.arange(n)
-    # Two (n, C) exp passes instead of one per class: for every class but the row's top one,
-    # the others' max is the top logit and their sum is the total minus its own term (≥ 1, so
-    # no cancellation); the top class gets its others' sum directly.
-    top = z.argmax(axis=1)
-    m1 = z[rows, top]
-    e = np.exp(z - m1[:, None])
-    with np.errstate(divide="ignore"):  # the top column may round to log(0): replaced below
-        out = z - m1[:, None] - np.log(e.sum(axis=1, keepdims=True) - e)
-    rest = z.copy()
-    rest[rows, top] = -np.inf
-    m2 = rest.max(axis=1)
-    out[rows, top] = m1 - m2 - np.log(np.exp(rest - m2[:, None]).sum(axis=1))
-    return out
-
-
-@dataclass
-class Scorer:
-    """Turns (mapped) image embeddings into per-class scores and probabilities.
-
-    The scores are log-odds (multi-class) or positive-minus-negative logits (multi-label);
-    metrics rank by them, outputs show both.
-    """
-
-    prompts: PromptSet
-    text: PromptEmbeddings
-    head: Any = None  # stitchkit.head.Head
-    temperature: float = DEFAULT_TEMPERATURE
-    image_tokens: bool = True  # False: score a token-trained head on globals, on purpose
-
-    def __post_init__(self) -> None:
-        index = {t: i for i, t in enumerate(self.text.texts)}
-        self._pos = [np.array([index[t] for t in c.positive]) for c in self.prompts.classes]
-        multilabel = self.prompts.mode == "multilabel"
-        self._neg = [np.array([index[t] for t in c.negative]) for c in self.prompts.classes] if multilabel else []
-        if self.head is None:
-            unit = l2_normalize(self.text.glob)
-            self._cpos = l2_normalize(np.stack([unit[i].mean(axis=0) for i in self._pos]))
-            if multilabel:
-                self._cneg = l2_normalize(np.stack([unit[i].mean(axis=0) for i in self._neg]))
-
-    @property
-    def uses_image_tokens(self) -> bool:
-        return self.head is not None and self.head.uses_image_tokens_ and self.image_tokens
-
-    shift: np.ndarray | None = None  # log prior ratio added to class logits (prior="em")
-    scale: float = 1.0  # logits multiplied by this first (prior="mixture")
-
-    def class_logits(self, glob: np.ndarray, tokens: np.ndarray | None = None,
-                     mask: np.ndarray | None = None) -> np.ndarray:
-        """Multi-class logits per class (before any prior shift)."""
-        shift, self.shift = self.shift, None
-        try:
-            return self._pos_logits(glob, tokens, mask)[0]
-        finally:
-            self.shift = shift
-
-    def _pos_logits(self, glob: np.ndarray, tokens: np.ndarray | None,
-                    mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
-        multilabel = self.prompts.mode == "multilabel"
-        if self.head is None:
-            unit = l2_normalize(glob.astype(np.float32, copy=False))
-            pos = unit @ self._cpos.T / self.temperature
-            neg = unit @ self._cneg.T / self.temperature if multilabel else None
-        else:
-            t = self.text
-            use_tt = self.head.uses_text_tokens_
-            logits = self.head.score(glob, t.glob, tokens, mask,
-                                     t.tokens if use_tt else None, t.mask if use_tt else None)
-            pos = np.stack([logits[:, i].mean(axis=1) for i in self._pos], axis=1)
-            neg = np.stack([logits[:, i].mean(axis=1) for i in self._neg], axis=1) if multilabel else None
-        return pos, neg
-
-    def __call__(self, glob: np.ndarray, tokens: np.ndarray | None = None,
-                 mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        multilabel = self.prompts.mode == "multilabel"
-        pos, neg = self._pos_logits(glob, tokens, mask)
-        if self.shift is not None and not multilabel:
-            pos = pos.astype(np.float64) * self.scale + self.shift
-        if multilabel:
-            diff = pos - neg
-            return diff, _sigmoid(diff)
-        return _log_odds(pos), _softmax(pos.astype(np.float64)).astype(np.float32)
-
-
-def em_priors(logits: np.ndarray, *, max_iter: int = 200, tol: float = 1e-8
-               ) -> tuple[np.ndarray, int]:
-    """Class priors of an unlabelled set by EM (Saerens, Latinne & Decaestecker 2002).
-
-    ``logits`` (N, C) give posteriors under equal training priors (prompt scores carry no
-    prior). Returns the priors and the iterations used; no label is involved.
-    """
-    z = logits.astype(np.float64)
-    c = z.shape[1]
-    base = _softmax(z)
-    prior = np.full(c, 1.0 / c)
-    for it in range(1, max_iter + 1):
-        w = base * (prior * c)  # p(c|x) re-weighted by the ratio of new to training priors
-        post = w / w.sum(axis=1, keepdims=True)
-        new = post.mean(axis=0)
-        if np.abs(new - prior).max() < tol:
-            return new, it
-        prior = new
-    return prior, max_iter
-
-
-def mixture_calibration(logits: np.ndarray, *, max_iter: int = 500, tol: float = 1e-10
-                        ) -> tuple[float, float, np.ndarray, int]:
-    """Two classes: a two-Gaussian mixture (shared variance) fitted by EM to the unlabelled
-    log-odds ``s = z1 − z0``; returns ``(a, b, priors, iterations)`` with the mixture's
-    posterior log-odds ``a·s + b``.
-
-    For when the scores rank well but are not calibrated (a head's per-text bias puts every
-    query on one side, and Saerens' EM, which trusts the posteriors, then drives one prior to
-    1). The component with the higher mean is the second class; ``a > 0``, so the ranking
-    and AUC are unchanged. No label is used.
-    """
-    z = logits.astype(np.float64)
-    sc = z[:, 1] - z[:, 0]
-    lo, hi = np.quantile(sc, [0.25, 0.75])
-    mu = np.array([lo, hi])
-    var = max(float(sc.var()) / 4, 1e-12)
-    pi = np.array([0.5, 0.5])
-    iterations = 0
-    for iterations in range(1, max_iter + 1):  # noqa: B007 - the count is returned
-        logp = np.log(pi) - 0.5 * (sc[:, None] - mu) ** 2 / var
-        logp -= logp.max(axis=1, keepdims=True)
-        r = np.exp(logp)
-        r /= r.sum(axis=1, keepdims=True)
-        nk = r.sum(axis=0) + 1e-12
-        new_mu = (r * sc[:, None]).sum(axis=0) / nk
-        new_var = max(float((r * (sc[:, None] - new_mu) ** 2).sum() / len(sc)), 1e-12)
-        new_pi = nk / len(sc)
-        done = np.abs(new_mu - mu).max() < tol and abs(new_var - var) < tol
-        mu, var, pi = new_mu, new_var, new_pi
-        if done:
-            break
-    if mu[1] < mu[0]:  # keep the second class on the side of higher scores
-        mu, pi = mu[::-1], pi[::-1]
-    a = (mu[1] - mu[0]) / var
-    b = np.log(pi[1] / pi[0]) - (mu[1] ** 2 - mu[0] ** 2) / (2 * var)
-    return float(a), float(b), pi, iterations
-
-
-# -- output --------------------------------------------------------------------------------
-class _ScoreWriter:
-    """Streams per-sample scores to CSV or HDF5 (by suffix), appearing atomically."""
-
-    def __init__(self, path: Path, classes: list[str], meta: dict[str, Any], with_labels: bool):
-        self.path, self.classes, self.meta, self.with_labels = path, classes, meta, with_labels
-        self.hdf5 = path.suffix.lower() in (".h5", ".hdf5")
-
-    def __enter__(self) -> _ScoreWriter:
-        self._atomic = atomic_output(self.path)
-        tmp = self._atomic.__enter__()
-        if self.hdf5:
-            import h5py
-
-            from ..store.store import STR
-
-            self._h5 = h5py.File(tmp, "w")
-            c = len(self.classes)
-            self._h5.create_dataset("ids", (0,), maxshape=(None,), dtype=STR, chunks=(4096,))
-            self._h5.create_dataset("labels", (0,), maxshape=(None,), dtype=STR, chunks=(4096,))
-            self._h5.create_dataset("scores", (0, c), maxshape=(None, c), dtype="f4", chunks=(4096, c))
-            self._h5.create_dataset("logits", (0, c), maxshape=(None, c), dtype="f4", chunks=(4096, c))
-            self._h5.attrs["format"] = "stitchkit.scores"
-            self._h5.attrs["classes"] = json.dumps(self.classes)
-            self._h5.attrs["meta"] = json.dumps(self.meta, default=str)
-            self._n = 0
-        else:
-            self._fh = open(tmp, "w", newline="", encoding="utf-8")
-            self._csv = csv.writer(self._fh)
-            # Probabilities per class, then the scores metrics rank by (log-odds or logit
-            # differences) as "score:<class>": probabilities alone round to 0 or 1 and tie.
-            head = ["id", *(["label"] if self.with_labels else []), *self.classes,
-                    *(f"score:{c}" for c in self.classes), "predicted"]
-            self._csv.writerow(head)
-        return self
-
-    def write(self, ids: np.ndarray, labels: np.ndarray | None, logits: np.ndarray, probs: np.ndarray,
-              predicted: list[str]) -> None:
-        if self.hdf5:
-            a, b = self._n, self._n + len(ids)
-            for name in ("ids", "labels", "scores", "logits"):
-                self._h5[name].resize(b, axis=0)
-            self._h5["ids"][a:b] = np.asarray(ids, dtype=object)
-            self._h5["labels"][a:b] = np.asarray(labels if labels is not None else [""] * len(ids), dtype=object)
-            self._h5["scores"][a:b] = probs
-            self._h5["logits"][a:b] = logits
-            self._n = b
-            return
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        for i in range(len(ids)):
-            row = [ids[i], *([labels[i]] if self.with_labels else []),
-                   *(f"{p:.9g}" for p in probs[i]), *(f"{z:.9g}" for z in logits[i]), predicted[i]]
-            w.writerow(row)
-        self._fh.write(buf.getvalue())
-
-    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> None:
-        try:
-            if self.hdf5:
-                self._h5.close()
-            else:
-                self._fh.close()  # flushes the last rows: a full disk often fails only here
-        except BaseException as failure:
-            # The temporary is broken: never move it into place over earlier scores.
-            self._atomic.__exit__(type(failure), failure, failure.__traceback__)
-            raise
-        self._atomic.__exit__(exc_type, exc, tb)
 
 
 # -- classification ------------------------------------------------------------------------
@@ -538,7 +221,7 @@ def classify_store(
     n_total = len(rows) if pool_by is None else len(group_rows(store.groups[rows])[0]) if store.groups is not None else 0
     meta = {"mode": prompts.mode, "scoring": scoring, "prompts": prompts.source,
             "composition": composition}
-    writer = _ScoreWriter(Path(out), classes, meta, with_labels) if out is not None else None
+    writer = ScoreWriter(Path(out), classes, meta, with_labels) if out is not None else None
 
     def blocks() -> Iterator[tuple[np.ndarray, np.ndarray | None, np.ndarray,
                                    np.ndarray | None, np.ndarray | None]]:
