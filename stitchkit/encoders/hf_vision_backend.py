@@ -23,6 +23,7 @@ from PIL import Image
 
 from ..errors import ModelError
 from .base import EncodeOutput, Encoder, ModelSpec
+from .hf_loading import hub_hint, load_pretrained, trust_remote_code, weight_files
 
 POOLINGS = ("cls", "mean", "pooler", "proj")
 
@@ -72,8 +73,6 @@ class HFImageEncoder(Encoder):
                  model_cls: Any, config: Any = None) -> None:
         super().__init__(spec, device, dtype)
         from transformers import AutoImageProcessor
-
-        from .hf_loading import hub_hint, load_pretrained, trust_remote_code
 
         try:
             self.processor = AutoImageProcessor.from_pretrained(spec.name, trust_remote_code=trust_remote_code(spec))
@@ -136,8 +135,6 @@ class HFImageEncoder(Encoder):
         return self._dim
 
     def weight_files(self) -> list[Path]:
-        from .hf_loading import weight_files
-
         return weight_files(self.spec.name)
 
     def preprocessing(self) -> dict[str, Any]:

@@ -34,6 +34,20 @@ from .plan import (
 from .stream import LocalEngine, ProgressFn, StatsEngine, StoreLike, _opened
 
 
+def _checked_params(method: str, pool_by: str | None, seed: int, **preprocessing: Any) -> dict[str, Any]:
+    """The map's parameters, validated before any store is read (fit and dry run alike)."""
+    params = dict(preprocessing, random_state=seed if method in ("affine", "linear", "ridge") else None)
+    make_map(method, **params)._validate_params()
+    if pool_by not in (None, "group"):
+        raise UsageError(f"--pool-by takes 'group', got {pool_by!r}")
+    return params
+
+
+def _samples(store: Any, pool_by: str | None) -> Any:
+    """The store itself, or its groups (studies) as samples under ``pool_by="group"``."""
+    return PooledStore(store) if pool_by else store
+
+
 # ---------------------------------------------------------------------------------------------
 # the public functions
 # ---------------------------------------------------------------------------------------------
@@ -82,17 +96,11 @@ def fit_map(
                 "stitchkit.engines.ray_stats.RayStats(address) for Ray"
             )
         engine = LocalEngine()
-    params: dict[str, Any] = dict(
-        center=center, standardize=standardize, l2=l2, restore=restore, alpha=alpha, scale=scale,
-        cv=cv, random_state=seed if method in ("affine", "linear", "ridge") else None,
-    )
+    params = _checked_params(method, pool_by, seed, center=center, standardize=standardize, l2=l2,
+                             restore=restore, alpha=alpha, scale=scale, cv=cv)
     m = make_map(method, **params)
-    m._validate_params()
-    if pool_by not in (None, "group"):
-        raise UsageError(f"--pool-by takes 'group', got {pool_by!r}")
     with _opened(source) as src_store, _opened(target) as tgt_store:
-        src: Any = PooledStore(src_store, chunk_size) if pool_by else src_store
-        tgt: Any = PooledStore(tgt_store, chunk_size) if pool_by else tgt_store
+        src, tgt = _samples(src_store, pool_by), _samples(tgt_store, pool_by)
         plan = plan_anchors(src, tgt, anchors=anchors, holdout=holdout, seed=seed)
         ids = choose_anchors(src, plan, n_anchors, strategy=strategy, seed=seed)
         if len(ids) < 2:
@@ -158,16 +166,10 @@ def check_stitchability(
     """
     from .stitchability import stitchability
 
-    params: dict[str, Any] = dict(
-        center=center, standardize=standardize, l2=l2, restore=restore, alpha=alpha, scale=scale,
-        cv=cv, random_state=seed if method in ("affine", "linear", "ridge") else None,
-    )
-    make_map(method, **params)._validate_params()
-    if pool_by not in (None, "group"):
-        raise UsageError(f"--pool-by takes 'group', got {pool_by!r}")
+    params = _checked_params(method, pool_by, seed, center=center, standardize=standardize, l2=l2,
+                             restore=restore, alpha=alpha, scale=scale, cv=cv)
     with _opened(source) as src_store, _opened(target) as tgt_store:
-        src: Any = PooledStore(src_store, chunk_size) if pool_by else src_store
-        tgt: Any = PooledStore(tgt_store, chunk_size) if pool_by else tgt_store
+        src, tgt = _samples(src_store, pool_by), _samples(tgt_store, pool_by)
         plan = plan_anchors(src, tgt, anchors=anchors, holdout=holdout, seed=seed)
         ids = choose_anchors(src, plan, n_anchors, strategy=strategy, seed=seed)
         n_fit = len(ids)
