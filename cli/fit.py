@@ -70,6 +70,16 @@ def _alpha(value: str | None) -> float | str | None:
                    "pairing used): mutual nearest neighbours become pseudo-anchors, refitted.")
 @click.option("--refine-iterations", type=click.IntRange(min=1), default=3, show_default=True,
               help="Rounds of pseudo-anchor refinement (with --unpaired).")
+@click.option("--tokens", "on_tokens", is_flag=True,
+              help="Fit on spatially matched patch tokens (every image × grid position is a "
+                   "pair) instead of pooled vectors: the map for token heads. Both stores need "
+                   "square token grids (stitch embed --tokens); the map stays affine.")
+@click.option("--token-grid", type=click.Choice(["target", "source", "coarser", "finer"]),
+              default="target", show_default=True,
+              help="With --tokens: the grid both sides are resampled onto (area-weighted down, "
+                   "bilinear up), e.g. target: Lite0 7x7 upsampled to Lite2's 9x9.")
+@click.option("--pooled-weight", type=click.IntRange(min=0), default=0, show_default=True,
+              help="With --tokens: also add each image's pooled pair this many times.")
 @click.option("--require", "requirements", multiple=True, metavar="METRIC>=VALUE",
               help="Quality gate on a held-out metric (>=, <=, >, <; repeatable): when the map "
                    "falls short, write nothing and exit 1.")
@@ -83,7 +93,8 @@ def fit(source: str, target: str, output: str | None, method: str, alpha: str | 
         center: bool, standardize: bool, l2: bool, restore: bool, anchors_file: str | None,
         n_anchors: int | None, strategy: str, holdout: float, seed: int, cv: int,
         pool_by: str | None, chunk_size: int, exact: bool, engine: str, address: str | None,
-        unpaired: int, refine_iterations: int, requirements: tuple[str, ...], dry_run: bool,
+        unpaired: int, refine_iterations: int, on_tokens: bool, token_grid: str,
+        pooled_weight: int, requirements: tuple[str, ...], dry_run: bool,
         knn_k: int, as_json: bool) -> None:
     """Fit a map from SOURCE's embedding space to TARGET's over the anchors both share.
 
@@ -103,6 +114,7 @@ def fit(source: str, target: str, output: str | None, method: str, alpha: str | 
       stitch fit lite0.h5 lite2.h5 -o l0-l2.map --require probe_auc_ratio>=0.98 --require top1>=0.5
       stitch fit minilm.h5 mpnet.h5 --dry-run
       stitch fit lite0.h5 lite2.h5 -o few.map --n-anchors 50 --unpaired 5000
+      stitch fit lite0-tok.h5 lite2-tok.h5 -o lite0-to-lite2.tokens.map --tokens
     """
     from stitchkit.errors import StitchError
     from stitchkit.fileio import check_writable_dir
@@ -126,6 +138,10 @@ def fit(source: str, target: str, output: str | None, method: str, alpha: str | 
         cv=cv if method in ("ridge", "affine", "linear") else None, pool_by=pool_by,
         chunk_size=chunk_size,
     )
+    if on_tokens:
+        _check_token_options(dry_run=dry_run, pool_by=pool_by, engine=engine, unpaired=unpaired, l2=l2)
+    elif token_grid != "target" or pooled_weight:
+        raise click.UsageError("--token-grid and --pooled-weight apply with --tokens only")
     if dry_run:
         from stitchkit.maps.api import check_stitchability
 
@@ -140,9 +156,18 @@ def fit(source: str, target: str, output: str | None, method: str, alpha: str | 
         from stitchkit.engines.ray_stats import RayStats
 
         stats_engine = RayStats(address)
-    with progress_callback("fit: reading anchors") as cb:
-        m = fit_map(source, target, exact=exact, progress=cb, engine=stats_engine,
-                    unpaired=unpaired, refine_iterations=refine_iterations, **options)
+    if on_tokens:
+        from stitchkit.maps.token_pairs import fit_token_map
+
+        for key in ("l2", "pool_by", "chunk_size"):
+            options.pop(key)
+        with progress_callback("fit: reading token pairs") as cb:
+            m = fit_token_map(source, target, grid=token_grid, pooled_weight=pooled_weight,
+                              exact=exact, progress=cb, **options)
+    else:
+        with progress_callback("fit: reading anchors") as cb:
+            m = fit_map(source, target, exact=exact, progress=cb, engine=stats_engine,
+                        unpaired=unpaired, refine_iterations=refine_iterations, **options)
     unmet = unmet_requirements(m.metrics_, gates)
     if unmet:
         # Nothing is written, so a shell pipeline (`stitch fit ... && stitch apply ...`) stops.
@@ -172,6 +197,15 @@ def _text(r: dict) -> str:
         f"  anchors: {a['n_fit']} fit ({a['strategy']}), {a['n_heldout']} held out, "
         f"of {a['n_pool']} shared",
     ]
+    if "tokens" in a:
+        t = a["tokens"]
+        how = ", ".join(f"{side} {t['source_grid' if side == 'source' else 'target_grid'][0]}²"
+                        f" {t['resample'][side]}" for side in ("source", "target")
+                        if t["resample"][side] != "none")
+        lines.append(f"  fitted on {t['n_token_pairs']} matched token pairs on a "
+                     f"{t['grid'][0]}x{t['grid'][1]} grid ({how or 'same grids'})"
+                     + (f" + pooled pairs x{t['pooled_weight']}" if t["pooled_weight"] else "")
+                     + "; affine, so it commutes with mean pooling")
     if "refinement" in a:
         ref = a["refinement"]
         lines.append(f"  refined with {ref['unpaired_source']} / {ref['unpaired_target']} unpaired "
@@ -189,6 +223,16 @@ def _text(r: dict) -> str:
     else:
         lines.append("held-out quality: none (no held-out anchors)")
     return "\n".join(lines)
+
+
+def _check_token_options(*, dry_run: bool, pool_by: str | None, engine: str, unpaired: int,
+                         l2: bool) -> None:
+    """Options a fit on matched tokens does not take: one clear line each."""
+    for bad, name in ((dry_run, "--dry-run"), (pool_by, "--pool-by"), (engine != "local", "--engine ray"),
+                      (unpaired, "--unpaired"),
+                      (l2, "--l2 (an L2-normalised map does not commute with mean pooling)")):
+        if bad:
+            raise click.UsageError(f"--tokens does not combine with {name}")
 
 
 def _dry_text(r: dict) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,9 @@ class Head:
         self.image_space_ = dict(image_space)
         self.text_space_ = dict(text_space)
         self.meta_ = dict(meta or {})
+        # Query patch tokens on another square grid are resampled onto the head's (set False
+        # to score them as they come: a measured lever in docs/head.md).
+        self.resample_tokens = True
 
     @property
     def config_(self) -> HeadConfig:
@@ -45,6 +49,34 @@ class Head:
     @property
     def uses_image_tokens_(self) -> bool:
         return bool(self.meta_.get("image_tokens", False))
+
+    @property
+    def image_token_count_(self) -> int | None:
+        """Image tokens per sample the head was trained on (None for older heads)."""
+        n = self.meta_.get("image_token_count")
+        return int(n) if n else None
+
+    def match_token_grid(self, tokens: np.ndarray | None, mask: np.ndarray | None
+                         ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Query patch tokens on another square grid than the head's, resampled onto its grid.
+
+        A token head attends over the token count and spacing it was trained on (Lite2 9×9);
+        a query mapped from Lite0 brings 7×7. The resampling (bilinear up, area-weighted
+        down: :func:`stitchkit.maps.token_pairs.resample_tokens`) is linear with rows summing
+        to one, so it commutes with an affine map and keeps mean pooling's identities. Padded
+        tokens (word tokens) and grids that are not square are left as they are.
+        """
+        want = self.image_token_count_ if self.resample_tokens else None
+        if tokens is None or want is None or tokens.shape[1] == want:
+            return tokens, mask
+        from ..maps.token_pairs import resample_tokens
+
+        side, have = math.isqrt(want), math.isqrt(tokens.shape[1])
+        if side * side != want or have * have != tokens.shape[1] or (
+                mask is not None and not np.asarray(mask, dtype=bool).all()):
+            return tokens, mask
+        out = resample_tokens(tokens, side)
+        return out, np.ones(out.shape[:2], dtype=bool)
 
     @property
     def uses_text_tokens_(self) -> bool:
@@ -98,6 +130,7 @@ class Head:
                 raise UsageError(
                     f"{name} embeddings have shape {x.shape} but the head expects width {dim}"
                 )
+        image_tokens, image_mask = self.match_token_grid(image_tokens, image_mask)
         return score_matrix(self.module_, image_global, text_global, image_tokens, image_mask,
                             text_tokens, text_mask, image_block=image_block)
 

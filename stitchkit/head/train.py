@@ -59,12 +59,18 @@ class TrainConfig:
     image_tokens: bool = True  # use the image store's tokens where it has them
     text_tokens: bool = True
     pool_by: str | None = None
+    # Fraction of each training image's patch tokens hidden from the attention at each step
+    # (a fresh draw per step; the global always stays): the head must not lean on any single
+    # token's detail, which a map from another model carries least well.
+    token_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 2:
             raise UsageError("--epochs must be ≥ 1 and --batch-size ≥ 2 (contrastive loss needs pairs)")
         if not 0.0 <= self.val_fraction < 0.9:
             raise UsageError(f"--val-fraction must be in [0, 0.9), got {self.val_fraction}")
+        if not 0.0 <= self.token_dropout < 1.0:
+            raise UsageError(f"token dropout must be in [0, 1), got {self.token_dropout}")
         if self.lr <= 0:
             raise UsageError(f"--lr must be positive, got {self.lr}")
 
@@ -150,6 +156,9 @@ def _forward(model: CrossAttentionHead, img: Side, txt: Side, rows: np.ndarray,
              cfg: TrainConfig) -> torch.Tensor:
     ig, it, im = _batch(img, rows, cfg.image_tokens)
     tg, tt, tm = _batch(txt, rows, cfg.text_tokens)
+    if model.training and cfg.token_dropout > 0 and it is not None:
+        # Drawn from torch's generator, seeded per epoch: a resumed run draws the same.
+        im = im & (torch.rand(im.shape) >= cfg.token_dropout)
     return model(ig, tg, it, im, tt, tm)
 
 
@@ -400,6 +409,8 @@ def train_head(
         "config": cfg.to_dict(),
         "seed": seed,
         "image_tokens": bool(cfg.image_tokens and img.tokens is not None),
+        "image_token_count": (int(img.tokens.shape[1])
+                              if cfg.image_tokens and img.tokens is not None else None),
         "text_tokens": bool(cfg.text_tokens and txt.tokens is not None),
         "pool_by": cfg.pool_by,
         "inputs": {
