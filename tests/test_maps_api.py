@@ -80,7 +80,9 @@ def test_anchor_order_in_the_stores_does_not_change_the_map(stores, tmp_path):
     a = fit_map(src, tgt, method="ridge", n_anchors=200, seed=4)
     b = fit_map(src2, tgt, method="ridge", n_anchors=200, seed=4)
     assert a.alpha_ == pytest.approx(b.alpha_)
-    np.testing.assert_allclose(a.W_, b.W_, rtol=1e-5, atol=1e-7)
+    # Single-precision chunk sums differ in their last bits with the row order; GCV's alpha
+    # here is small enough that W carries them at about 1e-6 of its largest entry.
+    np.testing.assert_allclose(a.W_, b.W_, rtol=1e-5, atol=1e-6 * np.abs(a.W_).max())
     assert a.metrics_["top1"] == pytest.approx(b.metrics_["top1"])
 
 

@@ -285,7 +285,10 @@ class AffineMap(BaseMap):
     """Least squares with a bias; ``alpha`` > 0 (or "auto") adds a ridge penalty on W.
 
     ``alpha="auto"`` picks alpha from ``ALPHA_GRID`` (relative to the Gram matrix's mean
-    eigenvalue) by ``cv``-fold validation over the fit anchors, then refits on all of them.
+    eigenvalue): by default by generalised cross-validation (GCV) from one eigendecomposition
+    of the fit anchors' Gram matrix (:func:`.functional.ridge_gcv`: one pass over the anchors,
+    cost independent of their count); ``cv=K`` chooses by K-fold validation instead, then
+    refits on all of them.
     """
 
     method = "affine"
@@ -293,7 +296,8 @@ class AffineMap(BaseMap):
     _parameter_constraints = {
         **BaseMap._parameter_constraints,
         "alpha": _alpha_ok,
-        "cv": lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 2,
+        "cv": lambda v: v is None or (
+            isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 2),
         "random_state": lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool),
     }
 
@@ -305,7 +309,7 @@ class AffineMap(BaseMap):
         standardize: bool = True,
         l2: bool = False,
         restore: bool = True,
-        cv: int = 3,
+        cv: int | None = None,
         random_state: int = 0,
     ) -> None:
         super().__init__(center=center, standardize=standardize, l2=l2, restore=restore)
@@ -315,9 +319,18 @@ class AffineMap(BaseMap):
 
     @property
     def n_folds(self) -> int:
-        return int(self.cv) if self.alpha == "auto" else 1
+        return int(self.cv) if self.alpha == "auto" and self.cv is not None else 1
 
     def _solve(self, stats: F.SuffStats, folds: list[F.SuffStats]) -> None:
+        if self.alpha == "auto" and self.cv is None:
+            fit = F.ridge_gcv(stats, bias=self.bias)
+            self.alpha_relative_ = fit.alpha_relative
+            self.alpha_ = fit.alpha
+            self.cv_errors_ = fit.gcv
+            self.alpha_selection_ = "gcv"
+            self.W_, self.b_ = fit.W, fit.b
+            return
+        self.alpha_selection_ = f"{self.cv}-fold" if self.alpha == "auto" else None
         if self.alpha == "auto":
             if len(folds) < 2:
                 raise MapValueError(
@@ -338,6 +351,7 @@ class AffineMap(BaseMap):
         if self.cv_errors_ is not None:
             meta["alpha_grid_relative"] = list(F.ALPHA_GRID)
             meta["cv_errors"] = [float(e) if np.isfinite(e) else None for e in self.cv_errors_]
+            meta["alpha_selection"] = self.alpha_selection_
         return meta
 
     def _set_extra(self, tensors: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
@@ -345,6 +359,9 @@ class AffineMap(BaseMap):
         self.alpha_relative_ = float(meta.get("alpha_relative", 0.0))
         errs = meta.get("cv_errors")
         self.cv_errors_ = None if errs is None else np.array([np.inf if e is None else e for e in errs])
+        # Maps written before GCV chose alpha by K-fold validation whenever it was 'auto'.
+        self.alpha_selection_ = meta.get(
+            "alpha_selection", None if errs is None else f"{meta.get('params', {}).get('cv', 3)}-fold")
 
 
 class LinearMap(AffineMap):
@@ -355,7 +372,7 @@ class LinearMap(AffineMap):
 
 
 class RidgeMap(AffineMap):
-    """Affine least squares with a ridge penalty; alpha chosen by cross-validation by default."""
+    """Affine least squares with a ridge penalty; alpha chosen by GCV by default (see AffineMap)."""
 
     method = "ridge"
 
@@ -367,7 +384,7 @@ class RidgeMap(AffineMap):
         standardize: bool = True,
         l2: bool = False,
         restore: bool = True,
-        cv: int = 3,
+        cv: int | None = None,
         random_state: int = 0,
     ) -> None:
         super().__init__(

@@ -419,10 +419,81 @@ def ridge_cv_errors(
     return errors
 
 
+@dataclass
+class RidgeGCV:
+    """Ridge with alpha chosen by generalised cross-validation: what :func:`ridge_gcv` returns."""
+
+    alpha_relative: float
+    alpha: float
+    gcv: np.ndarray  # the GCV estimate of the mean squared error per anchor, one per grid alpha
+    W: np.ndarray
+    b: np.ndarray
+
+
+def ridge_gcv(
+    stats: SuffStats, *, bias: bool, rel_alphas: tuple[float, ...] = ALPHA_GRID
+) -> RidgeGCV:
+    """Ridge whose alpha minimises GCV (Golub, Heath & Wahba 1979), from one eigendecomposition.
+
+    With Cxx = V Λ Vᵀ and Z = Vᵀ Cxy, for every alpha, in O(D·D_out) and without the rows:
+
+    * the training residual RSS(α) = RSS₀ + Σₖ ‖zₖ‖²/λₖ · (α / (λₖ + α))², where RSS₀ is the
+      residual of plain least squares (``tr Cyy − Σₖ ‖zₖ‖²/λₖ``; it does not depend on α, so
+      its rounding cannot move the choice);
+    * the hat matrix's trace tr H(α) = [bias] + Σₖ λₖ / (λₖ + α);
+    * GCV(α) = n · RSS(α) / (n − tr H(α))², the leave-one-out error with every leverage
+      replaced by their mean (scikit-learn's RidgeCV computes the exact leave-one-out error
+      from the rows; both agree where leverages are near uniform).
+
+    ``n − tr H`` is summed as ``(n − [bias] − rank) + Σₖ α / (λₖ + α)`` so that it does not
+    cancel near n ≈ rank, where plain least squares collapses (GCV is then large, not
+    rounding noise). The solution at the chosen alpha reuses the decomposition:
+    W = V (Λ + α)⁻¹ Z.
+    """
+    from scipy.linalg import eigh
+
+    if bias:
+        cxx, cxy, cyy = stats.centred()
+    else:
+        cxx, cxy, cyy = stats.raw()
+    with _single_thread_lapack():
+        lam, V = eigh(cxx, driver="evd", check_finite=False)
+    lam = np.maximum(lam, 0.0)
+    Z = V.T @ cxy
+    z2 = np.einsum("ij,ij->i", Z, Z)
+    top = float(lam.max(initial=0.0))
+    # Eigenvalues at rounding level are directions no anchor spans: they carry no leverage,
+    # and their ‖z‖² is rounding too (dividing it by λ ≈ 0 would be noise).
+    keep = lam > top * pinv_tolerance(stats.exact) if top > 0 else np.zeros(lam.shape, dtype=bool)
+    lk, zk = lam[keep], z2[keep]
+    rank = int(keep.sum())
+    n = stats.n
+    rss0 = max(float(np.trace(cyy)) - float((zk / lk).sum()), 0.0)
+    scale = max(float(np.trace(cxx)) / stats.dx, 1e-300)
+    grid = np.asarray(rel_alphas, dtype=np.float64)
+    gcv = np.full(len(grid), np.inf)
+    free = n - (1 if bias else 0) - rank
+    for i, rel in enumerate(grid):
+        a = rel * scale
+        shrink = a / (lk + a)
+        rss = rss0 + float((zk / lk * shrink * shrink).sum())
+        dof_left = free + float(shrink.sum())
+        if dof_left > 1e-12 * max(n, 1):
+            gcv[i] = n * rss / (dof_left * dof_left)
+    best = int(np.argmin(gcv)) if np.isfinite(gcv).any() else len(grid) - 1
+    alpha = float(grid[best]) * scale
+    W = V @ (Z / (lam + alpha)[:, None])
+    b = stats.mean_y - stats.mean_x @ W if bias else np.zeros(stats.dy)
+    return RidgeGCV(float(grid[best]), alpha, gcv, W, b)
+
+
 def choose_alpha(
     folds: list[SuffStats], *, bias: bool, rel_alphas: tuple[float, ...] = ALPHA_GRID
 ) -> tuple[float, np.ndarray]:
-    """The relative alpha with the least K-fold validation error; also the error curve."""
+    """The relative alpha with the least K-fold validation error; also the error curve.
+
+    Used when a K-fold choice is asked for (``cv=K``); the default is :func:`ridge_gcv`.
+    """
     usable = [k for k, f in enumerate(folds) if f.n > 0]
     if len(usable) < 2:
         raise MapValueError(

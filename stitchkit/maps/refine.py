@@ -8,8 +8,9 @@ sufficient statistics and the map is refitted, and the process repeats with the 
 e.g. Artetxe et al. 2018, Conneau et al. 2018).
 
 The pseudo-pairs never replace the anchors: their statistics are merged with the anchors' own
-(per fold, so ridge's alpha is still cross-validated). Only pairs whose similarity is at least
-the median of the MNN pairs' are kept, which drops the least certain half.
+(per fold where alpha is chosen by K-fold validation; GCV chooses it again on the refit).
+Only pairs whose similarity is at least the median of the MNN pairs' are kept, which drops
+the least certain half.
 """
 
 from __future__ import annotations

@@ -46,11 +46,11 @@ def sweep(
     """One row per (seed, anchor count, method) with the held-out metrics.
 
     For each seed the holdout and probe are fixed; for each count the statistics are read once
-    (with the folds alpha 'auto' needs) and every method is solved from them.
+    and every method is solved from them.
     """
     rows: list[dict[str, Any]] = []
-    for method in methods:
-        make_map(method)
+    # Folds only where a method chooses by K-fold; ridge's default (GCV) needs one pass.
+    n_folds = max(make_map(method).n_folds for method in methods)
     with _opened(source) as src, _opened(target) as tgt:
         for seed in seeds:
             plan = plan_anchors(src, tgt, anchors=anchors, holdout=holdout, seed=seed)
@@ -64,7 +64,7 @@ def sweep(
                         "holdout: lower it"
                     )
                 ids = choose_anchors(src, plan, n, strategy=strategy, seed=seed)
-                folds = accumulate(src, tgt, ids, n_folds=3, seed=seed, l2=l2,
+                folds = accumulate(src, tgt, ids, n_folds=n_folds, seed=seed, l2=l2,
                                    chunk_size=chunk_size, exact=exact)
                 for method in methods:
                     row: dict[str, Any] = {"method": method, "n_anchors": int(n), "seed": int(seed)}

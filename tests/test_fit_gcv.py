@@ -1,0 +1,150 @@
+"""Ridge's alpha 'auto': GCV from one eigendecomposition of the streamed Gram matrix.
+
+Checked against the hat matrix written out in full, and against scikit-learn's RidgeCV (its
+efficient leave-one-out, gcv_mode 'svd' and 'eigen') on real Lite0 → Lite2 embeddings.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.linear_model import RidgeCV
+
+from stitchkit.maps import functional as F
+from stitchkit.maps import load_map
+from stitchkit.maps.estimators import AffineMap, LinearMap, RidgeMap
+from stitchkit.store import EmbeddingStore
+
+
+def _data(n: int, dx: int, dy: int = 6, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, dx)) @ rng.standard_normal((dx, dx)) * 0.3 + 1.0
+    Y = X @ rng.standard_normal((dx, dy)) + 3.0 * rng.standard_normal((n, dy))
+    return X, Y
+
+
+def _standardised(X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return (X - X.mean(0)) / X.std(0), (Y - Y.mean(0)) / Y.std(0)
+
+
+@pytest.mark.parametrize(("n", "dx", "bias"), [(300, 40, True), (30, 40, True), (200, 20, False)])
+def test_gcv_curve_equals_the_hat_matrix_written_out(n, dx, bias):
+    X, Y = _data(n, dx)
+    m = (RidgeMap() if bias else LinearMap(alpha="auto")).fit(X, Y)
+    Xs, Ys = _standardised(X, Y)
+    Xc = Xs - Xs.mean(0) if bias else Xs
+    scale = np.trace(Xc.T @ Xc) / dx
+    expected = []
+    for rel in F.ALPHA_GRID:
+        H = Xc @ np.linalg.solve(Xc.T @ Xc + rel * scale * np.eye(dx), Xc.T)
+        if bias:
+            H += 1.0 / n  # the unpenalised intercept
+        R = Ys - H @ Ys
+        expected.append(n * np.square(R).sum() / (n - np.trace(H)) ** 2)
+    # rtol: at the smallest alphas with n < dx both sides solve a nearly singular system.
+    np.testing.assert_allclose(m.cv_errors_, expected, rtol=1e-5)
+    assert m.alpha_relative_ == F.ALPHA_GRID[int(np.argmin(expected))]
+    assert m.alpha_selection_ == "gcv"
+
+
+def test_gcv_solution_is_the_ridge_solution_at_its_alpha():
+    X, Y = _data(120, 30)
+    m = RidgeMap().fit(X, Y)
+    fixed = AffineMap(alpha=m.alpha_).fit(X, Y)  # Cholesky path
+    np.testing.assert_allclose(m.W_, fixed.W_, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(m.b_, fixed.b_, atol=1e-10)
+
+
+def _real_pairs(lite0_store, lite2_store):
+    with EmbeddingStore(lite0_store) as a, EmbeddingStore(lite2_store) as b:
+        ids = np.intersect1d(a.ids.astype(str), b.ids.astype(str))
+        X = a.read(a.index_of(ids)).astype(np.float64)
+        Y = b.read(b.index_of(ids)).astype(np.float64)
+    return X, Y
+
+
+@pytest.mark.parametrize("gcv_mode", ["svd", "eigen"])
+def test_auto_alpha_and_coefficients_against_sklearn_ridgecv_on_real_embeddings(
+    lite0_store, lite2_store, gcv_mode
+):
+    """RidgeCV scores alphas by the exact leave-one-out error, GCV by its mean-leverage form.
+
+    On these 180 anchors (fewer than the 1280 dimensions, leverages far from uniform) the two
+    minima sit one grid step apart on a flat curve; the test pins that: the coefficients at
+    either alpha are RidgeCV's, and GCV's alpha costs < 1 % in RidgeCV's own criterion.
+    """
+    X, Y = _real_pairs(lite0_store, lite2_store)
+    assert X.shape == (180, 1280) and Y.shape == (180, 1280)
+    m = RidgeMap().fit(X, Y)
+    # The map's own scaling: some Lite features are constant over these images (scale 1).
+    Xs = (X - m.pre_.x_mean) / m.pre_.x_scale
+    Ys = (Y - m.pre_.y_mean) / m.pre_.y_scale
+    scale = np.square(Xs - Xs.mean(0)).sum() / X.shape[1]
+    grid = np.array(F.ALPHA_GRID) * scale
+    ref = RidgeCV(alphas=grid, gcv_mode=gcv_mode, store_cv_results=True).fit(Xs, Ys)
+    loo = ref.cv_results_.mean(axis=tuple(range(ref.cv_results_.ndim - 1)))
+    ours = int(np.argmin(np.abs(grid - m.alpha_)))
+    theirs = int(np.argmin(np.abs(grid - ref.alpha_)))
+    assert m.alpha_ == pytest.approx(grid[ours], rel=1e-9)
+    assert abs(ours - theirs) <= 1
+    assert loo[ours] <= 1.01 * loo.min()
+    assert F.ALPHA_GRID[0] < m.alpha_relative_ < F.ALPHA_GRID[-1]  # a real choice, not an end
+    at_ours = RidgeCV(alphas=[m.alpha_], gcv_mode=gcv_mode).fit(Xs, Ys)
+    np.testing.assert_allclose(m.W_, at_ours.coef_.T, rtol=1e-6, atol=1e-9 * np.abs(m.W_).max())
+    np.testing.assert_allclose(m.b_, at_ours.intercept_, atol=1e-9)
+    at_theirs = RidgeMap(alpha=float(ref.alpha_)).fit(X, Y)
+    np.testing.assert_allclose(at_theirs.W_, ref.coef_.T, rtol=1e-6, atol=1e-9 * np.abs(m.W_).max())
+
+
+def test_auto_alpha_and_coefficients_equal_sklearn_ridgecv_with_more_anchors_than_dimensions():
+    # Leverages near uniform (n >> dx): GCV and leave-one-out choose the same alpha.
+    for n, dx in [(300, 40), (2000, 100)]:
+        X, Y = _data(n, dx, seed=n)
+        m = RidgeMap().fit(X, Y)
+        Xs, Ys = _standardised(X, Y)
+        for mode in ("svd", "eigen"):
+            ref = RidgeCV(alphas=np.array(F.ALPHA_GRID) * n, gcv_mode=mode).fit(Xs, Ys)
+            assert m.alpha_ == pytest.approx(ref.alpha_, rel=1e-9)
+            np.testing.assert_allclose(m.W_, ref.coef_.T, rtol=1e-7, atol=1e-12)
+            np.testing.assert_allclose(m.b_, ref.intercept_, atol=1e-10)
+
+
+def test_streamed_float32_statistics_choose_the_same_alpha(lite0_store, lite2_store):
+    X, Y = _real_pairs(lite0_store, lite2_store)
+    exact = RidgeMap().fit(X, Y)
+    streamed = RidgeMap().fit_stats(F.SuffStats.from_arrays(X.astype(np.float32), Y.astype(np.float32),
+                                                             chunk_size=64))
+    assert streamed.alpha_relative_ == exact.alpha_relative_
+    np.testing.assert_allclose(streamed.W_, exact.W_, atol=1e-4 * np.abs(exact.W_).max())
+
+
+def test_gcv_reads_the_anchors_once_and_cv_k_keeps_k_fold():
+    assert RidgeMap().n_folds == 1
+    assert RidgeMap(cv=3).n_folds == 3
+    X, Y = _data(300, 40)
+    ids = [f"s{i}" for i in range(len(X))]
+    kfold = RidgeMap(cv=3).fit(X, Y, ids=ids)
+    assert kfold.alpha_selection_ == "3-fold"
+    assert len(kfold.cv_errors_) == len(F.ALPHA_GRID)
+    assert AffineMap().fit(X, Y).alpha_selection_ is None
+
+
+def test_alpha_selection_survives_save_and_load(tmp_path):
+    X, Y = _data(200, 30)
+    m = RidgeMap().fit(X, Y)
+    back = load_map(m.save(tmp_path / "r.map"))
+    assert back.alpha_selection_ == "gcv"
+    assert back.alpha_ == pytest.approx(m.alpha_)
+    np.testing.assert_allclose(back.cv_errors_, m.cv_errors_)
+
+
+def test_gcv_avoids_the_collapse_where_anchors_equal_the_dimension():
+    # n - 1 == dx: plain least squares interpolates noise; GCV must pick a real penalty.
+    X, Y = _data(41, 40)
+    m = RidgeMap().fit(X, Y)
+    assert m.alpha_relative_ >= 1e-2
+    Xt, Yt = _data(2000, 40, seed=0)
+    err_ridge = np.square(m.transform(Xt) - Yt).mean()
+    with pytest.warns(UserWarning, match="unstable|underdetermined"):
+        err_plain = np.square(AffineMap().fit(X, Y).transform(Xt) - Yt).mean()
+    assert err_ridge < err_plain
