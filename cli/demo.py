@@ -39,20 +39,24 @@ def plan(out: Path, m: dict[str, Path], prompts: str) -> list[Step]:
     s = lambda p: str(out / p)  # noqa: E731 - short path helper for the step table
     steps: list[Step] = []
     for model in ("lite0", "lite2"):
+        # Kermany and covid images keep patch tokens (the last feature map): the token heads
+        # attend over them and the token map is fitted on them (docs/head.md).
         for split in ("train", "test"):
-            # Test queries keep patch tokens: the covid head attends over them (docs/head.md).
-            steps.append(Step(f"embed k-{split} {model}",
-                              ["embed", str(m[f"k-{split}"]), "-m", model, *(["--tokens"] if split == "test" else []),
-                               "-o", s(f"k-{split}-{model}.h5")]))
+            steps.append(Step(f"embed k-{split} {model}", ["embed", str(m[f"k-{split}"]), "-m", model, "--tokens",
+                                                           "-o", s(f"k-{split}-{model}.h5")]))
         steps.append(Step(f"embed nih {model}", ["embed", str(m["nih"]), "-m", model, "-o", s(f"nih-{model}.h5")]))
-        steps.append(Step(f"embed covid {model}", ["embed", str(m["covid"]), "-m", model,
-                                                   *(["--tokens"] if model == "lite2" else []), "-o", s(f"covid-{model}.h5")]))
+        steps.append(Step(f"embed covid {model}", ["embed", str(m["covid"]), "-m", model, "--tokens",
+                                                   "-o", s(f"covid-{model}.h5")]))
 
     # Maps Lite0 -> Lite2 over the Kermany train anchors; held-out quality on 20 % of them.
     for method in ("orthogonal", "ridge"):
         steps.append(Step(f"fit {method}", ["fit", s("k-train-lite0.h5"), s("k-train-lite2.h5"),
                                             "--method", method, "-o", s(f"lite0-to-lite2.{method}.map")],
                           output=out / f"lite0-to-lite2.{method}.map", result=out / "results" / f"fit-{method}.json"))
+    # The token heads' map: ridge fitted on spatially matched patch tokens (docs/head.md).
+    steps.append(Step("fit tokens", ["fit", s("k-train-lite0.h5"), s("k-train-lite2.h5"), *TOKEN_FIT,
+                                     "-o", s("lite0-to-lite2.tokens.map")],
+                      output=out / "lite0-to-lite2.tokens.map", result=out / "results" / "fit-tokens.json"))
     n_train = sum(1 for _ in open(m["k-train"])) - 1
     counts = [c for c in (50, 100, 250, 500, 1000, 2000, 4000) if c <= 0.8 * n_train] or [n_train // 2]
     steps.append(Step("sweep", ["sweep", s("k-train-lite0.h5"), s("k-train-lite2.h5"),
@@ -61,28 +65,36 @@ def plan(out: Path, m: dict[str, Path], prompts: str) -> list[Step]:
                       output=out / "sweep.csv", result=out / "results" / "sweep.json"))
 
     # Label-derived captions (named as such) pair Kermany train images with prompt sentences.
-    steps.append(Step("captions k-train", ["head", "captions", s("k-train-lite2.h5"), "-m", "minilm",
+    steps.append(Step("captions k-train", ["head", "captions", s("k-train-lite2.h5"), "-m", "minilm", "--tokens",
                                            "--from-labels", str(prompts), "-o", s("k-train-captions-minilm.h5")],
                       output=out / "k-train-captions-minilm.h5"))
+    # The same pairs and seed for both heads: the token head attends over patch and word
+    # tokens, the global head sees one vector a side (softmax over one key: an MLP).
+    steps.append(Step("head kermany token", ["head", "train", s("k-train-lite2.h5"), s("k-train-captions-minilm.h5"),
+                                             *KERMANY_HEAD, "-o", s("head-kermany-token.head")],
+                      output=out / "head-kermany-token.head", result=out / "results" / "head-kermany-token.json"))
     steps.append(Step("head kermany", ["head", "train", s("k-train-lite2.h5"), s("k-train-captions-minilm.h5"),
-                                       "-o", s("head-kermany.head")],
+                                       *KERMANY_HEAD, *GLOBAL_ONLY, "-o", s("head-kermany.head")],
                       output=out / "head-kermany.head", result=out / "results" / "head-kermany.json"))
     # (c) and (d): images mapped straight into MiniLM's text space over the same image-caption
-    # pairs the head saw, then cosine to the prompts (the second paper's unimodal route).
+    # pairs the heads saw, then cosine to the prompts (the second paper's unimodal route).
     for model in ("lite2", "lite0"):
         steps.append(Step(f"fit {model}->minilm", ["fit", s(f"k-train-{model}.h5"), s("k-train-captions-minilm.h5"),
                                                    "--method", "ridge", "-o", s(f"{model}-to-minilm.map")],
                           output=out / f"{model}-to-minilm.map", result=out / "results" / f"fit-{model}-minilm.json"))
 
-    # Real image-note pairs (covid-notes-384): a head that never saw a Kermany label.
-    # With word tokens: the covid head is a token head (AUC 0.716 against 0.615 for the global head, docs/head.md).
+    # Real image-note pairs (covid-notes-384): heads and a cosine map that never saw a Kermany label.
     steps.append(Step("captions covid", ["head", "captions", s("covid-lite2.h5"), "-m", "minilm", "--from-texts",
                                          "--tokens", "-o", s("covid-notes-minilm.h5")], output=out / "covid-notes-minilm.h5"))
-    # Few pairs (217): smaller batches and more patience than the defaults.
-    steps.append(Step("head covid", ["head", "train", s("covid-lite2.h5"), s("covid-notes-minilm.h5"),
-                                     "--batch-size", "32", "--epochs", "60", "--patience", "10",
-                                     "-o", s("head-covid.head")],
-                      output=out / "head-covid.head", result=out / "results" / "head-covid.json"))
+    for kind, extra in (("token", ()), ("global", GLOBAL_ONLY)):
+        steps.append(Step(f"head covid {kind}", ["head", "train", s("covid-lite2.h5"), s("covid-notes-minilm.h5"),
+                                                 *COVID_HEAD, *extra, "-o", s(f"head-covid-{kind}.head")],
+                          output=out / f"head-covid-{kind}.head", result=out / "results" / f"head-covid-{kind}.json"))
+    for model in ("lite2", "lite0"):
+        steps.append(Step(f"fit covid {model}->minilm", ["fit", s(f"covid-{model}.h5"), s("covid-notes-minilm.h5"),
+                                                         "--method", "ridge", "-o", s(f"covid-{model}-to-minilm.map")],
+                          output=out / f"covid-{model}-to-minilm.map",
+                          result=out / "results" / f"fit-covid-{model}-minilm.json"))
 
     # NIH as a domain of its own: anchors and head on 60 % of patients, metrics on the rest.
     steps.append(Step("fit nih ridge", ["fit", s("nih-lite0.h5"), s("nih-lite2.h5"), "--method", "ridge",
@@ -101,18 +113,34 @@ def plan(out: Path, m: dict[str, Path], prompts: str) -> list[Step]:
                     output=out / "results" / f"classify-{key}.json", result=out / "results" / f"classify-{key}.json",
                     row=row)
 
-    head, ortho, ridge = s("head-kermany.head"), s("lite0-to-lite2.orthogonal.map"), s("lite0-to-lite2.ridge.map")
+    head, token_head = s("head-kermany.head"), s("head-kermany-token.head")
+    ortho, ridge, tokens = (s(f"lite0-to-lite2.{k}.map") for k in ("orthogonal", "ridge", "tokens"))
+    covid_token, covid_global = s("head-covid-token.head"), s("head-covid-global.head")
     steps += [
-        classify("(a) Lite2 native + head", "k-lite2-head", "k-test-lite2.h5", "--head", head),
-        classify("(b) Lite0 → Lite2 orthogonal + head", "k-lite0-ortho-head", "k-test-lite0.h5", "--map", ortho, "--head", head),
-        classify("(b) Lite0 → Lite2 ridge affine + head", "k-lite0-ridge-head", "k-test-lite0.h5", "--map", ridge, "--head", head),
+        classify("(a) Lite2 native + token head", "k-lite2-tokenhead", "k-test-lite2.h5", "--head", token_head),
+        classify("(a) Lite2 native + global head", "k-lite2-head", "k-test-lite2.h5", "--head", head),
+        classify("(b) Lite0 → Lite2 token map + token head", "k-lite0-tokens-tokenhead", "k-test-lite0.h5",
+                 "--map", tokens, "--head", token_head),
+        classify("(b) Lite0 → Lite2 orthogonal + global head", "k-lite0-ortho-head", "k-test-lite0.h5",
+                 "--map", ortho, "--head", head),
+        classify("(b) Lite0 → Lite2 ridge affine + global head", "k-lite0-ridge-head", "k-test-lite0.h5",
+                 "--map", ridge, "--head", head),
         classify("(c) Lite2 → MiniLM text space, cosine instead of the head", "k-lite2-minilm-cosine", "k-test-lite2.h5",
                  "--map", s("lite2-to-minilm.map"), "--scoring", "cosine"),
         classify("(d) Lite0 → MiniLM text space, cosine (label-derived captions)", "k-lite0-minilm-cosine", "k-test-lite0.h5",
                  "--map", s("lite0-to-minilm.map"), "--scoring", "cosine"),
-        classify("(e) covid-notes head, Lite2 native (zero-shot)", "k-lite2-covidhead", "k-test-lite2.h5", "--head", s("head-covid.head")),
-        classify("(e) covid-notes head, Lite0 → Lite2 ridge (zero-shot)", "k-lite0-ridge-covidhead", "k-test-lite0.h5",
-                 "--map", ridge, "--head", s("head-covid.head")),
+        classify("(e) zero-shot: covid-notes token head, Lite2 native", "k-lite2-covid-tokenhead", "k-test-lite2.h5",
+                 "--head", covid_token, *ZERO_SHOT_RULE),
+        classify("(e) zero-shot: covid-notes global head, Lite2 native", "k-lite2-covid-head", "k-test-lite2.h5",
+                 "--head", covid_global, *ZERO_SHOT_RULE),
+        classify("(e) zero-shot: Lite2 → MiniLM (covid-notes pairs), cosine", "k-lite2-covid-cosine", "k-test-lite2.h5",
+                 "--map", s("covid-lite2-to-minilm.map"), "--scoring", "cosine", *ZERO_SHOT_RULE),
+        classify("(e) zero-shot: Lite0 → Lite2 token map + covid-notes token head", "k-lite0-tokens-covid-tokenhead",
+                 "k-test-lite0.h5", "--map", tokens, "--head", covid_token, *ZERO_SHOT_RULE),
+        classify("(e) zero-shot: Lite0 → Lite2 ridge + covid-notes global head", "k-lite0-ridge-covid-head",
+                 "k-test-lite0.h5", "--map", ridge, "--head", covid_global, *ZERO_SHOT_RULE),
+        classify("(e) zero-shot: Lite0 → MiniLM (covid-notes pairs), cosine", "k-lite0-covid-cosine", "k-test-lite0.h5",
+                 "--map", s("covid-lite0-to-minilm.map"), "--scoring", "cosine", *ZERO_SHOT_RULE),
         classify("NIH external: Lite2 + Kermany head", "nih-lite2-khead", "nih-lite2.h5", "--head", head),
         classify("NIH external: Lite0 → Lite2 (Kermany map) + Kermany head", "nih-lite0-khead", "nih-lite0.h5", "--map", ridge, "--head", head),
         classify("NIH by patient: Lite2 + NIH head", "nih-lite2-nhead", "nih-lite2.h5", "--head", s("head-nih.head"),
@@ -122,6 +150,14 @@ def plan(out: Path, m: dict[str, Path], prompts: str) -> list[Step]:
     ]
     steps.append(Step("report", ["report", str(out), "-o", s("report")]))
     return steps
+
+
+#: Options shared by the steps of one kind, so paired routes differ only where the table says.
+TOKEN_FIT = ("--method", "ridge", "--tokens")
+KERMANY_HEAD = ("--seed", "0")
+COVID_HEAD = ("--batch-size", "32", "--epochs", "60", "--patience", "10", "--seed", "0")  # 217 pairs
+GLOBAL_ONLY = ("--no-image-tokens", "--no-text-tokens")
+ZERO_SHOT_RULE = ("--prior", "mixture")  # label-free decision rule on the unlabelled queries
 
 
 KINDS = {"fit": "fit", "sweep": "sweep", "classify": "classify", "head": "head"}  # argv[0] -> record kind

@@ -36,8 +36,8 @@ def test_results_table_shape(demo_out: tuple[Path, dict]) -> None:
     out, printed = demo_out
     records = json.loads((out / "results" / "demo-results.json").read_text())
     assert records == printed["results"]
-    assert len(records) == 11
-    assert len({r["route"] for r in records}) == 11
+    assert len(records) == 17
+    assert len({r["route"] for r in records}) == 17
     for r in records:
         assert r["schema"] == SCHEMA and r["task"] == "zeroshot_classification"
         assert {"dataset", "model", "metrics", "composition", "provenance", "command"} <= set(r)
@@ -47,7 +47,7 @@ def test_results_table_shape(demo_out: tuple[Path, dict]) -> None:
         assert r["command"].startswith("stitch classify ")
         assert r["provenance"]["command"] == "stitch classify"
     kermany = [r for r in records if r["dataset"] == "kermany-test"]
-    assert len(kermany) == 7 and all(r["metrics"]["n"] == 2 * LIMIT for r in kermany)
+    assert len(kermany) == 13 and all(r["metrics"]["n"] == 2 * LIMIT for r in kermany)
     # NIH by patient: the held-out 40 % of patients only, never an image of a training patient
     by_patient = [r for r in records if r["route"].startswith("NIH by patient")]
     assert [r["dataset"] for r in by_patient] == ["nih [nih-test-ids]"] * 2
@@ -89,7 +89,7 @@ def test_results_command_gathers_the_demo(demo_out: tuple[Path, dict], tmp_path:
     res = run_stitch("results", *sorted((out / "results").glob("fit-*.json")), "-o", table)
     assert res.returncode == 0, res.stderr
     lines = table.read_text().splitlines()
-    assert lines[0].startswith("dataset,model,task,") and len(lines) == 1 + 5
+    assert lines[0].startswith("dataset,model,task,") and len(lines) == 1 + 8
     records = load_records(sorted((out / "results").glob("fit-*.json")))
     assert {r["task"] for r in records} == {"map_fit"}
 
