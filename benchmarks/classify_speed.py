@@ -126,7 +126,7 @@ def run_cli(query: Path, paths: dict[str, Path], k: int, scoring: str, work: Pat
     rss = int(next(line.split()[1] for line in done.stderr.splitlines() if line.startswith("MAXRSS_KB")))
     out.unlink(missing_ok=True)
     return {"wall_s": wall, "cpu_s": cpu, "loop_s": result["seconds"], "n": result["n"], "peak_rss_mb": rss / 1024,
-            "auc_macro": result["metrics"]["auc_macro"], "ci_method": result["metrics"]["ci"].get("method")}
+            "auc_macro": result["metrics"]["auc_macro"], "ci_method": result["metrics"].get("method_ci")}
 
 
 def run_bare(query: Path, paths: dict[str, Path], k: int, scoring: str) -> tuple[float, float]:

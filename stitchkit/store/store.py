@@ -81,29 +81,41 @@ def _read_keys(dataset: h5py.Dataset) -> np.ndarray:
     return np.concatenate(parts) if parts else np.array([], dtype="S1")
 
 
-def _read_strings(dataset: h5py.Dataset, *, repeated: bool) -> np.ndarray:
-    """A string dataset as an object array of str, decoded block by block.
-
-    ``repeated``: values repeat (labels, groups): each distinct value is decoded once and
-    shared, so a million labels hold a handful of str objects, not a million.
-    """
+def _read_strings(dataset: h5py.Dataset) -> np.ndarray:
+    """A string dataset of distinct values (ids) as an object array of str, block by block."""
     n = int(dataset.shape[0])
     out = np.empty(n, dtype=object)
     for a in range(0, n, _READ_ROWS):
         raw = dataset[a:a + _READ_ROWS]
         keys = _as_bytes(raw)
-        if keys is None:
-            out[a:a + len(raw)] = _decode(raw)
-        elif repeated:
-            uniq, inverse = np.unique(keys, return_inverse=True)
-            out[a:a + len(raw)] = _keys_to_str(uniq)[inverse.reshape(-1)]
-        else:
-            out[a:a + len(raw)] = _keys_to_str(keys)
-    if repeated and n > _READ_ROWS:
-        # Blocks decoded the same value separately: share one object per distinct value.
-        shared: dict[str, str] = {}
-        out[:] = [shared.setdefault(v, v) for v in out.tolist()]
+        out[a:a + len(raw)] = _decode(raw) if keys is None else _keys_to_str(keys)
     return out
+
+
+def _read_codes(dataset: h5py.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """A string dataset whose values repeat (labels, groups) as (distinct values, codes).
+
+    ``values[codes]`` is the column. Read block by block; each distinct value is decoded once,
+    so a million labels cost 4 bytes each (int32 codes) and a handful of str objects.
+    """
+    n = int(dataset.shape[0])
+    codes = np.empty(n, dtype=np.int32)
+    seen: dict[str, int] = {}  # distinct value -> code
+    for a in range(0, n, _READ_ROWS):
+        raw = dataset[a:a + _READ_ROWS]
+        keys = _as_bytes(raw)
+        if keys is None:
+            uniq, inverse = np.unique(_decode(raw), return_inverse=True)  # mixed bytes and str
+            texts = uniq.tolist()
+        else:
+            uniq, inverse = np.unique(keys, return_inverse=True)
+            texts = _keys_to_str(uniq).tolist()  # only the block's distinct values are decoded
+        local = np.fromiter((seen.setdefault(t, len(seen)) for t in texts), dtype=np.int32,
+                            count=len(texts))
+        codes[a:a + len(raw)] = local[inverse.reshape(-1)]
+    values = np.empty(len(seen), dtype=object)
+    values[:] = list(seen)
+    return values, codes
 
 
 def _query_keys(ids: Sequence[str] | np.ndarray) -> np.ndarray:
@@ -188,6 +200,7 @@ class EmbeddingStore:
         self._keys: np.ndarray | None = None
         self._index: IdIndex | None = None
         self._columns: dict[str, np.ndarray | None] = {}
+        self._codes: dict[str, tuple[np.ndarray, np.ndarray] | None] = {}
 
     def _validate(self, allow_incomplete: bool) -> None:
         h5 = self._h5
@@ -267,7 +280,7 @@ class EmbeddingStore:
         """Sample ids (object array of str), read and decoded once."""
         if self._ids is None:
             self._ids = _keys_to_str(self.id_keys) if self._keys is not None else \
-                _read_strings(self._h5[fmt.IDS], repeated=False)
+                _read_strings(self._h5[fmt.IDS])
             self._ids.flags.writeable = False  # shared by every caller: never changed in place
         return self._ids
 
@@ -294,13 +307,26 @@ class EmbeddingStore:
         return self._index
 
     def column(self, name: str) -> np.ndarray | None:
-        """A string column (object array of str), read once per store object; None if absent."""
+        """A string column (object array of str), read once per store object; None if absent.
+        Each distinct value is one shared str object."""
         if name not in self._columns:
-            col = _read_strings(self._h5[name], repeated=True) if name in self._h5 else None
+            coded = self.column_codes(name)
+            col = None if coded is None else coded[0][coded[1]]
             if col is not None:
                 col.flags.writeable = False  # cached and shared: copy before changing
             self._columns[name] = col
         return self._columns[name]
+
+    def column_codes(self, name: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """A string column as (distinct values: object array of str, codes: int32 per row),
+        ``values[codes]`` being the column; read once per store object; None if absent.
+        For loops over row blocks that need no object per row (4 bytes a row)."""
+        if name not in self._codes:
+            coded = _read_codes(self._h5[name]) if name in self._h5 else None
+            if coded is not None:
+                coded[0].flags.writeable = coded[1].flags.writeable = False  # cached and shared
+            self._codes[name] = coded
+        return self._codes[name]
 
     @property
     def labels(self) -> np.ndarray | None:

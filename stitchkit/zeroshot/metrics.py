@@ -68,6 +68,48 @@ def truth_matrix(labels: Sequence[str] | np.ndarray, matchers: Sequence[Callable
     return table.reshape(len(codes), len(matchers))[inverse]
 
 
+class LabelTable:
+    """Labels as int32 codes, each distinct label matched against the classes once.
+
+    For a loop over blocks: :meth:`codes` codes a block's labels (a dict lookup per label, or
+    none for codes a store already holds, see :meth:`remap`); :attr:`table` is the truth of
+    each code, (distinct labels, C) bool.
+    """
+
+    def __init__(self, matchers: Sequence[Callable[[str], bool]]) -> None:
+        self._matchers = list(matchers)
+        self._index: dict[str, int] = {}
+        self._rows: list[list[bool]] = []
+        self._table: np.ndarray | None = None
+
+    def _code(self, label: str) -> int:
+        code = self._index.get(label)
+        if code is None:
+            code = self._index[label] = len(self._rows)
+            self._rows.append([bool(m(label)) for m in self._matchers])
+            self._table = None
+        return code
+
+    def codes(self, labels: Sequence[str] | np.ndarray) -> np.ndarray:
+        values = np.asarray(labels, dtype=object).reshape(-1)
+        return np.fromiter((self._code(str(v)) for v in values.tolist()), dtype=np.int32, count=len(values))
+
+    def remap(self, values: np.ndarray) -> np.ndarray:
+        """Codes of a store's distinct values (``store.column_codes``): then ``remap[codes]``."""
+        return self.codes(values)
+
+    @property
+    def table(self) -> np.ndarray:
+        if self._table is None:
+            self._table = np.array(self._rows, dtype=bool).reshape(len(self._rows), len(self._matchers))
+        return self._table
+
+    def usable(self, mode: str) -> np.ndarray:
+        """Per code: the label is known and, multi-class, matches exactly one class."""
+        known = np.array([label != "" for label in self._index], dtype=bool)
+        return known & (self.table.sum(axis=1) == 1) if mode == "multiclass" else known
+
+
 def _predictions(truth: np.ndarray, prob: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
     """(pred (n, C) bool, per-sample share correct (n,)): accuracy is its (weighted) mean."""
     if mode == "multiclass":
@@ -200,26 +242,103 @@ def bootstrap_plan(n: int, n_boot: int, exact_max: int = EXACT_MAX) -> tuple[int
     return s, min(n, max(exact_max, math.ceil(n ** 0.6))), math.ceil(n_boot / s)
 
 
-def bootstrap_intervals(
-    truth: np.ndarray, prob: np.ndarray, mode: str, *, ranking: np.ndarray | None = None,
-    n_boot: int = 1000, seed: int = 0, level: float = 0.95, block: int = 16,
-    point: dict[str, Any] | None = None, exact_max: int = EXACT_MAX,
-) -> dict[str, Any]:
-    """Percentile intervals of AUC (per class, macro), accuracy and macro F1 (see module doc).
+class Columns:
+    """What the metrics read, one class at a time: ``n`` samples × ``n_classes``.
 
-    ``point``: the estimates from all samples (``_point``), when already computed.
+    The classify loop gives one backed by per-class files (:mod:`.score_writer`), so the
+    metrics hold O(N) memory for one class, never (N, C) arrays; :func:`evaluate` wraps
+    in-memory arrays. Both give the same figures by the same code.
     """
-    n, n_cls = truth.shape
-    rank = prob if ranking is None else ranking
-    rng = np.random.default_rng(seed)
-    n_sub, b, per_sub = bootstrap_plan(n, n_boot, exact_max)
+
+    n: int
+    n_classes: int
+
+    def truth(self, c: int) -> np.ndarray:
+        """(n,) bool: class ``c`` is present."""
+        raise NotImplementedError
+
+    def rank(self, c: int) -> np.ndarray:
+        """(n,) scores AUC ranks class ``c`` by (log-odds, logit differences)."""
+        raise NotImplementedError
+
+    def pred(self, c: int) -> np.ndarray:
+        """(n,) bool: class ``c`` is predicted (see the module's thresholds)."""
+        raise NotImplementedError
+
+    def correct(self) -> np.ndarray:
+        """(n,) float64: each sample's share correct (accuracy is its mean)."""
+        raise NotImplementedError
+
+
+class ArrayColumns(Columns):
+    """(n, C) arrays in memory as :class:`Columns`."""
+
+    def __init__(self, truth: np.ndarray, prob: np.ndarray, mode: str,
+                 ranking: np.ndarray | None = None) -> None:
+        self._truth, self._rank = truth, prob if ranking is None else ranking
+        self.n, self.n_classes = truth.shape
+        self._pred, self._correct = _predictions(truth, prob, mode)
+
+    def truth(self, c: int) -> np.ndarray:
+        return self._truth[:, c]
+
+    def rank(self, c: int) -> np.ndarray:
+        return self._rank[:, c]
+
+    def pred(self, c: int) -> np.ndarray:
+        return self._pred[:, c]
+
+    def correct(self) -> np.ndarray:
+        return self._correct
+
+
+def _subset_rows(rng: np.random.Generator, n: int, n_sub: int, b: int) -> list[np.ndarray]:
+    """The samples of each little bootstrap (all of them for the ordinary bootstrap), drawn
+    before any class is read, so that one pass over the classes gathers them all."""
+    return [np.arange(n) if b == n else np.sort(rng.choice(n, size=b, replace=False))
+            for _ in range(n_sub)]
+
+
+def _point_and_subsets(cols: Columns, subsets: list[np.ndarray]
+                       ) -> tuple[dict[str, Any], list[int], list[tuple[np.ndarray, ...]]]:
+    """One pass over the classes: point estimates from all samples, positives per class, and
+    each subset's (truth, pred, correct, rank) rows for the bootstrap."""
+    n_cls = cols.n_classes
+    aucs, f1s, positives = [], [], []
+    parts: list[list[np.ndarray]] = [[np.empty((len(r), n_cls), dtype=bool),
+                                      np.empty((len(r), n_cls), dtype=bool), None, None]  # type: ignore[list-item]
+                                     for r in subsets]
+    for c in range(n_cls):
+        t, r, p = np.asarray(cols.truth(c), dtype=bool), np.asarray(cols.rank(c)), np.asarray(cols.pred(c), dtype=bool)
+        n_pos = int(t.sum())
+        positives.append(n_pos)
+        # One sort per class; the scores' own precision (float32 from the score loop): the
+        # order, and so the AUC, is that of the float64 values.
+        aucs.append(float("nan") if n_pos in (0, len(t)) else float(_SortedClass(t, r).point()))
+        f1s.append(f1(t, p))
+        for part, rows in zip(parts, subsets, strict=True):
+            part[0][:, c], part[1][:, c] = t[rows], p[rows]
+            if part[3] is None:
+                part[3] = np.empty((len(rows), n_cls), dtype=r.dtype)
+            part[3][:, c] = r[rows]
+    correct = np.asarray(cols.correct(), dtype=np.float64)
+    for part, rows in zip(parts, subsets, strict=True):
+        part[2] = correct[rows]
+    point = {"auc": aucs, "auc_macro": _nanmean(aucs), "accuracy": float(correct.mean()),
+             "f1": f1s, "f1_macro": _nanmean(f1s)}
+    return point, positives, [tuple(p) for p in parts]
+
+
+def _intervals(parts: list[tuple[np.ndarray, ...]], n: int, per_sub: int, rng: np.random.Generator,
+               level: float, block: int, centre: dict[str, Any]) -> dict[str, Any]:
+    """Percentile intervals from each subset's (truth, pred, correct, rank) rows, ``per_sub``
+    resamples each (the rng continues from drawing the subsets)."""
+    n_cls = parts[0][0].shape[1]
+    n_sub, b = len(parts), len(parts[0][0])
     keys = ("auc_macro", "accuracy", "f1_macro")
     bounds: dict[str, list[list[float] | None]] = {k: [] for k in keys}
     class_bounds: list[list[list[float] | None]] = [[] for _ in range(n_cls)]
-    for _ in range(n_sub):
-        rows = np.arange(n) if b == n else np.sort(rng.choice(n, size=b, replace=False))
-        t, p, r = truth[rows], prob[rows], rank[rows]
-        pred, correct = _predictions(t, p, mode)
+    for t, pred, correct, r in parts:
         ind = _indicators(t, pred, correct)
         sorted_classes = [_SortedClass(t[:, c], r[:, c]) for c in range(n_cls)]
         draws: dict[str, list[np.ndarray]] = {k: [] for k in (*keys, "auc")}
@@ -244,7 +363,6 @@ def bootstrap_intervals(
         aucs = np.concatenate(draws["auc"]) - own["auc"][0]
         for c in range(n_cls):
             class_bounds[c].append(_percentiles(aucs[:, c], level))
-    centre = _point(truth, prob, mode, ranking) if point is None else point
 
     def average(found: list[list[float] | None], at: float) -> list[float] | None:
         ok = [f for f in found if f is not None]
@@ -261,6 +379,49 @@ def bootstrap_intervals(
         **{k: average(bounds[k], centre[k]) for k in keys},
         "auc": [average(class_bounds[c], centre["auc"][c]) for c in range(n_cls)],
     }
+
+
+def bootstrap_intervals(
+    truth: np.ndarray, prob: np.ndarray, mode: str, *, ranking: np.ndarray | None = None,
+    n_boot: int = 1000, seed: int = 0, level: float = 0.95, block: int = 16,
+    point: dict[str, Any] | None = None, exact_max: int = EXACT_MAX,
+) -> dict[str, Any]:
+    """Percentile intervals of AUC (per class, macro), accuracy and macro F1 (see module doc).
+
+    ``point``: the estimates from all samples (``_point``), when already computed.
+    """
+    cols = ArrayColumns(np.asarray(truth, dtype=bool), prob, mode, ranking)
+    rng = np.random.default_rng(seed)
+    n_sub, b, per_sub = bootstrap_plan(cols.n, n_boot, exact_max)
+    own_point, _, parts = _point_and_subsets(cols, _subset_rows(rng, cols.n, n_sub, b))
+    return _intervals(parts, cols.n, per_sub, rng, level, block, own_point if point is None else point)
+
+
+def evaluate_columns(cols: Columns, classes: list[str], *, mode: str, n_boot: int = 1000,
+                     seed: int = 0, level: float = 0.95) -> dict[str, Any]:
+    """:func:`evaluate` on :class:`Columns`: memory for one class at a time."""
+    n = cols.n
+    boot = n_boot > 0 and n >= 2
+    rng = np.random.default_rng(seed)
+    n_sub, b, per_sub = bootstrap_plan(n, n_boot) if boot else (0, 0, 0)
+    point, positives, parts = _point_and_subsets(cols, _subset_rows(rng, n, n_sub, b))
+    out: dict[str, Any] = {
+        "n": int(n),
+        "mode": mode,
+        "threshold": "argmax over classes" if mode == "multiclass" else "probability ≥ 0.5 (positive prompt beats negative)",
+        "positives": dict(zip(classes, positives, strict=True)),
+        "auc": dict(zip(classes, point["auc"], strict=True)),
+        "auc_macro": point["auc_macro"],
+        "accuracy": point["accuracy"],
+        "f1": dict(zip(classes, point["f1"], strict=True)),
+        "f1_macro": point["f1_macro"],
+    }
+    if not boot:
+        return out
+    ci = _intervals(parts, n, per_sub, rng, level, 16, point)
+    ci["auc"] = dict(zip(classes, ci["auc"], strict=True))
+    out["ci"] = ci
+    return out
 
 
 def evaluate(
@@ -286,22 +447,5 @@ def evaluate(
     if prob.dtype.kind != "f":
         prob = prob.astype(np.float64)
     ranking = None if ranking is None else np.asarray(ranking)
-    point = _point(truth, prob, mode, ranking)
-    out: dict[str, Any] = {
-        "n": int(len(truth)),
-        "mode": mode,
-        "threshold": "argmax over classes" if mode == "multiclass" else "probability ≥ 0.5 (positive prompt beats negative)",
-        "positives": {c: int(truth[:, i].sum()) for i, c in enumerate(classes)},
-        "auc": dict(zip(classes, point["auc"], strict=True)),
-        "auc_macro": point["auc_macro"],
-        "accuracy": point["accuracy"],
-        "f1": dict(zip(classes, point["f1"], strict=True)),
-        "f1_macro": point["f1_macro"],
-    }
-    if n_boot <= 0 or len(truth) < 2:
-        return out
-    ci = bootstrap_intervals(truth, prob, mode, ranking=ranking, n_boot=n_boot, seed=seed,
-                             level=level, point=point)
-    ci["auc"] = dict(zip(classes, ci["auc"], strict=True))
-    out["ci"] = ci
-    return out
+    return evaluate_columns(ArrayColumns(truth, prob, mode, ranking), classes, mode=mode,
+                            n_boot=n_boot, seed=seed, level=level)

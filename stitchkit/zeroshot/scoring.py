@@ -43,6 +43,7 @@ import numpy as np
 from ..errors import UsageError
 from ..fileio import check_writable_dir
 from ..store import EmbeddingStore, check_same_space, require_finite
+from ..store import format as fmt
 from ..store.pooling import (
     check_pool_by,
     group_rows,
@@ -51,10 +52,10 @@ from ..store.pooling import (
     pool_tokens,
     store_groups,
 )
-from .metrics import evaluate, truth_matrix
+from .metrics import LabelTable, evaluate_columns
 from .prompt_cache import embed_prompts
 from .prompts import PromptSet, check_for_mode
-from .score_writer import ScoreWriter
+from .score_writer import ScoreSpill, ScoreWriter
 from .scorers import (
     DEFAULT_TEMPERATURE,
     PRIORS,
@@ -211,33 +212,50 @@ def classify_store(
             chunk_size = T.rows_per_chunk(store.token_shape, store.token_shape[1], chunk_size)
 
     rows = np.arange(len(store)) if ids is None else np.sort(store.index_of(ids))
-    labels_all = store.labels
-    with_labels = labels_all is not None and any(str(x) for x in labels_all[rows])
     classes = prompts.names
-    keep_logits: list[np.ndarray] = []
-    keep_probs: list[np.ndarray] = []
-    keep_labels: list[np.ndarray] = []
+    labels = LabelTable([c.matches for c in prompts.classes])
+    # Labels as int32 codes where the store has them so (4 bytes a row, no str per row); the
+    # pooled route pools strings per group, and a union of stores has only strings.
+    coded = store.column_codes(fmt.LABELS) if pool_by is None and hasattr(store, "column_codes") else None
+    if coded is not None:
+        label_values, label_codes = coded
+        remap = labels.remap(label_values)
+        present = np.bincount(label_codes[rows], minlength=len(label_values)) > 0
+        with_labels = bool((present & (label_values != "")).any())
+        labels_all = None
+    else:
+        labels_all = store.labels
+        with_labels = labels_all is not None and any(str(x) for x in labels_all[rows])
     n_done = 0
     n_total = len(rows) if pool_by is None else len(group_rows(store.groups[rows])[0]) if store.groups is not None else 0
     meta = {"mode": prompts.mode, "scoring": scoring, "prompts": prompts.source,
             "composition": composition}
-    writer = ScoreWriter(Path(out), classes, meta, with_labels) if out is not None else None
+    writer = ScoreWriter(Path(out), classes, meta, with_labels, prompts.mode) if out is not None else None
 
-    def blocks() -> Iterator[tuple[np.ndarray, np.ndarray | None, np.ndarray,
+    def blocks() -> Iterator[tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray,
                                    np.ndarray | None, np.ndarray | None]]:
-        """(ids, labels, image globals, tokens, mask) per block, mapped and pooled."""
+        """(ids, labels, label codes, image globals, tokens, mask) per block, mapped and pooled."""
         for block, members in _chunks(store, rows, pool_by, chunk_size):
             glob = store.read(block)
-            require_finite(glob, store.ids_at(block), store.path)
             tok = mask = None
             if scorer.uses_image_tokens:
                 tok, mask = T.read_tokens(store, block)
+            # A row sum is NaN or Inf where any entry is: one read of the block and (n,) values,
+            # where an element-wise check writes (n, D); the message comes from the full check.
+            if not np.isfinite(glob.sum(axis=1)).all():
+                require_finite(glob, store.ids_at(block), store.path)
             if mapper is not None:
                 glob = mapper.transform(glob).astype(np.float32, copy=False)
                 if tok is not None:
                     tok = T.map_tokens(mapper, tok, mask)
             block_ids = store.ids_at(block)  # not store.ids: no decoded copy of all N ids
-            block_labels = labels_all[block] if with_labels else None
+            block_codes = remap[label_codes[block]] if coded is not None and with_labels else None
+            if not with_labels:
+                block_labels = None
+            elif coded is not None:
+                block_labels = label_values[label_codes[block]]
+            else:
+                block_labels = labels_all[block]
             if members is not None:
                 local, pos = [], 0
                 for m in members:
@@ -248,13 +266,15 @@ def classify_store(
                 if tok is not None and mask is not None:
                     tok, mask = pool_tokens(tok, mask, local)
                 glob = pool_embeddings(glob, local)
-            yield block_ids, block_labels, glob, tok, mask
+            if with_labels and block_codes is None:
+                block_codes = labels.codes(block_labels)
+            yield block_ids, block_labels, block_codes, glob, tok, mask
 
     if prior == "em":
         if prompts.mode != "multiclass":
             raise UsageError("--prior em adjusts multi-class priors: use it with --mode multiclass")
         # First pass: the class logits of every query (N × C, small), then EM on them.
-        z = np.concatenate([scorer.class_logits(g, t, mk) for _, _, g, t, mk in blocks()])
+        z = np.concatenate([scorer.class_logits(g, t, mk) for _, _, _, g, t, mk in blocks()])
         est, iters = em_priors(z)
         scorer.shift = np.log(est * len(est))
         composition["prior"] = {"method": "em (Saerens et al. 2002), label-free",
@@ -265,7 +285,7 @@ def classify_store(
     elif prior == "mixture":
         if prompts.mode != "multiclass" or len(prompts.names) != 2:
             raise UsageError("--prior mixture calibrates two classes: use it with two multi-class classes")
-        z = np.concatenate([scorer.class_logits(g, t, mk) for _, _, g, t, mk in blocks()])
+        z = np.concatenate([scorer.class_logits(g, t, mk) for _, _, _, g, t, mk in blocks()])
         a, b, est, iters = mixture_calibration(z)
         scorer.scale, scorer.shift = a, np.array([0.0, b])
         composition["prior"] = {"method": "two-Gaussian mixture on the log-odds by EM, label-free",
@@ -275,59 +295,47 @@ def classify_store(
                      + ", ".join(f"{c} {p:.3f}" for c, p in zip(prompts.names, est, strict=True)))
     if progress:
         progress(0, n_total)
+    # The metrics' per-sample columns, beside the output (or in the system's temporary folder).
+    spill = ScoreSpill(lambda: labels.table, len(classes), prompts.mode, n_total,
+                       Path(out).parent if out is not None else None) if with_labels else None
     try:
         if writer:
             writer.__enter__()
-        for block_ids, block_labels, glob, tok, mask in blocks():
+        for block_ids, block_labels, block_codes, glob, tok, mask in blocks():
             logits, probs = scorer(glob, tok, mask)
-            predicted = _predicted(probs, classes, prompts.mode)
             if writer:
-                writer.write(block_ids, block_labels, logits, probs, predicted)
-            if with_labels:
-                keep_logits.append(logits.astype(np.float32))  # what the score file holds
-                keep_probs.append(probs)
-                keep_labels.append(np.asarray(block_labels, dtype=object))
+                writer.write(block_ids, block_labels, logits, probs)
+            if spill is not None:
+                keep = labels.usable(prompts.mode)[block_codes]
+                if keep.all():
+                    spill.add(block_codes, logits, probs)
+                elif keep.any():
+                    spill.add(block_codes[keep], logits[keep], probs[keep])
             n_done += len(block_ids)
             if progress:
                 progress(n_done, n_total)
         if writer:
             writer.__exit__(None, None, None)
+        seconds = time.perf_counter() - t0
+
+        metrics = None
+        if spill is not None:
+            spill.finish()
+            if spill.n != n_done:
+                notes.append(f"{n_done - spill.n} samples have labels that match no single "
+                             "class of the prompts and are left out of the metrics")
+            if spill.n:
+                metrics = evaluate_columns(spill, classes, mode=prompts.mode, n_boot=n_boot, seed=seed)
     except BaseException as exc:
-        if writer:
+        if writer and not writer.closed:
             writer.__exit__(type(exc), exc, exc.__traceback__)
         raise
-    seconds = time.perf_counter() - t0
-
-    metrics = None
-    if with_labels and keep_probs:
-        probs = np.concatenate(keep_probs)
-        labels = np.concatenate(keep_labels)
-        keep_probs.clear()  # the blocks are copied: free them before the metrics
-        keep_labels.clear()
-        truth = truth_matrix(labels, [c.matches for c in prompts.classes])  # once per distinct label
-        known = labels != ""  # object array: elementwise, no (N,) unicode copy
-        if prompts.mode == "multiclass":
-            usable = known & (truth.sum(axis=1) == 1)
-        else:
-            usable = known
-        if usable.sum() != len(labels):
-            notes.append(f"{int(len(labels) - usable.sum())} samples have labels that match no single "
-                         "class of the prompts and are left out of the metrics")
-        if usable.any():
-            ranking = np.concatenate(keep_logits)  # log-odds / logit differences
-            keep_logits.clear()
-            if not usable.all():  # (N, C) copies only where some samples are left out
-                truth, probs, ranking = truth[usable], probs[usable], ranking[usable]
-            metrics = evaluate(truth, probs, classes, mode=prompts.mode,
-                               n_boot=n_boot, seed=seed, ranking=ranking)
+    finally:
+        if spill is not None:
+            spill.close()
     return ClassifyResult(
         n=n_done, classes=classes, mode=prompts.mode, scoring=scoring,
         output=str(out) if out is not None else None, composition=composition, metrics=metrics,
         seconds=seconds, samples_per_s=n_done / max(seconds, 1e-9), notes=notes,
     )
 
-
-def _predicted(probs: np.ndarray, classes: list[str], mode: str) -> list[str]:
-    if mode == "multiclass":
-        return [classes[i] for i in probs.argmax(axis=1)]
-    return ["|".join(c for c, p in zip(classes, row, strict=True) if p >= 0.5) for row in probs]
