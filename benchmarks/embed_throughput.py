@@ -10,17 +10,25 @@ and thread count, it times each stage on its own:
 
 then the pipeline as `stitch embed` runs it (``embed_store``: DataLoader decode workers,
 forward, resumable parts, the assembled store; model loading excluded), and two baselines:
-the encoder's own forward (channels_last for timm) and eager NCHW (the model as timm builds
-it, contiguous tensors), which is what "bare forward" meant before channels_last.
+the encoder's own forward (on the runtime `stitch embed` picks, ``--runtime``: ONNX Runtime,
+or torch channels_last) and eager NCHW (the model as timm builds it, contiguous tensors),
+which is what "bare forward" meant before channels_last.
 Runs are interleaved (repeats), so drift on a shared machine hits every figure alike.
 
 ``--try bf16,compile,onnx`` also times the forward of candidate speed-ups on the same batches
 and gives the least cosine similarity of their embeddings to float32 eager ones (kept only
 if ≥ 0.999): bfloat16 weights, ``torch.compile`` (inductor, warm-up reported apart) and ONNX
-Runtime (needs ``onnxruntime`` and ``onnx`` importable).
+Runtime (`stitch embed --runtime onnx`'s own path).
+
+``--runtimes torch,onnx`` times `stitch embed`'s runtimes against each other: the full pipeline
+(``embed_store``, with and without ``--tokens``) and the forward alone, for each runtime in
+turn within each repeat (the order alternates between repeats), with the ONNX export timed cold
+into a fresh cache, the load average at each repeat, the least cosine between the runtimes'
+embeddings and tokens, and the onnx / torch ratios. ``--only-runtimes`` skips everything else.
 
     python benchmarks/embed_throughput.py --model lite0 --n 256 --text-model minilm
     python benchmarks/embed_throughput.py --model lite0 --n 128 --try bf16,compile,onnx
+    python benchmarks/embed_throughput.py --model lite2 --n 256 --runtimes torch,onnx --only-runtimes
 """
 
 from __future__ import annotations
@@ -176,6 +184,10 @@ def forward_rate(fn: Callable[[torch.Tensor], Any], batches: list[torch.Tensor])
     return rate, torch.cat([torch.as_tensor(o).float() for o in outs]).numpy()
 
 
+# The encoder's own forward: torch channels_last, or ONNX Runtime where `stitch embed` picks it.
+BARE_OWN = "bare encoder forward (its runtime)"
+
+
 def eager_nchw(encoder: Any) -> Callable[[torch.Tensor], torch.Tensor]:
     """The model as timm builds it: default memory format, contiguous NCHW input."""
     model = copy.deepcopy(encoder.model).to(memory_format=torch.contiguous_format).float()
@@ -210,19 +222,95 @@ def candidates(model_name: str, encoder: Any, batches: list[torch.Tensor], ref: 
         except ImportError:
             rows.append({"variant": "onnxruntime", "error": "onnxruntime not importable"})
         else:
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / "m.onnx"
-                model = copy.deepcopy(encoder.model).to(memory_format=torch.contiguous_format).float().eval()
-                export_s, _ = timed(lambda: torch.onnx.export(
-                    model, (batches[0].float(),), str(path), input_names=["x"], output_names=["y"],
-                    dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, dynamo=False))
-                opts = ort.SessionOptions()
-                opts.intra_op_num_threads = torch.get_num_threads()
-                sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-                rate, emb = forward_rate(lambda b: sess.run(None, {"x": b.float().numpy()})[0], batches)
-            rows.append({"variant": f"onnxruntime {ort.__version__} (CPU EP)", "img_per_s": rate,
-                         "export_s": export_s, "min_cosine_vs_fp32": min_cosine(emb, ref)})
+            with fresh_cache():
+                export_s, enc = timed(lambda: load_encoder(model_name, runtime="onnx"))
+                rate, emb = forward_rate(lambda b: enc.encode(b).embeddings, batches)
+            rows.append({"variant": f"onnxruntime {ort.__version__} (CPU EP, --runtime onnx)", "img_per_s": rate,
+                         "load_and_export_s": export_s, "min_cosine_vs_fp32": min_cosine(emb, ref)})
     return rows
+
+
+class fresh_cache:
+    """A temporary $STITCHKIT_CACHE, so an ONNX export is timed cold and leaves nothing behind."""
+
+    def __enter__(self) -> Path:
+        self.tmp = tempfile.TemporaryDirectory()
+        self.old = os.environ.get("STITCHKIT_CACHE")
+        os.environ["STITCHKIT_CACHE"] = self.tmp.name
+        return Path(self.tmp.name)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.old is None:
+            os.environ.pop("STITCHKIT_CACHE", None)
+        else:
+            os.environ["STITCHKIT_CACHE"] = self.old
+        self.tmp.cleanup()
+
+
+def compare_runtimes(model_name: str, items: list[Item], batch_size: int, workers: int, repeats: int,
+                     runtimes: list[str], forward: bool = True) -> dict[str, Any]:
+    """`stitch embed` on each runtime, interleaved: pipeline and forward, with and without tokens."""
+    out: dict[str, Any] = {"runtimes": runtimes, "load_avg": []}
+    with fresh_cache():
+        encs = {}
+        for rt in runtimes:
+            load_s, encs[rt] = timed(lambda rt=rt: load_encoder(model_name, runtime=rt))
+            out[f"load_s_{rt}"] = load_s
+            out[f"export_s_{rt}"] = encs[rt].export_seconds
+            if encs[rt].runtime != rt:
+                raise SystemExit(f"--runtime {rt} resolved to {encs[rt].runtime}")
+        batches = ready_batches(encs[runtimes[0]], items, batch_size)
+        runs: dict[str, list[float]] = {}
+        outs: dict[str, Any] = {}
+        for r in range(repeats):
+            out["load_avg"].append(os.getloadavg()[0])
+            order = runtimes if r % 2 == 0 else runtimes[::-1]  # drift hits both alike
+            for rt in order:
+                enc = encs[rt]
+                for tokens in (False, True):
+                    tag = " --tokens" if tokens else ""
+                    if forward or (tokens and r == 0):  # one tokens forward for the cosines
+                        with torch.inference_mode():
+                            enc.encode(batches[0], tokens=tokens)
+                            s, res = timed(lambda enc=enc, tokens=tokens: [enc.encode(b, tokens=tokens)
+                                                                           for b in batches])
+                        if forward:
+                            runs.setdefault(f"{rt} forward{tag}", []).append(len(items) / s)
+                        if tokens:
+                            outs[rt] = res
+                    runs.setdefault(f"{rt} stitch embed{tag}", []).append(
+                        pipeline(enc, items, "image", batch_size, workers, tokens))
+        out["load_avg"].append(os.getloadavg()[0])
+    out["images_per_s"] = {k: {"best": max(v), "runs": v} for k, v in runs.items()}
+    if "torch" in outs and "onnx" in outs:
+        emb = [np.concatenate([o.embeddings.numpy() for o in outs[rt]]) for rt in ("onnx", "torch")]
+        tok = [np.concatenate([o.tokens.numpy().reshape(len(o.tokens), -1) for o in outs[rt]])
+               for rt in ("onnx", "torch")]
+        out["min_cosine_onnx_vs_torch"] = {"embeddings": min_cosine(*emb), "tokens": min_cosine(*tok)}
+        out["ratios_onnx_over_torch"] = {
+            what: {"best": max(runs[f"onnx {what}"]) / max(runs[f"torch {what}"]),
+                   "per_repeat": [a / b for a, b in zip(runs[f"onnx {what}"], runs[f"torch {what}"], strict=True)]}
+            for what in ("forward", "forward --tokens", "stitch embed", "stitch embed --tokens")
+            if f"onnx {what}" in runs}
+    return out
+
+
+def print_runtimes(model: str, n: int, batch_size: int, threads: int, workers: int, cmp: dict[str, Any]) -> None:
+    print(f"\n{model}, {n} Kermany images, batch {batch_size}, {threads} torch threads (ORT intra-op the same), "
+          f"{workers} decode worker(s), load average per repeat {[round(x, 1) for x in cmp['load_avg']]}")
+    print(f"ONNX export (cold cache): {cmp.get('export_s_onnx') or 0:.1f} s")
+    print("| images/s (best of runs) | " + " | ".join(cmp["runtimes"]) + " | onnx / torch (best; per repeat) |")
+    print("|---|" + "---|" * len(cmp["runtimes"]) + "---|")
+    for what in ("stitch embed", "stitch embed --tokens", "forward", "forward --tokens"):
+        if f"{cmp['runtimes'][0]} {what}" not in cmp["images_per_s"]:
+            continue
+        cells = [f"{cmp['images_per_s'][f'{rt} {what}']['best']:.1f}" for rt in cmp["runtimes"]]
+        ratio = cmp.get("ratios_onnx_over_torch", {}).get(what)
+        rtext = f"{ratio['best']:.2f}; " + ", ".join(f"{x:.2f}" for x in ratio["per_repeat"]) if ratio else ""
+        print(f"| {what} | " + " | ".join(cells) + f" | {rtext} |")
+    if "min_cosine_onnx_vs_torch" in cmp:
+        c = cmp["min_cosine_onnx_vs_torch"]
+        print(f"least cosine onnx vs torch: embeddings {c['embeddings']:.7f}, tokens (per image) {c['tokens']:.7f}")
 
 
 def main() -> None:
@@ -235,13 +323,30 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--try", dest="tries", default="", help="bf16,compile,onnx")
+    parser.add_argument("--runtime", default="auto", help="what the stage figures run: auto | torch | onnx")
+    parser.add_argument("--runtimes", default="", help="torch,onnx: time `stitch embed` on each, interleaved")
+    parser.add_argument("--only-runtimes", action="store_true", help="with --runtimes: skip the stage figures")
+    parser.add_argument("--no-runtime-forward", action="store_true",
+                        help="with --runtimes: time the pipeline only, not the forward alone")
     parser.add_argument("--json", dest="json_out", default=None)
     args = parser.parse_args()
     threads = torch.get_num_threads()
     report: dict[str, Any] = {"threads": threads, "batch_size": args.batch_size, "workers": args.workers,
                               "model": args.model, "n_images": args.n, "load_avg_start": os.getloadavg()[0]}
     items = kermany_items(args.n)
-    encoder = load_encoder(args.model)
+    runtimes = [r.strip() for r in args.runtimes.split(",") if r.strip()]
+    if runtimes:
+        report["runtimes"] = compare_runtimes(args.model, items, args.batch_size, args.workers,
+                                              args.repeats, runtimes, forward=not args.no_runtime_forward)
+        if args.only_runtimes:
+            print(json.dumps(report, indent=1))
+            if args.json_out:
+                Path(args.json_out).write_text(json.dumps(report, indent=1))
+            print_runtimes(args.model, len(items), args.batch_size, threads, args.workers, report["runtimes"])
+            return
+    encoder = load_encoder(args.model, runtime=args.runtime)
+    report["runtime"] = encoder.runtime
+    own = BARE_OWN
     batches = ready_batches(encoder, items, args.batch_size)
     nchw = eager_nchw(encoder)
     runs: dict[str, list[float]] = {}
@@ -253,7 +358,7 @@ def main() -> None:
         rate, ref = forward_rate(nchw, batches)
         runs.setdefault("bare eager NCHW", []).append(rate)
         rate, _ = forward_rate(lambda b: encoder.encode(b).embeddings, batches)
-        runs.setdefault("bare encoder forward (channels_last)", []).append(rate)
+        runs.setdefault(own, []).append(rate)
         runs.setdefault("stitch embed pipeline", []).append(pipeline(encoder, items, "image", args.batch_size, args.workers, False))
         runs.setdefault("stitch embed --tokens pipeline", []).append(pipeline(encoder, items, "image", args.batch_size, args.workers, True))
         runs.setdefault("stitch embed pipeline, WebDataset shards", []).append(webdataset_pipeline(encoder, tars, args.batch_size, args.workers))
@@ -264,9 +369,9 @@ def main() -> None:
     report["images_per_s"] = {k: {"best": best[k], "runs": v} for k, v in runs.items()}
     report["stages_images_per_s"] = {k: {s: max(r[s] for r in v) for s in v[0]} for k, v in stages.items()}
     report["ratio_pipeline_vs_eager_nchw"] = best["stitch embed pipeline"] / best["bare eager NCHW"]
-    report["ratio_pipeline_vs_encoder_forward"] = best["stitch embed pipeline"] / best["bare encoder forward (channels_last)"]
+    report["ratio_pipeline_vs_encoder_forward"] = best["stitch embed pipeline"] / best[own]
     report["ratio_webdataset_pipeline_vs_encoder_forward"] = (
-        best["stitch embed pipeline, WebDataset shards"] / best["bare encoder forward (channels_last)"])
+        best["stitch embed pipeline, WebDataset shards"] / best[own])
     report["ratio_tokens_pipeline_vs_eager_nchw"] = best["stitch embed --tokens pipeline"] / best["bare eager NCHW"]
     if args.text_model:
         texts = iu_items(args.n_texts)
@@ -292,7 +397,7 @@ def main() -> None:
     print(json.dumps(report, indent=1))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(report, indent=1))
-    print(f"\n{args.model}, {len(items)} Kermany images, batch {args.batch_size}, {threads} torch threads, "
+    print(f"\n{args.model} ({encoder.runtime}), {len(items)} Kermany images, batch {args.batch_size}, {threads} threads, "
           f"{args.workers} decode worker(s)")
     print("| what | images/s |\n|---|---|")
     for k, v in best.items():
@@ -301,6 +406,8 @@ def main() -> None:
         print(f"| stage, {k}: " + ", ".join(f"{s} {r:,.0f}" for s, r in v.items()) + " | |")
     print(f"pipeline / eager NCHW: {report['ratio_pipeline_vs_eager_nchw']:.2f}; "
           f"pipeline / encoder forward: {report['ratio_pipeline_vs_encoder_forward']:.2f}")
+    if runtimes:
+        print_runtimes(args.model, len(items), args.batch_size, threads, args.workers, report["runtimes"])
 
 
 if __name__ == "__main__":

@@ -15,6 +15,10 @@ from .output import emit, progress, show_warnings
 @click.option("--workers", default=1, show_default=True, help="DataLoader worker processes decoding images.")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16", "bfloat16"]))
+@click.option("--runtime", default="auto", show_default=True, type=click.Choice(["auto", "torch", "onnx"]),
+              help="What runs the forward pass: onnx = ONNX Runtime (timm image encoders such as lite0 "
+                   "and lite2, on the CPU in float32; exported once into $STITCHKIT_CACHE/onnx); auto = "
+                   "onnx where it can run, else torch.")
 @click.option("--tokens", is_flag=True, help="Also keep patch / word tokens (N, T, D) with a mask.")
 @click.option("--shard", default=None, help="Embed only shard i of N (i/N, split over sorted ids).")
 @click.option("--strict", is_flag=True, help="Stop at the first unreadable input instead of recording it.")
@@ -35,7 +39,7 @@ from .output import emit, progress, show_warnings
 @click.option("--actors", default=None, type=int, help="With --engine ray: model replicas [one per GPU, else one per node].")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def embed(source: tuple[str, ...], model: str, output: str, batch_size: int, workers: int, device: str,
-          dtype: str, tokens: bool, shard: str | None, strict: bool, overwrite: bool,
+          dtype: str, runtime: str, tokens: bool, shard: str | None, strict: bool, overwrite: bool,
           root: str | None, where: tuple[str, ...], id_column: str, path_column: str,
           text_column: str, label_column: str, group_column: str, image_column: str,
           label_from: str | None, dicom_tags: str | None, engine: str,
@@ -56,6 +60,7 @@ def embed(source: tuple[str, ...], model: str, output: str, batch_size: int, wor
       stitch embed dicoms/ -m lite0 -o cxr.h5 --dicom-tags default
       stitch embed 'shards/{00000..00099}.tar' -m lite0 -o wds.h5 --label-from json:label --shard 0/4
       stitch embed hf-dataset/ -m lite0 -o hf.h5 --image-column image
+      stitch embed images/ -m lite2 -o k-lite2.h5 --runtime torch
     """
     from stitchkit.embed import embed_store, parse_shard
     from stitchkit.encoders import load_encoder
@@ -73,6 +78,8 @@ def embed(source: tuple[str, ...], model: str, output: str, batch_size: int, wor
     read = {"columns": cols, "root": root, "where": filters, "label_from": label_from, "dicom_tags": dicom_tags}
     shard_spec = parse_shard(shard)
     if engine == "ray":
+        if runtime != "auto":
+            raise UsageError("--runtime needs --engine local (Ray actors pick their runtime as auto does)")
         from stitchkit.engines.ray_engine import embed_store_ray, require_ray
 
         require_ray()  # say a missing extra before reading inputs or loading a model
@@ -92,7 +99,7 @@ def embed(source: tuple[str, ...], model: str, output: str, batch_size: int, wor
         if ray_only:
             raise UsageError(f"{', '.join(ray_only)} {'needs' if len(ray_only) == 1 else 'need'} --engine ray")
         inputs = read_inputs(list(source), **read)
-        encoder = load_encoder(model, device=device, dtype=dtype)
+        encoder = load_encoder(model, device=device, dtype=dtype, runtime=runtime)
         with progress(f"embed {model}") as bar:
             result = embed_store(
                 inputs, encoder, output, batch_size=batch_size, workers=workers, tokens=tokens,
@@ -103,6 +110,7 @@ def embed(source: tuple[str, ...], model: str, output: str, batch_size: int, wor
         text = f"{output} is already complete: {result.samples} samples, {result.failed} failed"
     else:
         rate = (result.samples + result.failed) / max(result.seconds, 1e-9)
+        exported = f", ONNX export {result.export_seconds:.1f}s" if result.export_seconds is not None else ""
         text = (f"wrote {output}: {result.samples} samples x {result.dim} dims, {result.failed} failed, "
-                f"{result.seconds:.1f}s ({rate:.1f}/s)")
+                f"{result.seconds:.1f}s ({rate:.1f}/s, {result.runtime}{exported})")
     emit(summary, as_json=as_json, text=text)

@@ -52,6 +52,8 @@ class EmbedResult:
     seconds: float
     batches_resumed: int
     already_complete: bool = False
+    runtime: str = "torch"  # what ran the forward pass: torch | onnx
+    export_seconds: float | None = None  # ONNX export of this run (None: cached, or torch)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in self.__dict__.items()}
@@ -175,7 +177,38 @@ def _fingerprint(items: list[Item], encoder: Encoder, batch_size: int, tokens: b
         "tokens": tokens,
         "ids_sha256": ids,
         "dtype": str(encoder.dtype),
+        "runtime": encoder.runtime,
     }
+
+
+def _adopt_unfinished_runtime(parts: Path, encoder: Encoder) -> None:
+    """Continue an unfinished run on the runtime that started it.
+
+    ONNX Runtime and torch agree to cosine 0.99999 but not bit for bit, and a resumed run must
+    equal an uninterrupted one: ``auto`` takes the runtime of the parts already written; an
+    explicit other ``--runtime`` is refused (one line saying which to use).
+    """
+    run_file = parts / "run.json"
+    try:
+        previous = json.loads(run_file.read_text()).get("runtime", "torch")
+    except (OSError, ValueError):
+        return  # no unfinished run (or an unreadable one, which _check_parts reports)
+    if previous == encoder.runtime:
+        return
+    if encoder.runtime_requested == "auto" and previous in encoder.runtimes:
+        from .encoders.onnx_runtime import select_runtime
+
+        try:
+            select_runtime(encoder, previous)
+        except UsageError as exc:
+            raise UsageError(f"{parts} holds an unfinished run made with --runtime {previous}, which "
+                             f"cannot run here ({exc}): delete {parts} to start over") from None
+        if encoder.runtime == previous:
+            return
+    raise UsageError(
+        f"{parts} holds an unfinished run made with --runtime {previous}: re-run with --runtime "
+        f"{previous} (or auto) to continue it, or delete {parts} to start over"
+    )
 
 
 def _write_part(path: Path, ok: list[int], out: Any, failed: list[tuple[int, str]],
@@ -254,7 +287,8 @@ class Job:
 
     def result(self) -> EmbedResult:
         n, n_failed = self.counts
-        return EmbedResult(self.out, n, n_failed, self.encoder.dim, time.perf_counter() - self.t0, self.resumed)
+        return EmbedResult(self.out, n, n_failed, self.encoder.dim, time.perf_counter() - self.t0, self.resumed,
+                           runtime=self.encoder.runtime, export_seconds=self.encoder.export_seconds)
 
 
 def plan_job(
@@ -288,12 +322,14 @@ def plan_job(
     items = select_shard(inputs.items, shard, by_file=inputs.shard_by_file)
     if not items:
         raise UsageError(f"shard {shard} holds no samples: use fewer shards")
+    _adopt_unfinished_runtime(out.with_name(out.name + ".parts"), encoder)
     fingerprint = _fingerprint(items, encoder, batch_size, tokens)
     if out.exists() and not overwrite:
         done = _already_done(out, fingerprint, items)
         if done is not None:
             shutil.rmtree(out.with_name(out.name + ".parts"), ignore_errors=True)
-            return EmbedResult(out, done[0], done[1], encoder.dim, time.perf_counter() - t0, 0, True)
+            return EmbedResult(out, done[0], done[1], encoder.dim, time.perf_counter() - t0, 0, True,
+                               runtime=encoder.runtime)
         raise UsageError(
             f"{out} already exists and holds another embedding run: pass --overwrite or choose another -o"
         )
@@ -314,8 +350,17 @@ def embed_store(
     overwrite: bool = False,
     progress: ProgressSink | None = None,
     on_failure: Callable[[str, str], None] | None = None,
+    runtime: str | None = None,
 ) -> EmbedResult:
-    """Embed ``inputs`` into the store ``out``; resumes from ``out.parts/`` when it exists."""
+    """Embed ``inputs`` into the store ``out``; resumes from ``out.parts/`` when it exists.
+
+    ``runtime`` (auto | torch | onnx) switches the encoder's forward first; None keeps the one
+    ``load_encoder`` chose. An unfinished run continues on the runtime it started with.
+    """
+    if runtime is not None:
+        from .encoders.onnx_runtime import select_runtime
+
+        select_runtime(encoder, runtime)
     job = plan_job(inputs, encoder, out, batch_size=batch_size, tokens=tokens, strict=strict,
                    shard=shard, overwrite=overwrite, progress=progress, on_failure=on_failure,
                    t0=time.perf_counter())
@@ -358,6 +403,7 @@ def _check_parts(parts: Path, fingerprint: dict[str, Any], out: Path) -> None:
     run_file = parts / "run.json"
     if run_file.exists():
         previous = json.loads(run_file.read_text())
+        previous.setdefault("runtime", "torch")  # runs started before ONNX Runtime was wired in
         if previous != fingerprint:
             diff = sorted(k for k in fingerprint if previous.get(k) != fingerprint[k])
             raise UsageError(
@@ -412,6 +458,7 @@ def _assemble(
         input=inputs.source,
         shard=f"{shard[0]}/{shard[1]}" if shard else "",
         n_inputs=len(items),
+        runtime=json.dumps(encoder.runtime_info()),
         pixel_mapping=json.dumps({"policy": PIXEL_POLICY, "counts": dict(sorted(mapped.items()))})
         if encoder.modality == "image" else None,
     )

@@ -41,11 +41,31 @@ class Encoder(ABC):
     """
 
     modality: str  # "image" | "text"
+    # What can run ``encode`` (see encoders.onnx_runtime); ``load_encoder`` picks one.
+    runtimes: tuple[str, ...] = ("torch",)
+    runtime: str = "torch"  # what encode runs now
+    runtime_requested: str = "torch"  # what the caller asked for: auto | torch | onnx
 
     def __init__(self, spec: ModelSpec, device: torch.device, dtype: torch.dtype) -> None:
         self.spec = spec
         self.device = device
         self.dtype = dtype
+
+    def set_runtime(self, runtime: str) -> None:
+        """Run ``encode`` on ``runtime`` (one of ``runtimes``); callers use
+        :func:`stitchkit.encoders.onnx_runtime.select_runtime`, which also resolves ``auto``."""
+        if runtime not in self.runtimes:
+            raise ValueError(f"{type(self).__name__} runs on {', '.join(self.runtimes)}, not {runtime!r}")
+        self.runtime = runtime
+
+    def runtime_info(self) -> dict[str, Any]:
+        """What runs the forward pass, as the store's provenance records it."""
+        return {"name": self.runtime, "torch": torch.__version__}
+
+    @property
+    def export_seconds(self) -> float | None:
+        """Seconds spent exporting a graph for this encoder's runtime (None: none, or cached)."""
+        return None
 
     @property
     @abstractmethod

@@ -143,14 +143,25 @@ def resolve_device(device: str) -> torch.device:
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def load_encoder(spec: str, device: str = "cpu", dtype: str = "float32") -> Encoder:
-    """Build the encoder a spec names, on ``device`` in ``dtype``, ready for inference."""
+def load_encoder(spec: str, device: str = "cpu", dtype: str = "float32", runtime: str = "auto") -> Encoder:
+    """Build the encoder a spec names, on ``device`` in ``dtype``, ready for inference.
+
+    ``runtime``: ``torch``, ``onnx`` (ONNX Runtime, timm image encoders on the CPU in float32;
+    the graph is exported once into a cache) or ``auto`` (onnx where it can run, else torch).
+    """
+    from .onnx_runtime import check_runtime, refuse_onnx, select_runtime
+
     parsed, _ = parse_spec(spec)
+    check_runtime(runtime)
     module, _, cls = BACKENDS[parsed.backend].partition(":")
     encoder_cls = getattr(importlib.import_module(module), cls)
     if dtype not in DTYPES:
         raise ModelError(f"unknown --dtype {dtype!r}: use one of {', '.join(DTYPES)}")
-    return encoder_cls(parsed, resolve_device(device), DTYPES[dtype])
+    if runtime == "onnx":  # say so before minutes of model loading
+        refuse_onnx(encoder_cls, parsed.text, parsed.backend)
+    encoder = encoder_cls(parsed, resolve_device(device), DTYPES[dtype])
+    select_runtime(encoder, runtime)
+    return encoder
 
 
 def list_models() -> list[dict[str, object]]:
