@@ -435,10 +435,25 @@ def _read_rows(data: h5py.Dataset, rows: np.ndarray | slice | None, dtype: Any) 
         return np.asarray(data[lo:hi], dtype=dtype)[rows - lo]
     order = np.argsort(rows, kind="stable")
     uniq, inverse = np.unique(rows[order], return_inverse=True)
-    block = np.asarray(data[uniq], dtype=dtype)[inverse.reshape(-1)]
+    block = _read_sorted(data, uniq, dtype)[inverse.reshape(-1)]
     out = np.empty_like(block)
     out[order] = block
     return out
+
+
+def _read_sorted(data: h5py.Dataset, rows: np.ndarray, dtype: Any) -> np.ndarray:
+    """``data[rows]`` for increasing, distinct ``rows``: runs of consecutive rows are read as
+    slices, one HDF5 read each, where the runs are long enough to pay. Measured on a
+    100k × 1280 store: 20,000 rows in 400 runs 1.6 s as slices against 7.0 s as a point
+    selection; 2,000 scattered rows (1,964 runs) 2.2 s against 1.6 s, so those stay points."""
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    if 4 * (len(breaks) + 1) > len(rows):  # runs shorter than 4 on average
+        return np.asarray(data[rows], dtype=dtype)
+    starts, ends = np.r_[0, breaks], np.r_[breaks, len(rows)]
+    out = np.empty((len(rows), *data.shape[1:]), dtype=data.dtype)
+    for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+        data.read_direct(out, np.s_[int(rows[a]):int(rows[b - 1]) + 1], np.s_[a:b])
+    return out.astype(dtype, copy=False)
 
 
 def base_attrs(**attrs: Any) -> dict[str, Any]:

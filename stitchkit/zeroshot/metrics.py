@@ -164,14 +164,26 @@ class _SortedClass:
         new[:1] = True
         new[1:] = s[1:] != s[:-1]
         self.starts = None if new.all() else np.flatnonzero(new)
+        if self.starts is not None:
+            # Samples in runs of two or more, with their run's first and last place: only
+            # these need the tie correction below (float scores tie rarely, so few).
+            length = np.diff(np.append(self.starts, len(s)))
+            multi = length > 1
+            runs = length[multi]
+            first = np.repeat(self.starts[multi], runs)
+            offset = np.arange(len(first)) - np.repeat(np.cumsum(runs) - runs, runs)  # place in its run
+            self.tied, self.tied_first = first + offset, first
+            self.tied_last = np.repeat((self.starts + length - 1)[multi], runs)
 
     def _auc(self, p: np.ndarray, q: np.ndarray) -> np.ndarray:
         """Rows of positive / negative weights in sorted order -> AUC per row."""
+        cum = np.cumsum(q, axis=1)
+        below = cum - 0.5 * q  # strictly lower negatives plus half of the tied ones (itself)
         if self.starts is not None:
-            p = np.add.reduceat(p, self.starts, axis=1)
-            q = np.add.reduceat(q, self.starts, axis=1)
-        below = np.cumsum(q, axis=1)
-        below -= 0.5 * q  # strictly lower negatives plus half of the tied ones
+            # A tied run's samples all lie above the negatives before the run plus half of the
+            # run's own: (cum before the run + cum at its end) / 2. Only the tied places change.
+            before = np.where(self.tied_first > 0, cum[:, np.maximum(self.tied_first - 1, 0)], 0.0)
+            below[:, self.tied] = 0.5 * (before + cum[:, self.tied_last])
         # float64 sums: the products reach ~1e8 each and there are b of them.
         num = (p * below).sum(axis=1, dtype=np.float64)
         den = p.sum(axis=1, dtype=np.float64) * q.sum(axis=1, dtype=np.float64)
