@@ -60,3 +60,25 @@ def test_classify_metrics_match_the_written_scores(tmp_path: Path) -> None:
         lo, hi = m["ci"]["auc"][c]
         assert lo < m["auc"][c] < hi and hi - lo < 0.05
     assert m["auc_macro"] > 0.6  # the queries do carry their class
+
+
+def test_label_codes_and_scattered_reads(tmp_path: Path) -> None:
+    """Labels come back as codes that rebuild the column; reads of runs of rows and of
+    scattered rows, in any order, equal reading everything and indexing."""
+    from stitchkit.store import EmbeddingStore
+    from stitchkit.store import store as S
+
+    rng = np.random.default_rng(2)
+    n = 3 * S._READ_ROWS // 2 + 7  # codes span two read blocks
+    x = rng.normal(size=(n, 4)).astype(np.float32)
+    labels = np.array(["mass", "", "nodule", "épanchement"], dtype=object)[rng.integers(0, 4, n)]
+    write_store(tmp_path / "q.h5", [f"q{i}" for i in range(n)], x, columns={"labels": list(labels)})
+    with EmbeddingStore(tmp_path / "q.h5") as store:
+        values, codes = store.column_codes("labels")
+        assert codes.dtype == np.int32 and len(values) == 4 and len(set(values.tolist())) == 4
+        np.testing.assert_array_equal(values[codes], labels)
+        np.testing.assert_array_equal(store.labels, labels)
+        assert store.column_codes("groups") is None
+        runs = (rng.choice(n // 100, 30, replace=False)[:, None] * 100 + np.arange(40)).ravel()
+        for rows in (runs, rng.permutation(runs), rng.choice(n, 300, replace=False)):
+            np.testing.assert_array_equal(store.read(rows), x[rows])

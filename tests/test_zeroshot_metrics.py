@@ -96,3 +96,35 @@ def test_truth_matrix_equals_the_per_sample_loop() -> None:
     want = np.array([[m(lab) for m in matchers] for lab in labels], dtype=bool)
     np.testing.assert_array_equal(truth_matrix(labels, matchers), want)
     assert truth_matrix(np.array([], dtype=object), matchers).shape == (0, 3)
+
+
+def test_spilled_columns_give_exactly_what_arrays_give(tmp_path) -> None:
+    """The classify loop's per-class spill files and in-memory arrays: the same figures, to the
+    last bit, in both modes (block by block, with samples whose label matches no class)."""
+    from stitchkit.zeroshot.score_writer import ScoreSpill
+
+    rng = np.random.default_rng(4)
+    names = np.array(["a", "b", "c", "a|b", ""], dtype=object)
+    matchers = [lambda s, k=k: k in s.split("|") for k in "abc"]
+    labels = names[rng.integers(0, 5, 7000)]  # above EXACT_MAX: the little bootstraps
+    rank = rng.normal(size=(7000, 3)).astype(np.float32)
+    rank[:50] = rank[50:100]  # tied scores
+    for mode in ("multiclass", "multilabel"):
+        prob = (np.exp(rank) / np.exp(rank).sum(1, keepdims=True) if mode == "multiclass"
+                else 1 / (1 + np.exp(-rank))).astype(np.float32)
+        table = M.LabelTable(matchers)
+        spill = ScoreSpill(lambda t=table: t.table, 3, mode, 100, tmp_path)  # grows past 100
+        kept = []
+        for a in range(0, 7000, 1024):
+            codes = table.codes(labels[a:a + 1024])
+            keep = table.usable(mode)[codes]
+            spill.add(codes[keep], rank[a:a + 1024][keep], prob[a:a + 1024][keep])
+            kept.append(np.arange(a, min(a + 1024, 7000))[keep])
+        spill.finish()
+        rows = np.concatenate(kept)
+        got = M.evaluate_columns(spill, list("abc"), mode=mode, n_boot=100, seed=3)
+        spill.close()
+        assert not list(tmp_path.iterdir())  # the spill folder is gone
+        want = evaluate(truth_matrix(labels[rows], matchers), prob[rows], list("abc"), mode=mode,
+                        n_boot=100, seed=3, ranking=rank[rows])
+        assert got == want and got["n"] == len(rows) < 7000, mode
