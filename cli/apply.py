@@ -31,13 +31,16 @@ def apply(map_path: str, store: str, output: str, force: bool, chunk_size: int, 
     Tokens (from `stitch embed --tokens`) are mapped per token, a bounded number of rows at a
     time. For a mean-pooled CNN (Lite0, Lite2) an affine map commutes with the pooling, so the
     mean of the mapped tokens is the mapped global; for a CLS-token ViT it does not, and the
-    output says so.
+    output says so. For a token head, use a map fitted on matched tokens (`stitch fit
+    --tokens`): it is affine too, so the same identities hold, and it carries single tokens
+    better than a map fitted on pooled vectors.
 
     \b
     Examples:
       stitch apply lite0-to-lite2.map lite0-test.h5 -o lite0-test-in-lite2.h5
       stitch apply lite0-to-lite2.map other-lite0.h5 -o out.h5 --json
       stitch apply lite0-to-lite2.map k-test-lite0-tok.h5 -o k-test-lite0-in-lite2-tok.h5
+      stitch apply lite0-to-lite2.tokens.map k-test-lite0-tok.h5 -o k-test-lite0-in-lite2-tok.h5
     """
     from stitchkit.maps import apply_map
 

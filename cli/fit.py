@@ -161,6 +161,10 @@ def fit(source: str, target: str, output: str | None, method: str, alpha: str | 
 
         for key in ("l2", "pool_by", "chunk_size"):
             options.pop(key)
+        if click.get_current_context().get_parameter_source("cv") == click.core.ParameterSource.DEFAULT:
+            # Token maps choose alpha by GCV unless --cv is given (folds of whole images):
+            # GCV measured better for the stitched token head (docs/head.md).
+            options["cv"] = None
         with progress_callback("fit: reading token pairs") as cb:
             m = fit_token_map(source, target, grid=token_grid, pooled_weight=pooled_weight,
                               exact=exact, progress=cb, **options)

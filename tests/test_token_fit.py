@@ -98,7 +98,7 @@ def test_token_map_is_affine_commutes_with_pooling_and_records_itself(st: dict[s
     assert t["grid"] == [9, 9] and t["source_grid"] == [7, 7] and t["target_grid"] == [9, 9]
     assert t["resample"] == {"source": "bilinear", "target": "none"}
     assert t["n_token_pairs"] == m.anchors_["n_fit"] * 81 == m.n_anchors_
-    assert t["cv_folds"] == "by image" and t["affine"]
+    assert t["alpha_folds"] is None and m.alpha_selection_ == "gcv" and t["affine"]
     assert 0.0 < m.metrics_["token_cosine_mean"] <= 1.0 and m.metrics_["token_n_heldout"] == 4 * 81
     assert "cosine_mean" in m.metrics_  # the held-out images' globals, as any fit reports
     with EmbeddingStore(st["lite0"]) as s:
@@ -155,6 +155,10 @@ def test_cli_fit_tokens_as_the_readme_runs_it(st: dict[str, Path], stitch) -> No
     assert r.returncode == 0, r.stderr
     rec = json.loads(r.stdout)
     assert rec["anchors"]["tokens"]["grid"] == [7, 7] and "token_cosine_mean" in rec["metrics"]
+    assert rec["anchors"]["tokens"]["alpha_folds"] is None  # GCV unless --cv is given
+    r = stitch("fit", st["lite0"], st["lite2"], "--tokens", "--cv", "3", "--json", "-o", st["dir"] / "f.map")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["anchors"]["tokens"]["alpha_folds"] == "by image"
 
 
 def test_cli_refuses_what_cannot_be_matched(st: dict[str, Path], tmp_path: Path, stitch) -> None:
@@ -189,11 +193,11 @@ def test_token_head_resamples_a_query_grid_onto_its_own(st: dict[str, Path]) -> 
     make_captions(st["lite2"], out=captions, text_model="minilm", prompts=load_prompts("pneumonia"),
                   tokens=True)
     cfg = TrainConfig(head=HeadConfig(width=16, heads=2), epochs=1, batch_size=8, val_fraction=0.0,
-                      token_dropout=0.25)
+                      token_dropout=0.25, token_coarsen=1.0)
     train_head(st["lite2"], captions, out=st["dir"] / "h.head", config=cfg, threads=2)
     head = Head.load(st["dir"] / "h.head")
     assert head.image_token_count_ == 81
-    assert head.meta_["config"]["token_dropout"] == 0.25
+    assert head.meta_["config"]["token_dropout"] == 0.25 and head.meta_["config"]["token_coarsen"] == 1.0
     m = TP.fit_token_map(st["lite0"], st["lite2"], metrics=False)
     with EmbeddingStore(st["lite0"]) as s, EmbeddingStore(captions) as c:
         tok, mask = T.read_tokens(s, np.arange(len(s)))
@@ -207,3 +211,5 @@ def test_token_head_resamples_a_query_grid_onto_its_own(st: dict[str, Path]) -> 
     assert not np.allclose(head.score(glob, tg, mapped, mask), auto, atol=1e-4)
     with pytest.raises(UsageError, match="token dropout"):
         TrainConfig(token_dropout=1.0)
+    with pytest.raises(UsageError, match="token coarsening"):
+        TrainConfig(token_coarsen=1.5)

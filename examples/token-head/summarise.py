@@ -41,8 +41,11 @@ def main(work: Path, out: Path) -> None:
     ratios = {}
     for k, v in routes.items():
         parts = k.split("-")
-        if k.startswith("b-") and f"a-{parts[1]}" in routes:
-            ratios[k] = v["auc"] / routes[f"a-{parts[1]}"]["auc"]
+        # the native route of the same head: the longest a-<head...> key that prefixes it
+        native = next((f"a-{'-'.join(parts[1:j])}" for j in range(len(parts), 1, -1)
+                       if f"a-{'-'.join(parts[1:j])}" in routes), None)
+        if k.startswith("b-") and native is not None:
+            ratios[k] = v["auc"] / routes[native]["auc"]
         if "-stitched" in k:
             base = k.replace("-stitched", "").replace("-tokmap", "")
             if base in routes:

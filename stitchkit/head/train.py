@@ -63,12 +63,18 @@ class TrainConfig:
     # (a fresh draw per step; the global always stays): the head must not lean on any single
     # token's detail, which a map from another model carries least well.
     token_dropout: float = 0.0
+    # Probability that a training batch's square patch grid is passed through a grid two cells
+    # coarser and back (area-weighted down, bilinear up: 9x9 → 7x7 → 9x9): queries mapped from
+    # a model with a coarser grid arrive without the finest spatial detail.
+    token_coarsen: float = 0.0
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 2:
             raise UsageError("--epochs must be ≥ 1 and --batch-size ≥ 2 (contrastive loss needs pairs)")
         if not 0.0 <= self.val_fraction < 0.9:
             raise UsageError(f"--val-fraction must be in [0, 0.9), got {self.val_fraction}")
+        if not 0.0 <= self.token_coarsen <= 1.0:
+            raise UsageError(f"token coarsening must be in [0, 1], got {self.token_coarsen}")
         if not 0.0 <= self.token_dropout < 1.0:
             raise UsageError(f"token dropout must be in [0, 1), got {self.token_dropout}")
         if self.lr <= 0:
@@ -156,6 +162,13 @@ def _forward(model: CrossAttentionHead, img: Side, txt: Side, rows: np.ndarray,
              cfg: TrainConfig) -> torch.Tensor:
     ig, it, im = _batch(img, rows, cfg.image_tokens)
     tg, tt, tm = _batch(txt, rows, cfg.text_tokens)
+    if model.training and cfg.token_coarsen > 0 and it is not None and bool(im.all()):
+        side = math.isqrt(it.shape[1])
+        if side * side == it.shape[1] and side > 2 and float(torch.rand(())) < cfg.token_coarsen:
+            from ..maps.token_pairs import resample_tokens
+
+            down = resample_tokens(it.numpy(), side - 2)
+            it = torch.from_numpy(resample_tokens(down, side))
     if model.training and cfg.token_dropout > 0 and it is not None:
         # Drawn from torch's generator, seeded per epoch: a resumed run draws the same.
         im = im & (torch.rand(im.shape) >= cfg.token_dropout)

@@ -21,10 +21,11 @@ The map is an ordinary affine map (ridge / affine / linear / orthogonal from
 a time (float32 products, float64 sums), so memory is O(D²) plus one block whatever the number
 of images. Affine means it still commutes with mean pooling — ``mean_t(A x_t + b) =
 A mean_t(x_t) + b`` — so the same map applies to a mean-pooled store's globals and tokens
-alike, and the mapped tokens average to the mapped global. Ridge's alpha is chosen by 3-fold
-cross-validation over whole images (all tokens of one image in one fold), not by GCV or folds
-of tokens: neighbouring tokens of one image are correlated, and a criterion that treats them
-as independent samples picks too small an alpha. The held-out images
+alike, and the mapped tokens average to the mapped global. Ridge's alpha is chosen as for any
+ridge map, by GCV over the token pairs; with ``cv=K`` by K folds of whole images instead (all
+tokens of one image in one fold). GCV treats the tokens as independent samples and picks a
+smaller alpha (relative 0.03 against 1.0 on 1,200 Lite0/Lite2 images); the stitched token head
+measured better with it (``docs/head.md``), so it is the default. The held-out images
 (``holdout``) measure the map on their globals (the usual metrics) and on their matched
 tokens (``token_cosine_mean``, ``token_relative_mse``).
 """
@@ -51,8 +52,6 @@ from .tokens import read_tokens
 GRIDS = ("target", "source", "coarser", "finer")
 #: Bytes of float32 tokens (both sides, as read and as resampled) one block of images holds.
 BLOCK_BYTES = 96 * 2**20
-#: Folds (of whole images) for ridge's alpha on token pairs.
-TOKEN_CV = 3
 #: Held-out images whose matched tokens are measured.
 MAX_EVAL_IMAGES = 500
 
@@ -194,11 +193,6 @@ def fit_token_map(
     """
     if pooled_weight < 0:
         raise UsageError(f"pooled weight must be ≥ 0, got {pooled_weight}")
-    if cv is None and method in ("ridge", "affine", "linear") and alpha in (None, "auto") and (
-            method == "ridge" or alpha == "auto"):
-        # Not GCV: it treats every token as an independent sample, and the tokens of one
-        # image are not; K folds of whole images measure what a new image will see.
-        cv = TOKEN_CV
     params = dict(center=center, standardize=standardize, restore=restore, alpha=alpha,
                   scale=scale, cv=cv, random_state=seed if method in ("affine", "linear", "ridge") else None)
     m = make_map(method, **params)
@@ -261,7 +255,7 @@ def fit_token_map(
                 "resample": {"source": _how(s_src, side), "target": _how(s_tgt, side)},
                 "n_token_pairs": int(len(ids) * t),
                 "pooled_weight": int(pooled_weight),
-                "cv_folds": "by image" if n_folds > 1 else None,
+                "alpha_folds": "by image" if n_folds > 1 else None,
                 "affine": True,
             },
         }
