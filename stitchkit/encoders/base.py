@@ -33,6 +33,13 @@ class EncodeOutput:
     mask: torch.Tensor | None = None
 
 
+def with_patch_tokens(pooled: torch.Tensor, feats: torch.Tensor, prefix: int = 0) -> EncodeOutput:
+    """The global vector plus the last feature map as tokens: a CNN map (B, C, H, W) becomes
+    (B, H*W, C); a ViT's (B, T, D) drops its ``prefix`` class / register tokens."""
+    toks = feats.flatten(2).transpose(1, 2) if feats.ndim == 4 else feats[:, prefix:]
+    return EncodeOutput(pooled.float(), toks.float(), torch.ones(toks.shape[:2], dtype=torch.bool))
+
+
 class Encoder(ABC):
     """A loaded model that turns prepared inputs into vectors.
 

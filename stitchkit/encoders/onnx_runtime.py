@@ -247,6 +247,46 @@ class OnnxForward:
         return {**self.__dict__, "_session": None}
 
 
+class OnnxRuntimeMixin:
+    """ONNX Runtime for an :class:`~stitchkit.encoders.base.Encoder` whose ``self.model`` has
+    timm's ``forward_features`` / ``forward_head``: put it first among the bases, give the two
+    ``onnx_*`` hooks, and begin ``encode`` with ``if self.runtime == "onnx": return
+    self.onnx_encode(batch, tokens)``; the torch path stays as it was."""
+
+    runtimes = ("torch", "onnx")
+    _onnx: OnnxForward | None = None  # exported on the first set_runtime("onnx")
+
+    def onnx_input_size(self) -> tuple[int, int, int]:
+        """(C, H, W) of what ``prepare`` gives."""
+        raise NotImplementedError
+
+    def onnx_identity(self) -> dict[str, Any]:
+        """What defines the graph besides the input size: architecture, graph options, weights."""
+        raise NotImplementedError
+
+    def set_runtime(self, runtime: str) -> None:
+        if runtime == "onnx" and self._onnx is None:
+            self._onnx = OnnxForward(self.model, self.onnx_input_size(), self.onnx_identity())
+        super().set_runtime(runtime)  # type: ignore[misc]
+
+    def runtime_info(self) -> dict[str, Any]:
+        if self.runtime == "onnx" and self._onnx is not None:
+            return self._onnx.info()
+        return super().runtime_info()  # type: ignore[misc]
+
+    @property
+    def export_seconds(self) -> float | None:
+        return self._onnx.export_seconds if self.runtime == "onnx" and self._onnx else None
+
+    def onnx_encode(self, batch: torch.Tensor, tokens: bool) -> Any:
+        from .base import EncodeOutput, with_patch_tokens
+
+        pooled, feats = self._onnx.run(batch, tokens=tokens)
+        if feats is None:
+            return EncodeOutput(pooled)
+        return with_patch_tokens(pooled, feats, getattr(self.model, "num_prefix_tokens", 0))
+
+
 def _row_cosine(a: np.ndarray, b: np.ndarray) -> float:
     a = a.astype(np.float64)
     b = b.astype(np.float64)

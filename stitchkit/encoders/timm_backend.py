@@ -8,15 +8,14 @@ from typing import Any
 import torch
 
 from ..errors import ModelError
-from .base import EncodeOutput, Encoder, ModelSpec
-from .onnx_runtime import OnnxForward
+from .base import EncodeOutput, Encoder, ModelSpec, with_patch_tokens
+from .onnx_runtime import OnnxRuntimeMixin
 from .registry import offline_hint
 from .weights import load_into
 
 
-class TimmEncoder(Encoder):
+class TimmEncoder(OnnxRuntimeMixin, Encoder):
     modality = "image"
-    runtimes = ("torch", "onnx")
 
     def __init__(self, spec: ModelSpec, device: torch.device, dtype: torch.dtype) -> None:
         super().__init__(spec, device, dtype)
@@ -55,7 +54,6 @@ class TimmEncoder(Encoder):
         self._cfg = cfg
         self._mode = "L" if cfg["input_size"][0] == 1 else "RGB"
         self._transform = timm.data.create_transform(**cfg, is_training=False)
-        self._onnx: OnnxForward | None = None  # exported on the first set_runtime("onnx")
 
     @property
     def dim(self) -> int:
@@ -70,40 +68,21 @@ class TimmEncoder(Encoder):
     def prepare(self, item: Any) -> torch.Tensor:
         return self._transform(item.convert(self._mode))
 
-    def set_runtime(self, runtime: str) -> None:
-        if runtime == "onnx" and self._onnx is None:
-            # What defines the graph: architecture, the options that change it (not the
-            # weights' path or crop_pct, which only preprocessing reads) and the weights' bytes.
-            graph_opts = {k: v for k, v in self.spec.options.items() if k not in ("weights", "crop_pct")}
-            identity = {"arch": f"timm:{self.spec.name}", "options": graph_opts,
-                        "weights_sha256": self.weights_sha256() or "timm-hub"}
-            self._onnx = OnnxForward(self.model, tuple(self._cfg["input_size"]), identity)
-        super().set_runtime(runtime)
+    def onnx_input_size(self) -> tuple[int, int, int]:
+        return tuple(self._cfg["input_size"])
 
-    def runtime_info(self) -> dict[str, Any]:
-        if self.runtime == "onnx" and self._onnx is not None:
-            return self._onnx.info()
-        return super().runtime_info()
-
-    @property
-    def export_seconds(self) -> float | None:
-        return self._onnx.export_seconds if self.runtime == "onnx" and self._onnx else None
+    def onnx_identity(self) -> dict[str, Any]:
+        # Not the weights' path or crop_pct (only preprocessing reads it): the weights' bytes.
+        graph_opts = {k: v for k, v in self.spec.options.items() if k not in ("weights", "crop_pct")}
+        return {"arch": f"timm:{self.spec.name}", "options": graph_opts,
+                "weights_sha256": self.weights_sha256() or "timm-hub"}
 
     def encode(self, batch: torch.Tensor, *, tokens: bool = False) -> EncodeOutput:
-        if self.runtime == "onnx" and self._onnx is not None:
-            pooled, feats = self._onnx.run(batch, tokens=tokens)
-            return EncodeOutput(pooled) if feats is None else self._with_tokens(pooled, feats)
+        if self.runtime == "onnx":
+            return self.onnx_encode(batch, tokens)
         x = batch.to(self.device, self.dtype, non_blocking=True, memory_format=torch.channels_last)
         if not tokens:
             return EncodeOutput(self.model(x).float())
         feats = self.model.forward_features(x)
         pooled = self.model.forward_head(feats, pre_logits=True)
-        return self._with_tokens(pooled.float(), feats)
-
-    def _with_tokens(self, pooled: torch.Tensor, feats: torch.Tensor) -> EncodeOutput:
-        if feats.ndim == 4:  # CNN feature map (B, C, H, W) -> (B, H*W, C)
-            toks = feats.flatten(2).transpose(1, 2)
-        else:  # ViT (B, T, D): drop class / register tokens, keep the patches
-            toks = feats[:, getattr(self.model, "num_prefix_tokens", 0) :]
-        mask = torch.ones(toks.shape[:2], dtype=torch.bool)
-        return EncodeOutput(pooled, toks.float(), mask)
+        return with_patch_tokens(pooled, feats, getattr(self.model, "num_prefix_tokens", 0))
