@@ -33,9 +33,38 @@ def rows_of(store: EmbeddingStore, ids: Sequence[str] | np.ndarray) -> np.ndarra
     return store.index_of(ids)
 
 
+def _as_str(keys: np.ndarray) -> np.ndarray:
+    """Fixed-width UTF-8 bytes as a fixed-width str array (ASCII, nearly every id, in C)."""
+    if keys.size and int(keys.view(np.uint8).max(initial=0)) >= 128:
+        return np.char.decode(keys, "utf-8")
+    return keys.astype(f"U{max(keys.dtype.itemsize, 1)}")
+
+
+def _sorted_str(ids: Sequence[str] | np.ndarray) -> np.ndarray:
+    """``np.sort(ids.astype(str))`` without the copies when ids already are a sorted str array."""
+    ids = np.asarray(ids)
+    if ids.dtype.kind != "U":
+        return np.sort(ids.astype(str))
+    if len(ids) < 2 or bool(np.all(ids[1:] >= ids[:-1])):
+        return ids
+    return np.sort(ids)
+
+
 def shared_ids(source: EmbeddingStore, target: EmbeddingStore) -> np.ndarray:
-    """Ids present in both stores, sorted."""
-    common = np.intersect1d(source.ids.astype(str), target.ids.astype(str))
+    """Ids present in both stores, sorted (a str array).
+
+    Joined on the stores' sorted fixed-width byte keys (``id_index()``, sorted once per store
+    and reused by every lookup of the fit): UTF-8 byte order is code-point order, so the
+    result is what sorting the decoded ids gives, without decoding every id to a Python str.
+    """
+    if hasattr(source, "id_index") and hasattr(target, "id_index"):
+        a, b = source.id_index().sorted, target.id_index().sorted
+        if len(a) > len(b):
+            a, b = b, a
+        at = np.minimum(np.searchsorted(b, a), max(len(b) - 1, 0))
+        common = _as_str(a[b[at] == a]) if len(b) else a[:0].astype("U1")
+    else:
+        common = np.intersect1d(source.ids.astype(str), target.ids.astype(str))
     if len(common) == 0:
         raise UsageError(
             f"{source.path} and {target.path} share no ids: anchors must be the same samples "
@@ -62,13 +91,16 @@ def split_holdout(
     """(fit pool, held-out ids): a seeded draw over the sorted ids."""
     if not 0.0 <= fraction < 1.0:
         raise UsageError(f"--holdout must be in [0, 1), got {fraction}")
-    ids = np.sort(np.asarray(ids).astype(str))
+    ids = _sorted_str(ids)
     n_hold = int(round(fraction * len(ids)))
     if fraction > 0 and len(ids) >= 4:
         n_hold = max(n_hold, 2)
+    if n_hold == 0:
+        return ids, ids[:0]
     perm = np.random.default_rng(seed).permutation(len(ids))
-    held = np.sort(ids[perm[:n_hold]]) if n_hold else ids[:0]
-    rest = np.sort(ids[perm[n_hold:]])
+    # ids are sorted, so sorted positions give sorted ids: one copy each, no string sort.
+    held = ids[np.sort(perm[:n_hold])]
+    rest = ids[np.sort(perm[n_hold:])]
     return rest, held
 
 
@@ -98,20 +130,23 @@ def select(
     """
     if strategy not in STRATEGIES:
         raise UsageError(f"unknown anchor strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
-    ids = np.asarray(ids).astype(str)
+    ids = np.asarray(ids)
+    if ids.dtype.kind != "U":
+        ids = ids.astype(str)
     if n is None or n >= len(ids):
         if n is not None and n > len(ids):
             raise UsageError(
                 f"--n-anchors {n} but only {len(ids)} anchors are available (after the holdout): "
                 "lower --n-anchors or --holdout"
             )
-        return np.sort(ids)
+        return _sorted_str(ids)
     if n < 1:
         raise UsageError(f"--n-anchors must be at least 1, got {n}")
-    order = np.argsort(ids, kind="stable")
-    ids = ids[order]
-    labels = None if labels is None else np.asarray(labels)[order]
-    embeddings = None if embeddings is None else np.asarray(embeddings)[order]
+    if len(ids) > 1 and not bool(np.all(ids[1:] >= ids[:-1])):
+        order = np.argsort(ids, kind="stable")
+        ids = ids[order]
+        labels = None if labels is None else np.asarray(labels)[order]
+        embeddings = None if embeddings is None else np.asarray(embeddings)[order]
     rng = np.random.default_rng(seed)
     if strategy == "random":
         picked = rng.choice(len(ids), size=n, replace=False)

@@ -110,18 +110,22 @@ class SuffStats:
             # Rounded to float32 so that the single-precision path subtracts it exactly.
             self.shift_x = X.mean(axis=0, dtype=np.float64).astype(np.float32).astype(np.float64)
             self.shift_y = Y.mean(axis=0, dtype=np.float64).astype(np.float32).astype(np.float64)
-        if self.exact:
-            Xs = np.asarray(X, dtype=np.float64) - self.shift_x
-            Ys = np.asarray(Y, dtype=np.float64) - self.shift_y
-        else:
-            Xs = np.asarray(X, dtype=np.float32) - self.shift_x.astype(np.float32)
-            Ys = np.asarray(Y, dtype=np.float32) - self.shift_y.astype(np.float32)
+        dt = np.float64 if self.exact else np.float32
+        dx = self.dx
+        # Both shifted sides in one (m, dx + dy) buffer, so that XᵀY and YᵀY are one product
+        # [X Y]ᵀ Y: a separate YᵀY (dy² output, long inner dimension) cost as much as XᵀY.
+        B = np.empty((m, dx + self.dy), dtype=dt)
+        np.subtract(X, self.shift_x.astype(dt), out=B[:, :dx], casting="unsafe")
+        np.subtract(Y, self.shift_y.astype(dt), out=B[:, dx:], casting="unsafe")
+        Xs, Ys = B[:, :dx], B[:, dx:]
         self.n += m
-        self.sum_x += Xs.sum(axis=0, dtype=np.float64)
-        self.sum_y += Ys.sum(axis=0, dtype=np.float64)
+        sums = B.sum(axis=0, dtype=np.float64)
+        self.sum_x += sums[:dx]
+        self.sum_y += sums[dx:]
         self.xtx += Xs.T @ Xs
-        self.xty += Xs.T @ Ys
-        self.yty += Ys.T @ Ys
+        g = B.T @ Ys
+        self.xty += g[:dx]
+        self.yty += g[dx:]
         return self
 
     def reshift(self, shift_x: np.ndarray, shift_y: np.ndarray) -> SuffStats:
@@ -187,10 +191,13 @@ class SuffStats:
         return z.xtx, z.xty, z.yty
 
     def std_x(self) -> np.ndarray:
-        return _std(np.diag(self.centred()[0]), self.n)
+        # Only the diagonal of the centred Gram matrix: no D² temporaries.
+        ax = self.sum_x / max(self.n, 1)
+        return _std(np.diag(self.xtx) - self.n * ax * ax, self.n)
 
     def std_y(self) -> np.ndarray:
-        return _std(np.diag(self.centred()[2]), self.n)
+        ay = self.sum_y / max(self.n, 1)
+        return _std(np.diag(self.yty) - self.n * ay * ay, self.n)
 
 
 def _std(ss: np.ndarray, n: int) -> np.ndarray:
@@ -465,21 +472,35 @@ def ridge_gcv(
     # Eigenvalues at rounding level are directions no anchor spans: they carry no leverage,
     # and their ‖z‖² is rounding too (dividing it by λ ≈ 0 would be noise).
     keep = lam > top * pinv_tolerance(stats.exact) if top > 0 else np.zeros(lam.shape, dtype=bool)
+    n = stats.n
+    # n anchors span at most n − [bias] directions: eigenvalues beyond those are rounding of
+    # the single-precision sums, however large. Counting them would make n − tr H negative
+    # and GCV tiny at small alpha (eigh returns ascending order: drop the smallest).
+    n_eff = max(n - (1 if bias else 0), 0)
+    if int(keep.sum()) > n_eff:
+        keep[: len(lam) - n_eff] = False
     lk, zk = lam[keep], z2[keep]
     rank = int(keep.sum())
-    n = stats.n
     rss0 = max(float(np.trace(cyy)) - float((zk / lk).sum()), 0.0)
     scale = max(float(np.trace(cxx)) / stats.dx, 1e-300)
     grid = np.asarray(rel_alphas, dtype=np.float64)
     gcv = np.full(len(grid), np.inf)
     free = n - (1 if bias else 0) - rank
+    n_gcv = n
+    if free > 0 and rss0 <= pinv_tolerance(stats.exact) * max(float(np.trace(cyy)), 1e-300):
+        # The anchors span fewer directions than they are (fewer anchors than dimensions
+        # with repeats, or duplicate images) and Y lies in their span: those `free` degrees
+        # of freedom carry no residual at any alpha, so counting them makes GCV vanish as
+        # alpha -> 0 (interpolation looks perfect). GCV is taken over the spanned part.
+        n_gcv = n - free
+        free = 0
     for i, rel in enumerate(grid):
         a = rel * scale
         shrink = a / (lk + a)
         rss = rss0 + float((zk / lk * shrink * shrink).sum())
         dof_left = free + float(shrink.sum())
         if dof_left > 1e-12 * max(n, 1):
-            gcv[i] = n * rss / (dof_left * dof_left)
+            gcv[i] = n_gcv * rss / (dof_left * dof_left)
     best = int(np.argmin(gcv)) if np.isfinite(gcv).any() else len(grid) - 1
     alpha = float(grid[best]) * scale
     W = V @ (Z / (lam + alpha)[:, None])

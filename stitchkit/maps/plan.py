@@ -28,15 +28,63 @@ class Plan:
     pool: np.ndarray
     fit_pool: np.ndarray
     heldout: np.ndarray
-    labels: dict[str, str] = field(default_factory=dict)
+    labels: LabelLookup | dict[str, str] = field(default_factory=dict)
 
 
-def _labels(source: Any, target: Any) -> dict[str, str]:
+class LabelLookup:
+    """id -> label through the store's sorted id index: no dict over every row.
+
+    Behaves like the ``{id: label}`` dict it replaces (``bool``, ``get``, ``[]``); ``of(ids)``
+    answers a whole array at once ("" for ids without a label).
+    """
+
+    def __init__(self, store: Any, labels: np.ndarray) -> None:
+        if hasattr(store, "id_index"):
+            self._index = store.id_index()
+        else:  # pooled groups: few rows, keys built here
+            from ..store.store import IdIndex
+
+            self._index = IdIndex(np.char.encode(np.asarray(store.ids, dtype=str), "utf-8"))
+        self._labels = np.asarray(labels)
+
+    def __bool__(self) -> bool:
+        return len(self._labels) > 0
+
+    def __len__(self) -> int:
+        return len(self._labels)
+
+    def of(self, ids: Sequence[str] | np.ndarray) -> np.ndarray:
+        ids = np.asarray(ids)
+        if len(ids) == 0:
+            return np.array([], dtype=object)
+        rows, found = self._index.lookup(ids)
+        out = np.full(len(ids), "", dtype=object)
+        out[found] = [str(v) for v in self._labels[rows[found]].tolist()]
+        return out
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        value = self.of([key])[0]
+        return value if value != "" or self._index.lookup([key])[1][0] else default
+
+    def __getitem__(self, key: str) -> str:
+        rows, found = self._index.lookup([key])
+        if not found[0]:
+            raise KeyError(key)
+        return str(self._labels[rows[0]])
+
+
+def _labels(source: Any, target: Any) -> LabelLookup | dict[str, str]:
     for store in (target, source):
         labels = store.labels
         if labels is not None:
-            return {str(i): str(v) for i, v in zip(store.ids, labels, strict=True)}
+            return LabelLookup(store, labels)
     return {}
+
+
+def _labels_of(plan: Plan, ids: np.ndarray) -> np.ndarray:
+    if isinstance(plan.labels, LabelLookup):
+        return plan.labels.of(ids)
+    return np.array([plan.labels.get(str(i), "") for i in ids], dtype=object)
 
 
 def plan_anchors(
@@ -61,7 +109,7 @@ def choose_anchors(
         if strategy == "stratified":
             if not plan.labels:
                 raise UsageError("strategy 'stratified' needs labels and neither store has them")
-            labels = np.array([plan.labels.get(str(i), "") for i in ids])
+            labels = _labels_of(plan, ids).astype(str)
         elif strategy in ("farthest", "kmeans"):
             from .anchors import MAX_CANDIDATES
 
@@ -99,11 +147,15 @@ def prepare_heldout(
     labels = None
     the_probe = None
     if plan.labels:
-        labels = np.array([plan.labels.get(str(i), "") for i in ids])
-        train_ids = np.array([i for i in plan.fit_pool if plan.labels.get(str(i), "")], dtype=str)
+        labels = _labels_of(plan, ids).astype(str)
+        pool_labels = _labels_of(plan, plan.fit_pool)
+        has = pool_labels != ""
+        train_ids = np.asarray(plan.fit_pool)[has].astype(str)
         if len(train_ids) > MAX_PROBE_TRAIN:
             train_ids = np.sort(rng.choice(train_ids, MAX_PROBE_TRAIN, replace=False))
-        train_labels = np.array([plan.labels[str(i)] for i in train_ids])
+            train_labels = _labels_of(plan, train_ids).astype(str)
+        else:
+            train_labels = pool_labels[has].astype(str)
         if probe and len(np.unique(train_labels)) >= 2 and (labels != "").sum() >= 2:
             Yt = target.read(rows_of(target, train_ids))
             if l2:

@@ -61,21 +61,23 @@ def accumulate(
     """Per-fold sufficient statistics of the anchor pairs ``ids``, read chunk by chunk."""
     src_rows = rows_of(source, ids)
     tgt_rows = rows_of(target, ids)
-    order = np.argsort(src_rows, kind="stable")
+    # Anchors sorted by id in a store written in id order read in row order already: no sort.
+    order = None if np.all(src_rows[1:] > src_rows[:-1]) else np.argsort(src_rows, kind="stable")
+    n_ids = len(ids)
     folds = [F.SuffStats.zeros(source.dim, target.dim, exact=exact) for _ in range(n_folds)]
-    which = fold_of(ids, n_folds, seed) if n_folds > 1 else np.zeros(len(ids), dtype=np.int64)
+    which = fold_of(ids, n_folds, seed) if n_folds > 1 else None
     done = 0
     if progress is not None:
         progress(0, len(ids))
-    for start in range(0, len(order), chunk_size):
-        part = order[start : start + chunk_size]
+    for start in range(0, n_ids, chunk_size):
+        part = slice(start, start + chunk_size) if order is None else order[start : start + chunk_size]
         X = _read_rows(source, src_rows[part])
         Y = _read_rows(target, tgt_rows[part])
         require_finite(X, ids[part], source.path, "anchor embeddings")
         require_finite(Y, ids[part], target.path, "anchor embeddings")
         if l2:
             X, Y = F.l2_normalize(X), F.l2_normalize(Y)
-        if n_folds == 1:
+        if which is None:
             folds[0].update(X, Y)
         else:
             f = which[part]
@@ -83,7 +85,7 @@ def accumulate(
                 sel = f == k
                 if sel.any():
                     folds[k].update(X[sel], Y[sel])
-        done += len(part)
+        done += len(X)
         if progress is not None:
             progress(done, len(ids))
     return folds
