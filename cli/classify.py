@@ -26,8 +26,9 @@ SETTINGS = {"show_default": True}
               help="Read prompt embeddings from this store (written there if missing and --text-model is given).")
 @click.option("--map", "map_path", type=click.Path(dir_okay=False), default=None,
               help="Map from the query's space into the head's image space (or the text space for cosine).")
-@click.option("--head", "head_path", type=click.Path(dir_okay=False), default=None,
-              help="Cross-attention head file (from `stitch head train`).")
+@click.option("--head", "head_paths", type=click.Path(dir_okay=False), multiple=True,
+              help="Cross-attention head file (from `stitch head train`). Repeat it for an ensemble "
+                   "(e.g. seeds): class logits are the mean of the heads' logits.")
 @click.option("--scoring", type=click.Choice(["head", "cosine"]), default=None,
               help="Default: head when --head is given, else cosine.")
 @click.option("--temperature", default=0.05, **SETTINGS,
@@ -51,7 +52,7 @@ SETTINGS = {"show_default": True}
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def classify(query: str, prompt_file: str | None, classes: str | None, templates: tuple[str, ...],
              negative_templates: tuple[str, ...], mode: str | None, text_model: str | None,
-             prompt_store: str | None, map_path: str | None, head_path: str | None,
+             prompt_store: str | None, map_path: str | None, head_paths: tuple[str, ...],
              scoring: str | None, temperature: float, out: str | None, ids_file: str | None,
              pool_by: str, bootstrap: int, seed: int, chunk_size: int, force: bool,
              no_image_tokens: bool, prior: str, as_json: bool) -> None:
@@ -69,6 +70,7 @@ def classify(query: str, prompt_file: str | None, classes: str | None, templates
       stitch classify k-test-lite0.h5 --map lite0-to-lite2.map --head head.st --prompts pneumonia --text-model minilm
       stitch classify k-test-lite0.h5 --map lite0-to-minilm.map --scoring cosine --classes normal,pneumonia --text-model minilm
       stitch classify k-test-lite2-tok.h5 --prompts pneumonia --text-model minilm --head token-head.st --prior em
+      stitch classify k-test-lite2-tok.h5 --prompts pneumonia --text-model minilm --head s0.head --head s1.head --head s2.head
       stitch classify nih-lite2.h5 --prompts cxr14 --mode multilabel --text-model minilm --head head.st -o s.h5 --json
     """
     show_warnings()
@@ -85,6 +87,7 @@ def classify(query: str, prompt_file: str | None, classes: str | None, templates
         prompts = from_classes(classes.split(","), templates=list(templates) or None,
                                negative_templates=list(negative_templates) or None,
                                mode=mode or "multiclass")
+    head_path = None if not head_paths else head_paths[0] if len(head_paths) == 1 else list(head_paths)
     ids = None
     if ids_file:
         ids = read_id_file(ids_file)

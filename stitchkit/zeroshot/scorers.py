@@ -177,3 +177,48 @@ def mixture_calibration(logits: np.ndarray, *, max_iter: int = 500, tol: float =
     a = (mu[1] - mu[0]) / var
     b = np.log(pi[1] / pi[0]) - (mu[1] ** 2 - mu[0] ** 2) / (2 * var)
     return float(a), float(b), pi, iterations
+
+
+class HeadEnsemble:
+    """Several heads trained in the same spaces, scored as one: the mean of their logits.
+
+    Every class logit is a mean over its prompts, so averaging the heads' pair logits averages
+    their class logits; for two classes that is the mean of the heads' log-odds. The rule is
+    for seed ensembles: on 217 covid-notes pairs single token heads swing from AUC 0.38 to
+    0.80 with the seed, five averaged give 0.78 (docs/head.md). The heads must agree on their
+    image and text spaces and on whether they use tokens.
+    """
+
+    def __init__(self, heads: list[Any], paths: list[str]) -> None:
+        first = heads[0]
+        for h, p in zip(heads[1:], paths[1:], strict=True):
+            for what, a, b in (("image space", first.image_space_, h.image_space_),
+                               ("text space", first.text_space_, h.text_space_),
+                               ("image tokens", first.uses_image_tokens_, h.uses_image_tokens_),
+                               ("text tokens", first.uses_text_tokens_, h.uses_text_tokens_)):
+                if a != b:
+                    from ..errors import UsageError
+
+                    raise UsageError(f"heads {paths[0]} and {p} differ in their {what}: "
+                                     "an ensemble averages heads trained in the same spaces")
+        self.heads = heads
+        self.image_space_ = first.image_space_
+        self.text_space_ = first.text_space_
+        self.meta_ = first.meta_
+        self.uses_image_tokens_ = first.uses_image_tokens_
+        self.uses_text_tokens_ = first.uses_text_tokens_
+
+    def score(self, *args: Any, **kwargs: Any) -> np.ndarray:
+        return np.mean([h.score(*args, **kwargs) for h in self.heads], axis=0)
+
+
+def load_heads(paths: Any) -> Any:
+    """One head file (a ``Head``) or several (a :class:`HeadEnsemble`)."""
+    from ..head import Head
+
+    if isinstance(paths, (str, bytes)) or not hasattr(paths, "__iter__"):
+        return Head.load(paths)
+    paths = [str(p) for p in paths]
+    if len(paths) == 1:
+        return Head.load(paths[0])
+    return HeadEnsemble([Head.load(p) for p in paths], paths)

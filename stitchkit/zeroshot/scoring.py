@@ -114,7 +114,7 @@ def classify_store(
     text_model: str | None = None,
     prompt_store: str | os.PathLike | None = None,
     map_path: str | os.PathLike | None = None,
-    head_path: str | os.PathLike | None = None,
+    head_path: str | os.PathLike | list[str | os.PathLike] | None = None,
     scoring: str | None = None,
     out: str | os.PathLike | None = None,
     ids: list[str] | None = None,
@@ -168,9 +168,12 @@ def classify_store(
 
     head = None
     if head_path is not None:
-        from ..head import Head
+        from .scorers import load_heads
 
-        head = Head.load(head_path)
+        # Several head files: an ensemble scored by the mean of the heads' logits.
+        head = load_heads(head_path)
+        if not isinstance(head_path, (str, os.PathLike)):
+            head_path = ", ".join(map(str, head_path))
         composition["head"] = {"path": str(head_path), "image": head.image_space_, "text": head.text_space_}
         check_same_space(head.image_space_, image_space,
                     expected_what=f"the head's image space ({head_path})",
