@@ -72,3 +72,12 @@ specs+=("ens5-raw-minilm=$H5" "ens3-notes-minilm=$NM3" "ens3-notes-mpnet=$NP3"
         "st-ens5-raw-minilm=$ST5" "st-ens5+cos-notes-mpnet@z=$ST5+$sc/st-cos-notes-mpnet.csv@z")
 rm -f "$HERE/results.json"
 $PY "$HERE/evaluate.py" "$HERE/results.json" "${specs[@]}"
+# 7. the product paths: the seed ensemble through `classify --head ... --head ...`, and the
+#    steady cosine route with its bootstrap interval and the mixture rule
+H=(); for s in 0 1 2 3 4; do H+=(--head "$W/heads/raw-minilm-s$s.head"); done
+nice -n 10 "$S" classify "$W/k-test-lite2-tok.h5" "${H[@]}" --prompts pneumonia --text-model minilm --prior mixture \
+    -o "$W/scores/cli-ens5-raw-minilm-mixture.csv" --json > "$W/results/cli-ens5-raw-minilm-mixture.json"
+for q in k-test-lite2-tok k-test-lite0-in-lite2-tok; do
+  nice -n 10 "$S" classify "$W/$q.h5" --map "$W/maps/covid-lite2-to-notes-mpnet.map" --scoring cosine --prompts pneumonia \
+      --text-model mpnet --prior mixture --json > "$W/results/cli-cos-notes-mpnet-mixture-$q.json"
+done
