@@ -35,7 +35,7 @@ json "$W/results/fit-tok7.json" fit "$L0" "$L2" --tokens --token-grid coarser -o
 json "$W/results/fit-tok7-cv3.json" fit "$L0" "$L2" --tokens --token-grid coarser --cv 3 -o "$W/l02-tok7-cv3.map"
 json "$W/results/fit-tok9-pooled.json" fit "$L0" "$L2" --tokens --pooled-weight 81 -o "$W/l02-tok9-pooled.map"
 # heads on native Lite2 tokens with training levers: token dropout D (e), grid coarsening C (f)
-for hc in drop25:0.25:0 coarsen50:0:0.5 coarsen100:0:1 drop25-coarsen50:0.25:0.5; do
+for hc in drop25:0.25:0 coarsen50:0:0.5 coarsen100:0:1 drop25-coarsen50:0.25:0.5 drop25-coarsen100:0.25:1 drop50-coarsen100:0.5:1; do
   IFS=: read -r name d c <<< "$hc"
   [ -e "$W/results/head-k-token-$name.json" ] || "$PY" "$HERE/levers.py" head "$L2" \
       "$W/k-captions-minilm-tok.h5" "$W/k-token-$name.head" "$d" "$c" "$W/results/head-k-token-$name.json"
@@ -60,7 +60,7 @@ done
 for v in tok9 tok9-cv3 tok9-pooled; do
   cls b-token-$v "$Q0" --map "$W/l02-$v.map" --head "$W/k-token.head"
 done
-for name in drop25 coarsen50 coarsen100 drop25-coarsen50; do
+for name in drop25 coarsen50 coarsen100 drop25-coarsen50 drop25-coarsen100 drop50-coarsen100; do
   cls a-token-$name "$Q2" --head "$W/k-token-$name.head"
   cls b-token-$name-tok9 "$Q0" --map "$W/l02-tok9.map" --head "$W/k-token-$name.head"
 done

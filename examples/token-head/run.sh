@@ -64,12 +64,12 @@ for m in lite2 lite0; do
   run "$W/k-$m-to-minilm.map" fit "$W/k-train1500-$m-tok.h5" "$W/k-captions-minilm-tok.h5" --method ridge -o "$W/k-$m-to-minilm.map"
   run "$W/covid-$m-to-minilm.map" fit "$W/covid-$m-tok.h5" "$W/covid-notes-minilm-tok.h5" --method ridge -o "$W/covid-$m-to-minilm.map"
 done
-# Lite0 -> Lite2 maps fitted on spatially matched tokens (Lite2's 9x9 area-resampled to 7x7),
-# alone and together with the pooled pairs: the pooled map loses quality on tokens
-for v in tokens tokens-pooled; do
-  [ -e "$W/lite0-to-lite2.$v.map" ] || python "$HERE/token_map.py" "$W/k-train1500-lite0-tok.h5" \
-      "$W/k-train1500-lite2-tok.h5" "$W/lite0-to-lite2.$v.map" $([ $v = tokens-pooled ] && echo --with-pooled)
-done
+# Lite0 -> Lite2 maps fitted on spatially matched tokens (`stitch fit --tokens`: Lite0's 7x7
+# upsampled onto Lite2's 9x9, alpha by GCV), alone and with the pooled pairs (weight 81)
+run "$W/lite0-to-lite2.tokens.map" fit "$W/k-train1500-lite0-tok.h5" "$W/k-train1500-lite2-tok.h5" --tokens \
+    -o "$W/lite0-to-lite2.tokens.map"
+run "$W/lite0-to-lite2.tokens-pooled.map" fit "$W/k-train1500-lite0-tok.h5" "$W/k-train1500-lite2-tok.h5" \
+    --tokens --pooled-weight 81 -o "$W/lite0-to-lite2.tokens-pooled.map"
 run "$W/k-test-lite0-in-lite2-tok.h5" apply "$W/lite0-to-lite2.map" "$W/k-test-lite0-tok.h5" -o "$W/k-test-lite0-in-lite2-tok.h5"
 # 5. classify Kermany test (624): every route writes its scores (probabilities + log-odds)
 C="--text-model minilm --bootstrap 1000"
@@ -129,4 +129,6 @@ done
 cls e-token-stitched-mixture $P "$Q0" $L02 --head "$W/covid-token.head" --prior mixture
 cls e-cosine-stitched-mixture $P "$Q0" --map "$W/covid-lite0-to-minilm.map" --scoring cosine --prior mixture
 wait
+# the stitched token head's levers, route (b) (grids, alpha, pooled pairs, training levers)
+"$HERE/levers.sh" "$W"
 python "$HERE/summarise.py" "$W" "$HERE/results.json"
