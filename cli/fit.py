@@ -32,10 +32,10 @@ def _alpha(value: str | None) -> float | str | None:
 @click.option("-o", "--output", default=None, type=click.Path(dir_okay=False, path_type=str),
               help="Map file to write (safetensors + JSON metadata); required unless --dry-run.")
 @click.option("--method", type=click.Choice(METHOD_CHOICES), default="ridge", show_default=True,
-              help="ridge: affine least squares with alpha chosen by CV; affine / linear: plain "
+              help="ridge: affine least squares with alpha chosen by GCV; affine / linear: plain "
                    "least squares with / without bias; orthogonal: Procrustes.")
 @click.option("--alpha", default=None, show_default="auto for ridge, 0 for affine/linear",
-              help="Ridge penalty: 'auto' (cross-validated over the fit anchors) or a number.")
+              help="Ridge penalty: 'auto' (generalised cross-validation over the fit anchors) or a number.")
 @click.option("--scale", is_flag=True, help="Orthogonal only: also fit an isotropic scale factor.")
 @click.option("--center/--no-center", default=True, show_default=True,
               help="Subtract the anchors' means.")
@@ -54,8 +54,9 @@ def _alpha(value: str | None) -> float | str | None:
               show_default=True, help="Fraction of anchors held out for the quality report.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the holdout split, the selection and the CV folds.")
-@click.option("--cv", type=click.IntRange(min=2), default=3, show_default=True,
-              help="Folds for --alpha auto.")
+@click.option("--cv", type=click.IntRange(min=2), default=None,
+              help="Choose --alpha auto by K-fold validation instead of GCV (default: generalised "
+                   "cross-validation from one eigendecomposition, one pass over the anchors).")
 @click.option("--pool-by", type=click.Choice(["group"]), default=None,
               help="Average each group's views (e.g. a study's images) into one anchor first.")
 @click.option("--chunk-size", type=click.IntRange(min=1), default=16384, show_default=True,
@@ -91,7 +92,7 @@ def _alpha(value: str | None) -> float | str | None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def fit(source: str, target: str, output: str | None, method: str, alpha: str | None, scale: bool,
         center: bool, standardize: bool, l2: bool, restore: bool, anchors_file: str | None,
-        n_anchors: int | None, strategy: str, holdout: float, seed: int, cv: int,
+        n_anchors: int | None, strategy: str, holdout: float, seed: int, cv: int | None,
         pool_by: str | None, chunk_size: int, exact: bool, engine: str, address: str | None,
         unpaired: int, refine_iterations: int, on_tokens: bool, token_grid: str,
         pooled_weight: int, requirements: tuple[str, ...], dry_run: bool,
@@ -161,10 +162,6 @@ def fit(source: str, target: str, output: str | None, method: str, alpha: str | 
 
         for key in ("l2", "pool_by", "chunk_size"):
             options.pop(key)
-        if click.get_current_context().get_parameter_source("cv") == click.core.ParameterSource.DEFAULT:
-            # Token maps choose alpha by GCV unless --cv is given (folds of whole images):
-            # GCV measured better for the stitched token head (docs/head.md).
-            options["cv"] = None
         with progress_callback("fit: reading token pairs") as cb:
             m = fit_token_map(source, target, grid=token_grid, pooled_weight=pooled_weight,
                               exact=exact, progress=cb, **options)

@@ -29,6 +29,11 @@ def head() -> None:
 @click.option("--layers", default=1, **SETTINGS, help="Cross-attention decoder layers.")
 @click.option("--heads", default=4, **SETTINGS, help="Attention heads per layer.")
 @click.option("--dropout", default=0.0, **SETTINGS, help="Dropout in attention and feed-forward.")
+@click.option("--token-dropout", default=0.0, **SETTINGS,
+              help="Share of image tokens masked at random in each training batch.")
+@click.option("--token-coarsen", default=0.0, **SETTINGS,
+              help="Share of training batches whose image-token grid is shrunk by 2 and resampled "
+                   "back (robust to a coarser query grid, e.g. Lite0's 7x7 mapped onto Lite2's 9x9).")
 @click.option("--logit-mlp", is_flag=True, help="A small MLP instead of a linear layer per logit.")
 @click.option("--epochs", default=30, **SETTINGS, help="Most epochs (early stopping may end sooner).")
 @click.option("--batch-size", default=128, **SETTINGS, help="Pairs per contrastive batch.")
@@ -49,8 +54,8 @@ def head() -> None:
 @click.option("--no-plot", is_flag=True, help="Do not draw the loss curve PNG.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def train(images: str, texts: str, out: str, width: int, layers: int, heads: int, dropout: float,
-          logit_mlp: bool, epochs: int, batch_size: int, lr: float, weight_decay: float,
-          warmup: float, val_fraction: float, patience: int, no_image_tokens: bool,
+          token_dropout: float, token_coarsen: float, logit_mlp: bool, epochs: int, batch_size: int,
+          lr: float, weight_decay: float, warmup: float, val_fraction: float, patience: int, no_image_tokens: bool,
           no_text_tokens: bool, pool_by: str, ids_file: str | None, seed: int,
           threads: int | None, no_resume: bool, no_plot: bool, as_json: bool) -> None:
     """Train a head on the image–text pairs IMAGES and TEXTS share (joined by id).
@@ -73,6 +78,7 @@ def train(images: str, texts: str, out: str, width: int, layers: int, heads: int
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup=warmup,
         val_fraction=val_fraction, patience=patience, image_tokens=not no_image_tokens,
         text_tokens=not no_text_tokens, pool_by=None if pool_by == "none" else pool_by,
+        token_dropout=token_dropout, token_coarsen=token_coarsen,
     )
     ids = read_id_file(ids_file) if ids_file else None
     with progress("head train") as bar:

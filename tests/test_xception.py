@@ -184,3 +184,18 @@ def test_equals_keras_forward_where_keras_is_installed(encoder, data: Path) -> N
     ref = keras.ops.convert_to_numpy(pooled(x, training=False))
     ours = _pooled(encoder, [Image.open(p) for p in paths])
     np.testing.assert_allclose(ours, ref, atol=1e-4)
+
+
+def test_onnx_runtime_equals_torch_with_tokens(data: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    root = data / "kermany-pneumonia-224"
+    torch_enc, onnx_enc = load_encoder("xception", runtime="torch"), load_encoder("xception", runtime="onnx")
+    assert (torch_enc.runtime, onnx_enc.runtime) == ("torch", "onnx")
+    batch = torch.stack([torch_enc.prepare(Image.open(root / p)) for p in KERAS_REFERENCE])
+    with torch.inference_mode():
+        a, b = torch_enc.encode(batch, tokens=True), onnx_enc.encode(batch, tokens=True)
+    cos = torch.nn.functional.cosine_similarity(a.embeddings, b.embeddings, dim=1)
+    assert float(cos.min()) > 0.99999
+    np.testing.assert_allclose(b.tokens.numpy(), a.tokens.numpy(), rtol=1e-3, atol=1e-4)
+    # Xception pools its last map by the mean: the tokens average to the global on both runtimes
+    np.testing.assert_allclose(b.tokens.mean(dim=1).numpy(), b.embeddings.numpy(), rtol=1e-4, atol=1e-5)

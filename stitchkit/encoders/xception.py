@@ -30,6 +30,7 @@ import torch
 
 from ..errors import ModelError
 from .base import EncodeOutput, Encoder, ModelSpec
+from .onnx_runtime import OnnxRuntimeMixin
 
 # What `pneumonia-model-package` trained with: ImageDataGenerator.flow_from_dataframe at
 # target_size (150, 150), whose default interpolation is "nearest", then
@@ -248,7 +249,7 @@ def preprocess(image: Any, size: int = TRAINED_SIZE, interpolation: str = TRAINE
     return (array / 127.5 - 1.0).permute(2, 0, 1).contiguous()
 
 
-class KerasXceptionEncoder(Encoder):
+class KerasXceptionEncoder(OnnxRuntimeMixin, Encoder):
     """``keras:xception?weights=FILE.keras[&img_size=150&interpolation=nearest]``."""
 
     modality = "image"
@@ -295,7 +296,15 @@ class KerasXceptionEncoder(Encoder):
     def prepare(self, item: Any) -> torch.Tensor:
         return preprocess(item, self._size, self._interpolation)
 
+    def onnx_input_size(self) -> tuple[int, int, int]:
+        return (3, self._size, self._size)
+
+    def onnx_identity(self) -> dict[str, Any]:
+        return {"arch": "keras:xception", "weights_sha256": self.weights_sha256()}
+
     def encode(self, batch: torch.Tensor, *, tokens: bool = False) -> EncodeOutput:
+        if self.runtime == "onnx":
+            return self.onnx_encode(batch, tokens)
         x = batch.to(self.device, self.dtype, non_blocking=True, memory_format=torch.channels_last)
         feats = self.model.forward_features(x)
         pooled = self.model.forward_head(feats, pre_logits=True)
