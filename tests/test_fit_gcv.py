@@ -41,10 +41,17 @@ def test_gcv_curve_equals_the_hat_matrix_written_out(n, dx, bias):
             H += 1.0 / n  # the unpenalised intercept
         R = Ys - H @ Ys
         expected.append(n * np.square(R).sum() / (n - np.trace(H)) ** 2)
+    if n <= dx:
+        # Fewer anchors than dimensions: the estimator chooses by 3 folds (GCV's alpha -> 0
+        # limit is the interpolating fit there); the GCV curve itself still holds.
+        assert m.alpha_selection_ == "3-fold"
+        curve = F.ridge_gcv(F.SuffStats.from_arrays(Xs, Ys, exact=True), bias=bias).gcv
+    else:
+        assert m.alpha_selection_ == "gcv"
+        assert m.alpha_relative_ == F.ALPHA_GRID[int(np.argmin(expected))]
+        curve = m.cv_errors_
     # rtol: at the smallest alphas with n < dx both sides solve a nearly singular system.
-    np.testing.assert_allclose(m.cv_errors_, expected, rtol=1e-5)
-    assert m.alpha_relative_ == F.ALPHA_GRID[int(np.argmin(expected))]
-    assert m.alpha_selection_ == "gcv"
+    np.testing.assert_allclose(curve, expected, rtol=1e-5)
 
 
 def test_gcv_solution_is_the_ridge_solution_at_its_alpha():
@@ -75,7 +82,10 @@ def test_auto_alpha_and_coefficients_against_sklearn_ridgecv_on_real_embeddings(
     """
     X, Y = _real_pairs(lite0_store, lite2_store)
     assert X.shape == (180, 1280) and Y.shape == (180, 1280)
-    m = RidgeMap().fit(X, Y)
+    # GCV itself, from one set of statistics (fit(X, Y) on fewer anchors than dimensions
+    # chooses by 3 folds instead: RidgeMap.n_folds_for)
+    m = RidgeMap().fit_stats(F.SuffStats.from_arrays(X, Y, exact=True))
+    assert m.alpha_selection_ == "gcv" and RidgeMap().fit(X, Y).alpha_selection_ == "3-fold"
     # The map's own scaling: some Lite features are constant over these images (scale 1).
     Xs = (X - m.pre_.x_mean) / m.pre_.x_scale
     Ys = (Y - m.pre_.y_mean) / m.pre_.y_scale
@@ -111,7 +121,7 @@ def test_auto_alpha_and_coefficients_equal_sklearn_ridgecv_with_more_anchors_tha
 
 def test_streamed_float32_statistics_choose_the_same_alpha(lite0_store, lite2_store):
     X, Y = _real_pairs(lite0_store, lite2_store)
-    exact = RidgeMap().fit(X, Y)
+    exact = RidgeMap().fit_stats(F.SuffStats.from_arrays(X, Y, exact=True))
     streamed = RidgeMap().fit_stats(F.SuffStats.from_arrays(X.astype(np.float32), Y.astype(np.float32),
                                                              chunk_size=64))
     assert streamed.alpha_relative_ == exact.alpha_relative_
@@ -119,8 +129,10 @@ def test_streamed_float32_statistics_choose_the_same_alpha(lite0_store, lite2_st
 
 
 def test_gcv_reads_the_anchors_once_and_cv_k_keeps_k_fold():
-    assert RidgeMap().n_folds == 1
-    assert RidgeMap(cv=3).n_folds == 3
+    assert RidgeMap().n_folds_for(5000, 1280) == 1
+    assert RidgeMap(cv=3).n_folds_for(5000, 1280) == 3
+    # fewer anchors than dimensions: 3 folds choose (GCV's limit there is the interpolating fit)
+    assert RidgeMap().n_folds_for(185, 1280) == 3
     X, Y = _data(300, 40)
     ids = [f"s{i}" for i in range(len(X))]
     kfold = RidgeMap(cv=3).fit(X, Y, ids=ids)

@@ -115,16 +115,16 @@ def test_streaming_fit_equals_in_memory_fit(seed: int, chunk: int, which: int, e
     # The estimator's own streaming (fit reads arrays chunk by chunk) against one chunk.
     m1 = MAPS[which]().fit(X, Y, ids=[str(i) for i in range(len(X))], exact=True)
     m2 = MAPS[which]()
-    m2.fit_stats(m1.n_folds > 1 and _folds(X, Y, m1, chunk) or SuffStats.from_arrays(X, Y, chunk_size=chunk, exact=True))
+    m2.fit_stats(m1.n_folds_for(*X.shape) > 1 and _folds(X, Y, m1, chunk) or SuffStats.from_arrays(X, Y, chunk_size=chunk, exact=True))
     np.testing.assert_allclose(m1.transform(X[:5]), m2.transform(X[:5]), rtol=1e-5, atol=1e-5)
 
 
 def _folds(X: np.ndarray, Y: np.ndarray, m, chunk: int) -> list[SuffStats]:  # noqa: ANN001
     from stitchkit.maps.anchors import fold_of
 
-    which = fold_of([str(i) for i in range(len(X))], m.n_folds, m.random_state)
+    which = fold_of([str(i) for i in range(len(X))], m.n_folds_for(*X.shape), m.random_state)
     return [SuffStats.from_arrays(X[which == k], Y[which == k], chunk_size=chunk, exact=True)
-            for k in range(m.n_folds)]
+            for k in range(m.n_folds_for(*X.shape))]
 
 
 # -- manifests -------------------------------------------------------------------------------

@@ -98,7 +98,9 @@ def test_token_map_is_affine_commutes_with_pooling_and_records_itself(st: dict[s
     assert t["grid"] == [9, 9] and t["source_grid"] == [7, 7] and t["target_grid"] == [9, 9]
     assert t["resample"] == {"source": "bilinear", "target": "none"}
     assert t["n_token_pairs"] == m.anchors_["n_fit"] * 81 == m.n_anchors_
-    assert t["alpha_folds"] is None and m.alpha_selection_ == "gcv" and t["affine"]
+    # 12 images x 81 = 972 token pairs, fewer than the 1,280 dimensions: alpha by 3 folds of
+    # whole images (GCV where the pairs outnumber the dimensions, RidgeMap.n_folds_for)
+    assert t["alpha_folds"] == "by image" and m.alpha_selection_ == "3-fold" and t["affine"]
     assert 0.0 < m.metrics_["token_cosine_mean"] <= 1.0 and m.metrics_["token_n_heldout"] == 4 * 81
     assert "cosine_mean" in m.metrics_  # the held-out images' globals, as any fit reports
     with EmbeddingStore(st["lite0"]) as s:
@@ -155,7 +157,7 @@ def test_cli_fit_tokens_as_the_readme_runs_it(st: dict[str, Path], stitch) -> No
     assert r.returncode == 0, r.stderr
     rec = json.loads(r.stdout)
     assert rec["anchors"]["tokens"]["grid"] == [7, 7] and "token_cosine_mean" in rec["metrics"]
-    assert rec["anchors"]["tokens"]["alpha_folds"] is None  # GCV unless --cv is given
+    assert rec["anchors"]["tokens"]["alpha_folds"] == "by image"  # 13 x 49 pairs < 1,280 dimensions
     r = stitch("fit", st["lite0"], st["lite2"], "--tokens", "--cv", "3", "--json", "-o", st["dir"] / "f.map")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["anchors"]["tokens"]["alpha_folds"] == "by image"

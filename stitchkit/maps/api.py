@@ -109,7 +109,7 @@ def fit_map(
                 "(and least squares more than the dimension)"
             )
         folds = engine.accumulate(
-            src, tgt, ids, n_folds=m.n_folds, seed=seed, l2=l2, chunk_size=chunk_size,
+            src, tgt, ids, n_folds=m.n_folds_for(len(ids), src.dim), seed=seed, l2=l2, chunk_size=chunk_size,
             exact=exact, progress=progress,
         )
         m.fit_stats(folds)

@@ -50,7 +50,6 @@ def sweep(
     """
     rows: list[dict[str, Any]] = []
     # Folds only where a method chooses by K-fold; ridge's default (GCV) needs one pass.
-    n_folds = max(make_map(method).n_folds for method in methods)
     with _opened(source) as src, _opened(target) as tgt:
         for seed in seeds:
             plan = plan_anchors(src, tgt, anchors=anchors, holdout=holdout, seed=seed)
@@ -64,6 +63,7 @@ def sweep(
                         "holdout: lower it"
                     )
                 ids = choose_anchors(src, plan, n, strategy=strategy, seed=seed)
+                n_folds = max(make_map(method).n_folds_for(len(ids), src.dim) for method in methods)
                 folds = accumulate(src, tgt, ids, n_folds=n_folds, seed=seed, l2=l2,
                                    chunk_size=chunk_size, exact=exact)
                 for method in methods:
@@ -75,7 +75,7 @@ def sweep(
                     with warnings.catch_warnings(record=True) as caught:
                         warnings.simplefilter("always")
                         try:
-                            m.fit_stats(folds if m.n_folds > 1 else F.merge_all(folds))
+                            m.fit_stats(folds if m.n_folds_for(len(ids), src.dim) > 1 else F.merge_all(folds))
                             row.update(evaluate(m, held))
                             if hasattr(m, "alpha_relative_"):
                                 row["alpha_relative"] = m.alpha_relative_

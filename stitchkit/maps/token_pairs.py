@@ -206,7 +206,7 @@ def fit_token_map(
             raise UsageError(f"{len(ids)} anchor image(s) left after the holdout: a map needs at least 2")
         src_rows, tgt_rows = rows_of(src, ids), rows_of(tgt, ids)
         order = np.argsort(src_rows, kind="stable")  # reads in store order (runs, not seeks)
-        n_folds = m.n_folds
+        n_folds = m.n_folds_for(len(ids) * side * side, src.dim)  # every token pair is a sample
         which = fold_of(ids, n_folds, seed) if n_folds > 1 else np.zeros(len(ids), dtype=np.int64)
         folds = [F.SuffStats.zeros(src.dim, tgt.dim, exact=exact) for _ in range(n_folds)]
         block = _block_rows(src.dim, tgt.dim, s_src * s_src, s_tgt * s_tgt, side * side)
