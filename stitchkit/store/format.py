@@ -15,7 +15,8 @@ An embedding store is an HDF5 file::
 Root attributes: ``format`` (``stitchkit.embeddings``), ``format_version``, ``complete``,
 ``modality`` (image | text), ``model_spec``, ``weights_sha256``, ``dim``, ``preprocessing``
 (JSON), ``versions`` (JSON: library versions), ``created`` (ISO time), ``shard`` (``i/N`` or
-empty), ``input`` (where the samples came from), and for derived stores ``map`` and ``source``.
+empty), ``input`` (where the samples came from), ``runtime`` (JSON: torch or ONNX Runtime, with
+versions), and for derived stores ``map`` and ``source``.
 
 A plain HDF5 file with only ``embeddings`` and ``ids`` is a valid store of unknown provenance.
 """
