@@ -33,6 +33,11 @@ from .output import emit, progress, show_warnings
 @click.option("--image-column", default="image", show_default=True, help="Hugging Face datasets: the image column (else the first datasets.Image column).")
 @click.option("--label-from", default=None, metavar="cls|txt|json:FIELD", help="WebDataset shards: where the label comes from [cls when every sample has one].")
 @click.option("--dicom-tags", default=None, metavar="TAGS|default", help="Copy DICOM tags into the store: 'default' = StudyInstanceUID (as group),ViewPosition,PatientID; patient names never.")
+@click.option("--grey-range", default="image", show_default=True, type=click.Choice(["image", "stored"]),
+              help="Grey levels of DICOM and 16-bit PNG/TIFF without a VOI LUT or window: image = each "
+                   "image's own min..max -> 0..255 (as MIMIC-CXR-JPG was made); stored = the nominal "
+                   "stored range, e.g. 0..4095 of a 12-bit DICOM through its rescale. The store's "
+                   "pixel_mapping records which rule each file took.")
 @click.option("--engine", default="local", show_default=True, type=click.Choice(["local", "ray"]), help="local: this process + DataLoader workers; ray: a Ray Data pipeline (pip install 'stitchkit[ray]').")
 @click.option("--address", default=None, help="With --engine ray: join the Ray cluster at this address (else start a local Ray).")
 @click.option("--ray-cpus", default=None, type=int, help="With --engine ray and no --address: CPUs of the local Ray [all].")
@@ -42,7 +47,7 @@ def embed(source: tuple[str, ...], model: str, output: str, batch_size: int, wor
           dtype: str, runtime: str, tokens: bool, shard: str | None, strict: bool, overwrite: bool,
           root: str | None, where: tuple[str, ...], id_column: str, path_column: str,
           text_column: str, label_column: str, group_column: str, image_column: str,
-          label_from: str | None, dicom_tags: str | None, engine: str,
+          label_from: str | None, dicom_tags: str | None, grey_range: str, engine: str,
           address: str | None, ray_cpus: int | None, actors: int | None, as_json: bool) -> None:
     """Embed SOURCE into a store: an image folder (DICOM too), a CSV/JSONL manifest, a .txt
     file, WebDataset .tar shards (a list or a brace pattern) or a local Hugging Face dataset
@@ -58,6 +63,7 @@ def embed(source: tuple[str, ...], model: str, output: str, batch_size: int, wor
       stitch embed images/ -m lite0 -o shard3.h5 --shard 3/16
       stitch embed images/ -m lite0 -o all.h5 --engine ray --address 10.0.0.1:6379
       stitch embed dicoms/ -m lite0 -o cxr.h5 --dicom-tags default
+      stitch embed dicoms/ -m lite0 -o cxr-stored.h5 --grey-range stored
       stitch embed 'shards/{00000..00099}.tar' -m lite0 -o wds.h5 --label-from json:label --shard 0/4
       stitch embed hf-dataset/ -m lite0 -o hf.h5 --image-column image
       stitch embed images/ -m lite2 -o k-lite2.h5 --runtime torch
@@ -75,11 +81,14 @@ def embed(source: tuple[str, ...], model: str, output: str, batch_size: int, wor
             raise UsageError(f"--where {cond!r}: use COL=VALUE")
         filters[key] = value
     cols = Columns(id_column, path_column, text_column, label_column, group_column, image_column)
-    read = {"columns": cols, "root": root, "where": filters, "label_from": label_from, "dicom_tags": dicom_tags}
+    read = {"columns": cols, "root": root, "where": filters, "label_from": label_from, "dicom_tags": dicom_tags,
+            "grey_range": grey_range}
     shard_spec = parse_shard(shard)
     if engine == "ray":
         if runtime != "auto":
             raise UsageError("--runtime needs --engine local (Ray actors pick their runtime as auto does)")
+        if grey_range != "image":
+            raise UsageError("--grey-range stored needs --engine local (Ray decodes by the image range)")
         from stitchkit.engines.ray_engine import embed_store_ray, require_ray
 
         require_ray()  # say a missing extra before reading inputs or loading a model

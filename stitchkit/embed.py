@@ -168,8 +168,10 @@ def _exclusive(parts: Path, out: Path) -> Iterator[None]:
         yield
 
 
-def _fingerprint(items: list[Item], encoder: Encoder, batch_size: int, tokens: bool) -> dict[str, Any]:
+def _fingerprint(items: list[Item], encoder: Encoder, batch_size: int, tokens: bool,
+                 grey_range: str) -> dict[str, Any]:
     ids = hashlib.sha256("\n".join(it.id for it in items).encode()).hexdigest()
+    grey = {"grey_range": grey_range} if encoder.modality == "image" else {}  # image pixels only
     return {
         "model_spec": encoder.spec.text,
         "weights_sha256": encoder.weights_sha256(),
@@ -178,6 +180,7 @@ def _fingerprint(items: list[Item], encoder: Encoder, batch_size: int, tokens: b
         "ids_sha256": ids,
         "dtype": str(encoder.dtype),
         "runtime": encoder.runtime,
+        **grey,
     }
 
 
@@ -323,7 +326,7 @@ def plan_job(
     if not items:
         raise UsageError(f"shard {shard} holds no samples: use fewer shards")
     _adopt_unfinished_runtime(out.with_name(out.name + ".parts"), encoder)
-    fingerprint = _fingerprint(items, encoder, batch_size, tokens)
+    fingerprint = _fingerprint(items, encoder, batch_size, tokens, inputs.grey_range)
     if out.exists() and not overwrite:
         done = _already_done(out, fingerprint, items)
         if done is not None:
@@ -395,6 +398,9 @@ def _already_done(out: Path, fingerprint: dict[str, Any], items: list[Item]) -> 
             and attrs.get("model_spec") == fingerprint["model_spec"]
             and attrs.get("weights_sha256") == fingerprint["weights_sha256"]
             and attrs.get("ids_sha256") == fingerprint["ids_sha256"]
+            # --grey-range: stores and text stores from before the option count as its default
+            and json.loads(attrs.get("pixel_mapping") or "{}").get("grey_range", "image")
+            == fingerprint.get("grey_range", "image")
         )
         return (len(store), len(store.failed)) if same else None
 
@@ -404,6 +410,8 @@ def _check_parts(parts: Path, fingerprint: dict[str, Any], out: Path) -> None:
     if run_file.exists():
         previous = json.loads(run_file.read_text())
         previous.setdefault("runtime", "torch")  # runs started before ONNX Runtime was wired in
+        if "grey_range" in fingerprint:
+            previous.setdefault("grey_range", "image")  # and before --grey-range (its default)
         if previous != fingerprint:
             diff = sorted(k for k in fingerprint if previous.get(k) != fingerprint[k])
             raise UsageError(
@@ -459,7 +467,8 @@ def _assemble(
         shard=f"{shard[0]}/{shard[1]}" if shard else "",
         n_inputs=len(items),
         runtime=json.dumps(encoder.runtime_info()),
-        pixel_mapping=json.dumps({"policy": PIXEL_POLICY, "counts": dict(sorted(mapped.items()))})
+        pixel_mapping=json.dumps({"policy": PIXEL_POLICY, "grey_range": inputs.grey_range,
+                                  "counts": dict(sorted(mapped.items()))})
         if encoder.modality == "image" else None,
     )
     token_shape = (max_t, token_dim) if tokens and max_t else None

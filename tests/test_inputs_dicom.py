@@ -28,7 +28,7 @@ PATIENT_NAME = "Doe^Jane"
 
 
 def write_dicom(path: Path, stored: np.ndarray, *, photometric: str = "MONOCHROME2", bits: int = 16,
-                slope: float | None = None, intercept: float | None = None,
+                allocated: int = 16, slope: float | None = None, intercept: float | None = None,
                 window: tuple[float, float] | None = None, study: str = "1.2.3.4", patient: str = "P001",
                 view: str = "PA", preamble: bool = True) -> Path:
     """A single-frame DX image the way a modality writes one (patient name included)."""
@@ -43,12 +43,12 @@ def write_dicom(path: Path, stored: np.ndarray, *, photometric: str = "MONOCHROM
     ds.PatientName, ds.PatientID, ds.ViewPosition, ds.Modality = PATIENT_NAME, patient, view, "DX"
     ds.Rows, ds.Columns = stored.shape
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, bits, bits - 1, 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = allocated, bits, bits - 1, 0
     if slope is not None:
         ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = slope, intercept or 0, "US"
     if window is not None:
         ds.WindowCenter, ds.WindowWidth = window
-    ds.PixelData = np.ascontiguousarray(stored, dtype="<u2").tobytes()
+    ds.PixelData = np.ascontiguousarray(stored, dtype="<u2" if allocated == 16 else "u1").tobytes()
     if preamble:
         ds.save_as(path, enforce_file_format=True)
     else:
@@ -68,19 +68,19 @@ def _one(pixels: dict[str, np.ndarray]) -> np.ndarray:
     return next(iter(pixels.values()))
 
 
-def test_monochrome2_16bit_full_stored_range_gives_the_png_pixels(pixels, tmp_path):
+def test_monochrome2_16bit_stored_range_gives_the_png_pixels(pixels, tmp_path):
     png = _one(pixels)
-    image, how = decode_dicom(write_dicom(tmp_path / "a.dcm", png.astype(np.uint16) * 257))
+    image, how = decode_dicom(write_dicom(tmp_path / "a.dcm", png.astype(np.uint16) * 257), "stored")
     assert np.array_equal(np.asarray(image), png)
-    assert how == "DICOM MONOCHROME2 16-bit: full stored range"
+    assert how == "DICOM MONOCHROME2 16-bit: stored range"
 
 
 def test_monochrome1_is_inverted(pixels, tmp_path):
     png = _one(pixels)
     stored = 65535 - png.astype(np.uint16) * 257
-    image, how = decode_dicom(write_dicom(tmp_path / "a.dcm", stored, photometric="MONOCHROME1"))
+    image, how = decode_dicom(write_dicom(tmp_path / "a.dcm", stored, photometric="MONOCHROME1"), "stored")
     assert np.array_equal(np.asarray(image), png)
-    assert how.endswith("inverted")
+    assert how == "DICOM MONOCHROME1 16-bit: stored range, inverted"
 
 
 def test_rescale_then_the_files_window(pixels, tmp_path):
@@ -93,13 +93,18 @@ def test_rescale_then_the_files_window(pixels, tmp_path):
     assert how == "DICOM MONOCHROME2 12-bit: rescale, window (file, linear)"
 
 
-def test_rescale_without_window_maps_the_full_stored_range(pixels, tmp_path):
+def test_rescale_without_window_maps_the_image_range_or_the_stored_range(pixels, tmp_path):
     png = _one(pixels)
     stored = png.astype(np.uint16) * 16  # 0..4080 of the 12-bit 0..4095
-    image, how = decode_dicom(write_dicom(tmp_path / "a.dcm", stored, bits=12, slope=2.0, intercept=-1024))
+    path = write_dicom(tmp_path / "a.dcm", stored, bits=12, slope=2.0, intercept=-1024)
+    image, how = decode_dicom(path)  # default: the image's own min..max of 2*stored - 1024
+    lo, hi = float(png.min()), float(png.max())
+    assert np.array_equal(np.asarray(image), np.rint((png - lo) / (hi - lo) * 255).astype(np.uint8))
+    assert how == "DICOM MONOCHROME2 12-bit: rescale, image range"
+    image, how = decode_dicom(path, "stored")  # -1024..7166 (0..4095 rescaled) -> 0..255
     expected = np.rint(png.astype(float) * 16 / 4095 * 255)
     assert np.abs(np.asarray(image).astype(float) - expected).max() <= 1
-    assert "rescale, full stored range" in how
+    assert how == "DICOM MONOCHROME2 12-bit: rescale, stored range"
 
 
 def test_the_files_voi_lut_wins_over_its_window(pixels, tmp_path):
@@ -120,7 +125,7 @@ def test_a_file_without_preamble_named_dcm_still_reads(pixels, tmp_path):
     png = _one(pixels)
     path = write_dicom(tmp_path / "raw.dcm", png.astype(np.uint16) * 257, preamble=False)
     assert path.read_bytes()[128:132] != b"DICM"
-    assert np.array_equal(np.asarray(load_image(path)), png)
+    assert np.array_equal(np.asarray(load_image(path, "stored")), png)
 
 
 def test_compressed_syntaxes_decode_to_the_uncompressed_pixels():
@@ -136,7 +141,7 @@ def test_odd_pydicom_files_read_or_fail_with_a_reason():
     ct, how = decode_dicom(Path(get_testdata_file("CT_small.dcm")))
     assert ct.mode == "L" and "rescale" in how
     palette, how = decode_dicom(Path(get_testdata_file("examples_palette.dcm")))
-    assert palette.mode == "RGB" and "PALETTE COLOR" in how
+    assert palette.mode == "RGB" and how == "DICOM PALETTE COLOR 16-bit: palette LUT (file)"
     reasons = {
         "test-SR.dcm": "DICOM without pixel data (Comprehensive SR Storage)",
         "rtdose.dcm": "multi-frame DICOM (15 frames)",
@@ -188,25 +193,34 @@ def test_dicom_tags_are_taken_by_flag_and_names_never(pixels, tmp_path):
 
 @pytest.mark.slow
 def test_embedding_a_dicom_equals_embedding_the_same_pixels_as_png(pixels, tmp_path):
-    """lite0 through `stitch embed`: 16-bit MONOCHROME2, inverted MONOCHROME1, rescaled +
-    windowed, and an extension-less file with the DICM preamble, against PNGs of the pixels."""
+    """lite0 through `stitch embed --grey-range stored`, the nominal-range rule DICOMs without a
+    window had before issue 20: 16-bit MONOCHROME2, inverted MONOCHROME1, rescaled + windowed, a
+    12-bit rescaled file without window, and an extension-less file with the DICM preamble,
+    against PNGs of the pixels the nominal range gives (the default image range is in
+    tests/test_inputs_grey_rule.py)."""
     from .conftest import run_stitch
 
     dicoms, pngs = tmp_path / "dicoms", tmp_path / "pngs"
     dicoms.mkdir()
     pngs.mkdir()
-    kinds = ["m2", "m1", "window", "m2", "m1", "bare"]
+    kinds = ["m2", "m1", "window", "rescaled", "m1", "bare"]
     for i, ((stem, png), kind) in enumerate(zip(pixels.items(), kinds, strict=True)):
-        Image.fromarray(png).save(pngs / f"{stem}.png")
         wide = png.astype(np.uint16)
         name = dicoms / (stem if kind == "bare" else f"{stem}.dcm")
         if kind == "m1":
             write_dicom(name, 65535 - wide * 257, photometric="MONOCHROME1", study=f"1.2.{i}")
         elif kind == "window":
             write_dicom(name, wide * 16, bits=12, slope=0.5, intercept=-1024, window=(-3.5, 2041), study=f"1.2.{i}")
+        elif kind == "rescaled":
+            # Modality values 0.125 * stored - 125 = the pixels; the nominal 12-bit range 0..4095
+            # spans -125..386.875 of them, so the pixels land in about half the grey scale.
+            write_dicom(name, 1000 + 8 * wide, bits=12, slope=0.125, intercept=-125, study=f"1.2.{i}")
+            png = np.rint((wide.astype(float) + 125) / (0.125 * 4095) * 255).astype(np.uint8)
         else:
             write_dicom(name, wide * 257, study=f"1.2.{i}")
-    for src, out, extra in ((dicoms, tmp_path / "d.h5", ["--dicom-tags", "default"]), (pngs, tmp_path / "p.h5", [])):
+        Image.fromarray(png).save(pngs / f"{stem}.png")
+    for src, out, extra in ((dicoms, tmp_path / "d.h5", ["--dicom-tags", "default", "--grey-range", "stored"]),
+                            (pngs, tmp_path / "p.h5", [])):
         done = run_stitch("embed", src, "-m", "lite0", "-o", out, "--workers", "1", *extra)
         assert done.returncode == 0, done.stderr
     with h5py.File(tmp_path / "d.h5") as d, h5py.File(tmp_path / "p.h5") as p:
@@ -216,11 +230,13 @@ def test_embedding_a_dicom_equals_embedding_the_same_pixels_as_png(pixels, tmp_p
         order = [p_ids.index(Path(i).stem + ".png") for i in d_ids]
         a, b = d["embeddings"][()], p["embeddings"][()][order]
         cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
-        assert cos.min() >= 0.995, cos
+        assert cos.min() >= 0.999, cos
         assert len(d_ids) == 6 and "failed" not in d
         assert {g.decode() for g in d["groups"][()]} == {f"1.2.{i}" for i in range(6)}
         assert {v.decode() for v in d["view_position"][()]} == {"PA"}
         mapping = json.loads(d.attrs["pixel_mapping"])
         assert sum(mapping["counts"].values()) == 6
-        assert mapping["counts"]["DICOM MONOCHROME1 16-bit: full stored range, inverted"] == 2
+        assert mapping["grey_range"] == "stored"
+        assert mapping["counts"]["DICOM MONOCHROME1 16-bit: stored range, inverted"] == 2
+        assert mapping["counts"]["DICOM MONOCHROME2 12-bit: rescale, stored range"] == 1
     assert PATIENT_NAME.encode() not in (tmp_path / "d.h5").read_bytes()

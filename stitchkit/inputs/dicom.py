@@ -2,9 +2,12 @@
 
 The order is the standard's (PS3.3 C.11): stored values -> modality LUT (RescaleSlope /
 RescaleIntercept or a Modality LUT) -> VOI (the file's VOI LUT, else its first
-WindowCenter/WindowWidth, else the full stored range mapped through the modality LUT) ->
-MONOCHROME1 inverted -> 0..1 -> 0..255. Each decoded file reports a short mapping *kind*
-("DICOM MONOCHROME1 12-bit: rescale, window (file), inverted") that the store's provenance counts.
+WindowCenter/WindowWidth, else the grey-range rule of `grey`: the image's own range of modality
+values by default, or the nominal stored range mapped through the modality LUT) -> MONOCHROME1
+inverted -> 0..1 -> 0..255. Files of 8 bits or fewer without a VOI take their stored range, as
+an 8-bit PNG is taken as stored. Each decoded file reports a short mapping *kind* naming the rule
+("DICOM MONOCHROME1 12-bit: rescale, window (file, linear), inverted") that the store's
+provenance counts.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InputFailure, UsageError
+from .grey import DEFAULT_GREY_RANGE, KIND, check_grey_range, image_range, to_unit
 
 # Tags a researcher groups or splits by, and the store column each goes to. An allowlist:
 # names, birth dates and other identifying tags are never read into a store.
@@ -114,8 +118,13 @@ def read_tags(src: Path | bytes, names: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-def decode_dicom(src: Path | bytes) -> tuple[Image.Image, str]:
-    """One DICOM image -> (8-bit PIL image, mapping kind); InputFailure with a reason otherwise."""
+def decode_dicom(src: Path | bytes, grey_range: str = DEFAULT_GREY_RANGE) -> tuple[Image.Image, str]:
+    """One DICOM image -> (8-bit PIL image, mapping kind); InputFailure with a reason otherwise.
+
+    ``grey_range`` (image | stored) is the range mapped to 0..255 when the file has neither a
+    VOI LUT nor a window and is deeper than 8 bits (see `grey`).
+    """
+    check_grey_range(grey_range)
     ds = _read(io.BytesIO(src) if isinstance(src, bytes) else src)
     if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
         sop = ds.get("SOPClassUID")
@@ -146,7 +155,7 @@ def decode_dicom(src: Path | bytes) -> tuple[Image.Image, str]:
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
     bits = int(ds.get("BitsStored", ds.get("BitsAllocated", 8)) or 8)
     if photometric in ("MONOCHROME1", "MONOCHROME2"):
-        values, how = _grey(arr, ds, bits)
+        values, how = _grey(arr, ds, bits, grey_range)
         if photometric == "MONOCHROME1":
             values, how = 1.0 - values, how + ", inverted"
         image = Image.fromarray(np.rint(values * 255).astype(np.uint8), "L")
@@ -154,18 +163,24 @@ def decode_dicom(src: Path | bytes) -> tuple[Image.Image, str]:
     if photometric == "PALETTE COLOR":
         from pydicom.pixels import apply_color_lut
 
-        arr = apply_color_lut(arr, ds)
-        bits = 16 if arr.dtype.itemsize > 1 else 8
-        photometric = "PALETTE COLOR"
-    elif not (photometric == "RGB" or photometric.startswith("YBR")):
+        # The palette is the file's own presentation: its entries (8 or 16 bits) are colours.
+        rgb = apply_color_lut(arr, ds)
+        depth = 16 if rgb.dtype.itemsize > 1 else 8
+        rgb8 = rgb if depth == 8 else np.rint(to_unit(rgb, 0, 2**16 - 1) * 255)
+        return Image.fromarray(rgb8.astype(np.uint8), "RGB"), f"DICOM PALETTE COLOR {depth}-bit: palette LUT (file)"
+    if not (photometric == "RGB" or photometric.startswith("YBR")):
         raise InputFailure(f"DICOM photometric interpretation {photometric} is not supported")
-    # pydicom returns YBR data converted to RGB; scale deeper samples by their stored range.
-    rgb = np.asarray(arr, dtype=np.float64) / float(2**bits - 1) if bits > 8 else arr
-    rgb8 = rgb.astype(np.uint8) if bits <= 8 else np.rint(np.clip(rgb, 0, 1) * 255).astype(np.uint8)
-    return Image.fromarray(rgb8, "RGB"), f"DICOM {photometric} {bits}-bit: stored range"
+    # pydicom returns YBR data converted to RGB; deeper samples follow the grey-range rule over
+    # all three channels together (VOI does not apply to colour).
+    if bits <= 8:
+        return Image.fromarray(np.asarray(arr).astype(np.uint8), "RGB"), f"DICOM {photometric} {bits}-bit: stored range"
+    rgb = np.asarray(arr, dtype=np.float64)
+    lo, hi = image_range(rgb) if grey_range == "image" else (0.0, float(2**bits - 1))
+    rgb8 = np.rint(to_unit(rgb, lo, hi) * 255).astype(np.uint8)
+    return Image.fromarray(rgb8, "RGB"), f"DICOM {photometric} {bits}-bit: {KIND[grey_range]}"
 
 
-def _grey(arr: np.ndarray, ds: Any, bits: int) -> tuple[np.ndarray, str]:
+def _grey(arr: np.ndarray, ds: Any, bits: int, grey_range: str) -> tuple[np.ndarray, str]:
     """Modality LUT then VOI; values in 0..1 and a description of what was applied."""
     from pydicom.pixels import apply_modality_lut
 
@@ -185,12 +200,15 @@ def _grey(arr: np.ndarray, ds: Any, bits: int) -> tuple[np.ndarray, str]:
     if window is not None:
         center, width, function = window
         return _apply_window(x, center, width, function), ", ".join([*steps, f"window (file, {function.lower()})"])
-    signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
-    lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
-    ends = apply_modality_lut(np.array([lo, hi], dtype=arr.dtype if arr.dtype.kind in "iu" else np.int64), ds)
-    lo_v, hi_v = float(np.min(ends)), float(np.max(ends))
-    y = (x - lo_v) / (hi_v - lo_v) if hi_v > lo_v else np.zeros_like(x)
-    return np.clip(y, 0, 1), ", ".join([*steps, "full stored range"])
+    if grey_range == "image" and bits > 8:
+        lo_v, hi_v = image_range(x)
+    else:  # the nominal stored range; 8 bits or fewer always (as an 8-bit PNG is taken as stored)
+        signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+        lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+        ends = apply_modality_lut(np.array([lo, hi], dtype=arr.dtype if arr.dtype.kind in "iu" else np.int64), ds)
+        lo_v, hi_v = float(np.min(ends)), float(np.max(ends))
+        grey_range = "stored"
+    return to_unit(x, lo_v, hi_v), ", ".join([*steps, KIND[grey_range]])
 
 
 def _voi_lut(values: np.ndarray, lut: Any, ds: Any) -> np.ndarray:
@@ -225,7 +243,7 @@ def _window(ds: Any) -> tuple[float, float, str] | None:
     if function not in ("LINEAR", "LINEAR_EXACT", "SIGMOID"):
         function = "LINEAR"
     if width <= 0 or (function == "LINEAR" and width < 1):
-        return None  # an invalid window: the full range is the honest fallback
+        return None  # an invalid window: the grey-range rule is the honest fallback
     return center, width, function
 
 

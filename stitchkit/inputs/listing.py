@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 from .dicom import has_preamble, parse_tags, read_tags
+from .grey import DEFAULT_GREY_RANGE, check_grey_range
 from .pixels import DICOM_SUFFIXES
 from .types import Columns, Inputs, Item
 
@@ -26,16 +27,19 @@ def read_inputs(
     where: dict[str, str] | None = None,
     label_from: str | None = None,
     dicom_tags: str | Sequence[str] | None = None,
+    grey_range: str = DEFAULT_GREY_RANGE,
 ) -> Inputs:
     """Read the input list; ``root`` confines manifest paths to one folder.
 
     ``source`` is a folder, a manifest, a .txt file, one or more .tar shards (a list, or a
     brace pattern such as ``shards/{00000..00099}.tar``), a Hugging Face ``save_to_disk``
     folder or .parquet files. ``label_from`` picks a WebDataset label (cls, txt, json:FIELD);
-    ``dicom_tags`` copies allowed DICOM header tags into columns (see `dicom.TAG_COLUMNS`).
+    ``dicom_tags`` copies allowed DICOM header tags into columns (see `dicom.TAG_COLUMNS`);
+    ``grey_range`` (image | stored) travels on each item to the decoder (see `grey`).
     """
     from . import hf, webdataset
 
+    check_grey_range(grey_range)
     tags = parse_tags(dicom_tags) if isinstance(dicom_tags, str) or dicom_tags is None \
         else parse_tags(",".join(dicom_tags))
     sources = [source] if isinstance(source, (str, Path)) else list(source)
@@ -81,6 +85,10 @@ def read_inputs(
         raise UsageError(f"input {src}: {len(dupes)} duplicate ids (e.g. {dupes[:3]}): ids must be unique")
     if tags:
         _add_dicom_tags(inputs, tags)
+    inputs.grey_range = grey_range
+    if grey_range != DEFAULT_GREY_RANGE:
+        for it in inputs.items:
+            it.grey_range = grey_range
     return inputs
 
 

@@ -35,6 +35,7 @@ class Item:
     size: int | None = None  # tar: the member's size in bytes
     error: str | None = None  # found unreadable while listing: goes to the failed table
     extra: dict[str, str] = field(default_factory=dict)  # further columns (DICOM tags)
+    grey_range: str = "image"  # the decoder's rule for deep grey levels (--grey-range; see `grey`)
 
 
 @dataclass
@@ -45,3 +46,4 @@ class Inputs:
     columns: list[str] = field(default_factory=list)  # optional columns present: label, group, text, extras
     kind: str = "files"  # files | manifest | lines | webdataset | hf
     shard_by_file: bool = False  # --shard i/N splits whole files (tar shards), not ids
+    grey_range: str = "image"  # --grey-range: image | stored, as given to every item (see `grey`)
