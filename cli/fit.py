@@ -37,6 +37,10 @@ def _alpha(value: str | None) -> float | str | None:
 @click.option("--alpha", default=None, show_default="auto for ridge, 0 for affine/linear",
               help="Ridge penalty: 'auto' (generalised cross-validation over the fit anchors) or a number.")
 @click.option("--scale", is_flag=True, help="Orthogonal only: also fit an isotropic scale factor.")
+@click.option("--rescale/--no-rescale", default=None, show_default="on for ridge, off for affine/linear",
+              help="Multiply the solution by one factor that gives the anchors' predictions the "
+                   "targets' spread (ridge shrinks them towards the target mean, which cosine "
+                   "retrieval and prompts then see in every sample).")
 @click.option("--center/--no-center", default=True, show_default=True,
               help="Subtract the anchors' means.")
 @click.option("--standardize/--no-standardize", default=True, show_default=True,
@@ -52,6 +56,9 @@ def _alpha(value: str | None) -> float | str | None:
               help="How --n-anchors are chosen.")
 @click.option("--holdout", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.2,
               show_default=True, help="Fraction of anchors held out for the quality report.")
+@click.option("--refit/--no-refit", default=True, show_default=True,
+              help="Measure the map on the held-out anchors, then write it refitted on all the "
+                   "anchors (fit + held out), as scikit-learn's refit.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the holdout split, the selection and the CV folds.")
 @click.option("--cv", type=click.IntRange(min=2), default=None,
@@ -91,8 +98,9 @@ def _alpha(value: str | None) -> float | str | None:
               help="k of the mutual k-NN overlap (--dry-run).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def fit(source: str, target: str, output: str | None, method: str, alpha: str | None, scale: bool,
+        rescale: bool | None,
         center: bool, standardize: bool, l2: bool, restore: bool, anchors_file: str | None,
-        n_anchors: int | None, strategy: str, holdout: float, seed: int, cv: int | None,
+        n_anchors: int | None, strategy: str, holdout: float, refit: bool, seed: int, cv: int | None,
         pool_by: str | None, chunk_size: int, exact: bool, engine: str, address: str | None,
         unpaired: int, refine_iterations: int, on_tokens: bool, token_grid: str,
         pooled_weight: int, requirements: tuple[str, ...], dry_run: bool,
@@ -126,6 +134,8 @@ def fit(source: str, target: str, output: str | None, method: str, alpha: str | 
     if scale and method != "orthogonal":
         raise click.UsageError("--scale applies to --method orthogonal only")
     alpha_value = _alpha(alpha)
+    if rescale is not None and method == "orthogonal":
+        raise click.UsageError("--rescale applies to ridge, affine and linear maps, not orthogonal")
     if alpha_value is not None and method == "orthogonal":
         raise click.UsageError("--alpha applies to ridge, affine and linear maps, not orthogonal")
     try:
@@ -133,11 +143,11 @@ def fit(source: str, target: str, output: str | None, method: str, alpha: str | 
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--require") from None
     options: dict[str, Any] = dict(
-        method=method, alpha=alpha_value, scale=scale or None, center=center,
+        method=method, alpha=alpha_value, scale=scale or None, rescale=rescale, center=center,
         standardize=standardize, l2=l2, restore=restore, anchors=anchors_file,
         n_anchors=n_anchors, strategy=strategy, holdout=holdout, seed=seed,
         cv=cv if method in ("ridge", "affine", "linear") else None, pool_by=pool_by,
-        chunk_size=chunk_size,
+        chunk_size=chunk_size, refit=refit,
     )
     if on_tokens:
         _check_token_options(dry_run=dry_run, pool_by=pool_by, engine=engine, unpaired=unpaired, l2=l2)
@@ -146,6 +156,7 @@ def fit(source: str, target: str, output: str | None, method: str, alpha: str | 
     if dry_run:
         from stitchkit.maps.api import check_stitchability
 
+        options.pop("refit")  # nothing is written by a dry run
         report = check_stitchability(source, target, k=knn_k, **options)
         emit(report, as_json=as_json, text=None if as_json else _dry_text(report))
         return
@@ -198,6 +209,9 @@ def _text(r: dict) -> str:
         f"  anchors: {a['n_fit']} fit ({a['strategy']}), {a['n_heldout']} held out, "
         f"of {a['n_pool']} shared",
     ]
+    if a.get("n_refit"):
+        lines.append(f"  written map refitted on all {a['n_refit']} anchors (fit + held out; --no-refit keeps "
+                     f"the {a['n_fit']})")
     if "tokens" in a:
         t = a["tokens"]
         how = ", ".join(f"{side} {t['source_grid' if side == 'source' else 'target_grid'][0]}²"

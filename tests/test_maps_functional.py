@@ -208,6 +208,43 @@ def test_near_dimension_least_squares_warns():
 
 def test_orthogonal_with_fewer_anchors_than_dims_warns_not_unique():
     X, Y = _data(n=10, dx=24, dy=24)
-    with pytest.warns(UserWarning, match="not unique"):
+    with pytest.warns(UserWarning, match="not unique.*partial isometry"):
         W, _, _ = F.solve_orthogonal(_stats(X, Y))
     assert np.isfinite(W).all()
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_underdetermined_orthogonal_is_the_partial_isometry_on_the_anchors_span(exact):
+    """Fewer anchors than dimensions: U_r V_rᵀ of XᵀY, the rest of the space mapped to zero."""
+    X, Y = _data(n=10, dx=24, dy=20, seed=3)
+    U, sv, Vt = np.linalg.svd(X.T @ Y)  # rank 10: the reference keeps exactly those pairs
+    reference = U[:, :10] @ Vt[:10]
+    with pytest.warns(UserWarning, match="rank 10 < 20"):
+        W, _, _ = F.solve_orthogonal(_stats(X, Y, exact=exact))
+    np.testing.assert_allclose(W, reference, atol=1e-9 if exact else 1e-5)
+    # a partial isometry: lengths kept on the anchors' span, zero on its complement
+    Q, _ = np.linalg.qr(X.T)
+    outside = np.random.default_rng(0).standard_normal(24)
+    outside -= Q @ (Q.T @ outside)
+    assert np.linalg.norm(outside @ W) < 1e-6 * np.linalg.norm(outside)
+    np.testing.assert_allclose(np.linalg.norm(X @ W, axis=1), np.linalg.norm(X, axis=1), rtol=1e-5)
+
+
+def test_underdetermined_orthogonal_does_not_depend_on_row_order_or_chunks():
+    X, Y = _data(n=12, dx=30, dy=30, seed=5)
+    perm = np.random.default_rng(1).permutation(len(X))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        W1, _, _ = F.solve_orthogonal(_stats(X, Y, exact=False, chunk=5))
+        W2, _, _ = F.solve_orthogonal(_stats(X[perm], Y[perm], exact=False, chunk=7))
+    assert np.linalg.norm(W1 - W2) <= 1e-5 * np.linalg.norm(W1)
+
+
+def test_centred_orthogonal_map_keeps_n_minus_one_directions():
+    """n centred anchors span n − 1 directions: the map's rank says so, whatever the rounding."""
+    from stitchkit.maps import OrthogonalMap
+
+    X, Y = _data(n=9, dx=40, dy=40, seed=2)
+    with pytest.warns(UserWarning, match="rank 8 < 40"):
+        m = OrthogonalMap().fit(X, Y)
+    assert np.linalg.matrix_rank(m.W_, tol=1e-6) == 8

@@ -93,14 +93,14 @@ def test_area_resampling_keeps_the_mean_and_bilinear_hits_cell_centres(st: dict[
 
 # -- fitting on matched tokens ---------------------------------------------------------------
 def test_token_map_is_affine_commutes_with_pooling_and_records_itself(st: dict[str, Path]) -> None:
-    m = TP.fit_token_map(st["lite0"], st["lite2"], grid="target", holdout=0.25)
+    m = TP.fit_token_map(st["lite0"], st["lite2"], grid="target", holdout=0.25, refit=False)
     t = m.anchors_["tokens"]
     assert t["grid"] == [9, 9] and t["source_grid"] == [7, 7] and t["target_grid"] == [9, 9]
     assert t["resample"] == {"source": "bilinear", "target": "none"}
     assert t["n_token_pairs"] == m.anchors_["n_fit"] * 81 == m.n_anchors_
-    # 12 images x 81 = 972 token pairs, fewer than the 1,280 dimensions: alpha by 3 folds of
+    # 12 images x 81 = 972 token pairs, fewer than 4 × the 1,280 dimensions: alpha by 5 folds of
     # whole images (GCV where the pairs outnumber the dimensions, RidgeMap.n_folds_for)
-    assert t["alpha_folds"] == "by image" and m.alpha_selection_ == "3-fold" and t["affine"]
+    assert t["alpha_folds"] == "by image" and m.alpha_selection_ == "5-fold" and t["affine"]
     assert 0.0 < m.metrics_["token_cosine_mean"] <= 1.0 and m.metrics_["token_n_heldout"] == 4 * 81
     assert "cosine_mean" in m.metrics_  # the held-out images' globals, as any fit reports
     with EmbeddingStore(st["lite0"]) as s:
@@ -121,7 +121,7 @@ def test_token_map_is_affine_commutes_with_pooling_and_records_itself(st: dict[s
 def test_streamed_blocks_equal_one_fit_on_all_pairs(st: dict[str, Path], monkeypatch) -> None:
     monkeypatch.setattr(TP, "BLOCK_BYTES", 1)  # one image per block
     m = TP.fit_token_map(st["lite0"], st["lite2"], grid="coarser", alpha=10.0, holdout=0.25,
-                         pooled_weight=2, metrics=False, exact=True)
+                         pooled_weight=2, metrics=False, exact=True, refit=False)
     fit_ids = set(_fit_ids(st, holdout=0.25))
     with EmbeddingStore(st["lite0"]) as a, EmbeddingStore(st["lite2"]) as b:
         rows = np.array([i for i, k in enumerate(a.ids) if k in fit_ids])
@@ -135,6 +135,17 @@ def test_streamed_blocks_equal_one_fit_on_all_pairs(st: dict[str, Path], monkeyp
     np.testing.assert_allclose(m.transform(X[:200]), ref.transform(X[:200]), rtol=1e-4, atol=1e-4)
     assert not np.allclose(make_map("ridge", alpha=100.0).fit(X, Y).transform(X[:200]),
                            ref.transform(X[:200]), rtol=1e-4, atol=1e-4)
+
+
+def test_token_refit_is_the_fit_on_every_anchor_image(st: dict[str, Path]) -> None:
+    kw = dict(grid="coarser", alpha=10.0, exact=True)
+    refitted = TP.fit_token_map(st["lite0"], st["lite2"], holdout=0.25, **kw)
+    everything = TP.fit_token_map(st["lite0"], st["lite2"], holdout=0.0, metrics=False, **kw)
+    assert refitted.anchors_["n_refit"] == refitted.anchors_["n_fit"] + refitted.anchors_["n_heldout"]
+    assert refitted.n_anchors_ == everything.n_anchors_ == refitted.anchors_["n_refit"] * 49
+    assert "token_cosine_mean" in refitted.metrics_
+    # Frobenius: near-constant Lite0 channels amplify the rounding of single entries
+    assert np.linalg.norm(refitted.matrix_ - everything.matrix_) <= 1e-6 * np.linalg.norm(everything.matrix_)
 
 
 def _fit_ids(st: dict[str, Path], holdout: float) -> list[str]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.base import clone
 
 from ..errors import UsageError
 from ..store import check_same_space, require_finite
@@ -29,6 +30,7 @@ from .plan import (
     evaluate,
     plan_anchors,
     prepare_heldout,
+    refit_folds,
     unpaired_rows,
 )
 from .stream import LocalEngine, ProgressFn, StatsEngine, StoreLike, _opened
@@ -58,6 +60,7 @@ def fit_map(
     method: str = "ridge",
     alpha: float | str | None = None,
     scale: bool | None = None,
+    rescale: bool | None = None,
     center: bool = True,
     standardize: bool = True,
     l2: bool = False,
@@ -76,6 +79,7 @@ def fit_map(
     engine: StatsEngine | str = "local",
     unpaired: int = 0,
     refine_iterations: int = 3,
+    refit: bool = True,
 ) -> BaseMap:
     """Fit a map from ``source``'s space to ``target``'s over their shared anchors.
 
@@ -88,6 +92,10 @@ def fit_map(
     ``unpaired=N`` refines the map with up to N samples per store that are neither fit nor
     held-out anchors, used without their pairing (:mod:`.refine`): mutual nearest neighbours
     become pseudo-anchors and the map is refitted, ``refine_iterations`` times at most.
+    ``refit`` (scikit-learn's ``refit``): the metrics are those of the map fitted without the
+    held-out anchors; the map returned is then fitted again on the fit and held-out anchors
+    together (alpha chosen again by the same rule), so that no anchor the user paid for is
+    left out of the map. ``anchors_`` states both counts.
     """
     if isinstance(engine, str):
         if engine != "local":
@@ -97,7 +105,7 @@ def fit_map(
             )
         engine = LocalEngine()
     params = _checked_params(method, pool_by, seed, center=center, standardize=standardize, l2=l2,
-                             restore=restore, alpha=alpha, scale=scale, cv=cv)
+                             restore=restore, alpha=alpha, scale=scale, cv=cv, rescale=rescale)
     m = make_map(method, **params)
     with _opened(source) as src_store, _opened(target) as tgt_store:
         src, tgt = _samples(src_store, pool_by), _samples(tgt_store, pool_by)
@@ -108,15 +116,26 @@ def fit_map(
                 f"{len(ids)} anchor(s) left after the holdout: a map needs at least 2 "
                 "(and least squares more than the dimension)"
             )
-        folds = engine.accumulate(
-            src, tgt, ids, n_folds=m.n_folds_for(len(ids), src.dim), seed=seed, l2=l2, chunk_size=chunk_size,
-            exact=exact, progress=progress,
-        )
+        read = dict(seed=seed, l2=l2, chunk_size=chunk_size, exact=exact)
+        folds = engine.accumulate(src, tgt, ids, n_folds=m.n_folds_for(len(ids), src.dim),
+                                  progress=progress, **read)
         m.fit_stats(folds)
         held = prepare_heldout(src, tgt, plan, seed=seed, l2=l2) if metrics or unpaired else None
         if unpaired:
             m = _refine_map(m, folds, src, tgt, plan, ids, held, unpaired=unpaired,
                             iterations=refine_iterations, l2=l2, seed=seed)
+        measured = evaluate(m, held) if metrics else {}
+        n_refit = 0
+        if refit and len(plan.heldout):
+            held_folds = engine.accumulate(src, tgt, plan.heldout, n_folds=len(folds), progress=None, **read)
+            all_folds = refit_folds(m, folds, held_folds, src.dim)
+            refitted = clone(m).fit_stats(all_folds)
+            if unpaired:
+                refitted = _refine_map(refitted, all_folds, src, tgt, plan, ids, None, unpaired=unpaired,
+                                       iterations=refine_iterations, l2=l2, seed=seed, check=False)
+                refitted._refinement = {**m._refinement, "refit_pseudo_pairs_per_round":
+                                        refitted._refinement["pseudo_pairs_per_round"]}
+            m, n_refit = refitted, int(len(ids) + len(plan.heldout))
         m.source_space_ = _space(src)
         m.target_space_ = _space(tgt)
         m.anchors_ = {
@@ -129,12 +148,15 @@ def fit_map(
             "from": str(anchors) if isinstance(anchors, str | os.PathLike) else (
                 "list" if anchors is not None else "shared ids"),
             "pool_by": pool_by,
+            # The metrics are the held-out anchors' under the map fitted on n_fit; the map
+            # written is refitted on n_refit (fit + held out) when this is non-zero.
+            "n_refit": n_refit,
         }
         if unpaired:
             m.anchors_["refinement"] = m.__dict__.pop("_refinement")
-        if metrics:
-            m.metrics_ = evaluate(m, held)
+        m.metrics_ = measured
     return m
+
 
 
 def check_stitchability(
@@ -144,6 +166,7 @@ def check_stitchability(
     method: str = "ridge",
     alpha: float | str | None = None,
     scale: bool | None = None,
+    rescale: bool | None = None,
     center: bool = True,
     standardize: bool = True,
     l2: bool = False,
@@ -167,7 +190,7 @@ def check_stitchability(
     from .stitchability import stitchability
 
     params = _checked_params(method, pool_by, seed, center=center, standardize=standardize, l2=l2,
-                             restore=restore, alpha=alpha, scale=scale, cv=cv)
+                             restore=restore, alpha=alpha, scale=scale, cv=cv, rescale=rescale)
     with _opened(source) as src_store, _opened(target) as tgt_store:
         src, tgt = _samples(src_store, pool_by), _samples(tgt_store, pool_by)
         plan = plan_anchors(src, tgt, anchors=anchors, holdout=holdout, seed=seed)
@@ -262,9 +285,10 @@ _REFINE_CHECKED = ("cosine_mean", "top1", "relative_mse", "probe_auc_ratio")
 
 def _refine_map(
     m: BaseMap, folds: list[F.SuffStats], src: Any, tgt: Any, plan: Plan, ids: np.ndarray,
-    held: HeldOut | None, *, unpaired: int, iterations: int, l2: bool, seed: int,
+    held: HeldOut | None, *, unpaired: int, iterations: int, l2: bool, seed: int, check: bool = True,
 ) -> BaseMap:
-    """``m`` refined with MNN pseudo-anchors from unpaired rows; warns if held-out got worse."""
+    """``m`` refined with MNN pseudo-anchors from unpaired rows; warns if held-out got worse
+    (``check=False``: a refit on the held-out anchors too, which leaves none to check on)."""
     from .refine import refine
 
     exclude = np.concatenate([np.asarray(ids).astype(str), np.asarray(plan.heldout).astype(str)])
@@ -289,7 +313,7 @@ def _refine_map(
                 "to keep the anchors-only map",
                 stacklevel=3,
             )
-    else:
+    elif check:
         warnings.warn("unpaired refinement not checked: no held-out anchors (raise --holdout)",
                       stacklevel=3)
     refined._refinement = info

@@ -262,37 +262,56 @@ def l2_normalize(X: np.ndarray, *, dtype: np.dtype | type | None = None) -> np.n
 # ---------------------------------------------------------------------------------------------
 # solvers: each returns W (dx, dy) and b (dy,) for ỹ ≈ x̃ W + b in preprocessed coordinates
 # ---------------------------------------------------------------------------------------------
-def solve_orthogonal(stats: SuffStats, *, scale: bool = False) -> tuple[np.ndarray, np.ndarray, float]:
+def solve_orthogonal(
+    stats: SuffStats, *, scale: bool = False, max_rank: int | None = None
+) -> tuple[np.ndarray, np.ndarray, float]:
     """Procrustes: W = s·Q with Q the polar factor of XᵀY (zero-padding the smaller side).
 
     Zero-padding X or Y to a common width D and solving the square problem gives an
     orthogonal D×D matrix whose (dx, dy) block is the polar factor ``U Vᵀ`` of the thin SVD of
     XᵀY, so the block is computed directly. ``scale`` adds the least-squares isotropic factor
     ``s = Σσ / ‖X‖²``. Returns (W, b, s); the inverse map is ``Wᵀ / s²``.
+
+    Where XᵀY has rank r below min(dx, dy) (fewer anchors than dimensions) the polar factor is
+    not unique: any orthogonal completion of the r singular pairs fits the anchors equally
+    well, and which one LAPACK returns depends on the BLAS kernel and thread count. The
+    canonical answer returned then is the partial isometry ``U_r V_rᵀ`` on the anchors' span:
+    directions no anchor spans map to zero, as the minimum-norm least-squares solution treats
+    them. ``max_rank`` caps r (n − 1 for centred anchors: their sums cannot span more).
     """
     _, xty, _ = stats.raw()
     xtx_trace = float(np.trace(stats.raw()[0]))
     with _single_thread_lapack():
         U, sv, Vt = np.linalg.svd(xty, full_matrices=False)
     k = min(stats.dx, stats.dy)
-    # Single-precision sums leave singular values of ~1e-7 relative where the true ones are 0.
-    tol = 1e-10 if stats.exact else 1e-6
-    rank = int((sv > sv[0] * tol).sum()) if sv.size and sv[0] > 0 else 0
-    rank = min(rank, stats.n)
+    rank = orthogonal_rank(sv, exact=stats.exact, max_rank=stats.n if max_rank is None else max_rank)
     if rank == 0:
         raise RankDeficientError(
             "XᵀY of the anchors is zero: the two sides share no signal (check that the stores pair up)"
         )
     if rank < k:
         warnings.warn(
-            f"the orthogonal map is not unique: XᵀY of {stats.n} anchors has rank {rank} < {k}, "
-            "so directions no anchor spans are fixed arbitrarily; add anchors or use "
-            "--method ridge",
+            f"the orthogonal map is not unique: XᵀY of {stats.n} anchors has rank {rank} < {k}; "
+            "the map returned is the partial isometry on the anchors' span (directions no anchor "
+            "spans map to zero, docs/maps.md); add anchors or use --method ridge",
             stacklevel=3,
         )
-    Q = U @ Vt
-    s = float(sv.sum() / xtx_trace) if scale and xtx_trace > 0 else 1.0
+    Q = U[:, :rank] @ Vt[:rank]
+    s = float(sv[:rank].sum() / xtx_trace) if scale and xtx_trace > 0 else 1.0
     return s * Q, np.zeros(stats.dy), s
+
+
+def orthogonal_rank(sv: np.ndarray, *, exact: bool, max_rank: int) -> int:
+    """How many singular values of XᵀY are signal: above rounding, and at most ``max_rank``.
+
+    Single-precision sums leave singular values of ~1e-7 relative where the true ones are 0;
+    n anchors (n − 1 once centred) span at most that many directions, however large the
+    rounding of the rest.
+    """
+    if not sv.size or sv[0] <= 0:
+        return 0
+    tol = 1e-10 if exact else 1e-6
+    return min(int((sv > sv[0] * tol).sum()), max(int(max_rank), 0))
 
 
 def _chol_solve(A: np.ndarray, B: np.ndarray, *, exact: bool) -> np.ndarray | None:
@@ -506,6 +525,25 @@ def ridge_gcv(
     W = V @ (Z / (lam + alpha)[:, None])
     b = stats.mean_y - stats.mean_x @ W if bias else np.zeros(stats.dy)
     return RidgeGCV(float(grid[best]), alpha, gcv, W, b)
+
+
+def spread_factor(stats: SuffStats, W: np.ndarray, *, bias: bool, weights: np.ndarray) -> float:
+    """The factor c that gives the fitted anchors' predictions the targets' own spread.
+
+    A penalised fit predicts ``E[y | x]``, which is shrunk towards the target mean: the fitted
+    deviations ``x̃ W`` of the anchors have the total variance ``tr(Wᵀ Cxx W)`` where the targets
+    have ``tr(Cyy)``. Scored by cosine (retrieval, prompts), a shrunk prediction is dominated by
+    the target mean, which is the same for every sample. ``c = sqrt(tr Cyy / tr(Wᵀ Cxx W))``,
+    both traces weighted per output dimension by ``weights`` (the target scale², so that the
+    spread is matched in the space the map writes to).
+    """
+    cxx, _ = gram(stats, bias=bias)
+    _, _, cyy = stats.centred() if bias else stats.raw()
+    fitted = float(np.einsum("ij,ij,j->", W, cxx @ W, weights))
+    total = float(np.diag(cyy) @ weights)
+    if fitted <= 0 or total <= 0:
+        return 1.0
+    return math.sqrt(total / fitted)
 
 
 def choose_alpha(

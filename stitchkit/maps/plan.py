@@ -195,3 +195,20 @@ def _space(store: Any) -> dict[str, Any]:
     space["modality"] = getattr(store, "modality", None)
     space["path"] = str(store.path)
     return space
+
+
+def refit_folds(
+    m: BaseMap, folds: list[F.SuffStats], held_folds: list[F.SuffStats], dim: int
+) -> list[F.SuffStats]:
+    """Statistics of fit and held-out anchors together, in as many folds as ``m`` wants for them.
+
+    Both were split by the same hash of (seed, id) (:func:`.anchors.fold_of`), so fold k of
+    each is fold k of their union.
+    """
+    union = [f.merge(h) for f, h in zip(folds, held_folds, strict=True)]
+    wanted = m.n_folds_for(sum(f.n for f in union), dim)
+    if wanted == len(union):
+        return union
+    if wanted == 1:
+        return [F.merge_all(union)]
+    raise AssertionError(f"a refit wants {wanted} folds, the fit had {len(union)}")  # n only grows

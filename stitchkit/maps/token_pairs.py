@@ -38,6 +38,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from sklearn.base import clone
 
 from ..errors import UsageError
 from ..store import require_finite
@@ -45,7 +46,7 @@ from . import functional as F
 from .anchors import fold_of, rows_of
 from .estimators import BaseMap, make_map
 from .metrics import cosine_rows
-from .plan import _space, choose_anchors, evaluate, plan_anchors, prepare_heldout
+from .plan import _space, choose_anchors, evaluate, plan_anchors, prepare_heldout, refit_folds
 from .stream import ProgressFn, StoreLike, _opened
 from .tokens import read_tokens
 
@@ -170,6 +171,7 @@ def fit_token_map(
     method: str = "ridge",
     alpha: float | str | None = None,
     scale: bool | None = None,
+    rescale: bool | None = None,
     center: bool = True,
     standardize: bool = True,
     restore: bool = True,
@@ -182,6 +184,7 @@ def fit_token_map(
     exact: bool = False,
     metrics: bool = True,
     progress: ProgressFn | None = None,
+    refit: bool = True,
 ) -> BaseMap:
     """Fit an affine map on spatially matched token pairs of the images both stores share.
 
@@ -194,7 +197,8 @@ def fit_token_map(
     if pooled_weight < 0:
         raise UsageError(f"pooled weight must be ≥ 0, got {pooled_weight}")
     params = dict(center=center, standardize=standardize, restore=restore, alpha=alpha,
-                  scale=scale, cv=cv, random_state=seed if method in ("affine", "linear", "ridge") else None)
+                  scale=scale, cv=cv, rescale=rescale,
+                  random_state=seed if method in ("affine", "linear", "ridge") else None)
     m = make_map(method, **params)
     m._validate_params()
     with _opened(source) as src, _opened(target) as tgt:
@@ -204,12 +208,64 @@ def fit_token_map(
         ids = choose_anchors(src, plan, n_anchors, strategy=strategy, seed=seed)
         if len(ids) < 2:
             raise UsageError(f"{len(ids)} anchor image(s) left after the holdout: a map needs at least 2")
+        n_folds = m.n_folds_for(len(ids) * side * side, src.dim)  # every token pair is a sample
+        pairs = TokenPairs(src, tgt, side, pooled_weight=pooled_weight, seed=seed, exact=exact)
+        folds = pairs.accumulate(ids, n_folds, progress)
+        t = side * side
+        m.fit_stats(folds)
+        measured = {}
+        if metrics:
+            held = prepare_heldout(src, tgt, plan, seed=seed, l2=False)
+            measured = {**evaluate(m, held), **token_metrics(m, src, tgt, plan.heldout, side, seed)}
+        n_refit = 0
+        if refit and len(plan.heldout):
+            union = refit_folds(m, folds, pairs.accumulate(plan.heldout, n_folds, None), src.dim)
+            m = clone(m).fit_stats(union)
+            n_refit = int(len(ids) + len(plan.heldout))
+        m.source_space_ = _space(src)
+        m.target_space_ = _space(tgt)
+        m.anchors_ = {
+            "n_fit": int(len(ids)),
+            "n_pool": int(len(plan.pool)),
+            "n_heldout": int(len(plan.heldout)),
+            "strategy": strategy if n_anchors is not None else "all",
+            "seed": seed,
+            "holdout": holdout,
+            "from": str(anchors) if isinstance(anchors, str | os.PathLike) else (
+                "list" if anchors is not None else "shared ids"),
+            "pool_by": None,
+            "n_refit": n_refit,
+            "tokens": {
+                "grid": [side, side],
+                "grid_choice": grid,
+                "source_grid": [s_src, s_src],
+                "target_grid": [s_tgt, s_tgt],
+                "resample": {"source": _how(s_src, side), "target": _how(s_tgt, side)},
+                "n_token_pairs": int(len(ids) * t),
+                "pooled_weight": int(pooled_weight),
+                "alpha_folds": "by image" if n_folds > 1 else None,
+                "affine": True,
+            },
+        }
+        m.metrics_ = measured
+    return m
+
+
+class TokenPairs:
+    """Per-fold statistics of the matched token pairs of a set of images, read in blocks."""
+
+    def __init__(self, src: Any, tgt: Any, side: int, *, pooled_weight: int, seed: int, exact: bool) -> None:
+        self.src, self.tgt, self.side = src, tgt, side
+        self.pooled_weight, self.seed, self.exact = pooled_weight, seed, exact
+
+    def accumulate(self, ids: np.ndarray, n_folds: int, progress: ProgressFn | None) -> list[F.SuffStats]:
+        src, tgt, side, pooled_weight = self.src, self.tgt, self.side, self.pooled_weight
         src_rows, tgt_rows = rows_of(src, ids), rows_of(tgt, ids)
         order = np.argsort(src_rows, kind="stable")  # reads in store order (runs, not seeks)
-        n_folds = m.n_folds_for(len(ids) * side * side, src.dim)  # every token pair is a sample
-        which = fold_of(ids, n_folds, seed) if n_folds > 1 else np.zeros(len(ids), dtype=np.int64)
-        folds = [F.SuffStats.zeros(src.dim, tgt.dim, exact=exact) for _ in range(n_folds)]
-        block = _block_rows(src.dim, tgt.dim, s_src * s_src, s_tgt * s_tgt, side * side)
+        which = fold_of(ids, n_folds, self.seed) if n_folds > 1 else np.zeros(len(ids), dtype=np.int64)
+        folds = [F.SuffStats.zeros(src.dim, tgt.dim, exact=self.exact) for _ in range(n_folds)]
+        s_src, s_tgt = (int(s.token_shape[0]) for s in (src, tgt))
+        block = _block_rows(src.dim, tgt.dim, s_src, s_tgt, side * side)
         t = side * side
         if progress is not None:
             progress(0, len(ids))
@@ -234,35 +290,7 @@ def fit_token_map(
                         folds[k].update(X[sel], Y[sel])
             if progress is not None:
                 progress(min(a + block, len(ids)), len(ids))
-        m.fit_stats(folds)
-        m.source_space_ = _space(src)
-        m.target_space_ = _space(tgt)
-        m.anchors_ = {
-            "n_fit": int(len(ids)),
-            "n_pool": int(len(plan.pool)),
-            "n_heldout": int(len(plan.heldout)),
-            "strategy": strategy if n_anchors is not None else "all",
-            "seed": seed,
-            "holdout": holdout,
-            "from": str(anchors) if isinstance(anchors, str | os.PathLike) else (
-                "list" if anchors is not None else "shared ids"),
-            "pool_by": None,
-            "tokens": {
-                "grid": [side, side],
-                "grid_choice": grid,
-                "source_grid": [s_src, s_src],
-                "target_grid": [s_tgt, s_tgt],
-                "resample": {"source": _how(s_src, side), "target": _how(s_tgt, side)},
-                "n_token_pairs": int(len(ids) * t),
-                "pooled_weight": int(pooled_weight),
-                "alpha_folds": "by image" if n_folds > 1 else None,
-                "affine": True,
-            },
-        }
-        if metrics:
-            held = prepare_heldout(src, tgt, plan, seed=seed, l2=False)
-            m.metrics_ = {**evaluate(m, held), **token_metrics(m, src, tgt, plan.heldout, side, seed)}
-    return m
+        return folds
 
 
 def token_metrics(m: BaseMap, src: Any, tgt: Any, heldout: np.ndarray, side: int, seed: int
