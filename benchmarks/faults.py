@@ -1,17 +1,21 @@
 """Kill -9 survival: how many of N SIGKILLed runs per command resume to the uninterrupted result.
 
-For embed, apply, merge and head train: start the real `stitch` command as a process, SIGKILL
-it at a seeded point (after some part files or checkpoint epochs, while the final file is being
-written, or after a plain delay), check that no output claims a completeness it does not
-have, re-run the same command and compare with an uninterrupted run. Prints
-``command: survived/trials`` per command (and how many trials were killed before the command
-finished on its own), then each failure.
+For embed, apply, merge, head train, classify, sweep, fit --engine ray and embed --engine ray:
+start the real `stitch` command as a process, SIGKILL it at a seeded point (after some part
+files or checkpoint epochs, while the final file is being written, once its local Ray is up, or
+after a plain delay), check that no output claims a completeness it does not have (and that a
+--json record on stdout is whole or absent), re-run the same command and compare with an
+uninterrupted run. Prints ``command: survived/trials`` per command (and how many trials were
+killed before the command finished on its own), then each failure.
 
     python benchmarks/faults.py                      # 50 trials per command
     python benchmarks/faults.py --trials 3 --commands embed,merge
+    python benchmarks/faults.py --commands classify,sweep,"fit ray","embed ray"
+    python benchmarks/faults.py --commands "fit ray" --minutes 12   # as many trials as fit
 
-The scenarios are the ones tests/faults/test_kill.py runs a few of (tests/faults/scenarios.py);
-inputs are the first --images Kermany images of $STITCHKIT_DATA, embedded here once.
+The scenarios are the ones tests/faults/test_kill.py and test_kill_more.py run a few of
+(tests/faults/scenarios.py); inputs are the first --images Kermany images of $STITCHKIT_DATA,
+embedded here once. The Ray scenarios need the `ray` extra.
 """
 
 from __future__ import annotations
@@ -29,11 +33,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # tests/faults is a package named `faults`, like this script: put tests/ first on the path.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from faults.scenarios import Inputs, build, reference, rng_for, trial  # noqa: E402
+from faults.scenarios import MORE, Inputs, build, build_more, reference, rng_for, trial  # noqa: E402
 
 from stitchkit.datasets import data_root  # noqa: E402
 
-COMMANDS = ("embed", "apply", "merge", "head train")
+COMMANDS = ("embed", "apply", "merge", "head train", *MORE)
 
 
 def prepare(work: Path, n_images: int) -> Inputs:
@@ -68,6 +72,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--images", type=int, default=24, help="images in the manifest (batches of 4 for embed)")
     ap.add_argument("--work", type=Path, default=None, help="folder to work in (default: a temporary one)")
+    ap.add_argument("-v", "--verbose", action="store_true",
+                    help="one line per trial: the kill point, whether it hit, what it left on disk")
+    ap.add_argument("--minutes", type=float, default=None,
+                    help="stop a command's trials once this many minutes went by (the count run is printed)")
     args = ap.parse_args()
     names = [c.strip() for c in args.commands.split(",") if c.strip()]
     unknown = [c for c in names if c not in COMMANDS]
@@ -78,24 +86,40 @@ def main() -> None:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        scenarios = {s.name: s for s in build(prepare(work, args.images))}
-        print(f"inputs ready in {time.perf_counter() - t0:.0f}s; {args.trials} trials per command", flush=True)
+        inputs = prepare(work, args.images)
+        scenarios = {s.name: s for s in build(inputs)}
+        more = tuple(n for n in names if n in MORE)
+        if more:
+            scenarios.update({s.name: s for s in build_more(inputs, more)})
+        print(f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}, {os.cpu_count()} CPUs: inputs ready in "
+              f"{time.perf_counter() - t0:.0f}s; {args.trials} trials per command"
+              + (f" (at most {args.minutes:g} min each)" if args.minutes else ""), flush=True)
         failures = []
         for name in names:
             scenario = scenarios[name]
             folder = work / name.replace(" ", "-")
             ref = reference(scenario, folder / "reference")
             rng = rng_for(scenario, args.seed)
-            survived = killed = 0
+            survived = killed = done = 0
             t1 = time.perf_counter()
+            load0 = os.getloadavg()
             for i in range(args.trials):
+                if args.minutes is not None and time.perf_counter() - t1 > 60 * args.minutes:
+                    break
                 result = trial(scenario, rng, i, folder / "trial", ref)
+                done += 1
+                if args.verbose:
+                    print(f"  {name} trial {i}: kill {result.kill}: "
+                          f"{'killed' if result.killed else 'finished first'}"
+                          f"{f' ({result.state})' if result.state else ''}: "
+                          f"{'survived' if result.survived else 'FAILED'}", flush=True)
                 survived += result.survived
                 killed += result.killed
                 if not result.survived:
                     failures.append(f"{name} trial {i} (killed {result.kill}): {result.problem}")
-            print(f"{name}: {survived}/{args.trials} survived ({killed} killed before finishing, "
-                  f"{time.perf_counter() - t1:.0f}s)", flush=True)
+            load = "/".join(f"{x:.2f}" for x in load0) + " -> " + "/".join(f"{x:.2f}" for x in os.getloadavg())
+            print(f"{name}: {survived}/{done} survived ({killed} killed before finishing, "
+                  f"{time.perf_counter() - t1:.0f}s, load average 1/5/15 min {load})", flush=True)
         for line in failures:
             print("FAILED", line)
     sys.exit(1 if failures else 0)

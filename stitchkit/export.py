@@ -19,7 +19,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ import h5py
 import numpy as np
 
 from .errors import StoreError, UsageError
-from .fileio import check_writable_dir
+from .fileio import check_writable_dir, publish, temporary_dir
 from .store import EmbeddingStore, write_store
 from .store import format as fmt
 
@@ -90,7 +89,8 @@ def export_store(
         n, dim = len(store), store.dim
         ids = store.ids
         values = {c: store.column(c) for c in columns}
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        # Built beside ``out`` (a run killed mid-way leaves it for the next export to remove).
+        tmp = temporary_dir(out.parent, f".{out.name}.")
         try:
             (tmp / prefix).mkdir()
             (tmp / "metadata").mkdir()
@@ -113,7 +113,7 @@ def export_store(
             (tmp / "stitchkit.json").write_text(json.dumps(info, indent=1, default=str))
             if out.exists():
                 shutil.rmtree(out)
-            os.replace(tmp, out)
+            publish(tmp, out)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

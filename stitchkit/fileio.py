@@ -1,12 +1,15 @@
-"""Atomic file output (a result appears whole under its final name or not at all) and the
-plain id lists (one id per line) that anchors, splits and `--ids` options read."""
+"""Atomic file output (a result appears whole under its final name or not at all, also after a
+power cut) and the plain id lists (one id per line) that anchors, splits and `--ids` options read."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import os
+import shutil
 import socket
+import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -24,6 +27,8 @@ def atomic_output(path: str | os.PathLike, *, clean_stale: bool = True) -> Itera
 
     The temporary file lives in the same folder so that the final ``os.replace`` is atomic,
     and an existing file at ``path`` stays untouched when writing fails (disk full, Ctrl-C).
+    It is moved with :func:`publish` (fsync of the file, rename, fsync of the folder), so a
+    power cut cannot leave a name that points at unwritten blocks.
     Temporaries of ``path`` left by dead writers on this host (kill -9) are removed first.
     """
     final = Path(path)
@@ -33,10 +38,47 @@ def atomic_output(path: str | os.PathLike, *, clean_stale: bool = True) -> Itera
     tmp = final.with_name(f".{final.name}.{_HOST}-{os.getpid()}.partial")
     try:
         yield tmp
-        os.replace(tmp, final)
+        publish(tmp, final)
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+        _remove(tmp)
+
+
+def publish(tmp: str | os.PathLike, final: str | os.PathLike) -> None:
+    """Move the finished ``tmp`` (a file, or a folder of files) to ``final``, durably.
+
+    The one place where stitchkit renames a result into place. Its data are fsynced before
+    the rename (else, after a power cut, the new name may point at blocks never written: an
+    empty or zero-filled file), then its folder is fsynced so that the rename itself is on
+    disk before a caller goes on, e.g. deletes the part files the result was built from.
+    ``tmp`` and ``final`` must be in the same folder, so that ``os.replace`` is atomic.
+    """
+    tmp, final = Path(tmp), Path(final)
+    if tmp.is_dir():  # a folder result (export): every file and subfolder, then the folder
+        for sub, _, names in os.walk(tmp, topdown=False):
+            for name in names:
+                fsync_path(Path(sub) / name)
+            fsync_path(Path(sub))
+    else:
+        fsync_path(tmp)
+    os.replace(tmp, final)
+    fsync_path(final.parent)
+
+
+def fsync_path(path: str | os.PathLike) -> None:
+    """fsync a file or a folder by path (a folder's fsync makes its entries' renames durable).
+
+    File systems that cannot fsync a folder (EINVAL on some network and FUSE mounts) are
+    skipped: there the rename is as durable as the file system makes it.
+    """
+    flags = os.O_RDONLY | (os.O_DIRECTORY if Path(path).is_dir() else 0)
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
 
 
 def _remove_stale_temporaries(final: Path) -> None:
@@ -46,7 +88,32 @@ def _remove_stale_temporaries(final: Path) -> None:
         host, _, pid = tmp.name[len(prefix) : -len(suffix)].rpartition("-")
         if host == _HOST and pid.isdigit() and not pid_running(int(pid)):
             with contextlib.suppress(OSError):
-                tmp.unlink()
+                _remove(tmp)
+
+
+def temporary_dir(folder: str | os.PathLike | None, prefix: str) -> Path:
+    """A new private folder ``PREFIX<host>-<pid>-<random>`` in ``folder`` (None: the system's).
+
+    For scratch files beside an output (a metrics spill, an export being built): those that
+    writers on this host left when they died (kill -9) are removed first, as for
+    :func:`atomic_output`'s temporaries, so crashed runs do not pile up in the output folder.
+    """
+    if folder is not None:
+        for old in Path(folder).glob(glob.escape(prefix) + "*"):
+            host, _, rest = old.name[len(prefix):].rpartition("-")  # rest: the random part
+            host, _, pid = host.rpartition("-")
+            if host == _HOST and pid.isdigit() and old.is_dir() and not pid_running(int(pid)):
+                shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{_HOST}-{os.getpid()}-", dir=folder))
+
+
+def _remove(path: Path) -> None:
+    """Delete a temporary: a file, or a folder a block built in its place (a model install)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
 
 
 def pid_running(pid: int) -> bool:

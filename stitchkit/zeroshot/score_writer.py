@@ -8,13 +8,12 @@ import csv
 import io
 import json
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..fileio import atomic_output
+from ..fileio import atomic_output, temporary_dir
 from .metrics import Columns
 
 
@@ -114,7 +113,8 @@ class ScoreSpill(Columns):
                  folder: Path | None = None) -> None:
         self._table = table  # () -> (distinct labels, C) bool: truth of each label code
         self.n_classes, self.mode, self.n = n_classes, mode, 0
-        self._dir = Path(tempfile.mkdtemp(prefix=".stitch-metrics-", dir=folder))
+        # Named after host and pid: a later run removes the folders of runs killed mid-way.
+        self._dir = temporary_dir(folder, ".stitch-metrics-")
         self._codes = np.empty(capacity, dtype=np.int32)
         self._top = np.empty(capacity if mode == "multiclass" else 0,
                              dtype=np.int16 if n_classes < 2**15 else np.int32)

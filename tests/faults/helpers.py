@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import re
 import resource
 import signal
@@ -123,15 +124,48 @@ class Kill:
     delay: float
     ready: Callable[[], bool] | None = None
     label: str = ""
+    # A ``ready`` test that needs the run's pid (e.g. "its local Ray has started"), built once
+    # the run is started; used where ``ready`` is None.
+    ready_for: Callable[[int], Callable[[], bool]] | None = None
 
 
-def kill_run(args: Sequence[object], kill: Kill, *, timeout: float = 300) -> bool:
-    """Start `stitch ARGS`, SIGKILL it at ``kill``; True if it was killed before it exited."""
-    proc = subprocess.Popen(stitch_argv(*args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + timeout
+def kill_run(args: Sequence[object], kill: Kill, *, timeout: float = 300, stdout: Path | None = None,
+             reap_group: bool = False) -> bool:
+    """Start `stitch ARGS`, SIGKILL it at ``kill``; True if it was killed before it exited.
+
+    ``stdout``: a file that receives what the run printed (else it is discarded).
+    ``reap_group``: the run gets a process group of its own, and once the run is dead whatever
+    it started and left there is killed too (a local Ray's GCS, raylet and agents, which else
+    take a minute to notice that their driver died and would pile up over many trials).
+    Only the driver is killed at the chosen point: the group goes after, as part of the clean-up.
+    """
+    out = open(stdout, "wb") if stdout is not None else subprocess.DEVNULL  # noqa: SIM115
     try:
-        if kill.ready is not None:
-            while not kill.ready() and proc.poll() is None and time.monotonic() < deadline:
+        proc = subprocess.Popen(stitch_argv(*args), stdout=out, stderr=subprocess.DEVNULL,
+                                start_new_session=reap_group)
+    finally:
+        if stdout is not None:
+            out.close()
+    try:
+        return _kill_at(proc, kill, timeout)
+    finally:
+        if reap_group:
+            reap(proc.pid)
+
+
+def reap(pgid: int, grace: float = 1.0) -> None:
+    """SIGKILL what is left of process group ``pgid`` (one this module started), after ``grace`` s."""
+    time.sleep(grace)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def _kill_at(proc: subprocess.Popen, kill: Kill, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    ready = kill.ready or (kill.ready_for(proc.pid) if kill.ready_for is not None else None)
+    try:
+        if ready is not None:
+            while not ready() and proc.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.005)
         end = time.monotonic() + kill.delay
         while proc.poll() is None and time.monotonic() < end:
@@ -157,5 +191,22 @@ def appeared(pattern: str, folder: Path, count: int = 1) -> Callable[[], bool]:
 
     def ready() -> bool:
         return len(list(folder.glob(pattern))) >= count
+
+    return ready
+
+
+def child_running(pid: int, name: str) -> Callable[[], bool]:
+    """A ``ready`` test: process ``pid`` has a child whose command name is ``name`` (Linux)."""
+
+    def ready() -> bool:
+        try:
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:
+            return False
+        for child in children:
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{child}/comm").read_text().strip() == name:
+                    return True
+        return False
 
     return ready

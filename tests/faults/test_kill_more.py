@@ -1,0 +1,57 @@
+"""SIGKILL at seeded points in classify, sweep, fit --engine ray and embed --engine ray.
+
+Same machinery as ``test_kill.py``: each trial kills the real command (a separate process)
+while it writes its result, after part files, once its local Ray is up, or after a plain delay;
+what it left is absent or whole and equal to an uninterrupted run (a --json record on stdout
+too); the same command re-run gives the uninterrupted result and leaves no temporary behind.
+``STITCHKIT_FAULT_TRIALS`` sets the trials per command (default 2); ``benchmarks/faults.py``
+runs 50. The Ray scenarios are skipped where Ray is not installed (the `ray` extra).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import pytest
+
+from .scenarios import MORE, RAY, Inputs, Scenario, build_more, reference, rng_for, trial
+
+TRIALS = int(os.environ.get("STITCHKIT_FAULT_TRIALS", "2"))
+N_IMAGES = 24  # embed --engine ray: six batches of four
+
+
+@pytest.fixture(scope="module")
+def scenarios(kermany_manifest: Path, lite0_store: Path, lite2_store: Path,
+              tmp_path_factory: pytest.TempPathFactory) -> dict[str, Scenario]:
+    work = tmp_path_factory.mktemp("faults-more")
+    with open(kermany_manifest, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    rows = rows[: N_IMAGES // 2] + rows[-N_IMAGES // 2:]  # both labels
+    manifest = work / "small.csv"
+    with open(manifest, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    names = MORE if RAY else tuple(n for n in MORE if "ray" not in n)
+    return {s.name: s for s in build_more(Inputs(manifest, lite0_store, lite2_store, work / "inputs"), names)}
+
+
+needs_ray = pytest.mark.skipif(not RAY, reason="needs ray[data] (the `ray` extra)")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [
+    "classify", "sweep",
+    pytest.param("fit ray", marks=needs_ray), pytest.param("embed ray", marks=needs_ray),
+])
+def test_a_killed_run_gives_the_uninterrupted_result(
+    name: str, scenarios: dict[str, Scenario], tmp_path: Path
+) -> None:
+    scenario = scenarios[name]
+    ref = reference(scenario, tmp_path / "reference")
+    rng = rng_for(scenario, seed=0)
+    for i in range(TRIALS):
+        result = trial(scenario, rng, i, tmp_path / f"trial-{i}", ref)
+        assert result.survived, f"{name}, killed {result.kill}: {result.problem}"
