@@ -491,3 +491,23 @@ def kill_point(scenario: Scenario, rng: random.Random, out: Path, i: int) -> Kil
 
 def rng_for(scenario: Scenario, seed: int) -> random.Random:
     return random.Random(f"{scenario.name}:{seed}")
+
+
+def small_manifest(manifest: Path, work: Path, n_images: int) -> Path:
+    """The first and last ``n_images / 2`` rows of ``manifest`` (both labels) as ``work/small.csv``."""
+    import csv
+
+    from stitchkit.datasets import write_csv
+
+    with open(manifest, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return write_csv(rows[: n_images // 2] + rows[-n_images // 2:], work / "small.csv")
+
+
+def assert_trials_survive(scenario: Scenario, tmp_path: Path, trials: int) -> None:
+    """``trials`` seeded kills of ``scenario``, each re-run to the uninterrupted result."""
+    ref = reference(scenario, tmp_path / "reference")
+    rng = rng_for(scenario, seed=0)
+    for i in range(trials):
+        result = trial(scenario, rng, i, tmp_path / f"trial-{i}", ref)
+        assert result.survived, f"{scenario.name}, killed {result.kill}: {result.problem}"

@@ -18,7 +18,7 @@ import pytest
 
 from stitchkit.fileio import _HOST, atomic_output
 
-from .scenarios import Inputs, Scenario, build, reference, rng_for, trial
+from .scenarios import Inputs, Scenario, assert_trials_survive, build
 
 TRIALS = int(os.environ.get("STITCHKIT_FAULT_TRIALS", "2"))
 N_IMAGES = 24  # six batches of four: enough part files to kill between, quick to embed
@@ -43,12 +43,7 @@ def scenarios(kermany_manifest: Path, lite0_store: Path, lite2_store: Path,
 def test_a_killed_run_resumes_to_the_uninterrupted_result(
     name: str, scenarios: dict[str, Scenario], tmp_path: Path
 ) -> None:
-    scenario = scenarios[name]
-    ref = reference(scenario, tmp_path / "reference")
-    rng = rng_for(scenario, seed=0)
-    for i in range(TRIALS):
-        result = trial(scenario, rng, i, tmp_path / f"trial-{i}", ref)
-        assert result.survived, f"{name}, killed {result.kill}: {result.problem}"
+    assert_trials_survive(scenarios[name], tmp_path, TRIALS)
 
 
 def test_temporaries_of_dead_writers_are_removed(tmp_path: Path) -> None:

@@ -10,13 +10,20 @@ runs 50. The Ray scenarios are skipped where Ray is not installed (the `ray` ext
 
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
 
 import pytest
 
-from .scenarios import MORE, RAY, Inputs, Scenario, build_more, reference, rng_for, trial
+from .scenarios import (
+    MORE,
+    RAY,
+    Inputs,
+    Scenario,
+    assert_trials_survive,
+    build_more,
+    small_manifest,
+)
 
 TRIALS = int(os.environ.get("STITCHKIT_FAULT_TRIALS", "2"))
 N_IMAGES = 24  # embed --engine ray: six batches of four
@@ -26,14 +33,7 @@ N_IMAGES = 24  # embed --engine ray: six batches of four
 def scenarios(kermany_manifest: Path, lite0_store: Path, lite2_store: Path,
               tmp_path_factory: pytest.TempPathFactory) -> dict[str, Scenario]:
     work = tmp_path_factory.mktemp("faults-more")
-    with open(kermany_manifest, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    rows = rows[: N_IMAGES // 2] + rows[-N_IMAGES // 2:]  # both labels
-    manifest = work / "small.csv"
-    with open(manifest, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    manifest = small_manifest(kermany_manifest, work, N_IMAGES)
     names = MORE if RAY else tuple(n for n in MORE if "ray" not in n)
     return {s.name: s for s in build_more(Inputs(manifest, lite0_store, lite2_store, work / "inputs"), names)}
 
@@ -49,9 +49,4 @@ needs_ray = pytest.mark.skipif(not RAY, reason="needs ray[data] (the `ray` extra
 def test_a_killed_run_gives_the_uninterrupted_result(
     name: str, scenarios: dict[str, Scenario], tmp_path: Path
 ) -> None:
-    scenario = scenarios[name]
-    ref = reference(scenario, tmp_path / "reference")
-    rng = rng_for(scenario, seed=0)
-    for i in range(TRIALS):
-        result = trial(scenario, rng, i, tmp_path / f"trial-{i}", ref)
-        assert result.survived, f"{name}, killed {result.kill}: {result.problem}"
+    assert_trials_survive(scenarios[name], tmp_path, TRIALS)

@@ -6,7 +6,6 @@ Same machinery as ``test_kill.py`` (seeded kill points, ``STITCHKIT_FAULT_TRIALS
 
 from __future__ import annotations
 
-import csv
 import os
 import random
 from pathlib import Path
@@ -18,11 +17,10 @@ from .helpers import Kill, appeared, run_inprocess
 from .scenarios import (
     Scenario,
     _ckpt_epoch_at_least,
-    reference,
-    rng_for,
+    assert_trials_survive,
     same_head,
     same_store,
-    trial,
+    small_manifest,
 )
 
 TRIALS = int(os.environ.get("STITCHKIT_FAULT_TRIALS", "2"))
@@ -52,14 +50,7 @@ def scenarios(kermany_manifest: Path, lite2_store: Path,
     from stitchkit.maps import fit_map
 
     work = tmp_path_factory.mktemp("faults-tokens")
-    with open(kermany_manifest, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    rows = rows[: N_IMAGES // 2] + rows[-N_IMAGES // 2:]  # both labels
-    manifest = work / "small.csv"
-    with open(manifest, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    manifest = small_manifest(kermany_manifest, work, N_IMAGES)
 
     def embed_args(out: Path) -> list[str]:
         return ["embed", str(manifest), "-m", "lite0", "--tokens", "-o", str(out), "--batch-size", "4",
@@ -112,9 +103,4 @@ def scenarios(kermany_manifest: Path, lite2_store: Path,
 def test_a_killed_token_run_resumes_to_the_uninterrupted_result(
     name: str, scenarios: dict[str, Scenario], tmp_path: Path
 ) -> None:
-    scenario = scenarios[name]
-    ref = reference(scenario, tmp_path / "reference")
-    rng = rng_for(scenario, seed=0)
-    for i in range(TRIALS):
-        result = trial(scenario, rng, i, tmp_path / f"trial-{i}", ref)
-        assert result.survived, f"{name}, killed {result.kill}: {result.problem}"
+    assert_trials_survive(scenarios[name], tmp_path, TRIALS)
