@@ -279,8 +279,8 @@ def solve_orthogonal(
     directions no anchor spans map to zero, as the minimum-norm least-squares solution treats
     them. ``max_rank`` caps r (n − 1 for centred anchors: their sums cannot span more).
     """
-    _, xty, _ = stats.raw()
-    xtx_trace = float(np.trace(stats.raw()[0]))
+    xtx, xty, _ = stats.raw()
+    xtx_trace = float(np.trace(xtx))
     with _single_thread_lapack():
         U, sv, Vt = np.linalg.svd(xty, full_matrices=False)
     k = min(stats.dx, stats.dy)
@@ -537,8 +537,7 @@ def spread_factor(stats: SuffStats, W: np.ndarray, *, bias: bool, weights: np.nd
     both traces weighted per output dimension by ``weights`` (the target scale², so that the
     spread is matched in the space the map writes to).
     """
-    cxx, _ = gram(stats, bias=bias)
-    _, _, cyy = stats.centred() if bias else stats.raw()
+    cxx, _, cyy = stats.centred() if bias else stats.raw()
     fitted = float(np.einsum("ij,ij,j->", W, cxx @ W, weights))
     total = float(np.diag(cyy) @ weights)
     if fitted <= 0 or total <= 0:
