@@ -68,7 +68,7 @@ def build_shared(work: Path, seed: int = 0) -> dict[str, Path]:
 
     from stitchkit.head import Head, HeadConfig
     from stitchkit.head.model import CrossAttentionHead
-    from stitchkit.maps import fit_map
+    from stitchkit.maps import AnchorPlan, fit_map
     from stitchkit.store import write_store
 
     work.mkdir(parents=True, exist_ok=True)
@@ -80,7 +80,7 @@ def build_shared(work: Path, seed: int = 0) -> dict[str, Path]:
         ids = [f"a{i}" for i in range(2000)]
         write_store(work / "anchors-src.h5", ids, x, attrs=SRC)
         write_store(work / "anchors-img.h5", ids, y, attrs=IMG)
-        fit_map(work / "anchors-src.h5", work / "anchors-img.h5", method="affine", metrics=False).save(paths["map"])
+        fit_map(work / "anchors-src.h5", work / "anchors-img.h5", "affine", plan=AnchorPlan(metrics=False)).save(paths["map"])
     if not paths["head"].exists():
         torch.manual_seed(seed)
         module = CrossAttentionHead(DIM, TEXT_DIM, HeadConfig())

@@ -85,11 +85,11 @@ def work_floor(src: str, tgt: str) -> dict:
 
 
 def work_stitchkit(src: str, tgt: str, method: str) -> dict:
-    from stitchkit.maps import fit_map
+    from stitchkit.maps import AnchorPlan, fit_map, make_map
 
     kw = {"cv": 3} if method == "ridge-cv3" else {}
     t0 = time.perf_counter()
-    m = fit_map(src, tgt, method=method.split("-")[0], holdout=0.0, metrics=False, **kw)
+    m = fit_map(src, tgt, make_map(method.split("-")[0], **kw), AnchorPlan(holdout=0.0, metrics=False))
     out = {"seconds": time.perf_counter() - t0, "n_anchors": m.n_anchors_}
     if hasattr(m, "alpha_relative_"):
         out["alpha_relative"] = m.alpha_relative_

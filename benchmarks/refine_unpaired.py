@@ -34,7 +34,7 @@ def main() -> None:
     p.add_argument("--json", dest="json_out", default=None)
     args = p.parse_args()
 
-    from stitchkit.maps import fit_map
+    from stitchkit.maps import AnchorPlan, fit_map
 
     rows = []
     for n in [int(v) for v in args.counts.split(",")]:
@@ -44,9 +44,7 @@ def main() -> None:
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
                     t0 = time.perf_counter()
-                    m = fit_map(args.source, args.target, method=args.method, n_anchors=n, seed=seed,
-                                holdout=args.holdout, unpaired=unpaired,
-                                refine_iterations=args.iterations, metrics=True)
+                    m = fit_map(args.source, args.target, args.method, plan=AnchorPlan(n_anchors=n, seed=seed, holdout=args.holdout, unpaired=unpaired, refine_iterations=args.iterations, metrics=True))
                     row[f"{label}_s"] = time.perf_counter() - t0
                 row[label] = {k: m.metrics_[k] for k in KEYS if k in m.metrics_}
                 if unpaired:

@@ -92,10 +92,7 @@ def embed(source: tuple[str, ...], model: str, output: str, batch_size: int, wor
         from stitchkit.engines.ray_engine import embed_store_ray, require_ray
 
         require_ray()  # say a missing extra before reading inputs or loading a model
-        inputs = read_inputs(list(source), **read)
-        if inputs.kind in ("webdataset", "hf"):
-            raise UsageError(f"--engine ray reads image files and manifests; {inputs.kind} input needs "
-                             "--engine local")
+        inputs = read_inputs(list(source), **read)  # the engine refuses formats it cannot read
         with progress(f"embed {model} (ray)") as bar:
             result = embed_store_ray(
                 inputs, model, output, batch_size=batch_size, tokens=tokens, strict=strict,

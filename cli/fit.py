@@ -8,10 +8,11 @@ from typing import Any
 
 import click
 
-from .output import emit, emit_record, progress, show_warnings
+from stitchkit.maps.anchors import STRATEGIES
+from stitchkit.maps.estimators import METHODS
+from stitchkit.maps.token_pairs import GRIDS
 
-METHOD_CHOICES = ("ridge", "affine", "linear", "orthogonal")
-STRATEGY_CHOICES = ("random", "stratified", "farthest", "kmeans")
+from .output import emit, emit_record, progress, show_warnings
 
 
 def _alpha(value: str | None) -> float | str | None:
@@ -31,7 +32,7 @@ def _alpha(value: str | None) -> float | str | None:
 @click.argument("target")
 @click.option("-o", "--output", default=None, type=click.Path(dir_okay=False, path_type=str),
               help="Map file to write (safetensors + JSON metadata); required unless --dry-run.")
-@click.option("--method", type=click.Choice(METHOD_CHOICES), default="ridge", show_default=True,
+@click.option("--method", type=click.Choice(METHODS), default="ridge", show_default=True,
               help="ridge: affine least squares with alpha chosen by GCV; affine / linear: plain "
                    "least squares with / without bias; orthogonal: Procrustes.")
 @click.option("--alpha", default=None, show_default="auto for ridge, 0 for affine/linear",
@@ -52,7 +53,7 @@ def _alpha(value: str | None) -> float | str | None:
               help="File with one anchor id per line (default: every id both stores share).")
 @click.option("--n-anchors", type=click.IntRange(min=1), default=None,
               help="Use only N of the anchors (after the holdout), chosen with --strategy.")
-@click.option("--strategy", type=click.Choice(STRATEGY_CHOICES), default="random", show_default=True,
+@click.option("--strategy", type=click.Choice(STRATEGIES), default="random", show_default=True,
               help="How --n-anchors are chosen.")
 @click.option("--holdout", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.2,
               show_default=True, help="Fraction of anchors held out for the quality report.")
@@ -82,7 +83,7 @@ def _alpha(value: str | None) -> float | str | None:
               help="Fit on spatially matched patch tokens (every image × grid position is a "
                    "pair) instead of pooled vectors: the map for token heads. Both stores need "
                    "square token grids (stitch embed --tokens); the map stays affine.")
-@click.option("--token-grid", type=click.Choice(["target", "source", "coarser", "finer"]),
+@click.option("--token-grid", type=click.Choice(GRIDS),
               default="target", show_default=True,
               help="With --tokens: the grid both sides are resampled onto (area-weighted down, "
                    "bilinear up), e.g. target: Lite0 7x7 upsampled to Lite2's 9x9.")
@@ -127,8 +128,9 @@ def fit(source: str, target: str, output: str | None, method: str, alpha: str | 
     """
     from stitchkit.errors import StitchError
     from stitchkit.fileio import check_writable_dir
-    from stitchkit.maps import fit_map
+    from stitchkit.maps import AnchorPlan, ReadOptions, fit_map, make_map
     from stitchkit.maps.metrics import parse_requirement, unmet_requirements
+    from stitchkit.maps.stream import LocalEngine
 
     show_warnings()
     if scale and method != "orthogonal":
@@ -142,44 +144,40 @@ def fit(source: str, target: str, output: str | None, method: str, alpha: str | 
         gates = [parse_requirement(r) for r in requirements]
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--require") from None
-    options: dict[str, Any] = dict(
-        method=method, alpha=alpha_value, scale=scale or None, rescale=rescale, center=center,
-        standardize=standardize, l2=l2, restore=restore, anchors=anchors_file,
-        n_anchors=n_anchors, strategy=strategy, holdout=holdout, seed=seed,
-        cv=cv if method in ("ridge", "affine", "linear") else None, pool_by=pool_by,
-        chunk_size=chunk_size, refit=refit,
-    )
+    estimator = make_map(method, alpha=alpha_value, scale=scale or None, rescale=rescale, center=center,
+                         standardize=standardize, l2=l2, restore=restore,
+                         cv=cv if method in ("ridge", "affine", "linear") else None)
+    plan = AnchorPlan(anchors=anchors_file, n_anchors=n_anchors, strategy=strategy, holdout=holdout,
+                      seed=seed, pool_by=pool_by, refit=refit, unpaired=unpaired,
+                      refine_iterations=refine_iterations)
     if on_tokens:
         _check_token_options(dry_run=dry_run, pool_by=pool_by, engine=engine, unpaired=unpaired, l2=l2)
     elif token_grid != "target" or pooled_weight:
         raise click.UsageError("--token-grid and --pooled-weight apply with --tokens only")
     if dry_run:
-        from stitchkit.maps.api import check_stitchability
+        from stitchkit.maps import check_stitchability
 
-        options.pop("refit")  # nothing is written by a dry run
-        report = check_stitchability(source, target, k=knn_k, **options)
+        report = check_stitchability(source, target, estimator, plan, k=knn_k)
         emit(report, as_json=as_json, text=None if as_json else _dry_text(report))
         return
     if output is None:
         raise click.UsageError("Missing option '-o' / '--output' (or give --dry-run)")
     check_writable_dir(output)
-    stats_engine: Any = "local"
-    if engine == "ray":
-        from stitchkit.engines.ray_stats import RayStats
-
-        stats_engine = RayStats(address)
     if on_tokens:
-        from stitchkit.maps.token_pairs import fit_token_map
+        from stitchkit.maps import TokenGrid, fit_token_map
 
-        for key in ("l2", "pool_by", "chunk_size"):
-            options.pop(key)
         with progress_callback("fit: reading token pairs") as cb:
-            m = fit_token_map(source, target, grid=token_grid, pooled_weight=pooled_weight,
-                              exact=exact, progress=cb, **options)
+            m = fit_token_map(source, target, estimator, plan, ReadOptions(exact=exact, progress=cb),
+                              TokenGrid(grid=token_grid, pooled_weight=pooled_weight))
     else:
+        stats_engine: Any = LocalEngine()
+        if engine == "ray":
+            from stitchkit.engines.ray_stats import RayStats
+
+            stats_engine = RayStats(address)
         with progress_callback("fit: reading anchors") as cb:
-            m = fit_map(source, target, exact=exact, progress=cb, engine=stats_engine,
-                        unpaired=unpaired, refine_iterations=refine_iterations, **options)
+            read = ReadOptions(chunk_size=chunk_size, exact=exact, progress=cb, engine=stats_engine)
+            m = fit_map(source, target, estimator, plan, read)
     unmet = unmet_requirements(m.metrics_, gates)
     if unmet:
         # Nothing is written, so a shell pipeline (`stitch fit ... && stitch apply ...`) stops.

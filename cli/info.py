@@ -1,4 +1,4 @@
-"""`stitch info`: show what any store, map or head file holds."""
+"""`stitch info`: show what any store, map, head, checkpoint, score file or export folder holds."""
 
 from __future__ import annotations
 
@@ -8,15 +8,18 @@ from .output import emit
 
 
 @click.command()
-@click.argument("path", type=click.Path(dir_okay=False, path_type=str))
+@click.argument("path", type=click.Path(path_type=str))
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def info(path: str, as_json: bool) -> None:
-    """Show what PATH holds: an embedding store (.h5), a map or a head file.
+    """Show what PATH holds: an embedding store (.h5), a map, a head (or its checkpoint), a
+    score file of `stitch classify` (.csv or .h5) or a folder of `stitch export`. A file of a
+    format version this stitchkit does not read is refused in one line.
 
     \b
     Examples:
       stitch info lite0.h5
       stitch info lite0.h5 --json
+      stitch info scores.csv
     """
     from stitchkit.inspect import describe_file
 

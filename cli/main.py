@@ -10,7 +10,7 @@ import click
 # command name -> (module under stitchkit.cli, attribute, one-line help shown in `stitch --help`)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "embed": ("embed", "embed", "Embed images or texts with a model into an HDF5 store."),
-    "info": ("info", "info", "Show what a store, map or head file holds."),
+    "info": ("info", "info", "Show what a store, map, head, score file or export folder holds."),
     "merge": ("merge", "merge", "Merge shard stores into one store."),
     "export": ("export", "export", "Write a store as clip-retrieval's npy + parquet folder (autofaiss)."),
     "import": ("import_", "import_cmd", "Read a clip-retrieval embedding folder into a store."),

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import click
 
+from stitchkit.maps.anchors import STRATEGIES
+from stitchkit.maps.estimators import METHODS
+
 from .fit import parse_int_list
 from .output import emit_record, show_warnings
-
-METHOD_CHOICES = ("ridge", "affine", "linear", "orthogonal")
 
 
 @click.command()
@@ -18,10 +19,10 @@ METHOD_CHOICES = ("ridge", "affine", "linear", "orthogonal")
 @click.option("--n-anchors", "counts", default="50,100,250,500,1000", show_default=True,
               help="Comma-separated anchor counts.")
 @click.option("--methods", default="orthogonal,affine,ridge", show_default=True,
-              help=f"Comma-separated methods among {', '.join(METHOD_CHOICES)}.")
+              help=f"Comma-separated methods among {', '.join(METHODS)}.")
 @click.option("--seeds", default="0,1,2", show_default=True,
               help="Comma-separated seeds (each: its own holdout split and anchor draw).")
-@click.option("--strategy", type=click.Choice(["random", "stratified", "farthest", "kmeans"]),
+@click.option("--strategy", type=click.Choice(STRATEGIES),
               default="random", show_default=True, help="How each count of anchors is chosen.")
 @click.option("--holdout", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
               default=0.2, show_default=True, help="Fraction of anchors held out for the metrics.")
@@ -47,26 +48,26 @@ def sweep(source: str, target: str, counts: str, methods: str, seeds: str, strat
       stitch sweep lite0.h5 lite2.h5 --n-anchors 50,250,500,1000,2000 -o sweep.csv --plot sweep.png
       stitch sweep minilm.h5 mpnet.h5 --methods orthogonal,ridge --seeds 0,1 -o sweep.json --json
     """
-    from stitchkit.maps.sweep import summarize, write_table
+    from stitchkit.maps import AnchorPlan
+    from stitchkit.maps.sweep import SweepGrid, summarize, write_table
     from stitchkit.maps.sweep import sweep as run_sweep
     from stitchkit.report.sweep_plot import plot_sweep
 
     show_warnings()
     method_list = [m.strip() for m in methods.split(",") if m.strip()]
-    bad = [m for m in method_list if m not in METHOD_CHOICES]
+    bad = [m for m in method_list if m not in METHODS]
     if bad or not method_list:
-        raise click.BadParameter(f"unknown method(s) {bad}; choose among {', '.join(METHOD_CHOICES)}",
+        raise click.BadParameter(f"unknown method(s) {bad}; choose among {', '.join(METHODS)}",
                                   param_hint="--methods")
 
     def on_row(row: dict) -> None:
         what = row.get("error") or f"cos {row.get('cosine_mean', float('nan')):.3f} top1 {row.get('top1', float('nan')):.3f}"
         click.echo(f"sweep: seed {row['seed']} n {row['n_anchors']} {row['method']}: {what}", err=True)
 
-    rows = run_sweep(
-        source, target, n_anchors=parse_int_list(counts, "--n-anchors"), methods=method_list,
-        seeds=parse_int_list(seeds, "--seeds"), strategy=strategy, holdout=holdout,
-        anchors=anchors_file, l2=l2, on_row=on_row,
-    )
+    grid = SweepGrid(n_anchors=parse_int_list(counts, "--n-anchors"), methods=method_list,
+                     seeds=parse_int_list(seeds, "--seeds"), params={"l2": l2})
+    plan = AnchorPlan(anchors=anchors_file, strategy=strategy, holdout=holdout)
+    rows = run_sweep(source, target, grid, plan, on_row=on_row)
     summary = summarize(rows)
     write_table(summary, output)
     if plot is None:

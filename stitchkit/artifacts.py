@@ -1,7 +1,8 @@
 """Maps and heads on disk: one safetensors file whose header carries JSON metadata.
 
 No pickle anywhere: tensors are safetensors, everything else is JSON under the header key
-``stitchkit``, with a ``kind`` (map | head) and a ``format_version`` that readers check.
+``stitchkit``, with a ``kind`` (map | head | head-checkpoint: the encoding type) and a
+``format_version``, each kind's own (``stitchkit.formats``), which :func:`read_header` checks.
 """
 
 from __future__ import annotations
@@ -14,18 +15,21 @@ import numpy as np
 
 from .errors import UsageError
 from .fileio import atomic_output
+from .formats import ARTIFACTS, artifact_format, check_format
 
-ARTIFACT_VERSION = 1
 HEADER_KEY = "stitchkit"
 
 
 def save_artifact(
     path: str | Path, kind: str, tensors: dict[str, np.ndarray], meta: dict[str, Any]
 ) -> Path:
-    """Write tensors and JSON metadata atomically; ``meta`` must be JSON-serialisable."""
+    """Write tensors and JSON metadata atomically; ``meta`` must be JSON-serialisable.
+
+    ``kind`` is one of ``stitchkit.formats.ARTIFACTS`` (map, head, head-checkpoint), whose
+    current version the header records."""
     from safetensors.numpy import save_file
 
-    header = {"kind": kind, "format_version": ARTIFACT_VERSION, **meta}
+    header = {"kind": kind, "format_version": ARTIFACTS[kind].version, **meta}
     arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
     with atomic_output(path) as tmp:
         save_file(arrays, str(tmp), metadata={HEADER_KEY: json.dumps(header, default=_plain)})
@@ -65,12 +69,16 @@ def read_header(path: str | Path) -> dict[str, Any]:
         ) from exc
     if raw is None:
         raise UsageError(f"{path} is a safetensors file without stitchkit metadata: not a map or head")
-    meta = json.loads(raw)
-    if int(meta.get("format_version", 0)) > ARTIFACT_VERSION:
-        raise UsageError(
-            f"{path} has format version {meta['format_version']}; this stitchkit reads up to "
-            f"{ARTIFACT_VERSION}: upgrade stitchkit"
-        )
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{path}: its stitchkit metadata is not JSON ({exc}): fit or train it again") from None
+    if not isinstance(meta, dict):
+        raise UsageError(f"{path}: its stitchkit metadata is not a JSON object: fit or train it again")
+    kind = meta.get("kind")
+    if kind is None:
+        raise UsageError(f"{path}: its stitchkit metadata names no kind: not a map or head")
+    check_format(path, artifact_format(path, kind), meta.get("format_version"))
     return meta
 
 

@@ -30,7 +30,7 @@ import torch
 from .encoders import Encoder
 from .errors import InputFailure, LockedError, StitchError, UsageError
 from .fileio import atomic_output, check_writable_dir, pid_running
-from .inputs import PIXEL_POLICY, Inputs, Item, load_item
+from .inputs import PIXEL_POLICY, Inputs, Item, input_format, load_item
 from .store import EmbeddingStore, StoreWriter
 from .store.store import STR, base_attrs
 
@@ -310,8 +310,8 @@ def plan_job(
 ) -> Job | EmbedResult:
     """Check the job and plan its batches; an EmbedResult when ``out`` already holds it."""
     out = Path(out)
-    if inputs.kind in ("webdataset", "hf") and inputs.modality == "image" and encoder.modality == "text" \
-            and "text" in inputs.columns:
+    if inputs.modality == "image" and encoder.modality == "text" and "text" in inputs.columns \
+            and input_format(inputs.kind).captions:
         # Shards and datasets carry images and captions together: a text model embeds the captions.
         inputs = replace(inputs, modality="text")
     if inputs.modality != encoder.modality:

@@ -23,6 +23,13 @@ class StoreError(UsageError):
     """An HDF5 file that is not a usable embedding store (missing, corrupt, incomplete)."""
 
 
+class FormatError(UsageError):
+    """A file in a format version this stitchkit does not read (a newer one: upgrade stitchkit).
+
+    Raised only by :mod:`stitchkit.formats` (``check_format``, ``artifact_format``).
+    """
+
+
 class ModelError(UsageError):
     """A model spec that cannot be resolved or whose weights cannot be found."""
 

@@ -5,12 +5,15 @@ The layout (clip-retrieval's ``clip_inference`` output)::
     DIR/img_emb/img_emb_0.npy         (n0, D) float32 (or float16), rows in store order
     DIR/img_emb/img_emb_1.npy         ... one file per chunk of ``chunk_size`` rows
     DIR/metadata/metadata_0.parquet   the same rows: id, then the store's string columns
-    DIR/stitchkit.json                provenance: format, model, weights, dim, modality, chunks
+    DIR/stitchkit.json                provenance: format, format_version, model, weights, dim,
+                                      modality, chunks
 
 Text stores write ``text_emb/text_emb_i.npy``. The metadata columns are ``id``, ``label``,
 ``group``, ``caption`` (the texts; clip-retrieval's name for them) and any further string
 column by its own name (``view_position``, ``patient_id``). ``stitchkit.json`` is ignored by
-clip-retrieval and autofaiss and lets `import_folder` give the store back its provenance.
+clip-retrieval and autofaiss and lets `import_folder` give the store back its provenance;
+its ``format`` and ``format_version`` are the folder's encoding type and version
+(``stitchkit.formats.EXPORT``), which :func:`read_export_info` checks.
 """
 
 from __future__ import annotations
@@ -27,11 +30,12 @@ import numpy as np
 
 from .errors import StoreError, UsageError
 from .fileio import check_writable_dir, publish, temporary_dir
+from .formats import EXPORT, check_format
 from .store import EmbeddingStore, write_store
 from .store import format as fmt
 
-EXPORT_FORMAT = "stitchkit.clip-retrieval-export"
-EXPORT_VERSION = 1
+EXPORT_FORMAT = EXPORT.encoding_type
+INFO_FILE = "stitchkit.json"
 # store dataset -> metadata column; clip-retrieval calls texts "caption".
 _RENAME = {fmt.LABELS: "label", fmt.GROUPS: "group", fmt.TEXTS: "caption"}
 _PROVENANCE = ("model_spec", "weights_sha256", "preprocessing", "input", "modality", "pixel_mapping",
@@ -104,13 +108,13 @@ def export_store(
                 pa.parquet.write_table(table, tmp / "metadata" / f"metadata_{i}.parquet")
                 chunks.append(b - a)
             info = {
-                "format": EXPORT_FORMAT, "format_version": EXPORT_VERSION, "dim": dim, "rows": n,
+                "format": EXPORT_FORMAT, "format_version": EXPORT.version, "dim": dim, "rows": n,
                 "dtype": dtype, "chunks": chunks, "embeddings": prefix,
                 "columns": ["id", *(_RENAME.get(c, c) for c in columns)],
                 "store": {k: store.attrs.get(k) for k in _PROVENANCE if store.attrs.get(k) not in (None, "")},
                 "failed": len(store.failed),
             }
-            (tmp / "stitchkit.json").write_text(json.dumps(info, indent=1, default=str))
+            (tmp / INFO_FILE).write_text(json.dumps(info, indent=1, default=str))
             if out.exists():
                 shutil.rmtree(out)
             publish(tmp, out)
@@ -124,6 +128,23 @@ def export_store(
 def is_export_folder(path: str | os.PathLike) -> bool:
     p = Path(path)
     return p.is_dir() and ((p / "img_emb").is_dir() or (p / "text_emb").is_dir())
+
+
+def read_export_info(folder: str | os.PathLike) -> dict[str, Any]:
+    """The folder's ``stitchkit.json`` ({} for a plain clip-retrieval folder), its format
+    version checked: one this stitchkit does not read is refused in one line."""
+    src = Path(folder)
+    if not (src / INFO_FILE).is_file():
+        return {}
+    try:
+        info = json.loads((src / INFO_FILE).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{src}/{INFO_FILE} cannot be parsed ({exc})") from None
+    if not isinstance(info, dict):
+        raise UsageError(f"{src}/{INFO_FILE} is not a JSON object: not a stitchkit export")
+    if info.get("format") == EXPORT_FORMAT:  # another tool's stitchkit.json carries no version of ours
+        check_format(src, EXPORT, info.get("format_version"))
+    return info
 
 
 def _numbered(folder: Path, prefix: str, suffix: str) -> list[Path]:
@@ -150,14 +171,7 @@ def import_folder(folder: str | os.PathLike, out: str | os.PathLike, *, overwrit
     metas = _numbered(src / "metadata", "metadata", ".parquet") if (src / "metadata").is_dir() else []
     if metas and len(metas) != len(npys):
         raise UsageError(f"{src}: {len(npys)} embedding files but {len(metas)} metadata files: they must pair up")
-    info: dict[str, Any] = {}
-    if (src / "stitchkit.json").is_file():
-        try:
-            info = json.loads((src / "stitchkit.json").read_text())
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"{src}/stitchkit.json cannot be parsed ({exc})") from None
-        if info.get("format") == EXPORT_FORMAT and info.get("format_version", 0) > EXPORT_VERSION:
-            raise UsageError(f"{src} was written by a newer stitchkit (format {info['format_version']}): upgrade")
+    info = read_export_info(src)
     arrays, tables = [], []
     for i, npy in enumerate(npys):
         try:

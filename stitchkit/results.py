@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
+from .formats import SCORES_CSV
 
 SCHEMA = "stitchkit.result/1"
 # what each command's record is called in the "task" field (CLIP_benchmark names its own
@@ -226,6 +227,8 @@ def load_records(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
             raise UsageError(f"{path}: no such file; check the path") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise UsageError(f"{path} is not JSON ({exc}): give files that `--json` wrote") from None
+        if isinstance(data, dict) and data.get("format") == SCORES_CSV.encoding_type:
+            continue  # a score CSV's NAME.csv-metadata.json, caught by a `*.json`: not a result
         items = data if isinstance(data, list) else [data]
         for item in items:
             kind = guess_kind(item) if isinstance(item, dict) else None

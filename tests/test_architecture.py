@@ -8,6 +8,7 @@ terminal. Imports inside functions count as much as those at the top of a module
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -116,3 +117,43 @@ def test_importing_the_library_loads_no_plotting_or_terminal_package() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_head_is_a_leaf_and_only_the_store_opens_stores() -> None:
+    """The head uses stores but never the maps; nothing outside ``stitchkit.store`` reaches into
+    a store's HDF5 file (one reading layer: runs, tokens, masks, pooling)."""
+    head_uses_maps = [f"{src} imports {dst}" for src, dsts in GRAPH.items() if src.startswith("stitchkit.head")
+                      for dst in dsts if dst.startswith("stitchkit.maps")]
+    assert not head_uses_maps, "\n".join(head_uses_maps)
+    reaching_in = [name for name, path in MODULES.items() if not name.startswith("stitchkit.store")
+                   and re.search(r"(?<!self)\._h5\b", path.read_text(encoding="utf-8"))]
+    assert not reaching_in, f"modules reading a store's HDF5 file directly: {reaching_in}"
+
+
+def test_fit_functions_take_objects_not_twenty_arguments() -> None:
+    """The estimator, an AnchorPlan and ReadOptions carry the options (six parameters at most)."""
+    import inspect
+
+    from stitchkit.maps import check_stitchability, fit_map, fit_token_map, sweep
+
+    wide = {f.__name__: len(inspect.signature(f).parameters)
+            for f in (fit_map, check_stitchability, fit_token_map, sweep)}
+    assert all(n <= 6 for n in wide.values()), wide
+
+
+def test_cli_choices_are_the_registries() -> None:
+    """A method or strategy added to the library appears in `stitch fit` and `stitch sweep`."""
+    from stitchkit.cli.fit import fit
+    from stitchkit.cli.sweep import sweep
+
+    from stitchkit.maps import METHODS
+    from stitchkit.maps.anchors import STRATEGIES
+    from stitchkit.maps.token_pairs import GRIDS
+
+    fit_options = {p.name: p for p in fit.params}
+    assert tuple(fit_options["method"].type.choices) == METHODS
+    assert tuple(fit_options["strategy"].type.choices) == STRATEGIES
+    assert tuple(fit_options["token_grid"].type.choices) == GRIDS
+    sweep_options = {p.name: p for p in sweep.params}
+    assert tuple(sweep_options["strategy"].type.choices) == STRATEGIES
+    assert all(m in sweep_options["methods"].help for m in METHODS)

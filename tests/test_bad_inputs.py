@@ -111,7 +111,7 @@ def make_world(root: Path, lite0: Path, lite2: Path, minilm: Path, kermany_manif
     manifest = _write_manifest(root / "good.csv", rows)
 
     map_path = root / "lite2-to-lite0.map"
-    fit_map(lite2, lite0, method="orthogonal").save(map_path)
+    fit_map(lite2, lite0, "orthogonal").save(map_path)
     captions, head = root / "captions.h5", root / "head.st"
     for args in (["head", "captions", lite2, "--from-labels", "pneumonia", "-m", "minilm", "-o", captions],
                  ["head", "train", lite2, captions, "-o", head, "--epochs", "1", "--batch-size", "16",

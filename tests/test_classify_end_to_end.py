@@ -70,9 +70,9 @@ def test_native_head_classifies_the_test_split(lite2_store: Path, trained: dict[
 
 
 def test_through_a_map(lite0_store: Path, lite2_store: Path, trained: dict[str, Path]) -> None:
-    from stitchkit.maps import fit_map
+    from stitchkit.maps import AnchorPlan, fit_map
 
-    m = fit_map(lite0_store, lite2_store, method="orthogonal", anchors=_ids(lite0_store, "train"))
+    m = fit_map(lite0_store, lite2_store, "orthogonal", plan=AnchorPlan(anchors=_ids(lite0_store, "train")))
     map_path = trained["dir"] / "l0-l2.map"
     m.save(map_path)
     res = classify_store(lite0_store, load_prompts("pneumonia"), text_model="minilm", map_path=map_path,

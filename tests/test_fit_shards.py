@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stitchkit.maps import fit_map
+from stitchkit.maps import AnchorPlan, ReadOptions, fit_map
 from stitchkit.store import EmbeddingStore
 
 from .test_store_union import split_into_shards
@@ -25,8 +25,8 @@ def shards(lite0_store: Path, lite2_store: Path, tmp_path_factory: pytest.TempPa
 
 @pytest.mark.parametrize("method", ["orthogonal", "ridge"])
 def test_fit_from_shards_equals_fit_from_whole(shards: dict, lite0_store: Path, lite2_store: Path, method: str) -> None:
-    whole = fit_map(lite0_store, lite2_store, method=method, metrics=False)
-    sharded = fit_map(shards["source"], shards["target"], method=method, metrics=False)
+    whole = fit_map(lite0_store, lite2_store, method, plan=AnchorPlan(metrics=False))
+    sharded = fit_map(shards["source"], shards["target"], method, plan=AnchorPlan(metrics=False))
     with EmbeddingStore(lite0_store) as store:
         X = store.read()
     np.testing.assert_allclose(sharded.transform(X), whole.transform(X), rtol=1e-4, atol=1e-4)
@@ -37,9 +37,8 @@ def test_fit_shard_statistics_in_ray_tasks(shards: dict, lite0_store: Path, lite
     pytest.importorskip("ray")
     from stitchkit.engines.ray_stats import RayStats
 
-    whole = fit_map(lite0_store, lite2_store, method="ridge", metrics=False)
-    sharded = fit_map(shards["source"], shards["target"], method="ridge", metrics=False,
-                      engine=RayStats())
+    whole = fit_map(lite0_store, lite2_store, "ridge", plan=AnchorPlan(metrics=False))
+    sharded = fit_map(shards["source"], shards["target"], "ridge", plan=AnchorPlan(metrics=False), read=ReadOptions(engine=RayStats()))
     with EmbeddingStore(lite0_store) as store:
         X = store.read()
     np.testing.assert_allclose(sharded.transform(X), whole.transform(X), rtol=1e-4, atol=1e-4)

@@ -12,13 +12,16 @@ import scipy.linalg
 from stitchkit.errors import ProvenanceError, StoreError, UsageError
 from stitchkit.maps import (
     AffineMap,
+    AnchorPlan,
     LinearMap,
     OrthogonalMap,
+    ReadOptions,
     apply_map,
     fit_map,
     load_map,
+    make_map,
 )
-from stitchkit.maps.sweep import summarize, sweep, write_table
+from stitchkit.maps.sweep import SweepGrid, summarize, sweep, write_table
 from stitchkit.report.sweep_plot import plot_sweep
 from stitchkit.store import EmbeddingStore, write_store
 
@@ -57,18 +60,17 @@ def stores(tmp_path):
 
 def test_streaming_fit_equals_in_memory_fit_on_the_same_anchors(stores):
     src, tgt, (ids, X, Y, _) = stores
-    m = fit_map(src, tgt, method="affine", holdout=0.0, chunk_size=37, exact=True)
+    m = fit_map(src, tgt, "affine", plan=AnchorPlan(holdout=0.0), read=ReadOptions(chunk_size=37, exact=True))
     ref = AffineMap().fit(X, Y)
     np.testing.assert_allclose(m.W_, ref.W_, atol=1e-9)
     np.testing.assert_allclose(m.b_, ref.b_, atol=1e-9)
-    mixed = fit_map(src, tgt, method="affine", holdout=0.0, chunk_size=37)
+    mixed = fit_map(src, tgt, "affine", plan=AnchorPlan(holdout=0.0), read=ReadOptions(chunk_size=37))
     np.testing.assert_allclose(mixed.W_, ref.W_, atol=1e-4)
 
 
 def test_orthogonal_fit_from_stores_matches_scipy(stores):
     src, tgt, (ids, X, Y, _) = stores
-    m = fit_map(src, tgt, method="orthogonal", holdout=0.0, center=False, standardize=False,
-                exact=True)
+    m = fit_map(src, tgt, make_map("orthogonal", center=False, standardize=False), plan=AnchorPlan(holdout=0.0), read=ReadOptions(exact=True))
     R, _ = scipy.linalg.orthogonal_procrustes(X.astype(float), np.c_[Y, np.zeros((len(Y), 8))])
     np.testing.assert_allclose(m.W_, R[:, :16], atol=1e-9)
 
@@ -77,8 +79,8 @@ def test_anchor_order_in_the_stores_does_not_change_the_map(stores, tmp_path):
     src, tgt, (ids, X, Y, labels) = stores
     perm = np.random.default_rng(3).permutation(len(ids))
     src2 = _write(tmp_path / "src2.h5", ids[perm], X[perm], labels[perm])
-    a = fit_map(src, tgt, method="ridge", n_anchors=200, seed=4)
-    b = fit_map(src2, tgt, method="ridge", n_anchors=200, seed=4)
+    a = fit_map(src, tgt, "ridge", plan=AnchorPlan(n_anchors=200, seed=4))
+    b = fit_map(src2, tgt, "ridge", plan=AnchorPlan(n_anchors=200, seed=4))
     assert a.alpha_ == pytest.approx(b.alpha_)
     # Single-precision chunk sums differ in their last bits with the row order; GCV's alpha
     # here is small enough that W carries them at about 1e-6 of its largest entry.
@@ -88,7 +90,7 @@ def test_anchor_order_in_the_stores_does_not_change_the_map(stores, tmp_path):
 
 def test_metrics_are_stored_and_sensible(stores, tmp_path):
     src, tgt, _ = stores
-    m = fit_map(src, tgt, method="ridge", holdout=0.25, seed=0)
+    m = fit_map(src, tgt, "ridge", plan=AnchorPlan(holdout=0.25, seed=0))
     q = m.metrics_
     assert q["n_heldout"] == 150
     assert q["cosine_mean"] > 0.99 and q["relative_mse"] < 0.01 and q["top1"] > 0.9
@@ -102,20 +104,20 @@ def test_a_wrong_pairing_scores_badly(stores, tmp_path):
     src, _, (ids, X, Y, labels) = stores
     shuffled = np.random.default_rng(0).permutation(len(ids))
     bad = _write(tmp_path / "bad.h5", ids, Y[shuffled], labels, spec="tgt-model")
-    q = fit_map(src, bad, method="ridge").metrics_
+    q = fit_map(src, bad, "ridge").metrics_
     assert q["top1"] < 0.05 and q["cosine_mean"] < 0.5
 
 
 def test_anchor_file_and_selection(stores, tmp_path):
     src, tgt, (ids, *_rest) = stores
     (tmp_path / "a.txt").write_text("\n".join(ids[:100]))
-    m = fit_map(src, tgt, method="orthogonal", anchors=tmp_path / "a.txt", holdout=0.2, refit=False)
+    m = fit_map(src, tgt, "orthogonal", plan=AnchorPlan(anchors=tmp_path / "a.txt", holdout=0.2, refit=False))
     assert m.anchors_["n_pool"] == 100 and m.n_anchors_ == 80 and m.anchors_["n_refit"] == 0
-    m = fit_map(src, tgt, method="ridge", n_anchors=50, strategy="stratified", refit=False)
+    m = fit_map(src, tgt, "ridge", plan=AnchorPlan(n_anchors=50, strategy="stratified", refit=False))
     assert m.n_anchors_ == 50 and m.anchors_["strategy"] == "stratified"
     (tmp_path / "b.txt").write_text("nope\n")
     with pytest.raises(StoreError, match="ids not found"):
-        fit_map(src, tgt, anchors=tmp_path / "b.txt")
+        fit_map(src, tgt, plan=AnchorPlan(anchors=tmp_path / "b.txt"))
 
 
 def test_clear_errors(stores, tmp_path):
@@ -127,16 +129,16 @@ def test_clear_errors(stores, tmp_path):
     Xn[7, 3] = np.nan
     nan = _write(tmp_path / "nan.h5", ids, Xn, labels)
     with pytest.raises(StoreError, match="NaN or Inf.*img00007"):
-        fit_map(nan, tgt, holdout=0.0)
+        fit_map(nan, tgt, plan=AnchorPlan(holdout=0.0))
     with pytest.warns(UserWarning, match="underdetermined, so the minimum-norm solution.*ridge"):
-        fit_map(src, tgt, method="affine", n_anchors=20)
+        fit_map(src, tgt, "affine", plan=AnchorPlan(n_anchors=20))
     with pytest.raises(UsageError, match="only"):
-        fit_map(src, tgt, n_anchors=10_000)
+        fit_map(src, tgt, plan=AnchorPlan(n_anchors=10_000))
 
 
 def test_apply_writes_a_target_space_store_and_checks_provenance(stores, tmp_path):
     src, tgt, (ids, X, Y, labels) = stores
-    m = fit_map(src, tgt, method="ridge")
+    m = fit_map(src, tgt, "ridge")
     m.save(tmp_path / "m.map")
     out = tmp_path / "out.h5"
     result = apply_map(tmp_path / "m.map", src, out, chunk_size=100)
@@ -162,7 +164,7 @@ def test_pool_by_group_averages_views(tmp_path):
     groups = [f"study{i // 2}" for i in range(400)]
     src = _write(tmp_path / "s.h5", ids, X, labels, groups=groups)
     tgt = _write(tmp_path / "t.h5", ids, Y, labels, groups=groups, spec="t")
-    m = fit_map(src, tgt, method="affine", pool_by="group", holdout=0.0, exact=True)
+    m = fit_map(src, tgt, "affine", plan=AnchorPlan(pool_by="group", holdout=0.0), read=ReadOptions(exact=True))
     assert m.n_anchors_ == 200
     Xg = X.reshape(200, 2, -1).mean(1)
     Yg = Y.reshape(200, 2, -1).mean(1)
@@ -173,8 +175,8 @@ def test_sweep_table_and_plot(stores, tmp_path):
     src, tgt, _ = stores
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        rows = sweep(src, tgt, n_anchors=[20, 100], methods=["orthogonal", "affine", "ridge"],
-                     seeds=[0, 1])
+        rows = sweep(src, tgt, SweepGrid(n_anchors=[20, 100], methods=["orthogonal", "affine", "ridge"],
+                                         seeds=[0, 1]))
     assert len(rows) == 12
     # Affine at 20 anchors (fewer than the dimension) is the minimum-norm map, noted, not failed.
     assert not [r for r in rows if "error" in r]
@@ -195,7 +197,7 @@ def test_plain_hdf5_without_provenance_warns_on_apply(tmp_path):
         h["embeddings"] = X
         h["ids"] = np.array(ids, dtype=h5py.string_dtype())
     tgt = _write(tmp_path / "t.h5", ids, Y, spec="t")
-    m = fit_map(tmp_path / "p.h5", tgt, method="orthogonal")
+    m = fit_map(tmp_path / "p.h5", tgt, "orthogonal")
     with pytest.warns(UserWarning, match="provenance unknown"):
         apply_map(m, tmp_path / "p.h5", tmp_path / "o.h5")
 
@@ -228,7 +230,7 @@ def test_real_lite0_to_lite2_methods_match_references(lite0_store, lite2_store):
 
 @pytest.mark.slow
 def test_real_lite0_to_lite2_ridge_stitches_well(lite0_store, lite2_store, tmp_path):
-    m = fit_map(lite0_store, lite2_store, method="ridge", holdout=0.3, seed=0)
+    m = fit_map(lite0_store, lite2_store, "ridge", plan=AnchorPlan(holdout=0.3, seed=0))
     q = m.metrics_
     # Same family, 126 anchors for 1280 dims: far from perfect but far above chance.
     assert q["cosine_mean"] > 0.7 and q["top1"] > 5 / q["n_heldout"]
@@ -244,10 +246,11 @@ def test_refit_measures_on_the_holdout_then_writes_the_map_of_every_anchor(store
     """scikit-learn's refit: metrics of the map without the held-out anchors, the map of all."""
     src, tgt, (ids, *_rest) = stores
     (tmp_path / "a.txt").write_text("\n".join(ids[:150]))
-    kw = dict(method=method, anchors=tmp_path / "a.txt", seed=3, exact=True)
-    refitted = fit_map(src, tgt, holdout=0.2, **kw)
-    measured = fit_map(src, tgt, holdout=0.2, refit=False, **kw)
-    everything = fit_map(src, tgt, holdout=0.0, metrics=False, **kw)
+    plan = dict(anchors=tmp_path / "a.txt", seed=3)
+    exact = ReadOptions(exact=True)
+    refitted = fit_map(src, tgt, method, AnchorPlan(holdout=0.2, **plan), exact)
+    measured = fit_map(src, tgt, method, AnchorPlan(holdout=0.2, refit=False, **plan), exact)
+    everything = fit_map(src, tgt, method, AnchorPlan(holdout=0.0, metrics=False, **plan), exact)
     assert refitted.anchors_["n_fit"] == 120 and refitted.anchors_["n_heldout"] == 30
     assert refitted.anchors_["n_refit"] == refitted.n_anchors_ == 150 and measured.n_anchors_ == 120
     assert refitted.metrics_ == measured.metrics_  # the report is the held-out one

@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 
-from stitchkit.maps import fit_map
+from stitchkit.maps import AnchorPlan, fit_map
 from stitchkit.maps.plan import unpaired_rows
 from stitchkit.maps.refine import mutual_nearest
 from stitchkit.store import EmbeddingStore, write_store
@@ -40,8 +40,8 @@ def test_refinement_on_real_embeddings_reports_itself(lite0_store, lite2_store):
     """Lite0 → Lite2, 20 anchors, the other Kermany images as unpaired samples."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        base = fit_map(lite0_store, lite2_store, method="ridge", n_anchors=20, refit=False)
-        m = fit_map(lite0_store, lite2_store, method="ridge", n_anchors=20, unpaired=1000, refit=False)
+        base = fit_map(lite0_store, lite2_store, "ridge", plan=AnchorPlan(n_anchors=20, refit=False))
+        m = fit_map(lite0_store, lite2_store, "ridge", plan=AnchorPlan(n_anchors=20, unpaired=1000, refit=False))
     ref = m.anchors_["refinement"]
     # 180 images: 36 held out, 20 anchors, so 124 unpaired per side.
     assert ref["unpaired_source"] == ref["unpaired_target"] == 124

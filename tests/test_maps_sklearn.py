@@ -128,11 +128,11 @@ def test_float32_apply_equals_the_float64_path(cls, opts):
 @pytest.mark.parametrize("method", ["ridge", "affine", "orthogonal"])
 def test_float32_apply_on_real_embeddings(lite0_store, lite2_store, tmp_path, method):
     """Lite0 → Lite2 on Kermany images: the folded float32 map within 1e-5 of the float64 path."""
-    from stitchkit.maps import fit_map
+    from stitchkit.maps import AnchorPlan, fit_map
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # affine on 144 anchors for 1280 dimensions warns
-        m = fit_map(lite0_store, lite2_store, method=method, metrics=False)
+        m = fit_map(lite0_store, lite2_store, method, plan=AnchorPlan(metrics=False))
     with EmbeddingStore(lite0_store) as s:
         X = s.read()
     out = m.transform(X)

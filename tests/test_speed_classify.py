@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from stitchkit.maps import fit_map
+from stitchkit.maps import AnchorPlan, fit_map
 from stitchkit.store import write_store
 from stitchkit.zeroshot import metrics as M
 from stitchkit.zeroshot.prompts import from_classes
@@ -29,7 +29,7 @@ def test_classify_metrics_match_the_written_scores(tmp_path: Path) -> None:
     ids = [f"a{i}" for i in range(300)]
     write_store(tmp_path / "as.h5", ids, anchors, attrs=src)
     write_store(tmp_path / "at.h5", ids, anchors @ mix, attrs=img)
-    fit_map(tmp_path / "as.h5", tmp_path / "at.h5", method="affine", metrics=False).save(tmp_path / "m.map")
+    fit_map(tmp_path / "as.h5", tmp_path / "at.h5", "affine", plan=AnchorPlan(metrics=False)).save(tmp_path / "m.map")
     # Queries lean towards their class's prompt vector (in the image space), so AUC > 0.5.
     prompts_img = rng.normal(size=(3, d)).astype(np.float32)
     y = rng.integers(0, 3, n)

@@ -52,3 +52,31 @@ def test_a_store_without_groups_is_one_clear_line(tmp_path):
                        attrs={"model_spec": "m"})
     with EmbeddingStore(path) as s, pytest.raises(UsageError, match="no groups column"):
         PooledStore(s)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 4, 1000])
+def test_classify_head_and_fit_pool_alike(tmp_path, chunk_size):
+    """classify (blocks of whole groups), head training (read_side) and fits (PooledStore) see
+    the same pooled vectors and labels, whatever the block size."""
+    from stitchkit.head.data import read_side
+    from stitchkit.store.pooling import group_blocks, pool_views
+
+    groups = ["a", "b", "a", "c", "b", "b", "d", "c", "e"]
+    labels = ["Effusion", "", "Mass", "Nodule", "Effusion", "Mass", "No Finding", "", "Edema"]
+    path, emb = _store(tmp_path, groups, labels, dim=5, seed=3)
+    with EmbeddingStore(path) as s:
+        fit = PooledStore(s)
+        head = read_side(s, pool_by="group")
+        rows = np.arange(len(s))
+        ids, vectors, pooled_labels = [], [], []
+        for block, members, keys in group_blocks(s, rows, "group", chunk_size):
+            glob, _, _, lab = pool_views(members, s.read(block), labels=s.labels[block])
+            ids += list(keys)
+            vectors.append(glob)
+            pooled_labels += list(lab)
+        classify = np.concatenate(vectors)
+        assert ids == list(fit.ids) == list(head.ids) == ["a", "b", "c", "d", "e"]
+        np.testing.assert_array_equal(classify, fit.read())
+        np.testing.assert_array_equal(head.glob, fit.read())
+        assert pooled_labels == list(fit.labels) == list(head.labels)
+        np.testing.assert_allclose(fit.read()[1], emb[[1, 4, 5]].mean(0), rtol=1e-6)

@@ -18,10 +18,11 @@ import torch
 from stitchkit.datasets import write_csv
 from stitchkit.errors import UsageError
 from stitchkit.head import Head, HeadConfig, TrainConfig, train_head
-from stitchkit.maps import load_map, make_map
+from stitchkit.maps import AnchorPlan, ReadOptions, TokenGrid, load_map, make_map
 from stitchkit.maps import token_pairs as TP
 from stitchkit.maps import tokens as T
 from stitchkit.store import EmbeddingStore, StoreWriter
+from stitchkit.store import grid as G
 from stitchkit.store.store import base_attrs
 from stitchkit.zeroshot.captions import make_captions
 from stitchkit.zeroshot.prompts import load_prompts
@@ -58,7 +59,7 @@ def _copy(src: Path, out: Path, *, tokens: np.ndarray | None = None, mask: np.nd
         attrs = {**base_attrs(modality="image", model_spec=s.model_spec),
                  "weights_sha256": s.attrs.get("weights_sha256")}
         if keep_tokens and tokens is None:
-            tokens, mask = T.read_tokens(s, np.arange(len(s)))
+            tokens, mask = s.read_tokens(np.arange(len(s)))
     extra = {} if not keep_tokens else {"tokens": tokens, "tokens_mask": mask}
     with StoreWriter(out, dim=glob.shape[1], attrs=attrs,
                      token_shape=tokens.shape[1:] if keep_tokens else None) as w:
@@ -69,7 +70,7 @@ def _copy(src: Path, out: Path, *, tokens: np.ndarray | None = None, mask: np.nd
 # -- resampling ------------------------------------------------------------------------------
 @pytest.mark.parametrize(("n_in", "n_out"), [(9, 7), (7, 9), (7, 7), (9, 3), (3, 9)])
 def test_resampling_rows_sum_to_one(n_in: int, n_out: int) -> None:
-    R = TP.resample_matrix(n_in, n_out)
+    R = G.resample_matrix(n_in, n_out)
     assert R.shape == (n_out, n_in) and (R >= 0).all()
     assert np.allclose(R.sum(axis=1), 1.0)
     if n_out < n_in:  # area weights: every input cell counts n_out / n_in in total
@@ -78,22 +79,22 @@ def test_resampling_rows_sum_to_one(n_in: int, n_out: int) -> None:
 
 def test_area_resampling_keeps_the_mean_and_bilinear_hits_cell_centres(st: dict[str, Path]) -> None:
     with EmbeddingStore(st["lite2"]) as s:
-        tok, _ = T.read_tokens(s, np.arange(4))
+        tok, _ = s.read_tokens(np.arange(4))
         glob = s.read(np.arange(4))
-    down = TP.resample_tokens(tok, 7)
+    down = G.resample_tokens(tok, 7)
     assert down.shape == (4, 49, 1280)
     # Lite2's global is the mean of its 81 tokens; the area-resampled 7×7 grid keeps that mean.
     np.testing.assert_allclose(down.mean(axis=1), tok.mean(axis=1), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(down.mean(axis=1), glob, rtol=2e-2, atol=2e-3)
     # 3×3 → 9×9 bilinear: the centre of output cell 4 is input cell 1's centre exactly.
-    small = TP.resample_tokens(tok, 3)
-    up = TP.resample_tokens(small, 9).reshape(4, 9, 9, -1)
+    small = G.resample_tokens(tok, 3)
+    up = G.resample_tokens(small, 9).reshape(4, 9, 9, -1)
     np.testing.assert_allclose(up[:, 4, 4], small.reshape(4, 3, 3, -1)[:, 1, 1], rtol=1e-5, atol=1e-6)
 
 
 # -- fitting on matched tokens ---------------------------------------------------------------
 def test_token_map_is_affine_commutes_with_pooling_and_records_itself(st: dict[str, Path]) -> None:
-    m = TP.fit_token_map(st["lite0"], st["lite2"], grid="target", holdout=0.25, refit=False)
+    m = TP.fit_token_map(st["lite0"], st["lite2"], plan=AnchorPlan(holdout=0.25, refit=False), tokens=TokenGrid(grid="target"))
     t = m.anchors_["tokens"]
     assert t["grid"] == [9, 9] and t["source_grid"] == [7, 7] and t["target_grid"] == [9, 9]
     assert t["resample"] == {"source": "bilinear", "target": "none"}
@@ -104,7 +105,7 @@ def test_token_map_is_affine_commutes_with_pooling_and_records_itself(st: dict[s
     assert 0.0 < m.metrics_["token_cosine_mean"] <= 1.0 and m.metrics_["token_n_heldout"] == 4 * 81
     assert "cosine_mean" in m.metrics_  # the held-out images' globals, as any fit reports
     with EmbeddingStore(st["lite0"]) as s:
-        tok, mask = T.read_tokens(s, np.arange(len(s)))
+        tok, mask = s.read_tokens(np.arange(len(s)))
         glob = s.read(np.arange(len(s)))
     # Affine: the mean of the mapped tokens is the mapped mean of the tokens (= the global).
     mapped = T.map_tokens(m, tok, mask)
@@ -112,21 +113,20 @@ def test_token_map_is_affine_commutes_with_pooling_and_records_itself(st: dict[s
     rel = np.linalg.norm(mapped.mean(axis=1) - m.transform(glob), axis=1) / np.linalg.norm(m.transform(glob), axis=1)
     assert rel.max() < 2e-2  # float16 storage of the tokens
     # ... and resampling the mapped grid is mapping the resampled grid (both linear, rows sum to 1).
-    np.testing.assert_allclose(TP.resample_tokens(mapped, 9),
-                               T.map_tokens(m, TP.resample_tokens(tok, 9)), rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(G.resample_tokens(mapped, 9),
+                               T.map_tokens(m, G.resample_tokens(tok, 9)), rtol=1e-3, atol=1e-3)
     with pytest.raises(AssertionError):  # a real difference is caught by the tolerance above
         np.testing.assert_allclose(mapped.mean(axis=1), m.transform(glob) * 1.1, rtol=1e-4, atol=1e-3)
 
 
 def test_streamed_blocks_equal_one_fit_on_all_pairs(st: dict[str, Path], monkeypatch) -> None:
     monkeypatch.setattr(TP, "BLOCK_BYTES", 1)  # one image per block
-    m = TP.fit_token_map(st["lite0"], st["lite2"], grid="coarser", alpha=10.0, holdout=0.25,
-                         pooled_weight=2, metrics=False, exact=True, refit=False)
+    m = TP.fit_token_map(st["lite0"], st["lite2"], make_map("ridge", alpha=10.0), plan=AnchorPlan(holdout=0.25, metrics=False, refit=False), read=ReadOptions(exact=True), tokens=TokenGrid(grid="coarser", pooled_weight=2))
     fit_ids = set(_fit_ids(st, holdout=0.25))
     with EmbeddingStore(st["lite0"]) as a, EmbeddingStore(st["lite2"]) as b:
         rows = np.array([i for i, k in enumerate(a.ids) if k in fit_ids])
         rows_b = b.index_of([a.ids[r] for r in rows])
-        xs, ys = T.read_tokens(a, rows)[0], TP.resample_tokens(T.read_tokens(b, rows_b)[0], 7)
+        xs, ys = a.read_tokens(rows)[0], G.resample_tokens(b.read_tokens(rows_b)[0], 7)
         X = np.concatenate([xs.reshape(-1, 1280), np.repeat(a.read(rows), 2, axis=0)])
         Y = np.concatenate([ys.reshape(-1, 1280), np.repeat(b.read(rows_b), 2, axis=0)])
     ref = make_map("ridge", alpha=10.0).fit(X, Y)
@@ -138,9 +138,10 @@ def test_streamed_blocks_equal_one_fit_on_all_pairs(st: dict[str, Path], monkeyp
 
 
 def test_token_refit_is_the_fit_on_every_anchor_image(st: dict[str, Path]) -> None:
-    kw = dict(grid="coarser", alpha=10.0, exact=True)
-    refitted = TP.fit_token_map(st["lite0"], st["lite2"], holdout=0.25, **kw)
-    everything = TP.fit_token_map(st["lite0"], st["lite2"], holdout=0.0, metrics=False, **kw)
+    ridge, exact, coarser = make_map("ridge", alpha=10.0), ReadOptions(exact=True), TokenGrid(grid="coarser")
+    refitted = TP.fit_token_map(st["lite0"], st["lite2"], ridge, AnchorPlan(holdout=0.25), exact, coarser)
+    everything = TP.fit_token_map(st["lite0"], st["lite2"], ridge, AnchorPlan(holdout=0.0, metrics=False), exact,
+                                  coarser)
     assert refitted.anchors_["n_refit"] == refitted.anchors_["n_fit"] + refitted.anchors_["n_heldout"]
     assert refitted.n_anchors_ == everything.n_anchors_ == refitted.anchors_["n_refit"] * 49
     assert "token_cosine_mean" in refitted.metrics_
@@ -197,7 +198,7 @@ def test_cli_refuses_what_cannot_be_matched(st: dict[str, Path], tmp_path: Path,
         assert message in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr
         assert not (tmp_path / "x.map").exists()
     with pytest.raises(UsageError, match="choose one of"):
-        TP.fit_token_map(st["lite0"], st["lite2"], grid="diagonal")
+        TP.fit_token_map(st["lite0"], st["lite2"], tokens=TokenGrid(grid="diagonal"))
 
 
 # -- the head side: the query's grid resampled onto the head's --------------------------------
@@ -211,14 +212,14 @@ def test_token_head_resamples_a_query_grid_onto_its_own(st: dict[str, Path]) -> 
     head = Head.load(st["dir"] / "h.head")
     assert head.image_token_count_ == 81
     assert head.meta_["config"]["token_dropout"] == 0.25 and head.meta_["config"]["token_coarsen"] == 1.0
-    m = TP.fit_token_map(st["lite0"], st["lite2"], metrics=False)
+    m = TP.fit_token_map(st["lite0"], st["lite2"], plan=AnchorPlan(metrics=False))
     with EmbeddingStore(st["lite0"]) as s, EmbeddingStore(captions) as c:
-        tok, mask = T.read_tokens(s, np.arange(len(s)))
+        tok, mask = s.read_tokens(np.arange(len(s)))
         glob = m.transform(s.read(np.arange(len(s))))
         tg = c.read(np.arange(2))
     mapped = T.map_tokens(m, tok, mask)  # 7×7, as a Lite0 query arrives
     auto = head.score(glob, tg, mapped, mask)
-    by_hand = head.score(glob, tg, TP.resample_tokens(mapped, 9), np.ones((len(glob), 81), bool))
+    by_hand = head.score(glob, tg, G.resample_tokens(mapped, 9), np.ones((len(glob), 81), bool))
     np.testing.assert_allclose(auto, by_hand, rtol=1e-5, atol=1e-5)
     head.resample_tokens = False
     assert not np.allclose(head.score(glob, tg, mapped, mask), auto, atol=1e-4)

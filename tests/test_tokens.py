@@ -20,7 +20,7 @@ from stitchkit.datasets import write_csv
 from stitchkit.errors import UsageError
 from stitchkit.head import Head, HeadConfig, TrainConfig, train_head
 from stitchkit.head.data import LazyTokens, read_side
-from stitchkit.maps import apply_map, fit_map, load_map
+from stitchkit.maps import AnchorPlan, apply_map, fit_map, load_map
 from stitchkit.maps import tokens as T
 from stitchkit.store import EmbeddingStore, StoreWriter
 from stitchkit.store.store import base_attrs
@@ -54,12 +54,11 @@ def tok(data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]
     out["captions"] = d / "captions.h5"
     make_captions(out["lite2"], out=out["captions"], text_model="minilm",
                   prompts=load_prompts("pneumonia"), tokens=True)
-    m = fit_map(out["lite0"], out["lite2"], method="ridge", metrics=False)
+    m = fit_map(out["lite0"], out["lite2"], "ridge", plan=AnchorPlan(metrics=False))
     out["map"] = d / "l0-l2.map"
     m.save(out["map"])
     out["text_map"] = d / "l2-minilm.map"
-    fit_map(out["lite2"], out["captions"], method="ridge", metrics=False,
-            anchors=_ids(out["lite2"], "train")).save(out["text_map"])
+    fit_map(out["lite2"], out["captions"], "ridge", plan=AnchorPlan(metrics=False, anchors=_ids(out["lite2"], "train"))).save(out["text_map"])
     return out
 
 

@@ -6,7 +6,7 @@ import numpy as np
 from sklearn.metrics import f1_score, roc_auc_score
 
 from stitchkit.zeroshot import metrics as M
-from stitchkit.zeroshot.metrics import auc, evaluate, truth_matrix
+from stitchkit.zeroshot.metrics import auc, classification_metrics, truth_matrix
 
 
 def _data(n: int, n_cls: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -62,7 +62,7 @@ def test_evaluate_multiclass_and_multilabel() -> None:
     truth = np.eye(3, dtype=bool)[y]
     prob = np.clip(truth * 0.5 + rng.random((300, 3)), 0, None)
     prob /= prob.sum(axis=1, keepdims=True)
-    m = evaluate(truth, prob, ["a", "b", "c"], mode="multiclass", n_boot=200)
+    m = classification_metrics(truth, prob, ["a", "b", "c"], mode="multiclass", n_boot=200)
     assert abs(m["accuracy"] - (prob.argmax(1) == y).mean()) < 1e-12
     assert abs(m["f1_macro"] - f1_score(y, prob.argmax(1), average="macro")) < 1e-12
     for c in range(3):
@@ -70,7 +70,7 @@ def test_evaluate_multiclass_and_multilabel() -> None:
     lo, hi = m["ci"]["auc_macro"]
     assert lo <= m["auc_macro"] <= hi and hi - lo < 0.2
     assert m["ci"]["method"] == "percentile bootstrap" and m["ci"]["n_boot"] == 200
-    ml = evaluate(truth, prob, ["a", "b", "c"], mode="multilabel", n_boot=0)
+    ml = classification_metrics(truth, prob, ["a", "b", "c"], mode="multilabel", n_boot=0)
     assert abs(ml["accuracy"] - ((prob >= 0.5) == truth).mean()) < 1e-12
     assert "ci" not in ml
 
@@ -125,6 +125,6 @@ def test_spilled_columns_give_exactly_what_arrays_give(tmp_path) -> None:
         got = M.evaluate_columns(spill, list("abc"), mode=mode, n_boot=100, seed=3)
         spill.close()
         assert not list(tmp_path.iterdir())  # the spill folder is gone
-        want = evaluate(truth_matrix(labels[rows], matchers), prob[rows], list("abc"), mode=mode,
+        want = classification_metrics(truth_matrix(labels[rows], matchers), prob[rows], list("abc"), mode=mode,
                         n_boot=100, seed=3, ranking=rank[rows])
         assert got == want and got["n"] == len(rows) < 7000, mode

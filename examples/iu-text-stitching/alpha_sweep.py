@@ -54,7 +54,7 @@ def split(ids: np.ndarray, texts: dict[str, str] | None, n_eval: int, seed: int)
 
 
 def main() -> None:
-    from stitchkit.maps import RidgeMap, fit_map
+    from stitchkit.maps import AnchorPlan, RidgeMap, fit_map
     from stitchkit.maps import functional as F
     from stitchkit.store import EmbeddingStore
 
@@ -81,7 +81,7 @@ def main() -> None:
     rows = []
     for n in (int(c) for c in args.counts.split(",")):
         a = pool[:n]
-        m = fit_map(args.source, args.target, anchors=list(ids[a]))  # every default
+        m = fit_map(args.source, args.target, plan=AnchorPlan(anchors=list(ids[a])))  # every default
         row = {"n_anchors": n, "alpha_selection": m.alpha_selection_, "alpha_relative": m.alpha_relative_,
                "top1": top1(m.transform(Xe), Ye), "relative_mse": relative_mse(m.transform(Xe), Ye)}
         stats = F.SuffStats.from_arrays(X[a], Y[a], exact=True)

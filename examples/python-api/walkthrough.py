@@ -39,7 +39,7 @@ for model in ("lite0", "lite2"):
     print(model, result.samples, "samples", f"{result.seconds:.1f}s")
 
 # %% Fit maps: scikit-learn contract (fit / transform / inverse_transform, state in `_` attributes)
-from stitchkit.maps import OrthogonalMap, RidgeMap, fit_map
+from stitchkit.maps import AnchorPlan, OrthogonalMap, RidgeMap, fit_map
 
 src, tgt = EmbeddingStore(work / "lite0.h5"), EmbeddingStore(work / "lite2.h5")
 train = [i for i in src.ids if i.startswith("train/")]
@@ -57,7 +57,7 @@ ortho = OrthogonalMap().fit(X, Y)
 print("orthogonal round trip error", float(np.abs(ortho.inverse_transform(ortho.transform(Xt)) - Xt).max()))
 
 # The same from the stores, streaming, with held-out metrics stored in the map:
-m = fit_map(work / "lite0.h5", work / "lite2.h5", method="ridge", anchors=train)
+m = fit_map(work / "lite0.h5", work / "lite2.h5", "ridge", plan=AnchorPlan(anchors=train))
 m.save(work / "lite0-to-lite2.map")
 print({k: round(v, 3) for k, v in m.metrics_.items() if isinstance(v, float)})
 

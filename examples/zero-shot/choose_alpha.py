@@ -19,7 +19,7 @@ import sys
 import numpy as np
 from sklearn.model_selection import GroupKFold
 
-from stitchkit.maps import fit_map
+from stitchkit.maps import AnchorPlan, fit_map, make_map
 from stitchkit.maps.functional import l2_normalize
 from stitchkit.store import EmbeddingStore
 
@@ -51,8 +51,7 @@ def main(images: str, texts: str, out: str) -> None:
     other: dict[float, list[float]] = {a: [] for a in GRID}
     for train, held in GroupKFold(n_splits=5).split(x, y, groups):
         for a in GRID:
-            m = fit_map(images, texts, method="ridge", alpha=a, anchors=list(ids[train]),
-                        holdout=0.0, metrics=False)
+            m = fit_map(images, texts, make_map("ridge", alpha=a), plan=AnchorPlan(anchors=list(ids[train]), holdout=0.0, metrics=False))
             pred = m.transform(x[held])
             scores[a].append(retrieval_auc(pred, y[held], notes[held], groups[held]))
             other[a].append(retrieval_auc(pred, y[held], notes[held], groups[held], False))

@@ -40,6 +40,7 @@ from ..embed import EmbedResult, ProgressSink, plan_job
 from ..encoders import EncodeOutput, Encoder, load_encoder
 from ..errors import InputFailure, StitchError, UsageError
 from ..inputs import Inputs, load_image
+from ..inputs.registry import require
 
 RAY_MISSING = "--engine ray needs Ray: pip install 'stitchkit[ray]'"
 
@@ -258,6 +259,8 @@ def embed_store_ray(
 ) -> EmbedResult:
     """Embed ``inputs`` into ``out`` with Ray; same store, provenance and resume as ``embed_store``."""
     ray = require_ray()  # before any model loading: a missing extra is the first thing to say
+    # Decode tasks read files by path: formats whose samples live in containers declare ray=False.
+    require(inputs, "ray", "--engine ray reads image files and manifests; {kind} input needs --engine local")
     t0 = time.perf_counter()
     out = Path(out)
     if batch_size < 1:

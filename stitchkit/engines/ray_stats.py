@@ -6,7 +6,7 @@ the single-process fit: statistics add up exactly, and cross-validation folds ar
 from a hash of the id, so they do not depend on which task saw a row.
 
 This module depends on the maps library (``RayStats`` is a ``maps.stream.StatsEngine``); the
-library never imports it: ``fit_map(..., engine=RayStats(address))``.
+library never imports it: ``fit_map(..., read=ReadOptions(engine=RayStats(address)))``.
 """
 
 from __future__ import annotations

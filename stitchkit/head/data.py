@@ -15,14 +15,7 @@ import numpy as np
 
 from ..errors import UsageError
 from ..store import EmbeddingStore, require_finite
-from ..store.pooling import (
-    check_pool_by,
-    group_rows,
-    pool_embeddings,
-    pool_labels,
-    pool_tokens,
-    store_groups,
-)
+from ..store.pooling import check_pool_by, group_rows, pool_views, store_groups
 
 
 class LazyTokens:
@@ -47,20 +40,13 @@ class LazyTokens:
         rows = np.atleast_1d(self.rows[index])
         if rows.ndim != 1:
             raise IndexError("LazyTokens takes an array of rows or a slice")
-        return read_token_rows(self.store, rows)
+        return self.store.read(rows, tokens=True, dtype=np.float16)
 
     def take(self, index: np.ndarray) -> LazyTokens:
         return LazyTokens(self.store, self.rows[index])
 
 
 Tokens = np.ndarray | LazyTokens
-
-
-def read_token_rows(store: EmbeddingStore, rows: np.ndarray) -> np.ndarray:
-    """Tokens of ``rows`` (any order, repeats allowed) as float16, read run by run."""
-    from ..maps.tokens import read_rows
-
-    return read_rows(store, rows)
 
 
 @dataclass
@@ -110,10 +96,9 @@ def read_side(
         check_token_width(store)
         if pool_by is None:
             tok = LazyTokens(store, rows)
-            mask = _token_mask(store)[rows]
+            mask = store.token_mask(rows)
         else:  # pooling concatenates the views' tokens: done in memory (studies are few)
-            tok, mask = store.read_tokens(rows)
-            tok = tok.astype(np.float16)  # halves memory; the head computes in float32
+            tok, mask = store.read_tokens(rows, np.float16)  # half the memory; the head computes in float32
     labels = store.labels[rows] if store.labels is not None else None
     texts = store.texts[rows] if store.texts is not None else None
     if pool_by is None:
@@ -121,23 +106,11 @@ def read_side(
         return Side(ids, glob, tok, mask, labels, texts, groups)
     groups = store_groups(store)
     keys, members = group_rows(groups[rows])
-    glob = pool_embeddings(glob, members)
-    if tok is not None and mask is not None:
-        tok, mask = pool_tokens(tok, mask, members)
+    glob, tok, mask, labels = pool_views(members, glob, tok, mask, labels)
     pooled_texts = None
     if texts is not None:
         pooled_texts = np.asarray([" ".join(dict.fromkeys(texts[m])) for m in members], dtype=object)
-    return Side(np.asarray(keys, dtype=object), glob, tok, mask, pool_labels(labels, members),
-                pooled_texts)
-
-
-def _token_mask(store: EmbeddingStore) -> np.ndarray:
-    """The whole (N, T) token mask (small: booleans)."""
-    from ..store import format as fmt
-
-    if fmt.TOKENS_MASK in store._h5:
-        return np.asarray(store._h5[fmt.TOKENS_MASK][()], dtype=bool)
-    return np.ones((len(store), store.token_shape[0]), dtype=bool)
+    return Side(np.asarray(keys, dtype=object), glob, tok, mask, labels, pooled_texts)
 
 
 def check_token_width(store: EmbeddingStore) -> None:

@@ -62,14 +62,14 @@ class Head:
 
         A token head attends over the token count and spacing it was trained on (Lite2 9×9);
         a query mapped from Lite0 brings 7×7. The resampling (bilinear up, area-weighted
-        down: :func:`stitchkit.maps.token_pairs.resample_tokens`) is linear with rows summing
+        down: :func:`stitchkit.store.grid.resample_tokens`) is linear with rows summing
         to one, so it commutes with an affine map and keeps mean pooling's identities. Padded
         tokens (word tokens) and grids that are not square are left as they are.
         """
         want = self.image_token_count_ if self.resample_tokens else None
         if tokens is None or want is None or tokens.shape[1] == want:
             return tokens, mask
-        from ..maps.token_pairs import resample_tokens
+        from ..store.grid import resample_tokens
 
         side, have = math.isqrt(want), math.isqrt(tokens.shape[1])
         if side * side != want or have * have != tokens.shape[1] or (
@@ -98,7 +98,7 @@ class Head:
     def load(cls, path: str | os.PathLike) -> Head:
         tensors, meta = load_artifact(path, HEAD_KIND)
         try:
-            config = HeadConfig.from_dict(meta["head_config"])
+            config = HeadConfig.from_dict(meta["head_config"], where=path)
             module = CrossAttentionHead(int(meta["image_dim"]), int(meta["text_dim"]), config)
         except KeyError as exc:
             raise UsageError(f"{path}: head metadata lacks {exc}; train the head again") from exc

@@ -56,9 +56,20 @@ class HeadConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> HeadConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+    def from_dict(cls, data: dict[str, Any], where: object = "head") -> HeadConfig:
+        """The config :meth:`to_dict` wrote. A setting this stitchkit does not know is refused,
+        never dropped: a head built without a part it was trained with would score wrongly."""
+        return cls(**known_settings(cls, data, where))
+
+
+def known_settings(cls: type, data: dict[str, Any], where: object) -> dict[str, Any]:
+    """``data`` if every key is a field of the dataclass ``cls``; else a one-line error."""
+    unknown = sorted(set(data) - {f.name for f in fields(cls)})
+    if unknown:
+        raise UsageError(f"{where}: {cls.__name__} setting{'s' if len(unknown) > 1 else ''} "
+                         f"{', '.join(map(repr, unknown))} unknown to this stitchkit "
+                         "(written by a newer stitchkit?): upgrade stitchkit")
+    return dict(data)
 
 
 class CrossAttentionLayer(nn.Module):

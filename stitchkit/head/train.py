@@ -39,7 +39,14 @@ from ..fileio import check_writable_dir
 from ..store import EmbeddingStore
 from .data import Side, join_pairs, read_side
 from .head import Head
-from .model import CrossAttentionHead, HeadConfig, load_numpy_state, score_matrix, state_to_numpy
+from .model import (
+    CrossAttentionHead,
+    HeadConfig,
+    known_settings,
+    load_numpy_state,
+    score_matrix,
+    state_to_numpy,
+)
 
 ProgressFn = Callable[[int, int], None]
 
@@ -86,9 +93,11 @@ class TrainConfig:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        data = dict(data)
-        data["head"] = HeadConfig.from_dict(data.get("head", {}))
+    def from_dict(cls, data: dict[str, Any], where: object = "training settings") -> TrainConfig:
+        """The settings :meth:`to_dict` wrote; an unknown one is refused in one line, not dropped."""
+        data = known_settings(cls, data, where)
+        head = data.get("head", {})
+        data["head"] = head if isinstance(head, HeadConfig) else HeadConfig.from_dict(head, where)
         return cls(**data)
 
 
@@ -165,7 +174,7 @@ def _forward(model: CrossAttentionHead, img: Side, txt: Side, rows: np.ndarray,
     if model.training and cfg.token_coarsen > 0 and it is not None and bool(im.all()):
         side = math.isqrt(it.shape[1])
         if side * side == it.shape[1] and side > 2 and float(torch.rand(())) < cfg.token_coarsen:
-            from ..maps.token_pairs import resample_tokens
+            from ..store.grid import resample_tokens
 
             down = resample_tokens(it.numpy(), side - 2)
             it = torch.from_numpy(resample_tokens(down, side))
@@ -175,7 +184,7 @@ def _forward(model: CrossAttentionHead, img: Side, txt: Side, rows: np.ndarray,
     return model(ig, tg, it, im, tt, tm)
 
 
-def evaluate(model: CrossAttentionHead, img: Side, txt: Side, keys: np.ndarray,
+def validation_metrics(model: CrossAttentionHead, img: Side, txt: Side, keys: np.ndarray,
              cfg: TrainConfig, max_retrieval: int = 1000) -> dict[str, float]:
     """Validation loss over fixed batches, and top-1 retrieval over up to ``max_retrieval``."""
     model.eval()
@@ -397,7 +406,7 @@ def train_head(
                 progress(step + 1, total)
         record: dict[str, float] = {"epoch": epoch + 1, "train_loss": float(np.mean(train_losses))}
         if len(va_rows):
-            record.update(evaluate(model, img_va, txt_va, k_va, cfg))
+            record.update(validation_metrics(model, img_va, txt_va, k_va, cfg))
             if record["val_loss"] < best_loss - 1e-4:
                 best_loss, best_epoch, bad = record["val_loss"], epoch + 1, 0
                 best = state_to_numpy(model)
@@ -417,7 +426,7 @@ def train_head(
             break
 
     load_numpy_state(model, best)
-    val = evaluate(model, img_va, txt_va, k_va, cfg) if len(va_rows) else {}
+    val = validation_metrics(model, img_va, txt_va, k_va, cfg) if len(va_rows) else {}
     head = Head(model, image_space=istore.space(), text_space=tstore.space(), meta={
         "config": cfg.to_dict(),
         "seed": seed,

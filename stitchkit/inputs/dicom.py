@@ -21,6 +21,10 @@ from PIL import Image
 
 from ..errors import InputFailure, UsageError
 from .grey import DEFAULT_GREY_RANGE, KIND, check_grey_range, image_range, to_unit
+from .registry import InputFormat, for_container
+from .types import Inputs
+
+DICOM_SUFFIXES = {".dcm", ".dicom"}
 
 # Tags a researcher groups or splits by, and the store column each goes to. An allowlist:
 # names, birth dates and other identifying tags are never read into a store.
@@ -116,6 +120,39 @@ def read_tags(src: Path | bytes, names: tuple[str, ...]) -> dict[str, str]:
         value = ds.get(name)
         out[TAG_COLUMNS[name]] = "" if value is None else str(value).replace("\x00", "").strip()
     return out
+
+
+def is_dicom(path: Path) -> bool:
+    """A DICOM file by its name, or (without an extension that says so) by its preamble."""
+    return path.suffix.lower() in DICOM_SUFFIXES or (path.is_file() and has_preamble(path))
+
+
+def add_tags(inputs: Inputs, tags: tuple[str, ...]) -> None:
+    """Copy the chosen header tags of DICOM samples into columns ("" for other samples).
+
+    Files are read from disk; a DICOM member of a container (a tar) through its format's fetch,
+    its first MiB only (the header).
+    """
+    names = [TAG_COLUMNS[t] for t in tags]
+    if "group" in names and "group" in inputs.columns:
+        raise UsageError("--dicom-tags StudyInstanceUID fills the group column, but the manifest has one: "
+                         "drop one of them")
+    for item in inputs.items:
+        values: dict[str, str] = {}
+        if item.error is None and item.container is None and item.path is not None and is_dicom(item.path):
+            values = read_tags(item.path, tags)
+        elif item.container is not None and (item.member or "").lower().endswith(tuple(DICOM_SUFFIXES)):
+            fetch = for_container(item.container).fetch
+            try:
+                values = read_tags(fetch(item, 1 << 20)[0], tags) if fetch is not None else {}
+            except Exception:  # noqa: BLE001 - a bad member fails later, with its reason
+                values = {}
+        for name in names:
+            if name == "group":
+                item.group = values.get(name, "")
+            else:
+                item.extra[name] = values.get(name, "")
+    inputs.columns = [*inputs.columns, *(n for n in names if n not in inputs.columns)]
 
 
 def decode_dicom(src: Path | bytes, grey_range: str = DEFAULT_GREY_RANGE) -> tuple[Image.Image, str]:
@@ -258,3 +295,10 @@ def _apply_window(x: np.ndarray, c: float, w: float, function: str) -> np.ndarra
     else:
         y = (x - (c - 0.5)) / (w - 1) + 0.5
     return np.clip(y, 0, 1)
+
+
+FORMAT = InputFormat(
+    "dicom", "DICOM files (.dcm, .dicom, or no extension with the DICM preamble) in a folder, a manifest "
+    "or .tar shards; `--dicom-tags` copies StudyInstanceUID into groups", "DICOM files",
+    options=("dicom_tags", "grey_range"), ray=True, groups=True,
+)

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputFailure, UsageError
-from .types import Columns, Inputs, Item
+from .registry import InputFormat
+from .types import Columns, Inputs, Item, ReadOptions
 
 
 def _pyarrow() -> Any:
@@ -174,3 +175,23 @@ def read_cell(item: Item) -> tuple[bytes, str]:
     if not data:
         raise InputFailure("empty image cell")
     return data, name
+
+
+def _claim(sources: list[str]) -> bool:
+    return len(sources) == 1 and is_dataset(Path(sources[0]))
+
+
+def _read(sources: list[str], options: ReadOptions) -> Inputs:
+    return read_dataset(Path(sources[0]), options.columns)
+
+
+def _fetch(item: Item, limit: int | None) -> tuple[bytes, str]:
+    return read_cell(item)  # a cell is read whole
+
+
+FORMAT = InputFormat(
+    "hf", "a local Hugging Face dataset: a save_to_disk folder (one split), a .parquet file or a "
+    "folder of them; image, label, text and group columns", "a Hugging Face dataset",
+    claim=_claim, read=_read, containers=("arrow", "parquet"), fetch=_fetch, options=("columns",),
+    labels=True, groups=True, texts=True, captions=True,
+)

@@ -17,13 +17,13 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import InputFailure
-from .dicom import decode_dicom, has_preamble
+from .dicom import DICOM_SUFFIXES, decode_dicom, has_preamble
 from .grey import DEFAULT_GREY_RANGE, KIND, check_grey_range, image_range, to_unit
+from .registry import for_container
 
 if TYPE_CHECKING:
     from .types import Item
 
-DICOM_SUFFIXES = {".dcm", ".dicom"}
 PIXEL_POLICY = (
     "8-bit images (and DICOM of 8 bits or fewer without VOI) as stored; deeper than 8 bits, DICOM "
     "and 16/32-bit PNG/TIFF alike: modality LUT (RescaleSlope/Intercept), then the file's VOI LUT, "
@@ -105,11 +105,8 @@ def load_item(item: Item) -> tuple[Image.Image, str]:
         if item.path is None:
             raise InputFailure("no image for this sample")
         return load_file(item.path, item.grey_range)
-    if item.container == "tar":
-        from .webdataset import read_member
-
-        return decode_bytes(read_member(item), item.member or "", item.grey_range)
-    from .hf import read_cell
-
-    data, name = read_cell(item)
+    fetch = for_container(item.container).fetch  # a tar member, a dataset cell: its format reads it
+    if fetch is None:
+        raise InputFailure(f"no reader for samples held in {item.container!r}")
+    data, name = fetch(item, None)
     return decode_bytes(data, name, item.grey_range)

@@ -1,7 +1,8 @@
-"""The listing's data: column names, one sample (`Item`) and the whole input (`Inputs`).
+"""The listing's data: column names, the read options, one sample (`Item`) and the whole
+input (`Inputs`).
 
-A leaf module: every reader (`listing`, `webdataset`, `hf`) and the decoders import it, and it
-imports none of them.
+A leaf module: the registry, every format's reader and the decoders import it, and it imports
+none of them.
 """
 
 from __future__ import annotations
@@ -20,6 +21,17 @@ class Columns:
     label: str = "label"
     group: str = "group"
     image: str = "image"  # Hugging Face datasets: the Image column
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """What a format's ``read`` gets besides its sources (the `stitch embed` flags of the same
+    names; `registry.OPTIONS` says which format takes which)."""
+
+    columns: Columns = Columns()
+    root: Path | None = None  # manifests: resolve paths here and refuse paths outside it
+    where: dict[str, str] = field(default_factory=dict)  # manifests: keep rows whose COL equals VALUE
+    label_from: str | None = None  # WebDataset: cls | txt | json:FIELD
 
 
 @dataclass
@@ -44,6 +56,6 @@ class Inputs:
     modality: str  # "image" | "text"
     source: str
     columns: list[str] = field(default_factory=list)  # optional columns present: label, group, text, extras
-    kind: str = "files"  # files | manifest | lines | webdataset | hf
+    kind: str = "folder"  # the name of the input format that read it (see `registry`)
     shard_by_file: bool = False  # --shard i/N splits whole files (tar shards), not ids
     grey_range: str = "image"  # --grey-range: image | stored, as given to every item (see `grey`)

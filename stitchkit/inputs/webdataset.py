@@ -20,7 +20,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..errors import InputFailure, UsageError
-from .types import Inputs, Item
+from .registry import InputFormat
+from .types import Inputs, Item, ReadOptions
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "tif", "tiff", "bmp", "dcm")
 SMALL_MEMBER = 1 << 20  # bytes: a label, text or JSON member larger than this is refused
@@ -198,3 +199,27 @@ def read_member(item: Item, limit: int | None = None) -> bytes:
         raise InputFailure(f"tar member {item.member} is cut short ({len(data)} of {item.size} bytes): "
                            "the shard is truncated")
     return data
+
+
+def _claim(sources: list[str]) -> bool:
+    # By name only: `expand_sources` (in `_read`) then says what is wrong with the list.
+    return any(p.lower().endswith(".tar") for name in sources
+               for p in (expand_braces(name) if "{" in name else [name]))
+
+
+def _read(sources: list[str], options: ReadOptions) -> Inputs:
+    tars = expand_sources(sources)
+    assert tars is not None  # claimed: at least one name is a .tar
+    return read_shards(tars, label_from=options.label_from)
+
+
+def _fetch(item: Item, limit: int | None) -> tuple[bytes, str]:
+    return read_member(item, limit), item.member or ""
+
+
+FORMAT = InputFormat(
+    "webdataset", "WebDataset .tar shards: a list, a glob or a brace pattern `{00000..00099}.tar`; "
+    "label from .cls/.txt/.json, text from .txt", "WebDataset .tar shards",
+    claim=_claim, read=_read, containers=("tar",), fetch=_fetch, options=("label_from",),
+    shards=True, labels=True, texts=True, captions=True,
+)

@@ -1,11 +1,11 @@
 """Maps between embedding spaces, fitted in closed form over shared anchors.
 
->>> from stitchkit.maps import fit_map, load_map, apply_map      # doctest: +SKIP
->>> m = fit_map("lite0.h5", "lite2.h5", method="ridge")          # doctest: +SKIP
+>>> from stitchkit.maps import AnchorPlan, RidgeMap, fit_map, load_map     # doctest: +SKIP
+>>> m = fit_map("lite0.h5", "lite2.h5", RidgeMap(), AnchorPlan(holdout=0.2))  # doctest: +SKIP
 >>> m.save("lite0-to-lite2.map"); Y = load_map("lite0-to-lite2.map").transform(X)  # doctest: +SKIP
 """
 
-from .api import apply_map, fit_map
+from .api import apply_map, check_stitchability, fit_map
 from .estimators import (
     METHODS,
     AffineMap,
@@ -19,21 +19,29 @@ from .estimators import (
 )
 from .functional import MapValueError, SuffStats
 from .metrics import cosine_scorer
-from .sweep import sweep
+from .options import AnchorPlan, ReadOptions
+from .sweep import SweepGrid, sweep
+from .token_pairs import TokenGrid, fit_token_map
 
 __all__ = [
     "METHODS",
     "AffineMap",
+    "AnchorPlan",
     "BaseMap",
     "LinearMap",
     "MapValueError",
     "NotFittedError",
     "OrthogonalMap",
+    "ReadOptions",
     "RidgeMap",
     "SuffStats",
+    "SweepGrid",
+    "TokenGrid",
     "apply_map",
+    "check_stitchability",
     "cosine_scorer",
     "fit_map",
+    "fit_token_map",
     "load_map",
     "make_map",
     "sweep",

@@ -90,7 +90,7 @@ def split_holdout(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(fit pool, held-out ids): a seeded draw over the sorted ids."""
     if not 0.0 <= fraction < 1.0:
-        raise UsageError(f"--holdout must be in [0, 1), got {fraction}")
+        raise UsageError(f"holdout (--holdout) must be in [0, 1), got {fraction}")
     ids = _sorted_str(ids)
     n_hold = int(round(fraction * len(ids)))
     if fraction > 0 and len(ids) >= 4:
@@ -141,7 +141,7 @@ def select(
             )
         return _sorted_str(ids)
     if n < 1:
-        raise UsageError(f"--n-anchors must be at least 1, got {n}")
+        raise UsageError(f"n_anchors (--n-anchors) must be at least 1, got {n}")
     if len(ids) > 1 and not bool(np.all(ids[1:] >= ids[:-1])):
         order = np.argsort(ids, kind="stable")
         ids = ids[order]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,28 +20,20 @@ from ..store.pooling import PooledStore
 from . import functional as F
 from . import tokens as T
 from .anchors import rows_of
-from .estimators import BaseMap, load_map, make_map
+from .estimators import BaseMap, load_map
+from .options import AnchorPlan, ReadOptions, seeded_estimator
 from .plan import (
     HeldOut,
     Plan,
     _space,
     choose_anchors,
-    evaluate,
+    heldout_metrics,
     plan_anchors,
     prepare_heldout,
     refit_folds,
     unpaired_rows,
 )
-from .stream import LocalEngine, ProgressFn, StatsEngine, StoreLike, _opened
-
-
-def _checked_params(method: str, pool_by: str | None, seed: int, **preprocessing: Any) -> dict[str, Any]:
-    """The map's parameters, validated before any store is read (fit and dry run alike)."""
-    params = dict(preprocessing, random_state=seed if method in ("affine", "linear", "ridge") else None)
-    make_map(method, **params)._validate_params()
-    if pool_by not in (None, "group"):
-        raise UsageError(f"--pool-by takes 'group', got {pool_by!r}")
-    return params
+from .stream import ProgressFn, StoreLike, _opened
 
 
 def _samples(store: Any, pool_by: str | None) -> Any:
@@ -56,156 +47,96 @@ def _samples(store: Any, pool_by: str | None) -> Any:
 def fit_map(
     source: StoreLike,
     target: StoreLike,
-    *,
-    method: str = "ridge",
-    alpha: float | str | None = None,
-    scale: bool | None = None,
-    rescale: bool | None = None,
-    center: bool = True,
-    standardize: bool = True,
-    l2: bool = False,
-    restore: bool = True,
-    anchors: str | os.PathLike | Sequence[str] | None = None,
-    n_anchors: int | None = None,
-    strategy: str = "random",
-    holdout: float = 0.2,
-    seed: int = 0,
-    cv: int | None = None,
-    pool_by: str | None = None,
-    chunk_size: int = 16384,
-    exact: bool = False,
-    metrics: bool = True,
-    progress: ProgressFn | None = None,
-    engine: StatsEngine | str = "local",
-    unpaired: int = 0,
-    refine_iterations: int = 3,
-    refit: bool = True,
+    estimator: BaseMap | str = "ridge",
+    plan: AnchorPlan | None = None,
+    read: ReadOptions | None = None,
 ) -> BaseMap:
     """Fit a map from ``source``'s space to ``target``'s over their shared anchors.
 
-    ``source`` / ``target``: store paths or open :class:`EmbeddingStore` objects. Anchors are
-    the ids both share (or ``anchors``: a file or list of ids); ``holdout`` of them are set
-    aside for the metrics, then ``n_anchors`` are chosen from the rest with ``strategy``.
-    ``pool_by="group"`` averages the views of each group (study) first. Several shard stores
-    on either side are read as one; ``engine`` computes the statistics (default here, in
-    chunks; ``stitchkit.engines.ray_stats.RayStats(address)`` one Ray task per source shard).
-    ``unpaired=N`` refines the map with up to N samples per store that are neither fit nor
-    held-out anchors, used without their pairing (:mod:`.refine`): mutual nearest neighbours
-    become pseudo-anchors and the map is refitted, ``refine_iterations`` times at most.
-    ``refit`` (scikit-learn's ``refit``): the metrics are those of the map fitted without the
-    held-out anchors; the map returned is then fitted again on the fit and held-out anchors
-    together (alpha chosen again by the same rule), so that no anchor the user paid for is
-    left out of the map. ``anchors_`` states both counts.
+    ``source`` / ``target``: store paths or open :class:`EmbeddingStore` objects; several shard
+    stores on either side are read as one. ``estimator``: a map (``RidgeMap(alpha=1.0)``) or a
+    method name with its defaults; it is copied, never fitted in place. ``plan``
+    (:class:`AnchorPlan`): which anchors fit the map, which are held out for its metrics, whether
+    the map is refitted on both and refined with unpaired samples. ``read``
+    (:class:`ReadOptions`): chunk size, precision, progress and the engine computing the
+    statistics. ``anchors_`` of the result states what it was fitted on, ``metrics_`` its
+    held-out quality.
     """
-    if isinstance(engine, str):
-        if engine != "local":
-            raise UsageError(
-                f"engine {engine!r}: pass an engine object, e.g. "
-                "stitchkit.engines.ray_stats.RayStats(address) for Ray"
-            )
-        engine = LocalEngine()
-    params = _checked_params(method, pool_by, seed, center=center, standardize=standardize, l2=l2,
-                             restore=restore, alpha=alpha, scale=scale, cv=cv, rescale=rescale)
-    m = make_map(method, **params)
+    plan = (plan or AnchorPlan()).validate()
+    read = (read or ReadOptions()).validate()
+    m = seeded_estimator(estimator, plan.seed)
+    l2, seed = bool(m.l2), plan.seed
+    stats = dict(seed=seed, l2=l2, chunk_size=read.chunk_size, exact=read.exact)
     with _opened(source) as src_store, _opened(target) as tgt_store:
-        src, tgt = _samples(src_store, pool_by), _samples(tgt_store, pool_by)
-        plan = plan_anchors(src, tgt, anchors=anchors, holdout=holdout, seed=seed)
-        ids = choose_anchors(src, plan, n_anchors, strategy=strategy, seed=seed)
+        src, tgt = _samples(src_store, plan.pool_by), _samples(tgt_store, plan.pool_by)
+        split = plan_anchors(src, tgt, anchors=plan.anchors, holdout=plan.holdout, seed=seed)
+        ids = choose_anchors(src, split, plan.n_anchors, strategy=plan.strategy, seed=seed)
         if len(ids) < 2:
             raise UsageError(
                 f"{len(ids)} anchor(s) left after the holdout: a map needs at least 2 "
                 "(and least squares more than the dimension)"
             )
-        read = dict(seed=seed, l2=l2, chunk_size=chunk_size, exact=exact)
-        folds = engine.accumulate(src, tgt, ids, n_folds=m.n_folds_for(len(ids), src.dim),
-                                  progress=progress, **read)
+        folds = read.engine.accumulate(src, tgt, ids, n_folds=m.n_folds_for(len(ids), src.dim),
+                                       progress=read.progress, **stats)
         m.fit_stats(folds)
-        held = prepare_heldout(src, tgt, plan, seed=seed, l2=l2) if metrics or unpaired else None
-        if unpaired:
-            m = _refine_map(m, folds, src, tgt, plan, ids, held, unpaired=unpaired,
-                            iterations=refine_iterations, l2=l2, seed=seed)
-        measured = evaluate(m, held) if metrics else {}
+        held = prepare_heldout(src, tgt, split, seed=seed, l2=l2) if plan.metrics or plan.unpaired else None
+        if plan.unpaired:
+            m = _refine_map(m, folds, src, tgt, split, ids, held, plan)
+        measured = heldout_metrics(m, held) if plan.metrics else {}
         n_refit = 0
-        if refit and len(plan.heldout):
-            held_folds = engine.accumulate(src, tgt, plan.heldout, n_folds=len(folds), progress=None, **read)
+        if plan.refit and len(split.heldout):
+            held_folds = read.engine.accumulate(src, tgt, split.heldout, n_folds=len(folds), progress=None,
+                                                **stats)
             all_folds = refit_folds(m, folds, held_folds, src.dim)
             refitted = clone(m).fit_stats(all_folds)
-            if unpaired:
-                refitted = _refine_map(refitted, all_folds, src, tgt, plan, ids, None, unpaired=unpaired,
-                                       iterations=refine_iterations, l2=l2, seed=seed, check=False)
+            if plan.unpaired:
+                refitted = _refine_map(refitted, all_folds, src, tgt, split, ids, None, plan, check=False)
                 refitted._refinement = {**m._refinement, "refit_pseudo_pairs_per_round":
                                         refitted._refinement["pseudo_pairs_per_round"]}
-            m, n_refit = refitted, int(len(ids) + len(plan.heldout))
+            m, n_refit = refitted, int(len(ids) + len(split.heldout))
         m.source_space_ = _space(src)
         m.target_space_ = _space(tgt)
-        m.anchors_ = {
-            "n_fit": int(len(ids)),
-            "n_pool": int(len(plan.pool)),
-            "n_heldout": int(len(plan.heldout)),
-            "strategy": strategy if n_anchors is not None else "all",
-            "seed": seed,
-            "holdout": holdout,
-            "from": str(anchors) if isinstance(anchors, str | os.PathLike) else (
-                "list" if anchors is not None else "shared ids"),
-            "pool_by": pool_by,
-            # The metrics are the held-out anchors' under the map fitted on n_fit; the map
-            # written is refitted on n_refit (fit + held out) when this is non-zero.
-            "n_refit": n_refit,
-        }
-        if unpaired:
+        m.anchors_ = plan.record(len(ids), len(split.pool), len(split.heldout), n_refit)
+        if plan.unpaired:
             m.anchors_["refinement"] = m.__dict__.pop("_refinement")
         m.metrics_ = measured
     return m
 
 
-
 def check_stitchability(
     source: StoreLike,
     target: StoreLike,
-    *,
-    method: str = "ridge",
-    alpha: float | str | None = None,
-    scale: bool | None = None,
-    rescale: bool | None = None,
-    center: bool = True,
-    standardize: bool = True,
-    l2: bool = False,
-    restore: bool = True,
-    anchors: str | os.PathLike | Sequence[str] | None = None,
-    n_anchors: int | None = None,
-    strategy: str = "random",
-    holdout: float = 0.2,
-    seed: int = 0,
-    cv: int | None = None,
-    pool_by: str | None = None,
-    chunk_size: int = 16384,
+    estimator: BaseMap | str = "ridge",
+    plan: AnchorPlan | None = None,
     k: int = 10,
     max_rows: int = 4000,
 ) -> dict[str, Any]:
-    """What ``fit_map`` with the same arguments would face, measured on its fit anchors only.
+    """What ``fit_map`` with the same estimator and plan would face, measured on its fit anchors
+    only (at most ``max_rows`` of them).
 
-    Linear CKA, mutual k-NN overlap and a cross-validated estimate of the held-out quality
+    Linear CKA, mutual ``k``-NN overlap and a cross-validated estimate of the held-out quality
     (see :mod:`.stitchability`); nothing is written and the held-out anchors are not read.
     """
     from .stitchability import stitchability
 
-    params = _checked_params(method, pool_by, seed, center=center, standardize=standardize, l2=l2,
-                             restore=restore, alpha=alpha, scale=scale, cv=cv, rescale=rescale)
+    plan = plan or AnchorPlan()
+    plan.validate()
+    m = seeded_estimator(estimator, plan.seed)
     with _opened(source) as src_store, _opened(target) as tgt_store:
-        src, tgt = _samples(src_store, pool_by), _samples(tgt_store, pool_by)
-        plan = plan_anchors(src, tgt, anchors=anchors, holdout=holdout, seed=seed)
-        ids = choose_anchors(src, plan, n_anchors, strategy=strategy, seed=seed)
+        src, tgt = _samples(src_store, plan.pool_by), _samples(tgt_store, plan.pool_by)
+        split = plan_anchors(src, tgt, anchors=plan.anchors, holdout=plan.holdout, seed=plan.seed)
+        ids = choose_anchors(src, split, plan.n_anchors, strategy=plan.strategy, seed=plan.seed)
         n_fit = len(ids)
         if n_fit > max_rows:
-            ids = np.sort(np.random.default_rng(seed).choice(ids, max_rows, replace=False))
+            ids = np.sort(np.random.default_rng(plan.seed).choice(ids, max_rows, replace=False))
         X = src.read(rows_of(src, ids))
         Y = tgt.read(rows_of(tgt, ids))
         require_finite(X, ids, src.path, "anchor embeddings")
         require_finite(Y, ids, tgt.path, "anchor embeddings")
-    report = stitchability(X, Y, lambda: make_map(method, **params), k=k, seed=seed, max_rows=max_rows)
+    report = stitchability(X, Y, lambda: clone(m), k=k, seed=plan.seed, max_rows=max_rows)
     report["n_anchors"] = int(n_fit)
-    report["n_heldout"] = int(len(plan.heldout))
-    report["method"] = method
+    report["n_heldout"] = int(len(split.heldout))
+    report["method"] = m.method
     return report
 
 
@@ -284,21 +215,21 @@ _REFINE_CHECKED = ("cosine_mean", "top1", "relative_mse", "probe_auc_ratio")
 
 
 def _refine_map(
-    m: BaseMap, folds: list[F.SuffStats], src: Any, tgt: Any, plan: Plan, ids: np.ndarray,
-    held: HeldOut | None, *, unpaired: int, iterations: int, l2: bool, seed: int, check: bool = True,
+    m: BaseMap, folds: list[F.SuffStats], src: Any, tgt: Any, split: Plan, ids: np.ndarray,
+    held: HeldOut | None, plan: AnchorPlan, check: bool = True,
 ) -> BaseMap:
     """``m`` refined with MNN pseudo-anchors from unpaired rows; warns if held-out got worse
     (``check=False``: a refit on the held-out anchors too, which leaves none to check on)."""
     from .refine import refine
 
-    exclude = np.concatenate([np.asarray(ids).astype(str), np.asarray(plan.heldout).astype(str)])
-    Xu = unpaired_rows(src, exclude, unpaired, seed + 11)
-    Yu = unpaired_rows(tgt, exclude, unpaired, seed + 13)
-    refined, history = refine(m, folds, Xu, Yu, iterations=iterations, l2=l2, seed=seed)
+    exclude = np.concatenate([np.asarray(ids).astype(str), np.asarray(split.heldout).astype(str)])
+    Xu = unpaired_rows(src, exclude, plan.unpaired, plan.seed + 11)
+    Yu = unpaired_rows(tgt, exclude, plan.unpaired, plan.seed + 13)
+    refined, history = refine(m, folds, Xu, Yu, iterations=plan.refine_iterations, l2=bool(m.l2), seed=plan.seed)
     info: dict[str, Any] = {"unpaired_source": int(len(Xu)), "unpaired_target": int(len(Yu)),
-                            "pseudo_pairs_per_round": history, "iterations": iterations}
+                            "pseudo_pairs_per_round": history, "iterations": plan.refine_iterations}
     if held is not None:
-        before, after = evaluate(m, held), evaluate(refined, held)
+        before, after = heldout_metrics(m, held), heldout_metrics(refined, held)
         info["anchors_only"] = {k: before[k] for k in _REFINE_CHECKED if k in before}
         worse = [
             f"{k} {before[k]:.4f} → {after[k]:.4f}" for k in _REFINE_CHECKED

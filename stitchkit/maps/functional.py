@@ -32,10 +32,6 @@ class MapValueError(UsageError, ValueError):
     :class:`UsageError` for the command line, which prints its one-line message (exit 2)."""
 
 
-class UnderdeterminedError(MapValueError):
-    """Kept for callers that catch it; least squares now returns the minimum-norm solution."""
-
-
 class RankDeficientError(MapValueError):
     """The anchors carry no usable signal (e.g. XᵀY is zero)."""
 

@@ -164,7 +164,7 @@ def prepare_heldout(
     return HeldOut(ids=ids, X=X, Y=Y, labels=labels, probe=the_probe)
 
 
-def evaluate(m: BaseMap, held: HeldOut | None) -> dict[str, Any]:
+def heldout_metrics(m: BaseMap, held: HeldOut | None) -> dict[str, Any]:
     if held is None:
         return {}
     mapped = m.transform(held.X)

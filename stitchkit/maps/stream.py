@@ -33,19 +33,6 @@ def _opened(store: StoreLike) -> Iterator[EmbeddingStore | StoreUnion]:
         s.close()
 
 
-# ---------------------------------------------------------------------------------------------
-# reading anchors
-# ---------------------------------------------------------------------------------------------
-def _read_rows(store: Any, rows: np.ndarray) -> np.ndarray:
-    """Rows in the given order; a contiguous-enough sorted run is read as one slice (faster)."""
-    if isinstance(store, EmbeddingStore) and len(rows) > 1:
-        lo, hi = int(rows.min()), int(rows.max()) + 1
-        if hi - lo <= 2 * len(rows) and np.all(np.diff(rows) > 0):
-            block = store.read(slice(lo, hi))
-            return block if hi - lo == len(rows) else block[rows - lo]
-    return store.read(rows)
-
-
 def accumulate(
     source: Any,
     target: Any,
@@ -71,8 +58,8 @@ def accumulate(
         progress(0, len(ids))
     for start in range(0, n_ids, chunk_size):
         part = slice(start, start + chunk_size) if order is None else order[start : start + chunk_size]
-        X = _read_rows(source, src_rows[part])
-        Y = _read_rows(target, tgt_rows[part])
+        X = source.read(src_rows[part])
+        Y = target.read(tgt_rows[part])
         require_finite(X, ids[part], source.path, "anchor embeddings")
         require_finite(Y, ids[part], target.path, "anchor embeddings")
         if l2:
@@ -94,7 +81,7 @@ def accumulate(
 class StatsEngine(Protocol):
     """Where a fit's sufficient statistics are computed: the one thing an engine provides.
 
-    ``fit_map(..., engine=...)`` takes any object with this method; it must return what
+    ``ReadOptions(engine=...)`` takes any object with this method; it must return what
     :func:`accumulate` returns for the same arguments. Engines (``stitchkit.engines``) import
     the library, never the reverse.
     """

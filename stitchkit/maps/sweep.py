@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,8 @@ import numpy as np
 from ..errors import UsageError
 from . import functional as F
 from .estimators import make_map
-from .plan import choose_anchors, evaluate, plan_anchors, prepare_heldout
+from .options import AnchorPlan, ReadOptions, seeded_estimator
+from .plan import choose_anchors, heldout_metrics, plan_anchors, prepare_heldout
 from .stream import StoreLike, _opened, accumulate
 
 # ---------------------------------------------------------------------------------------------
@@ -26,57 +28,62 @@ SWEEP_METRICS = (
 )
 
 
+@dataclass(frozen=True)
+class SweepGrid:
+    """What a sweep varies: anchor counts, methods and seeds; ``params`` (e.g. ``center``,
+    ``standardize``, ``l2``) are given to every method."""
+
+    n_anchors: Sequence[int]
+    methods: Sequence[str] = ("orthogonal", "affine", "ridge")
+    seeds: Sequence[int] = (0, 1, 2)
+    params: dict[str, Any] = field(default_factory=dict)
+
+
 def sweep(
     source: StoreLike,
     target: StoreLike,
-    *,
-    n_anchors: Sequence[int],
-    methods: Sequence[str] = ("orthogonal", "affine", "ridge"),
-    seeds: Sequence[int] = (0, 1, 2),
-    strategy: str = "random",
-    holdout: float = 0.2,
-    anchors: str | os.PathLike | Sequence[str] | None = None,
-    center: bool = True,
-    standardize: bool = True,
-    l2: bool = False,
-    exact: bool = False,
-    chunk_size: int = 16384,
+    grid: SweepGrid,
+    plan: AnchorPlan | None = None,
+    read: ReadOptions | None = None,
     on_row: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per (seed, anchor count, method) with the held-out metrics.
+    """One row per (seed, anchor count, method) of ``grid`` with the held-out metrics.
 
-    For each seed the holdout and probe are fixed; for each count the statistics are read once
-    and every method is solved from them.
+    ``plan`` gives the anchors, strategy and holdout (its ``n_anchors`` and ``seed`` come from
+    the grid). For each seed the holdout and probe are fixed; for each count the statistics are
+    read once and every method is solved from them.
     """
+    plan = (plan or AnchorPlan()).validate()
+    read = (read or ReadOptions()).validate()
+    for method in grid.methods:
+        make_map(method, **grid.params)._validate_params()
+    l2 = bool(grid.params.get("l2", False))
     rows: list[dict[str, Any]] = []
     # Folds only where a method chooses by K-fold; ridge's default (GCV) needs one pass.
     with _opened(source) as src, _opened(target) as tgt:
-        for seed in seeds:
-            plan = plan_anchors(src, tgt, anchors=anchors, holdout=holdout, seed=seed)
-            held = prepare_heldout(src, tgt, plan, seed=seed, l2=l2)
+        for seed in grid.seeds:
+            split = plan_anchors(src, tgt, anchors=plan.anchors, holdout=plan.holdout, seed=seed)
+            held = prepare_heldout(src, tgt, split, seed=seed, l2=l2)
             if held is None:
-                raise UsageError("--holdout leaves fewer than 2 held-out anchors: raise it")
-            for n in sorted(n_anchors):
-                if n > len(plan.fit_pool):
+                raise UsageError("holdout (--holdout) leaves fewer than 2 held-out anchors: raise it")
+            for n in sorted(grid.n_anchors):
+                if n > len(split.fit_pool):
                     raise UsageError(
-                        f"--n-anchors {n} but only {len(plan.fit_pool)} anchors remain after the "
+                        f"--n-anchors {n} but only {len(split.fit_pool)} anchors remain after the "
                         "holdout: lower it"
                     )
-                ids = choose_anchors(src, plan, n, strategy=strategy, seed=seed)
-                n_folds = max(make_map(method).n_folds_for(len(ids), src.dim) for method in methods)
+                ids = choose_anchors(src, split, n, strategy=plan.strategy, seed=seed)
+                n_folds = max(make_map(method).n_folds_for(len(ids), src.dim) for method in grid.methods)
                 folds = accumulate(src, tgt, ids, n_folds=n_folds, seed=seed, l2=l2,
-                                   chunk_size=chunk_size, exact=exact)
-                for method in methods:
+                                   chunk_size=read.chunk_size, exact=read.exact)
+                for method in grid.methods:
                     row: dict[str, Any] = {"method": method, "n_anchors": int(n), "seed": int(seed)}
-                    kw: dict[str, Any] = {"center": center, "standardize": standardize, "l2": l2}
-                    if method in ("affine", "linear", "ridge"):
-                        kw["random_state"] = seed
-                    m = make_map(method, **kw)
+                    m = seeded_estimator(make_map(method, **grid.params), seed)
                     with warnings.catch_warnings(record=True) as caught:
                         warnings.simplefilter("always")
                         try:
                             m.fit_stats(folds if m.n_folds_for(len(ids), src.dim) > 1 else F.merge_all(folds))
-                            row.update(evaluate(m, held))
+                            row.update(heldout_metrics(m, held))
                             if hasattr(m, "alpha_relative_"):
                                 row["alpha_relative"] = m.alpha_relative_
                         except UsageError as exc:

@@ -33,8 +33,7 @@ tokens (``token_cosine_mean``, ``token_relative_mse``).
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -42,13 +41,21 @@ from sklearn.base import clone
 
 from ..errors import UsageError
 from ..store import require_finite
+from ..store.grid import resample_tokens
 from . import functional as F
 from .anchors import fold_of, rows_of
-from .estimators import BaseMap, make_map
+from .estimators import BaseMap
 from .metrics import cosine_rows
-from .plan import _space, choose_anchors, evaluate, plan_anchors, prepare_heldout, refit_folds
+from .options import AnchorPlan, ReadOptions, seeded_estimator
+from .plan import (
+    _space,
+    choose_anchors,
+    heldout_metrics,
+    plan_anchors,
+    prepare_heldout,
+    refit_folds,
+)
 from .stream import ProgressFn, StoreLike, _opened
-from .tokens import read_tokens
 
 GRIDS = ("target", "source", "coarser", "finer")
 #: Bytes of float32 tokens (both sides, as read and as resampled) one block of images holds.
@@ -80,59 +87,13 @@ def grid_side(store: Any, what: str) -> int:
             "must also apply to the globals; embed tokens at the pooled width"
         )
     probe = np.arange(min(len(store), 16))
-    _, mask = read_tokens(store, probe)
+    mask = store.token_mask(probe)
     if not mask.all():
         raise UsageError(
             f"{what} {store.path} has padded tokens (word tokens with a mask): --tokens matches "
             "square patch grids only"
         )
     return side
-
-
-def resample_matrix(n_in: int, n_out: int) -> np.ndarray:
-    """(n_out, n_in) weights resampling one axis of a grid; every row sums to one.
-
-    Area-weighted when shrinking (output cell ``i`` covers ``[i, i+1) · n_in / n_out`` and
-    averages the input cells it overlaps, by overlap, which keeps the mean of the grid
-    exactly); bilinear at the cell centres when growing (``align_corners=False``, edges
-    clamped); the identity when equal.
-    """
-    if n_in == n_out:
-        return np.eye(n_in, dtype=np.float64)
-    R = np.zeros((n_out, n_in), dtype=np.float64)
-    if n_out < n_in:
-        step = n_in / n_out
-        for i in range(n_out):
-            lo, hi = i * step, (i + 1) * step
-            for k in range(int(math.floor(lo)), int(math.ceil(hi))):
-                R[i, k] = min(hi, k + 1) - max(lo, k)
-    else:
-        for i in range(n_out):
-            x = min(max((i + 0.5) * n_in / n_out - 0.5, 0.0), n_in - 1.0)
-            k = int(math.floor(x))
-            f = x - k
-            R[i, k] += 1.0 - f
-            if f > 0:
-                R[i, k + 1] += f
-    return R / R.sum(axis=1, keepdims=True)
-
-
-def grid_matrix(side_in: int, side_out: int) -> np.ndarray:
-    """(side_out², side_in²) float32 resampling a row-major square grid (separable in y, x)."""
-    R = resample_matrix(side_in, side_out)
-    return np.kron(R, R).astype(np.float32)
-
-
-def resample_tokens(tokens: np.ndarray, side_out: int) -> np.ndarray:
-    """(N, s², D) square-grid tokens resampled to (N, side_out², D) float32 (see the module doc)."""
-    tokens = np.asarray(tokens, dtype=np.float32)
-    side_in = math.isqrt(tokens.shape[1])
-    if side_in * side_in != tokens.shape[1]:
-        raise UsageError(f"{tokens.shape[1]} tokens are not a square grid: cannot resample them")
-    if side_in == side_out:
-        return tokens
-    K = grid_matrix(side_in, side_out)
-    return np.einsum("ot,ntd->nod", K, tokens, optimize=True).astype(np.float32, copy=False)
 
 
 def choose_grid(grid: str, side_src: int, side_tgt: int) -> int:
@@ -157,95 +118,85 @@ def _block_rows(d_src: int, d_tgt: int, t_src: int, t_tgt: int, t: int) -> int:
 def _matched(src: Any, tgt: Any, src_rows: np.ndarray, tgt_rows: np.ndarray, side: int
              ) -> tuple[np.ndarray, np.ndarray]:
     """Matched tokens (n, side², D) of both sides for the given rows."""
-    xs, _ = read_tokens(src, src_rows)
-    ys, _ = read_tokens(tgt, tgt_rows)
+    xs, _ = src.read_tokens(src_rows)
+    ys, _ = tgt.read_tokens(tgt_rows)
     return resample_tokens(xs, side), resample_tokens(ys, side)
+
+
+@dataclass(frozen=True)
+class TokenGrid:
+    """How token pairs are matched: on which ``grid`` (see the module doc), and ``pooled_weight``
+    copies of every image's pooled pair added beside its tokens (0: tokens only)."""
+
+    grid: str = "target"
+    pooled_weight: int = 0
+
+    def validate(self) -> TokenGrid:
+        if self.pooled_weight < 0:
+            raise UsageError(f"pooled weight must be ≥ 0, got {self.pooled_weight}")
+        if self.grid not in GRIDS:
+            raise UsageError(f"token grid {self.grid!r}: choose one of {', '.join(GRIDS)}")
+        return self
 
 
 def fit_token_map(
     source: StoreLike,
     target: StoreLike,
-    *,
-    grid: str = "target",
-    pooled_weight: int = 0,
-    method: str = "ridge",
-    alpha: float | str | None = None,
-    scale: bool | None = None,
-    rescale: bool | None = None,
-    center: bool = True,
-    standardize: bool = True,
-    restore: bool = True,
-    anchors: str | os.PathLike | Sequence[str] | None = None,
-    n_anchors: int | None = None,
-    strategy: str = "random",
-    holdout: float = 0.2,
-    seed: int = 0,
-    cv: int | None = None,
-    exact: bool = False,
-    metrics: bool = True,
-    progress: ProgressFn | None = None,
-    refit: bool = True,
+    estimator: BaseMap | str = "ridge",
+    plan: AnchorPlan | None = None,
+    read: ReadOptions | None = None,
+    tokens: TokenGrid | None = None,
 ) -> BaseMap:
     """Fit an affine map on spatially matched token pairs of the images both stores share.
 
-    ``grid``: which grid the pairs are matched on (see the module doc). ``pooled_weight=w``
-    adds every fit image's pooled pair ``w`` times beside its tokens (0: tokens only). The
-    other arguments are :func:`stitchkit.maps.fit_map`'s; the anchors are images (ids), the
-    holdout is a set of whole images. The result records what it was fitted on in
-    ``anchors_["tokens"]``.
+    ``tokens`` (:class:`TokenGrid`): which grid the pairs are matched on and the weight of the
+    pooled pairs. The other arguments are :func:`stitchkit.maps.fit_map`'s; the anchors are
+    images (ids), the holdout is a set of whole images (``plan.pool_by`` and ``plan.unpaired``
+    do not apply). The result records what it was fitted on in ``anchors_["tokens"]``.
     """
-    if pooled_weight < 0:
-        raise UsageError(f"pooled weight must be ≥ 0, got {pooled_weight}")
-    params = dict(center=center, standardize=standardize, restore=restore, alpha=alpha,
-                  scale=scale, cv=cv, rescale=rescale,
-                  random_state=seed if method in ("affine", "linear", "ridge") else None)
-    m = make_map(method, **params)
-    m._validate_params()
+    tokens = (tokens or TokenGrid()).validate()
+    plan = (plan or AnchorPlan()).validate()
+    read = (read or ReadOptions()).validate()
+    if plan.pool_by or plan.unpaired:
+        raise UsageError("token maps match images one by one: pool_by and unpaired do not apply")
+    m = seeded_estimator(estimator, plan.seed)
+    if m.l2:
+        raise UsageError("token maps are affine so that they commute with pooling: l2 does not apply")
+    seed = plan.seed
     with _opened(source) as src, _opened(target) as tgt:
         s_src, s_tgt = grid_side(src, "source"), grid_side(tgt, "target")
-        side = choose_grid(grid, s_src, s_tgt)
-        plan = plan_anchors(src, tgt, anchors=anchors, holdout=holdout, seed=seed)
-        ids = choose_anchors(src, plan, n_anchors, strategy=strategy, seed=seed)
+        side = choose_grid(tokens.grid, s_src, s_tgt)
+        split = plan_anchors(src, tgt, anchors=plan.anchors, holdout=plan.holdout, seed=seed)
+        ids = choose_anchors(src, split, plan.n_anchors, strategy=plan.strategy, seed=seed)
         if len(ids) < 2:
             raise UsageError(f"{len(ids)} anchor image(s) left after the holdout: a map needs at least 2")
         n_folds = m.n_folds_for(len(ids) * side * side, src.dim)  # every token pair is a sample
-        pairs = TokenPairs(src, tgt, side, pooled_weight=pooled_weight, seed=seed, exact=exact)
-        folds = pairs.accumulate(ids, n_folds, progress)
+        pairs = TokenPairs(src, tgt, side, pooled_weight=tokens.pooled_weight, seed=seed, exact=read.exact)
+        folds = pairs.accumulate(ids, n_folds, read.progress)
         t = side * side
         m.fit_stats(folds)
         measured = {}
-        if metrics:
-            held = prepare_heldout(src, tgt, plan, seed=seed, l2=False)
-            measured = {**evaluate(m, held), **token_metrics(m, src, tgt, plan.heldout, side, seed)}
+        if plan.metrics:
+            held = prepare_heldout(src, tgt, split, seed=seed, l2=False)
+            measured = {**heldout_metrics(m, held), **token_metrics(m, src, tgt, split.heldout, side, seed)}
         n_refit = 0
-        if refit and len(plan.heldout):
-            union = refit_folds(m, folds, pairs.accumulate(plan.heldout, n_folds, None), src.dim)
+        if plan.refit and len(split.heldout):
+            union = refit_folds(m, folds, pairs.accumulate(split.heldout, n_folds, None), src.dim)
             m = clone(m).fit_stats(union)
-            n_refit = int(len(ids) + len(plan.heldout))
+            n_refit = int(len(ids) + len(split.heldout))
         m.source_space_ = _space(src)
         m.target_space_ = _space(tgt)
-        m.anchors_ = {
-            "n_fit": int(len(ids)),
-            "n_pool": int(len(plan.pool)),
-            "n_heldout": int(len(plan.heldout)),
-            "strategy": strategy if n_anchors is not None else "all",
-            "seed": seed,
-            "holdout": holdout,
-            "from": str(anchors) if isinstance(anchors, str | os.PathLike) else (
-                "list" if anchors is not None else "shared ids"),
-            "pool_by": None,
-            "n_refit": n_refit,
-            "tokens": {
-                "grid": [side, side],
-                "grid_choice": grid,
-                "source_grid": [s_src, s_src],
-                "target_grid": [s_tgt, s_tgt],
-                "resample": {"source": _how(s_src, side), "target": _how(s_tgt, side)},
-                "n_token_pairs": int(len(ids) * t),
-                "pooled_weight": int(pooled_weight),
-                "alpha_folds": "by image" if n_folds > 1 else None,
-                "affine": True,
-            },
+        m.anchors_ = plan.record(len(ids), len(split.pool), len(split.heldout), n_refit)
+        m.anchors_["tokens"] = {
+            "grid": [side, side],
+            "grid_choice": tokens.grid,
+            "source_grid": [s_src, s_src],
+            "target_grid": [s_tgt, s_tgt],
+            "resample": {"source": _how(s_src, side), "target": _how(s_tgt, side)},
+            "n_token_pairs": int(len(ids) * t),
+            "pooled_weight": int(tokens.pooled_weight),
+            "alpha_folds": "by image" if n_folds > 1 else None,
+            "affine": True,
         }
         m.metrics_ = measured
     return m

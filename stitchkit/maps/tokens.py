@@ -28,39 +28,6 @@ MAX_VECTORS = 8192
 CHUNK_BYTES = 128 * 2**20
 
 
-def read_rows(store: Any, rows: np.ndarray) -> np.ndarray:
-    """Tokens of ``rows`` of an :class:`~stitchkit.store.EmbeddingStore` (any order, repeats
-    allowed) as stored (float16), read run by run.
-
-    h5py's fancy indexing is slow on one-row chunks (5.4 s for 128 random Lite2 rows on this
-    project's machine, against 0.3 s for plain slices), so sorted rows are grouped into
-    contiguous runs and each run is read as one slice.
-    """
-    from ..store import format as fmt
-
-    data = store._h5[fmt.TOKENS]
-    uniq, inverse = np.unique(np.asarray(rows, dtype=np.int64), return_inverse=True)
-    out = np.empty((len(uniq), *data.shape[1:]), dtype=data.dtype)
-    if len(uniq):
-        breaks = np.nonzero(np.diff(uniq) != 1)[0] + 1
-        for start, run in zip(np.r_[0, breaks], np.split(uniq, breaks), strict=True):
-            out[start:start + len(run)] = data[int(run[0]):int(run[-1]) + 1]
-    return out[inverse]
-
-
-def read_tokens(store: Any, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(tokens float32, mask) of ``rows``, like ``store.read_tokens`` but read by runs."""
-    from ..store import format as fmt
-
-    rows = np.asarray(rows, dtype=np.int64)
-    tok = read_rows(store, rows).astype(np.float32)
-    if fmt.TOKENS_MASK in store._h5:
-        mask = np.asarray(store._h5[fmt.TOKENS_MASK][()], dtype=bool)[rows]
-    else:
-        mask = np.ones(tok.shape[:2], dtype=bool)
-    return tok, mask
-
-
 def check_token_width(m: Any, token_shape: tuple[int, int] | None, what: str) -> None:
     """One clear line when the tokens are not as wide as the map's source side."""
     if token_shape is None:
@@ -146,7 +113,7 @@ def plan(m: Any, store: Any, what: str, chunk_size: int) -> dict[str, Any] | Non
     check_token_width(m, shape, f"store {store.path}")
     probe = np.arange(min(len(store), 16))
     glob = store.read(probe)
-    tok, mask = read_tokens(store, probe)
+    tok, mask = store.read_tokens(probe)
     note = token_note(m, pooling_relation(glob, tok, mask))
     return {"token_shape": (int(shape[0]), int(m.n_features_out_)), "note": note,
             "chunk_size": rows_per_chunk(shape, int(m.n_features_out_), chunk_size)}
@@ -154,5 +121,5 @@ def plan(m: Any, store: Any, what: str, chunk_size: int) -> dict[str, Any] | Non
 
 def mapped_rows(m: Any, store: Any, rows: np.ndarray) -> dict[str, np.ndarray]:
     """``tokens`` and ``tokens_mask`` of ``rows`` mapped, for ``StoreWriter.append``."""
-    tok, mask = read_tokens(store, rows)
+    tok, mask = store.read_tokens(rows)
     return {"tokens": map_tokens(m, tok, mask), "tokens_mask": mask}

@@ -8,9 +8,14 @@ never by its name:
 - a safetensors file with a stitchkit header: a map (held-out metrics, anchor plan) or a head
   (loss curve from the training history in its metadata);
 - CSV with ``method`` and ``n_anchors`` columns: a sweep table (curves with error bars); CSV
-  with ``id``, ``label`` and ``predicted``: a score file;
+  with ``id``, ``label`` and ``predicted``: a score file (read by
+  :func:`stitchkit.zeroshot.score_writer.read_scores`, beside its writer, with its
+  ``NAME.csv-metadata.json``, which is not drawn on its own);
 - JSON: a result record or raw `--json` output (classify, fit, sweep, head); a list of
   records (``stitch demo``'s results/demo-results.json) becomes the results table.
+
+A file of a format version this stitchkit does not read is refused when named, and listed as
+skipped when found in a folder.
 
 Stores are drawn where a map's source and target spaces are both present over the same ids:
 each map's output against the native target (cosine histogram, PCA).
@@ -29,8 +34,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import FormatError, UsageError
 from ..fileio import atomic_output
+from ..formats import SCORES_CSV, SCORES_H5, STORE, check_format
 from . import figures
 
 SKIP_SUFFIXES = {".png", ".jpg", ".jpeg", ".html", ".md", ".txt", ".log", ".partial", ".yaml", ".jsonl"}
@@ -67,9 +73,11 @@ def _kind(path: Path) -> str | None:
 
         try:
             with h5py.File(path, "r") as h5:
-                if h5.attrs.get("format") == "stitchkit.scores":
+                if h5.attrs.get("format") == SCORES_H5.encoding_type:
+                    check_format(path, SCORES_H5, h5.attrs.get("format_version"))
                     return "scores"
                 if "embeddings" in h5:
+                    check_format(path, STORE, h5.attrs.get("format_version"))
                     return "store"
         except OSError:
             return None
@@ -79,6 +87,8 @@ def _kind(path: Path) -> str | None:
 
         try:
             return {"map": "map", "head": "head"}.get(read_header(path).get("kind"))
+        except FormatError:
+            raise  # a stitchkit file, of a version this stitchkit does not read: say so
         except (UsageError, ValueError, OSError):
             return None
     stripped = head.lstrip()
@@ -92,6 +102,9 @@ def _kind(path: Path) -> str | None:
     if {"method", "n_anchors"} <= set(header):
         return "sweep"
     if {"id", "label", "predicted"} <= set(header):
+        from ..zeroshot.score_writer import check_scores  # zeroshot imports torch: only when needed
+
+        check_scores(path)
         return "scores"
     return None
 
@@ -117,7 +130,13 @@ def find(paths: list[str | Path], exclude: Path | None = None) -> Found:
     for f in files:
         if f.suffix.lower() in SKIP_SUFFIXES and f not in named:
             continue
-        kind = _kind(f) if f.stat().st_size else None
+        try:
+            kind = _kind(f) if f.stat().st_size else None
+        except UsageError as exc:  # a newer format version, a score CSV's metadata that does not fit
+            if f in named:
+                raise
+            found.skipped.append(str(exc))
+            continue
         if kind is None and f in named:
             raise UsageError(f"{f}: not a stitchkit file (a store, map, head, sweep CSV, score file or "
                              "`--json` result) or unreadable: check the path")
@@ -127,6 +146,8 @@ def find(paths: list[str | Path], exclude: Path | None = None) -> Found:
             except (json.JSONDecodeError, UnicodeDecodeError):
                 found.skipped.append(f"{f}: not JSON")
                 continue
+            if isinstance(data, dict) and data.get("format") == SCORES_CSV.encoding_type:
+                continue  # a score CSV's format and metadata, read with the CSV
             if isinstance(data, list) and data and all(isinstance(d, dict) and guess_kind(d) for d in data):
                 found.tables.append((f, data))
             elif isinstance(data, dict) and guess_kind(data):
@@ -256,40 +277,6 @@ def _head_sections(heads: list[Path], out: Path) -> list[Section]:
 
 # -- classification -----------------------------------------------------------------------------
 
-def _read_score_file(path: Path) -> tuple[list[str], list[str] | None, np.ndarray, np.ndarray, list[str] | None,
-                                         dict[str, Any]]:
-    """(ids, labels or None, probabilities, ranking scores, predicted or None, metadata) of a score file.
-
-    The ranking scores are what `stitch classify` ranks by for its AUC ("score:<class>" columns,
-    log-odds or logit differences; the HDF5 form's logits): probabilities alone round to 0 or 1
-    and tie. Probabilities draw the histograms and the calibration curve.
-    """
-    if open(path, "rb").read(4) == b"\x89HDF":
-        import h5py
-
-        with h5py.File(path, "r") as h5:
-            classes = json.loads(h5.attrs["classes"])
-            meta = json.loads(h5.attrs.get("meta", "{}"))
-            ids = [x.decode() if isinstance(x, bytes) else str(x) for x in h5["ids"][:]]
-            labels = [x.decode() if isinstance(x, bytes) else str(x) for x in h5["labels"][:]]
-            probs = np.asarray(h5["scores"][:], dtype=np.float64)
-            ranking = np.asarray(h5["logits"][:], dtype=np.float64) if "logits" in h5 else probs
-        return ids, labels if any(labels) else None, probs, ranking, None, {"classes": classes, **meta}
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        rows = list(reader)
-        columns = reader.fieldnames or []
-    classes = [c for c in columns if c not in ("id", "label", "predicted") and not c.startswith("score:")]
-    probs = np.array([[float(r[c]) for c in classes] for r in rows]).reshape(len(rows), len(classes))
-    if all(f"score:{c}" in columns for c in classes):
-        ranking = np.array([[float(r[f"score:{c}"]) for c in classes] for r in rows]).reshape(probs.shape)
-    else:
-        ranking = probs
-    predicted = [r["predicted"] for r in rows] if "predicted" in columns else None
-    labels = [r["label"] for r in rows] if "label" in columns else None
-    return [r["id"] for r in rows], labels, probs, ranking, predicted, {"classes": classes}
-
-
 def _matcher(classes: list[str], result: dict[str, Any] | None):  # noqa: ANN202 - a predicate
     """label, class -> bool: the prompt set's label lists when known, else the class name."""
     from ..zeroshot.prompts import load_prompts
@@ -324,11 +311,15 @@ def _classify_sections(found: Found, out: Path) -> list[Section]:
     sections = []
     # (dataset, class) -> route -> (y, score): every route on one data set in one ROC figure
     overlay: dict[tuple[str, str, int], dict[str, tuple[np.ndarray, np.ndarray]]] = defaultdict(dict)
+    from ..zeroshot.score_writer import read_scores
+
     for n, path in enumerate(found.scores):
-        ids, labels, scores, ranking, predicted, meta = _read_score_file(path)
+        sf = read_scores(path)
+        ids, labels, scores, ranking, predicted, meta = (sf.ids, sf.labels, sf.probabilities, sf.ranking,
+                                                         sf.predicted, sf.meta)
         if labels is None:
             continue  # unlabelled samples: nothing to measure against
-        classes = list(meta["classes"])
+        classes = list(sf.classes)
         result = by_output.get(str(path.resolve()))
         metrics = (result or {}).get("metrics") or {}
         mode = metrics.get("mode") or meta.get("mode") or ("multiclass" if predicted else "multilabel")

@@ -6,8 +6,7 @@ drawing a report never selects or changes the caller's matplotlib backend.
 
 from __future__ import annotations
 
-import csv
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +32,6 @@ def _save(fig: Any, path: Path) -> Path:
     with atomic_output(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     return Path(path)
-
-
-def read_scores(path: Path, positive: str, is_positive: Callable[[str], bool]) -> tuple[np.ndarray, np.ndarray]:
-    """(y_true, score of ``positive``) from a `stitch classify` CSV with a label column."""
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    y = np.array([is_positive(r["label"]) for r in rows], dtype=bool)
-    s = np.array([float(r[positive]) for r in rows])
-    return y, s
 
 
 def roc_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, *, title: str) -> Path:

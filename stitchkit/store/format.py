@@ -1,4 +1,4 @@
-"""The on-disk layout of an embedding store, version 1.
+"""The on-disk layout of an embedding store, version 1 (its version lives in ``stitchkit.formats``).
 
 An embedding store is an HDF5 file::
 
@@ -23,9 +23,10 @@ A plain HDF5 file with only ``embeddings`` and ``ids`` is a valid store of unkno
 
 from __future__ import annotations
 
-FORMAT_NAME = "stitchkit.embeddings"
-FORMAT_VERSION = 1
-READABLE_VERSIONS = frozenset({1})
+from ..formats import STORE, check_format  # noqa: F401 - the store's entry in the formats table
+
+FORMAT_NAME = STORE.encoding_type
+FORMAT_VERSION = STORE.version  # the version written; which are read: STORE.readable
 
 EMBEDDINGS = "embeddings"
 IDS = "ids"

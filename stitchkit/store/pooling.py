@@ -8,7 +8,7 @@ labels (``|``-joined, sorted), the study-level truth for multi-label findings.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,7 +23,7 @@ def check_pool_by(pool_by: str | None) -> str | None:
     if pool_by in (None, "none", ""):
         return None
     if pool_by != "group":
-        raise UsageError(f"--pool-by must be one of {', '.join(POOL_CHOICES)}, got {pool_by!r}")
+        raise UsageError(f"pool_by (--pool-by) must be one of {', '.join(POOL_CHOICES)}, got {pool_by!r}")
     return pool_by
 
 
@@ -50,10 +50,18 @@ def group_rows(groups: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
 
 
 def pool_embeddings(x: np.ndarray, members: list[np.ndarray]) -> np.ndarray:
-    out = np.empty((len(members), x.shape[1]), dtype=np.float32)
-    for i, rows in enumerate(members):
-        out[i] = x[rows].mean(axis=0)
-    return out
+    """The mean of each group's rows of ``x`` (float64 sums, float32 out)."""
+    if not members:
+        return np.zeros((0, x.shape[1]), dtype=np.float32)
+    counts = np.array([len(m) for m in members], dtype=np.int64)
+    return _mean_of_runs(x[np.concatenate(members)], counts)
+
+
+def _mean_of_runs(x: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Means of consecutive runs of rows of ``x``, run ``i`` being ``counts[i]`` rows long."""
+    begin = np.cumsum(counts) - counts
+    sums = np.add.reduceat(x.astype(np.float64, copy=False), begin, axis=0)
+    return (sums / counts[:, None]).astype(np.float32)
 
 
 def pool_tokens(
@@ -78,6 +86,40 @@ def pool_labels(labels: np.ndarray | None, members: list[np.ndarray]) -> np.ndar
         parts = {p for lab in labels[rows] for p in str(lab).split("|") if p}
         out.append("|".join(sorted(parts)))
     return np.asarray(out, dtype=object)
+
+
+def pool_views(
+    members: list[np.ndarray], glob: np.ndarray, tokens: np.ndarray | None = None,
+    mask: np.ndarray | None = None, labels: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """(globals, tokens, mask, labels) of each group of rows: the one pooling rule (see above)."""
+    if tokens is not None and mask is not None:
+        tokens, mask = pool_tokens(tokens, mask, members)
+    return pool_embeddings(glob, members), tokens, mask, pool_labels(labels, members)
+
+
+def group_blocks(
+    store: Any, rows: np.ndarray, pool_by: str | None, chunk_size: int
+) -> Iterator[tuple[np.ndarray, list[np.ndarray] | None, np.ndarray | None]]:
+    """``(rows, members, keys)`` blocks of about ``chunk_size`` rows of ``store``. Unpooled,
+    members and keys are None; pooled, each block holds whole groups: ``members`` are the
+    positions of each group's views within the block and ``keys`` the groups' names."""
+    if pool_by is None:
+        for a in range(0, len(rows), chunk_size):
+            yield rows[a:a + chunk_size], None, None
+        return
+    keys, members = group_rows(store_groups(store)[rows])
+    start = 0
+    while start < len(members):
+        stop, size = start, 0
+        while stop < len(members) and size < chunk_size:
+            size += len(members[stop])
+            stop += 1
+        block = [rows[m] for m in members[start:stop]]
+        counts = np.array([len(m) for m in block], dtype=np.int64)
+        local = np.split(np.arange(int(counts.sum())), np.cumsum(counts)[:-1])
+        yield np.concatenate(block), local, keys[start:stop]
+        start = stop
 
 
 class PooledStore:
@@ -120,5 +162,4 @@ class PooledStore:
         within = np.arange(int(counts.sum())) - np.repeat(begin, counts)
         member_rows = self._members[np.repeat(starts, counts) + within]
         unique, inverse = np.unique(member_rows, return_inverse=True)
-        views = self._store.read(unique)[inverse].astype(np.float64)
-        return (np.add.reduceat(views, begin, axis=0) / counts[:, None]).astype(np.float32)
+        return _mean_of_runs(self._store.read(unique)[inverse], counts)

@@ -178,6 +178,14 @@ class StoreUnion:
             out[where] = self.shards[k].read(local)
         return out
 
+    @property
+    def token_shape(self) -> None:
+        return None
+
+    def read_tokens(self, rows: np.ndarray, dtype: Any = np.float32) -> tuple[np.ndarray, np.ndarray]:
+        """As a store without tokens: each row's global vector as its one token."""
+        return self.read(rows)[:, None, :].astype(dtype, copy=False), np.ones((len(rows), 1), dtype=bool)
+
     def iter_chunks(
         self, rows: np.ndarray | None = None, chunk_size: int = 16384
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:

@@ -7,7 +7,7 @@
 """
 
 from .captions import make_captions
-from .metrics import auc, evaluate
+from .metrics import auc, classification_metrics
 from .prompt_cache import embed_prompts
 from .prompts import PromptError, PromptSet, from_classes, load_prompts
 from .scoring import ClassifyResult, classify_store
@@ -15,6 +15,6 @@ from .standardise import CommandStandardiser, RuleStandardiser, standardise
 
 __all__ = [
     "ClassifyResult", "CommandStandardiser", "PromptError", "PromptSet", "RuleStandardiser",
-    "auc", "classify_store", "embed_prompts", "evaluate", "from_classes", "load_prompts",
+    "auc", "classification_metrics", "classify_store", "embed_prompts", "from_classes", "load_prompts",
     "make_captions", "standardise",
 ]

@@ -258,7 +258,7 @@ class Columns:
     """What the metrics read, one class at a time: ``n`` samples × ``n_classes``.
 
     The classify loop gives one backed by per-class files (:mod:`.score_writer`), so the
-    metrics hold O(N) memory for one class, never (N, C) arrays; :func:`evaluate` wraps
+    metrics hold O(N) memory for one class, never (N, C) arrays; :func:`classification_metrics` wraps
     in-memory arrays. Both give the same figures by the same code.
     """
 
@@ -411,7 +411,7 @@ def bootstrap_intervals(
 
 def evaluate_columns(cols: Columns, classes: list[str], *, mode: str, n_boot: int = 1000,
                      seed: int = 0, level: float = 0.95) -> dict[str, Any]:
-    """:func:`evaluate` on :class:`Columns`: memory for one class at a time."""
+    """:func:`classification_metrics` on :class:`Columns`: memory for one class at a time."""
     n = cols.n
     boot = n_boot > 0 and n >= 2
     rng = np.random.default_rng(seed)
@@ -436,7 +436,7 @@ def evaluate_columns(cols: Columns, classes: list[str], *, mode: str, n_boot: in
     return out
 
 
-def evaluate(
+def classification_metrics(
     truth: np.ndarray,
     prob: np.ndarray,
     classes: list[str],

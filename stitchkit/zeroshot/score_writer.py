@@ -1,5 +1,13 @@
-"""Per-sample scores streamed to CSV or HDF5 (by suffix), appearing atomically; and the
+"""Score files: per-sample scores streamed to CSV or HDF5 (by suffix), appearing atomically,
+and read back by :func:`read_scores` (the one reader: `stitch report`, `stitch info`); and the
 per-class columns the metrics read back, spilled to a temporary folder while scoring.
+
+Both forms carry an encoding type and a format version (``stitchkit.formats``): the HDF5 file
+in its root attributes ``format`` (``stitchkit.scores``) and ``format_version``; the CSV, which
+has nowhere to put them without upsetting CSV readers, in ``NAME.csv-metadata.json`` beside
+it (the name W3C's CSV on the Web looks for), with ``format`` (``stitchkit.scores-csv``),
+``format_version``, the CSV's ``columns``, ``classes`` and the run's ``meta``. A CSV without
+that file (written before it existed, or copied alone) reads as version 1.
 """
 
 from __future__ import annotations
@@ -7,14 +15,31 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..errors import UsageError
 from ..fileio import atomic_output, temporary_dir
+from ..formats import SCORES_CSV, SCORES_H5, check_format
 from .metrics import Columns
+
+_HDF5_MAGIC = b"\x89HDF"
+
+
+def metadata_path(csv_path: str | os.PathLike) -> Path:
+    """Where a score CSV's format, version and metadata are: ``NAME.csv-metadata.json``."""
+    p = Path(csv_path)
+    return p.with_name(p.name + "-metadata.json")
+
+
+def is_score_metadata(data: Any) -> bool:
+    """Whether parsed JSON is a score CSV's metadata file (not a result record)."""
+    return isinstance(data, dict) and data.get("format") == SCORES_CSV.encoding_type
 
 
 def predicted_names(probs: np.ndarray, classes: list[str], mode: str) -> list[str]:
@@ -48,7 +73,8 @@ class ScoreWriter:
             self._h5.create_dataset("labels", (0,), maxshape=(None,), dtype=STR, chunks=(4096,))
             self._h5.create_dataset("scores", (0, c), maxshape=(None, c), dtype="f4", chunks=(4096, c))
             self._h5.create_dataset("logits", (0, c), maxshape=(None, c), dtype="f4", chunks=(4096, c))
-            self._h5.attrs["format"] = "stitchkit.scores"
+            self._h5.attrs["format"] = SCORES_H5.encoding_type
+            self._h5.attrs["format_version"] = SCORES_H5.version
             self._h5.attrs["classes"] = json.dumps(self.classes)
             self._h5.attrs["meta"] = json.dumps(self.meta, default=str)
             self._n = 0
@@ -60,6 +86,7 @@ class ScoreWriter:
             head = ["id", *(["label"] if self.with_labels else []), *self.classes,
                     *(f"score:{c}" for c in self.classes), "predicted"]
             self._csv.writerow(head)
+            self._columns = head
         self.closed = False
         return self
 
@@ -91,11 +118,156 @@ class ScoreWriter:
                 self._h5.close()
             else:
                 self._fh.close()  # flushes the last rows: a full disk often fails only here
+                if exc_type is None:  # before the CSV appears: no CSV without its version
+                    self._write_metadata()
         except BaseException as failure:
             # The temporary is broken: never move it into place over earlier scores.
             self._atomic.__exit__(type(failure), failure, failure.__traceback__)
             raise
         self._atomic.__exit__(exc_type, exc, tb)
+
+    def _write_metadata(self) -> None:
+        data = {"format": SCORES_CSV.encoding_type, "format_version": SCORES_CSV.version,
+                "table": self.path.name, "columns": self._columns, "classes": self.classes,
+                "mode": self.mode, "meta": self.meta}
+        with atomic_output(metadata_path(self.path)) as tmp:
+            tmp.write_text(json.dumps(data, indent=1, default=str) + "\n", encoding="utf-8")
+
+
+# -- reading ----------------------------------------------------------------------------------
+
+@dataclass
+class ScoreFile:
+    """A score file read back: one row per sample, one column per class."""
+
+    path: Path
+    format_version: int
+    classes: list[str]
+    ids: list[str]
+    labels: list[str] | None  # None: the store had no labels
+    probabilities: np.ndarray  # (n, classes)
+    ranking: np.ndarray  # (n, classes): what the AUC ranks by (log-odds or logit differences)
+    predicted: list[str] | None  # the CSV's column; the HDF5 form has none
+    meta: dict[str, Any]  # the run's: mode, scoring, prompts, composition
+
+
+def _is_hdf5(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(4) == _HDF5_MAGIC
+
+
+def _strings(values: np.ndarray) -> list[str]:
+    return [x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x) for x in values]
+
+
+def _h5_header(h5: Any, path: Path) -> int:
+    if h5.attrs.get("format") != SCORES_H5.encoding_type:
+        raise UsageError(f"{path} is an HDF5 file but not a score file (no format = {SCORES_H5.encoding_type}): "
+                         "give what `stitch classify -o NAME.h5` wrote")
+    return check_format(path, SCORES_H5, h5.attrs.get("format_version"))
+
+
+def _csv_header(path: Path) -> tuple[int, list[str], dict[str, Any]]:
+    """(format version, columns, metadata) of a score CSV, its version checked."""
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            columns = next(csv.reader(fh), [])
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise UsageError(f"{path} is not a readable CSV ({exc}): give what `stitch classify -o` wrote") from None
+    meta_file = metadata_path(path)
+    data: dict[str, Any] = {}
+    if meta_file.is_file():
+        try:
+            data = json.loads(meta_file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise UsageError(f"{meta_file} cannot be parsed ({exc}): delete it or classify again") from None
+        if not is_score_metadata(data):
+            raise UsageError(f"{meta_file} is not a score file's metadata (no format = "
+                             f"{SCORES_CSV.encoding_type}): delete or rename it")
+    version = check_format(path, SCORES_CSV, data.get("format_version"))
+    if not {"id", "predicted"} <= set(columns):
+        raise UsageError(f"{path} is not a score file (it needs the columns id and predicted): "
+                         "give what `stitch classify -o` wrote")
+    if data.get("columns") is not None and data["columns"] != columns:
+        raise UsageError(f"{meta_file} describes another table than {path} (the columns differ): "
+                         "delete it, or classify again")
+    return version, columns, data
+
+
+def _classes(columns: list[str]) -> list[str]:
+    return [c for c in columns if c not in ("id", "label", "predicted") and not c.startswith("score:")]
+
+
+def check_scores(path: str | os.PathLike) -> int:
+    """The format version of the score file at ``path``, checked, reading only its header."""
+    path = Path(path)
+    if _is_hdf5(path):
+        import h5py
+
+        with h5py.File(path, "r") as h5:
+            return _h5_header(h5, path)
+    return _csv_header(path)[0]
+
+
+def read_scores(path: str | os.PathLike) -> ScoreFile:
+    """A score file of `stitch classify` (CSV or HDF5, told apart by content), its format
+    version checked: one this stitchkit does not read is refused in one line.
+
+    The ranking scores are what `stitch classify` ranks by for its AUC ("score:<class>" columns,
+    log-odds or logit differences; the HDF5 form's logits): probabilities alone round to 0 or 1
+    and tie. Probabilities draw the histograms and the calibration curve.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{path}: no such file; check the path")
+    if _is_hdf5(path):
+        import h5py
+
+        with h5py.File(path, "r") as h5:
+            version = _h5_header(h5, path)
+            classes = json.loads(h5.attrs["classes"])
+            meta = json.loads(h5.attrs.get("meta", "{}"))
+            ids = _strings(h5["ids"][:])
+            labels = _strings(h5["labels"][:])
+            probs = np.asarray(h5["scores"][:], dtype=np.float64)
+            ranking = np.asarray(h5["logits"][:], dtype=np.float64) if "logits" in h5 else probs
+        return ScoreFile(path, version, classes, ids, labels if any(labels) else None, probs, ranking,
+                         None, meta)
+    version, columns, data = _csv_header(path)
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    classes = _classes(columns)
+    probs = np.array([[float(r[c]) for c in classes] for r in rows]).reshape(len(rows), len(classes))
+    if all(f"score:{c}" in columns for c in classes):
+        ranking = np.array([[float(r[f"score:{c}"]) for c in classes] for r in rows]).reshape(probs.shape)
+    else:
+        ranking = probs
+    labels = [r["label"] for r in rows] if "label" in columns else None
+    return ScoreFile(path, version, classes, [r["id"] for r in rows], labels, probs, ranking,
+                     [r["predicted"] for r in rows], dict(data.get("meta") or {}))
+
+
+def describe_scores(path: str | os.PathLike) -> dict[str, Any]:
+    """What `stitch info` shows of a score file, without reading its scores."""
+    path = Path(path)
+    if _is_hdf5(path):
+        import h5py
+
+        with h5py.File(path, "r") as h5:
+            version = _h5_header(h5, path)
+            classes = json.loads(h5.attrs["classes"])
+            meta = json.loads(h5.attrs.get("meta", "{}"))
+            n = int(h5["ids"].shape[0])
+        return {"kind": "score file (HDF5)", "path": str(path), "format_version": version,
+                "samples": n, "classes": classes, **({"meta": meta} if meta else {})}
+    version, columns, data = _csv_header(path)
+    with open(path, newline="", encoding="utf-8") as fh:
+        n = sum(1 for _ in csv.reader(fh)) - 1
+    meta = data.get("meta") or {}
+    return {"kind": "score file (CSV)", "path": str(path), "format_version": version, "samples": n,
+            "classes": _classes(columns), "labels": "label" in columns,
+            "metadata": str(metadata_path(path)) if data else "none (version 1)",
+            **({"meta": meta} if meta else {})}
 
 
 class ScoreSpill(Columns):

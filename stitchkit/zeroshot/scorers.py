@@ -86,11 +86,7 @@ class Scorer:
     def class_logits(self, glob: np.ndarray, tokens: np.ndarray | None = None,
                      mask: np.ndarray | None = None) -> np.ndarray:
         """Multi-class logits per class (before any prior shift)."""
-        shift, self.shift = self.shift, None
-        try:
-            return self._pos_logits(glob, tokens, mask)[0]
-        finally:
-            self.shift = shift
+        return self._pos_logits(glob, tokens, mask)[0]
 
     def _pos_logits(self, glob: np.ndarray, tokens: np.ndarray | None,
                     mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:

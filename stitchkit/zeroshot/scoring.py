@@ -34,6 +34,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,14 +45,7 @@ from ..errors import UsageError
 from ..fileio import check_writable_dir
 from ..store import EmbeddingStore, check_same_space, require_finite
 from ..store import format as fmt
-from ..store.pooling import (
-    check_pool_by,
-    group_rows,
-    pool_embeddings,
-    pool_labels,
-    pool_tokens,
-    store_groups,
-)
+from ..store.pooling import check_pool_by, group_blocks, group_rows, pool_views
 from .metrics import LabelTable, evaluate_columns
 from .prompt_cache import embed_prompts
 from .prompts import PromptSet, check_for_mode
@@ -84,27 +78,6 @@ class ClassifyResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _chunks(store: EmbeddingStore, rows: np.ndarray, pool_by: str | None, chunk_size: int
-            ) -> Iterator[tuple[np.ndarray, list[np.ndarray] | None]]:
-    """Row blocks of about ``chunk_size``; with pooling, whole groups per block."""
-    if pool_by is None:
-        for a in range(0, len(rows), chunk_size):
-            yield rows[a:a + chunk_size], None
-        return
-    groups = store_groups(store)
-    keys, members = group_rows(groups[rows])
-    block: list[np.ndarray] = []
-    size = 0
-    for m in members:
-        block.append(rows[m])
-        size += len(m)
-        if size >= chunk_size:
-            yield np.concatenate(block), block
-            block, size = [], 0
-    if block:
-        yield np.concatenate(block), block
 
 
 def classify_store(
@@ -209,7 +182,7 @@ def classify_store(
             T.check_token_width(mapper, store.token_shape, f"query store {store.path}")
             probe = np.arange(min(len(store), 16))
             notes.append(T.token_note(mapper, T.pooling_relation(store.read(probe),
-                                                                  *T.read_tokens(store, probe))))
+                                                                  *store.read_tokens(probe))))
             chunk_size = T.rows_per_chunk(store.token_shape, mapper.n_features_out_, chunk_size)
         else:
             chunk_size = T.rows_per_chunk(store.token_shape, store.token_shape[1], chunk_size)
@@ -238,11 +211,11 @@ def classify_store(
     def blocks() -> Iterator[tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray,
                                    np.ndarray | None, np.ndarray | None]]:
         """(ids, labels, label codes, image globals, tokens, mask) per block, mapped and pooled."""
-        for block, members in _chunks(store, rows, pool_by, chunk_size):
+        for block, members, group_keys in group_blocks(store, rows, pool_by, chunk_size):
             glob = store.read(block)
             tok = mask = None
             if scorer.uses_image_tokens:
-                tok, mask = T.read_tokens(store, block)
+                tok, mask = store.read_tokens(block)
             # A row sum is NaN or Inf where any entry is: one read of the block and (n,) values,
             # where an element-wise check writes (n, D); the message comes from the full check.
             if not np.isfinite(glob.sum(axis=1)).all():
@@ -260,15 +233,8 @@ def classify_store(
             else:
                 block_labels = labels_all[block]
             if members is not None:
-                local, pos = [], 0
-                for m in members:
-                    local.append(np.arange(pos, pos + len(m)))
-                    pos += len(m)
-                block_ids = store.groups[block][[m[0] for m in local]]
-                block_labels = pool_labels(block_labels, local) if with_labels else None
-                if tok is not None and mask is not None:
-                    tok, mask = pool_tokens(tok, mask, local)
-                glob = pool_embeddings(glob, local)
+                block_ids = group_keys
+                glob, tok, mask, block_labels = pool_views(members, glob, tok, mask, block_labels)
             if with_labels and block_codes is None:
                 block_codes = labels.codes(block_labels)
             yield block_ids, block_labels, block_codes, glob, tok, mask
@@ -302,23 +268,20 @@ def classify_store(
     spill = ScoreSpill(lambda: labels.table, len(classes), prompts.mode, n_total,
                        Path(out).parent if out is not None else None) if with_labels else None
     try:
-        if writer:
-            writer.__enter__()
-        for block_ids, block_labels, block_codes, glob, tok, mask in blocks():
-            logits, probs = scorer(glob, tok, mask)
-            if writer:
-                writer.write(block_ids, block_labels, logits, probs)
-            if spill is not None:
-                keep = labels.usable(prompts.mode)[block_codes]
-                if keep.all():
-                    spill.add(block_codes, logits, probs)
-                elif keep.any():
-                    spill.add(block_codes[keep], logits[keep], probs[keep])
-            n_done += len(block_ids)
-            if progress:
-                progress(n_done, n_total)
-        if writer:
-            writer.__exit__(None, None, None)
+        with writer if writer is not None else nullcontext():
+            for block_ids, block_labels, block_codes, glob, tok, mask in blocks():
+                logits, probs = scorer(glob, tok, mask)
+                if writer:
+                    writer.write(block_ids, block_labels, logits, probs)
+                if spill is not None:
+                    keep = labels.usable(prompts.mode)[block_codes]
+                    if keep.all():
+                        spill.add(block_codes, logits, probs)
+                    elif keep.any():
+                        spill.add(block_codes[keep], logits[keep], probs[keep])
+                n_done += len(block_ids)
+                if progress:
+                    progress(n_done, n_total)
         seconds = time.perf_counter() - t0
 
         metrics = None
@@ -329,10 +292,6 @@ def classify_store(
                              "class of the prompts and are left out of the metrics")
             if spill.n:
                 metrics = evaluate_columns(spill, classes, mode=prompts.mode, n_boot=n_boot, seed=seed)
-    except BaseException as exc:
-        if writer and not writer.closed:
-            writer.__exit__(type(exc), exc, exc.__traceback__)
-        raise
     finally:
         if spill is not None:
             spill.close()

@@ -112,7 +112,7 @@ def _ckpt_epoch_at_least(ckpt: Path, k: int) -> Callable[[], bool]:
 
 def build(inputs: Inputs) -> list[Scenario]:
     """Prepare what the scenarios read (a map, shards, captions) and return them."""
-    from stitchkit.maps import fit_map
+    from stitchkit.maps import AnchorPlan, fit_map
 
     work = inputs.work
     work.mkdir(parents=True, exist_ok=True)
@@ -134,7 +134,7 @@ def build(inputs: Inputs) -> list[Scenario]:
 
     # apply: a map fitted in memory on the real stores; small chunks make a long write window.
     map_path = work / "lite0-to-lite2.map"
-    fit_map(inputs.lite0, inputs.lite2, method="orthogonal", holdout=0.2).save(map_path)
+    fit_map(inputs.lite0, inputs.lite2, "orthogonal", plan=AnchorPlan(holdout=0.2)).save(map_path)
 
     def apply_args(out: Path) -> list[str]:
         return ["apply", str(map_path), str(inputs.lite0), "-o", str(out), "--chunk-size", "2"]

@@ -47,7 +47,7 @@ def same_tokens(a: Path, b: Path, *, exact: bool = True) -> None:
 @pytest.fixture(scope="module")
 def scenarios(kermany_manifest: Path, lite2_store: Path,
               tmp_path_factory: pytest.TempPathFactory) -> dict[str, Scenario]:
-    from stitchkit.maps import fit_map
+    from stitchkit.maps import AnchorPlan, fit_map
 
     work = tmp_path_factory.mktemp("faults-tokens")
     manifest = small_manifest(kermany_manifest, work, N_IMAGES)
@@ -66,7 +66,7 @@ def scenarios(kermany_manifest: Path, lite2_store: Path,
     res = run_inprocess(*embed_args(tokens))
     assert res.code == 0, res.stderr
     map_path = work / "lite0-to-lite2.map"
-    fit_map(tokens, lite2_store, method="ridge", metrics=False).save(map_path)
+    fit_map(tokens, lite2_store, "ridge", plan=AnchorPlan(metrics=False)).save(map_path)
 
     def apply_args(out: Path) -> list[str]:
         return ["apply", str(map_path), str(tokens), "-o", str(out), "--chunk-size", "1"]

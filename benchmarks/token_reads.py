@@ -1,0 +1,65 @@
+"""Token reads for head training: 128 random rows of a Lite2 token store, as LazyTokens reads them.
+
+Baseline, in the same process: h5py slices run by run (the reader head training used before the
+store's reading layer), and h5py's own point selection. Prints seconds per batch and the ratio
+of the store's reader to each baseline (< 1: faster).
+
+    python benchmarks/token_reads.py demo-out/k-train-lite2.h5 --batches 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import h5py
+import numpy as np
+
+from stitchkit.store import EmbeddingStore
+
+
+def runs_baseline(data: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
+    unique, inverse = np.unique(rows, return_inverse=True)
+    out = np.empty((len(unique), *data.shape[1:]), dtype=data.dtype)
+    breaks = np.nonzero(np.diff(unique) != 1)[0] + 1
+    for start, run in zip(np.r_[0, breaks], np.split(unique, breaks), strict=True):
+        out[start:start + len(run)] = data[int(run[0]):int(run[-1]) + 1]
+    return out[inverse]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("store")
+    parser.add_argument("--batches", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--points", action="store_true", help="also time h5py's point selection (slow)")
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    with EmbeddingStore(args.store) as store, h5py.File(args.store, "r") as raw:
+        if not store.has_tokens:
+            raise SystemExit(f"{args.store} has no tokens: embed with --tokens")
+        data = raw["tokens"]  # the baseline reads the raw dataset
+        n = len(store)
+        batches = [np.sort(rng.choice(n, args.batch_size, replace=False)) for _ in range(args.batches)]
+        timings: dict[str, float] = {}
+        readers = {"store.read(tokens=True)": lambda r: store.read(r, tokens=True, dtype=np.float16),
+                   "h5py runs (before)": lambda r: runs_baseline(data, r)}
+        if args.points:
+            readers["h5py point selection"] = lambda r: data[r]
+        for name, read in readers.items():  # interleaved order would share the page cache equally
+            read(batches[0])  # warm the file handle
+            t0 = time.perf_counter()
+            for rows in batches:
+                out = read(rows)
+            timings[name] = (time.perf_counter() - t0) / len(batches)
+            assert out.shape == (args.batch_size, *data.shape[1:])
+        np.testing.assert_array_equal(readers["store.read(tokens=True)"](batches[1]), runs_baseline(data, batches[1]))
+        shape = tuple(data.shape[1:])
+    print(f"{args.store}: {n} rows, tokens {shape}, batch {args.batch_size}")
+    base = timings["h5py runs (before)"]
+    for name, sec in timings.items():
+        print(f"  {name:<26} {sec:.4f} s/batch   ratio to before {sec / base:.2f}")
+
+
+if __name__ == "__main__":
+    main()
