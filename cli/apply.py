@@ -6,6 +6,7 @@ import click
 
 from .fit import progress_callback
 from .output import emit, show_warnings
+from .vocabulary import deprecated_alias, take_alias
 
 
 @click.command()
@@ -13,20 +14,21 @@ from .output import emit, show_warnings
 @click.argument("store", type=click.Path(dir_okay=False, path_type=str))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=str),
               help="Stitched store to write (.h5).")
-@click.option("--force", is_flag=True,
+@click.option("--force-space", is_flag=True, callback=take_alias,
               help="Apply even if STORE's model or weights differ from the map's source side.")
+@deprecated_alias("--force", "--force-space", "force_space", is_flag=True)
 @click.option("--chunk-size", type=click.IntRange(min=1), default=16384, show_default=True,
               help="Rows mapped per chunk.")
 @click.option("--no-tokens", is_flag=True,
               help="Leave STORE's tokens out of the output instead of mapping them per token.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def apply(map_path: str, store: str, output: str, force: bool, chunk_size: int, no_tokens: bool,
+def apply(map_path: str, store: str, output: str, force_space: bool, chunk_size: int, no_tokens: bool,
           as_json: bool) -> None:
     """Map every embedding of STORE with MAP into the map's target space.
 
     The output is a normal store (ids, labels, groups and texts copied) whose model_spec is the
     target's, with `map` and `source` attributes naming where it came from. STORE must come from
-    the model the map was fitted on (model spec and weights hash), unless --force.
+    the model the map was fitted on (model spec and weights hash), unless --force-space.
 
     Tokens (from `stitch embed --tokens`) are mapped per token, a bounded number of rows at a
     time. For a mean-pooled CNN (Lite0, Lite2) an affine map commutes with the pooling, so the
@@ -46,7 +48,7 @@ def apply(map_path: str, store: str, output: str, force: bool, chunk_size: int, 
 
     show_warnings()
     with progress_callback("apply") as cb:
-        result = apply_map(map_path, store, output, force=force, chunk_size=chunk_size, progress=cb,
+        result = apply_map(map_path, store, output, force=force_space, chunk_size=chunk_size, progress=cb,
                            tokens=not no_tokens)
     text = (f"wrote {output}: {result['samples']} samples, {result['dim_in']} → {result['dim_out']} "
             f"(target space {result['target_model_spec']})")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from .output import emit_record, progress, show_warnings
+from .vocabulary import deprecated_alias, take_alias
 
 SETTINGS = {"show_default": True}
 
@@ -21,7 +22,9 @@ SETTINGS = {"show_default": True}
 @click.option("--mode", type=click.Choice(["multiclass", "multilabel"]), default=None,
               help="Softmax over classes, or each finding's positive against its negative prompt "
                    "(default: the prompt file's mode, else multiclass).")
-@click.option("--text-model", default=None, help="Text model that embeds the prompts (e.g. minilm); cached.")
+@click.option("-t", "--text-model", default=None,
+              help="Text model that embeds the prompts (e.g. minilm); cached. Default with --head: the "
+                   "text model the head was trained with.")
 @click.option("--prompt-store", type=click.Path(dir_okay=False), default=None,
               help="Read prompt embeddings from this store (written there if missing and --text-model is given).")
 @click.option("--map", "map_path", type=click.Path(dir_okay=False), default=None,
@@ -48,14 +51,19 @@ SETTINGS = {"show_default": True}
 @click.option("--bootstrap", default=1000, **SETTINGS, help="Bootstrap resamples for confidence intervals (0: none).")
 @click.option("--seed", default=0, **SETTINGS, help="Seed of the bootstrap.")
 @click.option("--chunk-size", default=8192, **SETTINGS, help="Query rows per block (memory stays flat).")
-@click.option("--force", is_flag=True, help="Proceed although map, head and prompts name different models.")
+@click.option("--force-space", is_flag=True, callback=take_alias,
+              help="Proceed although map, head and prompts name different models (a real mismatch).")
+@deprecated_alias("--force", "--force-space", "force_space", is_flag=True)
+@click.option("--allow-missing-classes", is_flag=True,
+              help="Score prompt classes that match no label of a labelled QUERY (their AUC is n/a); "
+                   "without it such a class (e.g. a misspelled label) stops the command.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def classify(query: str, prompt_file: str | None, classes: str | None, templates: tuple[str, ...],
              negative_templates: tuple[str, ...], mode: str | None, text_model: str | None,
              prompt_store: str | None, map_path: str | None, head_paths: tuple[str, ...],
              scoring: str | None, temperature: float, out: str | None, ids_file: str | None,
-             pool_by: str, bootstrap: int, seed: int, chunk_size: int, force: bool,
-             no_image_tokens: bool, prior: str, as_json: bool) -> None:
+             pool_by: str, bootstrap: int, seed: int, chunk_size: int, force_space: bool,
+             no_image_tokens: bool, prior: str, allow_missing_classes: bool, as_json: bool) -> None:
     """Classify every sample of QUERY zero-shot: (map →) head or cosine → prompts.
 
     Where QUERY has labels, prints AUC per class and macro, accuracy and F1 with bootstrap
@@ -71,7 +79,7 @@ def classify(query: str, prompt_file: str | None, classes: str | None, templates
       stitch classify k-test-lite0.h5 --map lite0-to-minilm.map --scoring cosine --classes normal,pneumonia --text-model minilm
       stitch classify k-test-lite2-tok.h5 --prompts pneumonia --text-model minilm --head token-head.st --prior em
       stitch classify k-test-lite2-tok.h5 --prompts pneumonia --text-model minilm --head s0.head --head s1.head --head s2.head
-      stitch classify nih-lite2.h5 --prompts cxr14 --mode multilabel --text-model minilm --head head.st -o s.h5 --json
+      stitch classify nih-lite2.h5 --prompts cxr14 --mode multilabel --text-model minilm --head head.st -o s.h5 --json --allow-missing-classes
     """
     show_warnings()
     from stitchkit.errors import UsageError
@@ -95,9 +103,9 @@ def classify(query: str, prompt_file: str | None, classes: str | None, templates
         result = classify_store(
             query, prompts, text_model=text_model, prompt_store=prompt_store, map_path=map_path,
             head_path=head_path, scoring=scoring, out=out, ids=ids,
-            pool_by=None if pool_by == "none" else pool_by, force=force, chunk_size=chunk_size,
+            pool_by=None if pool_by == "none" else pool_by, force=force_space, chunk_size=chunk_size,
             n_boot=bootstrap, seed=seed, temperature=temperature, progress=bar.update,
-            image_tokens=not no_image_tokens, prior=prior,
+            image_tokens=not no_image_tokens, prior=prior, allow_missing_classes=allow_missing_classes,
         )
     emit_record("classify", result.to_dict(), as_json=as_json, text=None if as_json else format_result(result))
 

@@ -64,7 +64,7 @@ def plan(out: Path, m: dict[str, Path], prompts: str) -> list[Step]:
                       output=out / "sweep.csv", result=out / "results" / "sweep.json"))
 
     # Label-derived captions (named as such) pair Kermany train images with prompt sentences.
-    steps.append(Step("captions k-train", ["head", "captions", s("k-train-lite2.h5"), "-m", "minilm", "--tokens",
+    steps.append(Step("captions k-train", ["head", "captions", s("k-train-lite2.h5"), "-t", "minilm", "--tokens",
                                            "--from-labels", str(prompts), "-o", s("k-train-captions-minilm.h5")],
                       output=out / "k-train-captions-minilm.h5"))
     # The same pairs and seed for both heads: the token head attends over patch and word
@@ -83,7 +83,7 @@ def plan(out: Path, m: dict[str, Path], prompts: str) -> list[Step]:
                           output=out / f"{model}-to-minilm.map", result=out / "results" / f"fit-{model}-minilm.json"))
 
     # Real image-note pairs (covid-notes-384): heads and a cosine map that never saw a Kermany label.
-    steps.append(Step("captions covid", ["head", "captions", s("covid-lite2.h5"), "-m", "minilm", "--from-texts",
+    steps.append(Step("captions covid", ["head", "captions", s("covid-lite2.h5"), "-t", "minilm", "--from-texts",
                                          "--tokens", "-o", s("covid-notes-minilm.h5")], output=out / "covid-notes-minilm.h5"))
     for kind, extra in (("token", ()), ("global", GLOBAL_ONLY)):
         steps.append(Step(f"head covid {kind}", ["head", "train", s("covid-lite2.h5"), s("covid-notes-minilm.h5"),
@@ -99,9 +99,9 @@ def plan(out: Path, m: dict[str, Path], prompts: str) -> list[Step]:
 
     # NIH as a domain of its own: anchors and head on 60 % of patients, metrics on the rest.
     steps.append(Step("fit nih ridge", ["fit", s("nih-lite0.h5"), s("nih-lite2.h5"), "--method", "ridge",
-                                        "--anchors", str(m["nih-train-ids"]), "-o", s("nih-lite0-to-lite2.map")],
+                                        "--ids", str(m["nih-train-ids"]), "-o", s("nih-lite0-to-lite2.map")],
                       output=out / "nih-lite0-to-lite2.map", result=out / "results" / "fit-nih.json"))
-    steps.append(Step("captions nih", ["head", "captions", s("nih-lite2.h5"), "-m", "minilm",
+    steps.append(Step("captions nih", ["head", "captions", s("nih-lite2.h5"), "-t", "minilm",
                                        "--from-labels", str(prompts), "-o", s("nih-captions-minilm.h5")],
                       output=out / "nih-captions-minilm.h5"))
     steps.append(Step("head nih", ["head", "train", s("nih-lite2.h5"), s("nih-captions-minilm.h5"),

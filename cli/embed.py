@@ -70,7 +70,7 @@ def embed(source: tuple[str, ...], model: str, output: str, batch_size: int, wor
     """
     from stitchkit.embed import embed_store, parse_shard
     from stitchkit.encoders import load_encoder
-    from stitchkit.errors import UsageError
+    from stitchkit.errors import StitchError, UsageError
     from stitchkit.inputs import Columns, read_inputs
 
     show_warnings()
@@ -112,6 +112,10 @@ def embed(source: tuple[str, ...], model: str, output: str, batch_size: int, wor
                 strict=strict, shard=shard_spec, overwrite=overwrite, progress=bar,
             )
     summary = result.as_dict()
+    if result.samples == 0 and result.failed:
+        # The store keeps the failed table for `stitch info`; the pipeline must stop here.
+        raise StitchError(f"every input failed ({result.failed}): nothing was embedded; `stitch info "
+                          f"{output}` lists each input and why (first: {_first_failure(output)})")
     if result.already_complete:
         text = f"{output} is already complete: {result.samples} samples, {result.failed} failed"
     else:
@@ -120,3 +124,11 @@ def embed(source: tuple[str, ...], model: str, output: str, batch_size: int, wor
         text = (f"wrote {output}: {result.samples} samples x {result.dim} dims, {result.failed} failed, "
                 f"{result.seconds:.1f}s ({rate:.1f}/s, {result.runtime}{exported})")
     emit(summary, as_json=as_json, text=text)
+
+
+def _first_failure(output: str) -> str:
+    from stitchkit.store import EmbeddingStore
+
+    with EmbeddingStore(output) as store:
+        failed = store.failed
+    return f"{failed[0][0]}: {failed[0][1]}" if failed else "none recorded"

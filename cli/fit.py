@@ -13,6 +13,7 @@ from stitchkit.maps.estimators import METHODS
 from stitchkit.maps.token_pairs import GRIDS
 
 from .output import emit, emit_record, progress, show_warnings
+from .vocabulary import deprecated_alias, take_alias
 
 
 def _alpha(value: str | None) -> float | str | None:
@@ -49,8 +50,9 @@ def _alpha(value: str | None) -> float | str | None:
 @click.option("--l2", is_flag=True, help="L2-normalise every row before anything else.")
 @click.option("--restore/--no-restore", default=True, show_default=True,
               help="Restore the target's mean and scale after the map, so outputs live in the target space.")
-@click.option("--anchors", "anchors_file", type=click.Path(dir_okay=False, path_type=str),
-              help="File with one anchor id per line (default: every id both stores share).")
+@click.option("--ids", "ids_file", type=click.Path(dir_okay=False, path_type=str), callback=take_alias,
+              help="Use only these ids as anchors: a file, one id per line (default: every id both stores share).")
+@deprecated_alias("--anchors", "--ids", "ids_file", type=click.Path(dir_okay=False, path_type=str))
 @click.option("--n-anchors", type=click.IntRange(min=1), default=None,
               help="Use only N of the anchors (after the holdout), chosen with --strategy.")
 @click.option("--strategy", type=click.Choice(STRATEGIES), default="random", show_default=True,
@@ -100,7 +102,7 @@ def _alpha(value: str | None) -> float | str | None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def fit(source: str, target: str, output: str | None, method: str, alpha: str | None, scale: bool,
         rescale: bool | None,
-        center: bool, standardize: bool, l2: bool, restore: bool, anchors_file: str | None,
+        center: bool, standardize: bool, l2: bool, restore: bool, ids_file: str | None,
         n_anchors: int | None, strategy: str, holdout: float, refit: bool, seed: int, cv: int | None,
         pool_by: str | None, chunk_size: int, exact: bool, engine: str, address: str | None,
         unpaired: int, refine_iterations: int, on_tokens: bool, token_grid: str,
@@ -119,7 +121,7 @@ def fit(source: str, target: str, output: str | None, method: str, alpha: str | 
       stitch fit lite0.h5 lite2.h5 -o lite0-to-lite2.map
       stitch fit lite0.h5 lite2.h5 -o l0-l2-orth.map --method orthogonal --n-anchors 500
       stitch fit lite0.h5 lite2.h5 -o l0-l2.map --n-anchors 250 --strategy stratified --json
-      stitch fit minilm.h5 mpnet.h5 -o text.map --anchors anchor-ids.txt --alpha 10
+      stitch fit minilm.h5 mpnet.h5 -o text.map --ids anchor-ids.txt --alpha 10
       stitch fit 'shards/lite0-*.h5' 'shards/lite2-*.h5' -o l0-l2.map --engine ray
       stitch fit lite0.h5 lite2.h5 -o l0-l2.map --require probe_auc_ratio>=0.98 --require top1>=0.5
       stitch fit minilm.h5 mpnet.h5 --dry-run
@@ -147,7 +149,7 @@ def fit(source: str, target: str, output: str | None, method: str, alpha: str | 
     estimator = make_map(method, alpha=alpha_value, scale=scale or None, rescale=rescale, center=center,
                          standardize=standardize, l2=l2, restore=restore,
                          cv=cv if method in ("ridge", "affine", "linear") else None)
-    plan = AnchorPlan(anchors=anchors_file, n_anchors=n_anchors, strategy=strategy, holdout=holdout,
+    plan = AnchorPlan(anchors=ids_file, n_anchors=n_anchors, strategy=strategy, holdout=holdout,
                       seed=seed, pool_by=pool_by, refit=refit, unpaired=unpaired,
                       refine_iterations=refine_iterations)
     if on_tokens:
@@ -284,6 +286,7 @@ METRIC_LABELS = {
     "top1": "retrieval top-1",
     "top5": "retrieval top-5",
     "mrr": "retrieval MRR",
+    "retrieval_distinct_targets": "distinct held-out targets",
     "cka_source_target": "linear CKA source/target",
     "cka_mapped_target": "linear CKA mapped/target",
     "probe_n_train": "probe trained on (native target)",
@@ -301,6 +304,8 @@ def format_metrics(metrics: dict[str, Any], indent: str = "  ") -> list[str]:
     for key, value in metrics.items():
         label = METRIC_LABELS.get(key, key)
         text = f"{value:.4f}" if isinstance(value, float) else str(value)
+        if key in ("top1", "top5", "mrr") and "retrieval_distinct_targets" in metrics:
+            text = f"n/a (only {metrics['retrieval_distinct_targets']} distinct targets)"
         lines.append(f"{indent}{label:<34} {text}")
     return lines
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from .output import emit, progress, show_warnings
+from .vocabulary import deprecated_alias, take_alias
 
 SETTINGS = {"show_default": True}
 
@@ -113,7 +114,8 @@ def train(images: str, texts: str, out: str, width: int, layers: int, heads: int
 
 @head.command()
 @click.argument("images", type=click.Path(dir_okay=False))
-@click.option("-m", "--text-model", required=True, help="Text model that embeds the captions (e.g. minilm).")
+@click.option("-t", "--text-model", callback=take_alias, help="Text model that embeds the captions (e.g. minilm); required.")
+@deprecated_alias("-m", "-t/--text-model", "text_model")
 @click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
               help="Text store to write (.h5), with the image store's ids.")
 @click.option("--from-labels", "prompt_file", default=None,
@@ -136,9 +138,9 @@ def captions(images: str, text_model: str, out: str, prompt_file: str | None, fr
 
     \b
     Examples:
-      stitch head captions covid-lite2.h5 --from-texts -m minilm -o covid-notes-minilm.h5
-      stitch head captions k-lite2.h5 --from-labels anchors/prompts/pneumonia.yaml -m minilm -o k-captions.h5
-      stitch head captions covid-lite2.h5 --from-texts --standardiser-cmd "./my-llm --rewrite" -m minilm -o c.h5
+      stitch head captions covid-lite2.h5 --from-texts -t minilm -o covid-notes-minilm.h5
+      stitch head captions k-lite2.h5 --from-labels pneumonia -t minilm -o k-captions.h5
+      stitch head captions covid-lite2.h5 --from-texts --standardiser-cmd "./my-llm --rewrite" -t minilm -o c.h5
     """
     show_warnings()
     from stitchkit.errors import UsageError
@@ -146,6 +148,8 @@ def captions(images: str, text_model: str, out: str, prompt_file: str | None, fr
     from stitchkit.zeroshot.prompts import load_prompts
     from stitchkit.zeroshot.standardise import CommandStandardiser
 
+    if not text_model:
+        raise UsageError("Missing option '-t' / '--text-model': the text model that embeds the captions (e.g. minilm)")
     if bool(prompt_file) == bool(from_texts):
         raise UsageError("give exactly one of --from-labels PROMPTS or --from-texts")
     std = CommandStandardiser(standardiser_cmd) if standardiser_cmd else None

@@ -57,11 +57,16 @@ def cli(ctx: click.Context, debug: bool) -> None:
     """stitchkit: anchor-based model stitching for zero-shot chest X-ray classification.
 
     \b
-    Typical pipeline:
-      stitch embed data/kermany -m lite0 -o lite0.h5
-      stitch embed data/kermany -m lite2 -o lite2.h5
-      stitch fit lite0.h5 lite2.h5 --method orthogonal -o lite0-to-lite2.map
-      stitch classify lite0.h5 --map lite0-to-lite2.map --head head.st --prompts anchors/prompts/pneumonia.yaml -o scores.csv
+    Typical pipeline (kermany/ = Kermany's published train/ and test/ folders of NORMAL/ and
+    PNEUMONIA/ images, e.g. ../shared/data/kermany-pneumonia-224): a head trained in Lite2's
+    space on label captions, then Lite0 stitched into that space and classified by prompts:
+      stitch embed kermany/train -m lite2 -o train-lite2.h5
+      stitch head captions train-lite2.h5 --from-labels pneumonia -m minilm -o train-captions.h5
+      stitch head train train-lite2.h5 train-captions.h5 -o pneumonia.head
+      stitch embed kermany/train -m lite0 -o train-lite0.h5
+      stitch fit train-lite0.h5 train-lite2.h5 -o lite0-to-lite2.map
+      stitch embed kermany/test -m lite0 -o test-lite0.h5
+      stitch classify test-lite0.h5 --map lite0-to-lite2.map --head pneumonia.head --prompts pneumonia -o scores.csv
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug

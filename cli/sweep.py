@@ -11,6 +11,7 @@ from stitchkit.maps.estimators import METHODS
 
 from .fit import parse_int_list
 from .output import emit_record, show_warnings
+from .vocabulary import deprecated_alias, take_alias
 
 
 @click.command()
@@ -26,8 +27,9 @@ from .output import emit_record, show_warnings
               default="random", show_default=True, help="How each count of anchors is chosen.")
 @click.option("--holdout", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
               default=0.2, show_default=True, help="Fraction of anchors held out for the metrics.")
-@click.option("--anchors", "anchors_file", type=click.Path(dir_okay=False, path_type=str),
-              help="File with one anchor id per line (default: every shared id).")
+@click.option("--ids", "ids_file", type=click.Path(dir_okay=False, path_type=str), callback=take_alias,
+              help="Use only these ids as anchors: a file, one id per line (default: every shared id).")
+@deprecated_alias("--anchors", "--ids", "ids_file", type=click.Path(dir_okay=False, path_type=str))
 @click.option("--l2", is_flag=True, help="L2-normalise rows before fitting.")
 @click.option("-o", "--output", default="sweep.csv", show_default=True,
               type=click.Path(dir_okay=False, path_type=str),
@@ -37,7 +39,7 @@ from .output import emit_record, show_warnings
                    "Default: beside the table, with a .png suffix.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def sweep(source: str, target: str, counts: str, methods: str, seeds: str, strategy: str,
-          holdout: float, anchors_file: str | None, l2: bool, output: str, plot: str | None,
+          holdout: float, ids_file: str | None, l2: bool, output: str, plot: str | None,
           as_json: bool) -> None:
     """Fit maps from SOURCE to TARGET for every anchor count × method × seed.
 
@@ -66,7 +68,7 @@ def sweep(source: str, target: str, counts: str, methods: str, seeds: str, strat
 
     grid = SweepGrid(n_anchors=parse_int_list(counts, "--n-anchors"), methods=method_list,
                      seeds=parse_int_list(seeds, "--seeds"), params={"l2": l2})
-    plan = AnchorPlan(anchors=anchors_file, strategy=strategy, holdout=holdout)
+    plan = AnchorPlan(anchors=ids_file, strategy=strategy, holdout=holdout)
     rows = run_sweep(source, target, grid, plan, on_row=on_row)
     summary = summarize(rows)
     write_table(summary, output)

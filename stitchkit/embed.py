@@ -273,14 +273,14 @@ class Job:
 
     def report_failures(self, failed: list[tuple[int, str]]) -> None:
         for pos, reason in failed:
-            if self.strict:
-                raise StitchError(
-                    f"input {self.items[pos].id!r} failed: {reason} (drop --strict to record and skip it)"
+            if self.strict:  # an unreadable input is bad input: a usage error (exit 2)
+                raise UsageError(
+                    f"input {self.items[pos].where()} failed: {reason} (drop --strict to record and skip it)"
                 )
             if self.on_failure:
                 self.on_failure(self.items[pos].id, reason)
             else:
-                warnings.warn(f"skipping {self.items[pos].id}: {reason}", stacklevel=3)
+                warnings.warn(f"skipping {self.items[pos].where()}: {reason}", stacklevel=3)
 
     def save(self, k: int, ok: list[int], result: Any, failed: list[tuple[int, str]],
              mappings: list[str] | None = None) -> None:

@@ -254,7 +254,7 @@ def sweep_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-FIELDS = ("route", "dataset", "model", "task", "method", "n_anchors", "pretrained", "file")
+FIELDS = ("route", "command", "dataset", "model", "task", "method", "n_anchors", "pretrained", "file")
 
 
 def table(records: list[dict[str, Any]], columns: list[str] | None = None) -> tuple[list[str], list[list[Any]]]:

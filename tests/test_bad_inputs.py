@@ -113,7 +113,7 @@ def make_world(root: Path, lite0: Path, lite2: Path, minilm: Path, kermany_manif
     map_path = root / "lite2-to-lite0.map"
     fit_map(lite2, lite0, "orthogonal").save(map_path)
     captions, head = root / "captions.h5", root / "head.st"
-    for args in (["head", "captions", lite2, "--from-labels", "pneumonia", "-m", "minilm", "-o", captions],
+    for args in (["head", "captions", lite2, "--from-labels", "pneumonia", "-t", "minilm", "-o", captions],
                  ["head", "train", lite2, captions, "-o", head, "--epochs", "1", "--batch-size", "16",
                   "--width", "8", "--no-plot"]):
         res = run_inprocess(*args)
@@ -223,9 +223,9 @@ def _(w: World, d: Path) -> Case:
 
 
 cell("embed", "truncated-image")(lambda w, d: Case(
-    _embed(_manifest_with(w, d, w.truncated_png), d / "o.h5", "--strict", "--overwrite"), 1, "truncated", d / "o.h5"))
+    _embed(_manifest_with(w, d, w.truncated_png), d / "o.h5", "--strict", "--overwrite"), 2, "truncated", d / "o.h5"))
 cell("embed", "text-png")(lambda w, d: Case(
-    _embed(_manifest_with(w, d, w.notes_png), d / "o.h5", "--strict", "--overwrite"), 1, "not an image", d / "o.h5"))
+    _embed(_manifest_with(w, d, w.notes_png), d / "o.h5", "--strict", "--overwrite"), 2, "not an image", d / "o.h5"))
 
 
 @cell("embed", "duplicate-ids")

@@ -1,7 +1,7 @@
 """The bad-input grid for the formats of issue 14: tar shards and DICOM.
 
 Same contract as tests/test_bad_inputs.py: a bad sample goes to the failed table with a reason
-(or, under ``--strict``, exit 1 with one ``error:`` line); a bad input as a whole is exit 2
+(or, under ``--strict``, exit 2 with one ``error:`` line: bad input is a usage error); a bad input as a whole is exit 2
 with one line; never a traceback; no store is left behind by a refused run.
 """
 
@@ -119,7 +119,7 @@ def test_strict_stops_at_a_bad_dicom_in_one_line(dicom_folder: Path, tmp_path: P
     shutil.copy(dicom_folder / "good.dcm", folder)
     shutil.copy(dicom_folder / name, folder)
     result = run_inprocess("embed", folder, "-m", "lite0", "-o", tmp_path / "o.h5", "--strict", "--workers", "0")
-    _one_error_line(result, 1, pattern)
+    _one_error_line(result, 2, pattern)
     assert not (tmp_path / "o.h5").exists()
 
 
@@ -137,7 +137,7 @@ def test_truncated_tar_keeps_whole_members_and_fails_the_cut_one(tars: dict[str,
         a, b = h5["embeddings"][()]
         assert float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) >= 0.995  # same pixels, PNG vs DICOM
     strict = run_inprocess("embed", tars["truncated"], "-m", "lite0", "-o", tmp_path / "s.h5", "--strict")
-    _one_error_line(strict, 1, "not an image")
+    _one_error_line(strict, 2, "not an image")
 
 
 def test_a_member_escaping_the_folder_refuses_the_shard(tars: dict[str, Path], tmp_path: Path):

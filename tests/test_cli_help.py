@@ -64,3 +64,47 @@ def test_examples_without_inputs_run(example: str) -> None:
     res = CliRunner().invoke(cli, shlex.split(example)[1:])
     assert res.exit_code == 0, res.output
     assert "lite0" in res.output
+
+
+MEANINGS = {  # meaning -> (the one option, commands that have the meaning)
+    "model": ("--model", [("embed",)]),
+    "text model": ("--text-model", [("head", "captions"), ("classify",)]),
+    "row subset": ("--ids", [("fit",), ("sweep",), ("classify",), ("head", "train")]),
+    "output replacement": ("--overwrite", [("embed",), ("export",), ("import",)]),
+    "space mismatch": ("--force-space", [("apply",), ("classify",)]),
+}
+
+
+def _command(path: tuple[str, ...]) -> click.Command:
+    command = cli
+    for part in path:
+        command = command.get_command(click.Context(command), part)
+    return command
+
+
+def _visible_options(command: click.Command) -> set[str]:
+    return {opt for p in command.params if isinstance(p, click.Option) and not p.hidden for opt in p.opts}
+
+
+def test_one_vocabulary_across_commands() -> None:
+    from stitchkit.cli.vocabulary import VOCABULARY
+
+    assert {m: o for m, (o, _) in MEANINGS.items()} == VOCABULARY
+    for meaning, (option, paths) in MEANINGS.items():
+        for path in paths:
+            assert option in _visible_options(_command(path)), f"stitch {' '.join(path)} lacks {option} ({meaning})"
+    # An old name is gone from every command's help: only hidden aliases remain.
+    for path in _commands():
+        visible = _visible_options(_command(path))
+        assert not visible & {"--anchors", "--force"}, (path, visible & {"--anchors", "--force"})
+        if path != ("embed",):
+            assert "-m" not in visible, path
+
+
+def test_an_old_name_still_works_for_one_version_with_a_deprecation_line(tmp_path) -> None:
+    ids = tmp_path / "ids.txt"
+    ids.write_text("a\n")
+    res = CliRunner().invoke(cli, ["fit", "a.h5", "b.h5", "--anchors", str(ids), "--ids", str(ids), "--dry-run"])
+    assert res.exit_code == 2 and "give --ids only" in res.output
+    res = CliRunner().invoke(cli, ["fit", str(tmp_path / "missing.h5"), "b.h5", "--anchors", str(ids), "--dry-run"])
+    assert "--anchors is deprecated" in res.output and "use --ids" in res.output

@@ -132,7 +132,7 @@ def _run_config(setup: dict, lite0: Path, lite2: Path, kernel: str | None, threa
         commands.append(["fit", str(src), str(tgt), *extra, "-o", str(out / f"{name}.map")])
         commands.append(["classify", str(lite0), "--map", str(out / f"{name}.map"), "--head", str(setup["head"]),
                          "--prompts", "pneumonia", "--text-model", "minilm", "--ids", str(setup["dir"] / "test.ids"),
-                         "--force", "-o", str(out / f"{name}.csv"), "--json"])
+                         "--force-space", "-o", str(out / f"{name}.csv"), "--json"])
     commands.append(["head", "train", str(lite2), str(setup["captions"]), "--ids", str(setup["dir"] / "train.ids"),
                      "--width", "32", "--heads", "2", "--epochs", "15", "--batch-size", "32", "--lr", "3e-3",
                      "--patience", "15", "--seed", "0", "-o", str(out / "head.st")])

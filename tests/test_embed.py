@@ -86,7 +86,7 @@ def test_bad_inputs_are_recorded_and_the_run_goes_on(tmp_path: Path, data: Path,
         assert "truncated" in failed["PNEUMONIA/truncated.jpeg"]
 
     strict = stitch("embed", folder, "-m", "lite0", "-o", tmp_path / "strict.h5", "--strict")
-    assert strict.returncode == 1
+    assert strict.returncode == 2  # an unreadable input is bad input: a usage error
     assert strict.stderr.strip().count("\n") == 0 and "--strict" in strict.stderr
     assert not (tmp_path / "strict.h5").exists()
 

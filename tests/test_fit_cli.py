@@ -85,7 +85,7 @@ def test_anchors_select_then_fit_with_the_list(pair):
     assert res["n"] == 60 and sum(res["labels"].values()) == 60
     ids = (tmp / "ids.txt").read_text().split()
     assert len(ids) == 60 and len(set(ids)) == 60
-    r = invoke("fit", src, tgt, "-o", tmp / "a.map", "--anchors", tmp / "ids.txt", "--json")
+    r = invoke("fit", src, tgt, "-o", tmp / "a.map", "--ids", tmp / "ids.txt", "--json")
     assert json.loads(r.stdout)["anchors"]["n_pool"] == 60
 
 

@@ -21,9 +21,9 @@ from PIL import Image
 from stitchkit.errors import UsageError
 from stitchkit.inputs import (
     InputFormat,
+    InputOptions,
     Inputs,
     Item,
-    ReadOptions,
     formats,
     input_format,
     read_inputs,
@@ -46,7 +46,7 @@ def isolated(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(registry, "_EXTRA", [])
 
 
-def _read_toy(sources: list[str], options: ReadOptions) -> Inputs:
+def _read_toy(sources: list[str], options: InputOptions) -> Inputs:
     lines = Path(sources[0]).read_text().splitlines()
     return Inputs([Item(str(n), text=t) for n, t in enumerate(lines, 1)], "text", sources[0], ["text"])
 

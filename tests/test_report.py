@@ -32,7 +32,7 @@ def run_files(lite0_store: Path, lite2_store: Path, tmp_path_factory: pytest.Tem
     f["fit"].write_text(ok("fit", f["lite0"], f["lite2"], "--method", "ridge", "-o", f["map"], "--json"))
     ok("sweep", f["lite0"], f["lite2"], "--n-anchors", "20,40", "--methods", "orthogonal,ridge",
        "--seeds", "0,1", "-o", f["sweep"])
-    ok("head", "captions", f["lite2"], "-m", "minilm", "--from-labels", "pneumonia", "-o", f["captions"])
+    ok("head", "captions", f["lite2"], "-t", "minilm", "--from-labels", "pneumonia", "-o", f["captions"])
     ok("fit", f["lite2"], f["captions"], "--method", "ridge", "-o", f["textmap"])
     f["classify"].write_text(ok("classify", f["lite2"], "--map", f["textmap"], "--scoring", "cosine",
                                 "--prompts", "pneumonia", "--text-model", "minilm", "-o", f["scores"], "--json"))

@@ -24,7 +24,7 @@ stitch embed "$out/covid.csv" -m lite2 -o "$out/covid-lite2.h5"
 stitch embed "$out/covid.csv" -m lite0 -o "$out/covid-lite0.h5"
 stitch embed "$out/kermany-test.csv" -m lite2 -o "$out/k-test-lite2.h5"
 stitch embed "$out/kermany-test.csv" -m lite0 -o "$out/k-test-lite0.h5"
-stitch head captions "$out/covid-lite2.h5" --from-texts -m minilm -o "$out/notes-minilm.h5"
+stitch head captions "$out/covid-lite2.h5" --from-texts -t minilm -o "$out/notes-minilm.h5"
 stitch head train "$out/covid-lite2.h5" "$out/notes-minilm.h5" -o "$out/head.head" --epochs "${EPOCHS:-30}"
 # The map is fitted on the covid images themselves (both backbones saw them): no Kermany label.
 stitch fit "$out/covid-lite0.h5" "$out/covid-lite2.h5" --method ridge -o "$out/lite0-to-lite2.map"

@@ -33,7 +33,7 @@ for model in lite0 lite2; do
 done
 stitch embed "$out/test.csv" -m lite0 -o "$out/test-lite0.h5"
 stitch fit "$out/train-lite0.h5" "$out/train-lite2.h5" --method ridge -o "$out/lite0-to-lite2.map"
-stitch head captions "$out/train-lite2.h5" -m minilm --from-labels pneumonia -o "$out/captions.h5"
+stitch head captions "$out/train-lite2.h5" -t minilm --from-labels pneumonia -o "$out/captions.h5"
 stitch head train "$out/train-lite2.h5" "$out/captions.h5" -o "$out/head.head" --epochs 10
 stitch classify "$out/test-lite0.h5" --map "$out/lite0-to-lite2.map" --head "$out/head.head" \
     --prompts pneumonia --text-model minilm -o "$out/scores.csv"

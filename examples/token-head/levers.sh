@@ -19,7 +19,7 @@ for m in lite2 lite0; do for set in k-train1500 k-test; do
   "$S" embed "$W/$set.csv" -m $m --tokens --workers 0 -o "$W/$set-$m-tok.h5" > /dev/null
 done; done
 run "$W/k-captions-minilm-tok.h5" head captions "$W/k-train1500-lite2-tok.h5" --from-labels pneumonia \
-    -m minilm --tokens -o "$W/k-captions-minilm-tok.h5"
+    -t minilm --tokens -o "$W/k-captions-minilm-tok.h5"
 HK="--batch-size 64 --epochs ${EPOCHS:-10} --patience 3 --seed 0 --threads ${THREADS:-1}"
 json "$W/results/head-k-token.json" head train "$W/k-train1500-lite2-tok.h5" "$W/k-captions-minilm-tok.h5" $HK -o "$W/k-token.head"
 # the same head without its recorded grid: Lite0's 7x7 tokens reach it as they are (lever (a) off)

@@ -22,8 +22,8 @@ embed_all() {  # a complete store (no .parts folder) is skipped; an interrupted 
 embed_all lite2
 # 2. text sides: label-derived captions for Kermany (not zero-shot), standardised covid notes
 run "$W/k-captions-minilm-tok.h5" head captions "$W/k-train1500-lite2-tok.h5" --from-labels pneumonia \
-    -m minilm --tokens -o "$W/k-captions-minilm-tok.h5"
-run "$W/covid-notes-minilm-tok.h5" head captions "$W/covid-lite2-tok.h5" --from-texts -m minilm \
+    -t minilm --tokens -o "$W/k-captions-minilm-tok.h5"
+run "$W/covid-notes-minilm-tok.h5" head captions "$W/covid-lite2-tok.h5" --from-texts -t minilm \
     --tokens -o "$W/covid-notes-minilm-tok.h5"
 # 3. heads, same pairs, same seed: token head and global head
 HK="--batch-size 64 --epochs ${EPOCHS:-10} --patience 3 --seed 0 --threads ${THREADS:-1}"
@@ -43,7 +43,7 @@ done
 embed_all lite0
 # (e) levers: raw notes instead of standardised sentences; no validation split (19 pairs
 # early-stop the head at epoch 2), 30 epochs instead
-run "$W/covid-raw-minilm-tok.h5" head captions "$W/covid-lite2-tok.h5" --from-texts --raw -m minilm \
+run "$W/covid-raw-minilm-tok.h5" head captions "$W/covid-lite2-tok.h5" --from-texts --raw -t minilm \
     --tokens -o "$W/covid-raw-minilm-tok.h5"
 V="--batch-size 32 --epochs 30 --val-fraction 0 --seed 0 --threads ${THREADS:-1}"
 json "$W/results/head-covid-token-noval.json" head train "$W/covid-lite2-tok.h5" "$W/covid-notes-minilm-tok.h5" $V \

@@ -16,10 +16,10 @@ from .grey import DEFAULT_GREY_RANGE, GREY_RANGES
 from .listing import IMAGE_SUFFIXES, Columns, Inputs, Item, read_inputs
 from .pixels import PIXEL_POLICY, decode_bytes, load_file, load_image, load_item, to_8bit
 from .registry import InputFormat, formats, input_format, register
-from .types import ReadOptions
+from .types import InputOptions
 
 __all__ = [
     "DEFAULT_GREY_RANGE", "GREY_RANGES", "IMAGE_SUFFIXES", "PIXEL_POLICY", "TAG_COLUMNS", "Columns",
-    "InputFormat", "Inputs", "Item", "ReadOptions", "decode_bytes", "decode_dicom", "formats", "input_format",
+    "InputFormat", "Inputs", "Item", "InputOptions", "decode_bytes", "decode_dicom", "formats", "input_format",
     "load_file", "load_image", "load_item", "parse_tags", "read_inputs", "register", "to_8bit",
 ]

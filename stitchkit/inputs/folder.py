@@ -13,7 +13,7 @@ from pathlib import Path
 from ..errors import UsageError
 from .dicom import has_preamble
 from .registry import InputFormat
-from .types import Inputs, Item, ReadOptions
+from .types import InputOptions, Inputs, Item
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".dcm", ".dicom"}
 
@@ -41,7 +41,7 @@ def _claim(sources: list[str]) -> bool:
     return len(sources) == 1 and Path(sources[0]).is_dir()
 
 
-def _read(sources: list[str], options: ReadOptions) -> Inputs:
+def _read(sources: list[str], options: InputOptions) -> Inputs:
     return read_folder(Path(sources[0]))
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..errors import InputFailure, UsageError
 from .registry import InputFormat
-from .types import Columns, Inputs, Item, ReadOptions
+from .types import Columns, InputOptions, Inputs, Item
 
 
 def _pyarrow() -> Any:
@@ -181,7 +181,7 @@ def _claim(sources: list[str]) -> bool:
     return len(sources) == 1 and is_dataset(Path(sources[0]))
 
 
-def _read(sources: list[str], options: ReadOptions) -> Inputs:
+def _read(sources: list[str], options: InputOptions) -> Inputs:
     return read_dataset(Path(sources[0]), options.columns)
 
 

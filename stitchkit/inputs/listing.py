@@ -17,7 +17,7 @@ from .dicom import add_tags, parse_tags
 from .folder import IMAGE_SUFFIXES
 from .grey import DEFAULT_GREY_RANGE, check_grey_range
 from .registry import resolve
-from .types import Columns, Inputs, Item, ReadOptions
+from .types import Columns, InputOptions, Inputs, Item
 
 __all__ = ["IMAGE_SUFFIXES", "Columns", "Inputs", "Item", "read_inputs"]
 
@@ -47,7 +47,7 @@ def read_inputs(
     sources = [source] if isinstance(source, (str, Path)) else list(source)
     if not sources:
         raise UsageError("no input given: name an image folder, a manifest, a .txt file or .tar shards")
-    options = ReadOptions(columns, Path(root) if root else None, dict(where or {}), label_from)
+    options = InputOptions(columns, Path(root) if root else None, dict(where or {}), label_from)
     given = [name for name, value in (("columns", columns != Columns()), ("root", root), ("where", where),
                                       ("label_from", label_from), ("dicom_tags", tags),
                                       ("grey_range", grey_range != DEFAULT_GREY_RANGE)) if value]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 from .registry import InputFormat
-from .types import Columns, Inputs, Item, ReadOptions
+from .types import Columns, InputOptions, Inputs, Item
 
 SUFFIXES = (".csv", ".jsonl")
 
@@ -87,7 +87,7 @@ def _claim(sources: list[str]) -> bool:
     return len(sources) == 1 and path.suffix.lower() in SUFFIXES and path.exists() and not path.is_dir()
 
 
-def _read(sources: list[str], options: ReadOptions) -> Inputs:
+def _read(sources: list[str], options: InputOptions) -> Inputs:
     return read_manifest(Path(sources[0]), options.columns, options.root, options.where)
 
 

@@ -28,7 +28,7 @@ from functools import cache
 from pathlib import Path
 
 from ..errors import UsageError
-from .types import Inputs, Item, ReadOptions
+from .types import InputOptions, Inputs, Item
 
 # Claim order: the first format whose claim accepts the sources reads them (formats with a
 # scheme are asked first). One line per format: a module of `stitchkit.inputs` defining FORMAT.
@@ -62,7 +62,7 @@ class InputFormat:
     description: str  # one line: what it reads and how it is named
     noun: str  # how a message names it: "WebDataset .tar shards"
     claim: Callable[[list[str]], bool] | None = None  # None: claims no source (a file kind)
-    read: Callable[[list[str], ReadOptions], Inputs] | None = None
+    read: Callable[[list[str], InputOptions], Inputs] | None = None
     scheme: str | None = None  # "nih": claims "nih:/data/nih", and `read` gets "/data/nih"
     containers: tuple[str, ...] = ()  # the `Item.container` values whose bytes `fetch` reads
     fetch: Callable[[Item, int | None], tuple[bytes, str]] | None = None

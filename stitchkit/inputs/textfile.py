@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 from .registry import InputFormat
-from .types import Inputs, Item, ReadOptions
+from .types import InputOptions, Inputs, Item
 
 
 def read_lines(path: Path) -> Inputs:
@@ -23,7 +23,7 @@ def _claim(sources: list[str]) -> bool:
     return len(sources) == 1 and path.suffix.lower() == ".txt" and path.exists() and not path.is_dir()
 
 
-def _read(sources: list[str], options: ReadOptions) -> Inputs:
+def _read(sources: list[str], options: InputOptions) -> Inputs:
     return read_lines(Path(sources[0]))
 
 

@@ -24,7 +24,7 @@ class Columns:
 
 
 @dataclass(frozen=True)
-class ReadOptions:
+class InputOptions:
     """What a format's ``read`` gets besides its sources (the `stitch embed` flags of the same
     names; `registry.OPTIONS` says which format takes which)."""
 
@@ -48,6 +48,14 @@ class Item:
     error: str | None = None  # found unreadable while listing: goes to the failed table
     extra: dict[str, str] = field(default_factory=dict)  # further columns (DICOM tags)
     grey_range: str = "image"  # the decoder's rule for deep grey levels (--grey-range; see `grey`)
+
+    def where(self) -> str:
+        """The sample as a message names it: its id, and the file (and member) it was read from."""
+        if self.path is None:
+            return repr(self.id)
+        inside = f" member {self.member}" if self.container == "tar" and self.member else (
+            f" row {self.offset}" if self.container in ("arrow", "parquet") and self.offset is not None else "")
+        return f"{self.id!r} ({self.path}{inside})"
 
 
 @dataclass

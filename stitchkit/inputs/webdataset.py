@@ -21,7 +21,7 @@ from typing import Any
 
 from ..errors import InputFailure, UsageError
 from .registry import InputFormat
-from .types import Inputs, Item, ReadOptions
+from .types import InputOptions, Inputs, Item
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "tif", "tiff", "bmp", "dcm")
 SMALL_MEMBER = 1 << 20  # bytes: a label, text or JSON member larger than this is refused
@@ -207,7 +207,7 @@ def _claim(sources: list[str]) -> bool:
                for p in (expand_braces(name) if "{" in name else [name]))
 
 
-def _read(sources: list[str], options: ReadOptions) -> Inputs:
+def _read(sources: list[str], options: InputOptions) -> Inputs:
     tars = expand_sources(sources)
     assert tars is not None  # claimed: at least one name is a .tar
     return read_shards(tars, label_from=options.label_from)

@@ -68,7 +68,7 @@ def shared_ids(source: EmbeddingStore, target: EmbeddingStore) -> np.ndarray:
     if len(common) == 0:
         raise UsageError(
             f"{source.path} and {target.path} share no ids: anchors must be the same samples "
-            "embedded by both models (or give --anchors FILE)"
+            "embedded by both models (or give --ids FILE)"
         )
     return common
 

@@ -18,6 +18,34 @@ COLOURS = ("tab:blue", "tab:red", "tab:green", "tab:purple", "tab:orange", "tab:
            "tab:grey", "tab:olive", "tab:cyan")
 
 
+def short_name(name: str, width: int = 40) -> str:
+    """A model or file name short enough for a figure (the page's text keeps it whole): a spec
+    ``backend:arch?weights=/a/b/file.pth&...`` becomes ``backend:arch (file.pth)``, a path its
+    file name, anything else longer than ``width`` keeps its two ends."""
+    text = str(name)
+    if len(text) <= width:
+        return text
+    head, _, query = text.partition("?")
+    if query:
+        from urllib.parse import parse_qsl
+
+        weights = dict(parse_qsl(query)).get("weights")
+        text = f"{head} ({Path(weights).name})" if weights else f"{head}?…"
+    elif "/" in text:
+        text = Path(text).name
+    if len(text) <= width:
+        return text
+    keep = (width - 1) // 2
+    return f"{text[:keep]}…{text[-(width - 1 - keep):]}"
+
+
+def wrapped(title: str, width: int = 80) -> str:
+    """A title broken into lines of at most ``width`` characters, never cut."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(str(title), width, break_long_words=True, break_on_hyphens=False)) or str(title)
+
+
 def _figure(width: float, height: float):  # noqa: ANN202 - matplotlib types are imported lazily
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -28,9 +56,14 @@ def _figure(width: float, height: float):  # noqa: ANN202 - matplotlib types are
 
 
 def _save(fig: Any, path: Path) -> Path:
-    fig.tight_layout()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "tight layout not applied": bbox_inches below still fits
+        fig.tight_layout()
     with atomic_output(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+        # "tight" grows the canvas to hold legends placed outside the axes and long labels.
+        fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight")
     return Path(path)
 
 
@@ -44,12 +77,12 @@ def roc_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, *, 
         if y.all() or not y.any():
             continue  # one class only: no ROC exists
         fpr, tpr, _ = roc_curve(y, s)
-        ax.plot(fpr, tpr, lw=1.6, label=f"{name} (AUC {roc_auc_score(y, s):.3f})")
+        ax.plot(fpr, tpr, lw=1.6, label=f"{short_name(name, 60)} (AUC {roc_auc_score(y, s):.3f})")
     ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=1, label="chance")
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(wrapped(title, 70), fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # outside: many routes
     ax.grid(alpha=0.3)
     return _save(fig, path)
 
@@ -98,7 +131,7 @@ def classification_panels(y: np.ndarray, ranking: np.ndarray, scores: np.ndarray
     ax_cm.set_title(f"confusion matrix: {rule}", fontsize=9)
     ax_cm.set_xlabel("predicted" if cols != ["TP", "FP", "FN", "TN"] else "outcome")
     ax_cm.set_ylabel("true label")
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(wrapped(title, 120), fontsize=10)
     return _save(fig, path)
 
 
@@ -119,7 +152,7 @@ def score_histograms(y: np.ndarray, scores: np.ndarray, classes: Sequence[str], 
         ax.legend(fontsize=7, loc="upper center")
     for ax in axes[n:]:
         ax.set_visible(False)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(wrapped(title, 120), fontsize=10)
     return _save(fig, path)
 
 
@@ -133,9 +166,14 @@ def map_quality(maps: dict[str, dict[str, float]], plans: dict[str, dict[str, in
     height = 0.8 / max(1, len(metrics))
     for k, metric in enumerate(metrics):
         vals = [maps[n].get(metric) for n in names]
-        vals = [v if isinstance(v, float | int) and np.isfinite(v) else 0.0 for v in vals]
-        ax_m.barh(np.arange(len(names)) + k * height, vals, height=height, color=COLOURS[k % len(COLOURS)], label=metric)
-    ax_m.set_yticks(np.arange(len(names)) + 0.4 - height / 2, names, fontsize=8)
+        known = [isinstance(v, float | int) and bool(np.isfinite(v)) for v in vals]
+        ys = np.arange(len(names)) + k * height
+        ax_m.barh(ys, [v if ok else 0.0 for v, ok in zip(vals, known, strict=True)], height=height,
+                  color=COLOURS[k % len(COLOURS)], label=metric)
+        for y, ok in zip(ys, known, strict=True):
+            if not ok:  # e.g. retrieval over repeated targets: no figure, not a zero
+                ax_m.text(0.005, y, "n/a", va="center", fontsize=6, color=COLOURS[k % len(COLOURS)])
+    ax_m.set_yticks(np.arange(len(names)) + 0.4 - height / 2, [short_name(n) for n in names], fontsize=8)
     ax_m.invert_yaxis()
     ax_m.set_xlabel("held-out value (anchors never used to fit)")
     ax_m.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=len(metrics))
@@ -162,11 +200,11 @@ def cosine_histograms(cosines: dict[str, np.ndarray], path: Path, *, title: str)
     lo = min(float(c.min()) for c in cosines.values())
     bins = np.linspace(min(lo, 0.99), 1, 50)
     for name, c in cosines.items():
-        ax.hist(c, bins=bins, alpha=0.55, label=f"{name} (median {np.median(c):.3f})")
+        ax.hist(c, bins=bins, alpha=0.55, label=f"{short_name(name)} (median {np.median(c):.3f})")
     ax.set_xlabel("cosine(mapped source, true target)")
     ax.set_ylabel("samples")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, loc="upper left")
+    ax.set_title(wrapped(title, 70), fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     return _save(fig, path)
 
 
@@ -193,7 +231,7 @@ def pca_panels(native: np.ndarray, mapped: dict[str, np.ndarray], labels: Sequen
             ax.scatter(b[m, 0], b[m, 1], s=10, c=colour, marker="x", alpha=0.6, label=f"mapped: {lab}")
         ax.set_xlabel(f"PC1 ({100 * pca.explained_variance_ratio_[0]:.0f} % of native variance)")
         ax.set_ylabel(f"PC2 ({100 * pca.explained_variance_ratio_[1]:.0f} %)")
-        ax.set_title(name, fontsize=9)
+        ax.set_title(wrapped(short_name(name, 60), 50), fontsize=9)
         ax.legend(fontsize=6, markerscale=1.5, loc="upper right")
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(wrapped(title, 120), fontsize=10)
     return _save(fig, path), [float(v) for v in pca.explained_variance_ratio_]

@@ -31,6 +31,7 @@ for two classes; no label is used.
 
 from __future__ import annotations
 
+import difflib
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -80,6 +81,30 @@ class ClassifyResult:
         return asdict(self)
 
 
+def require_positives(prompts: PromptSet, labels: np.ndarray, where: object) -> None:
+    """Every class of the prompts has a positive among the store's ``labels`` (distinct values):
+    a misspelled prompt label would otherwise give AUC nan and metrics on a subset, silently."""
+    labels = [str(v) for v in labels if str(v)]
+    table = LabelTable([c.matches for c in prompts.classes])
+    table.codes(labels)
+    hit = table.table.any(axis=0) if labels else np.zeros(len(prompts.names), dtype=bool)
+    missing = [name for name, ok in zip(prompts.names, hit, strict=True) if not ok]
+    if not missing:
+        return
+    parts = sorted({p for v in labels for p in v.split("|") if p})
+    hints = []
+    for name in missing:
+        close = difflib.get_close_matches(name.lower(), [p.lower() for p in parts], n=1, cutoff=0.6)
+        if close:
+            hints.append(f"{name!r} is close to the store's {close[0]!r}")
+    raise UsageError(
+        f"{len(missing)} class(es) of the prompts match no label of {where}: {', '.join(missing)} "
+        f"(its labels: {', '.join(parts[:12])}{', ...' if len(parts) > 12 else ''}"
+        f"{'; ' + '; '.join(hints) if hints else ''}): fix the prompt set's labels, or pass "
+        "--allow-missing-classes to score classes without positives (their AUC is n/a)"
+    )
+
+
 def classify_store(
     query: str | os.PathLike | EmbeddingStore,
     prompts: PromptSet,
@@ -100,6 +125,7 @@ def classify_store(
     progress: ProgressFn | None = None,
     image_tokens: bool = True,
     prior: str = "none",
+    allow_missing_classes: bool = False,
 ) -> ClassifyResult:
     """Score every sample of ``query`` against ``prompts``; metrics where labels exist.
 
@@ -164,6 +190,8 @@ def classify_store(
             notes.append("--no-image-tokens: the head was trained with image tokens and now scores "
                          "global vectors only")
 
+    if head is not None and text_model is None and prompt_store is None:
+        text_model = head.text_space_.get("model_spec")  # the head knows the text space it was trained in
     text = embed_prompts(prompts.texts(), text_model=text_model, prompt_store=prompt_store,
                          tokens=head is not None and head.uses_text_tokens_)
     composition["prompts"] = {"source": text.source, **text.space}
@@ -202,6 +230,9 @@ def classify_store(
     else:
         labels_all = store.labels
         with_labels = labels_all is not None and any(str(x) for x in labels_all[rows])
+    if with_labels and not allow_missing_classes:
+        distinct = label_values[present] if coded is not None else np.unique(labels_all[rows].astype(str))
+        require_positives(prompts, distinct, store.path)
     n_done = 0
     n_total = len(rows) if pool_by is None else len(group_rows(store.groups[rows])[0]) if store.groups is not None else 0
     meta = {"mode": prompts.mode, "scoring": scoring, "prompts": prompts.source,
