@@ -70,6 +70,7 @@ def embed(source: tuple[str, ...], model: str, output: str, batch_size: int, wor
     """
     from stitchkit.embed import embed_store, parse_shard
     from stitchkit.encoders import load_encoder
+    from stitchkit.encoders.registry import parse_spec
     from stitchkit.errors import StitchError, UsageError
     from stitchkit.inputs import Columns, read_inputs
 
@@ -84,6 +85,7 @@ def embed(source: tuple[str, ...], model: str, output: str, batch_size: int, wor
     read = {"columns": cols, "root": root, "where": filters, "label_from": label_from, "dicom_tags": dicom_tags,
             "grey_range": grey_range}
     shard_spec = parse_shard(shard)
+    parse_spec(model)  # a misspelled spec option is refused before any input is listed
     if engine == "ray":
         if runtime != "auto":
             raise UsageError("--runtime needs --engine local (Ray actors pick their runtime as auto does)")

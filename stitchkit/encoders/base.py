@@ -9,9 +9,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
+
+from .specs import Option
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,12 @@ class Encoder(ABC):
     """
 
     modality: str  # "image" | "text"
+    # The ``?key=value`` options this backend takes (see encoders.specs.Option); None: not
+    # declared, so they are passed through unchecked.
+    options: ClassVar[tuple[Option, ...] | None] = None
+    # How the weights file's tensors were matched to the model's (``stitch models --check``):
+    # {"how": "name" | "position" | ..., "matched": n, "model_tensors": n, "file_tensors": n}.
+    weights_match: dict[str, Any] | None = None
     # What can run ``encode`` (see encoders.onnx_runtime); ``load_encoder`` picks one.
     runtimes: tuple[str, ...] = ("torch",)
     runtime: str = "torch"  # what encode runs now
@@ -87,6 +95,11 @@ class Encoder(ABC):
 
     def preprocessing(self) -> dict[str, Any]:
         return {}
+
+    def imagenet_logits(self, batch: Any) -> torch.Tensor | None:
+        """ImageNet-1k logits (B, 1000) from the checkpoint's own classifier, for checking that
+        a checkpoint loaded right (``stitch models --check``); None when it has none."""
+        return None
 
     def prepare(self, item: Any) -> Any:
         return item

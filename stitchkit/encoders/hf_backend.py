@@ -28,6 +28,33 @@ from .hf_loading import (
     weight_files,
 )
 from .registry import offline_hint
+from .specs import Choice, Flag, Integer, Option, Text
+
+TRUST_REMOTE_CODE = Option(
+    "trust_remote_code", Flag(),
+    "allows the directory's own Python code (an auto_map in its config) to run",
+    "custom architectures such as CXR-BERT; off unless given, as it runs arbitrary code",
+    space=False)
+HF_OPTIONS = (
+    Option("pooling", Choice(("pooler", "cls", "mean", "proj")),
+           "which output is the vector: the model's pooler_output, the class token, the mean of "
+           "the patch (image) or unmasked (text) tokens, or a CLIP-style projection",
+           "the default is the model's trained pooler (else cls for ViTs, mean for text and CNNs); "
+           "a choice the model cannot give is refused"),
+    Option("tower", Choice(("image", "text")),
+           "which tower of a dual encoder (CLIP, SigLIP, MedSigLIP) to load, by its own class",
+           "required for dual encoders; checked against the config otherwise"),
+    Option("max_length", Integer(1),
+           "text models: tokens kept per text (truncation)",
+           "long reports: the default is the model's limit, at most 512"),
+    TRUST_REMOTE_CODE,
+)
+ST_OPTIONS = (
+    Option("weights", Text("a directory path"),
+           "the sentence-transformers directory, when the name is only a label",
+           "rarely: st:DIR names the directory already", space=False),
+    TRUST_REMOTE_CODE,
+)
 
 
 def load_hf(spec: ModelSpec, device: torch.device, dtype: torch.dtype) -> Encoder:
@@ -48,11 +75,15 @@ def load_hf(spec: ModelSpec, device: torch.device, dtype: torch.dtype) -> Encode
     return HFEncoder(spec, device, dtype, model_cls=model_cls, config=tower_config)
 
 
+load_hf.options = HF_OPTIONS  # type: ignore[attr-defined]  # what `hf:` takes (registry.parse_spec)
+
+
 class HFEncoder(Encoder):
     """``hf:DIR_OR_NAME?pooling=mean|cls|pooler|proj&max_length=N`` for text: AutoModel +
     AutoTokenizer, or the text tower of a dual encoder loaded by its own class."""
 
     modality = "text"
+    options = HF_OPTIONS
 
     def __init__(self, spec: ModelSpec, device: torch.device, dtype: torch.dtype, *,
                  model_cls: Any = None, config: Any = None) -> None:
@@ -139,6 +170,7 @@ class SentenceTransformerEncoder(Encoder):
     """``st:DIR_OR_NAME``: the directory's own modules (pooling, normalisation) decide."""
 
     modality = "text"
+    options = ST_OPTIONS
 
     def __init__(self, spec: ModelSpec, device: torch.device, dtype: torch.dtype) -> None:
         super().__init__(spec, device, dtype)

@@ -72,6 +72,9 @@ class HFImageEncoder(Encoder):
     def __init__(self, spec: ModelSpec, device: torch.device, dtype: torch.dtype, *,
                  model_cls: Any, config: Any = None) -> None:
         super().__init__(spec, device, dtype)
+        if "max_length" in spec.options:
+            raise ModelError(f"model {spec.text!r}: max_length applies to text models; this is an "
+                             "image model (its processor sets the size)")
         from transformers import AutoImageProcessor
 
         try:

@@ -10,9 +10,21 @@ import torch
 from ..errors import ModelError
 from .base import EncodeOutput, Encoder, ModelSpec
 from .registry import offline_hint
+from .specs import Choice, Option, Text
+
+OPTIONS = (
+    Option("weights", Text("a file path or an open_clip pretrained tag"),
+           "a local checkpoint (or one of open_clip's pretrained tags, which needs a hub)",
+           "always offline; hf-hub: names carry their own weights", space=False),
+    Option("tower", Choice(("image", "text")),
+           "which tower to run: images through encode_image, texts through encode_text",
+           "the default is image; text for prompts and reports"),
+)
 
 
 class OpenClipEncoder(Encoder):
+    options = OPTIONS
+
     def __init__(self, spec: ModelSpec, device: torch.device, dtype: torch.dtype) -> None:
         super().__init__(spec, device, dtype)
         import open_clip
@@ -51,7 +63,8 @@ class OpenClipEncoder(Encoder):
         return int(self.model.visual.output_dim)
 
     def weight_files(self) -> list[Path]:
-        return [self._weights] if self._weights else []
+        # A pretrained tag (not a file) has nothing here to hash.
+        return [self._weights] if self._weights and self._weights.is_file() else []
 
     def preprocessing(self) -> dict[str, Any]:
         if self.tower == "text":

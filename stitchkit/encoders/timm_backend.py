@@ -9,13 +9,48 @@ import torch
 
 from ..errors import ModelError
 from .base import EncodeOutput, Encoder, ModelSpec, with_patch_tokens
+from .cards import MODELS
 from .onnx_runtime import OnnxRuntimeMixin
 from .registry import offline_hint
+from .specs import Choice, Integer, Number, Numbers, Option, Text
 from .weights import load_into
+
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos", "box", "hamming")
+# Options that only change preprocessing, not the exported graph (see onnx_identity).
+PREPROCESSING_ONLY = ("weights", "crop_pct", "interpolation", "mean", "std")
+
+OPTIONS = (
+    Option("weights", Text("a file path"),
+           "a local state dict (.pth, .pt, .bin or .safetensors; torch.load with weights_only=True) "
+           "loaded into the architecture; without it timm fetches its hub weights",
+           "always offline; tensors are matched by name, else by position when only the names "
+           "differ (announced; check with `stitch models --check`)", space=False),
+    Option("bn_eps", Number(0.0),
+           "sets the eps of every BatchNorm layer (timm builds 1e-5)",
+           "weights trained in TensorFlow/Keras (TF-Lite EfficientNet-Lite, Keras applications) "
+           "used 1e-3: with timm's 1e-5 every feature is slightly off"),
+    Option("crop_pct", Number(0.0, 1.0),
+           "the centre crop: resize to img_size / crop_pct, then crop img_size (1.0: the whole "
+           "image resized, no crop)",
+           "ImageNet evaluation crops 87.5 %; framed chest X-rays want 1.0 so the lung edges stay"),
+    Option("img_size", Integer(16),
+           "the input resolution (square), replacing the checkpoint's data config",
+           "weights trained or fine-tuned at another resolution (Lite2: 260)"),
+    Option("interpolation", Choice(INTERPOLATIONS),
+           "the resampling filter of the resize (timm's data config gives the default)",
+           "match what the checkpoint was trained with; bilinear vs bicubic moves features a little"),
+    Option("mean", Numbers(),
+           "per-channel mean subtracted after scaling to [0, 1] (one number or three)",
+           "checkpoints trained with other normalisation: TF ports and Inception-style 0.5,0.5,0.5"),
+    Option("std", Numbers(),
+           "per-channel standard deviation divided by (one number or three)",
+           "as mean: it must be what the checkpoint was trained with"),
+)
 
 
 class TimmEncoder(OnnxRuntimeMixin, Encoder):
     modality = "image"
+    options = OPTIONS
 
     def __init__(self, spec: ModelSpec, device: torch.device, dtype: torch.dtype) -> None:
         super().__init__(spec, device, dtype)
@@ -34,8 +69,20 @@ class TimmEncoder(OnnxRuntimeMixin, Encoder):
             raise offline_hint(spec, exc) from exc
         except (OSError, ValueError) as exc:
             raise offline_hint(spec, exc) from exc
+        head = (getattr(model, "pretrained_cfg", None) or {}).get("classifier") if model.num_classes else None
+        heads = tuple(f"{h}." for h in ((head,) if isinstance(head, str) else head or ()))
         if self._weights is not None:
-            load_into(model, self._weights, f"timm:{spec.name}")
+            # A packaged short name's position matching is checked by the test suite (a photo
+            # classified as ImageNet's "palace"): only other specs are warned about.
+            self.weights_match = load_into(model, self._weights, f"timm:{spec.name}", optional=heads,
+                                           warn=spec.text not in MODELS)
+            has_head = bool(self.weights_match["head_loaded"])
+        else:
+            self.weights_match = {"how": "timm hub (pretrained=True)"}
+            has_head = bool(heads)
+        # Kept aside for `stitch models --check` (ImageNet top-5 of a test photo).
+        classifier = model.get_classifier() if has_head and model.num_classes == 1000 else None
+        self._imagenet_head = classifier if isinstance(classifier, torch.nn.Linear) else None
         model.reset_classifier(0)
         if "bn_eps" in opts:
             for module in model.modules():
@@ -51,6 +98,11 @@ class TimmEncoder(OnnxRuntimeMixin, Encoder):
         if "img_size" in opts:
             size = int(opts["img_size"])
             cfg["input_size"] = (cfg["input_size"][0], size, size)
+        if "interpolation" in opts:
+            cfg["interpolation"] = opts["interpolation"]
+        for key in ("mean", "std"):
+            if key in opts:
+                cfg[key] = Numbers()(opts[key])
         self._cfg = cfg
         self._mode = "L" if cfg["input_size"][0] == 1 else "RGB"
         self._transform = timm.data.create_transform(**cfg, is_training=False)
@@ -72,10 +124,17 @@ class TimmEncoder(OnnxRuntimeMixin, Encoder):
         return tuple(self._cfg["input_size"])
 
     def onnx_identity(self) -> dict[str, Any]:
-        # Not the weights' path or crop_pct (only preprocessing reads it): the weights' bytes.
-        graph_opts = {k: v for k, v in self.spec.options.items() if k not in ("weights", "crop_pct")}
+        # Not the weights' path or what only preprocessing reads: the weights' bytes.
+        graph_opts = {k: v for k, v in self.spec.options.items() if k not in PREPROCESSING_ONLY}
         return {"arch": f"timm:{self.spec.name}", "options": graph_opts,
                 "weights_sha256": self.weights_sha256() or "timm-hub"}
+
+    def imagenet_logits(self, batch: torch.Tensor) -> torch.Tensor | None:
+        if self._imagenet_head is None:
+            return None
+        x = batch.to(self.device, self.dtype, memory_format=torch.channels_last)
+        head = self._imagenet_head.to(device=self.device, dtype=self.dtype)
+        return head(self.model(x)).float()
 
     def encode(self, batch: torch.Tensor, *, tokens: bool = False) -> EncodeOutput:
         if self.runtime == "onnx":

