@@ -57,7 +57,7 @@ def embed(source: tuple[str, ...], model: str, output: str, batch_size: int, wor
 
     \b
     Examples:
-      stitch embed ../shared/data/kermany-pneumonia-224/labels.csv --where split=test -m lite0 -o k-test-lite0.h5
+      stitch embed ../shared/data/kermany-pneumonia-224/labels.csv --where split=test -m lite0 --tokens -o k-test-lite0.h5
       stitch embed ../shared/data/kermany-pneumonia-224/train -m lite2 -o k-train-lite2.h5 --tokens
       stitch embed reports.jsonl -m minilm -o reports-minilm.h5 --text-column report
       stitch embed images/ -m lite0 -o shard3.h5 --shard 3/16

@@ -28,8 +28,9 @@ def results(files: tuple[str, ...], output: str | None, columns: str | None, tas
 
     \b
     Examples:
-      for m in lite0 lite2; do stitch classify k-test-$m.h5 --head head.head --prompts pneumonia --json > $m.json; done
-      stitch results *.json -o table.csv
+      stitch classify k-test-lite2.h5 --head head.head --prompts pneumonia --json > native.json
+      stitch classify k-test-lite0.h5 --map lite0-to-lite2.map --head head.head --prompts pneumonia --json > stitched.json
+      stitch results native.json stitched.json -o table.csv
       stitch results demo-out/results/demo-results.json --columns route,auc_pneumonia,accuracy,n -o table.md
     """
     from pathlib import Path

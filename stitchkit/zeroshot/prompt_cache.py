@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -74,8 +75,8 @@ def embed_prompts(
     target = Path(prompt_store) if prompt_store is not None else cache_dir() / f"{key}.h5"
     if prompt_store is None and use_cache and target.exists():
         found = _read_prompt_store(target, texts, tokens)
-        if found is not None:
-            return found
+        if found is not None:  # the cache is an implementation detail: the source is the model
+            return dataclasses.replace(found, source=text_model)
     from ..embed import embed_texts
     from ..encoders import load_encoder
 
