@@ -94,3 +94,40 @@ def test_the_help_pipeline_runs_as_printed(data: Path, tmp_path: Path, monkeypat
         assert res.code == 0, f"{command}: {res.stderr}"
     with open(tmp_path / "scores.csv", newline="") as fh:
         assert len(list(csv.DictReader(fh))) == 12
+
+
+def _readme_block(heading: str) -> list[str]:
+    """The commands of the README's first bash block under ``heading``: continuations joined,
+    comments dropped."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = text.split(heading, 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    block = block.replace("\\\n", " ")
+    return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip().startswith("stitch ")]
+
+
+def test_the_readmes_pipeline_runs_as_printed(data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """README's "One pipeline", command by command, on small Kermany manifests of the same form."""
+    import shlex
+
+    commands = _readme_block("## One pipeline")
+    assert len(commands) == 9
+    kermany = data / "kermany-pneumonia-224"
+    with open(kermany / "labels.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for split, per_class in (("train", 24), ("test", 8)):
+        picked = [r for label in ("normal", "pneumonia")
+                  for r in [r for r in rows if r["split"] == split and r["label"] == label][:per_class]]
+        with open(tmp_path / f"kermany-{split}.csv", "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["id", "path", "label"])
+            w.writerows((r["path"], str(kermany / r["path"]), r["label"]) for r in picked)
+    monkeypatch.chdir(tmp_path)
+    for command in commands:
+        line, _, redirect = command.partition(" > ")
+        res = run_inprocess(*shlex.split(line)[1:])
+        assert res.code == 0, f"{command}: {res.stderr}"
+        if redirect:
+            (tmp_path / redirect.strip()).write_text(res.stdout)
+    assert (tmp_path / "report" / "index.html").exists()
+    with open(tmp_path / "table.csv", newline="") as fh:
+        assert len(list(csv.DictReader(fh))) == 2

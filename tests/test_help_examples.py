@@ -20,6 +20,7 @@ import click
 import pytest
 from stitchkit.cli.main import COMMANDS, cli
 
+from stitchkit.store import EmbeddingStore
 from tests.faults.helpers import run_inprocess
 
 pytestmark = pytest.mark.slow
@@ -193,3 +194,95 @@ def test_every_example_is_run_or_explained() -> None:
     every = {e for path in ORDER for e in examples(path)}
     stale = set(NOT_RUN) - every
     assert not stale, f"NOT_RUN names examples no --help shows any more: {stale}"
+
+
+# -- the commands in docs/ -------------------------------------------------------------------------
+DOCS_NOT_RUN = {  # command (as printed, continuations joined, comment dropped) -> why not here
+    "stitch fit k-train-$m.h5 k-train-lite2.h5 --method ridge -o $m.map --json > fit-$m.json":
+        "the body of a shell loop over backbones (xception among them)",
+    "stitch embed $DATA/kermany-pneumonia-224/labels.csv --where split=train -m lite0 -o k-train-lite0.h5":
+        "5,216 images: the demo embeds them",
+    "stitch embed $DATA/kermany-pneumonia-224/labels.csv --where split=train -m lite2 -o k-train-lite2.h5":
+        "5,216 images: the demo embeds them",
+    "stitch info k-dino.h5": "a store of a Hugging Face DINOv2 folder (no model hub here)",
+}
+ABSENT = {  # what a docs command needs that this environment lacks, by a substring of the command
+    "hf:": "a Hugging Face model folder (no model hub here): tests/test_encoders_hf_vision.py runs local ones",
+    "open_clip:": "open_clip weights from a hub",
+    "torchvision:resnet18": "a torchvision checkpoint file: tests/test_encoders_torchvision.py",
+    "xception": "Xception (make xception) is optional",
+    "--engine ray": "Ray: tests/test_engine_ray.py",
+    "SLURM": "a SLURM array job",
+    "dicoms/": "DICOM inputs: tests/test_inputs_dicom.py",
+    "shards/": "WebDataset shards: tests/test_inputs_webdataset.py",
+    "kermany-hf/": "a Hugging Face dataset folder: tests/test_inputs_hf.py",
+    "kermany.parquet": "a Parquet dataset: tests/test_inputs_hf.py",
+    "big.h5": "a large store",
+    "stitch demo": "the demo: tests/test_demo.py",
+    "demo-out": "the demo's output: tests/test_demo.py",
+    "covid-notes-384/labels.csv": "the covid-notes set relative to the data folder; the demo embeds it",
+    "k-train1500": "1,500-image token stores of docs/head.md's measurement",
+    "fit-*.json": "fit records of a cross-family run",
+    "/shared/": "a cluster's shared folder",
+    "cxr/": "a user's image folder for other backbones",
+}
+
+
+def docs_commands() -> list[tuple[str, str, bool]]:
+    """(doc file, command, whether the doc shows it failing) for every `stitch` line in docs/."""
+    out = []
+    for doc in sorted((Path(__file__).resolve().parents[1] / "docs").glob("*.md")):
+        text = doc.read_text(encoding="utf-8")
+        for block in text.split("```")[1::2]:
+            lines = block.replace("\\\n", " ").splitlines()
+            for i, line in enumerate(lines):
+                command = line.removeprefix("$ ").split("  #")[0].strip()
+                if not command.startswith("stitch "):
+                    continue
+                fails = i + 1 < len(lines) and lines[i + 1].startswith("error:")
+                out.append((doc.name, " ".join(command.split()), fails))
+    return out
+
+
+def _absent(command: str) -> str | None:
+    return next((why for key, why in ABSENT.items() if key in command), DOCS_NOT_RUN.get(command))
+
+
+def test_every_docs_command_runs_or_is_explained(world: Path, data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from stitchkit.encoders import packaged
+
+    monkeypatch.chdir(world)
+    monkeypatch.setenv("W", str(packaged.lite_weights("0")))
+    monkeypatch.setenv("DATA", str(data))
+    for name, target in {"lite2-sub.h5": "lite2.h5", "k-lite2.h5": "lite2.h5", "k-test.csv": "test.csv",
+                         "k-train-lite0.h5": "lite0.h5", "k-train-lite0-tok.h5": "lite0.h5",
+                         "k-train-lite2-tok.h5": "lite2.h5", "covid-lite2-tok.h5": "covid-lite2.h5",
+                         "k-captions-minilm-tok.h5": "k-train-captions-minilm.h5",
+                         "c-lite2.h5": "covid-lite2.h5"}.items():
+        if not (world / name).exists():
+            (world / name).symlink_to(world / target)
+    with EmbeddingStore(world / "k-lite2.h5") as s:  # docs/cli.md splits k-lite2.h5 by id files
+        ids = list(s.ids)
+    (world / "k-train.ids").write_text("\n".join(ids[::2]) + "\n")
+    (world / "k-test.ids").write_text("\n".join(ids[1::2]) + "\n")
+    shutil.copy(world / "head.st", world / "k-token.head")  # what docs/head.md's 1,500-image step writes
+    ran, failed = [], []
+    for doc, command, fails in docs_commands():
+        if _absent(command):
+            continue
+        line, _, redirect = os.path.expandvars(command).partition(" > ")
+        args = shlex.split(line)
+        args = [a for arg in args for a in (sorted(glob.glob(arg)) if "*" in arg and glob.glob(arg) else [arg])]
+        out = args[args.index("-o") + 1] if "-o" in args else None
+        if out and args[1] in ("embed", "export", "import") and (world / out).exists():
+            args.append("--overwrite")  # the docs' folders start empty; this one has run the examples
+        res = run_inprocess(*args[1:])
+        if redirect and res.code == 0:
+            (world / redirect.strip()).write_text(res.stdout)
+        if "--require" in args:  # a quality gate passes or stops (exit 1) by the data's figures
+            ok = res.code in (0, 1)
+        else:
+            ok = (res.code != 0) if fails else res.code == 0
+        (ran if ok else failed).append((doc, command, res.code, res.stderr.strip()[-300:]))
+    assert not failed, "\n".join(f"{d}: {c}\n  exit {code}: {err}" for d, c, code, err in failed)
+    assert len(ran) >= 25, len(ran)

@@ -150,7 +150,7 @@ def test_the_embedding_job_asks_the_captions_flag(isolated: None, tmp_path: Path
             text = "a text model"
 
     items = [Item("a", path=tmp_path / "a.png", text="a caption")]
-    for captions, expected in ((False, "the input holds images"), (True, "--batch-size must be at least 1")):
+    for captions, expected in ((False, "the input holds images"), (True, "batch_size (--batch-size) must be at least 1")):
         register(InputFormat(f"pairs{int(captions)}", "image-text pairs", "pairs", captions=captions))
         inputs = Inputs(items, "image", "x", ["text"], kind=f"pairs{int(captions)}")
         with pytest.raises(UsageError, match=expected):  # batch size 0: stop right after the check

@@ -79,7 +79,7 @@ class OpenClipEncoder(Encoder):
     def encode(self, batch: Any, *, tokens: bool = False) -> EncodeOutput:
         if self.tower == "text":
             if tokens:
-                raise ModelError("--tokens is not supported for open_clip text towers")
+                raise ModelError("tokens (--tokens) is not supported for open_clip text towers")
             ids = self._tokenizer(batch).to(self.device)
             return EncodeOutput(self.model.encode_text(ids).float())
         x = batch.to(self.device, self.dtype)

@@ -82,11 +82,11 @@ def plan_actors(resources: list[dict[str, float]], actors: int | None, device: s
     ``actors`` groups fit on the nodes, because an actor cannot span machines.
     """
     if actors is not None and actors < 1:
-        raise UsageError("--actors must be at least 1")
+        raise UsageError("actors (--actors) must be at least 1")
     gpus = sum(r.get("GPU", 0.0) for r in resources)
     if device == "cuda" or (device == "auto" and gpus >= 1):
         if gpus < 1:
-            raise UsageError("--device cuda but the Ray cluster has no GPU: use --device cpu or auto")
+            raise UsageError("device (--device) cuda but the Ray cluster has no GPU: use --device cpu or auto")
         n = actors or int(gpus)
         return ActorPlan(n, "cuda", num_cpus=1.0, num_gpus=min(1.0, gpus / n), threads=1)
     free = [r["CPU"] - max(DECODE_CPUS, 0.02 * r["CPU"]) for r in resources if r.get("CPU", 0) >= 1]
@@ -97,7 +97,7 @@ def plan_actors(resources: list[dict[str, float]], actors: int | None, device: s
     sizes = sorted({f / j for f in free for j in range(1, n + 1)}, reverse=True)
     per_actor = next((g for g in sizes if sum(int(f / g + 1e-9) for f in free) >= n), 0.0)
     if per_actor < 0.1:
-        raise UsageError(f"--actors {n} is too many for {sum(free):g} free CPUs: use fewer actors")
+        raise UsageError(f"actors (--actors) {n} is too many for {sum(free):g} free CPUs: use fewer actors")
     per_actor = int(per_actor * 100) / 100  # round down so the groups still fit after rounding
     return ActorPlan(n, "cpu", num_cpus=per_actor, num_gpus=0.0, threads=max(1, int(per_actor + 0.5)))
 
@@ -183,7 +183,7 @@ def ray_session(ray: ModuleType, address: str | None, num_cpus: int | None) -> I
     try:
         if address:
             if num_cpus is not None:
-                raise UsageError("--ray-cpus applies to a local Ray only: drop it with --address")
+                raise UsageError("ray_cpus (--ray-cpus) applies to a local Ray only: drop it with --address")
             if not _answers(address):
                 # ray.init retries an unreachable GCS for minutes; one TCP connect says it now.
                 raise ConnectionError("nothing answers there")
@@ -264,9 +264,9 @@ def embed_store_ray(
     t0 = time.perf_counter()
     out = Path(out)
     if batch_size < 1:
-        raise UsageError("--batch-size must be at least 1")
+        raise UsageError("batch_size (--batch-size) must be at least 1")
     if num_cpus is not None and num_cpus < 1:
-        raise UsageError("--ray-cpus must be at least 1")
+        raise UsageError("ray_cpus (--ray-cpus) must be at least 1")
     if address and not _answers(address):  # say so before minutes of model loading
         raise _no_cluster(address, "nothing answers there")
     # The driver's copy gives provenance (spec, weight hash, preprocessing) and the decode

@@ -77,15 +77,15 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 2:
-            raise UsageError("--epochs must be ≥ 1 and --batch-size ≥ 2 (contrastive loss needs pairs)")
+            raise UsageError("epochs (--epochs) must be ≥ 1 and --batch-size ≥ 2 (contrastive loss needs pairs)")
         if not 0.0 <= self.val_fraction < 0.9:
-            raise UsageError(f"--val-fraction must be in [0, 0.9), got {self.val_fraction}")
+            raise UsageError(f"val_fraction (--val-fraction) must be in [0, 0.9), got {self.val_fraction}")
         if not 0.0 <= self.token_coarsen <= 1.0:
             raise UsageError(f"token coarsening must be in [0, 1], got {self.token_coarsen}")
         if not 0.0 <= self.token_dropout < 1.0:
             raise UsageError(f"token dropout must be in [0, 1), got {self.token_dropout}")
         if self.lr <= 0:
-            raise UsageError(f"--lr must be positive, got {self.lr}")
+            raise UsageError(f"lr (--lr) must be positive, got {self.lr}")
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

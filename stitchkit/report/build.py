@@ -189,18 +189,22 @@ def _map_sections(maps: list[Path], out: Path) -> list[Section]:
 
     if not maps:
         return []
-    metrics, plans, rows = {}, {}, []
+    metrics, plans, rows, specs = {}, {}, [], []
     for p in maps:
         h = read_header(p)
-        name = f"{p.name}: {h['source'].get('model_spec')} → {h['target'].get('model_spec')} ({h.get('method')})"
+        source, target = h["source"].get("model_spec"), h["target"].get("model_spec")
+        # Figures name models briefly; the table below gives each spec whole.
+        name = f"{p.name}: {figures.short_name(source, 64)} → {figures.short_name(target, 64)} ({h.get('method')})"
         m, a = h.get("metrics") or {}, h.get("anchors") or {}
         metrics[name], plans[name] = m, a
+        specs.append([p.name, source, target])
         rows.append([p.name, h.get("method"), a.get("n_fit"), a.get("n_heldout"), a.get("n_pool"),
                      a.get("strategy"), a.get("from"), m.get("cosine_mean"), m.get("top1"), m.get("mrr"),
                      m.get("cka_mapped_target"), m.get("probe_auc_ratio")])
     image = figures.map_quality(metrics, plans, out / "maps.png")
     numbers = _md_table(["map", "method", "fit", "held out", "pool", "strategy", "anchors from", "cosine",
                          "top-1", "MRR", "CKA mapped/target", "probe AUC ratio"], rows)
+    numbers += ["", *_md_table(["map", "source model", "target model"], specs)]
     return [Section("Maps: held-out quality and anchor plan", image,
                     "Metrics on the held-out anchors (never used to fit); the anchor plan is what the "
                     "map file records: anchors fitted on, held out, and the pool they came from.", numbers)]

@@ -39,11 +39,19 @@ def short_name(name: str, width: int = 40) -> str:
     return f"{text[:keep]}…{text[-(width - 1 - keep):]}"
 
 
+def shorten_specs(text: str) -> str:
+    """``text`` with every model spec in it (``backend:name?key=value&...``) shortened."""
+    import re
+
+    return re.sub(r"[\w.+-]+:[^\s?]+\?\S+", lambda m: short_name(m.group(0), 64), str(text))
+
+
 def wrapped(title: str, width: int = 80) -> str:
     """A title broken into lines of at most ``width`` characters, never cut."""
     import textwrap
 
-    return "\n".join(textwrap.wrap(str(title), width, break_long_words=True, break_on_hyphens=False)) or str(title)
+    title = shorten_specs(title)  # the page's text keeps the specs whole
+    return "\n".join(textwrap.wrap(title, width, break_long_words=True, break_on_hyphens=False)) or title
 
 
 def _figure(width: float, height: float):  # noqa: ANN202 - matplotlib types are imported lazily
@@ -77,7 +85,7 @@ def roc_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, *, 
         if y.all() or not y.any():
             continue  # one class only: no ROC exists
         fpr, tpr, _ = roc_curve(y, s)
-        ax.plot(fpr, tpr, lw=1.6, label=f"{short_name(name, 60)} (AUC {roc_auc_score(y, s):.3f})")
+        ax.plot(fpr, tpr, lw=1.6, label=f"{short_name(shorten_specs(name), 60)} (AUC {roc_auc_score(y, s):.3f})")
     ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=1, label="chance")
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
@@ -173,10 +181,10 @@ def map_quality(maps: dict[str, dict[str, float]], plans: dict[str, dict[str, in
         for y, ok in zip(ys, known, strict=True):
             if not ok:  # e.g. retrieval over repeated targets: no figure, not a zero
                 ax_m.text(0.005, y, "n/a", va="center", fontsize=6, color=COLOURS[k % len(COLOURS)])
-    ax_m.set_yticks(np.arange(len(names)) + 0.4 - height / 2, [short_name(n) for n in names], fontsize=8)
+    ax_m.set_yticks(np.arange(len(names)) + 0.4 - height / 2, [short_name(n, 120) for n in names], fontsize=8)
     ax_m.invert_yaxis()
     ax_m.set_xlabel("held-out value (anchors never used to fit)")
-    ax_m.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=len(metrics))
+    ax_m.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=3)
     ax_m.set_title("held-out quality", fontsize=9)
     for i, n in enumerate(names):
         p = plans.get(n, {})

@@ -115,7 +115,7 @@ def from_classes(
     """A prompt set from a class list and templates (standardised forms by default)."""
     names = [n.strip() for n in names if n.strip()]
     if not names:
-        raise PromptError("--classes is empty: give class names such as normal,pneumonia")
+        raise PromptError("classes (--classes) is empty: give class names such as normal,pneumonia")
     data = {
         "mode": mode,
         "templates": templates or [POSITIVE_TEMPLATE],
