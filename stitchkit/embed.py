@@ -65,9 +65,9 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     try:
         i, n = (int(x) for x in text.split("/"))
     except ValueError:
-        raise UsageError(f"shard (--shard) {text!r}: use i/N with 0 <= i < N, e.g. 3/16") from None
+        raise UsageError(f"--shard {text!r}: use i/N with 0 <= i < N, e.g. 3/16") from None
     if not 0 <= i < n:
-        raise UsageError(f"shard (--shard) {text!r}: need 0 <= i < N")
+        raise UsageError(f"--shard {text!r}: need 0 <= i < N")
     return i, n
 
 
@@ -82,7 +82,7 @@ def select_shard(items: list[Item], shard: tuple[int, int] | None, *, by_file: b
     if by_file:
         files = sorted({str(it.path) for it in items})
         if len(files) < n:
-            raise UsageError(f"shard (--shard) {i}/{n}: the input has only {len(files)} tar shards; use N <= {len(files)}")
+            raise UsageError(f"--shard {i}/{n}: the input has only {len(files)} tar shards; use N <= {len(files)}")
         keep_files = set(np.array_split(np.array(files, dtype=object), n)[i])
         return [it for it in items if str(it.path) in keep_files]
     ids = sorted(it.id for it in items)

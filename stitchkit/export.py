@@ -80,7 +80,7 @@ def export_store(
     if chunk_size < 1:
         raise UsageError("chunk_size (--chunk-size) must be at least 1")
     if dtype not in ("float32", "float16"):
-        raise UsageError(f"dtype (--dtype) {dtype}: use float32 or float16")
+        raise UsageError(f"--dtype {dtype}: use float32 or float16")
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise UsageError(f"{out} already exists and is not empty: pass --overwrite or choose another -o")

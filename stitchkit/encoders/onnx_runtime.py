@@ -93,14 +93,14 @@ def select_runtime(encoder: Encoder, requested: str) -> str:
     reason = _why_not(encoder)
     if reason is not None:
         if requested == "onnx":
-            raise UsageError(f"runtime (--runtime) onnx: {reason}")
+            raise UsageError(f"--runtime onnx: {reason}")
         encoder.set_runtime("torch")
         return "torch"
     try:
         encoder.set_runtime("onnx")
     except OnnxUnavailable as exc:
         if requested == "onnx":
-            raise UsageError(f"runtime (--runtime) onnx: {exc}; use --runtime torch") from exc
+            raise UsageError(f"--runtime onnx: {exc}; use --runtime torch") from exc
         warnings.warn(f"{encoder.spec.text}: running on torch: {exc}", stacklevel=2)
         encoder.set_runtime("torch")
     return encoder.runtime

@@ -106,7 +106,7 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ModelError("device (--device) cuda asked for but no CUDA device is visible: use --device cpu")
+        raise ModelError("--device cuda asked for but no CUDA device is visible: use --device cpu")
     return torch.device(device)
 
 

@@ -86,7 +86,7 @@ def plan_actors(resources: list[dict[str, float]], actors: int | None, device: s
     gpus = sum(r.get("GPU", 0.0) for r in resources)
     if device == "cuda" or (device == "auto" and gpus >= 1):
         if gpus < 1:
-            raise UsageError("device (--device) cuda but the Ray cluster has no GPU: use --device cpu or auto")
+            raise UsageError("--device cuda but the Ray cluster has no GPU: use --device cpu or auto")
         n = actors or int(gpus)
         return ActorPlan(n, "cuda", num_cpus=1.0, num_gpus=min(1.0, gpus / n), threads=1)
     free = [r["CPU"] - max(DECODE_CPUS, 0.02 * r["CPU"]) for r in resources if r.get("CPU", 0) >= 1]
@@ -97,7 +97,7 @@ def plan_actors(resources: list[dict[str, float]], actors: int | None, device: s
     sizes = sorted({f / j for f in free for j in range(1, n + 1)}, reverse=True)
     per_actor = next((g for g in sizes if sum(int(f / g + 1e-9) for f in free) >= n), 0.0)
     if per_actor < 0.1:
-        raise UsageError(f"actors (--actors) {n} is too many for {sum(free):g} free CPUs: use fewer actors")
+        raise UsageError(f"--actors {n} is too many for {sum(free):g} free CPUs: use fewer actors")
     per_actor = int(per_actor * 100) / 100  # round down so the groups still fit after rounding
     return ActorPlan(n, "cpu", num_cpus=per_actor, num_gpus=0.0, threads=max(1, int(per_actor + 0.5)))
 

@@ -44,7 +44,7 @@ def accumulate_ray(
 ) -> list[SuffStats]:
     """The same per-fold statistics as ``maps.stream.accumulate``, one Ray task per source shard."""
     if not isinstance(source, EmbeddingStore | StoreUnion) or not isinstance(target, EmbeddingStore | StoreUnion):
-        raise UsageError("engine (--engine) ray does not pool groups: drop --pool-by or the engine")
+        raise UsageError("--engine ray does not pool groups: drop --pool-by or the engine")
     ray = require_ray()
     shards: Sequence[EmbeddingStore] = source.shards if isinstance(source, StoreUnion) else [source]
     targets = [str(p.path) for p in (target.shards if isinstance(target, StoreUnion) else [target])]

@@ -50,13 +50,13 @@ def parse_tags(text: str | None) -> tuple[str, ...]:
     names = DEFAULT_TAGS if text.strip() == "default" else tuple(t.strip() for t in text.split(",") if t.strip())
     for name in names:
         if name in _NEVER or name.startswith("Patient") and name != "PatientID":
-            raise UsageError(f"dicom_tags (--dicom-tags) {name}: identifying tags are never copied into a store; "
+            raise UsageError(f"--dicom-tags {name}: identifying tags are never copied into a store; "
                              f"allowed: {', '.join(TAG_COLUMNS)}")
         if name not in TAG_COLUMNS:
-            raise UsageError(f"dicom_tags (--dicom-tags) {name}: unknown or not allowed; allowed: {', '.join(TAG_COLUMNS)}")
+            raise UsageError(f"--dicom-tags {name}: unknown or not allowed; allowed: {', '.join(TAG_COLUMNS)}")
     columns = [TAG_COLUMNS[n] for n in names]
     if len(set(columns)) != len(columns):
-        raise UsageError(f"dicom_tags (--dicom-tags) {text!r}: two tags fill the same column; keep one")
+        raise UsageError(f"--dicom-tags {text!r}: two tags fill the same column; keep one")
     return names
 
 
@@ -135,7 +135,7 @@ def add_tags(inputs: Inputs, tags: tuple[str, ...]) -> None:
     """
     names = [TAG_COLUMNS[t] for t in tags]
     if "group" in names and "group" in inputs.columns:
-        raise UsageError("dicom_tags (--dicom-tags) StudyInstanceUID fills the group column, but the manifest has one: "
+        raise UsageError("--dicom-tags StudyInstanceUID fills the group column, but the manifest has one: "
                          "drop one of them")
     for item in inputs.items:
         values: dict[str, str] = {}

@@ -20,7 +20,7 @@ KIND = {"image": "image range", "stored": "stored range"}
 
 def check_grey_range(value: str) -> str:
     if value not in GREY_RANGES:
-        raise UsageError(f"grey_range (--grey-range) {value!r}: use one of {', '.join(GREY_RANGES)}")
+        raise UsageError(f"--grey-range {value!r}: use one of {', '.join(GREY_RANGES)}")
     return value
 
 

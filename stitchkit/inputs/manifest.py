@@ -41,7 +41,7 @@ def read_manifest(path: Path, cols: Columns, root: Path | None, where: dict[str,
     header = set(rows[0]) if rows else set()
     for key in where:
         if key not in header:
-            raise UsageError(f"where (--where) column {key!r} is not in {path} (columns: {sorted(header)})")
+            raise UsageError(f"--where column {key!r} is not in {path} (columns: {sorted(header)})")
     rows = [r for r in rows if all((r.get(k) or "") == v for k, v in where.items())]
     if cols.path in header:
         modality = "image"

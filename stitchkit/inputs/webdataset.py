@@ -147,7 +147,7 @@ def read_shards(tars: list[Path], *, label_from: str | None = None) -> Inputs:
     if label_from is not None:
         source, _, field = label_from.partition(":")
         if source not in ("cls", "txt", "json") or (source == "json") != bool(field):
-            raise UsageError(f"label_from (--label-from) {label_from!r}: use cls, txt or json:FIELD")
+            raise UsageError(f"--label-from {label_from!r}: use cls, txt or json:FIELD")
     items: list[Item] = []
     per_tar: list[tuple[Path, dict[str, dict[str, tarfile.TarInfo]]]] = []
     for tar in tars:

@@ -141,7 +141,7 @@ def classify_store(
     if scoring == "head" and head_path is None:
         raise UsageError("head scoring needs --head HEAD (or use --scoring cosine)")
     if scoring == "cosine" and head_path is not None:
-        raise UsageError("head (--head) and --scoring cosine exclude each other: choose one")
+        raise UsageError("--head and --scoring cosine exclude each other: choose one")
     if prior not in PRIORS:
         raise UsageError(f"prior (--prior) must be one of {', '.join(PRIORS)}, got {prior!r}")
     if temperature <= 0:
@@ -272,7 +272,7 @@ def classify_store(
 
     if prior == "em":
         if prompts.mode != "multiclass":
-            raise UsageError("prior (--prior) em adjusts multi-class priors: use it with --mode multiclass")
+            raise UsageError("--prior em adjusts multi-class priors: use it with --mode multiclass")
         # First pass: the class logits of every query (N × C, small), then EM on them.
         z = np.concatenate([scorer.class_logits(g, t, mk) for _, _, _, g, t, mk in blocks()])
         est, iters = em_priors(z)
@@ -284,7 +284,7 @@ def classify_store(
                      + ", ".join(f"{c} {p:.3f}" for c, p in zip(prompts.names, est, strict=True)))
     elif prior == "mixture":
         if prompts.mode != "multiclass" or len(prompts.names) != 2:
-            raise UsageError("prior (--prior) mixture calibrates two classes: use it with two multi-class classes")
+            raise UsageError("--prior mixture calibrates two classes: use it with two multi-class classes")
         z = np.concatenate([scorer.class_logits(g, t, mk) for _, _, _, g, t, mk in blocks()])
         a, b, est, iters = mixture_calibration(z)
         scorer.scale, scorer.shift = a, np.array([0.0, b])

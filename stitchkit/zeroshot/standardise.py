@@ -167,9 +167,9 @@ class CommandStandardiser:
             done = subprocess.run(self.argv, input=report, capture_output=True, text=True,
                                   timeout=self.timeout, check=False)
         except FileNotFoundError as exc:
-            raise UsageError(f"standardiser_cmd (--standardiser-cmd): program {self.argv[0]!r} not found") from exc
+            raise UsageError(f"--standardiser-cmd: program {self.argv[0]!r} not found") from exc
         except subprocess.TimeoutExpired as exc:
-            raise StitchError(f"standardiser_cmd (--standardiser-cmd) {self.command!r} took over {self.timeout:.0f} s on one report") from exc
+            raise StitchError(f"--standardiser-cmd {self.command!r} took over {self.timeout:.0f} s on one report") from exc
         if done.returncode != 0:
             tail = (done.stderr or "").strip().splitlines()[-1:] or [""]
             raise StitchError(
