@@ -447,8 +447,10 @@ def _(w: World, d: Path) -> Case:
     # A few ids: the whole table stays in the write buffer, so the write fails only on close.
     from stitchkit.store import EmbeddingStore
 
-    with EmbeddingStore(w.lite2) as s:
-        (d / "ids.txt").write_text("\n".join(s.ids[:12]) + "\n")
+    with EmbeddingStore(w.lite2) as s:  # 6 of each label: a class without a positive is refused first
+        ids, labels = list(s.ids), list(s.labels)
+    few = [i for lab in sorted(set(labels)) for i in [i for i, x in zip(ids, labels, strict=True) if x == lab][:6]]
+    (d / "ids.txt").write_text("\n".join(few) + "\n")
     return Case(_classify(w, w.lite2, d / "s.csv", "--ids", d / "ids.txt"), 1, "file too large", d / "s.csv",
                 fsize=TEXT_LIMIT)
 cell("classify", "bad-option")(lambda w, d: Case(_classify(w, w.lite2, d / "s.csv", "--bogus"), 2, "no such option", d / "s.csv"))

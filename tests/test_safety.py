@@ -120,7 +120,7 @@ def test_trust_remote_code_is_off_unless_the_spec_asks() -> None:
     from stitchkit.encoders.registry import parse_spec
 
     assert not _trust(parse_spec("hf:/models/x")[0])
-    assert not _trust(parse_spec("st:/models/x?pooling=mean")[0])
+    assert not _trust(parse_spec("st:/models/x")[0])
     assert not _trust(parse_spec("hf:/models/x?trust_remote_code=0")[0])
     assert _trust(parse_spec("hf:/models/x?trust_remote_code=1")[0])
 
