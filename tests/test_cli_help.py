@@ -22,7 +22,7 @@ def _commands() -> list[tuple[str, ...]]:
     return paths
 
 
-def _examples(text: str) -> list[str]:
+def help_examples(text: str) -> list[str]:
     """The lines under 'Examples:' of a help text."""
     lines = text.splitlines()
     start = next(i for i, line in enumerate(lines) if line.strip() == "Examples:")
@@ -52,7 +52,7 @@ def test_help_opens_and_has_examples_of_itself(path: tuple[str, ...]) -> None:
     if isinstance(command, click.Group):
         assert "Commands:" in res.output
         return
-    examples = _examples(res.output)
+    examples = help_examples(res.output)
     assert examples, f"stitch {' '.join(path)} --help has no examples"
     assert any(e.startswith(f"stitch {' '.join(path)}") for e in examples), examples
     named = [shlex.split(e.split("stitch ", 1)[1])[0] for e in examples if "stitch " in e]

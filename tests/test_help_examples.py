@@ -22,6 +22,7 @@ from stitchkit.cli.main import COMMANDS, cli
 
 from stitchkit.store import EmbeddingStore
 from tests.faults.helpers import run_inprocess
+from tests.test_cli_help import help_examples
 
 pytestmark = pytest.mark.slow
 
@@ -73,15 +74,7 @@ def _command(path: str) -> click.Command:
 
 def examples(path: str) -> list[str]:
     """The example lines of ``stitch PATH --help`` as the user reads them."""
-    text = _command(path).help or ""
-    lines = text.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.strip() == "Examples:")
-    out = []
-    for line in lines[start + 1:]:
-        if not line.strip():
-            break
-        out.append(line.strip())
-    return out
+    return help_examples(_command(path).help or "")
 
 
 def _world(root: Path, data: Path) -> None:
