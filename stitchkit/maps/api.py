@@ -119,8 +119,7 @@ def check_stitchability(
     """
     from .stitchability import stitchability
 
-    plan = plan or AnchorPlan()
-    plan.validate()
+    plan = (plan or AnchorPlan()).validate()
     m = seeded_estimator(estimator, plan.seed)
     with _opened(source) as src_store, _opened(target) as tgt_store:
         src, tgt = _samples(src_store, plan.pool_by), _samples(tgt_store, plan.pool_by)
