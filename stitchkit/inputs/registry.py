@@ -39,6 +39,8 @@ FORMATS: tuple[str, ...] = (
     "textfile",  # .txt: one text per line
     "folder",  # any other folder: image files, DICOM included, labels from sub-folders
     "dicom",  # DICOM files inside folders, manifests and shards; claims no source itself
+    # Chest X-ray datasets as published, each by its scheme (nih:/data/nih): see cxr/layout.py.
+    "cxr.nih",
 )
 
 # The read options `read_inputs` takes, the flag a message names, and whether a format that does
