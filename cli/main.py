@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "export": ("export", "export", "Write a store as clip-retrieval's npy + parquet folder (autofaiss)."),
     "import": ("import_", "import_cmd", "Read a clip-retrieval embedding folder into a store."),
     "models": ("models", "models", "List the models that short names resolve to."),
+    "datasets": ("datasets", "datasets", "List the chest X-ray datasets read as published (nih:FOLDER, …)."),
     "fit": ("fit", "fit", "Fit a map from a source space to a target space over anchors."),
     "apply": ("apply", "apply", "Apply a fitted map to a store."),
     "sweep": ("sweep", "sweep", "Held-out quality of maps against the anchor count."),

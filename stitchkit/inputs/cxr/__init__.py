@@ -9,10 +9,14 @@ Findings are harmonised to torchxrayvision's names (`findings`). `stitch dataset
 from __future__ import annotations
 
 import importlib
+from collections import Counter
 from functools import cache
+from typing import Any
 
 from ...errors import UsageError
-from .layout import CxrDataset
+from ..types import Inputs
+from .findings import FINDINGS, SEPARATOR
+from .layout import CHOICES, CxrDataset, DatasetOptions
 
 # One line per dataset: a module of this package defining DATASET (and FORMAT, in the registry).
 DATASETS: tuple[str, ...] = ("nih",)
@@ -28,3 +32,40 @@ def dataset(name: str) -> CxrDataset:
         if found.name == name:
             return found
     raise UsageError(f"unknown dataset {name!r}: known are {', '.join(d.name for d in datasets())}")
+
+
+def dataset_card(found: CxrDataset) -> dict[str, Any]:
+    """What `stitch datasets NAME` shows: layout, options and the term table."""
+    terms: dict[str, list[str]] = {}
+    for term, finding in sorted(found.terms.items()):
+        terms.setdefault(finding, []).append(term)
+    return {
+        "name": found.name, "title": found.title, "layout": found.layout, "citation": found.citation,
+        "spec": f"{found.name}:/data/{found.name}", "splits": list(found.splits), "texts": found.texts,
+        "options": {o: {"values": list(CHOICES[o][0] or (("all", *found.splits) if o == "split" else ())),
+                        "default": getattr(DatasetOptions(), o), "meaning": CHOICES[o][1]}
+                    for o in found.options},
+        "findings": list(found.findings),
+        "extra_findings": [f for f in found.findings if f not in FINDINGS],
+        "terms": terms,
+    }
+
+
+def summarise(inputs: Inputs) -> dict[str, Any]:
+    """Counts of what a dataset spec read: images, patients, views, splits, findings."""
+    items = inputs.items
+    findings: Counter[str] = Counter()
+    uncertain: Counter[str] = Counter()
+    for it in items:
+        findings.update(p for p in (it.label or "").split(SEPARATOR) if p)
+        uncertain.update(p for p in it.extra.get("uncertain", "").split(SEPARATOR) if p)
+    return {
+        "source": inputs.source, "modality": inputs.modality, "rows": len(items),
+        "patients": len({it.group for it in items}),
+        "studies": len({it.extra.get("study") for it in items}),
+        "views": dict(Counter(it.extra.get("view") or "?" for it in items).most_common()),
+        "splits": dict(Counter(it.extra.get("split") or "none" for it in items).most_common()),
+        "with_text": sum(1 for it in items if it.text),
+        "findings": dict(findings.most_common()),
+        "uncertain": dict(uncertain.most_common()),
+    }

@@ -16,7 +16,16 @@ from pathlib import Path
 from ...errors import UsageError
 from ..types import Item
 from .findings import FINDINGS, NO_FINDING, SEPARATOR, harmonise, label_of
-from .layout import CxrDataset, DatasetOptions, check_columns, header_of, label_file, read_rows, record, view_name
+from .layout import (
+    CxrDataset,
+    DatasetOptions,
+    check_columns,
+    header_of,
+    label_file,
+    read_rows,
+    record,
+    view_name,
+)
 
 LABEL_FILE = "Data_Entry_2017_v2020.csv"
 SPLIT_FILES = {"train": "train_val_list.txt", "test": "test_list.txt"}

@@ -1,0 +1,92 @@
+"""`stitch datasets`: the chest X-ray datasets that specs read as published, their options and
+finding names; `stitch datasets SPEC` indexes a folder and counts what it would embed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from .output import emit
+
+
+def _listing(cards: list[dict[str, Any]]) -> str:
+    lines = [f"{'name':9} {'title':28} {'findings':>8}  {'splits':22} texts  options"]
+    for c in cards:
+        lines.append(f"{c['name']:9} {c['title']:28} {len(c['findings']):>8}  "
+                     f"{'/'.join(c['splits']) or 'none':22} {'yes' if c['texts'] else 'no':5}  "
+                     f"{', '.join(c['options'])}")
+    lines += ["", "A spec reads a folder as published: stitch embed nih:/data/nih -m lite2 -o nih.h5",
+              "Options go after '?': chexpert:/data/CheXpert-v1.0-small?split=valid&uncertain=positive",
+              "stitch datasets NAME shows a dataset's options and term table; --findings the finding names."]
+    return "\n".join(lines)
+
+
+def _card(c: dict[str, Any]) -> str:
+    lines = [f"{c['title']} ({c['name']}): {c['citation']}", f"layout   {c['layout']}", f"spec     {c['spec']}",
+             "options"]
+    for name, o in c["options"].items():
+        values = "|".join(o["values"]) if o["values"] else "PATH"
+        lines.append(f"  {name}={values}  (default {o['default']}): {o['meaning']}")
+    lines.append("terms -> findings (torchxrayvision's names)")
+    for finding, terms in c["terms"].items():
+        extra = "  [not in torchxrayvision's default set]" if finding in c["extra_findings"] else ""
+        lines.append(f"  {finding:28} <- {', '.join(terms)}{extra}")
+    return "\n".join(lines)
+
+
+def _findings(cards: list[dict[str, Any]], names: list[str]) -> str:
+    every = names + sorted({f for c in cards for f in c["findings"]} - set(names))
+    head = f"{'finding':28} " + " ".join(f"{c['name'][:8]:>8}" for c in cards)
+    rows = [f"{f:28} " + " ".join(f"{'x' if f in c['findings'] else '.':>8}" for c in cards) for f in every]
+    return "\n".join([head, *rows])
+
+
+def _summary(s: dict[str, Any]) -> str:
+    def counts(d: dict[str, int]) -> str:
+        return ", ".join(f"{k} {v:,}" for k, v in d.items()) or "none"
+
+    return "\n".join([
+        f"{s['source']}: {s['rows']:,} {s['modality']}s, {s['patients']:,} patients, {s['studies']:,} studies",
+        f"views      {counts(s['views'])}", f"splits     {counts(s['splits'])}",
+        f"with text  {s['with_text']:,}", f"findings   {counts(s['findings'])}",
+        f"uncertain  {counts(s['uncertain'])}"])
+
+
+@click.command()
+@click.argument("name_or_spec", required=False)
+@click.option("--findings", "show_findings", is_flag=True, help="Show which dataset labels which finding.")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def datasets(name_or_spec: str | None, show_findings: bool, as_json: bool) -> None:
+    """List the chest X-ray datasets read as published (NAME:FOLDER specs), one dataset's
+    options and term table (NAME), or what a folder holds (NAME:FOLDER?OPTIONS: images,
+    patients, views, splits, findings; nothing is embedded).
+
+    Findings carry torchxrayvision's names (default_pathologies); each dataset's terms are
+    mapped onto them, and the prompt set cxr-findings scores them.
+
+    \b
+    Examples:
+      stitch datasets
+      stitch datasets --findings
+      stitch datasets chexpert
+      stitch datasets "nih:/data/nih?split=test&views=pa"
+    """
+    from stitchkit.inputs.cxr import dataset, dataset_card
+    from stitchkit.inputs.cxr import datasets as all_datasets
+    from stitchkit.inputs.cxr.findings import FINDINGS
+
+    if name_or_spec and ":" in name_or_spec:
+        from stitchkit.inputs import read_inputs
+        from stitchkit.inputs.cxr import summarise
+
+        summary = summarise(read_inputs(name_or_spec))
+        emit(summary, as_json=as_json, text=_summary(summary))
+        return
+    if name_or_spec:
+        card = dataset_card(dataset(name_or_spec))
+        emit(card, as_json=as_json, text=_card(card))
+        return
+    cards = [dataset_card(d) for d in all_datasets()]
+    text = _findings(cards, list(FINDINGS)) if show_findings else _listing(cards)
+    emit({"datasets": cards, "findings": list(FINDINGS)}, as_json=as_json, text=text)

@@ -1,0 +1,52 @@
+"""`stitch datasets`: the listing names every registered dataset, a card its terms and options,
+and a spec's summary counts what the folder holds (checked against NIH's findings.csv)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+from pathlib import Path
+
+from stitchkit.inputs.cxr import DATASETS, dataset
+from stitchkit.inputs.cxr.findings import FINDINGS
+
+
+def test_listing_names_every_dataset(stitch) -> None:
+    proc = stitch("datasets", "--json")
+    assert proc.returncode == 0, proc.stderr
+    cards = json.loads(proc.stdout)["datasets"]
+    assert [c["name"] for c in cards] == list(DATASETS)
+    text = stitch("datasets").stdout
+    assert all(f"\n{name} " in text or text.startswith(f"{name} ") for name in DATASETS[1:])
+
+
+def test_every_term_maps_to_a_finding_name() -> None:
+    for name in DATASETS:
+        found = dataset(name)
+        # names outside torchxrayvision's default set are the dataset's own extra findings
+        assert found.findings, name
+        assert set(found.terms) == {t.lower() for t in found.terms}, name
+        assert all(f.strip() == f and f for f in found.findings), name
+    assert set(dataset("nih").findings) == set(FINDINGS[:14])
+
+
+def test_card_and_findings_matrix(stitch) -> None:
+    card = stitch("datasets", "nih").stdout
+    assert "Pleural_Thickening" in card and "split=all|train|test" in card
+    matrix = stitch("datasets", "--findings").stdout.splitlines()
+    assert matrix[1].split()[0] == FINDINGS[0]
+    unknown = stitch("datasets", "nihh")
+    assert unknown.returncode == 2 and "unknown dataset 'nihh'" in unknown.stderr
+
+
+def test_summary_counts_nih_findings(stitch, data: Path) -> None:
+    with open(data / "nih-pneumonia-256" / "findings.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    proc = stitch("datasets", f"nih:{data / 'nih-pneumonia-256'}?labels=torchxrayvision", "--json")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["rows"] == len(rows)
+    assert summary["patients"] == len({r["patient_id"] for r in rows})
+    assert summary["views"] == dict(Counter(r["view"] for r in rows))
+    assert summary["findings"] == dict(Counter(f for r in rows for f in r["finding_labels"].split("|")))
