@@ -20,6 +20,8 @@ from pathlib import Path
 
 from .errors import UsageError
 from .fileio import atomic_output
+from .inputs import read_inputs
+from .inputs.cxr.findings import NO_FINDING
 
 
 def data_root() -> Path:
@@ -58,15 +60,13 @@ def iu_reports(tgz: str | Path) -> list[dict[str, str]]:
     return rows
 
 
-def nih_rows(folder: str | Path) -> list[dict[str, str]]:
-    """The NIH subset with the patient id as group (split by patient, never by image)."""
-    folder = Path(folder)
-    with open(folder / "labels.csv", newline="") as fh:
-        return [
-            {"id": r["nih_image_index"], "path": r["path"], "label": r["label"],
-             "group": r["nih_image_index"].split("_")[0]}
-            for r in csv.DictReader(fh)
-        ]
+NIH_SPEC = "nih:{root}?labels=torchxrayvision"  # the shared subset keeps no Data_Entry of its own
+
+
+def nih_rows(spec: str) -> list[dict[str, str]]:
+    """The NIH images a `nih:` spec reads, as manifest rows with the patient as group."""
+    return [{"id": it.id, "path": str(it.path), "label": it.label or "", "group": it.group or ""}
+            for it in read_inputs(spec).items]
 
 
 def write_jsonl(rows: Iterable[dict[str, str]], out: str | Path) -> Path:
@@ -105,24 +105,26 @@ def split_by_group(rows: list[dict[str, str]], fraction: float = 0.6, seed: int 
     Groups are shuffled with ``seed`` and the first ``fraction`` of them go to train, so the
     split is the same on every machine.
     """
-    groups = sorted({r["group"] for r in rows})
+    # Numeric patient ids in numeric order, so zero-padded and plain spellings split alike.
+    groups = sorted({r["group"] for r in rows}, key=lambda g: (0, int(g), g) if g.isdigit() else (1, 0, g))
     random.Random(seed).shuffle(groups)
     train = set(groups[: int(fraction * len(groups))])
     return ([r["id"] for r in rows if r["group"] in train],
             [r["id"] for r in rows if r["group"] not in train])
 
 
-def demo_manifests(data: str | Path, out: str | Path, limit: int | None = None) -> dict[str, Path]:
+def demo_manifests(data: str | Path, out: str | Path, limit: int | None = None) -> dict[str, Path | str]:
     """Manifests (absolute paths) for the demo's four data sets, and the NIH patient split.
 
-    Keys: ``k-train``, ``k-test`` (Kermany CSVs), ``nih`` (CSV with patient groups),
+    Keys: ``k-train``, ``k-test`` (Kermany CSVs), ``nih`` (the `nih:` spec that reads NIH as
+    published, or with ``limit`` a CSV of the images it keeps),
     ``nih-train-ids`` / ``nih-test-ids`` (60 / 40 % of NIH patients), ``covid`` (images with
     their notes as text), ``iu`` (IU reports, JSONL). ``limit`` keeps that many images per
     class and split (``10 * limit`` IU reports) for a quick run.
     """
     data, out = Path(data), Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    paths: dict[str, Path] = {}
+    paths: dict[str, Path | str] = {}
     kroot = data / "kermany-pneumonia-224"
     with open(kroot / "labels.csv", newline="") as fh:
         krows = list(csv.DictReader(fh))
@@ -132,10 +134,10 @@ def demo_manifests(data: str | Path, out: str | Path, limit: int | None = None) 
         paths[f"k-{split}"] = write_csv(cap_per_key(rows, lambda r: r["label"], limit),
                                         out / f"kermany-{split}.csv")
 
-    nroot = data / "nih-pneumonia-256"
-    nrows = [{**r, "path": str(nroot / r["path"])} for r in nih_rows(nroot)]
-    nrows = cap_per_key(nrows, lambda r: r["label"], limit)
-    paths["nih"] = write_csv(nrows, out / "nih.csv")
+    paths["nih"] = NIH_SPEC.format(root=data / "nih-pneumonia-256")
+    nrows = cap_per_key(nih_rows(paths["nih"]), lambda r: r["label"] == NO_FINDING, limit)
+    if limit:
+        paths["nih"] = write_csv(nrows, out / "nih.csv")
     for name, ids in zip(("nih-train-ids", "nih-test-ids"), split_by_group(nrows, 0.6, seed=0), strict=True):
         paths[name] = out / f"{name}.txt"
         with atomic_output(paths[name]) as tmp:
