@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from stitchkit.errors import UsageError
+
 from .output import emit
 
 
@@ -56,8 +58,11 @@ def _summary(s: dict[str, Any]) -> str:
 @click.command()
 @click.argument("name_or_spec", required=False)
 @click.option("--findings", "show_findings", is_flag=True, help="Show which dataset labels which finding.")
+@click.option("-o", "--output", "out", type=click.Path(dir_okay=False), default=None,
+              help="With a spec: write what it reads as a CSV manifest (id, path, label, group, view, "
+                   "study, split, uncertain; text where the dataset has reports).")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-def datasets(name_or_spec: str | None, show_findings: bool, as_json: bool) -> None:
+def datasets(name_or_spec: str | None, show_findings: bool, out: str | None, as_json: bool) -> None:
     """List the chest X-ray datasets read as published (NAME:FOLDER specs), one dataset's
     options and term table (NAME), or what a folder holds (NAME:FOLDER?OPTIONS: images,
     patients, views, splits, findings; nothing is embedded).
@@ -71,6 +76,7 @@ def datasets(name_or_spec: str | None, show_findings: bool, as_json: bool) -> No
       stitch datasets --findings
       stitch datasets chexpert
       stitch datasets "nih:/data/nih?split=test&views=pa"
+      stitch datasets "nih:/data/nih?views=all" -o nih.csv
     """
     from stitchkit.inputs.cxr import dataset, dataset_card
     from stitchkit.inputs.cxr import datasets as all_datasets
@@ -80,9 +86,19 @@ def datasets(name_or_spec: str | None, show_findings: bool, as_json: bool) -> No
         from stitchkit.inputs import read_inputs
         from stitchkit.inputs.cxr import summarise
 
-        summary = summarise(read_inputs(name_or_spec))
-        emit(summary, as_json=as_json, text=_summary(summary))
+        inputs = read_inputs(name_or_spec)
+        summary = summarise(inputs)
+        text = _summary(summary)
+        if out:
+            from stitchkit.datasets import write_csv
+            from stitchkit.inputs.cxr import manifest_rows
+
+            summary["manifest"] = str(write_csv(manifest_rows(inputs), out))
+            text += f"\nmanifest   {out}"
+        emit(summary, as_json=as_json, text=text)
         return
+    if out:
+        raise UsageError("-o/--output writes what a spec reads: give NAME:FOLDER, not a dataset name")
     if name_or_spec:
         card = dataset_card(dataset(name_or_spec))
         emit(card, as_json=as_json, text=_card(card))

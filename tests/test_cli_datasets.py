@@ -50,3 +50,18 @@ def test_summary_counts_nih_findings(stitch, data: Path) -> None:
     assert summary["patients"] == len({r["patient_id"] for r in rows})
     assert summary["views"] == dict(Counter(r["view"] for r in rows))
     assert summary["findings"] == dict(Counter(f for r in rows for f in r["finding_labels"].split("|")))
+
+
+def test_manifest_reads_back_as_the_spec_did(stitch, data: Path, tmp_path: Path) -> None:
+    from stitchkit.inputs import read_inputs
+
+    spec = f"nih:{data / 'nih-pneumonia-256'}?labels=torchxrayvision"
+    proc = stitch("datasets", spec, "-o", tmp_path / "nih.csv")
+    assert proc.returncode == 0, proc.stderr
+    direct = read_inputs(spec).items
+    back = read_inputs(tmp_path / "nih.csv").items
+    assert [(i.id, i.path, i.label, i.group) for i in back] == [(i.id, i.path, i.label, i.group) for i in direct]
+    pa = read_inputs(tmp_path / "nih.csv", where={"view": "PA"}).items
+    assert [i.id for i in pa] == [i.id for i in direct if i.extra["view"] == "PA"]
+    refused = stitch("datasets", "nih", "-o", tmp_path / "x.csv")
+    assert refused.returncode == 2 and not (tmp_path / "x.csv").exists()

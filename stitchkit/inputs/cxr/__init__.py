@@ -69,3 +69,12 @@ def summarise(inputs: Inputs) -> dict[str, Any]:
         "findings": dict(findings.most_common()),
         "uncertain": dict(uncertain.most_common()),
     }
+
+
+def manifest_rows(inputs: Inputs) -> list[dict[str, str]]:
+    """What a spec read, as the rows of a CSV manifest that `stitch embed` reads back (its
+    view, study, split and uncertain columns serve ``--where``)."""
+    texts = "text" in inputs.columns
+    return [{"id": it.id, **({"path": str(it.path)} if it.path is not None else {}),
+             **({"text": it.text or ""} if texts or it.path is None else {}),
+             "label": it.label or "", "group": it.group or "", **it.extra} for it in inputs.items]
