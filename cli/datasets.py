@@ -13,9 +13,10 @@ from .output import emit
 
 
 def _listing(cards: list[dict[str, Any]]) -> str:
-    lines = [f"{'name':9} {'title':28} {'findings':>8}  {'splits':22} texts  options"]
+    wide = max(len(c["title"]) for c in cards)
+    lines = [f"{'name':9} {'title':{wide}} {'findings':>8}  {'splits':22} texts  options"]
     for c in cards:
-        lines.append(f"{c['name']:9} {c['title']:28} {len(c['findings']):>8}  "
+        lines.append(f"{c['name']:9} {c['title']:{wide}} {len(c['findings']):>8}  "
                      f"{'/'.join(c['splits']) or 'none':22} {'yes' if c['texts'] else 'no':5}  "
                      f"{', '.join(c['options'])}")
     lines += ["", "A spec reads a folder as published: stitch embed nih:/data/nih -m lite2 -o nih.h5",

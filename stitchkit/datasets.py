@@ -12,8 +12,6 @@ import csv
 import json
 import os
 import random
-import tarfile
-import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -42,21 +40,16 @@ def data_root() -> Path:
 
 
 def iu_reports(tgz: str | Path) -> list[dict[str, str]]:
-    """One row per IU report with FINDINGS and/or IMPRESSION: id, text, label (MeSH majors)."""
+    """One row per IU report with FINDINGS and/or IMPRESSION: id, text, label (MeSH majors as
+    written, before the first ``/``). The reports are read by `stitchkit.inputs.cxr.openi`."""
+    from .inputs.cxr.openi import read_reports  # the inputs package loads the image decoders
+
     rows = []
-    with tarfile.open(tgz, "r:gz") as archive:
-        for member in sorted(archive.getmembers(), key=lambda m: m.name):
-            if not member.name.endswith(".xml"):
-                continue
-            root = ET.parse(archive.extractfile(member)).getroot()
-            sections = {
-                el.get("Label"): (el.text or "").strip() for el in root.iter("AbstractText")
-            }
-            text = " ".join(s for s in (sections.get("FINDINGS"), sections.get("IMPRESSION")) if s)
-            if not text:
-                continue
-            majors = sorted({(m.text or "").split("/")[0].strip() for m in root.iter("major")} - {""})
-            rows.append({"id": f"iu-{Path(member.name).stem}", "text": text, "label": "|".join(majors)})
+    for report in read_reports(Path(tgz)):
+        text = report.text("report")
+        if text:
+            majors = sorted({m.split("/")[0].strip() for m in report.major} - {""})
+            rows.append({"id": f"iu-{report.name}", "text": text, "label": "|".join(majors)})
     return rows
 
 

@@ -41,6 +41,14 @@ FORMATS: tuple[str, ...] = (
     "dicom",  # DICOM files inside folders, manifests and shards; claims no source itself
     # Chest X-ray datasets as published, each by its scheme (nih:/data/nih): see cxr/layout.py.
     "cxr.nih",
+    "cxr.chexpert",
+    "cxr.mimic",
+    "cxr.openi",
+    "cxr.padchest",
+    "cxr.rsna",
+    "cxr.siim",
+    "cxr.vindr",
+    "cxr.covid",
 )
 
 # The read options `read_inputs` takes, the flag a message names, and whether a format that does

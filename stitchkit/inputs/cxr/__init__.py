@@ -19,7 +19,7 @@ from .findings import FINDINGS, SEPARATOR
 from .layout import CHOICES, CxrDataset, DatasetOptions
 
 # One line per dataset: a module of this package defining DATASET (and FORMAT, in the registry).
-DATASETS: tuple[str, ...] = ("nih",)
+DATASETS: tuple[str, ...] = ("nih", "chexpert", "mimic", "openi", "padchest", "rsna", "siim", "vindr", "covid",)
 
 
 @cache

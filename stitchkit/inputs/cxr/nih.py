@@ -10,7 +10,6 @@ harmonised ones.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from ...errors import UsageError
@@ -25,6 +24,7 @@ from .layout import (
     read_rows,
     record,
     view_name,
+    walk_files,
 )
 
 LABEL_FILE = "Data_Entry_2017_v2020.csv"
@@ -32,16 +32,6 @@ SPLIT_FILES = {"train": "train_val_list.txt", "test": "test_list.txt"}
 COLUMNS = ("Image Index", "Finding Labels", "Follow-up #", "Patient ID", "View Position")
 NIH_FINDINGS = FINDINGS[:14]  # torchxrayvision's names begin with NIH's fourteen
 TERMS = {name.lower(): name for name in NIH_FINDINGS}
-
-
-def image_files(root: Path) -> dict[str, Path]:
-    """Every PNG under ``root`` by file name (NIH's names are unique)."""
-    found: dict[str, Path] = {}
-    for folder, _, names in os.walk(root, followlinks=True):
-        for name in names:
-            if name.endswith(".png"):
-                found[name] = Path(folder, name)
-    return found
 
 
 def official_split(root: Path) -> dict[str, str]:
@@ -56,7 +46,7 @@ def official_split(root: Path) -> dict[str, str]:
 def index(root: Path, options: DatasetOptions) -> list[Item]:
     labels = label_file(root, LABEL_FILE, DATASET, options, shipped=LABEL_FILE + ".gz")
     check_columns(labels, header_of(labels), COLUMNS)
-    images = image_files(root)
+    images = walk_files(root, (".png",))
     split = official_split(root)
     if options.split != "all" and not split:
         raise UsageError(f"nih:{root}: split={options.split} needs NIH's {' and '.join(SPLIT_FILES.values())} "

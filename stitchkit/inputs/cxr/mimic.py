@@ -1,0 +1,219 @@
+"""MIMIC-CXR-JPG 2.0.0 / 2.1.0 as published on PhysioNet (Johnson et al., 2019), with the
+free-text reports of MIMIC-CXR.
+
+The folder holds ``mimic-cxr-2.0.0-metadata.csv.gz`` (one row per image: ``dicom_id``,
+``subject_id``, ``study_id``, ``ViewPosition``, …), ``mimic-cxr-2.0.0-chexpert.csv.gz`` (one row
+per study: ``subject_id``, ``study_id``, CheXpert's 14 columns valued 1.0 / 0.0 / -1.0 / blank;
+``labels=`` takes ``mimic-cxr-2.0.0-negbio.csv.gz`` or another file of the same columns instead),
+``mimic-cxr-2.0.0-split.csv.gz`` (``dicom_id``, ``study_id``, ``subject_id``, ``split``: train,
+validate, test) and the JPEGs ``files/p10/p10000032/s50414267/DICOM_ID.jpg`` (plain .csv files
+are read too). Image paths are computed from the ids, never looked up: an image absent from the
+folder fails when it is embedded, not here. Images whose study has no label row are left out.
+
+Ids are the ``dicom_id``; the patient is the ``subject_id`` as the CSVs write it (10000032), the
+study the ``study_id`` as the folders name it (s50414267). Labels follow torchxrayvision's ``MIMIC_Dataset`` (1.5.7), the same columns and
+names as CheXpert (`chexpert.labels_of`: "Pleural Effusion" is ``Effusion``, -1 follows
+``uncertain=``), except that ``Support Devices`` stays positive where ``No Finding`` is 1, as in
+CheXpert (torchxrayvision's MIMIC loader zeroes it there too).
+
+Reports: MIMIC-CXR's ``mimic-cxr-reports/files/p10/p10000032/s50414267.txt``, inside the folder,
+beside it, or where ``reports=`` says. Their ``FINDINGS:`` and ``IMPRESSION:`` sections are
+parsed (`sections`); ``text=report`` is findings then impression, ``text=findings`` and
+``text=impression`` one of them; a report with neither section gives the whole text after its
+last header (all of it without one), whichever ``text=``. Reports are read only for the images
+the options keep, and only when the reports are there: without them the images carry no text,
+and asking for texts (``side=text``, ``text=findings`` or ``text=impression``) is one line naming
+the missing folder. With ``side=text`` the items are the reports (id ``s50414267``), one per
+study with an image the options keep, under that image's view; a report with no text for
+``text=`` is left out.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import replace
+from operator import itemgetter
+from pathlib import Path
+
+from ...errors import UsageError
+from ..types import Item
+from .chexpert import NO_FINDING, OBSERVATIONS, TERMS, labels_of
+from .layout import (
+    CxrDataset,
+    DatasetOptions,
+    check_columns,
+    keeps,
+    need,
+    paused_gc,
+    read_table,
+    record,
+    select,
+    view_name,
+)
+
+METADATA = "mimic-cxr-2.0.0-metadata.csv"
+LABELS = "mimic-cxr-2.0.0-chexpert.csv"
+SPLIT = "mimic-cxr-2.0.0-split.csv"
+REPORTS = "mimic-cxr-reports"
+SPLITS = ("train", "validate", "test")
+# A section header: upper-case words and a colon at the start of a line ("FINDINGS:", "WET READ:").
+HEADER = re.compile(r"^[ \t]*([A-Z][A-Z &/()-]*[A-Z)]):", re.MULTILINE)
+
+
+def published(root: Path, name: str) -> Path | None:
+    """``root/name.gz`` as PhysioNet publishes it, or ``root/name`` unpacked; None when neither."""
+    return next((p for p in (root / f"{name}.gz", root / name) if p.is_file()), None)
+
+
+def study_labels(path: Path, uncertain: str) -> dict[str, tuple[str, str]]:
+    """study_id -> (label, uncertain findings) from a CheXpert- or NegBio-style label file."""
+    rows = read_table(path)
+    header = next(rows, [])
+    check_columns(path, header, ("study_id", NO_FINDING, *OBSERVATIONS))
+    at, labels = header.index("study_id"), labels_of(header, uncertain)
+    return {row[at]: labels(row) for row in rows if len(row) == len(header)}
+
+
+def official_split(path: Path | None) -> dict[str, str]:
+    """dicom_id -> train | validate | test; empty without the split file."""
+    if path is None:
+        return {}
+    rows = read_table(path)
+    header = next(rows, [])
+    check_columns(path, header, ("dicom_id", "split"))
+    at, to = header.index("dicom_id"), header.index("split")
+    names: dict[str, str] = {}  # one string per split name, not one per row
+    return {row[at]: names.setdefault(row[to], row[to]) for row in rows}
+
+
+def images(root: Path, metadata: Path, labels: dict[str, tuple[str, str]], split: dict[str, str],
+           kept: Callable[[str, str], bool]) -> list[Item]:
+    """One record per metadata row whose study is labelled and whose view and split are ``kept``
+    (`layout.keeps`), its JPEG path computed from the ids."""
+    rows = read_table(metadata)
+    header = next(rows, [])
+    check_columns(metadata, header, ("dicom_id", "subject_id", "study_id", "ViewPosition"))
+    fields = itemgetter(*(header.index(c) for c in ("dicom_id", "subject_id", "study_id", "ViewPosition")))
+    views: dict[str, str] = {}
+    subjects: dict[str, str] = {}  # one string per subject and per study, not one per image
+    studies: dict[str, str] = {}
+    files, items = root / "files", []
+    for row in rows:
+        dicom, subject, study, position = fields(row)
+        found = labels.get(study)
+        if found is None:
+            continue
+        view = views.get(position)
+        if view is None:
+            view = views[position] = view_name(position)
+        where = split.get(dicom, "")
+        if not kept(view, where):
+            continue
+        subject = subjects.setdefault(subject, subject)
+        study = studies.get(study) or studies.setdefault(study, f"s{study}")
+        items.append(record(dicom, Path(f"{files}/p{subject[:2]}/p{subject}/{study}/{dicom}.jpg"),
+                            label=found[0], patient=subject, view=view, study=study,
+                            split=where, uncertain=found[1]))
+    return items
+
+
+def sections(text: str) -> dict[str, str]:
+    """A report's sections by header (``FINDINGS``, ``IMPRESSION``, …), whitespace collapsed;
+    a header given twice has its parts joined. Text before the first header is under ``""``."""
+    found: dict[str, str] = {}
+    marks = list(HEADER.finditer(text))
+    starts = [(None, 0), *((m.group(1), m.end()) for m in marks)]
+    ends = [m.start() for m in marks] + [len(text)]
+    for (name, start), end in zip(starts, ends, strict=True):
+        body = " ".join(text[start:end].split())
+        key = name or ""
+        found[key] = f"{found[key]} {body}".strip() if key in found else body
+    return found
+
+
+def report_text(text: str, part: str) -> str:
+    """``text=`` of one report: findings, impression, or both (``report``); a report with neither
+    section gives the text after its last header."""
+    parts = sections(text)
+    if "FINDINGS" not in parts and "IMPRESSION" not in parts:
+        last = list(HEADER.finditer(text))
+        return " ".join(text[last[-1].end():].split()) if last else " ".join(text.split())
+    wanted = ("FINDINGS", "IMPRESSION") if part == "report" else (part.upper(),)
+    return " ".join(parts[w] for w in wanted if parts.get(w))
+
+
+def reports_folder(root: Path, options: DatasetOptions) -> Path | None:
+    """The folder of ``p10/p10000032/s50414267.txt`` files, or None where there is none."""
+    if options.reports:
+        folder = Path(options.reports).expanduser()
+        if not folder.is_dir():
+            raise UsageError(f"mimic: reports={folder} is not a folder: give the folder mimic-cxr-reports.zip "
+                             "unpacks to (files/p10/p10000032/s50414267.txt)")
+    else:
+        folder = next((f for f in (root / REPORTS, root.parent / REPORTS) if f.is_dir()), None)
+        if folder is None:
+            return None
+    return folder / "files" if (folder / "files").is_dir() else folder
+
+
+def read_report(folder: Path, subject: str, study: str, part: str) -> str:
+    """The report's text for ``text=`` (``""`` when its file is absent or says nothing); ``study``
+    as the folders name it (s50414267)."""
+    try:
+        with open(f"{folder}/p{subject[:2]}/p{subject}/{study}.txt", encoding="utf-8", errors="replace") as fh:
+            return report_text(fh.read(), part)
+    except FileNotFoundError:
+        return ""
+
+
+def with_reports(items: list[Item], folder: Path, options: DatasetOptions) -> list[Item]:
+    """The items the options keep, with their study's report beside each image (side=image) or
+    as one text item per study (side=text)."""
+    if options.side == "text":
+        reports = []
+        for first in select(items, replace(options, per_study="first")):
+            text = read_report(folder, first.group or "", first.extra["study"], options.text)
+            if text:
+                reports.append(replace(first, id=first.extra["study"], path=None, text=text))
+        return reports
+    kept, texts = select(items, options), {}
+    for it in kept:
+        study = it.extra["study"]
+        if study not in texts:
+            texts[study] = read_report(folder, it.group or "", study, options.text) or None
+        it.text = texts[study]
+    return kept
+
+
+def index(root: Path, options: DatasetOptions) -> list[Item]:
+    if options.labels == "torchxrayvision":
+        raise UsageError(f"mimic: torchxrayvision ships no MIMIC-CXR labels: put {LABELS}.gz in {root} "
+                         "or give labels=PATH (mimic-cxr-2.0.0-negbio.csv.gz, …)")
+    metadata = published(root, METADATA) or need(root, f"{METADATA}.gz", DATASET)
+    labels_path = Path(options.labels).expanduser() if options.labels else \
+        published(root, LABELS) or need(root, f"{LABELS}.gz", DATASET)
+    if not labels_path.is_file():
+        raise UsageError(f"mimic: labels={labels_path} is not a file")
+    split_path = published(root, SPLIT)
+    if options.split != "all" and split_path is None:
+        need(root, f"{SPLIT}.gz", DATASET, f"split={options.split} reads it")
+    folder = reports_folder(root, options)
+    if folder is None and (options.side == "text" or options.text != "report"):
+        need(root, f"{REPORTS}/", DATASET, f"{'side=text' if options.side == 'text' else 'text=' + options.text} "
+             "reads the reports: unpack MIMIC-CXR's mimic-cxr-reports.zip in the folder or beside it, "
+             "or give reports=PATH")
+    with paused_gc():
+        items = images(root, metadata, study_labels(labels_path, options.uncertain), official_split(split_path),
+                       keeps(options))
+        return items if folder is None else with_reports(items, folder, options)
+
+
+DATASET = CxrDataset(
+    "mimic", "MIMIC-CXR-JPG",
+    f"{METADATA}.gz, {LABELS}.gz, {SPLIT}.gz and files/p10/p10000032/s50414267/*.jpg "
+    f"(reports: {REPORTS}/files/p10/p10000032/s50414267.txt)",
+    index, TERMS, splits=SPLITS, texts=True,
+    options=("views", "per_study", "split", "uncertain", "text", "side", "labels", "reports"),
+    citation="Johnson et al., MIMIC-CXR-JPG (PhysioNet, 2019); MIMIC-CXR reports, Sci Data 2019")
+FORMAT = DATASET.input_format()
