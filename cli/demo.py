@@ -12,12 +12,14 @@ from __future__ import annotations
 import contextlib
 import json
 import shlex
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
+from stitchkit.anchors import SUITES_DIR
 
 from stitchkit.fileio import atomic_output
 
@@ -149,6 +151,12 @@ def plan(out: Path, m: dict[str, Path], prompts: str) -> list[Step]:
         classify("NIH by patient: Lite0 → Lite2 (NIH map) + NIH head", "nih-lite0-nhead", "nih-lite0.h5",
                  "--map", s("nih-lite0-to-lite2.map"), "--head", s("head-nih.head"), "--ids", str(m["nih-test-ids"])),
     ]
+    # The papers' table on the data at hand (Kermany test, NIH by patient, NIH findings) through
+    # the zero-shot cosine route of (e): no Kermany or NIH label was used to fit it.
+    steps.append(Step("benchmark", ["benchmark", s("demo-suite.yaml"), "--store", f"kermany={s('k-test-lite2.h5')}",
+                                    "--store", f"nih={s('nih-lite2.h5')}", "--map", s("covid-lite2-to-minilm.map"),
+                                    "--scoring", "cosine", "-t", "minilm", "-o", s("benchmark")],
+                      output=out / "benchmark" / "benchmark.json"))
     steps.append(Step("report", ["report", str(out), "-o", s("report")]))
     return steps
 
@@ -246,6 +254,8 @@ def demo(out: Path, data: Path | None, limit: int | None, as_json: bool) -> None
     root = data or data_root()
     t0 = time.perf_counter()
     steps = plan(out, demo_manifests(root, out / "manifests", limit), "pneumonia")
+    # The benchmark suite reads the NIH test ids beside it (manifests/nih-test-ids.txt).
+    shutil.copyfile(SUITES_DIR / "demo.yaml", out / "demo-suite.yaml")
     for sub in ("scores", "results"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     for n, step in enumerate(steps, 1):

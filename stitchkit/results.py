@@ -24,9 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
+from .fileio import atomic_output
 from .formats import SCORES_CSV
 
 SCHEMA = "stitchkit.result/1"
+# `stitch benchmark`'s benchmark.json: one run of a suite; its records are in records.json beside it
+BENCHMARK_SCHEMA = "stitchkit.benchmark/1"
 # what each command's record is called in the "task" field (CLIP_benchmark names its own
 # zero-shot task "zeroshot_classification"; the others are stitchkit's)
 TASKS = {
@@ -229,6 +232,8 @@ def load_records(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
             raise UsageError(f"{path} is not JSON ({exc}): give files that `--json` wrote") from None
         if isinstance(data, dict) and data.get("format") == SCORES_CSV.encoding_type:
             continue  # a score CSV's NAME.csv-metadata.json, caught by a `*.json`: not a result
+        if isinstance(data, dict) and data.get("schema") == BENCHMARK_SCHEMA:
+            continue  # `stitch benchmark`'s benchmark.json: its records are records.json beside it
         items = data if isinstance(data, list) else [data]
         for item in items:
             kind = guess_kind(item) if isinstance(item, dict) else None
@@ -239,6 +244,30 @@ def load_records(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
             for row in sweep_rows(rec) if rec["task"] == TASKS["sweep"] else [rec]:
                 records.append({**row, "file": str(path)})
     return records
+
+
+def append_records(path: str | Path, records: list[dict[str, Any]]) -> Path:
+    """Add ``records`` to the JSON list at ``path`` (created if missing), atomically; a record
+    with the same suite, dataset and model as a new one is replaced, so a re-run does not repeat
+    rows and runs of several models into one folder gather into one table."""
+    path = Path(path)
+    kept: list[dict[str, Any]] = []
+    if path.is_file():
+        try:
+            kept = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise UsageError(f"{path} is not JSON ({exc}): move it away, or write elsewhere") from None
+        if not isinstance(kept, list) or not all(is_record(r) for r in kept):
+            raise UsageError(f"{path} is not a list of result records: move it away, or write elsewhere")
+
+    def key(r: dict[str, Any]) -> tuple[Any, ...]:
+        return r.get("suite"), r.get("dataset"), r.get("model")
+
+    new = {key(r) for r in records}
+    merged = [r for r in kept if key(r) not in new] + list(records)
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(merged, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    return path
 
 
 def sweep_rows(record: dict[str, Any]) -> list[dict[str, Any]]:

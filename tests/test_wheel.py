@@ -48,18 +48,20 @@ def wheel_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return env
 
 
-def test_wheel_ships_prompts_and_anchor_lists(wheel_env: Path) -> None:
+def test_wheel_ships_prompts_anchor_lists_and_suites(wheel_env: Path) -> None:
     code = (
         "import stitchkit, stitchkit.anchors as a;"
         "print(stitchkit.__file__);"
         "print(sorted(p.name for p in a.PROMPTS_DIR.glob('*.yaml')));"
-        "print(len(list(a.LISTS_DIR.glob('*.txt'))))"
+        "print(len(list(a.LISTS_DIR.glob('*.txt'))));"
+        "print(sorted(p.name for p in a.SUITES_DIR.glob('*.yaml')))"
     )
     out = subprocess.run([str(wheel_env / "bin" / "python"), "-c", code], cwd=wheel_env,
                          capture_output=True, text=True, check=True).stdout.splitlines()
     assert str(wheel_env) in out[0], "stitchkit was imported from the checkout, not the wheel"
-    assert out[1] == "['cxr14.yaml', 'pneumonia-subtypes.yaml', 'pneumonia.yaml']"
+    assert out[1] == "['cxr-findings.yaml', 'cxr14.yaml', 'pneumonia-subtypes.yaml', 'pneumonia.yaml']"
     assert int(out[2]) >= 4
+    assert out[3] == "['demo.yaml', 'papers.yaml']"  # `stitch benchmark papers` after `pip install .`
 
 
 def test_wheel_classifies_with_a_curated_prompt_set(wheel_env: Path, minilm_store: Path,

@@ -12,7 +12,10 @@ never by its name:
   :func:`stitchkit.zeroshot.score_writer.read_scores`, beside its writer, with its
   ``NAME.csv-metadata.json``, which is not drawn on its own);
 - JSON: a result record or raw `--json` output (classify, fit, sweep, head); a list of
-  records (``stitch demo``'s results/demo-results.json) becomes the results table.
+  records (``stitch demo``'s results/demo-results.json, ``stitch benchmark``'s records.json)
+  becomes the results table; ``stitch benchmark``'s benchmark.json (``schema =
+  stitchkit.benchmark/1``) gives the macro AUC of every data set with its interval and each
+  finding's AUC, beside the benchmark's table.
 
 A file of a format version this stitchkit does not read is refused when named, and listed as
 skipped when found in a folder.
@@ -53,6 +56,7 @@ class Found:
     scores: list[Path] = field(default_factory=list)
     results: list[tuple[Path, dict[str, Any]]] = field(default_factory=list)
     tables: list[tuple[Path, list[dict[str, Any]]]] = field(default_factory=list)
+    benchmarks: list[tuple[Path, dict[str, Any]]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
 
 
@@ -125,7 +129,7 @@ def find(paths: list[str | Path], exclude: Path | None = None) -> Found:
                 files += [Path(root, n) for n in sorted(names) if not n.startswith(".")]
         else:
             files.append(p)
-    from ..results import guess_kind
+    from ..results import BENCHMARK_SCHEMA, guess_kind
 
     for f in files:
         if f.suffix.lower() in SKIP_SUFFIXES and f not in named:
@@ -148,7 +152,9 @@ def find(paths: list[str | Path], exclude: Path | None = None) -> Found:
                 continue
             if isinstance(data, dict) and data.get("format") == SCORES_CSV.encoding_type:
                 continue  # a score CSV's format and metadata, read with the CSV
-            if isinstance(data, list) and data and all(isinstance(d, dict) and guess_kind(d) for d in data):
+            if isinstance(data, dict) and data.get("schema") == BENCHMARK_SCHEMA:
+                found.benchmarks.append((f, data))
+            elif isinstance(data, list) and data and all(isinstance(d, dict) and guess_kind(d) for d in data):
                 found.tables.append((f, data))
             elif isinstance(data, dict) and guess_kind(data):
                 found.results.append((f, data))
@@ -418,6 +424,30 @@ def _route_name(result: dict[str, Any] | None, path: Path) -> str:
     return path.stem
 
 
+# -- benchmarks ---------------------------------------------------------------------------------
+
+def _benchmark_sections(found: Found, out: Path) -> list[Section]:
+    """Per benchmark.json: macro AUC per data set with its interval, each finding a dot, and the
+    benchmark's own table (what `stitch benchmark` wrote to table.md)."""
+    sections = []
+    for n, (_, data) in enumerate(found.benchmarks):
+        rows = [{"name": d["name"], "auc_macro": d["metrics"].get("auc_macro"),
+                 "ci": (d["metrics"].get("ci") or {}).get("auc_macro"), "aucs": d["metrics"].get("auc") or {}}
+                for d in data.get("datasets") or []]
+        if not rows:
+            continue
+        suite = (data.get("suite") or {}).get("name", "suite")
+        image = figures.benchmark_aucs(rows, out / f"benchmark-{n:02d}.png",
+                                       title=f"{suite}: {data.get('model') or ''}, macro AUC per data set "
+                                             "(95 % interval) and each finding's AUC")
+        numbers = [line for line in str(data.get("markdown") or "").splitlines() if not line.startswith("# ")]
+        sections.append(Section(f"Zero-shot benchmark: {suite}", image,
+                                "Each line is a data set: the diamond its macro AUC over findings with the "
+                                "bootstrap interval, the dots its findings' AUCs; the dotted line is chance.",
+                                numbers))
+    return sections
+
+
 # -- stores -------------------------------------------------------------------------------------
 
 def _store_sections(found: Found, out: Path, max_points: int = 2000) -> list[Section]:
@@ -521,14 +551,14 @@ def build_report(paths: list[str | Path], out: str | Path, *, title: str = "stit
         if "summary" in data and str(Path(data.get("table") or "").resolve()) not in csv_paths:
             sweeps.append((p.name, data["summary"]))
     sections = (_map_sections(found.maps, out) + _sweep_sections(sweeps, out) + _head_sections(found.heads, out)
-                + _classify_sections(found, out) + _store_sections(found, out))
+                + _benchmark_sections(found, out) + _classify_sections(found, out) + _store_sections(found, out))
     intro = _results_table(found)
     if not sections and not intro:
         raise UsageError("nothing to draw: give maps, sweep CSVs, heads, stores, score files or `--json` "
                          "results (or a folder holding them)")
     md = [f"# {title}", "", f"From {len(found.stores)} stores, {len(found.maps)} maps, {len(found.heads)} heads, "
-          f"{len(found.sweeps)} sweep tables, {len(found.scores)} score files and "
-          f"{len(found.results) + len(found.tables)} result files.", "", *intro]
+          f"{len(found.sweeps)} sweep tables, {len(found.scores)} score files, {len(found.benchmarks)} "
+          f"benchmarks and {len(found.results) + len(found.tables)} result files.", "", *intro]
     for s in sections:
         md += [f"## {s.title}", "", f"![{s.title}]({s.image.name})", "", s.caption, "", *s.numbers, ""]
     with atomic_output(out / "report.md") as tmp:

@@ -209,6 +209,16 @@ class _SortedClass:
         return self._auc(p, w - p)
 
 
+def resampled_auc(y: np.ndarray, score: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """A function from sample weights (r, n), one resample's counts per row, to the AUC under
+    each row: the scores are sorted once, so resamples shared by several classes (one draw of
+    counts, every class's AUC under it) cost no sort each. NaN where a class is absent."""
+    y = np.asarray(y, dtype=bool)
+    if y.all() or not y.any():
+        return lambda weights: np.full(len(weights), np.nan)
+    return _SortedClass(y, np.asarray(score, dtype=np.float64)).aucs
+
+
 def _indicators(truth: np.ndarray, pred: np.ndarray, correct: np.ndarray) -> np.ndarray:
     """(b, 3C + 1): tp, fp, fn of every class, and the share correct, per sample."""
     return np.concatenate([truth & pred, ~truth & pred, truth & ~pred, correct[:, None]],
