@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from .devices import DEVICE_HELP, device_option
 from .fit import progress_callback
 from .output import emit, show_warnings
 from .vocabulary import deprecated_alias, take_alias
@@ -21,9 +22,10 @@ from .vocabulary import deprecated_alias, take_alias
               help="Rows mapped per chunk.")
 @click.option("--no-tokens", is_flag=True,
               help="Leave STORE's tokens out of the output instead of mapping them per token.")
+@device_option(DEVICE_HELP + " The map's products run there (float32); the CPU runs exactly what it always ran.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def apply(map_path: str, store: str, output: str, force_space: bool, chunk_size: int, no_tokens: bool,
-          as_json: bool) -> None:
+          device: str, as_json: bool) -> None:
     """Map every embedding of STORE with MAP into the map's target space.
 
     The output is a normal store (ids, labels, groups and texts copied) whose model_spec is the
@@ -49,7 +51,7 @@ def apply(map_path: str, store: str, output: str, force_space: bool, chunk_size:
     show_warnings()
     with progress_callback("apply") as cb:
         result = apply_map(map_path, store, output, force=force_space, chunk_size=chunk_size, progress=cb,
-                           tokens=not no_tokens)
+                           tokens=not no_tokens, device=device)
     text = (f"wrote {output}: {result['samples']} samples, {result['dim_in']} → {result['dim_out']} "
             f"(target space {result['target_model_spec']})")
     if "tokens" in result:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from .devices import DEVICE_HELP, device_option
 from .output import emit_record, progress, show_warnings
 from .vocabulary import deprecated_alias, take_alias
 
@@ -57,13 +58,15 @@ SETTINGS = {"show_default": True}
 @click.option("--allow-missing-classes", is_flag=True,
               help="Score prompt classes that match no label of a labelled QUERY (their AUC is n/a); "
                    "without it such a class (e.g. a misspelled label) stops the command.")
+@device_option(DEVICE_HELP + " The map and the head run there; the CPU runs exactly what it always ran.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def classify(query: str, prompt_file: str | None, classes: str | None, templates: tuple[str, ...],
              negative_templates: tuple[str, ...], mode: str | None, text_model: str | None,
              prompt_store: str | None, map_path: str | None, head_paths: tuple[str, ...],
              scoring: str | None, temperature: float, out: str | None, ids_file: str | None,
              pool_by: str, bootstrap: int, seed: int, chunk_size: int, force_space: bool,
-             no_image_tokens: bool, prior: str, allow_missing_classes: bool, as_json: bool) -> None:
+             no_image_tokens: bool, prior: str, allow_missing_classes: bool, device: str,
+             as_json: bool) -> None:
     """Classify every sample of QUERY zero-shot: (map →) head or cosine → prompts.
 
     Where QUERY has labels, prints AUC per class and macro, accuracy and F1 with bootstrap
@@ -106,6 +109,7 @@ def classify(query: str, prompt_file: str | None, classes: str | None, templates
             pool_by=None if pool_by == "none" else pool_by, force=force_space, chunk_size=chunk_size,
             n_boot=bootstrap, seed=seed, temperature=temperature, progress=bar.update,
             image_tokens=not no_image_tokens, prior=prior, allow_missing_classes=allow_missing_classes,
+            device=device,
         )
     emit_record("classify", result.to_dict(), as_json=as_json, text=None if as_json else format_result(result))
 
@@ -119,7 +123,7 @@ def format_result(result) -> str:  # noqa: ANN001 - ClassifyResult, imported laz
     route.append(f"prompts ({comp['prompts'].get('model_spec')})")
     lines = [
         f"classified: {result.n} samples, {len(result.classes)} classes, {result.mode}, "
-        f"{result.seconds:.1f} s including set-up",
+        f"{result.seconds:.1f} s including set-up" + (f", on {result.device}" if result.device != "cpu" else ""),
         "route: " + " → ".join(route),
     ]
     if result.output:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from .devices import DEVICE_HELP, device_option
 from .output import emit, progress, show_warnings
 
 
@@ -13,7 +14,8 @@ from .output import emit, progress, show_warnings
 @click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False, path_type=str), help="Store to write (.h5).")
 @click.option("--batch-size", default=64, show_default=True, help="Samples per forward pass.")
 @click.option("--workers", default=1, show_default=True, help="DataLoader worker processes decoding images.")
-@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
+@device_option(DEVICE_HELP + " On a GPU the forward runs on torch (--runtime auto picks it: "
+               "ONNX Runtime here is the CPU build); a GPU that is not there is refused, never replaced by the CPU.")
 @click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16", "bfloat16"]))
 @click.option("--runtime", default="auto", show_default=True, type=click.Choice(["auto", "torch", "onnx"]),
               help="What runs the forward pass: onnx = ONNX Runtime (timm image encoders such as lite0 "
@@ -68,6 +70,7 @@ def embed(source: tuple[str, ...], model: str, output: str, batch_size: int, wor
       stitch embed hf-dataset/ -m lite0 -o hf.h5 --image-column image
       stitch embed images/ -m lite2 -o k-lite2.h5 --runtime torch
     """
+    from stitchkit.devices import device_name
     from stitchkit.embed import embed_store, parse_shard
     from stitchkit.encoders import load_encoder
     from stitchkit.encoders.registry import parse_spec
@@ -87,6 +90,9 @@ def embed(source: tuple[str, ...], model: str, output: str, batch_size: int, wor
     shard_spec = parse_shard(shard)
     parse_spec(model)  # a misspelled spec option is refused before any input is listed
     if engine == "ray":
+        if device.startswith("cuda:"):
+            raise UsageError(f"--device {device} names a GPU of this machine; with --engine ray use "
+                             "--device cuda (Ray gives each actor a GPU of the cluster)")
         if runtime != "auto":
             raise UsageError("--runtime needs --engine local (Ray actors pick their runtime as auto does)")
         if grey_range != "image":
@@ -106,6 +112,7 @@ def embed(source: tuple[str, ...], model: str, output: str, batch_size: int, wor
                                          ("--actors", actors)) if v is not None]
         if ray_only:
             raise UsageError(f"{', '.join(ray_only)} {'needs' if len(ray_only) == 1 else 'need'} --engine ray")
+        device = device_name(device)  # a GPU that is not there: one line, before inputs are read
         inputs = read_inputs(list(source), **read)
         encoder = load_encoder(model, device=device, dtype=dtype, runtime=runtime)
         with progress(f"embed {model}") as bar:
@@ -124,7 +131,7 @@ def embed(source: tuple[str, ...], model: str, output: str, batch_size: int, wor
         rate = (result.samples + result.failed) / max(result.seconds, 1e-9)
         exported = f", ONNX export {result.export_seconds:.1f}s" if result.export_seconds is not None else ""
         text = (f"wrote {output}: {result.samples} samples x {result.dim} dims, {result.failed} failed, "
-                f"{result.seconds:.1f}s ({rate:.1f}/s, {result.runtime}{exported})")
+                f"{result.seconds:.1f}s ({rate:.1f}/s, {result.runtime} on {result.device}{exported})")
     emit(summary, as_json=as_json, text=text)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from .devices import device_option, precision_option
 from .output import emit, progress, show_warnings
 from .vocabulary import deprecated_alias, take_alias
 
@@ -51,6 +52,13 @@ def head() -> None:
               help="Train only on these ids (a text file, one id per line).")
 @click.option("--seed", default=0, **SETTINGS, help="Seed for initialisation, split, shuffling.")
 @click.option("--threads", type=int, default=None, help="torch threads (default: torch's choice).")
+@device_option()
+@precision_option()
+@click.option("--shuffle-buffer", default=1024, **SETTINGS,
+              help="Rows shuffled together: each epoch shuffles blocks of 16 consecutive rows of the "
+                   "stores, then rows within windows of this many (up to this many pairs: a plain shuffle).")
+@click.option("--checkpoint-every", default=600.0, **SETTINGS,
+              help="Seconds between checkpoints within an epoch (one is written at every epoch's end too).")
 @click.option("--no-resume", is_flag=True, help="Ignore a checkpoint beside the output and start over.")
 @click.option("--no-plot", is_flag=True, help="Do not draw the loss curve PNG.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -58,33 +66,40 @@ def train(images: str, texts: str, out: str, width: int, layers: int, heads: int
           token_dropout: float, token_coarsen: float, logit_mlp: bool, epochs: int, batch_size: int,
           lr: float, weight_decay: float, warmup: float, val_fraction: float, patience: int, no_image_tokens: bool,
           no_text_tokens: bool, pool_by: str, ids_file: str | None, seed: int,
-          threads: int | None, no_resume: bool, no_plot: bool, as_json: bool) -> None:
+          threads: int | None, device: str, precision: str, shuffle_buffer: int, checkpoint_every: float,
+          no_resume: bool, no_plot: bool, as_json: bool) -> None:
     """Train a head on the image–text pairs IMAGES and TEXTS share (joined by id).
 
     Symmetric contrastive (InfoNCE) loss, AdamW with warm-up and cosine decay, a validation
-    split with early stopping. An interrupted run resumes from HEAD.ckpt; the loss curve is
-    written to HEAD.loss.png. The head file names the image and text spaces it was trained in.
+    split with early stopping. Batches are read from the stores in a background thread while
+    the head computes (memory does not grow with the pairs). An interrupted run resumes from
+    HEAD.ckpt to the head an uninterrupted run gives; the loss curve is written to
+    HEAD.loss.png. The head file names the image and text spaces it was trained in, and the
+    device and precision it was trained with.
 
     \b
     Examples:
       stitch head train k-train-lite2.h5 k-train-captions-minilm.h5 -o head.st
       stitch head train covid-lite2.h5 covid-notes-minilm.h5 -o notes-head.st --epochs 60 --seed 1
+      stitch head train k-train-lite2.h5 k-train-captions-minilm.h5 -o head-gpu.st --device cuda --precision bf16
     """
     show_warnings()
     from stitchkit.fileio import read_id_file
-    from stitchkit.head import HeadConfig, TrainConfig, train_head
+    from stitchkit.head import HeadConfig, RunOptions, TrainConfig, train_head
 
     config = TrainConfig(
         head=HeadConfig(width=width, layers=layers, heads=heads, dropout=dropout, logit_mlp=logit_mlp),
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup=warmup,
         val_fraction=val_fraction, patience=patience, image_tokens=not no_image_tokens,
         text_tokens=not no_text_tokens, pool_by=None if pool_by == "none" else pool_by,
-        token_dropout=token_dropout, token_coarsen=token_coarsen,
+        token_dropout=token_dropout, token_coarsen=token_coarsen, precision=precision,
+        shuffle_buffer=shuffle_buffer,
     )
+    run = RunOptions(device=device, threads=threads, checkpoint_seconds=checkpoint_every)
     ids = read_id_file(ids_file) if ids_file else None
     with progress("head train") as bar:
         result = train_head(images, texts, out=out, config=config, seed=seed, progress=bar.update,
-                            resume=not no_resume, threads=threads, ids=ids)
+                            resume=not no_resume, ids=ids, run=run)
     if not no_plot:
         from stitchkit.report.loss_plot import plot_loss
 
@@ -108,7 +123,7 @@ def train(images: str, texts: str, out: str, width: int, layers: int, heads: int
         )
     if result.plot:
         lines.append(f"loss curve: {result.plot}")
-    lines.append(f"time: {result.seconds:.1f} s")
+    lines.append(f"time: {result.seconds:.1f} s on {result.device} ({result.precision})")
     emit(data, as_json=False, text="\n".join(lines))
 
 

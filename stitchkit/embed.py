@@ -53,6 +53,7 @@ class EmbedResult:
     batches_resumed: int
     already_complete: bool = False
     runtime: str = "torch"  # what ran the forward pass: torch | onnx
+    device: str = "cpu"  # where it ran: cpu | cuda:N (ONNX Runtime: always the CPU)
     export_seconds: float | None = None  # ONNX export of this run (None: cached, or torch)
 
     def as_dict(self) -> dict[str, Any]:
@@ -291,7 +292,8 @@ class Job:
     def result(self) -> EmbedResult:
         n, n_failed = self.counts
         return EmbedResult(self.out, n, n_failed, self.encoder.dim, time.perf_counter() - self.t0, self.resumed,
-                           runtime=self.encoder.runtime, export_seconds=self.encoder.export_seconds)
+                           runtime=self.encoder.runtime, export_seconds=self.encoder.export_seconds,
+                           device=str(self.encoder.device))
 
 
 def plan_job(
@@ -332,7 +334,7 @@ def plan_job(
         if done is not None:
             shutil.rmtree(out.with_name(out.name + ".parts"), ignore_errors=True)
             return EmbedResult(out, done[0], done[1], encoder.dim, time.perf_counter() - t0, 0, True,
-                               runtime=encoder.runtime)
+                               runtime=encoder.runtime, device=str(encoder.device))
         raise UsageError(
             f"{out} already exists and holds another embedding run: pass --overwrite or choose another -o"
         )
@@ -376,6 +378,9 @@ def embed_store(
             num_workers=workers if encoder.modality == "image" else 0,
             collate_fn=_identity,
             prefetch_factor=2 if workers and encoder.modality == "image" else None,
+            # Page-locked batches copy to a GPU without a staging copy (the encoders copy with
+            # non_blocking=True); on the CPU pinning would only cost.
+            pin_memory=encoder.device.type == "cuda" and encoder.modality == "image",
         )
         with torch.inference_mode():
             for k, batch, ok, failed, mappings in loader:

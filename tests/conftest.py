@@ -84,3 +84,20 @@ def run_stitch(*args: str, timeout: float = 600, **kwargs) -> subprocess.Complet
 @pytest.fixture
 def stitch():
     return run_stitch
+
+
+@pytest.fixture(scope="session")
+def lite2_token_store(kermany_manifest: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The 180 Kermany images of ``lite2_store`` with their 81 patch tokens (9x9 x 1280, float16)."""
+    return _embed(kermany_manifest, "lite2", tmp_path_factory.mktemp("stores") / "lite2-tok.h5", "--tokens")
+
+
+@pytest.fixture(scope="session")
+def lite2_token_captions(lite2_token_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Label-derived MiniLM captions with word tokens, one per image of ``lite2_token_store``."""
+    from stitchkit.zeroshot.captions import make_captions
+    from stitchkit.zeroshot.prompts import load_prompts
+
+    out = tmp_path_factory.mktemp("stores") / "captions-minilm-tok.h5"
+    make_captions(lite2_token_store, out=out, text_model="minilm", prompts=load_prompts("pneumonia"), tokens=True)
+    return out

@@ -101,15 +101,16 @@ def test_v1_head_checkpoint_reads_into_its_model(v1: Path, expected: dict) -> No
     import torch
 
     from stitchkit.artifacts import read_header
+    from stitchkit.head.checkpoint import load_checkpoint
     from stitchkit.head.model import CrossAttentionHead, HeadConfig, state_to_numpy
-    from stitchkit.head.train import _load_checkpoint
 
     assert read_header(v1 / "head.ckpt")["epoch"] == expected["checkpoint"]["epoch"]
     model = CrossAttentionHead(8, 6, HeadConfig.from_dict(expected["head"]["config"]))
     opt = torch.optim.AdamW(model.parameters())
-    best, meta = _load_checkpoint(v1 / "head.ckpt", model, opt)
-    assert meta["epoch"] == 1 and len(meta["history"]) == 1
-    assert set(best) == set(state_to_numpy(model))
+    state = load_checkpoint(v1 / "head.ckpt", model, opt, None)
+    assert state.epoch == 1 and len(state.history) == 1
+    assert state.step == 0 and state.rng is None  # written at an epoch's end, before mid-epoch steps
+    assert set(state.best) == set(state_to_numpy(model))
     assert len(opt.state) == len(list(model.parameters()))  # AdamW's moments came back
 
 

@@ -27,14 +27,16 @@ from tests.test_cli_help import help_examples
 pytestmark = pytest.mark.slow
 
 # Order: each command's examples may use what an earlier command wrote.
-ORDER = ["models", "embed", "export", "import", "merge", "anchors select", "fit", "apply", "sweep",
-         "head captions", "head train", "classify", "info", "results", "report", "demo"]
+ORDER = ["models", "datasets", "embed", "export", "import", "merge", "anchors select", "fit", "apply", "sweep",
+         "head captions", "head train", "classify", "benchmark", "info", "results", "report", "demo"]
 NOT_RUN = {
     "stitch models --check \"timm:efficientnet_lite0?weights=/models/lite0.pth&bn_eps=0.001&crop_pct=1.0\"":
         "a placeholder path; the same check runs on the packaged file in tests/test_encoder_specs.py",
     "stitch embed ../shared/data/kermany-pneumonia-224/train -m lite2 -o k-train-lite2.h5 --tokens":
         "5,216 images: the demo runs it; the 624-image example above runs",
     "stitch embed images/ -m lite0 -o all.h5 --engine ray --address 10.0.0.1:6379": "a Ray cluster",
+    'stitch datasets "nih:/data/nih?split=test&views=pa"': "a placeholder folder; tests/test_cxr_nih.py reads NIH's layout",
+    'stitch datasets "nih:/data/nih?views=all" -o nih.csv': "a placeholder folder; tests/test_cli_datasets.py writes one",
     "stitch embed dicoms/ -m lite0 -o cxr.h5 --dicom-tags default": "DICOM inputs: tests/test_inputs_dicom.py",
     "stitch embed dicoms/ -m lite0 -o cxr-stored.h5 --grey-range stored": "DICOM inputs: tests/test_inputs_dicom.py",
     "stitch embed 'shards/{00000..00099}.tar' -m lite0 -o wds.h5 --label-from json:label --shard 0/4":
@@ -55,6 +57,11 @@ NOT_RUN = {
         "an LLM wrapper of the user's",
     "stitch head train covid-lite2.h5 covid-notes-minilm.h5 -o notes-head.st --epochs 60 --seed 1":
         "60 epochs; the demo trains this head",
+    "stitch head train k-train-lite2.h5 k-train-captions-minilm.h5 -o head-gpu.st --device cuda --precision bf16":
+        "a GPU (tests/test_devices.py checks the refusal without one; benchmarks/gpu_check.sh runs it)",
+    "stitch benchmark papers --store nih=nih-test-lite0.h5 --store chexpert=chexpert-lite0.h5 --dataset chestxray14 "
+    "--dataset chexpert --map lite0-to-lite2.map --head head.st -o papers":
+        "the published NIH and CheXpert sets; tests/test_benchmark.py runs suites on Kermany",
     "stitch demo": "the demo itself (make demo); tests/test_demo.py runs it with --limit",
     "stitch demo -o /tmp/quick --limit 30": "tests/test_demo.py runs the demo with --limit",
     "stitch results demo-out/results/demo-results.json --columns route,auc_pneumonia,accuracy,n -o table.md":
@@ -198,6 +205,12 @@ DOCS_NOT_RUN = {  # command (as printed, continuations joined, comment dropped) 
     "stitch embed $DATA/kermany-pneumonia-224/labels.csv --where split=train -m lite2 -o k-train-lite2.h5":
         "5,216 images: the demo embeds them",
     "stitch info k-dino.h5": "a store of a Hugging Face DINOv2 folder (no model hub here)",
+    'stitch embed "nih:../shared/data/nih-pneumonia-256?labels=torchxrayvision" -m lite0 -o nih-lite0.h5':
+        "1,000 images: the demo embeds them through the same spec",
+    "stitch embed $DATA/kermany-pneumonia-224/labels.csv --where split=test -m lite0 -o k-test-lite0.h5":
+        "624 images: the demo embeds them",
+    "stitch head train k-lite2.h5 k-captions-minilm.h5 -o k-head.st --device cuda":
+        "the refusal without a GPU (it would train where one is): tests/test_devices.py checks it",
 }
 ABSENT = {  # what a docs command needs that this environment lacks, by a substring of the command
     "hf:": "a Hugging Face model folder (no model hub here): tests/test_encoders_hf_vision.py runs local ones",
@@ -218,6 +231,8 @@ ABSENT = {  # what a docs command needs that this environment lacks, by a substr
     "fit-*.json": "fit records of a cross-family run",
     "/shared/": "a cluster's shared folder",
     "cxr/": "a user's image folder for other backbones",
+    "nih-lite0.h5": "the 1,000 NIH images embedded with every finding (docs/benchmark.md's run)",
+    ":/data/": "a dataset as published at a placeholder folder: tests/test_cxr_*.py read each published layout",
 }
 
 

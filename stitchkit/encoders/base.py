@@ -75,7 +75,8 @@ class Encoder(ABC):
 
     def runtime_info(self) -> dict[str, Any]:
         """What runs the forward pass, as the store's provenance records it."""
-        return {"name": self.runtime, "torch": torch.__version__}
+        return {"name": self.runtime, "torch": torch.__version__, "device": str(self.device),
+                "dtype": str(self.dtype).removeprefix("torch.")}
 
     @property
     def export_seconds(self) -> float | None:

@@ -271,7 +271,7 @@ class OnnxRuntimeMixin:
 
     def runtime_info(self) -> dict[str, Any]:
         if self.runtime == "onnx" and self._onnx is not None:
-            return self._onnx.info()
+            return {**self._onnx.info(), "device": "cpu", "dtype": "float32"}
         return super().runtime_info()  # type: ignore[misc]
 
     @property

@@ -103,11 +103,10 @@ def parse_spec(spec: str) -> tuple[ModelSpec, ModelCard | None]:
 
 
 def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ModelError("--device cuda asked for but no CUDA device is visible: use --device cpu")
-    return torch.device(device)
+    """``--device`` as every command reads it (:func:`stitchkit.devices.resolve_device`)."""
+    from ..devices import resolve_device as resolve
+
+    return resolve(device)
 
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

@@ -2,9 +2,9 @@
 
 from .head import Head
 from .model import CrossAttentionHead, HeadConfig, score_matrix
-from .train import TrainConfig, TrainResult, train_head
+from .train import RunOptions, TrainConfig, TrainResult, train_head
 
 __all__ = [
-    "CrossAttentionHead", "Head", "HeadConfig", "TrainConfig", "TrainResult", "score_matrix",
+    "CrossAttentionHead", "Head", "HeadConfig", "RunOptions", "TrainConfig", "TrainResult", "score_matrix",
     "train_head",
 ]

@@ -1,14 +1,16 @@
-"""One side (image or text) of a set of samples: globals in memory, tokens read on demand.
+"""One side (image or text) of a set of samples: globals and tokens read on demand.
 
-Globals (N × D) of training sets and prompt sets are small enough to hold. Image tokens are
-not: 5,216 Kermany images × 81 Lite2 tokens × 1,280 in float16 are 1.1 GB. They stay in the
-HDF5 store (float16 on disk, one chunk per row) and :class:`LazyTokens` reads only the rows
-of a batch. Queries for classification are streamed instead (see
-:mod:`stitchkit.zeroshot.scoring`).
+Neither the globals nor the tokens of a training set are held: 5,216 Kermany images × 81 Lite2
+tokens × 1,280 in float16 are 1.1 GB, and at 100,000 pairs the float32 globals alone are
+512 MB. Both stay in the HDF5 store and :class:`LazyRows` reads only the rows asked for
+(the training loop reads them window by window in a background thread:
+:mod:`stitchkit.head.stream`). What is held per row is small: the id, the token mask, the
+label. Queries for classification are streamed instead (see :mod:`stitchkit.zeroshot.scoring`).
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,21 +19,25 @@ from ..errors import UsageError
 from ..store import EmbeddingStore, require_finite
 from ..store.pooling import check_pool_by, group_rows, pool_views, store_groups
 
+CHECK_ROWS = 16384  # rows of globals read at a time by the finite check
 
-class LazyTokens:
-    """Tokens of some rows of a store, read from the HDF5 file when indexed (float16).
 
-    Behaves like the (N, T, D) array it stands for where the head needs it: ``len``,
-    ``shape``, and indexing by an integer array or a slice, which reads just those rows.
+class LazyRows:
+    """Some rows of a store's globals (float32) or tokens (float16), read when indexed.
+
+    Behaves like the (N, D) or (N, T, D) array it stands for where the head needs it: ``len``,
+    ``shape``, ``dtype`` and indexing by an integer array or a slice, which reads just those
+    rows (consecutive rows as one read: :func:`stitchkit.store.rows.read_rows`).
     """
 
-    def __init__(self, store: EmbeddingStore, rows: np.ndarray) -> None:
+    def __init__(self, store: EmbeddingStore, rows: np.ndarray, *, tokens: bool = False) -> None:
         self.store = store
         self.rows = np.asarray(rows, dtype=np.int64)
-        t, d = store.token_shape
-        self.shape = (len(self.rows), int(t), int(d))
-        self.dtype = np.dtype(np.float16)
-        self.ndim = 3
+        self.tokens = tokens
+        width = tuple(int(x) for x in store.token_shape) if tokens else (int(store.dim),)
+        self.shape = (len(self.rows), *width)
+        self.dtype = np.dtype(np.float16 if tokens else np.float32)
+        self.ndim = len(self.shape)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -39,23 +45,39 @@ class LazyTokens:
     def __getitem__(self, index: np.ndarray | slice) -> np.ndarray:
         rows = np.atleast_1d(self.rows[index])
         if rows.ndim != 1:
-            raise IndexError("LazyTokens takes an array of rows or a slice")
-        return self.store.read(rows, tokens=True, dtype=np.float16)
+            raise IndexError(f"{type(self).__name__} takes an array of rows or a slice")
+        return self.store.read(rows, tokens=self.tokens, dtype=self.dtype)
 
-    def take(self, index: np.ndarray) -> LazyTokens:
-        return LazyTokens(self.store, self.rows[index])
+    def read_into(self, index: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """The rows ``index`` into the first rows of ``out`` (a buffer reused from read to read);
+        rows increasing in the store are read as runs straight into it."""
+        return self.store.read(self.rows[index], tokens=self.tokens, dtype=self.dtype, out=out)
+
+    def take(self, index: np.ndarray) -> LazyRows:
+        out = copy.copy(self)
+        out.rows = self.rows[index]
+        out.shape = (len(out.rows), *self.shape[1:])
+        return out
 
 
-Tokens = np.ndarray | LazyTokens
+class LazyTokens(LazyRows):
+    """The tokens (float16) of some rows of a store: :class:`LazyRows` with ``tokens=True``."""
+
+    def __init__(self, store: EmbeddingStore, rows: np.ndarray) -> None:
+        super().__init__(store, rows, tokens=True)
+
+
+Tokens = np.ndarray | LazyRows
 
 
 @dataclass
 class Side:
-    """Globals (N, D), optional tokens (N, T, D) float16 (in memory or :class:`LazyTokens`)
-    with mask (N, T), ids, labels, texts and groups (patients) where the store has them."""
+    """Globals (N, D) float32, optional tokens (N, T, D) float16 (each in memory or a
+    :class:`LazyRows`) with mask (N, T), ids, labels, texts and groups (patients) where the
+    store has them."""
 
     ids: np.ndarray
-    glob: np.ndarray
+    glob: Tokens
     tokens: Tokens | None = None
     mask: np.ndarray | None = None
     labels: np.ndarray | None = None
@@ -69,9 +91,15 @@ class Side:
         def sub(a: np.ndarray | None) -> np.ndarray | None:
             return None if a is None else a[rows]
 
-        tokens = self.tokens.take(rows) if isinstance(self.tokens, LazyTokens) else sub(self.tokens)
-        return Side(self.ids[rows], self.glob[rows], tokens, sub(self.mask),
+        def rows_of(a: Tokens | None) -> Tokens | None:
+            return a.take(rows) if isinstance(a, LazyRows) else sub(a)
+
+        return Side(self.ids[rows], rows_of(self.glob), rows_of(self.tokens), sub(self.mask),
                     sub(self.labels), sub(self.texts), sub(self.groups))
+
+    def read_glob(self, rows: np.ndarray | slice) -> np.ndarray:
+        """Globals of ``rows`` as a float32 array (read from the store where they are lazy)."""
+        return np.asarray(self.glob[rows], dtype=np.float32)
 
 
 def read_side(
@@ -88,8 +116,8 @@ def read_side(
     rows = np.asarray(rows, dtype=np.int64)
     store.check_unique_ids()  # pairs are joined by id: a repeated id pairs the wrong rows
     ids = store.ids[rows]
-    glob = store.read(rows)
-    require_finite(glob, ids, store.path)
+    check_finite_rows(store, rows, ids)
+    glob: Tokens = LazyRows(store, rows) if pool_by is None else store.read(rows)
     tok: Tokens | None = None
     mask = None
     if tokens and store.has_tokens:
@@ -111,6 +139,14 @@ def read_side(
     if texts is not None:
         pooled_texts = np.asarray([" ".join(dict.fromkeys(texts[m])) for m in members], dtype=object)
     return Side(np.asarray(keys, dtype=object), glob, tok, mask, labels, pooled_texts)
+
+
+def check_finite_rows(store: EmbeddingStore, rows: np.ndarray, ids: np.ndarray) -> None:
+    """Refuse NaN or Inf in the globals of ``rows``, read a block at a time (not all held)."""
+    for a in range(0, len(rows), CHECK_ROWS):
+        block = store.read(rows[a:a + CHECK_ROWS])
+        if not np.isfinite(block.sum(axis=1)).all():  # the full check names the first bad id
+            require_finite(block, ids[a:a + CHECK_ROWS], store.path)
 
 
 def check_token_width(store: EmbeddingStore) -> None:

@@ -109,6 +109,11 @@ class Head:
         return cls(module, image_space=meta.get("image_space", {}),
                    text_space=meta.get("text_space", {}), meta=rest)
 
+    def to(self, device: str | object) -> Head:
+        """Score on ``device`` (a torch device or its name); returns the head itself."""
+        self.module_.to(device)
+        return self
+
     # -- scoring -------------------------------------------------------------------------
     def score(
         self,

@@ -195,10 +195,17 @@ def load_numpy_state(module: nn.Module, tensors: dict[str, np.ndarray], prefix: 
 
 
 # -- scoring in blocks ---------------------------------------------------------------------
-def _t(x: np.ndarray | None, dtype: torch.dtype = torch.float32) -> torch.Tensor | None:
+def _t(x: np.ndarray | None, dtype: torch.dtype = torch.float32,
+       device: torch.device | None = None) -> torch.Tensor | None:
+    """``x`` as a tensor of ``dtype`` on ``device``: moved as stored (float16 tokens cross to a
+    GPU at half the bytes), then converted there."""
     if x is None:
         return None
-    return torch.as_tensor(np.ascontiguousarray(x)).to(dtype)
+    return torch.as_tensor(np.ascontiguousarray(x)).to(device).to(dtype)
+
+
+def module_device(module: nn.Module) -> torch.device:
+    return next(module.parameters()).device
 
 
 def score_matrix(
@@ -216,7 +223,8 @@ def score_matrix(
     """Logits (n_images, n_texts) in evaluation mode, computed block by block.
 
     Memory is bounded by ``image_block × text_block × width`` floats plus one block of tokens,
-    whatever the number of images.
+    whatever the number of images. Runs where the head's weights are (``Head.to``); the inputs
+    and the returned logits are numpy arrays.
     """
     n_img, n_txt = len(image_global), len(text_global)
     if image_tokens is not None:
@@ -224,21 +232,22 @@ def score_matrix(
         t, d = image_tokens.shape[1], image_tokens.shape[2]
         image_block = max(1, min(image_block, 2**27 // max(4 * t * d, 1)))
     out = np.empty((n_img, n_txt), dtype=np.float32)
+    dev = module_device(head)
     was_training = head.training
     head.eval()
     try:
         with torch.inference_mode():
             for a in range(0, n_img, image_block):
                 b = min(a + image_block, n_img)
-                ig = _t(image_global[a:b])
-                it = _t(image_tokens[a:b]) if image_tokens is not None else None
-                im = _t(image_mask[a:b], torch.bool) if image_mask is not None else None
+                ig = _t(image_global[a:b], device=dev)
+                it = _t(image_tokens[a:b], device=dev) if image_tokens is not None else None
+                im = _t(image_mask[a:b], torch.bool, dev) if image_mask is not None else None
                 for c in range(0, n_txt, text_block):
                     d = min(c + text_block, n_txt)
-                    tt = _t(text_tokens[c:d]) if text_tokens is not None else None
-                    tm = _t(text_mask[c:d], torch.bool) if text_mask is not None else None
-                    logits = head(ig, _t(text_global[c:d]), it, im, tt, tm)
-                    out[a:b, c:d] = logits.numpy()
+                    tt = _t(text_tokens[c:d], device=dev) if text_tokens is not None else None
+                    tm = _t(text_mask[c:d], torch.bool, dev) if text_mask is not None else None
+                    logits = head(ig, _t(text_global[c:d], device=dev), it, im, tt, tm)
+                    out[a:b, c:d] = logits.float().cpu().numpy()
     finally:
         head.train(was_training)
     return out

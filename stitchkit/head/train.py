@@ -5,14 +5,15 @@ share one caption (label-derived captions, standardised sentences); those are al
 of each other, so the target of a row is spread over every column with the same text. Without
 that, identical captions would be pushed apart as false negatives.
 
-Determinism: the model is initialised from ``seed``; each epoch's shuffle and dropout come
-from (seed, epoch), so a run resumed at an epoch boundary continues exactly as it would have.
-The checkpoint beside the output (``HEAD.ckpt``) holds weights, the best weights so far and
-AdamW's moments as safetensors tensors, and the history as JSON; it is removed on success.
-A checkpoint is resumed only when a hash of the *whole* training data (every id, global and
-token of both sides), the settings and the seed match the current run.
+Determinism: the model is initialised from ``seed`` (on the CPU, then moved); each epoch's
+batches and dropout come from (seed, epoch), so a run resumed from its checkpoint (at an
+epoch's end, or within a long epoch: :mod:`stitchkit.head.checkpoint`) continues exactly as
+it would have. The checkpoint is removed on success.
 
-Image tokens stay on disk and are read batch by batch (:class:`~stitchkit.head.data.LazyTokens`).
+Data: neither globals nor tokens are held; a background thread reads the batches in the
+image store's order, window by window, while the head computes (:mod:`stitchkit.head.stream`).
+Device and precision: :class:`RunOptions` (``device``) and ``TrainConfig.precision``
+(torch.autocast; the loss and the weights stay float32) — :mod:`stitchkit.devices`.
 The validation split is by group (patient) where the image store has groups, so early
 stopping never looks at a patient the head trained on. Plotting lives in
 :mod:`stitchkit.report.loss_plot` (the CLI draws the curve): this module draws nothing.
@@ -25,7 +26,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +34,27 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..artifacts import load_artifact, save_artifact
+from ..artifacts import load_artifact
+from ..devices import (
+    PRECISIONS,
+    autocast,
+    check_precision,
+    device_name,
+    device_record,
+    resolve_device,
+)
 from ..errors import UsageError
 from ..fileio import check_writable_dir
 from ..store import EmbeddingStore
+from .checkpoint import (
+    CheckpointState,
+    checkpoint_path,
+    fingerprint,
+    load_checkpoint,
+    restore_rng,
+    rng_state,
+    save_checkpoint,
+)
 from .data import Side, join_pairs, read_side
 from .head import Head
 from .model import (
@@ -44,9 +62,11 @@ from .model import (
     HeadConfig,
     known_settings,
     load_numpy_state,
+    module_device,
     score_matrix,
     state_to_numpy,
 )
+from .stream import Batch, BatchSpec, Prefetch, Shuffle, batches, epoch_order, read_batch, tensors
 
 ProgressFn = Callable[[int, int], None]
 
@@ -74,6 +94,13 @@ class TrainConfig:
     # coarser and back (area-weighted down, bilinear up: 9x9 → 7x7 → 9x9): queries mapped from
     # a model with a coarser grid arrive without the finest spatial detail.
     token_coarsen: float = 0.0
+    # The forward pass under torch.autocast in bf16 / fp16 (fp16: GPU only, with loss scaling);
+    # the loss, the weights and the saved head stay float32.
+    precision: str = "fp32"
+    # The epoch's order (stitchkit.head.stream): blocks of this many consecutive rows, shuffled,
+    # then rows shuffled within windows of shuffle_buffer rows (a plain shuffle up to that size).
+    shuffle_block: int = 16
+    shuffle_buffer: int = 1024
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 2:
@@ -86,6 +113,12 @@ class TrainConfig:
             raise UsageError(f"token dropout must be in [0, 1), got {self.token_dropout}")
         if self.lr <= 0:
             raise UsageError(f"lr (--lr) must be positive, got {self.lr}")
+        if self.precision not in PRECISIONS:
+            raise UsageError(f"precision (--precision) must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.shuffle_block < 1 or self.shuffle_buffer < self.shuffle_block or \
+                self.shuffle_buffer % self.shuffle_block:
+            raise UsageError(f"shuffle buffer ({self.shuffle_buffer} rows) must be a multiple of the "
+                             f"shuffle block ({self.shuffle_block} rows, at least 1)")
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -115,6 +148,8 @@ class TrainResult:
     val: dict[str, float]
     seconds: float
     plot: Path | None = None  # set by the caller that draws the curve (the CLI)
+    device: str = "cpu"  # where it trained (cpu, cuda:N)
+    precision: str = "fp32"
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -139,10 +174,12 @@ def contrastive_loss(logits: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
     return 0.5 * (i2t + t2i)
 
 
-def text_keys(text: Side) -> np.ndarray:
-    """One integer per distinct text embedding: equal captions get equal keys."""
-    digests = [hashlib.blake2b(np.ascontiguousarray(row).tobytes(), digest_size=8).digest()
-               for row in text.glob]
+def text_keys(text: Side, block: int = 4096) -> np.ndarray:
+    """One integer per distinct text embedding: equal captions get equal keys (read in blocks)."""
+    digests: list[bytes] = []
+    for a in range(0, len(text), block):
+        digests.extend(hashlib.blake2b(row.tobytes(), digest_size=8).digest()
+                       for row in text.read_glob(slice(a, a + block)))
     _, inverse = np.unique(np.array(digests, dtype=object), return_inverse=True)
     return inverse.astype(np.int64)
 
@@ -155,38 +192,51 @@ def lr_factor(step: int, total: int, warmup_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-# -- batches -------------------------------------------------------------------------------
-def _batch(side: Side, rows: np.ndarray, use_tokens: bool) -> tuple:
-    g = torch.from_numpy(side.glob[rows])
-    if not use_tokens or side.tokens is None:
-        return g, None, None
-    tok = side.tokens[rows]
-    mask = side.mask[rows]
-    # Trim padding shared by the whole batch: text batches are often much shorter than T.
-    t = int(mask.any(axis=0).nonzero()[0].max()) + 1 if mask.any() else 1
-    return g, torch.from_numpy(tok[:, :t].astype(np.float32)), torch.from_numpy(mask[:, :t])
+# -- batches on the device -------------------------------------------------------------------
+Part = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]
 
 
-def _forward(model: CrossAttentionHead, img: Side, txt: Side, rows: np.ndarray,
-             cfg: TrainConfig) -> torch.Tensor:
-    ig, it, im = _batch(img, rows, cfg.image_tokens)
-    tg, tt, tm = _batch(txt, rows, cfg.text_tokens)
-    if model.training and cfg.token_coarsen > 0 and it is not None and bool(im.all()):
+def _augment(image: Part, cfg: TrainConfig) -> Part:
+    """Token coarsening and dropout of a training batch, drawn from torch's CPU generator in
+    this thread (seeded per epoch: a resumed run draws the same)."""
+    ig, it, im = image
+    if cfg.token_coarsen > 0 and it is not None and bool(im.all()):
         side = math.isqrt(it.shape[1])
         if side * side == it.shape[1] and side > 2 and float(torch.rand(())) < cfg.token_coarsen:
             from ..store.grid import resample_tokens
 
-            down = resample_tokens(it.numpy(), side - 2)
+            down = resample_tokens(it.float().numpy(), side - 2)
             it = torch.from_numpy(resample_tokens(down, side))
-    if model.training and cfg.token_dropout > 0 and it is not None:
-        # Drawn from torch's generator, seeded per epoch: a resumed run draws the same.
+    if cfg.token_dropout > 0 and it is not None:
         im = im & (torch.rand(im.shape) >= cfg.token_dropout)
-    return model(ig, tg, it, im, tt, tm)
+    return ig, it, im
+
+
+def _on_device(part: Part, dev: torch.device) -> Part:
+    """A batch side on ``dev``: tokens cross as they were read (float16: half the bytes to a
+    GPU) and become float32 there (on the CPU nothing moves; torch converts them)."""
+    g, t, m = part
+    return (g.to(dev, non_blocking=True), None if t is None else t.to(dev, non_blocking=True).float(),
+            None if m is None else m.to(dev, non_blocking=True))
+
+
+def _logits(model: CrossAttentionHead, image: Part, text: Part, cfg: TrainConfig,
+            dev: torch.device) -> torch.Tensor:
+    """The batch's (image × text) logits in float32, the forward pass in ``cfg.precision``."""
+    if model.training:
+        image = _augment(image, cfg)
+    ig, it, im = _on_device(image, dev)
+    tg, tt, tm = _on_device(text, dev)
+    with autocast(dev, cfg.precision):
+        logits = model(ig, tg, it, im, tt, tm)
+    return logits.float()
 
 
 def validation_metrics(model: CrossAttentionHead, img: Side, txt: Side, keys: np.ndarray,
-             cfg: TrainConfig, max_retrieval: int = 1000) -> dict[str, float]:
-    """Validation loss over fixed batches, and top-1 retrieval over up to ``max_retrieval``."""
+                       cfg: TrainConfig, max_retrieval: int = 1000) -> dict[str, float]:
+    """Validation loss over fixed batches (in the training precision), and top-1 retrieval
+    over up to ``max_retrieval`` pairs (float32), where the model's weights are."""
+    dev = module_device(model)
     model.eval()
     losses, weights = [], []
     with torch.inference_mode():
@@ -194,8 +244,10 @@ def validation_metrics(model: CrossAttentionHead, img: Side, txt: Side, keys: np
             rows = np.arange(a, min(a + cfg.batch_size, len(img)))
             if len(rows) < 2:
                 continue
-            logits = _forward(model, img, txt, rows, cfg)
-            losses.append(float(contrastive_loss(logits, positives(keys[rows]))))
+            image = tensors(read_batch(img, rows, cfg.image_tokens))
+            text = tensors(read_batch(txt, rows, cfg.text_tokens))
+            logits = _logits(model, image, text, cfg, dev)
+            losses.append(float(contrastive_loss(logits, positives(keys[rows]).to(dev))))
             weights.append(len(rows))
     n = min(len(img), max_retrieval)
     sub_i, sub_t = img.take(np.arange(n)), txt.take(np.arange(n))
@@ -217,68 +269,50 @@ def validation_metrics(model: CrossAttentionHead, img: Side, txt: Side, keys: np
     }
 
 
-# -- checkpoint ----------------------------------------------------------------------------
-def checkpoint_path(out: Path) -> Path:
-    return out.with_name(out.name + ".ckpt")
+# -- the data ------------------------------------------------------------------------------
+@dataclass
+class Pairs:
+    """The pairs a run trains on: both sides joined by id, positives' keys, the split."""
+
+    istore: EmbeddingStore
+    tstore: EmbeddingStore
+    img: Side
+    txt: Side
+    keys: np.ndarray
+    tr_rows: np.ndarray
+    va_rows: np.ndarray
+    label_positives: bool
+
+    def part(self, rows: np.ndarray) -> tuple[Side, Side, np.ndarray]:
+        return self.img.take(rows), self.txt.take(rows), self.keys[rows]
 
 
-def _hash_side(h: Any, side: Side, use_tokens: bool, block: int = 256) -> None:
-    for k in side.ids:
-        h.update(str(k).encode())
-        h.update(b"\0")
-    h.update(np.ascontiguousarray(side.glob, dtype=np.float32).tobytes())
-    if use_tokens and side.tokens is not None:
-        h.update(np.ascontiguousarray(side.mask).tobytes())
-        for a in range(0, len(side), block):  # streamed: tokens are read in blocks, never all
-            rows = np.arange(a, min(a + block, len(side)))
-            h.update(np.ascontiguousarray(side.tokens[rows], dtype=np.float16).tobytes())
+def load_pairs(image_store: str | os.PathLike | EmbeddingStore, text_store: str | os.PathLike | EmbeddingStore,
+               cfg: TrainConfig, seed: int, ids: list[str] | None = None) -> Pairs:
+    """Open both stores (nothing but ids, masks and labels is held), join them, split them."""
+    istore = image_store if isinstance(image_store, EmbeddingStore) else EmbeddingStore(image_store)
+    tstore = text_store if isinstance(text_store, EmbeddingStore) else EmbeddingStore(text_store)
+    img_all = read_side(istore, tokens=cfg.image_tokens, pool_by=cfg.pool_by)
+    txt_all = read_side(tstore, tokens=cfg.text_tokens,
+                        pool_by=cfg.pool_by if tstore.groups is not None else None)
+    if ids is not None:
+        wanted = set(ids)
+        img_all = img_all.take(np.array([i for i, k in enumerate(img_all.ids) if k in wanted],
+                                        dtype=np.int64))
+    img, txt = join_pairs(img_all, txt_all)
+    if len(img) < 8:
+        raise UsageError(f"only {len(img)} image–text pairs share an id: a head needs at least 8")
+    label_positives = bool(str(tstore.attrs.get("captions") or "").startswith("label-derived")
+                           and txt.labels is not None)
+    # Label-derived captions vary their phrasing; every caption of one label is a positive.
+    keys = (np.unique(txt.labels.astype(str), return_inverse=True)[1].astype(np.int64)
+            if label_positives else text_keys(txt))
+    if len(np.unique(keys)) < 2:
+        raise UsageError("every pair has the same text: a contrastive head needs at least two different texts")
+    tr_rows, va_rows = split_train_val(img, cfg.val_fraction, seed)
+    return Pairs(istore, tstore, img, txt, keys, tr_rows, va_rows, label_positives)
 
 
-def _fingerprint(img: Side, txt: Side, keys: np.ndarray, tr_rows: np.ndarray,
-                 cfg: TrainConfig, seed: int) -> str:
-    """A hash of everything the run depends on: all of both sides' data, the split, the
-    positives, the settings and the seed (not just the first rows: a store with a changed
-    row 5,000 must not resume a checkpoint made from the old one)."""
-    h = hashlib.sha256()
-    _hash_side(h, img, cfg.image_tokens)
-    _hash_side(h, txt, cfg.text_tokens)
-    h.update(np.ascontiguousarray(keys).tobytes())
-    h.update(np.ascontiguousarray(tr_rows).tobytes())
-    h.update(repr((cfg.to_dict(), seed)).encode())
-    return h.hexdigest()[:32]
-
-
-def _save_checkpoint(path: Path, model: CrossAttentionHead, best: dict[str, np.ndarray],
-                     opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
-    tensors = state_to_numpy(model, "model.")
-    tensors.update({"best." + k: v for k, v in best.items()})
-    steps = []
-    for i, p in enumerate(model.parameters()):
-        st = opt.state.get(p, {})
-        if "exp_avg" in st:
-            tensors[f"optim.{i}.exp_avg"] = st["exp_avg"].numpy().copy()
-            tensors[f"optim.{i}.exp_avg_sq"] = st["exp_avg_sq"].numpy().copy()
-            steps.append(float(st["step"]))
-    save_artifact(path, "head-checkpoint", tensors, {**state, "optim_steps": steps})
-
-
-def _load_checkpoint(path: Path, model: CrossAttentionHead, opt: torch.optim.Optimizer
-                     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    tensors, meta = load_artifact(path, "head-checkpoint")
-    load_numpy_state(model, {k: v for k, v in tensors.items() if k.startswith("model.")}, "model.")
-    best = {k[len("best."):]: v for k, v in tensors.items() if k.startswith("best.")}
-    steps = meta.get("optim_steps", [])
-    for i, p in enumerate(model.parameters()):
-        if f"optim.{i}.exp_avg" in tensors and i < len(steps):
-            opt.state[p] = {
-                "step": torch.tensor(steps[i]),
-                "exp_avg": torch.from_numpy(tensors[f"optim.{i}.exp_avg"].copy()),
-                "exp_avg_sq": torch.from_numpy(tensors[f"optim.{i}.exp_avg_sq"].copy()),
-            }
-    return best, meta
-
-
-# -- the loop ------------------------------------------------------------------------------
 def split_train_val(img: Side, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Random split of the pairs; by group (patient) where the side has groups.
 
@@ -304,6 +338,162 @@ def split_train_val(img: Side, val_fraction: float, seed: int) -> tuple[np.ndarr
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
+# -- the loop ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunOptions:
+    """Where and how a run computes; none of it changes the head (on one kind of device).
+
+    ``checkpoint_seconds``: besides the checkpoint at every epoch's end, one within an epoch
+    once this long has passed since the last (a resumed run continues from that step).
+    ``prefetch``: batches the loader thread keeps ready.
+    """
+
+    device: str = "cpu"
+    threads: int | None = None
+    checkpoint_seconds: float = 600.0
+    prefetch: int = 4
+
+
+class Trainer:
+    """One training run: the model, its optimiser, the loop's state and the checkpoint."""
+
+    def __init__(self, pairs: Pairs, cfg: TrainConfig, seed: int, run: RunOptions, out: Path) -> None:
+        self.pairs, self.cfg, self.seed, self.run, self.out = pairs, cfg, seed, run, out
+        self.dev = resolve_device(run.device)
+        check_precision(cfg.precision, self.dev)
+        self.train_part = pairs.part(pairs.tr_rows)  # (image side, text side, keys)
+        self.val_part = pairs.part(pairs.va_rows)
+        torch.manual_seed(seed)  # initialised on the CPU: the same weights on every device
+        self.model = CrossAttentionHead(pairs.istore.dim, pairs.tstore.dim, cfg.head).to(self.dev)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.scaler = torch.amp.GradScaler(self.dev.type) if cfg.precision == "fp16" else None
+        self.steps_per_epoch = max(1, len(pairs.tr_rows) // cfg.batch_size)
+        self.total = self.steps_per_epoch * cfg.epochs
+        self.warmup_steps = max(1, int(cfg.warmup * self.total))
+        self.spec = BatchSpec(cfg.batch_size, cfg.image_tokens, cfg.text_tokens, self.dev,
+                              cfg.shuffle_buffer, run.prefetch)
+        self.ckpt = checkpoint_path(out)
+        self.fingerprint = fingerprint(pairs, cfg.to_dict(), seed)
+        self.state = CheckpointState(best=state_to_numpy(self.model), fingerprint=self.fingerprint)
+
+    def resume(self) -> None:
+        """Continue from the checkpoint beside the output, if it was made from this very run."""
+        if not self.ckpt.exists():
+            return
+        if load_artifact(self.ckpt, "head-checkpoint")[1].get("fingerprint") != self.fingerprint:
+            raise UsageError(
+                f"checkpoint {self.ckpt} was made from other inputs, settings or seed: delete it or "
+                "pass --no-resume to start over"
+            )
+        self.state = load_checkpoint(self.ckpt, self.model, self.opt, self.scaler)
+
+    def fit(self, progress: ProgressFn | None, on_epoch: Callable[[dict[str, float]], None] | None) -> bool:
+        """Train until the last epoch or early stopping; True when it stopped early."""
+        st, patient = self.state, len(self.pairs.va_rows) > 0
+        if progress:
+            progress(st.epoch * self.steps_per_epoch + st.step, self.total)
+        self.model.train()
+        while st.epoch < self.cfg.epochs and not (patient and st.bad >= self.cfg.patience):
+            self.train_epoch(progress)
+            record = self.end_epoch()
+            if on_epoch:  # after the checkpoint: an interruption here loses nothing
+                on_epoch(record)
+        return patient and st.bad >= self.cfg.patience
+
+    def train_epoch(self, progress: ProgressFn | None) -> None:
+        st, (img, txt, _) = self.state, self.train_part
+        order = epoch_order(len(img), Shuffle(self.cfg.shuffle_block, self.cfg.shuffle_buffer),
+                            self.seed, st.epoch)
+        torch.manual_seed(self.seed * 100003 + st.epoch)
+        if st.step:  # resumed within this epoch: the generators as they were at that step
+            restore_rng(st.rng, self.dev)
+        last = time.monotonic()
+        with Prefetch(batches(img, txt, order, self.spec, st.step), self.spec.depth) as loader:
+            for batch in loader:
+                step = st.epoch * self.steps_per_epoch + st.step
+                st.losses.append(self.step(batch, step))
+                st.step += 1
+                if progress:
+                    progress(step + 1, self.total)
+                if st.step < self.steps_per_epoch and time.monotonic() - last >= self.run.checkpoint_seconds:
+                    st.rng = rng_state(self.dev)
+                    self.save()
+                    last = time.monotonic()
+
+    def step(self, batch: Batch, step: int) -> float:
+        for group in self.opt.param_groups:
+            group["lr"] = self.cfg.lr * lr_factor(step, self.total, self.warmup_steps)
+        logits = _logits(self.model, batch.image, batch.text, self.cfg, self.dev)
+        loss = contrastive_loss(logits, positives(self.train_part[2][batch.rows]).to(self.dev))
+        self.opt.zero_grad(set_to_none=True)
+        if self.scaler is None:
+            loss.backward()
+            self.opt.step()
+        else:  # fp16: the loss scaled against underflow, the step skipped on inf / nan
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        return loss.item()
+
+    def end_epoch(self) -> dict[str, float]:
+        st = self.state
+        record: dict[str, float] = {"epoch": st.epoch + 1, "train_loss": float(np.mean(st.losses))}
+        if len(self.pairs.va_rows):
+            record.update(validation_metrics(self.model, *self.val_part, self.cfg))
+            if record["val_loss"] < st.best_loss - 1e-4:
+                st.best_loss, st.best_epoch, st.bad = record["val_loss"], st.epoch + 1, 0
+                st.best = state_to_numpy(self.model)
+            else:
+                st.bad += 1
+        else:
+            st.best, st.best_epoch = state_to_numpy(self.model), st.epoch + 1
+        st.history.append(record)
+        st.epoch, st.step, st.losses, st.rng = st.epoch + 1, 0, [], None
+        self.save()
+        return record
+
+    def save(self) -> None:
+        save_checkpoint(self.ckpt, self.model, self.opt, self.scaler, self.state)
+
+    def finish(self) -> tuple[Head, dict[str, float]]:
+        """The best weights as a head (saved at the output), and their validation figures."""
+        load_numpy_state(self.model, self.state.best)
+        val = validation_metrics(self.model, *self.val_part, self.cfg) if len(self.pairs.va_rows) else {}
+        head = Head(self.model, image_space=self.pairs.istore.space(), text_space=self.pairs.tstore.space(),
+                    meta=head_meta(self, val))
+        head.save(self.out)
+        self.ckpt.unlink(missing_ok=True)
+        return head, val
+
+
+def head_meta(t: Trainer, val: dict[str, float]) -> dict[str, Any]:
+    """What the head file records of its training: settings, inputs, split, device, history."""
+    p, cfg = t.pairs, t.cfg
+    img, txt, tr, va = p.img, p.txt, p.tr_rows, p.va_rows
+    return {
+        "config": cfg.to_dict(),
+        "seed": t.seed,
+        "image_tokens": bool(cfg.image_tokens and img.tokens is not None),
+        "image_token_count": int(img.tokens.shape[1]) if cfg.image_tokens and img.tokens is not None else None,
+        "text_tokens": bool(cfg.text_tokens and txt.tokens is not None),
+        "pool_by": cfg.pool_by,
+        "inputs": {
+            "image_store": str(p.istore.path), "text_store": str(p.tstore.path),
+            "image_modality": p.istore.modality, "text_modality": p.tstore.modality,
+            "text_origin": p.tstore.attrs.get("captions") or p.tstore.attrs.get("input"),
+        },
+        "training": {
+            "n_pairs": len(img), "n_train": len(tr), "n_val": len(va),
+            "distinct_texts": int(len(np.unique(text_keys(txt)))), "best_epoch": t.state.best_epoch,
+            "positives": "same label" if p.label_positives else "same text",
+            "val_split": ("by group" if img.groups is not None and len(va)
+                          and not set(img.groups[va]) & set(img.groups[tr]) else "by row"),
+            "epochs_run": len(t.state.history), "val": val, "history": t.state.history,
+            **device_record(t.dev, cfg.precision),
+        },
+    }
+
+
 def train_head(
     image_store: str | os.PathLike | EmbeddingStore,
     text_store: str | os.PathLike | EmbeddingStore,
@@ -316,145 +506,35 @@ def train_head(
     resume: bool = True,
     threads: int | None = None,
     ids: list[str] | None = None,
+    run: RunOptions | None = None,
 ) -> TrainResult:
     """Train a head on the pairs the two stores share (joined by id) and save it at ``out``.
 
-    ``ids`` restricts training to those pairs (e.g. the train split). Returns what was done,
-    with the loss history (draw it with :func:`stitchkit.report.loss_plot.plot_loss`); the
-    head is at ``out``.
+    ``ids`` restricts training to those pairs (e.g. the train split); ``run`` says where it
+    computes (``RunOptions(device="cuda")``; the CPU by default). Returns what was done, with
+    the loss history (draw it with :func:`stitchkit.report.loss_plot.plot_loss`); the head is
+    at ``out``.
 
     >>> result = train_head("k-lite2.h5", "k-captions-minilm.h5", out="head.st")  # doctest: +SKIP
     """
     cfg = config or TrainConfig()
+    run = replace(run or RunOptions(), threads=threads) if threads else (run or RunOptions())
     out = Path(out)
     check_writable_dir(out)
     t0 = time.perf_counter()
-    if threads:
-        torch.set_num_threads(threads)
-    istore = image_store if isinstance(image_store, EmbeddingStore) else EmbeddingStore(image_store)
-    tstore = text_store if isinstance(text_store, EmbeddingStore) else EmbeddingStore(text_store)
-    img_all = read_side(istore, tokens=cfg.image_tokens, pool_by=cfg.pool_by)
-    txt_all = read_side(tstore, tokens=cfg.text_tokens,
-                        pool_by=cfg.pool_by if tstore.groups is not None else None)
-    if ids is not None:
-        wanted = set(ids)
-        img_all = img_all.take(np.array([i for i, k in enumerate(img_all.ids) if k in wanted],
-                                        dtype=np.int64))
-    img, txt = join_pairs(img_all, txt_all)
-    if len(img) < 8:
-        raise UsageError(f"only {len(img)} image–text pairs share an id: a head needs at least 8")
-    label_positives = bool(str(tstore.attrs.get("captions") or "").startswith("label-derived")
-                           and txt.labels is not None)
-    # Label-derived captions vary their phrasing; every caption of one label is a positive.
-    keys = (np.unique(txt.labels.astype(str), return_inverse=True)[1].astype(np.int64)
-            if label_positives else text_keys(txt))
-    if len(np.unique(keys)) < 2:
-        raise UsageError("every pair has the same text: a contrastive head needs at least two different texts")
-    tr_rows, va_rows = split_train_val(img, cfg.val_fraction, seed)
-    img_tr, txt_tr, k_tr = img.take(tr_rows), txt.take(tr_rows), keys[tr_rows]
-    img_va, txt_va, k_va = img.take(va_rows), txt.take(va_rows), keys[va_rows]
-
-    torch.manual_seed(seed)
-    model = CrossAttentionHead(istore.dim, tstore.dim, cfg.head)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = max(1, len(tr_rows) // cfg.batch_size)
-    total = steps_per_epoch * cfg.epochs
-    warmup_steps = max(1, int(cfg.warmup * total))
-
-    ckpt = checkpoint_path(out)
-    fingerprint = _fingerprint(img, txt, keys, tr_rows, cfg, seed)
-    history: list[dict[str, float]] = []
-    best = state_to_numpy(model)
-    best_loss, best_epoch, bad, start_epoch = float("inf"), 0, 0, 0
-    if resume and ckpt.exists():
-        probe_meta = load_artifact(ckpt, "head-checkpoint")[1]
-        if probe_meta.get("fingerprint") != fingerprint:
-            raise UsageError(
-                f"checkpoint {ckpt} was made from other inputs, settings or seed: delete it or "
-                "pass --no-resume to start over"
-            )
-        best, meta = _load_checkpoint(ckpt, model, opt)
-        history = meta["history"]
-        best_loss, best_epoch, bad = meta["best_loss"], meta["best_epoch"], meta["bad_epochs"]
-        start_epoch = meta["epoch"]
-    resumed_from = start_epoch
-
-    if progress:
-        progress(start_epoch * steps_per_epoch, total)
-    stopped_early = bad >= cfg.patience and len(va_rows) > 0
-    model.train()
-    epoch = start_epoch
-    for epoch in range(start_epoch, cfg.epochs):
-        if stopped_early:
-            break
-        rng = np.random.default_rng([seed, epoch])
-        torch.manual_seed(seed * 100003 + epoch)
-        perm = rng.permutation(len(tr_rows))
-        train_losses = []
-        for s in range(steps_per_epoch):
-            rows = perm[s * cfg.batch_size:(s + 1) * cfg.batch_size]
-            step = epoch * steps_per_epoch + s
-            for group in opt.param_groups:
-                group["lr"] = cfg.lr * lr_factor(step, total, warmup_steps)
-            logits = _forward(model, img_tr, txt_tr, rows, cfg)
-            loss = contrastive_loss(logits, positives(k_tr[rows]))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            train_losses.append(loss.item())
-            if progress:
-                progress(step + 1, total)
-        record: dict[str, float] = {"epoch": epoch + 1, "train_loss": float(np.mean(train_losses))}
-        if len(va_rows):
-            record.update(validation_metrics(model, img_va, txt_va, k_va, cfg))
-            if record["val_loss"] < best_loss - 1e-4:
-                best_loss, best_epoch, bad = record["val_loss"], epoch + 1, 0
-                best = state_to_numpy(model)
-            else:
-                bad += 1
-        else:
-            best, best_epoch = state_to_numpy(model), epoch + 1
-        history.append(record)
-        _save_checkpoint(ckpt, model, best, opt, {
-            "fingerprint": fingerprint, "epoch": epoch + 1, "history": history,
-            "best_loss": best_loss, "best_epoch": best_epoch, "bad_epochs": bad,
-        })
-        if on_epoch:  # after the checkpoint: an interruption here loses nothing
-            on_epoch(record)
-        if len(va_rows) and bad >= cfg.patience:
-            stopped_early = True
-            break
-
-    load_numpy_state(model, best)
-    val = validation_metrics(model, img_va, txt_va, k_va, cfg) if len(va_rows) else {}
-    head = Head(model, image_space=istore.space(), text_space=tstore.space(), meta={
-        "config": cfg.to_dict(),
-        "seed": seed,
-        "image_tokens": bool(cfg.image_tokens and img.tokens is not None),
-        "image_token_count": (int(img.tokens.shape[1])
-                              if cfg.image_tokens and img.tokens is not None else None),
-        "text_tokens": bool(cfg.text_tokens and txt.tokens is not None),
-        "pool_by": cfg.pool_by,
-        "inputs": {
-            "image_store": str(istore.path), "text_store": str(tstore.path),
-            "image_modality": istore.modality, "text_modality": tstore.modality,
-            "text_origin": tstore.attrs.get("captions") or tstore.attrs.get("input"),
-        },
-        "training": {
-            "n_pairs": len(img), "n_train": len(tr_rows), "n_val": len(va_rows),
-            "distinct_texts": int(len(np.unique(text_keys(txt)))), "best_epoch": best_epoch,
-            "positives": "same label" if label_positives else "same text",
-            "val_split": ("by group" if img.groups is not None and len(va_rows)
-                          and not set(img.groups[va_rows]) & set(img.groups[tr_rows]) else "by row"),
-            "epochs_run": len(history), "val": val, "history": history,
-        },
-    })
-    head.save(out)
-    ckpt.unlink(missing_ok=True)
+    if run.threads:
+        torch.set_num_threads(run.threads)
+    device_name(run.device)  # a GPU that is not there: one line, before the stores are read
+    trainer = Trainer(load_pairs(image_store, text_store, cfg, seed, ids), cfg, seed, run, out)
+    if resume:
+        trainer.resume()
+    resumed_from = trainer.state.epoch
+    stopped_early = trainer.fit(progress, on_epoch)
+    _, val = trainer.finish()
+    p, st = trainer.pairs, trainer.state
     return TrainResult(
-        path=out, n_pairs=len(img), n_train=len(tr_rows), n_val=len(va_rows),
-        epochs_run=len(history), best_epoch=best_epoch, stopped_early=stopped_early,
-        resumed_from=resumed_from, history=history, val=val,
-        seconds=time.perf_counter() - t0,
+        path=out, n_pairs=len(p.img), n_train=len(p.tr_rows), n_val=len(p.va_rows),
+        epochs_run=len(st.history), best_epoch=st.best_epoch, stopped_early=stopped_early,
+        resumed_from=resumed_from, history=st.history, val=val,
+        seconds=time.perf_counter() - t0, device=str(trainer.dev), precision=cfg.precision,
     )
-

@@ -148,16 +148,21 @@ def apply_map(
     chunk_size: int = 16384,
     progress: ProgressFn | None = None,
     tokens: bool = True,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Write ``store_path`` mapped into the map's target space as a new store at ``out_path``.
 
     The output carries the target space's model_spec / weights_sha256 (it lives there now),
-    plus ``map`` and ``source`` attributes naming where it came from. Tokens, where the store
-    has them (and ``tokens``), are mapped per token too (see :mod:`stitchkit.maps.tokens`).
+    plus ``map`` and ``source`` attributes naming where it came from, and ``map_device``
+    where the products ran (``device``: auto, cpu, cuda[:N]; on the CPU the map's own numpy
+    path). Tokens, where the store has them (and ``tokens``), are mapped per token too (see
+    :mod:`stitchkit.maps.tokens`).
     """
+    from ..devices import device_name, on_device
     from ..fileio import check_writable_dir
     from ..store.store import StoreWriter, base_attrs
 
+    dev = device_name(device)  # a GPU that is not there: one line, before anything is read
     m = map_or_path if isinstance(map_or_path, BaseMap) else load_map(map_or_path)
     map_name = str(map_or_path) if not isinstance(map_or_path, BaseMap) else getattr(m, "path_", "in-memory map")
     if Path(out_path).resolve() == Path(store_path).resolve():
@@ -179,7 +184,9 @@ def apply_map(
             source=str(store.path),
             source_model_spec=store.model_spec,
             input=store.attrs.get("input"),
+            map_device=dev,
         )
+        m = on_device(m, dev)
         n = len(store)
         tok = T.plan(m, store, map_name, chunk_size) if tokens else None
         if tok is not None:
@@ -205,6 +212,7 @@ def apply_map(
         "map": map_name,
         "source": str(store_path),
         "target_model_spec": tgt.get("model_spec"),
+        "device": dev,
         **({"tokens": tok["token_shape"], "tokens_note": tok["note"]} if tok is not None else {}),
     }
 

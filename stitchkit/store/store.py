@@ -368,9 +368,10 @@ class EmbeddingStore:
         return self.id_index().rows_of(ids, self.path)
 
     def read(self, rows: np.ndarray | slice | None = None, *, tokens: bool = False,
-             dtype: Any = np.float32) -> np.ndarray:
-        """Embeddings (or tokens) of ``rows`` in the order given, as ``dtype``."""
-        return read_rows(self._dataset(fmt.TOKENS if tokens else fmt.EMBEDDINGS), rows, dtype)
+             dtype: Any = np.float32, out: np.ndarray | None = None) -> np.ndarray:
+        """Embeddings (or tokens) of ``rows`` in the order given, as ``dtype`` (into the first
+        rows of ``out`` where given: a buffer reused across many large reads)."""
+        return read_rows(self._dataset(fmt.TOKENS if tokens else fmt.EMBEDDINGS), rows, dtype, out)
 
     def _dataset(self, name: str) -> h5py.Dataset:
         """One h5py object per dataset, kept: h5py caches its selection machinery per object, and

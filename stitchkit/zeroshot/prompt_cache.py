@@ -85,6 +85,11 @@ def embed_prompts(
     space = encoder.space()
     if prompt_store is not None or use_cache:
         _write_prompt_store(target, texts, emb, space)
+        # What was written (word tokens as float16), so the run that fills the cache scores
+        # exactly as the runs that read it (float32 tokens differed in the 6th digit).
+        found = _read_prompt_store(target, texts, tokens)
+        if found is not None:
+            return dataclasses.replace(found, source=text_model)
     return PromptEmbeddings(texts, emb.embeddings, emb.tokens, emb.mask, space, text_model)
 
 

@@ -204,6 +204,11 @@ class HeadEnsemble:
         self.uses_image_tokens_ = first.uses_image_tokens_
         self.uses_text_tokens_ = first.uses_text_tokens_
 
+    def to(self, device: Any) -> HeadEnsemble:
+        for h in self.heads:
+            h.to(device)
+        return self
+
     def score(self, *args: Any, **kwargs: Any) -> np.ndarray:
         return np.mean([h.score(*args, **kwargs) for h in self.heads], axis=0)
 

@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from ..devices import device_name, on_device
 from ..errors import UsageError
 from ..fileio import check_writable_dir
 from ..store import EmbeddingStore, check_same_space, require_finite
@@ -76,6 +77,7 @@ class ClassifyResult:
     seconds: float
     samples_per_s: float
     notes: list[str] = field(default_factory=list)
+    device: str = "cpu"  # where the map and the head ran
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -126,8 +128,12 @@ def classify_store(
     image_tokens: bool = True,
     prior: str = "none",
     allow_missing_classes: bool = False,
+    device: str = "cpu",
 ) -> ClassifyResult:
     """Score every sample of ``query`` against ``prompts``; metrics where labels exist.
+
+    ``device`` (auto, cpu, cuda[:N]: :mod:`stitchkit.devices`) runs the map and the head
+    there; the CPU runs exactly what it always ran.
 
     >>> r = classify_store("k-lite0.h5", load_prompts("pneumonia"), text_model="minilm",
     ...                    map_path="lite0-to-lite2.map", head_path="head.st")  # doctest: +SKIP
@@ -148,6 +154,7 @@ def classify_store(
         raise UsageError(f"temperature (--temperature) must be positive, got {temperature}")
     if out is not None:
         check_writable_dir(out)
+    dev = device_name(device)  # a GPU that is not there: one line, before any work
     store = query if isinstance(query, EmbeddingStore) else EmbeddingStore(query)
     store.check_unique_ids()  # scores are written and joined by id
     notes: list[str] = []
@@ -164,13 +171,14 @@ def classify_store(
         image_space = dict(mapper.target_space_)
         composition["map"] = {"path": str(map_path), "source": mapper.source_space_,
                               "target": mapper.target_space_}
+        mapper = on_device(mapper, dev)
 
     head = None
     if head_path is not None:
         from .scorers import load_heads
 
         # Several head files: an ensemble scored by the mean of the heads' logits.
-        head = load_heads(head_path)
+        head = load_heads(head_path).to(dev)
         if not isinstance(head_path, (str, os.PathLike)):
             head_path = ", ".join(map(str, head_path))
         composition["head"] = {"path": str(head_path), "image": head.image_space_, "text": head.text_space_}
@@ -329,6 +337,6 @@ def classify_store(
     return ClassifyResult(
         n=n_done, classes=classes, mode=prompts.mode, scoring=scoring,
         output=str(out) if out is not None else None, composition=composition, metrics=metrics,
-        seconds=seconds, samples_per_s=n_done / max(seconds, 1e-9), notes=notes,
+        seconds=seconds, samples_per_s=n_done / max(seconds, 1e-9), notes=notes, device=dev,
     )
 
