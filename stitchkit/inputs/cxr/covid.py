@@ -27,8 +27,6 @@ from .findings import NO_FINDING, label_of, term_table
 from .layout import (
     CxrDataset,
     DatasetOptions,
-    check_columns,
-    header_of,
     label_file,
     read_rows,
     record,
@@ -68,10 +66,9 @@ def index(root: Path, options: DatasetOptions) -> list[Item]:
         raise UsageError("covid: torchxrayvision ships no metadata.csv of this collection: "
                          "give labels=PATH, or the clone's own")
     labels = label_file(root, LABEL_FILE, DATASET, options)
-    check_columns(labels, header_of(labels), COLUMNS)
     folders: dict[Path, set[str]] = {}
     items, seen = [], set()
-    for row in read_rows(labels):
+    for row in read_rows(labels, COLUMNS):
         name, finding = row["filename"], row["finding"].strip()
         if row["modality"].strip() != "X-ray" or finding.lower() in LEFT_OUT or name in seen:
             continue

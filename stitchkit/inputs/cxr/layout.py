@@ -18,10 +18,9 @@ from __future__ import annotations
 import csv
 import difflib
 import gzip
-import io
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from pathlib import Path
 from urllib.parse import parse_qsl
 
@@ -206,14 +205,15 @@ def shipped_file(name: str) -> Path:
     return path
 
 
-def read_rows(path: Path) -> Iterator[dict[str, str]]:
-    """The rows of a CSV label file, plain or gzipped, as dicts of strings."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rt", newline="", encoding="utf-8") as fh:
-            yield from csv.DictReader(fh)
-    except (UnicodeDecodeError, csv.Error, OSError) as exc:
-        raise UsageError(f"{path} cannot be read as CSV ({exc}): is it the dataset's own file?") from exc
+def read_rows(path: Path, wanted: tuple[str, ...] = ()) -> Iterator[dict[str, str]]:
+    """The rows of a CSV label file, plain or gzipped, as dicts of strings; one line naming the
+    ``wanted`` columns its header lacks."""
+    rows = read_table(path)
+    header = next(rows, [])
+    check_columns(path, header, wanted)
+    for row in rows:
+        if row:  # a blank line
+            yield dict(zip(header, row, strict=False))
 
 
 def check_columns(path: Path, header: list[str] | None, wanted: tuple[str, ...]) -> None:
@@ -221,17 +221,6 @@ def check_columns(path: Path, header: list[str] | None, wanted: tuple[str, ...])
     missing = [c for c in wanted if c not in (header or [])]
     if missing:
         raise UsageError(f"{path} lacks the column(s) {', '.join(missing)}: is it the dataset's own file?")
-
-
-def header_of(path: Path) -> list[str]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", newline="", encoding="utf-8") as fh:
-        return next(csv.reader(io.StringIO(fh.readline())), [])
-
-
-def with_split(items: list[Item], split_of: Callable[[Item], str]) -> list[Item]:
-    """Set each item's official split."""
-    return [replace(it, extra={**it.extra, "split": split_of(it)}) for it in items]
 
 
 def read_table(path: Path) -> Iterator[list[str]]:

@@ -18,8 +18,6 @@ from .findings import FINDINGS, NO_FINDING, SEPARATOR, harmonise, label_of
 from .layout import (
     CxrDataset,
     DatasetOptions,
-    check_columns,
-    header_of,
     label_file,
     read_rows,
     record,
@@ -45,14 +43,13 @@ def official_split(root: Path) -> dict[str, str]:
 
 def index(root: Path, options: DatasetOptions) -> list[Item]:
     labels = label_file(root, LABEL_FILE, DATASET, options, shipped=LABEL_FILE + ".gz")
-    check_columns(labels, header_of(labels), COLUMNS)
     images = walk_files(root, (".png",))
     split = official_split(root)
     if options.split != "all" and not split:
         raise UsageError(f"nih:{root}: split={options.split} needs NIH's {' and '.join(SPLIT_FILES.values())} "
                          "beside the images")
     items = []
-    for row in read_rows(labels):
+    for row in read_rows(labels, COLUMNS):
         name = row["Image Index"]
         path = images.get(name)
         if path is None:

@@ -35,7 +35,6 @@ from .layout import (
     CxrDataset,
     DatasetOptions,
     check_columns,
-    header_of,
     label_file,
     need,
     read_rows,
@@ -56,8 +55,7 @@ POSITIVE = SEPARATOR.join(sorted(TERMS.values()))  # Target 1
 def rows_of(path: Path, wanted: tuple[str, ...]) -> Iterator[dict[str, str]]:
     """A CSV's rows; a .zip holding one CSV (torchxrayvision ships the labels so) is read inside."""
     if path.suffix != ".zip":
-        check_columns(path, header_of(path), wanted)
-        yield from read_rows(path)
+        yield from read_rows(path, wanted)
         return
     with zipfile.ZipFile(path) as archive, archive.open(archive.namelist()[0]) as raw:
         reader = csv.DictReader(io.TextIOWrapper(raw, encoding="utf-8", newline=""))
