@@ -233,6 +233,7 @@ ABSENT = {  # what a docs command needs that this environment lacks, by a substr
     "cxr/": "a user's image folder for other backbones",
     "nih-lite0.h5": "the 1,000 NIH images embedded with every finding (docs/benchmark.md's run)",
     ":/data/": "a dataset as published at a placeholder folder: tests/test_cxr_*.py read each published layout",
+    "mimic-lite2.h5": "a MIMIC-CXR-JPG store (a credentialed dataset): tests/test_cxr_mimic.py embeds a tree in its layout",
 }
 
 
