@@ -27,6 +27,16 @@ Label-free prior adjustment (``prior="em"``, Saerens et al. 2002): the class pri
 unlabelled query set are estimated by EM on the posteriors and the posteriors re-weighted by
 them. It moves the decision (argmax) and calibration, never a sample's rank within a class
 for two classes; no label is used.
+
+Pieces, one step each: :func:`~stitchkit.zeroshot.classify_plan.plan_classification` opens and
+checks the composition (a :class:`~stitchkit.zeroshot.classify_plan.ClassifyPlan`);
+:func:`~stitchkit.zeroshot.query_blocks.read_blocks` reads the queries block by block; the
+plan's :class:`~stitchkit.zeroshot.scorers.Scorer` (cosine, a head or a head ensemble) turns a
+block into scores and probabilities; :class:`~stitchkit.zeroshot.score_writer.ScoreWriter`
+writes them and :class:`~stitchkit.zeroshot.score_writer.ScoreSpill` keeps the metrics'
+columns, which :func:`~stitchkit.zeroshot.metrics.evaluate_columns` reads. :func:`classify`
+runs them with a :class:`~stitchkit.zeroshot.classify_plan.ClassifyOptions`;
+:func:`classify_store` is the same with keyword arguments.
 """
 
 from __future__ import annotations
@@ -34,7 +44,7 @@ from __future__ import annotations
 import difflib
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,26 +52,18 @@ from typing import Any
 
 import numpy as np
 
-from ..devices import device_name, on_device
 from ..errors import UsageError
-from ..fileio import check_writable_dir
-from ..store import EmbeddingStore, check_same_space, require_finite
-from ..store import format as fmt
-from ..store.pooling import check_pool_by, group_blocks, group_rows, pool_views
+from ..store import EmbeddingStore
+from .classify_plan import ClassifyOptions, ClassifyPlan, ProgressFn, plan_classification
 from .metrics import LabelTable, evaluate_columns
-from .prompt_cache import embed_prompts
-from .prompts import PromptSet, check_for_mode
+from .prompts import PromptSet
+from .query_blocks import QueryBlock, QueryLabels, n_outputs, read_blocks
 from .score_writer import ScoreSpill, ScoreWriter
-from .scorers import (
-    DEFAULT_TEMPERATURE,
-    PRIORS,
-    SCORINGS,
-    Scorer,
-    em_priors,
-    mixture_calibration,
-)
+from .scorers import DEFAULT_TEMPERATURE, Scorer, em_priors, mixture_calibration
 
-ProgressFn = Callable[[int, int], None]
+# em_priors and mixture_calibration: still importable from here, where they were first.
+__all__ = ["ClassifyOptions", "ClassifyResult", "ProgressFn", "classify", "classify_store",
+           "em_priors", "mixture_calibration", "require_positives"]
 
 
 # -- classification ------------------------------------------------------------------------
@@ -107,6 +109,144 @@ def require_positives(prompts: PromptSet, labels: np.ndarray, where: object) -> 
     )
 
 
+def adjust_prior(plan: ClassifyPlan, prior: str, blocks: Callable[[], Iterator[QueryBlock]]) -> None:
+    """Label-free prior adjustment of ``plan.scorer`` (``prior`` "em" or "mixture"): a first
+    pass over the queries collects their class logits (N × C, small) and fits on them."""
+    prompts = plan.prompts
+    if prior == "none":
+        return
+    if prior == "em" and prompts.mode != "multiclass":
+        raise UsageError("--prior em adjusts multi-class priors: use it with --mode multiclass")
+    if prior == "mixture" and (prompts.mode != "multiclass" or len(prompts.names) != 2):
+        raise UsageError("--prior mixture calibrates two classes: use it with two multi-class classes")
+    z = np.concatenate([plan.scorer.class_logits(b.glob, b.tokens, b.mask) for b in blocks()])
+    fit = _fit_em_priors if prior == "em" else _fit_mixture
+    record, note = fit(plan.scorer, z, prompts.names)
+    plan.composition["prior"] = record
+    plan.notes.append(note)
+
+
+def _per_class(names: list[str], priors: np.ndarray) -> str:
+    return ", ".join(f"{c} {p:.3f}" for c, p in zip(names, priors, strict=True))
+
+
+def _fit_em_priors(scorer: Scorer, z: np.ndarray, names: list[str]) -> tuple[dict[str, Any], str]:
+    """Saerens' EM: the query set's class priors, added to the logits as log ratios."""
+    est, iters = em_priors(z)
+    scorer.shift = np.log(est * len(est))
+    record = {"method": "em (Saerens et al. 2002), label-free",
+              "priors": dict(zip(names, map(float, est), strict=True)), "iterations": iters}
+    return record, "class priors estimated on the unlabelled query set by EM: " + _per_class(names, est)
+
+
+def _fit_mixture(scorer: Scorer, z: np.ndarray, names: list[str]) -> tuple[dict[str, Any], str]:
+    """Two classes: the log-odds rescaled and shifted to a two-Gaussian mixture's posterior."""
+    a, b, est, iters = mixture_calibration(z)
+    scorer.scale, scorer.shift = a, np.array([0.0, b])
+    record = {"method": "two-Gaussian mixture on the log-odds by EM, label-free",
+              "priors": dict(zip(names, map(float, est), strict=True)),
+              "scale": a, "offset": b, "iterations": iters}
+    return record, ("scores calibrated on the unlabelled query set by a two-Gaussian mixture: "
+                    "priors " + _per_class(names, est))
+
+
+@dataclass
+class ScoreSinks:
+    """Where each scored block goes: the score file, the metrics' columns, the progress."""
+
+    writer: ScoreWriter | None
+    spill: ScoreSpill | None  # None: the queries have no label, so no metrics
+    labels: LabelTable
+    mode: str
+    progress: ProgressFn | None
+    n_total: int
+
+    def add(self, block: QueryBlock, logits: np.ndarray, probs: np.ndarray) -> None:
+        if self.writer:
+            self.writer.write(block.ids, block.labels, logits, probs)
+        if self.spill is not None:
+            # Per block: the pooled route codes new labels as it goes, so the table grows.
+            keep = self.labels.usable(self.mode)[block.codes]
+            if keep.all():
+                self.spill.add(block.codes, logits, probs)
+            elif keep.any():
+                self.spill.add(block.codes[keep], logits[keep], probs[keep])
+
+
+def score_blocks(scorer: Scorer, blocks: Iterable[QueryBlock], sinks: ScoreSinks) -> int:
+    """Score every block into ``sinks``; the number of samples scored."""
+    n_done = 0
+    for block in blocks:
+        logits, probs = scorer(block.glob, block.tokens, block.mask)
+        sinks.add(block, logits, probs)
+        n_done += len(block.ids)
+        if sinks.progress:
+            sinks.progress(n_done, sinks.n_total)
+    return n_done
+
+
+def spilled_metrics(plan: ClassifyPlan, spill: ScoreSpill | None, n_done: int,
+                    options: ClassifyOptions) -> dict[str, Any] | None:
+    """The metrics of the spilled columns (None without labels), and a note on samples left out."""
+    if spill is None:
+        return None
+    spill.finish()
+    if spill.n != n_done:
+        plan.notes.append(f"{n_done - spill.n} samples have labels that match no single "
+                          "class of the prompts and are left out of the metrics")
+    if not spill.n:
+        return None
+    return evaluate_columns(spill, plan.prompts.names, mode=plan.prompts.mode,
+                            n_boot=options.n_boot, seed=options.seed)
+
+
+def _score_writer(plan: ClassifyPlan, out: str | os.PathLike | None, with_labels: bool
+                  ) -> ScoreWriter | None:
+    if out is None:
+        return None
+    meta = {"mode": plan.prompts.mode, "scoring": plan.scoring, "prompts": plan.prompts.source,
+            "composition": plan.composition}  # the same dict: a prior fitted later is in it
+    return ScoreWriter(Path(out), plan.prompts.names, meta, with_labels, plan.prompts.mode)
+
+
+def classify(query: str | os.PathLike | EmbeddingStore, prompts: PromptSet,
+             options: ClassifyOptions) -> ClassifyResult:
+    """:func:`classify_store` with its keyword arguments in one :class:`ClassifyOptions`."""
+    t0 = time.perf_counter()
+    plan = plan_classification(query, prompts, options)
+    store, ids, out = plan.store, options.ids, options.out
+    rows = np.arange(len(store)) if ids is None else np.sort(store.index_of(ids))
+    labels = QueryLabels(store, rows, prompts, pooled=plan.pool_by is not None)
+    if labels.any and not options.allow_missing_classes:
+        require_positives(prompts, labels.distinct(), store.path)
+    n_total = n_outputs(plan, rows)
+    writer = _score_writer(plan, out, labels.any)
+
+    def blocks() -> Iterator[QueryBlock]:
+        return read_blocks(plan, rows, labels)
+
+    adjust_prior(plan, options.prior, blocks)
+    if options.progress:
+        options.progress(0, n_total)
+    # The metrics' per-sample columns, beside the output (or in the system's temporary folder).
+    spill = ScoreSpill(lambda: labels.table.table, len(prompts.names), prompts.mode, n_total,
+                       Path(out).parent if out is not None else None) if labels.any else None
+    sinks = ScoreSinks(writer, spill, labels.table, prompts.mode, options.progress, n_total)
+    try:
+        with writer if writer is not None else nullcontext():
+            n_done = score_blocks(plan.scorer, blocks(), sinks)
+        seconds = time.perf_counter() - t0
+        metrics = spilled_metrics(plan, spill, n_done, options)
+    finally:
+        if spill is not None:
+            spill.close()
+    return ClassifyResult(
+        n=n_done, classes=prompts.names, mode=prompts.mode, scoring=plan.scoring,
+        output=str(out) if out is not None else None, composition=plan.composition, metrics=metrics,
+        seconds=seconds, samples_per_s=n_done / max(seconds, 1e-9), notes=plan.notes, device=plan.device,
+    )
+
+
 def classify_store(
     query: str | os.PathLike | EmbeddingStore,
     prompts: PromptSet,
@@ -138,205 +278,11 @@ def classify_store(
     >>> r = classify_store("k-lite0.h5", load_prompts("pneumonia"), text_model="minilm",
     ...                    map_path="lite0-to-lite2.map", head_path="head.st")  # doctest: +SKIP
     """
-    t0 = time.perf_counter()
-    check_for_mode(prompts)
-    pool_by = check_pool_by(pool_by)
-    scoring = scoring or ("head" if head_path else "cosine")
-    if scoring not in SCORINGS:
-        raise UsageError(f"scoring (--scoring) must be one of {', '.join(SCORINGS)}, got {scoring!r}")
-    if scoring == "head" and head_path is None:
-        raise UsageError("head scoring needs --head HEAD (or use --scoring cosine)")
-    if scoring == "cosine" and head_path is not None:
-        raise UsageError("--head and --scoring cosine exclude each other: choose one")
-    if prior not in PRIORS:
-        raise UsageError(f"prior (--prior) must be one of {', '.join(PRIORS)}, got {prior!r}")
-    if temperature <= 0:
-        raise UsageError(f"temperature (--temperature) must be positive, got {temperature}")
-    if out is not None:
-        check_writable_dir(out)
-    dev = device_name(device)  # a GPU that is not there: one line, before any work
-    store = query if isinstance(query, EmbeddingStore) else EmbeddingStore(query)
-    store.check_unique_ids()  # scores are written and joined by id
-    notes: list[str] = []
-
-    mapper = None
-    image_space = store.space()
-    composition: dict[str, Any] = {"query": {"path": str(store.path), **store.space()}}
-    if map_path is not None:
-        from ..maps import load_map
-
-        mapper = load_map(map_path)
-        check_same_space(mapper.source_space_, store.space(), expected_what=f"the map's source side ({map_path})",
-                    got_what=f"query store {store.path}", force=force)
-        image_space = dict(mapper.target_space_)
-        composition["map"] = {"path": str(map_path), "source": mapper.source_space_,
-                              "target": mapper.target_space_}
-        mapper = on_device(mapper, dev)
-
-    head = None
-    if head_path is not None:
-        from .scorers import load_heads
-
-        # Several head files: an ensemble scored by the mean of the heads' logits.
-        head = load_heads(head_path).to(dev)
-        if not isinstance(head_path, (str, os.PathLike)):
-            head_path = ", ".join(map(str, head_path))
-        composition["head"] = {"path": str(head_path), "image": head.image_space_, "text": head.text_space_}
-        check_same_space(head.image_space_, image_space,
-                    expected_what=f"the head's image space ({head_path})",
-                    got_what="the map's target space" if mapper else f"query store {store.path}",
-                    force=force)
-        if head.meta_.get("pool_by") and not pool_by:
-            notes.append("the head was trained on pooled studies; consider --pool-by group")
-        if head.uses_image_tokens_ and image_tokens and not store.has_tokens:
-            raise UsageError(
-                f"head {head_path} was trained with image tokens but query store {store.path} has "
-                "none: embed it with `stitch embed --tokens` (and `stitch apply` keeps them), or "
-                "pass --no-image-tokens to score on global vectors only"
-            )
-        if head.uses_image_tokens_ and not image_tokens:
-            notes.append("--no-image-tokens: the head was trained with image tokens and now scores "
-                         "global vectors only")
-
-    if head is not None and text_model is None and prompt_store is None:
-        text_model = head.text_space_.get("model_spec")  # the head knows the text space it was trained in
-    text = embed_prompts(prompts.texts(), text_model=text_model, prompt_store=prompt_store,
-                         tokens=head is not None and head.uses_text_tokens_)
-    composition["prompts"] = {"source": text.source, **text.space}
-    if head is not None:
-        check_same_space(head.text_space_, text.space, expected_what=f"the head's text space ({head_path})",
-                    got_what=f"the prompts' text model ({text.source})", force=force)
-    else:
-        check_same_space(text.space, image_space, expected_what=f"the prompts' text space ({text.source})",
-                    got_what="the map's target space" if mapper else f"query store {store.path}",
-                    force=force)
-    scorer = Scorer(prompts, text, head, temperature, image_tokens)
-    if scorer.uses_image_tokens:
-        from ..maps import tokens as T
-
-        if mapper is not None:
-            T.check_token_width(mapper, store.token_shape, f"query store {store.path}")
-            probe = np.arange(min(len(store), 16))
-            notes.append(T.token_note(mapper, T.pooling_relation(store.read(probe),
-                                                                  *store.read_tokens(probe))))
-            chunk_size = T.rows_per_chunk(store.token_shape, mapper.n_features_out_, chunk_size)
-        else:
-            chunk_size = T.rows_per_chunk(store.token_shape, store.token_shape[1], chunk_size)
-
-    rows = np.arange(len(store)) if ids is None else np.sort(store.index_of(ids))
-    classes = prompts.names
-    labels = LabelTable([c.matches for c in prompts.classes])
-    # Labels as int32 codes where the store has them so (4 bytes a row, no str per row); the
-    # pooled route pools strings per group, and a union of stores has only strings.
-    coded = store.column_codes(fmt.LABELS) if pool_by is None and hasattr(store, "column_codes") else None
-    if coded is not None:
-        label_values, label_codes = coded
-        remap = labels.remap(label_values)
-        present = np.bincount(label_codes[rows], minlength=len(label_values)) > 0
-        with_labels = bool((present & (label_values != "")).any())
-        labels_all = None
-    else:
-        labels_all = store.labels
-        with_labels = labels_all is not None and any(str(x) for x in labels_all[rows])
-    if with_labels and not allow_missing_classes:
-        distinct = label_values[present] if coded is not None else np.unique(labels_all[rows].astype(str))
-        require_positives(prompts, distinct, store.path)
-    n_done = 0
-    n_total = len(rows) if pool_by is None else len(group_rows(store.groups[rows])[0]) if store.groups is not None else 0
-    meta = {"mode": prompts.mode, "scoring": scoring, "prompts": prompts.source,
-            "composition": composition}
-    writer = ScoreWriter(Path(out), classes, meta, with_labels, prompts.mode) if out is not None else None
-
-    def blocks() -> Iterator[tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray,
-                                   np.ndarray | None, np.ndarray | None]]:
-        """(ids, labels, label codes, image globals, tokens, mask) per block, mapped and pooled."""
-        for block, members, group_keys in group_blocks(store, rows, pool_by, chunk_size):
-            glob = store.read(block)
-            tok = mask = None
-            if scorer.uses_image_tokens:
-                tok, mask = store.read_tokens(block)
-            # A row sum is NaN or Inf where any entry is: one read of the block and (n,) values,
-            # where an element-wise check writes (n, D); the message comes from the full check.
-            if not np.isfinite(glob.sum(axis=1)).all():
-                require_finite(glob, store.ids_at(block), store.path)
-            if mapper is not None:
-                glob = mapper.transform(glob).astype(np.float32, copy=False)
-                if tok is not None:
-                    tok = T.map_tokens(mapper, tok, mask)
-            block_ids = store.ids_at(block)  # not store.ids: no decoded copy of all N ids
-            block_codes = remap[label_codes[block]] if coded is not None and with_labels else None
-            if not with_labels:
-                block_labels = None
-            elif coded is not None:
-                block_labels = label_values[label_codes[block]]
-            else:
-                block_labels = labels_all[block]
-            if members is not None:
-                block_ids = group_keys
-                glob, tok, mask, block_labels = pool_views(members, glob, tok, mask, block_labels)
-            if with_labels and block_codes is None:
-                block_codes = labels.codes(block_labels)
-            yield block_ids, block_labels, block_codes, glob, tok, mask
-
-    if prior == "em":
-        if prompts.mode != "multiclass":
-            raise UsageError("--prior em adjusts multi-class priors: use it with --mode multiclass")
-        # First pass: the class logits of every query (N × C, small), then EM on them.
-        z = np.concatenate([scorer.class_logits(g, t, mk) for _, _, _, g, t, mk in blocks()])
-        est, iters = em_priors(z)
-        scorer.shift = np.log(est * len(est))
-        composition["prior"] = {"method": "em (Saerens et al. 2002), label-free",
-                                "priors": dict(zip(prompts.names, map(float, est), strict=True)),
-                                "iterations": iters}
-        notes.append("class priors estimated on the unlabelled query set by EM: "
-                     + ", ".join(f"{c} {p:.3f}" for c, p in zip(prompts.names, est, strict=True)))
-    elif prior == "mixture":
-        if prompts.mode != "multiclass" or len(prompts.names) != 2:
-            raise UsageError("--prior mixture calibrates two classes: use it with two multi-class classes")
-        z = np.concatenate([scorer.class_logits(g, t, mk) for _, _, _, g, t, mk in blocks()])
-        a, b, est, iters = mixture_calibration(z)
-        scorer.scale, scorer.shift = a, np.array([0.0, b])
-        composition["prior"] = {"method": "two-Gaussian mixture on the log-odds by EM, label-free",
-                                "priors": dict(zip(prompts.names, map(float, est), strict=True)),
-                                "scale": a, "offset": b, "iterations": iters}
-        notes.append("scores calibrated on the unlabelled query set by a two-Gaussian mixture: priors "
-                     + ", ".join(f"{c} {p:.3f}" for c, p in zip(prompts.names, est, strict=True)))
-    if progress:
-        progress(0, n_total)
-    # The metrics' per-sample columns, beside the output (or in the system's temporary folder).
-    spill = ScoreSpill(lambda: labels.table, len(classes), prompts.mode, n_total,
-                       Path(out).parent if out is not None else None) if with_labels else None
-    try:
-        with writer if writer is not None else nullcontext():
-            for block_ids, block_labels, block_codes, glob, tok, mask in blocks():
-                logits, probs = scorer(glob, tok, mask)
-                if writer:
-                    writer.write(block_ids, block_labels, logits, probs)
-                if spill is not None:
-                    keep = labels.usable(prompts.mode)[block_codes]
-                    if keep.all():
-                        spill.add(block_codes, logits, probs)
-                    elif keep.any():
-                        spill.add(block_codes[keep], logits[keep], probs[keep])
-                n_done += len(block_ids)
-                if progress:
-                    progress(n_done, n_total)
-        seconds = time.perf_counter() - t0
-
-        metrics = None
-        if spill is not None:
-            spill.finish()
-            if spill.n != n_done:
-                notes.append(f"{n_done - spill.n} samples have labels that match no single "
-                             "class of the prompts and are left out of the metrics")
-            if spill.n:
-                metrics = evaluate_columns(spill, classes, mode=prompts.mode, n_boot=n_boot, seed=seed)
-    finally:
-        if spill is not None:
-            spill.close()
-    return ClassifyResult(
-        n=n_done, classes=classes, mode=prompts.mode, scoring=scoring,
-        output=str(out) if out is not None else None, composition=composition, metrics=metrics,
-        seconds=seconds, samples_per_s=n_done / max(seconds, 1e-9), notes=notes, device=dev,
+    options = ClassifyOptions(
+        text_model=text_model, prompt_store=prompt_store, map_path=map_path, head_path=head_path,
+        scoring=scoring, out=out, ids=ids, pool_by=pool_by, force=force, chunk_size=chunk_size,
+        n_boot=n_boot, seed=seed, temperature=temperature, progress=progress,
+        image_tokens=image_tokens, prior=prior, allow_missing_classes=allow_missing_classes,
+        device=device,
     )
-
+    return classify(query, prompts, options)
