@@ -143,9 +143,9 @@ def trainer_for(folder: str, n: int, batch_size: int, ckpt_dir: Path, device: st
     from stitchkit.head.train import Trainer, load_pairs
 
     img, txt = Path(folder) / f"img-{n}.h5", Path(folder) / f"txt-{n}.h5"
-    cfg = TrainConfig(head=HeadConfig(), batch_size=batch_size, epochs=1, precision=precision)
+    cfg = TrainConfig(min_steps=0, head=HeadConfig(), batch_size=batch_size, epochs=1, precision=precision)
     t0 = time.perf_counter()
-    pairs = load_pairs(img, txt, cfg, seed=0)
+    pairs = load_pairs([(img, txt)], cfg, seed=0)
     t1 = time.perf_counter()
     trainer = Trainer(pairs, cfg, 0, RunOptions(device=device), ckpt_dir / f"bench-{n}.head")
     trainer.setup_seconds = {"load_and_check": t1 - t0, "fingerprint": time.perf_counter() - t1}
@@ -158,10 +158,10 @@ def timed_steps(trainer: Any, source: Any, steps: int, warmup: int) -> float:
     it = iter(source)
     try:
         for s in range(warmup):
-            trainer.step(next(it), s)
+            trainer.step(next(it), trainer.train_part[2], s)
         t0 = time.perf_counter()
         for s in range(steps):
-            trainer.step(next(it), warmup + s)
+            trainer.step(next(it), trainer.train_part[2], warmup + s)
         return (time.perf_counter() - t0) / steps
     finally:
         if hasattr(it, "close"):
@@ -330,10 +330,10 @@ def task_compare(folder: str, n: int, batch_size: int, repeats: int) -> dict[str
                 if name == "after":
                     with Prefetch(epoch_batches(trainer, 0), trainer.spec.depth) as loader:
                         for s, batch in enumerate(loader):
-                            trainer.step(batch, s)
+                            trainer.step(batch, trainer.train_part[2], s)
                 else:
                     for s, batch in enumerate(OldLoop(trainer)):
-                        trainer.step(batch, s)
+                        trainer.step(batch, trainer.train_part[2], s)
                 runs[name].append(time.perf_counter() - t0)
     return {"n": n, "steps": spe, "epoch_s": runs}
 

@@ -39,6 +39,10 @@ def _stores(values: tuple[str, ...]) -> dict[str, str]:
               help="Cross-attention head file; repeat it for an ensemble (mean of the heads' logits).")
 @click.option("--scoring", type=click.Choice(["head", "cosine"]), default=None,
               help="Default: head when --head is given, else cosine.")
+@click.option("--multilabel-score", "multilabel_rule", type=click.Choice(["contrast", "positive"]),
+              default="contrast", **SETTINGS,
+              help="Multi-label sets: a finding's positive prompt minus its negative one (CARZero's "
+                   "form), or the positive prompt alone.")
 @click.option("--dataset", "datasets", multiple=True,
               help="Run only this data set of the suite (repeatable)  [default: every data set]")
 @click.option("-o", "--output", "out", required=True, type=click.Path(file_okay=False),
@@ -49,7 +53,7 @@ def _stores(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--json", "as_json", is_flag=True, help="Print benchmark.json's content instead of the table.")
 def benchmark(suite: str, stores: tuple[str, ...], text_model: str | None, prompt_store: str | None,
               map_path: str | None,
-              head_paths: tuple[str, ...], scoring: str | None, datasets: tuple[str, ...], out: str,
+              head_paths: tuple[str, ...], scoring: str | None, multilabel_rule: str, datasets: tuple[str, ...], out: str,
               bootstrap: int, seed: int, as_json: bool) -> None:
     """Score every data set of SUITE and write the table zero-shot papers print.
 
@@ -77,7 +81,7 @@ def benchmark(suite: str, stores: tuple[str, ...], text_model: str | None, promp
     loaded = load_suite(suite)
     head = None if not head_paths else head_paths[0] if len(head_paths) == 1 else list(head_paths)
     route = Route(text_model=text_model, map_path=map_path, head_path=head, scoring=scoring,
-                  prompt_store=prompt_store)
+                  prompt_store=prompt_store, multilabel_rule=multilabel_rule)
 
     def on_entry(name: str, i: int, n: int) -> None:
         click.echo(f"benchmark: {name} ({i + 1}/{n})", err=True)

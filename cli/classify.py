@@ -43,6 +43,10 @@ SETTINGS = {"show_default": True}
               help="em: estimate the class priors of the unlabelled queries (Saerens et al. 2002) and "
                    "decide by the adjusted posteriors; mixture (two classes): fit two Gaussians to the "
                    "queries' log-odds by EM and decide by that posterior. Neither uses a label.")
+@click.option("--multilabel-score", "multilabel_rule", type=click.Choice(["contrast", "positive"]),
+              default="contrast", **SETTINGS,
+              help="--mode multilabel: a finding's positive prompt minus its negative one (CARZero's form), "
+                   "or the positive prompt alone.")
 @click.option("-o", "--output", "out", type=click.Path(dir_okay=False), default=None,
               help="Per-sample scores: .csv or .h5.")
 @click.option("--ids", "ids_file", type=click.Path(exists=True, dir_okay=False),
@@ -65,7 +69,7 @@ def classify(query: str, prompt_file: str | None, classes: str | None, templates
              prompt_store: str | None, map_path: str | None, head_paths: tuple[str, ...],
              scoring: str | None, temperature: float, out: str | None, ids_file: str | None,
              pool_by: str, bootstrap: int, seed: int, chunk_size: int, force_space: bool,
-             no_image_tokens: bool, prior: str, allow_missing_classes: bool, device: str,
+             no_image_tokens: bool, prior: str, multilabel_rule: str, allow_missing_classes: bool, device: str,
              as_json: bool) -> None:
     """Classify every sample of QUERY zero-shot: (map →) head or cosine → prompts.
 
@@ -108,7 +112,7 @@ def classify(query: str, prompt_file: str | None, classes: str | None, templates
             head_path=head_path, scoring=scoring, out=out, ids=ids,
             pool_by=None if pool_by == "none" else pool_by, force=force_space, chunk_size=chunk_size,
             n_boot=bootstrap, seed=seed, temperature=temperature, progress=bar.update,
-            image_tokens=not no_image_tokens, prior=prior, allow_missing_classes=allow_missing_classes,
+            image_tokens=not no_image_tokens, prior=prior, multilabel_rule=multilabel_rule, allow_missing_classes=allow_missing_classes,
             device=device,
         )
     emit_record("classify", result.to_dict(), as_json=as_json, text=None if as_json else format_result(result))

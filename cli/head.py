@@ -30,24 +30,36 @@ def head() -> None:
 @click.option("--width", default=64, **SETTINGS, help="Head width (projection size).")
 @click.option("--layers", default=1, **SETTINGS, help="Cross-attention decoder layers.")
 @click.option("--heads", default=4, **SETTINGS, help="Attention heads per layer.")
-@click.option("--dropout", default=0.0, **SETTINGS, help="Dropout in attention and feed-forward.")
+@click.option("--dropout", default=0.1, **SETTINGS, help="Dropout in attention and feed-forward (CARZero's).")
+@click.option("--residual/--no-residual", default=True, **SETTINGS,
+              help="Start the head as the cosine route of its training pairs (a ridge map into the text "
+                   "space) and learn a correction to it; --no-residual learns the similarity from scratch.")
+@click.option("--init", "init", type=click.Choice(["carzero", "torch"]), default="carzero", **SETTINGS,
+              help="Weight initialisation: CARZero's N(0, 0.02), or PyTorch's defaults.")
 @click.option("--token-dropout", default=0.0, **SETTINGS,
               help="Share of image tokens masked at random in each training batch.")
 @click.option("--token-coarsen", default=0.0, **SETTINGS,
               help="Share of training batches whose image-token grid is shrunk by 2 and resampled "
                    "back (robust to a coarser query grid, e.g. Lite0's 7x7 mapped onto Lite2's 9x9).")
 @click.option("--logit-mlp", is_flag=True, help="A small MLP instead of a linear layer per logit.")
-@click.option("--epochs", default=30, **SETTINGS, help="Most epochs (early stopping may end sooner).")
-@click.option("--batch-size", default=128, **SETTINGS, help="Pairs per contrastive batch.")
+@click.option("--epochs", default=30, **SETTINGS, help="Epochs (more where --min-steps needs them).")
+@click.option("--min-steps", default=300, **SETTINGS, help="Training steps at least, whatever the number of pairs.")
+@click.option("--batch-size", default=128, **SETTINGS,
+              help="Pairs per contrastive batch at most (an eighth of the training pairs, at least 16).")
 @click.option("--lr", default=1e-3, **SETTINGS, help="Peak AdamW learning rate.")
 @click.option("--weight-decay", default=0.01, **SETTINGS)
 @click.option("--warmup", default=0.05, **SETTINGS, help="Fraction of steps warming up, then cosine.")
 @click.option("--val-fraction", default=0.1, **SETTINGS, help="Pairs held out for validation.")
-@click.option("--patience", default=5, **SETTINGS, help="Epochs without a better validation loss before stopping.")
+@click.option("--candidates", default=4, **SETTINGS,
+              help="Evenly spaced checkpoints (and the start) among which the validation loss chooses the head.")
+@click.option("--patience", default=0, **SETTINGS,
+              help="Stop after this many checkpoints without a better validation loss (0: never).")
 @click.option("--no-image-tokens", is_flag=True, help="Use only global image vectors even if the store has tokens.")
 @click.option("--no-text-tokens", is_flag=True, help="Use only global text vectors even if the store has tokens.")
 @click.option("--pool-by", type=click.Choice(["none", "group"]), default="none", **SETTINGS,
               help="Pool the views of one group (study) into one sample.")
+@click.option("--pairs", "more_pairs", nargs=2, multiple=True, type=click.Path(dir_okay=False),
+              help="Another IMAGES TEXTS pair of stores (same models) to train on, in equal shares; repeatable.")
 @click.option("--ids", "ids_file", type=click.Path(exists=True, dir_okay=False),
               help="Train only on these ids (a text file, one id per line).")
 @click.option("--seed", default=0, **SETTINGS, help="Seed for initialisation, split, shuffling.")
@@ -63,15 +75,19 @@ def head() -> None:
 @click.option("--no-plot", is_flag=True, help="Do not draw the loss curve PNG.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def train(images: str, texts: str, out: str, width: int, layers: int, heads: int, dropout: float,
-          token_dropout: float, token_coarsen: float, logit_mlp: bool, epochs: int, batch_size: int,
-          lr: float, weight_decay: float, warmup: float, val_fraction: float, patience: int, no_image_tokens: bool,
-          no_text_tokens: bool, pool_by: str, ids_file: str | None, seed: int,
+          residual: bool, init: str, token_dropout: float, token_coarsen: float, logit_mlp: bool, epochs: int,
+          min_steps: int, batch_size: int, lr: float, weight_decay: float, warmup: float, val_fraction: float,
+          candidates: int, patience: int, no_image_tokens: bool, no_text_tokens: bool, pool_by: str,
+          more_pairs: tuple[tuple[str, str], ...], ids_file: str | None, seed: int,
           threads: int | None, device: str, precision: str, shuffle_buffer: int, checkpoint_every: float,
           no_resume: bool, no_plot: bool, as_json: bool) -> None:
     """Train a head on the image–text pairs IMAGES and TEXTS share (joined by id).
 
-    Symmetric contrastive (InfoNCE) loss, AdamW with warm-up and cosine decay, a validation
-    split with early stopping. Batches are read from the stores in a background thread while
+    Contrastive (InfoNCE) loss on each direction, AdamW with warm-up and cosine decay over a
+    budget of steps, the head kept the best of a few checkpoints (and of its start) on a
+    validation split by patient. By default the head starts as the cosine route of its pairs
+    (--residual). A sentence store (captions --sentences) gives one sentence per image per
+    step. Batches are read from the stores in a background thread while
     the head computes (memory does not grow with the pairs). An interrupted run resumes from
     HEAD.ckpt to the head an uninterrupted run gives; the loss curve is written to
     HEAD.loss.png. The head file names the image and text spaces it was trained in, and the
@@ -80,7 +96,8 @@ def train(images: str, texts: str, out: str, width: int, layers: int, heads: int
     \b
     Examples:
       stitch head train k-train-lite2.h5 k-train-captions-minilm.h5 -o head.st
-      stitch head train covid-lite2.h5 covid-notes-minilm.h5 -o notes-head.st --epochs 60 --seed 1
+      stitch head train covid-lite2.h5 covid-notes-minilm.h5 -o notes-head.st --seed 1
+      stitch head train covid-lite2.h5 covid-sentences-minilm.h5 --pairs nih-lite2.h5 nih-sentences-minilm.h5 -o mixed.st
       stitch head train k-train-lite2.h5 k-train-captions-minilm.h5 -o head-gpu.st --device cuda --precision bf16
     """
     show_warnings()
@@ -88,9 +105,10 @@ def train(images: str, texts: str, out: str, width: int, layers: int, heads: int
     from stitchkit.head import HeadConfig, RunOptions, TrainConfig, train_head
 
     config = TrainConfig(
-        head=HeadConfig(width=width, layers=layers, heads=heads, dropout=dropout, logit_mlp=logit_mlp),
-        epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup=warmup,
-        val_fraction=val_fraction, patience=patience, image_tokens=not no_image_tokens,
+        head=HeadConfig(width=width, layers=layers, heads=heads, dropout=dropout, logit_mlp=logit_mlp,
+                        residual=residual, init=init),
+        epochs=epochs, min_steps=min_steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+        warmup=warmup, val_fraction=val_fraction, candidates=candidates, patience=patience, image_tokens=not no_image_tokens,
         text_tokens=not no_text_tokens, pool_by=None if pool_by == "none" else pool_by,
         token_dropout=token_dropout, token_coarsen=token_coarsen, precision=precision,
         shuffle_buffer=shuffle_buffer,
@@ -99,7 +117,7 @@ def train(images: str, texts: str, out: str, width: int, layers: int, heads: int
     ids = read_id_file(ids_file) if ids_file else None
     with progress("head train") as bar:
         result = train_head(images, texts, out=out, config=config, seed=seed, progress=bar.update,
-                            resume=not no_resume, ids=ids, run=run)
+                            resume=not no_resume, ids=ids, run=run, more_pairs=list(more_pairs))
     if not no_plot:
         from stitchkit.report.loss_plot import plot_loss
 
@@ -112,7 +130,7 @@ def train(images: str, texts: str, out: str, width: int, layers: int, heads: int
     lines = [
         f"head: {result.path}",
         f"pairs: {result.n_pairs} ({result.n_train} train, {result.n_val} validation)",
-        f"epochs: {result.epochs_run} (best {result.best_epoch}"
+        f"epochs: {result.epochs_run} (kept: {'the start' if result.best_epoch == 0 else f'epoch {result.best_epoch}'}"
         + (", stopped early" if result.stopped_early else "")
         + (f", resumed after epoch {result.resumed_from}" if result.resumed_from else "") + ")",
     ]
@@ -135,46 +153,63 @@ def train(images: str, texts: str, out: str, width: int, layers: int, heads: int
               help="Text store to write (.h5), with the image store's ids.")
 @click.option("--from-labels", "prompt_file", default=None,
               help="Caption each image by its label through this prompt file (label-derived: not zero-shot).")
+@click.option("--from-findings", "findings_file", default=None,
+              help="A sentence per finding of each image's labels (\"A|B\", NIH's finding labels) through "
+                   "this prompt file; \"No Finding\": the normal-chest sentence. Label-derived.")
 @click.option("--from-texts", is_flag=True,
               help="Caption each image by its own text (report, notes), standardised.")
+@click.option("--sentences", is_flag=True,
+              help="One row per sentence (ids ID#k, the image id in column 'image'): head training "
+                   "draws one sentence per image per step, the form prompts have.")
 @click.option("--raw", is_flag=True, help="With --from-texts: keep the text as written, do not standardise.")
 @click.option("--standardiser-cmd", default=None,
               help="External standardiser (an LLM wrapper): reads one report on stdin, writes sentences on stdout.")
 @click.option("--tokens", is_flag=True, help="Also keep word tokens (for heads that use them).")
+@click.option("--ids", "ids_file", type=click.Path(exists=True, dir_okay=False),
+              help="Caption only these images (a text file, one id per line; e.g. the training patients').")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def captions(images: str, text_model: str, out: str, prompt_file: str | None, from_texts: bool,
-             raw: bool, standardiser_cmd: str | None, tokens: bool, as_json: bool) -> None:
+def captions(images: str, text_model: str, out: str, prompt_file: str | None, findings_file: str | None,
+             from_texts: bool, sentences: bool, raw: bool, standardiser_cmd: str | None, tokens: bool,
+             ids_file: str | None, as_json: bool) -> None:
     """Write the text side for head training: a text store with the ids of IMAGES.
 
     --from-texts uses the image store's own texts (embed the images with --text-column naming
     the notes or report column), rewritten by the rule-based, negation-aware standardiser into
     "There is X." / "There is no X." sentences, or by --standardiser-cmd.
     --from-labels writes label-derived captions; results built on those are not zero-shot.
+    --from-findings writes a sentence per finding of each image's (multi-)label, e.g. NIH's
+    finding labels: a head trained on them has seen those findings, not another set's labels.
 
     \b
     Examples:
       stitch head captions covid-lite2.h5 --from-texts -t minilm -o covid-notes-minilm.h5
       stitch head captions k-lite2.h5 --from-labels pneumonia -t minilm -o k-captions.h5
+      stitch head captions covid-lite2.h5 --from-texts --sentences -t minilm -o covid-sentences-minilm.h5
+      stitch head captions nih-lite2.h5 --from-findings cxr-findings --sentences --ids nih-train-ids.txt -t minilm -o nih-sentences-minilm.h5
       stitch head captions covid-lite2.h5 --from-texts --standardiser-cmd "./my-llm --rewrite" -t minilm -o c.h5
     """
     show_warnings()
     from stitchkit.errors import UsageError
+    from stitchkit.fileio import read_id_file
     from stitchkit.zeroshot.captions import make_captions
     from stitchkit.zeroshot.prompts import load_prompts
     from stitchkit.zeroshot.standardise import CommandStandardiser
 
     if not text_model:
         raise UsageError("Missing option '-t' / '--text-model': the text model that embeds the captions (e.g. minilm)")
-    if bool(prompt_file) == bool(from_texts):
-        raise UsageError("give exactly one of --from-labels PROMPTS or --from-texts")
+    if sum(map(bool, (prompt_file, findings_file, from_texts))) != 1:
+        raise UsageError("give exactly one of --from-labels PROMPTS, --from-findings PROMPTS or --from-texts")
     std = CommandStandardiser(standardiser_cmd) if standardiser_cmd else None
     result = make_captions(images, out=out, text_model=text_model,
                            prompts=load_prompts(prompt_file) if prompt_file else None,
-                           standardiser=std, raw=raw, tokens=tokens)
+                           findings=load_prompts(findings_file) if findings_file else None,
+                           standardiser=std, raw=raw, tokens=tokens, sentences=sentences,
+                           ids=read_id_file(ids_file) if ids_file else None)
     text = "\n".join([
         f"captions: {result.path}",
         f"origin: {result.origin}",
-        f"samples: {result.n} captioned, {result.skipped} without a caption, {result.distinct} distinct",
+        f"samples: {result.n} captioned, {result.skipped} without a caption; {result.rows} rows, "
+        f"{result.distinct} distinct",
         *(f"  {i}: {c}" for i, c in result.examples),
     ])
     emit(result.to_dict(), as_json=as_json, text=None if as_json else text)

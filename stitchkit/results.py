@@ -30,6 +30,7 @@ from .formats import SCORES_CSV
 SCHEMA = "stitchkit.result/1"
 # `stitch benchmark`'s benchmark.json: one run of a suite; its records are in records.json beside it
 BENCHMARK_SCHEMA = "stitchkit.benchmark/1"
+CURVE_SCHEMA = "stitchkit.learning-curve/1"  # examples/learning-curve/curve.py
 # what each command's record is called in the "task" field (CLIP_benchmark names its own
 # zero-shot task "zeroshot_classification"; the others are stitchkit's)
 TASKS = {

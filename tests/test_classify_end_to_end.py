@@ -41,7 +41,7 @@ def trained(lite2_store: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
     with EmbeddingStore(captions) as s:
         written = set(s.texts)
     assert written <= allowed and len(written) > 2
-    cfg = TrainConfig(head=HeadConfig(width=32, heads=2), epochs=15, batch_size=32, lr=3e-3, patience=15)
+    cfg = TrainConfig(min_steps=0, head=HeadConfig(width=32, heads=2), epochs=15, batch_size=32, lr=3e-3, patience=15)
     head = d / "head.st"
     train_head(lite2_store, captions, out=head, config=cfg, seed=0, ids=_ids(lite2_store, "train"))
     return {"head": head, "captions": captions, "dir": d}

@@ -117,7 +117,7 @@ def setup(lite0_store: Path, lite2_store: Path, kermany_manifest: Path, data: Pa
         test_ids = [i for i in s.ids if i.startswith("test/")]
     (d / "train.ids").write_text("\n".join(train_ids) + "\n")
     (d / "test.ids").write_text("\n".join(test_ids) + "\n")
-    cfg = TrainConfig(head=HeadConfig(width=32, heads=2), epochs=15, batch_size=32, lr=3e-3, patience=15)
+    cfg = TrainConfig(min_steps=0, head=HeadConfig(width=32, heads=2), epochs=15, batch_size=32, lr=3e-3, patience=15)
     head = d / "head.st"
     train_head(lite2_store, captions, out=head, config=cfg, seed=0, ids=train_ids)
     return {"dir": d, "tokens": tokens, "head": head, "captions": captions}

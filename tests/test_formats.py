@@ -275,7 +275,7 @@ def test_unknown_head_settings_are_refused_in_one_line(v1: Path, tmp_path: Path)
         TrainConfig.from_dict({"epochs": 2, "mixup": 0.1, "schedule": "cosine"})
     with pytest.raises(UsageError, match="'gate'"):
         TrainConfig.from_dict({"head": {"gate": True}})
-    cfg = TrainConfig(head=HeadConfig(width=8, heads=2), epochs=3)
+    cfg = TrainConfig(min_steps=0, head=HeadConfig(width=8, heads=2), epochs=3)
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
 
     path = tmp_path / "newer.head"

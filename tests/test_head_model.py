@@ -13,7 +13,9 @@ from stitchkit.head.model import CrossAttentionHead, HeadConfig, score_matrix
 @pytest.fixture
 def head() -> CrossAttentionHead:
     torch.manual_seed(0)
-    h = CrossAttentionHead(24, 16, HeadConfig(width=16, heads=2, layers=2))
+    # Without the residual: these tests look at the attention itself, which a fresh residual
+    # head's zero-initialised correction hides.
+    h = CrossAttentionHead(24, 16, HeadConfig(width=16, heads=2, layers=2, residual=False))
     return h.eval()
 
 
@@ -39,7 +41,7 @@ def test_tokens_are_used_and_padding_is_ignored(head: CrossAttentionHead) -> Non
     tm = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]], dtype=torch.bool)
     base_i2t, base_t2i = head(ig, tg, it, im, tt, tm, directions=True)
     # Image tokens enter the image→text direction only (text globals query them).
-    i2t, t2i = head(ig, tg, it * 2.0, im, tt, tm, directions=True)
+    i2t, t2i = head(ig, tg, it + _rand(4, 6, 24, seed=9), im, tt, tm, directions=True)
     assert not torch.allclose(i2t, base_i2t)
     torch.testing.assert_close(t2i, base_t2i)
     # Padded text tokens (mask False) can hold anything without changing a score.
@@ -75,3 +77,37 @@ def test_bad_config_is_a_usage_error() -> None:
         HeadConfig(width=30, heads=4)
     with pytest.raises(UsageError, match="at least 1"):
         HeadConfig(layers=0)
+
+
+def test_a_fresh_residual_head_is_the_cosine_route() -> None:
+    """Before training, each direction's logit is s·cos(x A + c, y): the head ranks texts and
+    images exactly as the cosine route through the map (A, c) does."""
+    torch.manual_seed(0)
+    h = CrossAttentionHead(24, 16, HeadConfig(width=16, heads=2)).eval()
+    rng = np.random.default_rng(3)
+    matrix, offset = rng.normal(size=(24, 16)), rng.normal(size=16)
+    h.set_cosine_map(matrix, offset)
+    ig, tg, it = _rand(7, 24), _rand(5, 16, seed=1), _rand(7, 4, 24, seed=2)
+    mapped = ig.numpy() @ matrix + offset
+    cos = (mapped / np.linalg.norm(mapped, axis=1, keepdims=True)) @ (
+        tg.numpy() / np.linalg.norm(tg.numpy(), axis=1, keepdims=True)).T
+    with torch.no_grad():
+        i2t, t2i = h(ig, tg, it, directions=True)
+    np.testing.assert_allclose(i2t.numpy(), t2i.numpy())
+    np.testing.assert_allclose(i2t.numpy(), cos / 0.07, rtol=1e-4, atol=1e-4)
+
+
+def test_carzero_init_and_legacy_settings() -> None:
+    torch.manual_seed(0)
+    h = CrossAttentionHead(256, 256, HeadConfig(width=256, heads=4, residual=False))
+    assert float(h.image_proj.weight.std()) == pytest.approx(0.02, rel=0.05)
+    assert float(h.image_proj.bias.abs().max()) == 0.0
+    torch.manual_seed(0)
+    default = CrossAttentionHead(256, 256, HeadConfig(width=256, heads=4, residual=False, init="torch"))
+    assert float(default.image_proj.weight.std()) > 0.03  # PyTorch's U(±1/sqrt(256)): std 0.036
+    # A head file written before these settings: no residual, PyTorch's initialisation.
+    old = HeadConfig.from_dict({"width": 64, "layers": 1, "heads": 4, "ffn_mult": 2, "dropout": 0.0,
+                                "logit_mlp": False})
+    assert (old.residual, old.init) == (False, "torch")
+    with pytest.raises(UsageError, match="init"):
+        HeadConfig(init="xavier")

@@ -20,7 +20,7 @@ from stitchkit.artifacts import load_artifact
 from stitchkit.errors import UsageError
 from stitchkit.head import HeadConfig, RunOptions, TrainConfig, train_head
 from stitchkit.head.data import LazyRows, Side, read_side
-from stitchkit.head.stream import BatchSpec, Prefetch, Shuffle, batches, epoch_order
+from stitchkit.head.stream import BatchSpec, Prefetch, Shuffle, batch_bounds, batches, epoch_order
 from stitchkit.head.train import Trainer, checkpoint_path, load_pairs
 from stitchkit.store import EmbeddingStore, StoreWriter
 from stitchkit.store.store import base_attrs
@@ -93,9 +93,11 @@ def test_batches_hold_every_row_once_and_equal_reads_from_memory(synthetic: tupl
     streamed = list(batches(img, txt, order, spec))
     held = list(batches(_in_memory(img), _in_memory(txt), order, spec))
     rows = np.concatenate([b.rows for b in streamed])
-    assert len(streamed) == len(img) // batch_size
-    assert len(np.unique(rows)) == len(rows) == len(streamed) * batch_size  # no row twice
-    assert np.array_equal(rows, order[:len(rows)])
+    # Every row once, none dropped: the last batch takes the rest (a single row joins the one before).
+    assert len(streamed) == -(-len(img) // batch_size) - (len(img) % batch_size == 1)
+    assert len(np.unique(rows)) == len(rows) == len(img)
+    assert np.array_equal(rows, order)
+    assert all(len(b.rows) >= 2 for b in streamed)
     for s, h in zip(streamed, held, strict=True):
         for a, b in zip((*s.image, *s.text), (*h.image, *h.text), strict=True):
             assert torch.equal(a, b)
@@ -131,7 +133,7 @@ def test_prefetch_runs_in_a_named_thread_and_passes_errors_on() -> None:
     assert not any(t.name == "stitch-loader" for t in threading.enumerate())
 
 
-CFG = TrainConfig(head=HeadConfig(width=16, heads=2, dropout=0.1), epochs=3, batch_size=16, lr=3e-3,
+CFG = TrainConfig(min_steps=0, head=HeadConfig(width=16, heads=2, dropout=0.1), epochs=3, batch_size=16, lr=3e-3,
                   patience=10, token_dropout=0.2, shuffle_block=4, shuffle_buffer=32)
 
 
@@ -151,7 +153,7 @@ def test_streamed_head_equals_the_head_from_memory_and_itself(synthetic: tuple[P
     train_head(*synthetic, out=tmp_path / "a.head", config=CFG, seed=5)
     train_head(*synthetic, out=tmp_path / "b.head", config=CFG, seed=5)
     _same_heads(tmp_path / "a.head", tmp_path / "b.head")
-    pairs = load_pairs(*synthetic, CFG, 5)
+    pairs = load_pairs([synthetic], CFG, 5)
     pairs.img, pairs.txt = _in_memory(pairs.img), _in_memory(pairs.txt)
     trainer = Trainer(pairs, CFG, 5, RunOptions(), tmp_path / "m.head")
     trainer.fit(None, None)
@@ -170,10 +172,11 @@ def test_a_run_stopped_within_an_epoch_resumes_to_the_same_head(synthetic: tuple
     every_step = RunOptions(checkpoint_seconds=0.0)
     train_head(*synthetic, out=tmp_path / "ref.head", config=CFG, seed=2, run=every_step)
     calls = []
+    steps_per_epoch = len(batch_bounds(len(load_pairs([synthetic], CFG, 2).tr_rows), CFG.batch_size))
 
     def stop(done: int, total: int) -> None:
         calls.append(done)
-        if done == 16 + 5:  # 16 steps an epoch
+        if done == steps_per_epoch + 5:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
@@ -215,12 +218,12 @@ def test_real_token_store_streams_to_the_same_head(lite2_token_store: Path, lite
     rows, blocks of 8): the same seed gives the same head from the stream twice, and the
     head equals one trained on the same pairs held in memory."""
     torch.set_num_threads(2)
-    cfg = TrainConfig(head=HeadConfig(width=16, heads=2), epochs=2, batch_size=16, shuffle_block=8,
+    cfg = TrainConfig(min_steps=0, head=HeadConfig(width=16, heads=2), epochs=2, batch_size=16, shuffle_block=8,
                       shuffle_buffer=32, token_dropout=0.25, token_coarsen=0.5)
     for name in ("a", "b"):
         train_head(lite2_token_store, lite2_token_captions, out=tmp_path / f"{name}.head", config=cfg, seed=0)
     _same_heads(tmp_path / "a.head", tmp_path / "b.head")
-    pairs = load_pairs(lite2_token_store, lite2_token_captions, cfg, 0)
+    pairs = load_pairs([(lite2_token_store, lite2_token_captions)], cfg, 0)
     assert pairs.img.tokens.shape[1:] == (81, 1280)
     pairs.img, pairs.txt = _in_memory(pairs.img), _in_memory(pairs.txt)
     trainer = Trainer(pairs, cfg, 0, RunOptions(), tmp_path / "m.head")

@@ -155,7 +155,7 @@ def test_rows_per_chunk_bounds_memory() -> None:
 
 @pytest.fixture(scope="module")
 def token_head(tok: dict[str, Path]) -> Path:
-    cfg = TrainConfig(head=HeadConfig(width=16, heads=2), epochs=6, batch_size=10, lr=3e-3,
+    cfg = TrainConfig(min_steps=0, head=HeadConfig(width=16, heads=2), epochs=6, batch_size=10, lr=3e-3,
                       patience=10, val_fraction=0.0)
     path = tok["dir"] / "token.head"
     train_head(tok["lite2"], tok["captions"], out=path, config=cfg, seed=0, ids=_ids(tok["lite2"], "train"))
@@ -204,7 +204,7 @@ def test_every_route_writes_the_ranking_it_reports(tok: dict[str, Path], token_h
     token head, native and through the map; probabilities never saturate in float32."""
     d = tok["dir"]
     test = _ids(tok["lite2"], "test")
-    cfg = TrainConfig(head=HeadConfig(width=16, heads=2), epochs=4, batch_size=10, val_fraction=0.0,
+    cfg = TrainConfig(min_steps=0, head=HeadConfig(width=16, heads=2), epochs=4, batch_size=10, val_fraction=0.0,
                       image_tokens=False, text_tokens=False)
     glob_head = d / "global.head"
     train_head(tok["lite2"], tok["captions"], out=glob_head, config=cfg, seed=0, ids=_ids(tok["lite2"], "train"))

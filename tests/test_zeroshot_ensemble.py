@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 def _train(tok: dict[str, Path], name: str, seed: int, tokens: bool = True) -> Path:  # noqa: F811
     path = tok["dir"] / name
     if not path.exists():
-        cfg = TrainConfig(head=HeadConfig(width=16, heads=2), epochs=3, batch_size=10, lr=3e-3,
+        cfg = TrainConfig(min_steps=0, head=HeadConfig(width=16, heads=2), epochs=3, batch_size=10, lr=3e-3,
                           val_fraction=0.0, image_tokens=tokens, text_tokens=tokens)
         train_head(tok["lite2"], tok["captions"], out=path, config=cfg, seed=seed,
                    ids=_ids(tok["lite2"], "train"))

@@ -70,7 +70,8 @@ def fingerprint(pairs: Any, settings: dict[str, Any], seed: int) -> str:
     h = hashlib.sha256()
     _hash_side(h, pairs.img, settings["image_tokens"])
     _hash_side(h, pairs.txt, settings["text_tokens"])
-    h.update(np.ascontiguousarray(pairs.keys).tobytes())
+    h.update(np.ascontiguousarray(pairs.keys.text).tobytes())
+    h.update(np.ascontiguousarray(pairs.keys.own).tobytes())
     h.update(np.ascontiguousarray(pairs.tr_rows).tobytes())
     h.update(repr((settings, seed)).encode())
     return h.hexdigest()[:32]

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import UsageError
 from ..store import EmbeddingStore, require_finite
+from ..store.format import IMAGE_COLUMN
 from ..store.pooling import check_pool_by, group_rows, pool_views, store_groups
 
 CHECK_ROWS = 16384  # rows of globals read at a time by the finite check
@@ -67,7 +68,7 @@ class LazyTokens(LazyRows):
         super().__init__(store, rows, tokens=True)
 
 
-Tokens = np.ndarray | LazyRows
+Tokens = np.ndarray | LazyRows  # or ConcatRows (pairs from several stores)
 
 
 @dataclass
@@ -92,7 +93,7 @@ class Side:
             return None if a is None else a[rows]
 
         def rows_of(a: Tokens | None) -> Tokens | None:
-            return a.take(rows) if isinstance(a, LazyRows) else sub(a)
+            return a.take(rows) if is_lazy(a) else sub(a)
 
         return Side(self.ids[rows], rows_of(self.glob), rows_of(self.tokens), sub(self.mask),
                     sub(self.labels), sub(self.texts), sub(self.groups))
@@ -100,6 +101,11 @@ class Side:
     def read_glob(self, rows: np.ndarray | slice) -> np.ndarray:
         """Globals of ``rows`` as a float32 array (read from the store where they are lazy)."""
         return np.asarray(self.glob[rows], dtype=np.float32)
+
+
+def is_lazy(rows: object) -> bool:
+    """Rows read from their stores when indexed (:class:`LazyRows`, :class:`ConcatRows`)."""
+    return hasattr(rows, "read_into")
 
 
 def read_side(
@@ -162,12 +168,136 @@ def check_token_width(store: EmbeddingStore) -> None:
 
 def join_pairs(image: Side, text: Side) -> tuple[Side, Side]:
     """Rows of both sides whose ids match, in the image side's order."""
-    index = {k: i for i, k in enumerate(text.ids)}
-    keep = np.array([i for i, k in enumerate(image.ids) if k in index], dtype=np.int64)
+    img, txt, sentences = join_sentences(image, text, text.ids)
+    return img, txt.take(sentences.first())
+
+
+def pairing_keys(store: EmbeddingStore, text: Side) -> np.ndarray:
+    """What joins a text row to its image: the ``image`` column of a sentence store (a row per
+    sentence, several per image), else the row's id."""
+    if store.attrs.get("pairs_by") == IMAGE_COLUMN:
+        return np.asarray(store.column(IMAGE_COLUMN))[_store_rows(text)]
+    return text.ids
+
+
+def _store_rows(side: Side) -> np.ndarray:
+    return side.glob.rows if isinstance(side.glob, LazyRows) else np.arange(len(side))
+
+
+@dataclass
+class Sentences:
+    """Which text rows belong to each image: image ``i`` owns ``rows[start[i]:start[i + 1]]``."""
+
+    start: np.ndarray
+    rows: np.ndarray
+
+    def of(self, i: int) -> np.ndarray:
+        return self.rows[self.start[i]:self.start[i + 1]]
+
+    def first(self) -> np.ndarray:
+        return self.rows[self.start[:-1]]
+
+    def counts(self) -> np.ndarray:
+        return np.diff(self.start)
+
+    def take(self, images: np.ndarray) -> Sentences:
+        parts = [self.of(int(i)) for i in images]
+        start = np.concatenate([[0], np.cumsum([len(x) for x in parts])]).astype(np.int64)
+        return Sentences(start, np.concatenate(parts).astype(np.int64) if parts else start[:0])
+
+    def draw(self, rng: np.random.Generator) -> np.ndarray:
+        """One text row per image, drawn uniformly among its sentences."""
+        pick = (rng.random(len(self.start) - 1) * self.counts()).astype(np.int64)
+        return self.rows[self.start[:-1] + pick]
+
+
+def join_sentences(image: Side, text: Side, keys: np.ndarray) -> tuple[Side, Side, Sentences]:
+    """Images with at least one text (``keys[j]`` names text row ``j``'s image), in the image
+    side's order, and each one's text rows: one per id, or one per sentence of a sentence store."""
+    by_image: dict[str, list[int]] = {}
+    for j, k in enumerate(keys):
+        by_image.setdefault(str(k), []).append(j)
+    keep = np.array([i for i, k in enumerate(image.ids) if str(k) in by_image], dtype=np.int64)
     if len(keep) == 0:
         raise UsageError(
             "the image and text stores share no ids (e.g. image id "
-            f"{image.ids[0] if len(image) else '-'!r}, text id {text.ids[0] if len(text) else '-'!r}): "
+            f"{image.ids[0] if len(image) else '-'!r}, text id {keys[0] if len(keys) else '-'!r}): "
             "pairs are joined by id, so embed both from the same manifest"
         )
-    return image.take(keep), text.take(np.array([index[k] for k in image.ids[keep]]))
+    members = [by_image[str(k)] for k in image.ids[keep]]
+    start = np.concatenate([[0], np.cumsum([len(m) for m in members])]).astype(np.int64)
+    return image.take(keep), text, Sentences(start, np.concatenate(members).astype(np.int64))
+
+
+class ConcatRows:
+    """Rows of several :class:`LazyRows` (one per source store) as one array-like: what
+    :class:`LazyRows` offers the training loop, for pairs from several stores. Tokens of
+    sources with fewer tokens per row are padded with zeros (their mask says so)."""
+
+    def __init__(self, parts: list[LazyRows | np.ndarray], source: np.ndarray, local: np.ndarray) -> None:
+        self.parts, self.source, self.local = parts, np.asarray(source), np.asarray(local)
+        width = tuple(max(p.shape[k] for p in parts) for k in range(1, parts[0].ndim))
+        self.shape = (len(self.local), *width)
+        self.dtype = parts[0].dtype
+        self.ndim = len(self.shape)
+        # An order key that keeps each store's rows together and in the store's order.
+        store_rows = np.empty(len(self.local), dtype=np.int64)
+        for s, part in enumerate(parts):
+            here = self.source == s
+            store_rows[here] = (part.rows if isinstance(part, LazyRows) else np.arange(len(part)))[self.local[here]]
+        self.rows = (self.source.astype(np.int64) << 40) | store_rows
+
+    @classmethod
+    def of(cls, parts: list[LazyRows | np.ndarray]) -> ConcatRows:
+        source = np.concatenate([np.full(len(p), s) for s, p in enumerate(parts)])
+        local = np.concatenate([np.arange(len(p)) for p in parts])
+        return cls(parts, source, local)
+
+    def __len__(self) -> int:
+        return len(self.local)
+
+    def __getitem__(self, index: np.ndarray | slice) -> np.ndarray:
+        index = np.arange(len(self))[index] if isinstance(index, slice) else np.atleast_1d(index)
+        return self.read_into(index, np.empty((len(index), *self.shape[1:]), dtype=self.dtype))
+
+    def read_into(self, index: np.ndarray, out: np.ndarray) -> np.ndarray:
+        out = out[:len(index)]
+        for s, part in enumerate(self.parts):
+            at = np.nonzero(self.source[index] == s)[0]
+            if len(at):
+                got = part[self.local[index[at]]]
+                out[at] = 0
+                out[(at, *(slice(0, n) for n in got.shape[1:]))] = got
+        return out
+
+    def take(self, index: np.ndarray) -> ConcatRows:
+        return ConcatRows(self.parts, self.source[index], self.local[index])
+
+
+def concat_sides(sides: list[Side]) -> Side:
+    """Several sources' sides as one (globals and tokens read lazily from each store). Groups
+    (patients) and ids are prefixed with the source's number: two sets never share a patient."""
+    if len(sides) == 1:
+        return sides[0]
+
+    def joined(name: str) -> np.ndarray | None:
+        values = [getattr(s, name) for s in sides]
+        return None if any(v is None for v in values) else np.concatenate(values)
+
+    with_tokens = [s.tokens is not None for s in sides]
+    if any(with_tokens) and not all(with_tokens):
+        raise UsageError("some sources have tokens and others not: embed every source with --tokens, "
+                         "or train on globals only (--no-image-tokens / --no-text-tokens)")
+    tokens = mask = None
+    if all(with_tokens):
+        tokens = ConcatRows.of([s.tokens for s in sides])
+        mask = np.zeros(tokens.shape[:2], dtype=bool)
+        at = 0
+        for s in sides:
+            mask[at:at + len(s), :s.mask.shape[1]] = s.mask
+            at += len(s)
+    prefixed = lambda n, values: np.array([f"{n}:{v}" for v in values], dtype=object)  # noqa: E731
+    groups = np.concatenate([prefixed(n, s.groups if s.groups is not None else s.ids)
+                             for n, s in enumerate(sides)])
+    return Side(np.concatenate([prefixed(n, s.ids) for n, s in enumerate(sides)]),
+                ConcatRows.of([s.glob for s in sides]), tokens, mask, joined("labels"), joined("texts"), groups)

@@ -11,6 +11,19 @@ share the batch); a linear layer per direction turns the representation into one
 the score is the mean of both. Global-only stores work too: the memory is then the global
 vector alone.
 
+**Residual to cosine** (``HeadConfig.residual``, the default): each direction's logit is
+``s · cos(x A + c, y)`` plus the attention's correction, where ``(A, c)`` is a ridge map from
+the image space into the text space fitted in closed form on the head's own training pairs
+(:meth:`CrossAttentionHead.set_cosine_map`) and the correction's last layer starts at zero. A
+fresh head therefore ranks exactly as the closed-form cosine route of its pairs does; training
+can only add to it (and :mod:`stitchkit.head.train` keeps the start when validation says the
+correction does not help). With few pairs this is what a head needs: it no longer has to learn
+a similarity from scratch.
+
+**Initialisation** (``HeadConfig.init``): ``"carzero"`` draws linear and attention weights from
+N(0, 0.02) with zero biases, as CARZero's decoder does; ``"torch"`` keeps PyTorch's defaults
+(heads written before the option existed).
+
 Batching is arranged so that no (n_images × n_texts × tokens) tensor ever exists: in the
 image→text direction the batch axis runs over images and the query axis over texts, so each
 image's tokens are projected once and attended by all texts at once; the other direction is
@@ -19,11 +32,13 @@ the transpose. :func:`score_matrix` walks blocks of both axes to keep memory bou
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UsageError
@@ -37,8 +52,10 @@ class HeadConfig:
     layers: int = 1
     heads: int = 4
     ffn_mult: int = 2
-    dropout: float = 0.0
+    dropout: float = 0.1  # CARZero's
     logit_mlp: bool = False  # a small MLP instead of a linear layer on the representation
+    residual: bool = True  # logit = s·cos(mapped image, text) + the attention's correction
+    init: str = "carzero"  # "carzero": N(0, 0.02) weights, zero biases; "torch": its defaults
 
     def __post_init__(self) -> None:
         for name in ("width", "layers", "heads", "ffn_mult"):
@@ -51,6 +68,8 @@ class HeadConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise UsageError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.init not in INITS:
+            raise UsageError(f"head init must be one of {', '.join(INITS)}, got {self.init!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -58,8 +77,14 @@ class HeadConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: object = "head") -> HeadConfig:
         """The config :meth:`to_dict` wrote. A setting this stitchkit does not know is refused,
-        never dropped: a head built without a part it was trained with would score wrongly."""
-        return cls(**known_settings(cls, data, where))
+        never dropped: a head built without a part it was trained with would score wrongly.
+        Settings added later take the value heads had before them (``LEGACY_SETTINGS``)."""
+        return cls(**{**LEGACY_SETTINGS, **known_settings(cls, data, where)})
+
+
+INITS = ("carzero", "torch")
+#: What a head written before these settings existed was built with.
+LEGACY_SETTINGS = {"residual": False, "init": "torch"}
 
 
 def known_settings(cls: type, data: dict[str, Any], where: object) -> dict[str, Any]:
@@ -119,12 +144,37 @@ class CrossAttentionHead(nn.Module):
         self.out_norm = nn.LayerNorm(cfg.width)
         self.i2t_logit = self._logit_layer(cfg)
         self.t2i_logit = self._logit_layer(cfg)
+        if cfg.init == "carzero":
+            self.apply(_carzero_init)
+        if cfg.residual:
+            # The cosine route's map (set from the training pairs before training) and CLIP's
+            # starting temperature; the corrections start at zero, so the head starts as cosine.
+            self.register_buffer("map_matrix", torch.zeros(self.image_dim, self.text_dim))
+            self.register_buffer("map_offset", torch.zeros(self.text_dim))
+            self.logit_scale = nn.Parameter(torch.full((1,), math.log(1 / 0.07)))
+            for logit in (self.i2t_logit, self.t2i_logit):
+                last = logit[-1] if isinstance(logit, nn.Sequential) else logit
+                nn.init.zeros_(last.weight)
+                nn.init.zeros_(last.bias)
 
     @staticmethod
     def _logit_layer(cfg: HeadConfig) -> nn.Module:
         if cfg.logit_mlp:
             return nn.Sequential(nn.Linear(cfg.width, cfg.width), nn.GELU(), nn.Linear(cfg.width, 1))
         return nn.Linear(cfg.width, 1)
+
+    def set_cosine_map(self, matrix: np.ndarray, offset: np.ndarray) -> None:
+        """The residual's map into the text space: ``x @ matrix + offset`` (a fitted map's
+        ``matrix_`` and ``offset_``)."""
+        if not self.config.residual:
+            raise UsageError("this head has no cosine residual (trained with residual=False)")
+        self.map_matrix.copy_(torch.as_tensor(np.asarray(matrix, dtype=np.float32)))
+        self.map_offset.copy_(torch.as_tensor(np.asarray(offset, dtype=np.float32)))
+
+    def cosine_logits(self, image_global: torch.Tensor, text_global: torch.Tensor) -> torch.Tensor:
+        """``s · cos(x A + c, y)`` (n_images, n_texts): the residual's starting point."""
+        mapped = F.normalize(image_global.float() @ self.map_matrix + self.map_offset, dim=-1)
+        return self.logit_scale.exp() * mapped @ F.normalize(text_global.float(), dim=-1).T
 
     # -- pieces --------------------------------------------------------------------------
     def encode(
@@ -173,9 +223,23 @@ class CrossAttentionHead(nn.Module):
         # text→image: batch over texts, every image's global queries each text; transpose back.
         rep_t2i = self.attend(ig[None].expand(n_txt, n_img, -1), tmem, tpad)
         t2i = self.t2i_logit(rep_t2i).squeeze(-1).transpose(0, 1)
+        if self.config.residual:
+            base = self.cosine_logits(image_global, text_global)
+            i2t, t2i = base + i2t, base + t2i
         if directions:
             return i2t, t2i
         return 0.5 * (i2t + t2i)
+
+
+def _carzero_init(module: nn.Module) -> None:
+    """CARZero's decoder initialisation: N(0, 0.02) weights, zero biases (LayerNorms as built)."""
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.MultiheadAttention):
+        nn.init.normal_(module.in_proj_weight, std=0.02)
+        nn.init.zeros_(module.in_proj_bias)
 
 
 # -- state dict as plain numpy (for safetensors via stitchkit.artifacts) ---------------------

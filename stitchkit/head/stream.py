@@ -3,8 +3,9 @@
 **Order.** Per epoch, from ``(seed, epoch)`` alone: the training pairs, in the image store's
 row order, are cut into *blocks* of ``block`` consecutive rows; the blocks are shuffled; runs
 of consecutive blocks make *windows* of ``buffer`` rows, and the rows of each window are
-shuffled. Batches are consecutive ``batch_size`` rows of that order (a last partial batch is
-dropped). Every row comes once per epoch, and the same seed gives the same batches whatever
+shuffled. Batches are consecutive ``batch_size`` rows of that order; the last one takes what is
+left (one row left over joins the batch before it: a contrastive batch needs two). Every row
+comes once per epoch (pairs from several sources: :func:`balanced_order`), and the same seed gives the same batches whatever
 reads them, so a resumed run sees the batches an uninterrupted one saw. Where the training set
 is no larger than the buffer this is an ordinary shuffle.
 
@@ -33,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data import LazyRows, Side
+from .data import Side, is_lazy
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,29 @@ def epoch_order(n: int, shuffle: Shuffle, seed: int, epoch: int) -> np.ndarray:
     for a in range(0, n, shuffle.buffer):
         order[a:a + shuffle.buffer] = rng.permutation(order[a:a + shuffle.buffer])
     return order.astype(np.int64)
+
+
+def balanced_order(sources: np.ndarray, seed: int, epoch: int) -> np.ndarray:
+    """An epoch over pairs from several sources (``sources[i]``: the source of position ``i``)
+    in which each source gives as many rows as the largest: a smaller one comes round again in a
+    fresh order, so a batch holds the sources in about equal shares whatever their sizes."""
+    rng = np.random.default_rng([seed, epoch, 1])
+    names, counts = np.unique(sources, return_counts=True)
+    parts = []
+    for name in names:
+        own = np.nonzero(sources == name)[0]
+        rounds = -(-counts.max() // len(own))
+        parts.append(np.concatenate([rng.permutation(own) for _ in range(rounds)])[:counts.max()])
+    return rng.permutation(np.concatenate(parts)).astype(np.int64)
+
+
+def batch_bounds(n: int, size: int) -> list[tuple[int, int]]:
+    """(start, stop) of each batch of an epoch of ``n`` rows: ``size`` rows each, the last one
+    what is left, a single row left over joined to the batch before it."""
+    bounds = [(a, min(a + size, n)) for a in range(0, n, size)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
+        bounds[-2:] = [(bounds[-2][0], n)]
+    return bounds or [(0, 0)]
 
 
 @dataclass(frozen=True)
@@ -88,8 +112,8 @@ class _Window:
         self._buffers: dict[str, np.ndarray] = {}
 
     def load(self, side: Side, positions: np.ndarray, tokens: bool) -> _Window:
-        lazy = side.glob if isinstance(side.glob, LazyRows) else side.tokens
-        order = np.argsort(lazy.rows[positions], kind="stable") if isinstance(lazy, LazyRows) \
+        lazy = side.glob if is_lazy(side.glob) else side.tokens
+        order = np.argsort(lazy.rows[positions], kind="stable") if is_lazy(lazy) \
             else np.arange(len(positions))
         local = positions[order]
         self.where = np.empty(len(positions), dtype=np.int64)
@@ -104,7 +128,7 @@ class _Window:
         buf = self._buffers.get(name)
         if buf is None or len(buf) < len(local):  # a fresh buffer pays its page faults once
             buf = self._buffers[name] = np.empty((len(local), *source.shape[1:]), dtype=source.dtype)
-        if isinstance(source, LazyRows):
+        if is_lazy(source):
             return source.read_into(local, buf)
         buf[:len(local)] = source[local]
         return buf[:len(local)]
@@ -151,9 +175,8 @@ def batches(img: Side, txt: Side, order: np.ndarray, spec: BatchSpec, start: int
     cuda = spec.device.type == "cuda"
     held: dict[int, tuple[_Window, _Window]] = {}
     spare: list[tuple[_Window, _Window]] = []  # windows done with: their buffers are reused
-    n = len(order)
-    for step in range(start, max(1, n // size)):  # fewer rows than a batch: one short batch
-        pos = np.arange(step * size, min((step + 1) * size, n))
+    for a, b in batch_bounds(len(order), size)[start:]:
+        pos = np.arange(a, b)
         needed = np.unique(pos // w).tolist()
         for k in [k for k in held if k < needed[0]]:
             spare.append(held.pop(k))  # every row of an earlier window has been handed out

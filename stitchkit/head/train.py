@@ -1,9 +1,26 @@
 """Training a cross-attention head on image–text pairs (a library function; the CLI wraps it).
 
-Loss: symmetric InfoNCE over the batch's (image × text) logit matrix. Several samples often
-share one caption (label-derived captions, standardised sentences); those are all positives
-of each other, so the target of a row is spread over every column with the same text. Without
-that, identical captions would be pushed apart as false negatives.
+Loss: symmetric InfoNCE on each direction's (image × text) logit matrix separately (as
+CARZero's code does: the image→text and text→image representations are each supervised, so
+one cannot carry the other). Several samples often share one caption (label-derived captions,
+standardised sentences); those are all positives of each other, so the target of a row is
+spread over every column with the same text. A text is also a positive of every image whose
+report holds that sentence. Without that, identical captions would be pushed apart as false
+negatives.
+
+Schedule: in steps. The batch is ``batch_size`` at most and an eighth of the training pairs
+at least 16 (:func:`batch_for`); the run lasts ``epochs`` epochs or ``min_steps`` steps,
+whichever is longer, so 200 pairs get as many updates as 5,000; no partial batch is dropped.
+Validation keeps the best of a few (``candidates``) evenly spaced checkpoints and of the
+starting point, by the validation loss over all held-out pairs: no early stopping on noise by
+default (``patience`` 0). A residual head (:mod:`stitchkit.head.model`) starts as the
+closed-form cosine route of its training pairs, so the head kept never has a higher
+validation loss than that route's ranking.
+
+Texts: a text store pairs with the images by id, or (a sentence store, ``stitch head captions
+--sentences``) by its ``image`` column with one row per sentence; each step draws one sentence
+per image, which matches how prompts are scored. Pairs from several (image, text) stores train
+one head, each store giving as many rows per epoch as the largest (:func:`balanced_order`).
 
 Determinism: the model is initialised from ``seed`` (on the CPU, then moved); each epoch's
 batches and dropout come from (seed, epoch), so a run resumed from its checkpoint (at an
@@ -25,7 +42,7 @@ import hashlib
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -45,7 +62,7 @@ from ..devices import (
 )
 from ..errors import UsageError
 from ..fileio import check_writable_dir
-from ..store import EmbeddingStore
+from ..store import EmbeddingStore, check_same_space
 from .checkpoint import (
     CheckpointState,
     checkpoint_path,
@@ -55,7 +72,15 @@ from .checkpoint import (
     rng_state,
     save_checkpoint,
 )
-from .data import Side, join_pairs, read_side
+from .data import (
+    IMAGE_COLUMN,
+    Sentences,
+    Side,
+    concat_sides,
+    join_sentences,
+    pairing_keys,
+    read_side,
+)
 from .head import Head
 from .model import (
     CrossAttentionHead,
@@ -66,7 +91,19 @@ from .model import (
     score_matrix,
     state_to_numpy,
 )
-from .stream import Batch, BatchSpec, Prefetch, Shuffle, batches, epoch_order, read_batch, tensors
+from .residual import fit_cosine_map
+from .stream import (
+    Batch,
+    BatchSpec,
+    Prefetch,
+    Shuffle,
+    balanced_order,
+    batch_bounds,
+    batches,
+    epoch_order,
+    read_batch,
+    tensors,
+)
 
 ProgressFn = Callable[[int, int], None]
 
@@ -77,12 +114,14 @@ class TrainConfig:
 
     head: HeadConfig = field(default_factory=HeadConfig)
     epochs: int = 30
-    batch_size: int = 128
+    batch_size: int = 128  # at most: small sets get smaller batches (batch_for)
+    min_steps: int = 300  # the run lasts at least this many steps, whatever the epochs
+    candidates: int = 4  # evenly spaced checkpoints validation chooses among (and the start)
     lr: float = 1e-3
     weight_decay: float = 0.01
     warmup: float = 0.05  # fraction of all steps spent warming the learning rate up
     val_fraction: float = 0.1
-    patience: int = 5  # epochs without a better validation loss before stopping
+    patience: int = 0  # checkpoints without a better validation loss before stopping (0: never)
     image_tokens: bool = True  # use the image store's tokens where it has them
     text_tokens: bool = True
     pool_by: str | None = None
@@ -105,6 +144,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 2:
             raise UsageError("epochs (--epochs) must be ≥ 1 and --batch-size ≥ 2 (contrastive loss needs pairs)")
+        if self.min_steps < 0 or self.candidates < 1 or self.patience < 0:
+            raise UsageError("--min-steps and --patience must be ≥ 0 and --candidates ≥ 1")
         if not 0.0 <= self.val_fraction < 0.9:
             raise UsageError(f"val_fraction (--val-fraction) must be in [0, 0.9), got {self.val_fraction}")
         if not 0.0 <= self.token_coarsen <= 1.0:
@@ -159,6 +200,27 @@ class TrainResult:
 
 
 # -- loss ----------------------------------------------------------------------------------
+@dataclass
+class PairKeys:
+    """Who is a positive of whom: ``text[j]``, the key of the text paired with sample ``j``
+    (equal texts or labels: equal keys); ``own[i]``, the keys of all of sample ``i``'s texts
+    (its report's sentences; -1 pads)."""
+
+    text: np.ndarray
+    own: np.ndarray
+
+    def take(self, rows: np.ndarray) -> PairKeys:
+        return PairKeys(self.text[rows], self.own[rows])
+
+    def with_texts(self, text: np.ndarray) -> PairKeys:
+        return PairKeys(np.asarray(text, dtype=np.int64), self.own)
+
+    def positives(self, rows: np.ndarray | None = None) -> torch.Tensor:
+        """(B, B) float: 1 where image ``i``'s texts include text ``j`` (so the pairing is right)."""
+        k = self if rows is None else self.take(rows)
+        return torch.as_tensor((k.own[:, :, None] == k.text[None, None, :]).any(axis=1)).float()
+
+
 def positives(keys: np.ndarray) -> torch.Tensor:
     """(B, B) float: 1 where two samples carry the same text (so both pairings are right)."""
     k = torch.as_tensor(keys)
@@ -172,6 +234,17 @@ def contrastive_loss(logits: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
     i2t = -(row_t * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
     t2i = -(col_t * F.log_softmax(logits, dim=0)).sum(dim=0).mean()
     return 0.5 * (i2t + t2i)
+
+
+def directional_loss(i2t: torch.Tensor, t2i: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """The contrastive loss of each direction's logits, averaged (CARZero supervises both)."""
+    return 0.5 * (contrastive_loss(i2t, pos) + contrastive_loss(t2i, pos))
+
+
+def batch_for(n_train: int, batch_size: int) -> int:
+    """Pairs per batch: ``batch_size`` at most, an eighth of the training pairs (at least 16,
+    at most all of them): 200 pairs make 8 steps an epoch, not 1."""
+    return max(2, min(batch_size, n_train, max(16, n_train // 8)))
 
 
 def text_keys(text: Side, block: int = 4096) -> np.ndarray:
@@ -221,33 +294,38 @@ def _on_device(part: Part, dev: torch.device) -> Part:
 
 
 def _logits(model: CrossAttentionHead, image: Part, text: Part, cfg: TrainConfig,
-            dev: torch.device) -> torch.Tensor:
-    """The batch's (image × text) logits in float32, the forward pass in ``cfg.precision``."""
+            dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch's (image × text) logits of each direction in float32, the forward pass in
+    ``cfg.precision``."""
     if model.training:
         image = _augment(image, cfg)
     ig, it, im = _on_device(image, dev)
     tg, tt, tm = _on_device(text, dev)
     with autocast(dev, cfg.precision):
-        logits = model(ig, tg, it, im, tt, tm)
-    return logits.float()
+        i2t, t2i = model(ig, tg, it, im, tt, tm, directions=True)
+    return i2t.float(), t2i.float()
 
 
-def validation_metrics(model: CrossAttentionHead, img: Side, txt: Side, keys: np.ndarray,
+VAL_BLOCK = 512  # held-out pairs per validation batch: all of them up to this many
+
+
+def validation_metrics(model: CrossAttentionHead, img: Side, txt: Side, keys: PairKeys,
                        cfg: TrainConfig, max_retrieval: int = 1000) -> dict[str, float]:
-    """Validation loss over fixed batches (in the training precision), and top-1 retrieval
-    over up to ``max_retrieval`` pairs (float32), where the model's weights are."""
+    """Validation loss over blocks of up to ``VAL_BLOCK`` held-out pairs (in the training
+    precision: one block up to that many, so the loss does not swing with a batch's draw), and
+    top-1 retrieval over up to ``max_retrieval`` pairs (float32), where the model's weights are."""
     dev = module_device(model)
     model.eval()
     losses, weights = [], []
     with torch.inference_mode():
-        for a in range(0, len(img), cfg.batch_size):
-            rows = np.arange(a, min(a + cfg.batch_size, len(img)))
+        for a, b in batch_bounds(len(img), VAL_BLOCK):
+            rows = np.arange(a, b)
             if len(rows) < 2:
                 continue
             image = tensors(read_batch(img, rows, cfg.image_tokens))
             text = tensors(read_batch(txt, rows, cfg.text_tokens))
-            logits = _logits(model, image, text, cfg, dev)
-            losses.append(float(contrastive_loss(logits, positives(keys[rows]).to(dev))))
+            i2t, t2i = _logits(model, image, text, cfg, dev)
+            losses.append(float(directional_loss(i2t, t2i, keys.positives(rows).to(dev))))
             weights.append(len(rows))
     n = min(len(img), max_retrieval)
     sub_i, sub_t = img.take(np.arange(n)), txt.take(np.arange(n))
@@ -255,8 +333,7 @@ def validation_metrics(model: CrossAttentionHead, img: Side, txt: Side, keys: np
     s = score_matrix(model, sub_i.glob, sub_t.glob,
                      sub_i.tokens if use_it else None, sub_i.mask if use_it else None,
                      sub_t.tokens if use_tt else None, sub_t.mask if use_tt else None)
-    k = keys[:n]
-    same = k[:, None] == k[None, :]
+    same = keys.take(np.arange(n)).positives().numpy().astype(bool)
     i2t = float(same[np.arange(n), s.argmax(axis=1)].mean())
     t2i = float(same[s.argmax(axis=0), np.arange(n)].mean())
     model.train()
@@ -270,47 +347,94 @@ def validation_metrics(model: CrossAttentionHead, img: Side, txt: Side, keys: np
 
 
 # -- the data ------------------------------------------------------------------------------
+StoreLike = str | os.PathLike | EmbeddingStore
+
+
 @dataclass
 class Pairs:
-    """The pairs a run trains on: both sides joined by id, positives' keys, the split."""
+    """The pairs a run trains on: every image that has a text, every text row, which texts are
+    each image's (:class:`Sentences`), the positives' keys, the split, each image's source.
+    ``istore`` / ``tstore`` are the first source's stores: their spaces name the head's."""
 
     istore: EmbeddingStore
     tstore: EmbeddingStore
     img: Side
     txt: Side
-    keys: np.ndarray
+    sentences: Sentences
+    keys: PairKeys  # ``text``: one key per text row; ``own``: each image's texts' keys
     tr_rows: np.ndarray
     va_rows: np.ndarray
     label_positives: bool
+    sources: np.ndarray  # per image: the number of the (images, texts) pair of stores it is from
+    paths: list[tuple[str, str]]
 
-    def part(self, rows: np.ndarray) -> tuple[Side, Side, np.ndarray]:
-        return self.img.take(rows), self.txt.take(rows), self.keys[rows]
+    def part(self, rows: np.ndarray, text_rows: np.ndarray | None = None) -> tuple[Side, Side, PairKeys]:
+        """Images ``rows`` with one text each: ``text_rows`` (one per image), else each one's first."""
+        chosen = self.sentences.take(rows).first() if text_rows is None else text_rows
+        return self.img.take(rows), self.txt.take(chosen), self.keys.take(rows).with_texts(self.keys.text[chosen])
 
 
-def load_pairs(image_store: str | os.PathLike | EmbeddingStore, text_store: str | os.PathLike | EmbeddingStore,
-               cfg: TrainConfig, seed: int, ids: list[str] | None = None) -> Pairs:
-    """Open both stores (nothing but ids, masks and labels is held), join them, split them."""
-    istore = image_store if isinstance(image_store, EmbeddingStore) else EmbeddingStore(image_store)
-    tstore = text_store if isinstance(text_store, EmbeddingStore) else EmbeddingStore(text_store)
-    img_all = read_side(istore, tokens=cfg.image_tokens, pool_by=cfg.pool_by)
-    txt_all = read_side(tstore, tokens=cfg.text_tokens,
-                        pool_by=cfg.pool_by if tstore.groups is not None else None)
+def open_store(store: StoreLike) -> EmbeddingStore:
+    return store if isinstance(store, EmbeddingStore) else EmbeddingStore(store)
+
+
+def read_source(istore: EmbeddingStore, tstore: EmbeddingStore, cfg: TrainConfig,
+                ids: list[str] | None) -> tuple[Side, Side, Sentences]:
+    """One pair of stores: the images with a text (``ids`` only, where given), all text rows,
+    and which text rows are each image's."""
+    sentence_store = tstore.attrs.get("pairs_by") == IMAGE_COLUMN
+    if sentence_store and cfg.pool_by:
+        raise UsageError(f"{tstore.path} holds a row per sentence: train on it without --pool-by")
+    img = read_side(istore, tokens=cfg.image_tokens, pool_by=cfg.pool_by)
+    txt = read_side(tstore, tokens=cfg.text_tokens,
+                    pool_by=cfg.pool_by if tstore.groups is not None and not sentence_store else None)
     if ids is not None:
         wanted = set(ids)
-        img_all = img_all.take(np.array([i for i, k in enumerate(img_all.ids) if k in wanted],
-                                        dtype=np.int64))
-    img, txt = join_pairs(img_all, txt_all)
+        img = img.take(np.array([i for i, k in enumerate(img.ids) if k in wanted], dtype=np.int64))
+    return join_sentences(img, txt, pairing_keys(tstore, txt))
+
+
+def load_pairs(sources: list[tuple[StoreLike, StoreLike]], cfg: TrainConfig, seed: int,
+               ids: list[str] | None = None) -> Pairs:
+    """Open every (images, texts) pair of stores (nothing but ids, masks and labels is held),
+    check they share two spaces, join each, put them together and split them."""
+    stores = [(open_store(i), open_store(t)) for i, t in sources]
+    istore, tstore = stores[0]
+    for n, (i, t) in enumerate(stores[1:], 2):
+        check_same_space(istore.space(), i.space(), expected_what=f"image store {istore.path}",
+                         got_what=f"image store {i.path} (pair {n})")
+        check_same_space(tstore.space(), t.space(), expected_what=f"text store {tstore.path}",
+                         got_what=f"text store {t.path} (pair {n})")
+    parts = [read_source(i, t, cfg, ids) for i, t in stores]
+    img = concat_sides([p[0] for p in parts])
+    txt = concat_sides([p[1] for p in parts])
+    offsets = np.cumsum([0] + [len(p[1]) for p in parts])
+    sentences = Sentences(
+        np.concatenate([[0], np.cumsum(np.concatenate([p[2].counts() for p in parts]))]).astype(np.int64),
+        np.concatenate([p[2].rows + off for p, off in zip(parts, offsets, strict=False)]))
     if len(img) < 8:
         raise UsageError(f"only {len(img)} image–text pairs share an id: a head needs at least 8")
-    label_positives = bool(str(tstore.attrs.get("captions") or "").startswith("label-derived")
-                           and txt.labels is not None)
+    label_positives = all(str(t.attrs.get("captions") or "").startswith("label-derived") for _, t in stores) \
+        and txt.labels is not None
     # Label-derived captions vary their phrasing; every caption of one label is a positive.
-    keys = (np.unique(txt.labels.astype(str), return_inverse=True)[1].astype(np.int64)
+    text = (np.unique(txt.labels.astype(str), return_inverse=True)[1].astype(np.int64)
             if label_positives else text_keys(txt))
-    if len(np.unique(keys)) < 2:
+    keys = PairKeys(text, own_keys(text, sentences))
+    if len(np.unique(text[sentences.rows])) < 2:
         raise UsageError("every pair has the same text: a contrastive head needs at least two different texts")
     tr_rows, va_rows = split_train_val(img, cfg.val_fraction, seed)
-    return Pairs(istore, tstore, img, txt, keys, tr_rows, va_rows, label_positives)
+    source = np.concatenate([np.full(len(p[0]), n) for n, p in enumerate(parts)])
+    return Pairs(istore, tstore, img, txt, sentences, keys, tr_rows, va_rows, label_positives, source,
+                 [(str(i.path), str(t.path)) for i, t in stores])
+
+
+def own_keys(text: np.ndarray, sentences: Sentences) -> np.ndarray:
+    """(images, most texts of one image) keys of each image's texts, first text first; -1 pads."""
+    counts = sentences.counts()
+    own = np.full((len(counts), max(1, int(counts.max(initial=1)))), -1, dtype=np.int64)
+    col = np.arange(len(sentences.rows)) - np.repeat(sentences.start[:-1], counts)
+    own[np.repeat(np.arange(len(counts)), counts), col] = text[sentences.rows]
+    return own
 
 
 def split_train_val(img: Side, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -361,20 +485,50 @@ class Trainer:
         self.pairs, self.cfg, self.seed, self.run, self.out = pairs, cfg, seed, run, out
         self.dev = resolve_device(run.device)
         check_precision(cfg.precision, self.dev)
-        self.train_part = pairs.part(pairs.tr_rows)  # (image side, text side, keys)
+        self.train_part = pairs.part(pairs.tr_rows)  # (image side, text side, keys): first texts
         self.val_part = pairs.part(pairs.va_rows)
         torch.manual_seed(seed)  # initialised on the CPU: the same weights on every device
-        self.model = CrossAttentionHead(pairs.istore.dim, pairs.tstore.dim, cfg.head).to(self.dev)
+        self.model = CrossAttentionHead(pairs.istore.dim, pairs.tstore.dim, cfg.head)
+        self.residual: dict[str, Any] | None = None
+        if cfg.head.residual:
+            # Fitted on every (image, sentence) training row: what `stitch fit` fits on the pairs.
+            sent = pairs.sentences.take(pairs.tr_rows)
+            matrix, offset, self.residual = fit_cosine_map(
+                pairs.img.take(np.repeat(pairs.tr_rows, sent.counts())), pairs.txt.take(sent.rows), seed)
+            self.model.set_cosine_map(matrix, offset)
+        self.model.to(self.dev)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scaler = torch.amp.GradScaler(self.dev.type) if cfg.precision == "fp16" else None
-        self.steps_per_epoch = max(1, len(pairs.tr_rows) // cfg.batch_size)
-        self.total = self.steps_per_epoch * cfg.epochs
+        self.batch_size = batch_for(len(pairs.tr_rows), cfg.batch_size)
+        self.steps_per_epoch = len(batch_bounds(len(self.epoch_order(0)), self.batch_size))
+        self.epochs = max(cfg.epochs, -(-cfg.min_steps // self.steps_per_epoch))
+        self.total = self.steps_per_epoch * self.epochs
         self.warmup_steps = max(1, int(cfg.warmup * self.total))
-        self.spec = BatchSpec(cfg.batch_size, cfg.image_tokens, cfg.text_tokens, self.dev,
+        # The epochs whose end is a checkpoint validation chooses among (the last always is).
+        self.candidates = {-(-self.epochs * k // cfg.candidates) for k in range(1, cfg.candidates + 1)}
+        self.spec = BatchSpec(self.batch_size, cfg.image_tokens, cfg.text_tokens, self.dev,
                               cfg.shuffle_buffer, run.prefetch)
         self.ckpt = checkpoint_path(out)
         self.fingerprint = fingerprint(pairs, cfg.to_dict(), seed)
         self.state = CheckpointState(best=state_to_numpy(self.model), fingerprint=self.fingerprint)
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """Positions in the training part: the stores' order shuffled in blocks (one source),
+        or each source as often as the largest (several)."""
+        sources = self.pairs.sources[self.pairs.tr_rows]
+        if len(np.unique(sources)) > 1:
+            return balanced_order(sources, self.seed, epoch)
+        shuffle = Shuffle(self.cfg.shuffle_block, self.cfg.shuffle_buffer)
+        return epoch_order(len(sources), shuffle, self.seed, epoch)
+
+    def epoch_part(self, epoch: int) -> tuple[Side, Side, PairKeys]:
+        """The training part with one text per image drawn for this epoch (its first where each
+        image has one)."""
+        sentences = self.pairs.sentences.take(self.pairs.tr_rows)
+        if (sentences.counts() == 1).all():
+            return self.train_part
+        rows = sentences.draw(np.random.default_rng([self.seed, epoch, 2]))
+        return self.pairs.part(self.pairs.tr_rows, rows)
 
     def resume(self) -> None:
         """Continue from the checkpoint beside the output, if it was made from this very run."""
@@ -387,23 +541,30 @@ class Trainer:
             )
         self.state = load_checkpoint(self.ckpt, self.model, self.opt, self.scaler)
 
+    def stopping(self) -> bool:
+        return bool(self.cfg.patience and len(self.pairs.va_rows) and self.state.bad >= self.cfg.patience)
+
     def fit(self, progress: ProgressFn | None, on_epoch: Callable[[dict[str, float]], None] | None) -> bool:
-        """Train until the last epoch or early stopping; True when it stopped early."""
-        st, patient = self.state, len(self.pairs.va_rows) > 0
+        """Train for the step budget (or until ``patience`` checkpoints bring nothing better);
+        True when it stopped early."""
+        st = self.state
+        if st.epoch == 0 and st.step == 0 and len(self.pairs.va_rows):
+            # The starting point is a candidate: for a residual head, the cosine route's ranking.
+            st.best_loss = validation_metrics(self.model, *self.val_part, self.cfg)["val_loss"]
         if progress:
             progress(st.epoch * self.steps_per_epoch + st.step, self.total)
         self.model.train()
-        while st.epoch < self.cfg.epochs and not (patient and st.bad >= self.cfg.patience):
+        while st.epoch < self.epochs and not self.stopping():
             self.train_epoch(progress)
             record = self.end_epoch()
             if on_epoch:  # after the checkpoint: an interruption here loses nothing
                 on_epoch(record)
-        return patient and st.bad >= self.cfg.patience
+        return self.stopping()
 
     def train_epoch(self, progress: ProgressFn | None) -> None:
-        st, (img, txt, _) = self.state, self.train_part
-        order = epoch_order(len(img), Shuffle(self.cfg.shuffle_block, self.cfg.shuffle_buffer),
-                            self.seed, st.epoch)
+        st = self.state
+        img, txt, keys = self.epoch_part(st.epoch)
+        order = self.epoch_order(st.epoch)
         torch.manual_seed(self.seed * 100003 + st.epoch)
         if st.step:  # resumed within this epoch: the generators as they were at that step
             restore_rng(st.rng, self.dev)
@@ -411,7 +572,7 @@ class Trainer:
         with Prefetch(batches(img, txt, order, self.spec, st.step), self.spec.depth) as loader:
             for batch in loader:
                 step = st.epoch * self.steps_per_epoch + st.step
-                st.losses.append(self.step(batch, step))
+                st.losses.append(self.step(batch, keys, step))
                 st.step += 1
                 if progress:
                     progress(step + 1, self.total)
@@ -420,11 +581,11 @@ class Trainer:
                     self.save()
                     last = time.monotonic()
 
-    def step(self, batch: Batch, step: int) -> float:
+    def step(self, batch: Batch, keys: PairKeys, step: int) -> float:
         for group in self.opt.param_groups:
             group["lr"] = self.cfg.lr * lr_factor(step, self.total, self.warmup_steps)
-        logits = _logits(self.model, batch.image, batch.text, self.cfg, self.dev)
-        loss = contrastive_loss(logits, positives(self.train_part[2][batch.rows]).to(self.dev))
+        i2t, t2i = _logits(self.model, batch.image, batch.text, self.cfg, self.dev)
+        loss = directional_loss(i2t, t2i, keys.positives(batch.rows).to(self.dev))
         self.opt.zero_grad(set_to_none=True)
         if self.scaler is None:
             loss.backward()
@@ -437,18 +598,20 @@ class Trainer:
 
     def end_epoch(self) -> dict[str, float]:
         st = self.state
-        record: dict[str, float] = {"epoch": st.epoch + 1, "train_loss": float(np.mean(st.losses))}
+        epoch = st.epoch + 1
+        record: dict[str, float] = {"epoch": epoch, "train_loss": float(np.mean(st.losses))}
         if len(self.pairs.va_rows):
             record.update(validation_metrics(self.model, *self.val_part, self.cfg))
-            if record["val_loss"] < st.best_loss - 1e-4:
-                st.best_loss, st.best_epoch, st.bad = record["val_loss"], st.epoch + 1, 0
-                st.best = state_to_numpy(self.model)
-            else:
-                st.bad += 1
+            if epoch in self.candidates or epoch == self.epochs:
+                if record["val_loss"] < st.best_loss - 1e-4:
+                    st.best_loss, st.best_epoch, st.bad = record["val_loss"], epoch, 0
+                    st.best = state_to_numpy(self.model)
+                else:
+                    st.bad += 1
         else:
-            st.best, st.best_epoch = state_to_numpy(self.model), st.epoch + 1
+            st.best, st.best_epoch = state_to_numpy(self.model), epoch
         st.history.append(record)
-        st.epoch, st.step, st.losses, st.rng = st.epoch + 1, 0, [], None
+        st.epoch, st.step, st.losses, st.rng = epoch, 0, [], None
         self.save()
         return record
 
@@ -481,13 +644,18 @@ def head_meta(t: Trainer, val: dict[str, float]) -> dict[str, Any]:
             "image_store": str(p.istore.path), "text_store": str(p.tstore.path),
             "image_modality": p.istore.modality, "text_modality": p.tstore.modality,
             "text_origin": p.tstore.attrs.get("captions") or p.tstore.attrs.get("input"),
+            "pairs": [{"image_store": i, "text_store": s, "n_images": int((p.sources == n).sum())}
+                      for n, (i, s) in enumerate(p.paths)],
         },
         "training": {
-            "n_pairs": len(img), "n_train": len(tr), "n_val": len(va),
-            "distinct_texts": int(len(np.unique(text_keys(txt)))), "best_epoch": t.state.best_epoch,
+            "n_pairs": len(img), "n_train": len(tr), "n_val": len(va), "n_texts": int(len(p.sentences.rows)),
+            "distinct_texts": int(len(np.unique(p.keys.text[p.sentences.rows]))),
+            "best_epoch": t.state.best_epoch,
             "positives": "same label" if p.label_positives else "same text",
             "val_split": ("by group" if img.groups is not None and len(va)
                           and not set(img.groups[va]) & set(img.groups[tr]) else "by row"),
+            "batch_size": t.batch_size, "steps": t.total, "epochs": t.epochs,
+            "residual_map": t.residual,
             "epochs_run": len(t.state.history), "val": val, "history": t.state.history,
             **device_record(t.dev, cfg.precision),
         },
@@ -507,10 +675,12 @@ def train_head(
     threads: int | None = None,
     ids: list[str] | None = None,
     run: RunOptions | None = None,
+    more_pairs: Sequence[tuple[StoreLike, StoreLike]] = (),
 ) -> TrainResult:
     """Train a head on the pairs the two stores share (joined by id) and save it at ``out``.
 
-    ``ids`` restricts training to those pairs (e.g. the train split); ``run`` says where it
+    ``more_pairs``: further (image store, text store) pairs in the same two spaces, sampled in
+    equal shares. ``ids`` restricts training to those images (e.g. the train split); ``run`` says where it
     computes (``RunOptions(device="cuda")``; the CPU by default). Returns what was done, with
     the loss history (draw it with :func:`stitchkit.report.loss_plot.plot_loss`); the head is
     at ``out``.
@@ -525,7 +695,8 @@ def train_head(
     if run.threads:
         torch.set_num_threads(run.threads)
     device_name(run.device)  # a GPU that is not there: one line, before the stores are read
-    trainer = Trainer(load_pairs(image_store, text_store, cfg, seed, ids), cfg, seed, run, out)
+    pairs = load_pairs([(image_store, text_store), *more_pairs], cfg, seed, ids)
+    trainer = Trainer(pairs, cfg, seed, run, out)
     if resume:
         trainer.resume()
     resumed_from = trainer.state.epoch

@@ -57,6 +57,7 @@ class Found:
     results: list[tuple[Path, dict[str, Any]]] = field(default_factory=list)
     tables: list[tuple[Path, list[dict[str, Any]]]] = field(default_factory=list)
     benchmarks: list[tuple[Path, dict[str, Any]]] = field(default_factory=list)
+    curves: list[tuple[Path, dict[str, Any]]] = field(default_factory=list)  # learning curves
     skipped: list[str] = field(default_factory=list)
 
 
@@ -129,7 +130,7 @@ def find(paths: list[str | Path], exclude: Path | None = None) -> Found:
                 files += [Path(root, n) for n in sorted(names) if not n.startswith(".")]
         else:
             files.append(p)
-    from ..results import BENCHMARK_SCHEMA, guess_kind
+    from ..results import BENCHMARK_SCHEMA, CURVE_SCHEMA, guess_kind
 
     for f in files:
         if f.suffix.lower() in SKIP_SUFFIXES and f not in named:
@@ -154,6 +155,8 @@ def find(paths: list[str | Path], exclude: Path | None = None) -> Found:
                 continue  # a score CSV's format and metadata, read with the CSV
             if isinstance(data, dict) and data.get("schema") == BENCHMARK_SCHEMA:
                 found.benchmarks.append((f, data))
+            elif isinstance(data, dict) and data.get("schema") == CURVE_SCHEMA:
+                found.curves.append((f, data))
             elif isinstance(data, list) and data and all(isinstance(d, dict) and guess_kind(d) for d in data):
                 found.tables.append((f, data))
             elif isinstance(data, dict) and guess_kind(data):
@@ -448,6 +451,20 @@ def _benchmark_sections(found: Found, out: Path) -> list[Section]:
     return sections
 
 
+def _curve_sections(found: Found, out: Path) -> list[Section]:
+    """Per learning-curve.json (examples/learning-curve): AUC against training pairs per route."""
+    sections = []
+    for n, (_, data) in enumerate(found.curves):
+        routes = data.get("routes") or []
+        image = figures.learning_curve(data.get("curve") or [], routes, out / f"learning-curve-{n:02d}.png",
+                                       title=f"Learning curve: {data.get('metric', 'AUC')}")
+        rows = [[c["n"], *(f"{c[r]['auc_mean']:.3f} ± {c[r]['auc_std']:.3f}" if r in c else "-" for r in routes)]
+                for c in data.get("curve") or []]
+        sections.append(Section("Learning curve", image, "Mean AUC over seeds against the number of training "
+                                "pairs; the band is one standard deviation.", _md_table(["pairs", *routes], rows)))
+    return sections
+
+
 # -- stores -------------------------------------------------------------------------------------
 
 def _store_sections(found: Found, out: Path, max_points: int = 2000) -> list[Section]:
@@ -551,7 +568,7 @@ def build_report(paths: list[str | Path], out: str | Path, *, title: str = "stit
         if "summary" in data and str(Path(data.get("table") or "").resolve()) not in csv_paths:
             sweeps.append((p.name, data["summary"]))
     sections = (_map_sections(found.maps, out) + _sweep_sections(sweeps, out) + _head_sections(found.heads, out)
-                + _benchmark_sections(found, out) + _classify_sections(found, out) + _store_sections(found, out))
+                + _benchmark_sections(found, out) + _curve_sections(found, out) + _classify_sections(found, out) + _store_sections(found, out))
     intro = _results_table(found)
     if not sections and not intro:
         raise UsageError("nothing to draw: give maps, sweep CSVs, heads, stores, score files or `--json` "

@@ -276,3 +276,24 @@ def benchmark_aucs(rows: Sequence[dict[str, Any]], path: Path, *, title: str) ->
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     ax.grid(axis="x", alpha=0.3)
     return _save(fig, path)
+
+
+def learning_curve(curve: Sequence[dict[str, Any]], routes: Sequence[str], path: Path, *, title: str) -> Path:
+    """AUC against the number of training pairs (log scale), a line per route: the mean over
+    seeds with a band of one standard deviation."""
+    fig = _figure(6.4, 4.2)
+    ax = fig.add_subplot()
+    for colour, route in zip(COLOURS, routes, strict=False):
+        points = [(c["n"], c[route]["auc_mean"], c[route]["auc_std"]) for c in curve if route in c]
+        if not points:
+            continue
+        n, mean, std = (np.array(v, dtype=float) for v in zip(*points, strict=True))
+        ax.plot(n, mean, marker="o", ms=3, lw=1.6, color=colour, label=route)
+        ax.fill_between(n, mean - std, mean + std, color=colour, alpha=0.15, lw=0)
+    ax.set_xscale("log")
+    ax.set_xlabel("training pairs")
+    ax.set_ylabel("AUC")
+    ax.set_title(wrapped(title, 70), fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)

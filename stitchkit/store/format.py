@@ -37,6 +37,9 @@ TOKENS = "tokens"
 TOKENS_MASK = "tokens_mask"
 FAILED = "failed"
 STRING_COLUMNS = (LABELS, TEXTS, GROUPS)
+# A sentence store (a row per sentence, `stitch head captions --sentences`) names each row's
+# image in this column, and says so in its `pairs_by` attribute.
+IMAGE_COLUMN = "image"
 
 # Attributes that say which space the embeddings live in; two stores of the same space agree.
 SPACE_ATTRS = ("model_spec", "weights_sha256", "dim")

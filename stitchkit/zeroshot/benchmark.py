@@ -515,6 +515,7 @@ class Route:
     head_path: str | list[str] | None = None
     scoring: str | None = None
     prompt_store: str | None = None  # prompt embeddings read from (or written to) this store
+    multilabel_rule: str = "contrast"  # multi-label sets: positive minus negative prompt, or positive alone
 
 
 @dataclass
@@ -598,7 +599,8 @@ def run_entry(entry: Entry, job: Job) -> dict[str, Any]:
     result = classify_store(store, PromptSet(chosen.classes, entry.task, prompts.source),
                             text_model=route.text_model, prompt_store=route.prompt_store,
                             map_path=route.map_path, head_path=route.head_path, scoring=route.scoring,
-                            out=scores_path, ids=ids, n_boot=0, allow_missing_classes=True)
+                            out=scores_path, ids=ids, n_boot=0, allow_missing_classes=True,
+                            multilabel_rule=route.multilabel_rule)
     seconds = time.perf_counter() - t0
     sf = read_scores(scores_path)
     order = np.arange(len(ids)) if sf.ids == ids else np.array([{i: k for k, i in enumerate(sf.ids)}[i] for i in ids])
@@ -676,7 +678,8 @@ def _composition(done: list[dict[str, Any]], stores: dict[str, str], route: Rout
     head = route.head_path if not isinstance(route.head_path, list) else ", ".join(route.head_path)
     return {"stores": {n: {"path": str(stores[n]), "model_spec": spaces.get(n)} for n in stores if n in spaces},
             "map": first.get("map"), "head": str(head) if head else None,
-            "scoring": done[0]["scoring"] if done else route.scoring, "prompts": first.get("prompts")}
+            "scoring": done[0]["scoring"] if done else route.scoring, "prompts": first.get("prompts"),
+            "multilabel_rule": route.multilabel_rule}
 
 
 # -- outputs --------------------------------------------------------------------------------------
@@ -743,6 +746,8 @@ def composition_line(data: dict[str, Any]) -> str:
     route = (f"map {Path(mapped['path']).name} into {(mapped.get('target') or {}).get('model_spec')}"
              if mapped else "no map")
     scorer = f"head {comp['head']}" if comp.get("head") else "cosine to the prompts"
+    if comp.get("multilabel_rule") == "positive":
+        scorer += " (multi-label: positive prompts alone)"
     text = (comp.get("prompts") or {}).get("model_spec")
     return (f"Composition: {data.get('model') or '?'} — stores {stores}; {route}; {scorer}"
             + (f"; prompts embedded by {text}" if text else "") + ".")

@@ -23,9 +23,10 @@ import numpy as np
 from ..errors import UsageError
 from ..fileio import check_writable_dir
 from ..store import EmbeddingStore, StoreWriter
+from ..store.format import IMAGE_COLUMN
 from ..store.store import base_attrs
 from .prompts import PromptSet
-from .standardise import CommandStandardiser, RuleStandardiser, standardise
+from .standardise import NORMAL_SENTENCE, CommandStandardiser, RuleStandardiser
 
 
 @dataclass
@@ -36,6 +37,7 @@ class CaptionResult:
     skipped: int
     distinct: int
     examples: list[tuple[str, str]]
+    rows: int = 0  # rows written: one per sample, or one per sentence
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -63,76 +65,125 @@ def label_captions(labels: np.ndarray, prompts: PromptSet, ids: np.ndarray | Non
     return out
 
 
+NO_FINDING = {"no finding", "no_finding", "normal"}
+
+
+def finding_sentences(labels: np.ndarray, prompts: PromptSet, ids: np.ndarray) -> list[list[str]]:
+    """Per sample, one sentence per finding its label names ("Effusion|Pneumonia" → "There is
+    pleural effusion.", "There is pneumonia."; each a positive prompt of the finding's class,
+    chosen by a hash of the sample id and finding); "No Finding" → the normal-chest sentence."""
+    out = []
+    for sample, label in zip(ids, labels, strict=True):
+        parts = [x.strip() for x in str(label).split("|") if x.strip()]
+        if parts and all(x.lower() in NO_FINDING for x in parts):
+            out.append([NORMAL_SENTENCE])
+            continue
+        out.append([c for part in parts for c in label_captions(np.array([part]), prompts,
+                                                                np.array([f"{sample}|{part}"])) if c])
+    return out
+
+
 def make_captions(
     image_store: str | os.PathLike | EmbeddingStore,
     *,
     out: str | os.PathLike,
     text_model: str,
     prompts: PromptSet | None = None,
+    findings: PromptSet | None = None,
     standardiser: RuleStandardiser | CommandStandardiser | None = None,
     raw: bool = False,
     tokens: bool = False,
+    sentences: bool = False,
+    ids: list[str] | None = None,
     batch_size: int = 64,
 ) -> CaptionResult:
-    """Write a text store with the image store's ids: label captions (``prompts``) or its texts
-    standardised (default) or kept as they are (``raw``)."""
+    """Write a text store for the image store's samples: label captions (``prompts``), finding
+    sentences (``findings``: a sentence per finding of each sample's labels), or its texts
+    standardised (default) or kept as they are (``raw``). One row per sample with the sample's
+    id (its sentences joined), or with ``sentences`` one row per sentence (ids ``ID#k``, the
+    sample's id in the ``image`` column: training draws one per sample per step). ``ids``: only
+    those samples get captions."""
     check_writable_dir(out)
     store = image_store if isinstance(image_store, EmbeddingStore) else EmbeddingStore(image_store)
     store.check_unique_ids()  # the caption store is joined to the images by id
-    if prompts is not None:
+    per_sample, origin = sample_sentences(store, prompts, findings, standardiser, raw)
+    if ids is not None:
+        wanted = set(ids)
+        per_sample = [sent if str(k) in wanted else [] for k, sent in zip(store.ids, per_sample, strict=True)]
+    if sentences:
+        owner = np.array([i for i, sent in enumerate(per_sample) for _ in sent], dtype=np.int64)
+        rows = [x for sent in per_sample for x in sent]
+        ids = [f"{store.ids[i]}#{k}" for i, sent in enumerate(per_sample) for k in range(len(sent))]
+    else:
+        owner = np.array([i for i, sent in enumerate(per_sample) if sent], dtype=np.int64)
+        rows = [" ".join(per_sample[i]) for i in owner]
+        ids = [str(store.ids[i]) for i in owner]
+    if len(owner) == 0:
+        raise UsageError(f"{store.path}: no sample got a caption (no label matched, no finding found)")
+    columns: dict[str, list[str]] = {"texts": rows}
+    if sentences:
+        columns[IMAGE_COLUMN] = [str(store.ids[i]) for i in owner]
+    for name, values in (("labels", store.labels), ("groups", store.groups)):
+        if values is not None:
+            columns[name] = list(values[owner])
+    attrs = {"captions": origin, "input": f"captions of {store.path}",
+             **({"pairs_by": IMAGE_COLUMN} if sentences else {})}
+    distinct = write_text_store(out, ids, rows, columns, attrs, text_model, tokens, batch_size)
+    kept = len(np.unique(owner))
+    examples = [(ids[i], rows[i]) for i in range(min(3, len(rows)))]
+    return CaptionResult(str(Path(out)), origin, kept, len(per_sample) - kept, distinct, examples,
+                         len(rows))
+
+
+def sample_sentences(store: EmbeddingStore, prompts: PromptSet | None, findings: PromptSet | None,
+                     standardiser: RuleStandardiser | CommandStandardiser | None, raw: bool
+                     ) -> tuple[list[list[str]], str]:
+    """Each sample's sentences (none where it gets no caption) and where they came from."""
+    if prompts is not None or findings is not None:
         labels = store.labels
         if labels is None:
             raise UsageError(f"{store.path} has no labels: captions from labels need a labelled store")
-        captions = label_captions(labels, prompts, store.ids)
-        origin = f"label-derived captions (prompts {prompts.source}); not zero-shot"
-    else:
-        texts = store.texts
-        if texts is None:
-            raise UsageError(
-                f"{store.path} has no texts column: embed the images with --text-column naming "
-                "the report or notes column, or use --from-labels"
-            )
-        if raw:
-            captions = [str(t) if str(t).strip() else None for t in texts]
-            origin = "report text as written"
-        else:
-            std = standardiser or RuleStandardiser()
-            captions = [c or None for c in standardise([str(t) for t in texts], std)]
-            origin = ("reports standardised by command " + std.command
-                      if isinstance(std, CommandStandardiser) else
-                      "reports standardised by the rule-based standardiser")
-    keep = np.array([i for i, c in enumerate(captions) if c], dtype=np.int64)
-    if len(keep) == 0:
-        raise UsageError(f"{store.path}: no sample got a caption (no label matched, no finding found)")
-    kept = [captions[i] for i in keep]
-    distinct = list(dict.fromkeys(kept))
+        if findings is not None:
+            return (finding_sentences(labels, findings, store.ids),
+                    f"finding sentences from labels (prompts {findings.source}); label-derived")
+        return ([[c] if c else [] for c in label_captions(labels, prompts, store.ids)],
+                f"label-derived captions (prompts {prompts.source}); not zero-shot")
+    texts = store.texts
+    if texts is None:
+        raise UsageError(
+            f"{store.path} has no texts column: embed the images with --text-column naming "
+            "the report or notes column, or use --from-labels"
+        )
+    if raw:
+        return [[str(t)] if str(t).strip() else [] for t in texts], "report text as written"
+    std = standardiser or RuleStandardiser()
+    origin = ("reports standardised by command " + std.command if isinstance(std, CommandStandardiser)
+              else "reports standardised by the rule-based standardiser")
+    return [list(std(str(t) or "")) for t in texts], origin
 
+
+def write_text_store(out: str | os.PathLike, ids: list[str], rows: list[str], columns: dict[str, list[str]],
+                     attrs: dict[str, str], text_model: str, tokens: bool, batch_size: int) -> int:
+    """Embed ``rows`` with ``text_model`` (each distinct text once) into a text store; returns
+    the number of distinct texts."""
     from ..embed import embed_texts
     from ..encoders import load_encoder
 
+    distinct = list(dict.fromkeys(rows))
     encoder = load_encoder(text_model, device="cpu")
     # Captions repeat a lot (label captions: a handful of sentences): embed each once.
     emb = embed_texts(encoder, distinct, tokens=tokens, batch_size=batch_size)
     where = {t: i for i, t in enumerate(distinct)}
-    idx = np.array([where[c] for c in kept])
+    idx = np.array([where[c] for c in rows])
     space = encoder.space()
     attrs = base_attrs(modality="text", model_spec=space.get("model_spec"),
-                       weights_sha256=space.get("weights_sha256"), captions=origin,
-                       input=f"captions of {store.path}")
-    columns = {"texts": kept}
-    if store.labels is not None:
-        columns["labels"] = list(store.labels[keep])
-    if store.groups is not None:
-        columns["groups"] = list(store.groups[keep])
+                       weights_sha256=space.get("weights_sha256"), **attrs)
     shape = None if emb.tokens is None else (emb.tokens.shape[1], emb.tokens.shape[2])
     with StoreWriter(out, dim=emb.embeddings.shape[1], attrs=attrs, columns=list(columns),
-                     token_shape=shape, expected_rows=len(keep)) as w:
-        for a in range(0, len(keep), 4096):
+                     token_shape=shape, expected_rows=len(rows)) as w:
+        for a in range(0, len(rows), 4096):
             sl = slice(a, a + 4096)
-            w.append(list(store.ids[keep[sl]]), emb.embeddings[idx[sl]],
-                     columns={k: v[sl] for k, v in columns.items()},
+            w.append(ids[sl], emb.embeddings[idx[sl]], columns={k: v[sl] for k, v in columns.items()},
                      tokens=None if emb.tokens is None else emb.tokens[idx[sl]],
                      tokens_mask=None if emb.mask is None else emb.mask[idx[sl]])
-    examples = [(str(store.ids[i]), captions[i]) for i in keep[:3]]
-    return CaptionResult(str(Path(out)), origin, len(keep), len(captions) - len(keep), len(distinct),
-                         examples)
+    return len(distinct)

@@ -24,7 +24,7 @@ from ..store import EmbeddingStore, check_same_space
 from ..store.pooling import check_pool_by
 from .prompt_cache import PromptEmbeddings, embed_prompts
 from .prompts import PromptSet, check_for_mode
-from .scorers import DEFAULT_TEMPERATURE, PRIORS, SCORINGS, Scorer
+from .scorers import DEFAULT_TEMPERATURE, MULTILABEL_RULES, PRIORS, SCORINGS, Scorer
 
 ProgressFn = Callable[[int, int], None]
 PathLike = str | os.PathLike
@@ -53,6 +53,7 @@ class ClassifyOptions:
     prior: str = "none"
     allow_missing_classes: bool = False
     device: str = "cpu"
+    multilabel_rule: str = "contrast"  # positive minus negative prompt, or the positive alone
 
 
 @dataclass
@@ -96,7 +97,8 @@ def plan_classification(query: PathLike | EmbeddingStore, prompts: PromptSet,
     if options.head_path is not None:
         _open_head(plan, options)
     text = _embed_prompts(plan, options)
-    plan.scorer = Scorer(prompts, text, plan.head, options.temperature, options.image_tokens)
+    plan.scorer = Scorer(prompts, text, plan.head, options.temperature, options.image_tokens,
+                         options.multilabel_rule)
     if plan.scorer.uses_image_tokens:
         _bound_token_chunks(plan)
     return plan
@@ -113,6 +115,8 @@ def _check_options(options: ClassifyOptions) -> str:
         raise UsageError("--head and --scoring cosine exclude each other: choose one")
     if options.prior not in PRIORS:
         raise UsageError(f"prior (--prior) must be one of {', '.join(PRIORS)}, got {options.prior!r}")
+    if options.multilabel_rule not in MULTILABEL_RULES:
+        raise UsageError(f"multilabel rule must be one of {', '.join(MULTILABEL_RULES)}, got {options.multilabel_rule!r}")
     if options.temperature <= 0:
         raise UsageError(f"temperature (--temperature) must be positive, got {options.temperature}")
     if options.out is not None:

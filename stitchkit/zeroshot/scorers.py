@@ -15,6 +15,9 @@ from .prompts import PromptSet
 DEFAULT_TEMPERATURE = 0.05
 PRIORS = ("none", "em", "mixture")
 SCORINGS = ("head", "cosine")
+# Multi-label scores: a finding's positive logit minus its negative one ("There is X." against
+# "There is no X.", CARZero's form), or the positive logit alone.
+MULTILABEL_RULES = ("contrast", "positive")
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -64,6 +67,7 @@ class Scorer:
     head: Any = None  # stitchkit.head.Head
     temperature: float = DEFAULT_TEMPERATURE
     image_tokens: bool = True  # False: score a token-trained head on globals, on purpose
+    multilabel_rule: str = "contrast"  # one of MULTILABEL_RULES
 
     def __post_init__(self) -> None:
         index = {t: i for i, t in enumerate(self.text.texts)}
@@ -111,7 +115,7 @@ class Scorer:
         if self.shift is not None and not multilabel:
             pos = pos.astype(np.float64) * self.scale + self.shift
         if multilabel:
-            diff = pos - neg
+            diff = pos - neg if self.multilabel_rule == "contrast" else pos
             return diff, _sigmoid(diff)
         return _log_odds(pos), _softmax(pos.astype(np.float64)).astype(np.float32)
 

@@ -269,10 +269,12 @@ def classify_store(
     prior: str = "none",
     allow_missing_classes: bool = False,
     device: str = "cpu",
+    multilabel_rule: str = "contrast",
 ) -> ClassifyResult:
     """Score every sample of ``query`` against ``prompts``; metrics where labels exist.
 
-    ``device`` (auto, cpu, cuda[:N]: :mod:`stitchkit.devices`) runs the map and the head
+    ``multilabel_rule``: multi-label findings scored by the positive prompt's logit minus the
+    negative one's ("contrast") or by the positive alone ("positive"). ``device`` (auto, cpu, cuda[:N]: :mod:`stitchkit.devices`) runs the map and the head
     there; the CPU runs exactly what it always ran.
 
     >>> r = classify_store("k-lite0.h5", load_prompts("pneumonia"), text_model="minilm",
@@ -283,6 +285,6 @@ def classify_store(
         scoring=scoring, out=out, ids=ids, pool_by=pool_by, force=force, chunk_size=chunk_size,
         n_boot=n_boot, seed=seed, temperature=temperature, progress=progress,
         image_tokens=image_tokens, prior=prior, allow_missing_classes=allow_missing_classes,
-        device=device,
+        device=device, multilabel_rule=multilabel_rule,
     )
     return classify(query, prompts, options)

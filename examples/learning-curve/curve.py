@@ -1,0 +1,125 @@
+"""The head's learning curve: token head, global head and cosine on N label-derived pairs.
+
+Kermany train images paired with label-derived captions (`stitch demo`'s k-train-lite2.h5 and
+k-train-captions-minilm.h5), N = 50 ... 5,216 pairs drawn per seed (stratified by label), scored
+on Kermany test (624 images, `--prompts pneumonia`, AUC of pneumonia):
+
+* token head: `stitch head train` on the N pairs (patch and word tokens), default settings
+  but a fixed budget of --steps steps in batches of at most 64 (the same compute at every N);
+* global head: the same on global vectors;
+* cosine: a ridge map fitted on the same N pairs into MiniLM's space (`stitch fit --method
+  ridge`), then cosine to the prompts: the route a residual head starts from.
+
+Writes OUT/learning-curve.csv (a row per N, seed and route; rerunning skips the rows there)
+and OUT/learning-curve.json (mean and standard deviation per N and route; `stitch report OUT`
+draws it). Usage: python examples/learning-curve/curve.py demo-out -o curve-out
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from stitchkit.head import HeadConfig, TrainConfig, train_head
+from stitchkit.maps import fit_map
+from stitchkit.maps.options import AnchorPlan
+from stitchkit.results import CURVE_SCHEMA
+from stitchkit.store import EmbeddingStore
+from stitchkit.zeroshot.prompts import load_prompts
+from stitchkit.zeroshot.scoring import classify_store
+
+ROUTES = ("token head", "global head", "cosine")
+FIELDS = ["n", "seed", "route", "auc", "accuracy", "seconds"]
+
+
+def subset(labels: np.ndarray, ids: np.ndarray, n: int, seed: int) -> list[str]:
+    """``n`` ids, each label in proportion to its share (all of them at n = len(ids))."""
+    if n >= len(ids):
+        return [str(i) for i in ids]
+    rng = np.random.default_rng([seed, n])
+    chosen: list[str] = []
+    names, counts = np.unique(labels, return_counts=True)
+    for name, count in zip(names, counts, strict=True):
+        take = max(1, round(n * count / len(ids)))
+        chosen += [str(i) for i in rng.choice(ids[labels == name], take, replace=False)]
+    return chosen[:n]
+
+
+def score(test: Path, work: Path, **route: object) -> tuple[float, float]:
+    result = classify_store(test, load_prompts("pneumonia"), text_model="minilm", n_boot=0, **route)
+    return result.metrics["auc"]["pneumonia"], result.metrics["accuracy"]
+
+
+def run_route(route: str, demo: Path, work: Path, ids: list[str], seed: int, steps: int) -> tuple[float, float]:
+    images, captions, test = demo / "k-train-lite2.h5", demo / "k-train-captions-minilm.h5", demo / "k-test-lite2.h5"
+    if route == "cosine":
+        fitted = fit_map(images, captions, "ridge", AnchorPlan(anchors=ids, holdout=0.0, metrics=False, seed=seed))
+        fitted.save(work / "map.map")
+        return score(test, work, map_path=work / "map.map", scoring="cosine")
+    tokens = route == "token head"
+    cfg = TrainConfig(head=HeadConfig(), batch_size=64, epochs=1, min_steps=steps,
+                      image_tokens=tokens, text_tokens=tokens)
+    train_head(images, captions, out=work / "head.st", config=cfg, seed=seed, ids=ids)
+    return score(test, work, head_path=work / "head.st")
+
+
+def summarise(rows: list[dict[str, str]]) -> dict[str, object]:
+    table = []
+    for n in sorted({int(r["n"]) for r in rows}):
+        entry: dict[str, object] = {"n": n}
+        for route in ROUTES:
+            aucs = [float(r["auc"]) for r in rows if int(r["n"]) == n and r["route"] == route]
+            if aucs:
+                entry[route] = {"auc_mean": float(np.mean(aucs)), "auc_std": float(np.std(aucs)), "seeds": len(aucs)}
+        table.append(entry)
+    return {"schema": CURVE_SCHEMA, "metric": "AUC pneumonia, Kermany test (624)", "routes": list(ROUTES), "curve": table}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("demo", type=Path, help="stitch demo's output folder (the stores)")
+    parser.add_argument("-o", "--out", type=Path, default=Path("curve-out"))
+    parser.add_argument("--sizes", default="50,100,200,500,1000,2000,5216")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--steps", type=int, default=300, help="training steps of every head")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    table = args.out / "learning-curve.csv"
+    rows = list(csv.DictReader(table.open())) if table.exists() else []
+    done = {(r["n"], r["seed"], r["route"]) for r in rows}
+    with EmbeddingStore(args.demo / "k-train-lite2.h5") as store:
+        ids, labels = np.asarray(store.ids), np.asarray(store.labels)
+    t0 = time.perf_counter()
+    for seed in map(int, args.seeds.split(",")):
+        for n in map(int, args.sizes.split(",")):
+            chosen = subset(labels, ids, n, seed)
+            for route in ROUTES:
+                if (str(len(chosen)), str(seed), route) in done:
+                    continue
+                start = time.perf_counter()
+                auc, acc = run_route(route, args.demo, args.out, chosen, seed, args.steps)
+                row = {"n": len(chosen), "seed": seed, "route": route, "auc": f"{auc:.4f}",
+                       "accuracy": f"{acc:.4f}", "seconds": f"{time.perf_counter() - start:.1f}"}
+                new = not table.exists()
+                with table.open("a", newline="") as fh:
+                    writer = csv.DictWriter(fh, fieldnames=FIELDS)
+                    if new:
+                        writer.writeheader()
+                    writer.writerow(row)
+                rows.append({k: str(v) for k, v in row.items()})
+                print(f"N={len(chosen):>5} seed {seed} {route:12} AUC {auc:.4f}  ({row['seconds']} s)", flush=True)
+    summary = summarise(rows)
+    summary["minutes"] = round((time.perf_counter() - t0) / 60, 1)
+    (args.out / "learning-curve.json").write_text(json.dumps(summary, indent=1))
+    for entry in summary["curve"]:
+        cells = [f"{r}: {entry[r]['auc_mean']:.3f} ± {entry[r]['auc_std']:.3f}" for r in ROUTES if r in entry]
+        print(f"N={entry['n']:>5}  " + "   ".join(cells))
+
+
+if __name__ == "__main__":
+    main()
