@@ -32,7 +32,7 @@ def head() -> None:
 @click.option("--heads", default=4, **SETTINGS, help="Attention heads per layer.")
 @click.option("--dropout", default=0.1, **SETTINGS, help="Dropout in attention and feed-forward (CARZero's).")
 @click.option("--residual/--no-residual", default=True, **SETTINGS,
-              help="Start the head as the cosine route of its training pairs (a ridge map into the text "
+              help="Start the head as the cosine route of its pairs (a ridge map into the text "
                    "space) and learn a correction to it; --no-residual learns the similarity from scratch.")
 @click.option("--init", "init", type=click.Choice(["carzero", "torch"]), default="carzero", **SETTINGS,
               help="Weight initialisation: CARZero's N(0, 0.02), or PyTorch's defaults.")

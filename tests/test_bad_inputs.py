@@ -114,7 +114,7 @@ def make_world(root: Path, lite0: Path, lite2: Path, minilm: Path, kermany_manif
     fit_map(lite2, lite0, "orthogonal").save(map_path)
     captions, head = root / "captions.h5", root / "head.st"
     for args in (["head", "captions", lite2, "--from-labels", "pneumonia", "-t", "minilm", "-o", captions],
-                 ["head", "train", lite2, captions, "-o", head, "--epochs", "1", "--batch-size", "16",
+                 ["head", "train", lite2, captions, "-o", head, "--epochs", "1", "--min-steps", "0", "--batch-size", "16",
                   "--width", "8", "--no-plot"]):
         res = run_inprocess(*args)
         assert res.code == 0, res.stderr
@@ -395,7 +395,7 @@ na("head captions", "head captions reads one store (ids are copied)", "truncated
 
 # head train ----------------------------------------------------------------------------------
 def _train(images: object, texts: object, out: Path, *extra: object) -> list[object]:
-    return ["head", "train", images, texts, "-o", out, "--epochs", "1", "--batch-size", "16",
+    return ["head", "train", images, texts, "-o", out, "--epochs", "1", "--min-steps", "0", "--batch-size", "16",
             "--width", "8", "--no-plot", *extra]
 
 

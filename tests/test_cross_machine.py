@@ -134,7 +134,7 @@ def _run_config(setup: dict, lite0: Path, lite2: Path, kernel: str | None, threa
                          "--prompts", "pneumonia", "--text-model", "minilm", "--ids", str(setup["dir"] / "test.ids"),
                          "--force-space", "-o", str(out / f"{name}.csv"), "--json"])
     commands.append(["head", "train", str(lite2), str(setup["captions"]), "--ids", str(setup["dir"] / "train.ids"),
-                     "--width", "32", "--heads", "2", "--epochs", "15", "--batch-size", "32", "--lr", "3e-3",
+                     "--width", "32", "--heads", "2", "--epochs", "15", "--min-steps", "0", "--batch-size", "32", "--lr", "3e-3",
                      "--patience", "15", "--seed", "0", "-o", str(out / "head.st")])
     commands.append(["classify", str(lite2), "--head", str(out / "head.st"), "--prompts", "pneumonia",
                      "--text-model", "minilm", "--ids", str(setup["dir"] / "test.ids"), "-o", str(out / "head.csv")])

@@ -38,8 +38,8 @@ def test_results_table_shape(demo_out: tuple[Path, dict]) -> None:
     out, printed = demo_out
     records = json.loads((out / "results" / "demo-results.json").read_text())
     assert records == printed["results"]
-    assert len(records) == 17
-    assert len({r["route"] for r in records}) == 17
+    assert len(records) == 23
+    assert len({r["route"] for r in records}) == 23
     for r in records:
         assert r["schema"] == SCHEMA and r["task"] == "zeroshot_classification"
         assert {"dataset", "model", "metrics", "composition", "provenance", "command"} <= set(r)
@@ -49,7 +49,7 @@ def test_results_table_shape(demo_out: tuple[Path, dict]) -> None:
         assert r["command"].startswith("stitch classify ")
         assert r["provenance"]["command"] == "stitch classify"
     kermany = [r for r in records if r["dataset"] == "kermany-test"]
-    assert len(kermany) == 13 and all(r["metrics"]["n"] == 2 * LIMIT for r in kermany)
+    assert len(kermany) == 19 and all(r["metrics"]["n"] == 2 * LIMIT for r in kermany)
     # NIH by patient: the held-out 40 % of patients only, never an image of a training patient
     by_patient = [r for r in records if r["route"].startswith("NIH by patient")]
     assert [r["dataset"] for r in by_patient] == ["nih [nih-test-ids]"] * 2
@@ -106,3 +106,27 @@ def test_rerun_skips_every_step(demo_out: tuple[Path, dict]) -> None:
     assert skipped + embedded == total - 1  # every step but the report, which is redrawn
     again = json.loads(res.stdout)["results"]
     assert [r["metrics"]["auc_pneumonia"] for r in again] == [r["metrics"]["auc_pneumonia"] for r in printed["results"]]
+
+
+def test_the_learning_curve_example_runs_on_the_demo(demo_out: tuple[Path, dict], tmp_path: Path) -> None:
+    """examples/learning-curve/curve.py on the reduced demo's stores: a row per N, seed and route,
+    the summary `stitch report` draws, and a rerun that skips what is done."""
+    import subprocess
+    import sys
+
+    out, _ = demo_out
+    script = Path(__file__).resolve().parents[1] / "examples" / "learning-curve" / "curve.py"
+    args = [sys.executable, str(script), str(out), "-o", str(tmp_path / "curve"), "--sizes", "10,16",
+            "--seeds", "0", "--steps", "4"]
+    res = subprocess.run(args, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads((tmp_path / "curve" / "learning-curve.json").read_text())
+    assert summary["schema"] == "stitchkit.learning-curve/1"
+    assert [c["n"] for c in summary["curve"]] == [10, 16]
+    assert all(set(summary["routes"]) <= set(c) for c in summary["curve"])
+    rows = (tmp_path / "curve" / "learning-curve.csv").read_text().splitlines()
+    assert len(rows) == 1 + 2 * 3
+    again = subprocess.run(args, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0 and "AUC" not in again.stdout  # every row was there: none trained again
+    report = run_stitch("report", str(tmp_path / "curve" / "learning-curve.json"), "-o", str(tmp_path / "r"))
+    assert report.returncode == 0 and (tmp_path / "r" / "learning-curve-00.png").exists()

@@ -13,7 +13,7 @@ vector alone.
 
 **Residual to cosine** (``HeadConfig.residual``, the default): each direction's logit is
 ``s · cos(x A + c, y)`` plus the attention's correction, where ``(A, c)`` is a ridge map from
-the image space into the text space fitted in closed form on the head's own training pairs
+the image space into the text space fitted in closed form on all the head's pairs
 (:meth:`CrossAttentionHead.set_cosine_map`) and the correction's last layer starts at zero. A
 fresh head therefore ranks exactly as the closed-form cosine route of its pairs does; training
 can only add to it (and :mod:`stitchkit.head.train` keeps the start when validation says the
@@ -172,9 +172,14 @@ class CrossAttentionHead(nn.Module):
         self.map_offset.copy_(torch.as_tensor(np.asarray(offset, dtype=np.float32)))
 
     def cosine_logits(self, image_global: torch.Tensor, text_global: torch.Tensor) -> torch.Tensor:
-        """``s · cos(x A + c, y)`` (n_images, n_texts): the residual's starting point."""
-        mapped = F.normalize(image_global.float() @ self.map_matrix + self.map_offset, dim=-1)
-        return self.logit_scale.exp() * mapped @ F.normalize(text_global.float(), dim=-1).T
+        """``s · cos(x A + c, y)`` (n_images, n_texts): the residual's starting point.
+
+        The map and the cosines are computed in float64, then rounded: float32 sums over 1,280
+        inputs come out in another order under another thread count, and training would carry
+        those last-bit differences into another head."""
+        mapped = image_global.double() @ self.map_matrix.double() + self.map_offset.double()
+        cos = F.normalize(mapped, dim=-1) @ F.normalize(text_global.double(), dim=-1).T
+        return self.logit_scale.exp() * cos.float()
 
     # -- pieces --------------------------------------------------------------------------
     def encode(

@@ -1,5 +1,5 @@
 """The cosine route a residual head starts from: a ridge map from the image space into the text
-space, fitted in closed form on the head's training pairs (the one module of the head that uses
+space, fitted in closed form on the head's pairs (the one module of the head that uses
 :mod:`stitchkit.maps`: the same estimator `stitch fit --method ridge` fits)."""
 
 from __future__ import annotations

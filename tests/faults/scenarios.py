@@ -158,7 +158,7 @@ def build(inputs: Inputs) -> list[Scenario]:
     captions = _captions(inputs)
 
     def head_args(out: Path) -> list[str]:
-        return ["head", "train", str(inputs.lite2), str(captions), "-o", str(out), "--epochs", "12",
+        return ["head", "train", str(inputs.lite2), str(captions), "-o", str(out), "--epochs", "12", "--min-steps", "0",
                 "--batch-size", "16", "--width", "16", "--patience", "100", "--threads", "1",
                 "--no-plot"]
 
@@ -290,7 +290,7 @@ def build_more(inputs: Inputs, names: tuple[str, ...] = MORE) -> list[Scenario]:
             # --threads 1 must not outlive the training: the scores' last digits depend on the
             # thread count, and the killed runs (fresh processes) use the default one.
             with torch_threads_kept():
-                res = run_inprocess("head", "train", inputs.lite2, captions, "-o", head, "--epochs",
+                res = run_inprocess("head", "train", inputs.lite2, captions, "-o", head, "--min-steps", "0", "--epochs",
                                     "3", "--batch-size", "16", "--width", "16", "--threads", "1",
                                     "--no-plot")
             assert res.code == 0, res.stderr

@@ -54,7 +54,7 @@ def scenarios(lite2_token_store: Path, lite2_token_captions: Path) -> dict[str, 
     def head_args(extra: list[str]) -> Callable[[Path], list[str]]:
         def args(out: Path) -> list[str]:
             return ["head", "train", str(lite2_token_store), str(lite2_token_captions), "-o", str(out),
-                    "--epochs", "6", "--batch-size", "8", "--width", "16", "--heads", "2",
+                    "--epochs", "6", "--min-steps", "0", "--batch-size", "8", "--width", "16", "--heads", "2",
                     "--patience", "100", "--threads", "1", "--no-plot", "--shuffle-buffer", "32",
                     "--token-dropout", "0.25", "--dropout", "0.1", *extra]
         return args

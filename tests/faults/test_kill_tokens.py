@@ -80,7 +80,7 @@ def scenarios(kermany_manifest: Path, lite2_store: Path,
     assert res.code == 0, res.stderr
 
     def head_args(out: Path) -> list[str]:
-        return ["head", "train", str(tokens), str(captions), "-o", str(out), "--epochs", "10",
+        return ["head", "train", str(tokens), str(captions), "-o", str(out), "--epochs", "10", "--min-steps", "0",
                 "--batch-size", "4", "--width", "16", "--heads", "2", "--patience", "100",
                 "--threads", "1", "--no-plot"]
 
