@@ -80,6 +80,14 @@ def summarise(rows: list[dict[str, str]]) -> dict[str, object]:
     return {"schema": CURVE_SCHEMA, "metric": "AUC pneumonia, Kermany test (624)", "routes": list(ROUTES), "curve": table}
 
 
+def write_summary(rows: list[dict[str, str]], out: Path, t0: float) -> dict[str, object]:
+    summary = summarise(rows)
+    summary["minutes_this_run"] = round((time.perf_counter() - t0) / 60, 1)
+    summary["training_seconds"] = round(sum(float(r["seconds"]) for r in rows), 1)
+    (out / "learning-curve.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("demo", type=Path, help="stitch demo's output folder (the stores)")
@@ -113,9 +121,8 @@ def main() -> None:
                     writer.writerow(row)
                 rows.append({k: str(v) for k, v in row.items()})
                 print(f"N={len(chosen):>5} seed {seed} {route:12} AUC {auc:.4f}  ({row['seconds']} s)", flush=True)
-    summary = summarise(rows)
-    summary["minutes"] = round((time.perf_counter() - t0) / 60, 1)
-    (args.out / "learning-curve.json").write_text(json.dumps(summary, indent=1))
+                write_summary(rows, args.out, t0)  # after every row: an interrupted run leaves its figure
+    summary = write_summary(rows, args.out, t0)
     for entry in summary["curve"]:
         cells = [f"{r}: {entry[r]['auc_mean']:.3f} ± {entry[r]['auc_std']:.3f}" for r in ROUTES if r in entry]
         print(f"N={entry['n']:>5}  " + "   ".join(cells))
