@@ -91,7 +91,7 @@ def test_results_command_gathers_the_demo(demo_out: tuple[Path, dict], tmp_path:
     res = run_stitch("results", *sorted((out / "results").glob("fit-*.json")), "-o", table)
     assert res.returncode == 0, res.stderr
     lines = table.read_text().splitlines()
-    assert lines[0].startswith("dataset,model,task,") and len(lines) == 1 + 7
+    assert lines[0].startswith("dataset,model,task,") and len(lines) == 1 + 8  # 8 fit steps
     records = load_records(sorted((out / "results").glob("fit-*.json")))
     assert {r["task"] for r in records} == {"map_fit"}
 
