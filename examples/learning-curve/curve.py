@@ -50,7 +50,7 @@ def subset(labels: np.ndarray, ids: np.ndarray, n: int, seed: int) -> list[str]:
     return chosen[:n]
 
 
-def score(test: Path, work: Path, **route: object) -> tuple[float, float]:
+def score(test: Path, **route: object) -> tuple[float, float]:
     result = classify_store(test, load_prompts("pneumonia"), text_model="minilm", n_boot=0, **route)
     return result.metrics["auc"]["pneumonia"], result.metrics["accuracy"]
 
@@ -60,12 +60,12 @@ def run_route(route: str, demo: Path, work: Path, ids: list[str], seed: int, ste
     if route == "cosine":
         fitted = fit_map(images, captions, "ridge", AnchorPlan(anchors=ids, holdout=0.0, metrics=False, seed=seed))
         fitted.save(work / "map.map")
-        return score(test, work, map_path=work / "map.map", scoring="cosine")
+        return score(test, map_path=work / "map.map", scoring="cosine")
     tokens = route == "token head"
     cfg = TrainConfig(head=HeadConfig(), batch_size=64, epochs=1, min_steps=steps,
                       image_tokens=tokens, text_tokens=tokens)
     train_head(images, captions, out=work / "head.st", config=cfg, seed=seed, ids=ids)
-    return score(test, work, head_path=work / "head.st")
+    return score(test, head_path=work / "head.st")
 
 
 def summarise(rows: list[dict[str, str]]) -> dict[str, object]:

@@ -223,9 +223,9 @@ class PairKeys:
 
 
 def positives(keys: np.ndarray) -> torch.Tensor:
-    """(B, B) float: 1 where two samples carry the same text (so both pairings are right)."""
-    k = torch.as_tensor(keys)
-    return (k[:, None] == k[None, :]).float()
+    """(B, B) float: 1 where two samples carry the same text (each sample's one text its own)."""
+    keys = np.asarray(keys, dtype=np.int64)
+    return PairKeys(keys, keys[:, None]).positives()
 
 
 def contrastive_loss(logits: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
