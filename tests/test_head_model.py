@@ -111,3 +111,27 @@ def test_carzero_init_and_legacy_settings() -> None:
     assert (old.residual, old.init) == (False, "torch")
     with pytest.raises(UsageError, match="init"):
         HeadConfig(init="xavier")
+
+
+def test_a_fresh_residual_head_classifies_as_the_cosine_route() -> None:
+    """With several prompts per class, a residual head's class logit takes its cosine term
+    against the class's prompt ensemble, as the cosine scorer does: a head that kept its start
+    gives the cosine route's log-odds, scaled by s·T (multi-class and multi-label alike)."""
+    from stitchkit.head import Head
+    from stitchkit.zeroshot.prompt_cache import PromptEmbeddings
+    from stitchkit.zeroshot.prompts import load_prompts
+    from stitchkit.zeroshot.scorers import Scorer
+
+    torch.manual_seed(0)
+    h = Head(CrossAttentionHead(24, 16, HeadConfig(width=16, heads=2)), image_space={}, text_space={})
+    rng = np.random.default_rng(3)
+    matrix, offset = rng.normal(size=(24, 16)), rng.normal(size=16)
+    h.module_.set_cosine_map(matrix, offset)
+    images = rng.normal(size=(9, 24)).astype(np.float32)
+    for name in ("pneumonia", "cxr-findings"):
+        prompts = load_prompts(name)
+        texts = prompts.texts()
+        text = PromptEmbeddings(texts, rng.normal(size=(len(texts), 16)).astype(np.float32), None, None, {}, "test")
+        with_head, _ = Scorer(prompts, text, h)(images)
+        cosine, _ = Scorer(prompts, text, temperature=1.0)((images @ matrix + offset).astype(np.float32))
+        np.testing.assert_allclose(with_head, cosine / 0.07, rtol=1e-4, atol=1e-4)

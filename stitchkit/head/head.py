@@ -8,10 +8,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..artifacts import load_artifact, save_artifact
 from ..errors import UsageError
-from .model import CrossAttentionHead, HeadConfig, load_numpy_state, score_matrix, state_to_numpy
+from .model import (
+    CrossAttentionHead,
+    HeadConfig,
+    load_numpy_state,
+    module_device,
+    score_matrix,
+    state_to_numpy,
+)
 
 HEAD_KIND = "head"
 
@@ -138,6 +146,42 @@ class Head:
         image_tokens, image_mask = self.match_token_grid(image_tokens, image_mask)
         return score_matrix(self.module_, image_global, text_global, image_tokens, image_mask,
                             text_tokens, text_mask, image_block=image_block)
+
+    def class_logits(
+        self,
+        image_global: np.ndarray,
+        text_global: np.ndarray,
+        classes: list[np.ndarray],
+        image_tokens: np.ndarray | None = None,
+        image_mask: np.ndarray | None = None,
+        text_tokens: np.ndarray | None = None,
+        text_mask: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Logits (n_images, n_classes): class ``c`` is the mean over its prompts (the rows
+        ``classes[c]`` of the texts).
+
+        A residual head's cosine term is taken once per class, against the class's prompt
+        ensemble (the normalised mean of its normalised prompt embeddings, as the cosine route
+        scores a class), and its correction is averaged over the prompts. So a head that kept
+        its start ranks exactly as the cosine route of its own map, prompt set and all; the mean
+        of per-prompt cosines would weigh each class by how tightly its prompts agree.
+        """
+        logits = self.score(image_global, text_global, image_tokens, image_mask, text_tokens, text_mask)
+        per_class = np.stack([logits[:, rows].mean(axis=1) for rows in classes], axis=1)
+        if not self.config_.residual:
+            return per_class
+        prompts = np.asarray(text_global, dtype=np.float64)
+        prompts = prompts / np.linalg.norm(prompts, axis=1, keepdims=True)
+        ensembles = np.stack([prompts[rows].mean(axis=0) for rows in classes])
+        dev = module_device(self.module_)
+        with torch.inference_mode():
+            base = self.module_.cosine_logits(
+                torch.as_tensor(np.asarray(image_global, dtype=np.float32), device=dev),
+                torch.as_tensor(np.concatenate([prompts, ensembles]).astype(np.float32), device=dev),
+            ).double().cpu().numpy()
+        per_prompt, ensemble = base[:, : len(prompts)], base[:, len(prompts):]
+        shift = ensemble - np.stack([per_prompt[:, rows].mean(axis=1) for rows in classes], axis=1)
+        return (per_class + shift).astype(np.float32)
 
     def __repr__(self) -> str:
         c = self.config_

@@ -9,8 +9,9 @@ itself, as the unimodal route of the second paper does). A mismatch is one line,
 
 Scores per class:
 
-* head, multi-class: each class's logit is the mean over its positive prompts; softmax over
-  classes. Multi-label: sigmoid(positive logit − negative logit) per finding.
+* head, multi-class: each class's logit is the mean over its positive prompts (a residual
+  head's cosine term against the class's prompt ensemble, as below: ``Head.class_logits``);
+  softmax over classes. Multi-label: sigmoid(positive logit − negative logit) per finding.
 * cosine: each class is the normalised mean of its normalised prompt embeddings (CLIP's
   prompt ensembling); logits are cosine / ``temperature``; then as above.
 
