@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test lint install mpnet xception
+.PHONY: demo test test-fast lint install mpnet xception
 
 install: $(STAMP)
 
@@ -23,8 +23,15 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/stitch demo
 
+# The whole suite on two workers (pytest-xdist; a module stays on one worker, the real stores
+# are embedded once and shared), printing where the time went. docs/development.md.
 test: $(STAMP)
-	$(PY) -m pytest -q -x
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15
+
+# The inner loop: every module's unit tests, without the tests marked slow (real models,
+# kill trials, the demo, the examples), in under two minutes.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow" --durations=5
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -143,3 +143,18 @@ def on_device(mapper: Any, device: str) -> Any:
     if device == "cpu":
         return mapper
     return DeviceMap(mapper, resolve_device(device))
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """torch computes on ``n`` threads inside the block (as it did before when ``n`` is None),
+    and on as many as before after it: a library call leaves its caller's thread count alone."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

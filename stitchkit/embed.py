@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -23,7 +22,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 import torch
 
@@ -32,7 +30,8 @@ from .errors import InputFailure, LockedError, StitchError, UsageError
 from .fileio import atomic_output, check_writable_dir, pid_running
 from .inputs import PIXEL_POLICY, Inputs, Item, input_format, load_item
 from .store import EmbeddingStore, StoreWriter
-from .store.store import STR, base_attrs
+from .store.parts import PartRows, read_part_index, read_part_rows, write_part
+from .store.store import base_attrs
 
 
 class ProgressSink:
@@ -217,23 +216,15 @@ def _adopt_unfinished_runtime(parts: Path, encoder: Encoder) -> None:
 
 def _write_part(path: Path, ok: list[int], out: Any, failed: list[tuple[int, str]],
                 mappings: list[str] | None = None) -> None:
-    # Built in memory, then written as plain bytes: HDF5 closing a file whose writes failed
-    # (disk full) can crash the process (SIGSEGV in h5py's close); a plain write raises OSError.
-    buffer = io.BytesIO()
-    with h5py.File(buffer, "w") as h5:
-        h5["positions"] = np.asarray(ok, dtype=np.int64)
-        if out is not None:
-            h5["embeddings"] = out.embeddings.detach().cpu().numpy().astype(np.float32)
-            if out.tokens is not None:
-                h5["tokens"] = out.tokens.detach().cpu().numpy().astype(np.float16)
-                h5["tokens_mask"] = out.mask.cpu().numpy().astype(bool)
-        h5["failed_positions"] = np.asarray([p for p, _ in failed], dtype=np.int64)
-        h5.create_dataset("failed_reasons", data=np.array([r for _, r in failed], dtype=object), dtype=STR)
-        if mappings:
-            h5.create_dataset("mappings", data=np.array(mappings, dtype=object), dtype=STR)
-    # No scan for stale temporaries per part (a folder of thousands): OUT.parts goes as a whole.
-    with atomic_output(path, clean_stale=False) as tmp:
-        tmp.write_bytes(buffer.getbuffer())
+    """One finished batch as a part file (:mod:`stitchkit.store.parts`): ``out`` is the
+    encoder's output for the inputs at positions ``ok`` (None when all failed)."""
+    rows = None
+    if out is not None:
+        has_tokens = out.tokens is not None
+        rows = PartRows(out.embeddings.detach().cpu().numpy(),
+                        out.tokens.detach().cpu().numpy() if has_tokens else None,
+                        out.mask.cpu().numpy() if has_tokens else None)
+    write_part(path, ok, rows, failed, mappings)
 
 
 @dataclass
@@ -446,15 +437,13 @@ def _assemble(
     positions, failed, max_t, token_dim = [], [], 0, encoder.dim
     mapped: Counter[str] = Counter()
     for f in files:
-        with h5py.File(f, "r") as h5:
-            positions.append(h5["positions"][()])
-            if "mappings" in h5:
-                mapped.update(m.decode() if isinstance(m, bytes) else m for m in h5["mappings"][()])
-            reasons = [r.decode() if isinstance(r, bytes) else r for r in h5["failed_reasons"][()]]
-            failed.extend(zip(h5["failed_positions"][()].tolist(), reasons, strict=True))
-            if "tokens" in h5:
-                max_t = max(max_t, h5["tokens"].shape[1])
-                token_dim = h5["tokens"].shape[2]
+        part = read_part_index(f)
+        positions.append(part.positions)
+        mapped.update(part.mappings)
+        failed.extend(part.failed)
+        if part.token_shape:
+            max_t = max(max_t, part.token_shape[0])
+            token_dim = part.token_shape[1]
     ok_sorted = np.sort(np.concatenate(positions)) if positions else np.zeros(0, np.int64)
     row_of = np.full(len(items), -1, dtype=np.int64)
     row_of[ok_sorted] = np.arange(len(ok_sorted))
@@ -484,17 +473,17 @@ def _assemble(
         for f, pos in zip(files, positions, strict=True):
             if not len(pos):
                 continue
-            with h5py.File(f, "r") as h5:
-                chosen = [items[p] for p in pos]
-                writer.put(
-                    row_of[pos],
-                    [it.id for it in chosen],
-                    h5["embeddings"][()],
-                    columns={**{names[c]: [getattr(it, c) or "" for it in chosen] for c in columns},
-                             **{c: [it.extra.get(c, "") for it in chosen] for c in extras}},
-                    tokens=h5["tokens"][()] if token_shape else None,
-                    tokens_mask=h5["tokens_mask"][()] if token_shape else None,
-                )
+            rows = read_part_rows(f, tokens=token_shape is not None)
+            chosen = [items[p] for p in pos]
+            writer.put(
+                row_of[pos],
+                [it.id for it in chosen],
+                rows.embeddings,
+                columns={**{names[c]: [getattr(it, c) or "" for it in chosen] for c in columns},
+                         **{c: [it.extra.get(c, "") for it in chosen] for c in extras}},
+                tokens=rows.tokens,
+                tokens_mask=rows.tokens_mask,
+            )
         failed.sort()
         writer.add_failed([(items[p].id, r) for p, r in failed])
     return len(ok_sorted), len(failed)

@@ -25,7 +25,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
 from .errors import StoreError, UsageError
@@ -52,16 +51,11 @@ def _parquet() -> Any:
     return pyarrow
 
 
-def _string_columns(path: Path) -> list[str]:
-    """The store's per-row string datasets beyond ids (the named columns and extras)."""
-    names = []
-    with h5py.File(path, "r") as h5:
-        n = h5[fmt.IDS].shape[0]
-        for name, obj in h5.items():
-            if name != fmt.IDS and isinstance(obj, h5py.Dataset) and obj.ndim == 1 \
-                    and obj.shape[0] == n and h5py.check_string_dtype(obj.dtype) is not None:
-                names.append(name)
-    return sorted(names, key=lambda c: (c not in _RENAME, list(_RENAME).index(c) if c in _RENAME else 0, c))
+def _string_columns(store: EmbeddingStore) -> list[str]:
+    """The store's per-row string datasets beyond ids: the named columns in clip-retrieval's
+    order (label, group, caption), then the extras by name."""
+    return sorted(store.string_columns,
+                  key=lambda c: (c not in _RENAME, list(_RENAME).index(c) if c in _RENAME else 0, c))
 
 
 def export_store(
@@ -89,7 +83,7 @@ def export_store(
     with store:
         modality = store.modality or "image"
         prefix = "text_emb" if modality == "text" else "img_emb"
-        columns = _string_columns(store.path)
+        columns = _string_columns(store)
         n, dim = len(store), store.dim
         ids = store.ids
         values = {c: store.column(c) for c in columns}

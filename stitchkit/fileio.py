@@ -128,9 +128,21 @@ def pid_running(pid: int) -> bool:
     return True
 
 
+def absolute(path: str | os.PathLike) -> Path:
+    """``path`` made absolute the one way stitchkit does it: joined to the working folder,
+    symbolic links and ``..`` kept as given (only pathlib's ``.`` and doubled ``/`` dropped).
+
+    A manifest or a store then names the paths the user gave (``/data/nih/…`` where ``/data``
+    is a link, as data folders on clusters often are), and names the file the system opens: a
+    ``..`` after a link goes up from the link's target, which ``os.path.abspath``'s folding
+    would get wrong. Checks that a path stays inside a folder resolve both sides themselves.
+    """
+    return Path(path).absolute()
+
+
 def check_writable_dir(path: str | os.PathLike) -> None:
     """Fail early, before hours of work, when the output folder cannot take a file."""
-    folder = Path(path).resolve().parent
+    folder = absolute(Path(path).parent)  # where the temporary beside ``path`` goes, links kept
     if not folder.is_dir():
         raise UsageError(f"output folder {folder} does not exist: create it or choose another -o")
     if not os.access(folder, os.W_OK | os.X_OK):

@@ -81,13 +81,11 @@ def describe_file(path: str | Path) -> dict[str, Any]:
     with open(path, "rb") as fh:
         magic = fh.read(9)
     if magic.startswith(b"\x89HDF"):
-        import h5py
-
         from .formats import SCORES_H5
+        from .store import read_attr
 
         try:
-            with h5py.File(path, "r") as h5:
-                scores = h5.attrs.get("format") == SCORES_H5.encoding_type
+            scores = read_attr(path, "format") == SCORES_H5.encoding_type
         except OSError:
             scores = False  # the store reader says what is wrong with it
         if scores:

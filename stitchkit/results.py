@@ -89,14 +89,13 @@ def _attr(path: str | None, key: str) -> str | None:
     """One attribute of a store, or None when the store is gone (a record read later)."""
     if not path:
         return None
-    try:
-        import h5py
+    from .store import read_attr
 
-        with h5py.File(path, "r") as fh:
-            value = fh.attrs.get(key)
+    try:
+        value = read_attr(path, key)
     except OSError:
         return None
-    return value.decode() if isinstance(value, bytes) else (None if value is None else str(value))
+    return None if value is None else str(value)
 
 
 def _model_name(composition: dict[str, Any]) -> str:

@@ -34,6 +34,10 @@ def _modules() -> dict[str, Path]:
 MODULES = _modules()
 
 
+def _in_store(name: str) -> bool:
+    return name == "stitchkit.store" or name.startswith("stitchkit.store.")
+
+
 def _imports(name: str, path: Path) -> set[str]:
     """Every stitchkit module that ``name`` imports, anywhere in its body."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
@@ -119,17 +123,71 @@ def test_importing_the_library_loads_no_plotting_or_terminal_package() -> None:
     assert out.stdout.strip() == "[]"
 
 
+# Modules outside stitchkit/store/ that open HDF5 files which are not stores, each its own format
+# (nothing else may open one with h5py: a store's layout is read and written by store/ alone).
+NOT_STORES = {
+    # A Keras 3 .keras file's model.weights.h5, read from the zip in memory: Xception's weights.
+    "stitchkit.encoders.xception",
+    # `stitch classify`'s HDF5 score files (formats.SCORES_H5: ids, labels, scores, logits),
+    # refused unless their `format` attribute says so.
+    "stitchkit.zeroshot.score_writer",
+}
+
+
+def _opens_hdf5(source: str) -> list[int]:
+    """The lines of ``source`` that use h5py's File (to open an HDF5 file): ``h5py.File``, the
+    same under an alias (``import h5py as h``), or ``File`` imported from h5py under any name."""
+    tree = ast.parse(source)
+    modules, names = set(), set()  # local names of h5py, of h5py.File
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            modules.update(alias.asname or alias.name for alias in node.names if alias.name == "h5py")
+        elif isinstance(node, ast.ImportFrom) and node.module == "h5py" and not node.level:
+            names.update(alias.asname or alias.name for alias in node.names if alias.name == "File")
+    return sorted(
+        node.lineno for node in ast.walk(tree)
+        if (isinstance(node, ast.Attribute) and node.attr == "File"
+            and isinstance(node.value, ast.Name) and node.value.id in modules)
+        or (isinstance(node, ast.Name) and node.id in names)
+    )
+
+
+@pytest.mark.parametrize("source", [
+    "import h5py\nwith h5py.File(path) as h5:\n    pass\n",
+    "def f(path):\n    import h5py as h\n    return h.File(path, 'r')\n",
+    "from h5py import File\nFile(path)\n",
+    "from h5py import Dataset, File as Open\nOpen(path)\n",
+])
+def test_the_hdf5_check_finds_h5py_file(source: str) -> None:
+    assert _opens_hdf5(source)
+
+
+@pytest.mark.parametrize("source", [
+    "import h5py\nh5py.is_hdf5(path)\nh5py.string_dtype('utf-8')\n",
+    "from .store import read_attr\nread_attr(path, 'format')\n",
+    "import zipfile\nzipfile.ZipFile(path)\nFile = open\nFile(path)\n",
+])
+def test_the_hdf5_check_passes_what_opens_none(source: str) -> None:
+    assert not _opens_hdf5(source)
+
+
 def test_the_head_is_a_leaf_and_only_the_store_opens_stores() -> None:
     """The head uses stores but not the maps, except in one place: a residual head's starting
     map is fitted with the maps' ridge estimator (stitchkit.head.residual); nothing outside
     ``stitchkit.store`` reaches into a store's HDF5 file (one reading layer: runs, tokens, masks,
-    pooling)."""
+    pooling) or opens an HDF5 file with h5py, except the modules in ``NOT_STORES``."""
     head_uses_maps = [f"{src} imports {dst}" for src, dsts in GRAPH.items() if src.startswith("stitchkit.head")
                       and src != "stitchkit.head.residual" for dst in dsts if dst.startswith("stitchkit.maps")]
     assert not head_uses_maps, "\n".join(head_uses_maps)
-    reaching_in = [name for name, path in MODULES.items() if not name.startswith("stitchkit.store")
+    reaching_in = [name for name, path in MODULES.items() if not _in_store(name)
                    and re.search(r"(?<!self)\._h5\b", path.read_text(encoding="utf-8"))]
     assert not reaching_in, f"modules reading a store's HDF5 file directly: {reaching_in}"
+    assert NOT_STORES <= set(MODULES), f"NOT_STORES names modules that are gone: {NOT_STORES - set(MODULES)}"
+    opening = [f"{MODULES[name].relative_to(ROOT)}:{line}" for name in sorted(MODULES)
+               if not _in_store(name) and name not in NOT_STORES
+               for line in _opens_hdf5(MODULES[name].read_text(encoding="utf-8"))]
+    assert not opening, ("h5py.File outside stitchkit/store/ (use a function of stitchkit.store, or add "
+                         f"a module that opens no store to NOT_STORES): {opening}")
 
 
 def test_fit_functions_take_objects_not_twenty_arguments() -> None:

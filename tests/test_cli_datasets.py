@@ -65,3 +65,29 @@ def test_manifest_reads_back_as_the_spec_did(stitch, data: Path, tmp_path: Path)
     assert [i.id for i in pa] == [i.id for i in direct if i.extra["view"] == "PA"]
     refused = stitch("datasets", "nih", "-o", tmp_path / "x.csv")
     assert refused.returncode == 2 and not (tmp_path / "x.csv").exists()
+
+
+def test_manifest_through_a_linked_folder_names_the_link(stitch, data: Path, tmp_path: Path) -> None:
+    # Data folders on clusters are often symbolic links: the spec and the manifest it writes
+    # must name the same paths, through the link, never the folder the link points at.
+    from stitchkit.inputs import read_inputs
+
+    link = tmp_path / "linked" / "nih"
+    link.parent.mkdir()
+    link.symlink_to((data / "nih-pneumonia-256").resolve(), target_is_directory=True)
+    spec = f"nih:{link}?labels=torchxrayvision"
+    proc = stitch("datasets", spec, "-o", tmp_path / "nih.csv")
+    assert proc.returncode == 0, proc.stderr
+    direct = read_inputs(spec).items
+    back = read_inputs(tmp_path / "nih.csv").items
+    assert [(i.id, i.path, i.label, i.group) for i in back] == [(i.id, i.path, i.label, i.group) for i in direct]
+    with open(tmp_path / "nih.csv", newline="") as fh:
+        written = [row["path"] for row in csv.DictReader(fh)]
+    assert written and all(p.startswith(f"{link}/") for p in written)
+    assert all(i.path.is_relative_to(link) and i.path.is_file() for i in back)
+    # A relative spec, a manifest in another folder: its paths are absolute, through the link.
+    (tmp_path / "out").mkdir()
+    proc = stitch("datasets", "nih:linked/nih?labels=torchxrayvision", "-o", "out/nih.csv", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    again = read_inputs(tmp_path / "out" / "nih.csv").items
+    assert [(i.id, i.path, i.label, i.group) for i in again] == [(i.id, i.path, i.label, i.group) for i in direct]

@@ -159,11 +159,10 @@ def routes(lite0_store: Path, lite2_token_store: Path, lite2_token_captions: Pat
     from stitchkit.head import HeadConfig, TrainConfig, train_head
     from stitchkit.maps import AnchorPlan, fit_map
 
-    torch.set_num_threads(2)
     d = tmp_path_factory.mktemp("devices")
     out = {"dir": d, "head": d / "token.head", "map": d / "l0-l2.map", "text_map": d / "l2-minilm.map"}
     cfg = TrainConfig(min_steps=0, head=HeadConfig(width=16, heads=2), epochs=2, batch_size=16)
-    train_head(lite2_token_store, lite2_token_captions, out=out["head"], config=cfg, seed=0)
+    train_head(lite2_token_store, lite2_token_captions, out=out["head"], config=cfg, seed=0, threads=2)
     fit_map(lite0_store, lite2_token_store, "ridge", plan=AnchorPlan(metrics=False)).save(out["map"])
     fit_map(lite2_token_store, lite2_token_captions, "ridge", plan=AnchorPlan(metrics=False)).save(out["text_map"])
     return out

@@ -148,8 +148,8 @@ def _same_heads(a: Path, b: Path) -> None:
         np.testing.assert_array_equal(ta[k], tb[k], err_msg=k)
 
 
-def test_streamed_head_equals_the_head_from_memory_and_itself(synthetic: tuple[Path, Path], tmp_path: Path) -> None:
-    torch.set_num_threads(1)
+def test_streamed_head_equals_the_head_from_memory_and_itself(synthetic: tuple[Path, Path], tmp_path: Path, torch_threads) -> None:
+    torch_threads(1)
     train_head(*synthetic, out=tmp_path / "a.head", config=CFG, seed=5)
     train_head(*synthetic, out=tmp_path / "b.head", config=CFG, seed=5)
     _same_heads(tmp_path / "a.head", tmp_path / "b.head")
@@ -165,10 +165,10 @@ def test_streamed_head_equals_the_head_from_memory_and_itself(synthetic: tuple[P
 
 
 def test_a_run_stopped_within_an_epoch_resumes_to_the_same_head(synthetic: tuple[Path, Path],
-                                                                 tmp_path: Path) -> None:
+                                                                 tmp_path: Path, torch_threads) -> None:
     """Checkpoints after every step (checkpoint_seconds=0); stopped in epoch 2 at step 5 by an
     error in the loop, then resumed: the head equals an uninterrupted run's."""
-    torch.set_num_threads(1)
+    torch_threads(1)
     every_step = RunOptions(checkpoint_seconds=0.0)
     train_head(*synthetic, out=tmp_path / "ref.head", config=CFG, seed=2, run=every_step)
     calls = []
@@ -189,8 +189,8 @@ def test_a_run_stopped_within_an_epoch_resumes_to_the_same_head(synthetic: tuple
     assert not checkpoint_path(tmp_path / "h.head").exists()
 
 
-def test_bf16_on_the_cpu_trains_and_saves_float32(synthetic: tuple[Path, Path], tmp_path: Path) -> None:
-    torch.set_num_threads(1)
+def test_bf16_on_the_cpu_trains_and_saves_float32(synthetic: tuple[Path, Path], tmp_path: Path, torch_threads) -> None:
+    torch_threads(1)
     cfg = replace(CFG, epochs=1, precision="bf16")
     result = train_head(*synthetic, out=tmp_path / "bf16.head", config=cfg, seed=0)
     assert (result.device, result.precision) == ("cpu", "bf16")
@@ -213,11 +213,11 @@ def test_bad_shuffle_and_precision_settings_are_one_line() -> None:
 
 @pytest.mark.slow
 def test_real_token_store_streams_to_the_same_head(lite2_token_store: Path, lite2_token_captions: Path,
-                                                   tmp_path: Path) -> None:
+                                                   tmp_path: Path, torch_threads) -> None:
     """Lite2's 81 tokens x 1280 and MiniLM's word tokens, read window by window (windows of 32
     rows, blocks of 8): the same seed gives the same head from the stream twice, and the
     head equals one trained on the same pairs held in memory."""
-    torch.set_num_threads(2)
+    torch_threads(2)
     cfg = TrainConfig(min_steps=0, head=HeadConfig(width=16, heads=2), epochs=2, batch_size=16, shuffle_block=8,
                       shuffle_buffer=32, token_dropout=0.25, token_coarsen=0.5)
     for name in ("a", "b"):

@@ -36,8 +36,8 @@ def paired(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 CFG = TrainConfig(min_steps=0, head=HeadConfig(width=32, heads=2, residual=False, init="torch", dropout=0.0), epochs=8, batch_size=32, lr=3e-3, patience=10)
 
 
-def test_learns_a_pairing_and_round_trips(paired: tuple[Path, Path], tmp_path: Path) -> None:
-    torch.set_num_threads(1)
+def test_learns_a_pairing_and_round_trips(paired: tuple[Path, Path], tmp_path: Path, torch_threads) -> None:
+    torch_threads(1)
     img, txt = paired
     out = tmp_path / "head.st"
     result = train_head(img, txt, out=out, config=CFG, seed=0)
@@ -67,8 +67,8 @@ def test_learns_a_pairing_and_round_trips(paired: tuple[Path, Path], tmp_path: P
     assert (s1.argmax(axis=1) == np.arange(20)).mean() > 0.5
 
 
-def test_seed_determinism_and_resume(paired: tuple[Path, Path], tmp_path: Path) -> None:
-    torch.set_num_threads(1)
+def test_seed_determinism_and_resume(paired: tuple[Path, Path], tmp_path: Path, torch_threads) -> None:
+    torch_threads(1)
     img, txt = paired
     cfg = TrainConfig(min_steps=0, head=HeadConfig(width=16, heads=2), epochs=3, batch_size=64, patience=10)
     a = train_head(img, txt, out=tmp_path / "a.st", config=cfg, seed=3)

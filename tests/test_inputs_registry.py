@@ -1,6 +1,7 @@
 """The input-format registry: one module per format, one line to add one, capabilities as flags.
 
-``STITCHKIT_WRITE_DOCS=1`` rewrites the capability table in docs/inputs.md from the registry.
+``python -m tests.test_inputs_registry --write`` rewrites the capability table in docs/inputs.md
+from the registry; the test only ever compares.
 """
 
 from __future__ import annotations
@@ -8,7 +9,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import io
-import os
 import re
 import sys
 import tarfile
@@ -172,13 +172,20 @@ def test_ray_refuses_what_its_flag_says_in_one_line(isolated: None, tmp_path: Pa
 
 
 def test_docs_table_equals_the_registry() -> None:
-    text = DOC.read_text(encoding="utf-8")
-    found = TABLE.search(text)
+    found = TABLE.search(DOC.read_text(encoding="utf-8"))
     assert found, "docs/inputs.md has no generated input-format table"
-    if os.environ.get("STITCHKIT_WRITE_DOCS"):
-        text = TABLE.sub(lambda m: m.group(1) + registry.format_table() + m.group(3), text)
-        DOC.write_text(text, encoding="utf-8")
-        found = TABLE.search(text)
-    assert found and found.group(2) == registry.format_table(), (
+    assert found.group(2) == registry.format_table(), (
         "docs/inputs.md's input-format table disagrees with stitchkit.inputs.registry; regenerate with "
-        "STITCHKIT_WRITE_DOCS=1 pytest tests/test_inputs_registry.py")
+        "python -m tests.test_inputs_registry --write")
+
+
+def write_docs_table() -> None:
+    text = DOC.read_text(encoding="utf-8")
+    DOC.write_text(TABLE.sub(lambda m: m.group(1) + registry.format_table() + m.group(3), text), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--write"]:
+        write_docs_table()
+    else:
+        sys.exit("usage: python -m tests.test_inputs_registry --write")

@@ -2,20 +2,17 @@
 and Lite2 (9×9) stores, its resampling, its metadata, its refusals, and the token head that
 resamples a query's grid onto its own.
 
-16 Kermany images (8 per class) embedded once per module with tokens, about 30 s on two cores.
+16 Kermany train images (8 per class) with tokens, copied from the session's token stores.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from stitchkit.datasets import write_csv
 from stitchkit.errors import UsageError
 from stitchkit.head import Head, HeadConfig, TrainConfig, train_head
 from stitchkit.maps import AnchorPlan, ReadOptions, TokenGrid, load_map, make_map
@@ -31,23 +28,16 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def st(data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from tests.conftest import _embed
+def st(data: Path, lite0_token_store: Path, lite2_token_store: Path,
+       tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """16 Kermany train images (8 per class) with tokens, copied out of the session's stores."""
+    from tests.conftest import copy_store, kermany_rows
 
-    torch.set_num_threads(2)
     d = tmp_path_factory.mktemp("token-fit")
-    root = data / "kermany-pneumonia-224"
-    with open(root / "labels.csv", newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    chosen, counts = [], {}
-    for r in rows:
-        if r["split"] == "train" and counts.get(r["label"], 0) < 8:
-            counts[r["label"]] = counts.get(r["label"], 0) + 1
-            chosen.append({"id": r["path"], "path": str(root / r["path"]), "label": r["label"]})
-    manifest = write_csv(chosen, d / "k.csv")
+    ids = [r["id"] for r in kermany_rows(data, {"train": 8})]
     out = {"dir": d}
-    for model in ("lite0", "lite2"):
-        out[model] = _embed(manifest, model, d / f"{model}.h5", "--tokens")
+    for model, src in (("lite0", lite0_token_store), ("lite2", lite2_token_store)):
+        out[model] = copy_store(src, d / f"{model}.h5", ids=ids)
     return out
 
 

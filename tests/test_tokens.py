@@ -1,8 +1,8 @@
 """Tokens end to end on the real packaged models: embed --tokens, apply through a map,
 token heads in training and classification, and score files that keep their ranking.
 
-The stores are small (40 Kermany images, 20 per split, balanced) so the module embeds them
-once in about a minute on two cores.
+The stores are small (40 Kermany images, 20 per split, balanced): the session's ``tok``
+fixture copies them out of the run's Lite0 and Lite2 token stores (tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -13,53 +13,19 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-import torch
 from sklearn.metrics import roc_auc_score
 
-from stitchkit.datasets import write_csv
 from stitchkit.errors import UsageError
 from stitchkit.head import Head, HeadConfig, TrainConfig, train_head
 from stitchkit.head.data import LazyTokens, read_side
-from stitchkit.maps import AnchorPlan, apply_map, fit_map, load_map
+from stitchkit.maps import apply_map, load_map
 from stitchkit.maps import tokens as T
 from stitchkit.store import EmbeddingStore, StoreWriter
 from stitchkit.store.store import base_attrs
-from stitchkit.zeroshot.captions import make_captions
 from stitchkit.zeroshot.prompts import load_prompts
 from stitchkit.zeroshot.scoring import classify_store
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def tok(data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Lite0 and Lite2 token stores of 40 Kermany images, captions with word tokens, a map."""
-    from tests.conftest import _embed
-
-    torch.set_num_threads(2)
-    d = tmp_path_factory.mktemp("tokens")
-    root = data / "kermany-pneumonia-224"
-    with open(root / "labels.csv", newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    chosen, counts = [], {}
-    for r in rows:
-        key = (r["split"], r["label"])
-        if counts.get(key, 0) < 10:
-            counts[key] = counts.get(key, 0) + 1
-            chosen.append({"id": r["path"], "path": str(root / r["path"]), "label": r["label"]})
-    manifest = write_csv(chosen, d / "k.csv")
-    out = {"dir": d}
-    for model in ("lite0", "lite2"):
-        out[model] = _embed(manifest, model, d / f"{model}.h5", "--tokens")
-    out["captions"] = d / "captions.h5"
-    make_captions(out["lite2"], out=out["captions"], text_model="minilm",
-                  prompts=load_prompts("pneumonia"), tokens=True)
-    m = fit_map(out["lite0"], out["lite2"], "ridge", plan=AnchorPlan(metrics=False))
-    out["map"] = d / "l0-l2.map"
-    m.save(out["map"])
-    out["text_map"] = d / "l2-minilm.map"
-    fit_map(out["lite2"], out["captions"], "ridge", plan=AnchorPlan(metrics=False, anchors=_ids(out["lite2"], "train"))).save(out["text_map"])
-    return out
 
 
 def _ids(store: Path, split: str) -> list[str]:

@@ -1,6 +1,6 @@
 """`stitch classify --head a --head b`: an ensemble of heads scores the mean of their logits.
 
-Real stores and heads: the 40-image Lite2 token stores of tests/test_tokens.py, two small token
+Real stores and heads: the 40-image Lite2 token stores of the session's ``tok`` fixture, two small token
 heads trained with different seeds, and a global head to show a mismatch is one clear line.
 """
 
@@ -16,12 +16,12 @@ from stitchkit.errors import UsageError
 from stitchkit.head import HeadConfig, TrainConfig, train_head
 from stitchkit.zeroshot.prompts import load_prompts
 from stitchkit.zeroshot.scoring import classify_store
-from tests.test_tokens import _ids, tok  # noqa: F401 - the module fixture, embedded once
+from tests.test_tokens import _ids
 
 pytestmark = pytest.mark.slow
 
 
-def _train(tok: dict[str, Path], name: str, seed: int, tokens: bool = True) -> Path:  # noqa: F811
+def _train(tok: dict[str, Path], name: str, seed: int, tokens: bool = True) -> Path:
     path = tok["dir"] / name
     if not path.exists():
         cfg = TrainConfig(min_steps=0, head=HeadConfig(width=16, heads=2), epochs=3, batch_size=10, lr=3e-3,
@@ -35,7 +35,7 @@ def _scores(path: Path) -> dict[str, float]:
     return {r["id"]: float(r["score:pneumonia"]) for r in csv.DictReader(path.open())}
 
 
-def test_ensemble_is_the_mean_of_the_heads_log_odds(tok: dict[str, Path], stitch) -> None:  # noqa: F811
+def test_ensemble_is_the_mean_of_the_heads_log_odds(tok: dict[str, Path], stitch) -> None:
     heads = [_train(tok, f"seed{s}.head", s) for s in (0, 1)]
     d = tok["dir"]
     single = []
@@ -56,7 +56,7 @@ def test_ensemble_is_the_mean_of_the_heads_log_odds(tok: dict[str, Path], stitch
     assert np.isfinite(list(ens.values())).all()
 
 
-def test_heads_of_another_kind_do_not_ensemble(tok: dict[str, Path], stitch) -> None:  # noqa: F811
+def test_heads_of_another_kind_do_not_ensemble(tok: dict[str, Path], stitch) -> None:
     token_head = _train(tok, "seed0.head", 0)
     global_head = _train(tok, "global0.head", 0, tokens=False)
     with pytest.raises(UsageError, match="differ in their image tokens"):

@@ -27,10 +27,15 @@ def no_resample(head: str, out: str) -> None:
 def train(images: str, texts: str, out: str, dropout: float, coarsen: float, record: str) -> None:
     from stitchkit.head import HeadConfig, TrainConfig, train_head
 
-    # run.sh's Kermany heads: --batch-size 64 --epochs 10 --patience 3 --seed 0 --threads 1,
-    # every other setting the CLI's default.
-    cfg = TrainConfig(head=HeadConfig(), epochs=10, batch_size=64, patience=3,
-                      token_dropout=dropout, token_coarsen=coarsen)
+    # run.sh's Kermany heads ($HK): every setting pinned to what docs/head.md's levers table was
+    # measured with, the head before commit cfd1632 changed the defaults (v1: no cosine residual,
+    # PyTorch's init, no dropout, no floor on the steps, validation after every epoch with early
+    # stopping after 3 without a better loss); tests/test_docs_consistency.py checks the pins.
+    cfg = TrainConfig(
+        head=HeadConfig(width=64, layers=1, heads=4, dropout=0.0, residual=False, init="torch"),
+        lr=1e-3, weight_decay=0.01, warmup=0.05, min_steps=0,
+        batch_size=64, epochs=10, candidates=10, patience=3, val_fraction=0.1,
+        token_dropout=dropout, token_coarsen=coarsen)
     result = train_head(images, texts, out=out, config=cfg, seed=0, threads=1)
     Path(record).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
 

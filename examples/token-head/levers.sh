@@ -20,7 +20,13 @@ for m in lite2 lite0; do for set in k-train1500 k-test; do
 done; done
 run "$W/k-captions-minilm-tok.h5" head captions "$W/k-train1500-lite2-tok.h5" --from-labels pneumonia \
     -t minilm --tokens -o "$W/k-captions-minilm-tok.h5"
-HK="--batch-size 64 --epochs ${EPOCHS:-10} --patience 3 --seed 0 --threads ${THREADS:-1}"
+# Heads: every training setting pinned to what the figures in docs/head.md were measured with,
+# the head before commit cfd1632 changed the defaults ("v1": no cosine residual, PyTorch's init,
+# no dropout, no floor on the steps, validation after every epoch with early stopping);
+# tests/test_docs_consistency.py fails if a head-training call here drops one of these pins.
+V1="--width 64 --layers 1 --heads 4 --dropout 0 --no-residual --init torch --lr 0.001 --weight-decay 0.01 --warmup 0.05 --min-steps 0"
+E=${EPOCHS:-10}
+HK="$V1 --batch-size 64 --epochs $E --candidates $E --patience 3 --val-fraction 0.1 --seed 0 --threads ${THREADS:-1}"
 json "$W/results/head-k-token.json" head train "$W/k-train1500-lite2-tok.h5" "$W/k-captions-minilm-tok.h5" $HK -o "$W/k-token.head"
 # the same head without its recorded grid: Lite0's 7x7 tokens reach it as they are (lever (a) off)
 [ -e "$W/k-token-noresample.head" ] || "$PY" "$HERE/levers.py" no-resample "$W/k-token.head" "$W/k-token-noresample.head"
@@ -34,7 +40,8 @@ json "$W/results/fit-tok9-cv3.json" fit "$L0" "$L2" --tokens --cv 3 -o "$W/l02-t
 json "$W/results/fit-tok7.json" fit "$L0" "$L2" --tokens --token-grid coarser -o "$W/l02-tok7.map"
 json "$W/results/fit-tok7-cv3.json" fit "$L0" "$L2" --tokens --token-grid coarser --cv 3 -o "$W/l02-tok7-cv3.map"
 json "$W/results/fit-tok9-pooled.json" fit "$L0" "$L2" --tokens --pooled-weight 81 -o "$W/l02-tok9-pooled.map"
-# heads on native Lite2 tokens with training levers: token dropout D (e), grid coarsening C (f)
+# heads on native Lite2 tokens with training levers: token dropout D (e), grid coarsening C (f);
+# levers.py trains them with the same pinned (v1) settings as $HK
 for hc in drop25:0.25:0 coarsen50:0:0.5 coarsen100:0:1 drop25-coarsen50:0.25:0.5 drop25-coarsen100:0.25:1 drop50-coarsen100:0.5:1; do
   IFS=: read -r name d c <<< "$hc"
   [ -e "$W/results/head-k-token-$name.json" ] || "$PY" "$HERE/levers.py" head "$L2" \

@@ -180,6 +180,7 @@ def ray_session(ray: ModuleType, address: str | None, num_cpus: int | None) -> I
     # Ray's INFO/WARNING chatter (session paths, auth token notices) would bury the CLI's own
     # lines; worker exceptions still reach the driver as errors.
     quiet = {"include_dashboard": False, "logging_level": logging.ERROR, "log_to_driver": False}
+    environment = dict(os.environ)
     try:
         if address:
             if num_cpus is not None:
@@ -194,11 +195,21 @@ def ray_session(ray: ModuleType, address: str | None, num_cpus: int | None) -> I
             # the job to some other cluster: joining one is what --address is for.
             ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, **quiet)
     except (ConnectionError, TimeoutError) as exc:
+        _restore_environment(environment)
         raise _no_cluster(address, str(exc)) from None
     try:
         yield
     finally:
         ray.shutdown()
+        _restore_environment(environment)
+
+
+def _restore_environment(environment: dict[str, str]) -> None:
+    """Undo what ``ray.init`` put in this process's environment (PYTHONBREAKPOINT, RAY_AUTH_MODE,
+    RAY_USAGE_STATS_ENABLED): a caller in Python finds its environment as it left it."""
+    for key in set(os.environ) - set(environment):
+        del os.environ[key]
+    os.environ.update(environment)
 
 
 def _token_mode_like_ray_start() -> None:

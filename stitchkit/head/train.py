@@ -60,6 +60,7 @@ from ..devices import (
     device_name,
     device_record,
     resolve_device,
+    torch_threads,
 )
 from ..errors import UsageError
 from ..fileio import check_writable_dir
@@ -697,16 +698,15 @@ def train_head(
     out = Path(out)
     check_writable_dir(out)
     t0 = time.perf_counter()
-    if run.threads:
-        torch.set_num_threads(run.threads)
     device_name(run.device)  # a GPU that is not there: one line, before the stores are read
-    pairs = load_pairs([(image_store, text_store), *more_pairs], cfg, seed, ids)
-    trainer = Trainer(pairs, cfg, seed, run, out)
-    if resume:
-        trainer.resume()
-    resumed_from = trainer.state.epoch
-    stopped_early = trainer.fit(progress, on_epoch)
-    _, val = trainer.finish()
+    with torch_threads(run.threads):
+        pairs = load_pairs([(image_store, text_store), *more_pairs], cfg, seed, ids)
+        trainer = Trainer(pairs, cfg, seed, run, out)
+        if resume:
+            trainer.resume()
+        resumed_from = trainer.state.epoch
+        stopped_early = trainer.fit(progress, on_epoch)
+        _, val = trainer.finish()
     p, st = trainer.pairs, trainer.state
     return TrainResult(
         path=out, n_pairs=len(p.img), n_train=len(p.tr_rows), n_val=len(p.va_rows),

@@ -2,7 +2,8 @@
 
 Columns (renamed by the ``--*-column`` flags): ``id`` (else the path, or the row number for
 texts), ``path`` (relative to the manifest, or to ``--root``, which paths may not leave),
-``text``, ``label``, ``group``. ``--where COL=VALUE`` keeps matching rows.
+``text``, ``label``, ``group``. ``--where COL=VALUE`` keeps matching rows. Paths are made
+absolute by `fileio.absolute` (symbolic links kept), so they read back as they were written.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 from pathlib import Path
 
 from ..errors import UsageError
+from ..fileio import absolute
 from .registry import InputFormat
 from .types import Columns, InputOptions, Inputs, Item
 
@@ -52,7 +54,7 @@ def read_manifest(path: Path, cols: Columns, root: Path | None, where: dict[str,
             f"manifest {path} has neither a '{cols.path}' nor a '{cols.text}' column: "
             "rename with --path-column / --text-column"
         )
-    base = (root or path.parent).resolve()
+    base = absolute(root or path.parent)
     items = []
     for n, row in enumerate(rows):
         item = Item(id=(row.get(cols.id) or "").strip())
@@ -73,11 +75,12 @@ def read_manifest(path: Path, cols: Columns, root: Path | None, where: dict[str,
 
 
 def _confined(base: Path, rel: str, strict: bool) -> Path:
-    """Resolve a manifest path; with --root it may not point outside the root."""
+    """A manifest path made absolute (links kept); with --root it may not point outside the
+    root, by ``..`` or through a link (both sides resolved for the check alone)."""
     if "\x00" in rel:
         raise UsageError(f"manifest path {rel!r} holds a NUL character: fix the manifest")
-    target = (base / rel).resolve()
-    if strict and not target.is_relative_to(base):
+    target = absolute(base / rel)
+    if strict and not target.resolve().is_relative_to(base.resolve()):
         raise UsageError(f"manifest path {rel!r} escapes --root {base}: fix the manifest")
     return target
 

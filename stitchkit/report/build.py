@@ -74,18 +74,18 @@ def _kind(path: Path) -> str | None:
     with open(path, "rb") as fh:
         head = fh.read(16)
     if head.startswith(b"\x89HDF"):
-        import h5py
+        from ..store import read_hdf5_header
 
         try:
-            with h5py.File(path, "r") as h5:
-                if h5.attrs.get("format") == SCORES_H5.encoding_type:
-                    check_format(path, SCORES_H5, h5.attrs.get("format_version"))
-                    return "scores"
-                if "embeddings" in h5:
-                    check_format(path, STORE, h5.attrs.get("format_version"))
-                    return "store"
+            header = read_hdf5_header(path)
         except OSError:
             return None
+        if header.format == SCORES_H5.encoding_type:
+            check_format(path, SCORES_H5, header.format_version)
+            return "scores"
+        if header.has_embeddings:
+            check_format(path, STORE, header.format_version)
+            return "store"
         return None
     if len(head) >= 9 and head[8:9] == b"{":  # safetensors: u64 header length, then JSON
         from ..artifacts import read_header

@@ -11,7 +11,7 @@ import resource
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import h5py
 import numpy as np
@@ -172,6 +172,30 @@ def _attr(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+def read_attr(path: str | os.PathLike, key: str) -> Any:
+    """One root attribute of the HDF5 file at ``path`` (bytes decoded, numpy scalars as Python
+    values; None where absent), without opening it as a store: no check of its datasets,
+    version or completeness. OSError where it cannot be read as HDF5."""
+    with h5py.File(path, "r") as h5:
+        return _attr(h5.attrs.get(key))
+
+
+class HDF5Header(NamedTuple):
+    """What an HDF5 file's root says it is, read without opening it as a store."""
+
+    format: Any  # the ``format`` attribute: a store's, a score file's; None in a plain HDF5 file
+    format_version: Any  # as written: formats.check_format reads it
+    has_embeddings: bool  # an ``embeddings`` dataset: a store, perhaps another tool's
+
+
+def read_hdf5_header(path: str | os.PathLike) -> HDF5Header:
+    """The :class:`HDF5Header` of the HDF5 file at ``path`` (attributes as :func:`read_attr`
+    gives them), for telling stores from other HDF5 files. OSError where it is not HDF5."""
+    with h5py.File(path, "r") as h5:
+        return HDF5Header(_attr(h5.attrs.get("format")), _attr(h5.attrs.get("format_version")),
+                      fmt.EMBEDDINGS in h5)
 
 
 class EmbeddingStore:
@@ -350,6 +374,15 @@ class EmbeddingStore:
     def columns(self) -> list[str]:
         """The optional string columns present (labels, texts, groups)."""
         return [c for c in fmt.STRING_COLUMNS if c in self._h5]
+
+    @property
+    def string_columns(self) -> list[str]:
+        """Every per-row string dataset beyond ids, by name: the named columns (labels, texts,
+        groups) and any extra one (``view_position``, ``patient_id``)."""
+        n = self._h5[fmt.IDS].shape[0]
+        return [name for name, obj in self._h5.items()
+                if name != fmt.IDS and isinstance(obj, h5py.Dataset) and obj.ndim == 1
+                and obj.shape[0] == n and h5py.check_string_dtype(obj.dtype) is not None]
 
     @property
     def failed(self) -> list[tuple[str, str]]:

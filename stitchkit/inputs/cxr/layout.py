@@ -10,7 +10,9 @@ here, once, after the index; the uncertain-label rule is the index's own (only C
 MIMIC have such labels).
 
 A spec is the dataset's scheme, its folder and options as a query:
-``chexpert:/data/CheXpert-v1.0-small?split=valid&uncertain=positive&views=all``.
+``chexpert:/data/CheXpert-v1.0-small?split=valid&uncertain=positive&views=all``. The folder is
+made absolute with its links kept (`fileio.absolute`), so the images' paths, and the manifest
+`stitch datasets SPEC -o` writes, name it as the spec did.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl
 
 from ...errors import UsageError
+from ...fileio import absolute
 from ..registry import InputFormat
 from ..types import InputOptions, Inputs, Item
 
@@ -118,7 +121,7 @@ def parse_spec(dataset: CxrDataset, spec: str) -> tuple[Path, DatasetOptions]:
         if allowed is not None and value not in allowed:
             raise UsageError(f"{dataset.name}: {key}={value!r} is not one of {', '.join(allowed)}")
         values[key] = value
-    root = Path(folder).expanduser()
+    root = absolute(Path(folder).expanduser())  # links kept: a manifest (-o) names the folder as given
     if not root.is_dir():
         raise UsageError(f"{dataset.name}: {root} is not a folder: give the folder holding "
                          f"{dataset.title} as published ({dataset.layout})")
