@@ -26,12 +26,12 @@ demo: $(STAMP)
 # The whole suite on two workers (pytest-xdist; a module stays on one worker, the real stores
 # are embedded once and shared), printing where the time went. docs/development.md.
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=15
 
 # The inner loop: every module's unit tests, without the tests marked slow (real models,
 # kill trials, the demo, the examples), in under two minutes.
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow" --durations=5
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "not slow" --durations=5
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
