@@ -397,8 +397,10 @@ REAL_MODEL_FIXTURES = {"kermany_base", "lite0_token_store", "lite2_token_store",
 
 #: The longest modules, longest first (`make test` prints the 15 slowest tests; re-rank from
 #: there). Under ``pytest -n 2 --dist loadfile`` a module runs on one worker; starting the long
-#: ones first lets the short ones fill in behind them, so both workers finish together.
-LONGEST_FIRST = ["test_help_examples.py", "test_kill_more.py", "test_examples.py", "test_demo.py",
+#: ones first lets the short ones fill in behind them, so both workers finish together; the
+#: examples and the demo need no session store, so the second worker runs them while the first
+#: embeds the one real store (``kermany_base``) for the --help examples.
+LONGEST_FIRST = ["test_help_examples.py", "test_examples.py", "test_demo.py", "test_kill_more.py",
                  "test_cross_machine.py", "test_embed.py", "test_engine_ray.py", "test_fit_shards.py",
                  "test_kill_stream.py", "test_kill.py", "test_bad_inputs.py", "test_report.py",
                  "test_kill_tokens.py", "test_token_fit.py", "test_xception.py", "test_first_hour.py"]

@@ -113,6 +113,7 @@ def test_only_report_draws_and_only_cli_talks_to_a_terminal(forbidden: str) -> N
     assert not wrong, f"{forbidden} imported by {wrong}"
 
 
+@pytest.mark.slow
 def test_importing_the_library_loads_no_plotting_or_terminal_package() -> None:
     code = (
         "import sys, stitchkit.store, stitchkit.maps, stitchkit.head, stitchkit.encoders,"

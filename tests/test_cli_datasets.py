@@ -8,6 +8,8 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from stitchkit.inputs.cxr import DATASETS, dataset
 from stitchkit.inputs.cxr.findings import FINDINGS
 
@@ -52,6 +54,7 @@ def test_summary_counts_nih_findings(stitch, data: Path) -> None:
     assert summary["findings"] == dict(Counter(f for r in rows for f in r["finding_labels"].split("|")))
 
 
+@pytest.mark.slow
 def test_manifest_reads_back_as_the_spec_did(stitch, data: Path, tmp_path: Path) -> None:
     from stitchkit.inputs import read_inputs
 

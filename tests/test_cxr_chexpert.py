@@ -115,6 +115,7 @@ def tree(data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, di
     return root, want(written, header)
 
 
+@pytest.mark.slow
 def test_index_matches_the_rows(tree: tuple[Path, dict[str, dict[str, str]]]) -> None:
     root, rows = tree
     inputs = read_inputs(f"chexpert:{root}?views=all")
@@ -199,6 +200,7 @@ def test_missing_files_are_one_line(tree: tuple[Path, dict[str, dict[str, str]]]
     assert not (tmp_path / "x.h5").exists()
 
 
+@pytest.mark.slow
 def test_embed_writes_labels_groups_and_extras(data: Path, tmp_path: Path) -> None:
     header, rows = _shipped()
     written = _rows(header, rows)

@@ -120,6 +120,7 @@ def test_split_needs_the_lists(layout: Path, tmp_path: Path) -> None:
         read_inputs(f"nih:{bare}?split=test")
 
 
+@pytest.mark.slow
 def test_embed_writes_labels_groups_and_views(stitch, layout: Path, nih_findings: list[dict[str, str]],
                                               tmp_path: Path) -> None:
     small = tmp_path / "nih"

@@ -82,6 +82,7 @@ def _view(metadata: tuple[list[str], dict[str, list[str]]], image: str) -> str:
     return VIEWS.get(rows[image][header.index("View Position")], "") if image in rows else ""
 
 
+@pytest.mark.slow
 def test_iu_reports_are_what_they_were(data: Path) -> None:
     def before(tgz: Path) -> list[dict[str, str]]:  # stitchkit.datasets.iu_reports until openi.py
         rows = []
@@ -101,6 +102,7 @@ def test_iu_reports_are_what_they_were(data: Path) -> None:
     assert iu_reports(data / REPORTS) == before(data / REPORTS)
 
 
+@pytest.mark.slow
 def test_side_text_reads_the_reports_alone(data: Path, reports: dict[str, ET.Element], metadata, tmp_path: Path) -> None:
     (tmp_path / "NLMCXR_reports.tgz").symlink_to(data / REPORTS)  # no images, no metadata of its own
     inputs = read_inputs(f"openi:{tmp_path}?side=text&views=all")

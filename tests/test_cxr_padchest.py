@@ -97,6 +97,7 @@ def layout(source, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _write_layout(tmp_path_factory.mktemp("padchest"), header, rows)
 
 
+@pytest.mark.slow
 def test_index_matches_the_rows(layout: Path, source) -> None:
     _, rows, _ = source
     inputs = read_inputs(f"padchest:{layout}?views=all")
@@ -130,6 +131,7 @@ def test_options_select_rows(layout: Path, source) -> None:
     assert ids("views=all&per_study=first") == list(first.values()) and len(first) < len(kept)
 
 
+@pytest.mark.slow
 def test_a_flat_folder_and_the_shipped_labels(source, tmp_path: Path) -> None:
     header, rows, _ = source
     flat = tmp_path / "flat"

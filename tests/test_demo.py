@@ -16,6 +16,8 @@ from stitchkit.results import SCHEMA, load_records
 
 from .conftest import run_stitch
 
+pytestmark = pytest.mark.slow  # real models in every test (make test-fast leaves them out)
+
 LIMIT = 8
 # Routes that must beat chance even on 16 Kermany test images: native Lite2 + head, Lite0
 # stitched into Lite2 + the same head, and the two routes through MiniLM's text space. The

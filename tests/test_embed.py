@@ -20,6 +20,8 @@ import torch
 
 from stitchkit.store import EmbeddingStore
 
+pytestmark = pytest.mark.slow  # real models in every test (make test-fast leaves them out)
+
 
 def test_packaged_lite_weights_classify_a_real_photo() -> None:
     """Weights mapped by position must still be ImageNet weights: a temple photo is a palace."""

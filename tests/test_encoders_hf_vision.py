@@ -24,6 +24,8 @@ from stitchkit.errors import ModelError
 from stitchkit.inputs import read_inputs
 from stitchkit.store import EmbeddingStore
 
+pytestmark = pytest.mark.slow  # real models in every test (make test-fast leaves them out)
+
 VIT = dict(image_size=64, patch_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
            intermediate_size=64)
 TEXT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,

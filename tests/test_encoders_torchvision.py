@@ -18,6 +18,8 @@ from stitchkit.errors import ModelError
 from stitchkit.inputs import read_inputs
 from stitchkit.store import EmbeddingStore
 
+pytestmark = pytest.mark.slow  # real models in every test (make test-fast leaves them out)
+
 
 def _save(name: str, path: Path, seed: int = 0) -> torch.nn.Module:
     import torchvision.models as tvm

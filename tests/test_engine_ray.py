@@ -21,6 +21,8 @@ import pytest
 
 from stitchkit.store import EmbeddingStore
 
+pytestmark = pytest.mark.slow  # real models in every test (make test-fast leaves them out)
+
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs ray[data]")
 BATCH = "4"  # 32 images -> 8 batches: enough part files to kill a run in the middle
 RAY = ["--engine", "ray", "--ray-cpus", "2"]

@@ -14,6 +14,8 @@ import pytest
 
 from stitchkit.store import EmbeddingStore
 
+pytestmark = pytest.mark.slow  # real models in every test (make test-fast leaves them out)
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 

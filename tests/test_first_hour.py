@@ -10,6 +10,8 @@ import pytest
 from stitchkit.store import EmbeddingStore
 from tests.faults.helpers import run_inprocess
 
+pytestmark = pytest.mark.slow  # real models in every test (make test-fast leaves them out)
+
 REPORTS = [("normal", "The lungs are clear. No pleural effusion or pneumothorax."),
            ("normal", "Heart size normal. Lungs clear."),
            ("pneumonia", "Right lower lobe consolidation consistent with pneumonia."),

@@ -89,6 +89,7 @@ def test_anchors_select_then_fit_with_the_list(pair):
     assert json.loads(r.stdout)["anchors"]["n_pool"] == 60
 
 
+@pytest.mark.slow
 def test_errors_are_one_line_with_exit_codes(pair, stitch):
     tmp, src, tgt = pair
     write_store(tmp / "other.h5", ["x", "y"], np.zeros((2, 20), np.float32),

@@ -150,6 +150,7 @@ def test_stitch_info_reads_every_kept_kind(v1: Path, name: str) -> None:
     assert json.loads(res.stdout)["format_version"] == 1
 
 
+@pytest.mark.slow
 def test_report_reads_the_kept_score_files(v1: Path, tmp_path: Path) -> None:
     from stitchkit.report.build import build_report
 
@@ -338,6 +339,7 @@ def test_the_figures_module_reads_no_score_files() -> None:
     assert not hasattr(figures, "read_scores")
 
 
+@pytest.mark.slow
 def test_only_the_formats_module_compares_format_versions() -> None:
     """A comparison whose names mention a version (``format_version``, ``*_VERSION``, a
     ``version`` variable) anywhere but stitchkit/formats.py is a second version check."""

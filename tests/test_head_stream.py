@@ -148,6 +148,7 @@ def _same_heads(a: Path, b: Path) -> None:
         np.testing.assert_array_equal(ta[k], tb[k], err_msg=k)
 
 
+@pytest.mark.slow
 def test_streamed_head_equals_the_head_from_memory_and_itself(synthetic: tuple[Path, Path], tmp_path: Path, torch_threads) -> None:
     torch_threads(1)
     train_head(*synthetic, out=tmp_path / "a.head", config=CFG, seed=5)
@@ -164,6 +165,7 @@ def test_streamed_head_equals_the_head_from_memory_and_itself(synthetic: tuple[P
                               _state(tmp_path / "c.head")["image_proj.weight"])
 
 
+@pytest.mark.slow
 def test_a_run_stopped_within_an_epoch_resumes_to_the_same_head(synthetic: tuple[Path, Path],
                                                                  tmp_path: Path, torch_threads) -> None:
     """Checkpoints after every step (checkpoint_seconds=0); stopped in epoch 2 at step 5 by an

@@ -36,6 +36,7 @@ def paired(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 CFG = TrainConfig(min_steps=0, head=HeadConfig(width=32, heads=2, residual=False, init="torch", dropout=0.0), epochs=8, batch_size=32, lr=3e-3, patience=10)
 
 
+@pytest.mark.slow
 def test_learns_a_pairing_and_round_trips(paired: tuple[Path, Path], tmp_path: Path, torch_threads) -> None:
     torch_threads(1)
     img, txt = paired
@@ -67,6 +68,7 @@ def test_learns_a_pairing_and_round_trips(paired: tuple[Path, Path], tmp_path: P
     assert (s1.argmax(axis=1) == np.arange(20)).mean() > 0.5
 
 
+@pytest.mark.slow
 def test_seed_determinism_and_resume(paired: tuple[Path, Path], tmp_path: Path, torch_threads) -> None:
     torch_threads(1)
     img, txt = paired

@@ -171,6 +171,7 @@ def test_pool_by_group_averages_views(tmp_path):
     np.testing.assert_allclose(m.W_, AffineMap().fit(Xg, Yg).W_, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_sweep_table_and_plot(stores, tmp_path):
     src, tgt, _ = stores
     with warnings.catch_warnings():

@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -93,6 +94,7 @@ def test_maps_do_not_depend_on_anchor_order(seed: int, which: int, rnd) -> None:
 @SETTINGS
 @given(st.integers(0, 2**31 - 1), st.integers(1, 70), st.sampled_from(range(len(MAPS) - 1)),
        st.booleans())
+@pytest.mark.slow
 def test_streaming_fit_equals_in_memory_fit(seed: int, chunk: int, which: int, exact: bool) -> None:
     X, Y = _pair(seed, 70, 6, 5)
     X, Y = X.astype(np.float32), Y.astype(np.float32)  # what the store reader yields
@@ -144,6 +146,7 @@ jsonl_text = st.lists(
 ).map(lambda rows: "\n".join(json.dumps(r) for r in rows))
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None)
 @given(csv_text, st.booleans(), st.sampled_from([".csv", ".jsonl"]), st.binary(max_size=3))
 def test_manifest_parsing_never_crashes(text: str, with_root: bool, suffix: str, junk: bytes) -> None:

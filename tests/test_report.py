@@ -83,6 +83,7 @@ def test_report_numbers_match_the_files(run_files: dict[str, Path], tmp_path: Pa
     assert "l0-l2.map (fitted on these stores)" in page
 
 
+@pytest.mark.slow
 def test_nothing_to_draw_is_one_line_exit_2(tmp_path: Path) -> None:
     (tmp_path / "notes.csv").write_text("a,b\n1,2\n")
     res = run_stitch("report", tmp_path, "-o", tmp_path / "rep")

@@ -99,6 +99,7 @@ def test_comparing_spaces_loads_no_torch() -> None:
     assert out.stdout.strip() == "False"
 
 
+@pytest.mark.slow
 def test_a_renamed_copy_of_the_weights_embeds_into_the_same_space(tmp_path: Path, data: Path) -> None:
     """Real stores: lite0, and its recipe spelled out over a renamed copy of the weights file
     with the options in another order, are one space; a map fitted on one applies to the other."""

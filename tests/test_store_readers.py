@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 N, DIM = 3000, 256  # a 3 MB store written in 15 appends: a long window for a torn read
 READERS = 8
@@ -73,6 +74,7 @@ def _reader(path: str, ready, stop, results) -> None:  # noqa: ANN001 - multipro
     results.put((absent, whole, problems[:5], len(problems)))
 
 
+@pytest.mark.slow
 def test_readers_see_no_store_or_a_whole_one_while_it_is_published(tmp_path: Path) -> None:
     ctx = mp.get_context("spawn")  # no HDF5 state inherited from this process
     path = str(tmp_path / "live.h5")

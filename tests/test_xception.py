@@ -34,7 +34,8 @@ try:
     KERAS_FILE = xception_weights()
 except ModelError:  # the package is an optional install (make xception)
     KERAS_FILE = None
-pytestmark = pytest.mark.skipif(KERAS_FILE is None, reason="pneumonia-model-package not installed: make xception")
+pytestmark = [pytest.mark.skipif(KERAS_FILE is None, reason="pneumonia-model-package not installed: make xception"),
+              pytest.mark.slow]  # Xception runs in every test
 
 # Keras's pooled features at indices 0, 128, ..., 1920, their L2 norm and their sum.
 KERAS_REFERENCE = {

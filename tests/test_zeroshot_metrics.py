@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from sklearn.metrics import f1_score, roc_auc_score
 
 from stitchkit.zeroshot import metrics as M
@@ -75,6 +76,7 @@ def test_evaluate_multiclass_and_multilabel() -> None:
     assert "ci" not in ml
 
 
+@pytest.mark.slow
 def test_little_bootstraps_agree_with_the_full_bootstrap() -> None:
     """Above EXACT_MAX the bag of little bootstraps gives about the full bootstrap's interval."""
     truth, prob, logit = _data(20_000, 3, 7)

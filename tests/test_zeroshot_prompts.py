@@ -73,6 +73,7 @@ def test_duplicate_classes() -> None:
         parse_prompts({"A": ["x"], "a": ["y"]}, source="t")
 
 
+@pytest.mark.slow
 def test_cli_malformed_prompts_exit_2(stitch, tmp_path: Path) -> None:
     import numpy as np
 
@@ -86,6 +87,7 @@ def test_cli_malformed_prompts_exit_2(stitch, tmp_path: Path) -> None:
     assert r.stderr.count("\n") == 1 and str(bad) in r.stderr and "class 'b'" in r.stderr
 
 
+@pytest.mark.slow
 def test_prompts_from_iu_report_sentences(tmp_path: Path) -> None:
     """examples/token-head/iu_prompts.py: real report sentences by MeSH term, a valid prompt file."""
     import subprocess
