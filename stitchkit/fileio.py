@@ -168,3 +168,11 @@ def write_id_file(path: str | Path, ids: Sequence[str]) -> Path:
     with atomic_output(path) as tmp:
         tmp.write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
     return Path(path)
+
+
+def cache_root() -> Path:
+    """Where stitchkit keeps what it can make again (ONNX graphs, prompt embeddings):
+    ``$STITCHKIT_CACHE``, else ``$XDG_CACHE_HOME/stitchkit``, else ``~/.cache/stitchkit``."""
+    root = os.environ.get("STITCHKIT_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "stitchkit")
+    return Path(root)

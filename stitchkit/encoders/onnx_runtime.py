@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from ..errors import ModelError, UsageError
-from ..fileio import atomic_output
+from ..fileio import atomic_output, cache_root
 
 if TYPE_CHECKING:
     from .base import Encoder
@@ -54,9 +54,7 @@ def available() -> bool:
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("STITCHKIT_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "stitchkit")
-    return Path(root) / "onnx"
+    return cache_root() / "onnx"
 
 
 def check_runtime(runtime: str) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UsageError
+from ..fileio import cache_root
 from ..store import EmbeddingStore
 
 
@@ -28,9 +29,7 @@ class PromptEmbeddings:
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("STITCHKIT_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "stitchkit")
-    return Path(root) / "prompts"
+    return cache_root() / "prompts"
 
 
 def _read_prompt_store(path: Path, texts: list[str], tokens: bool) -> PromptEmbeddings | None:

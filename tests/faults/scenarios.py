@@ -10,17 +10,18 @@ few trials) and ``benchmarks/faults.py`` (many).
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import importlib.util
 import json
 import random
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from stitchkit.devices import torch_threads
 
 from .helpers import Kill, appeared, child_running, kill_run, partials, run_inprocess
 
@@ -289,7 +290,7 @@ def build_more(inputs: Inputs, names: tuple[str, ...] = MORE) -> list[Scenario]:
         if not head.exists():
             # --threads 1 must not outlive the training: the scores' last digits depend on the
             # thread count, and the killed runs (fresh processes) use the default one.
-            with torch_threads_kept():
+            with torch_threads(None):  # `head train --threads 1` here must not slow what runs after it
                 res = run_inprocess("head", "train", inputs.lite2, captions, "-o", head, "--min-steps", "0", "--epochs",
                                     "3", "--batch-size", "16", "--width", "16", "--threads", "1",
                                     "--no-plot")
@@ -420,7 +421,7 @@ def reference(scenario: Scenario, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     ref = folder / "ref.out"
     if not ref.exists():
-        with torch_threads_kept():
+        with torch_threads(None):  # `head train --threads 1` here must not slow what runs after it
             res = run_inprocess(*scenario.args(ref))
         assert res.code == 0, res.stderr
         ref_stdout(ref).write_text(res.stdout, encoding="utf-8")
@@ -451,7 +452,7 @@ def trial(scenario: Scenario, rng: random.Random, i: int, folder: Path, ref: Pat
                 scenario.same_stdout(text, out, ref_stdout(ref).read_text(encoding="utf-8"), ref)
     except AssertionError as exc:
         return Trial(scenario.name, kill.label, killed, False, f"after the kill ({state}): {exc!r}")
-    with torch_threads_kept():
+    with torch_threads(None):  # `head train --threads 1` here must not slow what runs after it
         res = run_inprocess(*scenario.args(out))
     if res.code != 0:
         return Trial(scenario.name, kill.label, killed, False, f"({state}) re-run exit {res.code}: {res.stderr.strip()[-300:]}")
@@ -467,18 +468,6 @@ def trial(scenario: Scenario, rng: random.Random, i: int, folder: Path, ref: Pat
         return Trial(scenario.name, kill.label, killed, False,
                      f"({state}) left behind: {[p.name for p in left]}")
     return Trial(scenario.name, kill.label, killed, True, state=state)
-
-
-@contextlib.contextmanager
-def torch_threads_kept() -> Iterator[None]:
-    """`head train --threads 1` in this process must not slow down what runs after it."""
-    import torch
-
-    n = torch.get_num_threads()
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
 
 
 def kill_point(scenario: Scenario, rng: random.Random, out: Path, i: int) -> Kill:
