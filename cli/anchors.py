@@ -37,24 +37,34 @@ def select(store: str, output: str, n: int, strategy: str, seed: int, as_json: b
       stitch anchors select lite0.h5 -o anchors-250.txt --n 250 --strategy kmeans --seed 1
     """
     from collections import Counter
+    from pathlib import Path
 
     from stitchkit.fileio import check_writable_dir, write_id_file
-    from stitchkit.maps.anchors import select_from_store
+    from stitchkit.label_use import LABEL_USE_FIELD, NONE
+    from stitchkit.maps.anchors import select_from_store, selection_label_use
     from stitchkit.store import EmbeddingStore
 
     show_warnings()
     check_writable_dir(output)
     with EmbeddingStore(store) as s:
         ids = select_from_store(s, n, strategy=strategy, seed=seed)
+        label_use = selection_label_use(strategy, n, len(s), Path(store).name)
         labels = s.labels
         counts = (
             dict(Counter(str(v) for v in labels[s.index_of(ids)]).most_common())
             if labels is not None else None
         )
-    write_id_file(output, ids)
+    # The header (comments, which every reader of id lists skips) says how the ids were chosen;
+    # `stitch fit --ids FILE` records the label use in the map, and results through it say so.
+    write_id_file(output, ids, header=[
+        f"stitch anchors select {Path(store).name} -n {n} --strategy {strategy} --seed {seed}",
+        f"{LABEL_USE_FIELD}: {label_use or NONE}",
+    ])
     result = {"output": output, "n": int(len(ids)), "strategy": strategy, "seed": seed,
-              "labels": counts}
+              "labels": counts, "label_use": label_use}
     text = f"wrote {output}: {len(ids)} ids ({strategy}, seed {seed})"
     if counts:
         text += "\n  labels: " + ", ".join(f"{k} {v}" for k, v in counts.items())
+    if label_use:
+        text += f"\n  label use: {label_use} (a map fitted on these anchors records it)"
     emit(result, as_json=as_json, text=text)

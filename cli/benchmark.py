@@ -9,18 +9,19 @@ from .output import emit, show_warnings
 SETTINGS = {"show_default": True}
 
 
-def _stores(values: tuple[str, ...]) -> dict[str, str]:
+def _named(values: tuple[str, ...], option: str, what: str) -> dict[str, str]:
+    """``NAME=FILE`` options as a dict, one line for a malformed or repeated name."""
     from stitchkit.errors import UsageError
 
-    stores: dict[str, str] = {}
+    named: dict[str, str] = {}
     for value in values:
         name, sep, path = value.partition("=")
         if not sep or not name.strip() or not path.strip():
-            raise UsageError(f"--store {value!r}: use NAME=STORE.h5 (NAME as the suite's `store:` names it)")
-        if name.strip() in stores:
-            raise UsageError(f"--store {name.strip()} is given twice: give each store name once")
-        stores[name.strip()] = path.strip()
-    return stores
+            raise UsageError(f"{option} {value!r}: use NAME={what} (NAME as the suite's `store:` names it)")
+        if name.strip() in named:
+            raise UsageError(f"{option} {name.strip()} is given twice: give each store name once")
+        named[name.strip()] = path.strip()
+    return named
 
 
 @click.command()
@@ -35,6 +36,9 @@ def _stores(values: tuple[str, ...]) -> dict[str, str]:
               help="Read prompt embeddings from this store (written there if missing and --text-model is given).")
 @click.option("--map", "map_path", type=click.Path(dir_okay=False), default=None,
               help="Map from the stores' space into the head's image space (or the text space for cosine).")
+@click.option("--adapt", "adapt_maps", multiple=True, metavar="NAME=DOMAIN.map",
+              help="Adaptation map (`stitch adapt`) of store NAME's domain, applied to its queries where the "
+                   "scorer reads (repeatable, one per store).")
 @click.option("--head", "head_paths", type=click.Path(dir_okay=False), multiple=True,
               help="Cross-attention head file; repeat it for an ensemble (mean of the heads' logits).")
 @click.option("--scoring", type=click.Choice(["head", "cosine"]), default=None,
@@ -50,11 +54,14 @@ def _stores(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--bootstrap", default=1000, **SETTINGS,
               help="Bootstrap resamples of images for the 95 % intervals (0: none).")
 @click.option("--seed", default=0, **SETTINGS, help="Seed of the bootstrap.")
+@click.option("--control", type=click.Path(file_okay=False, exists=True), default=None,
+              help="Folder of a `stitch benchmark` run of the control route (the reference through the same "
+                   "anchors and adaptation) over the same data sets: adds its macro AUC and the paired difference.")
 @click.option("--json", "as_json", is_flag=True, help="Print benchmark.json's content instead of the table.")
 def benchmark(suite: str, stores: tuple[str, ...], text_model: str | None, prompt_store: str | None,
-              map_path: str | None,
+              map_path: str | None, adapt_maps: tuple[str, ...],
               head_paths: tuple[str, ...], scoring: str | None, multilabel_rule: str, datasets: tuple[str, ...], out: str,
-              bootstrap: int, seed: int, as_json: bool) -> None:
+              bootstrap: int, seed: int, control: str | None, as_json: bool) -> None:
     """Score every data set of SUITE and write the table zero-shot papers print.
 
     SUITE is a YAML file or a shipped suite's short name: papers (ChestX-ray14, CheXpert,
@@ -70,6 +77,8 @@ def benchmark(suite: str, stores: tuple[str, ...], text_model: str | None, promp
       stitch benchmark demo --store kermany=k-test-lite2.h5 --dataset kermany --head head.st -o bench
       stitch benchmark demo --store kermany=lite0-test.h5 --dataset kermany --map lite0-to-minilm.map --scoring cosine -t minilm -o bench
       stitch benchmark papers --store nih=nih-test-lite0.h5 --store chexpert=chexpert-lite0.h5 --dataset chestxray14 --dataset chexpert --map lite0-to-lite2.map --head head.st -o papers
+      stitch benchmark demo --store kermany=k-test-lite2.h5 --dataset kermany --adapt kermany=kermany.adapt.map --head head.st -o bench-adapted
+      stitch benchmark demo --store kermany=lite0-test.h5 --dataset kermany --map lite0-to-lite2.map --adapt kermany=kermany.adapt.map --head head.st --control bench-adapted -o bench-stitched
       stitch results bench/records.json --columns dataset,model,auc_macro,auc_macro_ci_low,auc_macro_ci_high,n
       stitch report bench
     """
@@ -81,14 +90,15 @@ def benchmark(suite: str, stores: tuple[str, ...], text_model: str | None, promp
     loaded = load_suite(suite)
     head = None if not head_paths else head_paths[0] if len(head_paths) == 1 else list(head_paths)
     route = Route(text_model=text_model, map_path=map_path, head_path=head, scoring=scoring,
-                  prompt_store=prompt_store, multilabel_rule=multilabel_rule)
+                  prompt_store=prompt_store, multilabel_rule=multilabel_rule,
+                  adapt=_named(adapt_maps, "--adapt", "DOMAIN.map"))
 
     def on_entry(name: str, i: int, n: int) -> None:
         click.echo(f"benchmark: {name} ({i + 1}/{n})", err=True)
 
     options = RunOptions(n_boot=bootstrap, seed=seed, datasets=list(datasets), command=_command(),
-                         on_entry=on_entry)
-    data = run_suite(loaded, _stores(stores), route, out, options)
+                         on_entry=on_entry, control=control)
+    data = run_suite(loaded, _named(stores, "--store", "STORE.h5"), route, out, options)
     text = "\n".join([data["markdown"].rstrip(), "", f"written: {data['table']}, {out}/benchmark.json, "
                       f"{data['records']} ({len(data['datasets'])} data sets)"])
     emit(data, as_json=as_json, text=text)

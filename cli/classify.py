@@ -30,6 +30,9 @@ SETTINGS = {"show_default": True}
               help="Read prompt embeddings from this store (written there if missing and --text-model is given).")
 @click.option("--map", "map_path", type=click.Path(dir_okay=False), default=None,
               help="Map from the query's space into the head's image space (or the text space for cosine).")
+@click.option("--adapt", "adapt_path", type=click.Path(dir_okay=False), default=None,
+              help="Adaptation map (from `stitch adapt`) of the target domain, applied to the queries in the space "
+                   "the head or the cosine map reads: after --map into the head's space, before --map into a text space.")
 @click.option("--head", "head_paths", type=click.Path(dir_okay=False), multiple=True,
               help="Cross-attention head file (from `stitch head train`). Repeat it for an ensemble "
                    "(e.g. seeds): class logits are the mean of the heads' logits.")
@@ -66,7 +69,7 @@ SETTINGS = {"show_default": True}
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def classify(query: str, prompt_file: str | None, classes: str | None, templates: tuple[str, ...],
              negative_templates: tuple[str, ...], mode: str | None, text_model: str | None,
-             prompt_store: str | None, map_path: str | None, head_paths: tuple[str, ...],
+             prompt_store: str | None, map_path: str | None, adapt_path: str | None, head_paths: tuple[str, ...],
              scoring: str | None, temperature: float, out: str | None, ids_file: str | None,
              pool_by: str, bootstrap: int, seed: int, chunk_size: int, force_space: bool,
              no_image_tokens: bool, prior: str, multilabel_rule: str, allow_missing_classes: bool, device: str,
@@ -83,6 +86,7 @@ def classify(query: str, prompt_file: str | None, classes: str | None, templates
     Examples:
       stitch classify k-test-lite2.h5 --prompts pneumonia --text-model minilm --head head.st -o scores.csv
       stitch classify k-test-lite0.h5 --map lite0-to-lite2.map --head head.st --prompts pneumonia --text-model minilm
+      stitch classify k-test-lite2.h5 --adapt kermany.adapt.map --head head.st --prompts pneumonia --prior mixture
       stitch classify k-test-lite0.h5 --map lite0-to-minilm.map --scoring cosine --classes normal,pneumonia --text-model minilm
       stitch classify k-test-lite2-tok.h5 --prompts pneumonia --text-model minilm --head token-head.st --prior em
       stitch classify k-test-lite2-tok.h5 --prompts pneumonia --text-model minilm --head s0.head --head s1.head --head s2.head
@@ -108,7 +112,7 @@ def classify(query: str, prompt_file: str | None, classes: str | None, templates
         ids = read_id_file(ids_file)
     with progress("classify") as bar:
         result = classify_store(
-            query, prompts, text_model=text_model, prompt_store=prompt_store, map_path=map_path,
+            query, prompts, text_model=text_model, prompt_store=prompt_store, map_path=map_path, adapt_path=adapt_path,
             head_path=head_path, scoring=scoring, out=out, ids=ids,
             pool_by=None if pool_by == "none" else pool_by, force=force_space, chunk_size=chunk_size,
             n_boot=bootstrap, seed=seed, temperature=temperature, progress=bar.update,
@@ -121,8 +125,12 @@ def classify(query: str, prompt_file: str | None, classes: str | None, templates
 def format_result(result) -> str:  # noqa: ANN001 - ClassifyResult, imported lazily
     comp = result.composition
     route = [comp["query"].get("model_spec") or comp["query"]["path"]]
+    if "adapt" in comp and comp["adapt"]["applied"] != "after the map":
+        route.append(f"adapted ({comp['adapt']['images']} images)")
     if "map" in comp:
         route.append(f"map → {comp['map']['target'].get('model_spec')}")
+    if "adapt" in comp and comp["adapt"]["applied"] == "after the map":
+        route.append(f"adapted ({comp['adapt']['images']} images)")
     route.append(f"head {comp['head']['path']}" if "head" in comp else "cosine")
     route.append(f"prompts ({comp['prompts'].get('model_spec')})")
     lines = [

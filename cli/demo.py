@@ -33,11 +33,13 @@ class Step:
     output: Path | None = None  # skip the step when this exists
     result: Path | None = None  # write the command's result here as a record (stitchkit.results)
     row: str | None = None  # label in the results table
+    control: Step | None = None  # the reference through the same anchors: a paired comparison in the row
     extra: dict = field(default_factory=dict)
 
 
-def plan(out: Path, m: dict[str, Path], prompts: str) -> list[Step]:
-    """The demo as command lines; ``prompts`` names a curated set in anchors/prompts."""
+def plan(out: Path, m: dict[str, Path], prompts: str, quick_run: bool = False) -> list[Step]:
+    """The demo as command lines; ``prompts`` names a curated set in anchors/prompts;
+    ``quick_run``: `--limit`'s few images (the adaptation keeps fewer dimensions than they span)."""
     s = lambda p: str(out / p)  # noqa: E731 - short path helper for the step table
     steps: list[Step] = []
     for model in ("lite0", "lite2"):
@@ -120,10 +122,32 @@ def plan(out: Path, m: dict[str, Path], prompts: str) -> list[Step]:
     steps.append(Step("apply token map k-test", ["apply", s("lite0-to-lite2.tokens.map"), s("k-test-lite0.h5"), "--no-tokens",
                                                  "-o", s("k-test-lite0-in-lite2.h5")], output=out / "k-test-lite0-in-lite2.h5"))
 
+    # Label-free adaptation (`stitch adapt`): each target domain's unlabelled images, in the space
+    # the heads and the cosine maps read (Lite2). Kermany: its train images; NIH: the training patients'.
+    adapt_dims = ("--dims", str(QUICK_ADAPT_DIMS)) if quick_run else ()
+    steps.append(Step("adapt kermany", ["adapt", s("k-train-lite2.h5"), *adapt_dims, "-o", s("kermany.adapt.map")],
+                      output=out / "kermany.adapt.map"))
+    steps.append(Step("adapt nih", ["adapt", s("nih-lite2.h5"), *nih_train, *adapt_dims, "-o", s("nih.adapt.map")],
+                      output=out / "nih.adapt.map"))
+    # Controls: the reference (Lite2) through a map fitted on the same anchors as each stitched
+    # route's, so that a stitched route is compared with what the map alone does to Lite2.
+    for method in ("orthogonal", "ridge"):
+        steps.append(Step(f"fit control {method}", ["fit", s("k-train-lite2.h5"), s("k-train-lite2.h5"), "--method", method,
+                                                    "-o", s(f"lite2-to-lite2.{method}.map")],
+                          output=out / f"lite2-to-lite2.{method}.map"))
+    steps.append(Step("fit control tokens", ["fit", s("k-train-lite2.h5"), s("k-train-lite2.h5"), *TOKEN_FIT,
+                                             "-o", s("lite2-to-lite2.tokens.map")], output=out / "lite2-to-lite2.tokens.map"))
+    steps.append(Step("apply control token map k-test", ["apply", s("lite2-to-lite2.tokens.map"), s("k-test-lite2.h5"),
+                                                         "--no-tokens", "-o", s("k-test-lite2-in-lite2.h5")],
+                      output=out / "k-test-lite2-in-lite2.h5"))
+
     # NIH as a domain of its own: anchors and head on 60 % of patients, metrics on the rest.
     steps.append(Step("fit nih ridge", ["fit", s("nih-lite0.h5"), s("nih-lite2.h5"), "--method", "ridge",
                                         "--ids", str(m["nih-train-ids"]), "-o", s("nih-lite0-to-lite2.map")],
                       output=out / "nih-lite0-to-lite2.map", result=out / "results" / "fit-nih.json"))
+    steps.append(Step("fit nih control", ["fit", s("nih-lite2.h5"), s("nih-lite2.h5"), "--method", "ridge",
+                                          "--ids", str(m["nih-train-ids"]), "-o", s("nih-lite2-to-lite2.map")],
+                      output=out / "nih-lite2-to-lite2.map"))
     steps.append(Step("captions nih", ["head", "captions", s("nih-lite2.h5"), "-t", "minilm",
                                        "--from-labels", str(prompts), "-o", s("nih-captions-minilm.h5")],
                       output=out / "nih-captions-minilm.h5"))
@@ -131,52 +155,88 @@ def plan(out: Path, m: dict[str, Path], prompts: str) -> list[Step]:
                                    "--ids", str(m["nih-train-ids"]), *GLOBAL_ONLY, "-o", s("head-nih.head")],
                       output=out / "head-nih.head", result=out / "results" / "head-nih.json"))
 
-    def classify(row: str, key: str, query: str, *extra: str) -> Step:
-        return Step(f"classify {key}", ["classify", s(query), "--prompts", str(prompts), "--text-model", "minilm",
+    def classify(row: str | None, key: str, query: str, *extra: str, control: Step | None = None) -> list[Step]:
+        """The route's classify step, after its control's (a row of no table of its own)."""
+        step = Step(f"classify {key}", ["classify", s(query), "--prompts", str(prompts), "--text-model", "minilm",
                                         *extra, "-o", s(f"scores/{key}.csv")],
                     output=out / "results" / f"classify-{key}.json", result=out / "results" / f"classify-{key}.json",
-                    row=row)
+                    row=row, control=control)
+        return [control, step] if control is not None else [step]
+
+    def control(key: str, query: str, *extra: str) -> Step:
+        return classify(None, key, query, *extra)[0]
 
     head, token_head = s("head-kermany.head"), s("head-kermany-token.head")
     ortho, ridge, tokens = (s(f"lite0-to-lite2.{k}.map") for k in ("orthogonal", "ridge", "tokens"))
-    steps += [
+    c_ortho, c_ridge, c_tokens = (s(f"lite2-to-lite2.{k}.map") for k in ("orthogonal", "ridge", "tokens"))
+    routes = [
         classify("(a) Lite2 native + token head", "k-lite2-tokenhead", "k-test-lite2.h5", "--head", token_head),
         classify("(a) Lite2 native + global head", "k-lite2-head", "k-test-lite2.h5", "--head", head),
         classify("(b) Lite0 → Lite2 token map + token head", "k-lite0-tokens-tokenhead", "k-test-lite0.h5",
-                 "--map", tokens, "--head", token_head),
+                 "--map", tokens, "--head", token_head,
+                 control=control("k-lite2-tokens-tokenhead", "k-test-lite2.h5", "--map", c_tokens, "--head", token_head)),
         classify("(b) Lite0 → Lite2 orthogonal + global head", "k-lite0-ortho-head", "k-test-lite0.h5",
-                 "--map", ortho, "--head", head),
+                 "--map", ortho, "--head", head,
+                 control=control("k-lite2-ortho-head", "k-test-lite2.h5", "--map", c_ortho, "--head", head)),
         classify("(b) Lite0 → Lite2 ridge affine + global head", "k-lite0-ridge-head", "k-test-lite0.h5",
-                 "--map", ridge, "--head", head),
+                 "--map", ridge, "--head", head,
+                 control=control("k-lite2-ridge-head", "k-test-lite2.h5", "--map", c_ridge, "--head", head)),
         classify("(c) Lite2 → MiniLM text space, cosine instead of the head", "k-lite2-minilm-cosine", "k-test-lite2.h5",
                  "--map", s("lite2-to-minilm.map"), "--scoring", "cosine"),
+        # (d)'s control is (c): the reference mapped into MiniLM over the same pairs.
         classify("(d) Lite0 → MiniLM text space, cosine (label-derived captions)", "k-lite0-minilm-cosine", "k-test-lite0.h5",
-                 "--map", s("lite0-to-minilm.map"), "--scoring", "cosine"),
+                 "--map", s("lite0-to-minilm.map"), "--scoring", "cosine",
+                 control=control("k-lite2-minilm-cosine-control", "k-test-lite2.h5", "--map", s("lite2-to-minilm.map"),
+                                 "--scoring", "cosine")),
     ]
+    kermany_adapt = ("--adapt", s("kermany.adapt.map"))
     for pairs, named in (("covid", "covid notes"), ("mixed", "covid notes + NIH findings")):
         token, glob, cosine = s(f"head-{pairs}-token.head"), s(f"head-{pairs}-global.head"), s(f"{pairs}-lite2-to-minilm.map")
-        steps += [
-            classify(f"(e) {named}: token head, Lite2 native", f"k-lite2-{pairs}-tokenhead", "k-test-lite2.h5",
-                     "--head", token, *ZERO_SHOT_RULE),
-            classify(f"(e) {named}: global head, Lite2 native", f"k-lite2-{pairs}-head", "k-test-lite2.h5",
-                     "--head", glob, *ZERO_SHOT_RULE),
-            classify(f"(e) {named}: cosine, Lite2 → MiniLM", f"k-lite2-{pairs}-cosine", "k-test-lite2.h5",
-                     "--map", cosine, "--scoring", "cosine", *ZERO_SHOT_RULE),
-            classify(f"(e) {named}: token head, Lite0 → Lite2 token map", f"k-lite0-tokens-{pairs}-tokenhead",
-                     "k-test-lite0.h5", "--map", tokens, "--head", token, *ZERO_SHOT_RULE),
-            classify(f"(e) {named}: global head, Lite0 → Lite2 ridge", f"k-lite0-ridge-{pairs}-head",
-                     "k-test-lite0.h5", "--map", ridge, "--head", glob, *ZERO_SHOT_RULE),
-            classify(f"(e) {named}: cosine, Lite0 → Lite2 token map → MiniLM", f"k-lite0-{pairs}-cosine",
-                     "k-test-lite0-in-lite2.h5", "--map", cosine, "--scoring", "cosine", *ZERO_SHOT_RULE),
-        ]
-    steps += [
+        # The covid-notes routes again through the Kermany adaptation map (its train images, unlabelled).
+        for adapted, suffix, more in ((False, "", ()), *(((True, "-adapted", kermany_adapt),) if pairs == "covid" else ())):
+            name = f"{named} + adaptation" if adapted else named
+            rule = (*ZERO_SHOT_RULE, *more)
+            routes += [
+                classify(f"(e) {name}: token head, Lite2 native", f"k-lite2-{pairs}-tokenhead{suffix}", "k-test-lite2.h5",
+                         "--head", token, *rule),
+                classify(f"(e) {name}: global head, Lite2 native", f"k-lite2-{pairs}-head{suffix}", "k-test-lite2.h5",
+                         "--head", glob, *rule),
+                classify(f"(e) {name}: cosine, Lite2 → MiniLM", f"k-lite2-{pairs}-cosine{suffix}", "k-test-lite2.h5",
+                         "--map", cosine, "--scoring", "cosine", *rule),
+                classify(f"(e) {name}: token head, Lite0 → Lite2 token map", f"k-lite0-tokens-{pairs}-tokenhead{suffix}",
+                         "k-test-lite0.h5", "--map", tokens, "--head", token, *rule,
+                         control=control(f"k-lite2-tokens-{pairs}-tokenhead{suffix}", "k-test-lite2.h5",
+                                         "--map", c_tokens, "--head", token, *rule)),
+                classify(f"(e) {name}: global head, Lite0 → Lite2 ridge", f"k-lite0-ridge-{pairs}-head{suffix}",
+                         "k-test-lite0.h5", "--map", ridge, "--head", glob, *rule,
+                         control=control(f"k-lite2-ridge-{pairs}-head{suffix}", "k-test-lite2.h5",
+                                         "--map", c_ridge, "--head", glob, *rule)),
+                classify(f"(e) {name}: cosine, Lite0 → Lite2 token map → MiniLM", f"k-lite0-{pairs}-cosine{suffix}",
+                         "k-test-lite0-in-lite2.h5", "--map", cosine, "--scoring", "cosine", *rule,
+                         control=control(f"k-lite2-{pairs}-cosine-control{suffix}", "k-test-lite2-in-lite2.h5",
+                                         "--map", cosine, "--scoring", "cosine", *rule)),
+            ]
+    nih_test = ("--ids", str(m["nih-test-ids"]))
+    routes += [
         classify("NIH external: Lite2 + Kermany head", "nih-lite2-khead", "nih-lite2.h5", "--head", head),
-        classify("NIH external: Lite0 → Lite2 (Kermany map) + Kermany head", "nih-lite0-khead", "nih-lite0.h5", "--map", ridge, "--head", head),
+        classify("NIH external: Lite0 → Lite2 (Kermany map) + Kermany head", "nih-lite0-khead", "nih-lite0.h5",
+                 "--map", ridge, "--head", head,
+                 control=control("nih-lite2-khead-control", "nih-lite2.h5", "--map", c_ridge, "--head", head)),
         classify("NIH by patient: Lite2 + NIH head", "nih-lite2-nhead", "nih-lite2.h5", "--head", s("head-nih.head"),
-                 "--ids", str(m["nih-test-ids"])),
+                 *nih_test),
         classify("NIH by patient: Lite0 → Lite2 (NIH map) + NIH head", "nih-lite0-nhead", "nih-lite0.h5",
-                 "--map", s("nih-lite0-to-lite2.map"), "--head", s("head-nih.head"), "--ids", str(m["nih-test-ids"])),
+                 "--map", s("nih-lite0-to-lite2.map"), "--head", s("head-nih.head"), *nih_test,
+                 control=control("nih-lite2-nhead-control", "nih-lite2.h5", "--map", s("nih-lite2-to-lite2.map"),
+                                 "--head", s("head-nih.head"), *nih_test)),
+        # Zero-shot on NIH's held-out patients: the covid-notes head, then through NIH's adaptation
+        # map (its training patients' images, unlabelled).
+        classify("NIH by patient, zero-shot: Lite2 + covid-notes global head", "nih-lite2-covid-head", "nih-lite2.h5",
+                 "--head", s("head-covid-global.head"), *ZERO_SHOT_RULE, *nih_test),
+        classify("NIH by patient, zero-shot: Lite2 + adaptation + covid-notes global head", "nih-lite2-covid-head-adapted",
+                 "nih-lite2.h5", "--head", s("head-covid-global.head"), "--adapt", s("nih.adapt.map"), *ZERO_SHOT_RULE,
+                 *nih_test),
     ]
+    steps += [step for route in routes for step in route]
     # The papers' table on the data at hand (Kermany test, NIH by patient, NIH findings) through
     # the zero-shot cosine route of (e): no Kermany or NIH label was used to fit it.
     steps.append(Step("benchmark", ["benchmark", s("demo-suite.yaml"), "--store", f"kermany={s('k-test-lite2.h5')}",
@@ -198,6 +258,7 @@ ZERO_SHOT_RULE = ("--prior", "mixture")  # label-free decision rule on the unlab
 
 
 QUICK_STEPS = ("--min-steps", "30")  # `stitch demo --limit`: head training steps at least
+QUICK_ADAPT_DIMS = 4  # `stitch demo --limit`: a few images span few dimensions
 
 
 def quick(step: Step) -> Step:
@@ -250,19 +311,42 @@ def results_table(steps: list[Step]) -> list[dict]:
             params = {"ids_file": argv[argv.index("--ids") + 1]} if "--ids" in argv else {}
             record = to_record(KINDS[argv[0]], json.loads(step.result.read_text()),
                                command={"command": f"stitch {argv[0]}", "params": params})
-            rows.append({"route": step.row, "command": "stitch " + shlex.join(step.argv), **record})
+            control = {}
+            if step.control is not None:
+                record["metrics"] = {**record["metrics"], **control_metrics(step, "pneumonia")}
+                control = {"control_command": "stitch " + shlex.join(step.control.argv)}
+            rows.append({"route": step.row, "command": "stitch " + shlex.join(step.argv), **control, **record})
     return rows
 
 
+def control_metrics(step: Step, positive: str) -> dict:
+    """The row's control (the reference through the same anchors and adaptation) and the paired
+    difference of their AUCs on the same images: bootstrap 95 % interval and DeLong's p."""
+    from stitchkit.zeroshot.compare import paired_comparison
+    from stitchkit.zeroshot.prompts import load_prompts
+
+    scores = lambda s: Path(s.argv[s.argv.index("-o") + 1])  # noqa: E731 - the step's score file
+    argv = step.argv
+    found = paired_comparison(scores(step), scores(step.control), load_prompts(argv[argv.index("--prompts") + 1]),
+                              positive)
+    low, high = found["ci"]["difference"]
+    return {f"control_auc_{positive}": found["auc_b"], f"delta_auc_{positive}": found["difference"],
+            f"delta_auc_{positive}_ci_low": low, f"delta_auc_{positive}_ci_high": high,
+            f"delta_auc_{positive}_p": found["delong"]["p_value"]}
+
+
 def format_table(records: list[dict]) -> list[str]:
-    lines = [f"{'route':66} {'AUC pneumonia':>14} {'95% CI':>16} {'acc':>6} {'n':>5}"]
+    lines = [f"{'route':72} {'AUC pneumonia':>14} {'95% CI':>16} {'acc':>6} {'n':>5}  {'Δ vs control [95% CI], p':>30}"]
     for r in records:
         m = r["metrics"]
         auc, lo, hi = m.get("auc_pneumonia"), m.get("auc_pneumonia_ci_low"), m.get("auc_pneumonia_ci_high")
         ci = f"[{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else ""
         acc = m.get("accuracy")
-        lines.append(f"{r['route']:66} {'-' if auc is None else f'{auc:.3f}':>14} {ci:>16} "
-                     f"{'-' if acc is None else f'{acc:.3f}':>6} {m.get('n') or '':>5}")
+        delta = m.get("delta_auc_pneumonia")
+        paired = "" if delta is None else (f"{delta:+.3f} [{m['delta_auc_pneumonia_ci_low']:+.3f}, "
+                                           f"{m['delta_auc_pneumonia_ci_high']:+.3f}], {m['delta_auc_pneumonia_p']:.2g}")
+        lines.append(f"{r['route']:72} {'-' if auc is None else f'{auc:.3f}':>14} {ci:>16} "
+                     f"{'-' if acc is None else f'{acc:.3f}':>6} {m.get('n') or '':>5}  {paired:>30}")
     return lines
 
 
@@ -289,7 +373,7 @@ def demo(out: Path, data: Path | None, limit: int | None, as_json: bool) -> None
 
     root = data or data_root()
     t0 = time.perf_counter()
-    steps = plan(out, demo_manifests(root, out / "manifests", limit), "pneumonia")
+    steps = plan(out, demo_manifests(root, out / "manifests", limit), "pneumonia", quick_run=bool(limit))
     if limit:  # a quick run: heads on a few images need not take the full step budget
         steps = [quick(step) for step in steps]
     # The benchmark suite reads the NIH test ids beside it (manifests/nih-test-ids.txt).

@@ -262,7 +262,8 @@ def _dry_text(r: dict) -> str:
         lines += [
             f"expected held-out quality ({r['cv_folds']}-fold CV on the fit anchors):",
             f"  cosine mean                        {r['expected_cosine_mean']:.4f}",
-            f"  relative MSE (1 − R²)              {r['expected_relative_mse']:.4f}",
+            f"  relative MSE (1 − R²)              {r['expected_relative_mse']:.4f}  (median; folds "
+            + ", ".join(f"{v:.3f}" for v in r["expected_relative_mse_folds"]) + ")",
             f"  retrieval top-1 (gallery {r['expected_top1_gallery']})       {r['expected_top1']:.4f}",
         ]
     else:

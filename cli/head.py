@@ -17,7 +17,7 @@ def head() -> None:
 
     \b
     Examples:
-      stitch head captions k-lite2.h5 --from-texts -m minilm -o notes-minilm.h5
+      stitch head captions k-lite2.h5 --from-texts -t minilm -o notes-minilm.h5
       stitch head train k-lite2.h5 notes-minilm.h5 -o head.st --seed 0
     """
 

@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "datasets": ("datasets", "datasets", "List the chest X-ray datasets read as published (nih:FOLDER, …)."),
     "fit": ("fit", "fit", "Fit a map from a source space to a target space over anchors."),
     "apply": ("apply", "apply", "Apply a fitted map to a store."),
+    "adapt": ("adapt", "adapt", "Fit a label-free adaptation map on a target domain's images."),
     "sweep": ("sweep", "sweep", "Held-out quality of maps against the anchor count."),
     "anchors": ("anchors", "anchors", "Select anchor sets from a store."),
     "head": ("head", "head", "Train and inspect cross-attention heads."),
@@ -63,7 +64,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
     PNEUMONIA/ images, e.g. ../shared/data/kermany-pneumonia-224): a head trained in Lite2's
     space on label captions, then Lite0 stitched into that space and classified by prompts:
       stitch embed kermany/train -m lite2 -o train-lite2.h5
-      stitch head captions train-lite2.h5 --from-labels pneumonia -m minilm -o train-captions.h5
+      stitch head captions train-lite2.h5 --from-labels pneumonia -t minilm -o train-captions.h5
       stitch head train train-lite2.h5 train-captions.h5 -o pneumonia.head
       stitch embed kermany/train -m lite0 -o train-lite0.h5
       stitch fit train-lite0.h5 train-lite2.h5 -o lite0-to-lite2.map

@@ -41,6 +41,8 @@ def check_text(r: dict[str, Any]) -> str:
         rows.append(("weights", path))
     rows.append(("weights sha256", r["weights_sha256"] or "none (hub or built-in weights)"))
     rows.append(("key matching", _match_line(r["weights_match"])))
+    if r.get("order_check"):
+        rows.append(("tensor order", r["order_check"]["note"]))
     if p:
         res = p.get("resolution")
         rows.append(("resolution", f"{res[0]} x {res[1]} {p.get('mode', '')}".strip() if res else "?"))

@@ -56,6 +56,13 @@ class Progress:
         self._start_done = 0
 
     def start(self, total: int, done: int = 0) -> None:
+        """Start at ``done`` of ``total``; ``done`` > 0 says an earlier run left that much done
+        (only a caller that found its partial output can say so: embed's job)."""
+        self._begin(total, done)
+        if done and not self.tty:
+            click.echo(f"{self.description}: resuming at {done}/{total}", err=True)
+
+    def _begin(self, total: int, done: int) -> None:
         self.total, self.done, self._start_done = total, done, done
         self._t0 = self._last = time.perf_counter()
         if self.tty:
@@ -75,8 +82,6 @@ class Progress:
             )
             self._bar.start()
             self._task = self._bar.add_task(self.description, total=total, completed=done, rate="")
-        elif done:
-            click.echo(f"{self.description}: resuming at {done}/{total}", err=True)
 
     def advance(self, n: int) -> None:
         self.done += n
@@ -94,9 +99,15 @@ class Progress:
             sys.stderr.flush()
 
     def update(self, done: int, total: int) -> None:
-        """A ``(done, total)`` callback for library functions; the first call starts the bar."""
+        """A ``(done, total)`` callback for library functions; the first call starts the bar.
+
+        The first report is the bar's starting point but never a resume: apply, for one, first
+        reports after its first chunk of a fresh output, and a callback cannot tell the two apart.
+        """
         if not hasattr(self, "_t0"):
-            self.start(total, done)
+            self._begin(total, done)
+            if done and not self.tty:  # the count so far, with no rate: its time is unknown
+                click.echo(f"{self.description}: {done}/{total}", err=True)
         else:
             self.advance(done - self.done)
 

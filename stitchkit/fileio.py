@@ -7,6 +7,7 @@ import contextlib
 import errno
 import glob
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -164,14 +165,36 @@ def read_id_file(path: str | Path) -> list[str]:
     return list(dict.fromkeys(ids))
 
 
-def write_id_file(path: str | Path, ids: Sequence[str]) -> Path:
+def write_id_file(path: str | Path, ids: Sequence[str], header: Sequence[str] = ()) -> Path:
+    """``ids`` one per line, after ``header`` lines written as '#' comments (which
+    :func:`read_id_file` skips, so any reader of id lists still reads the ids alone)."""
+    comments = "".join(f"# {line}\n" for line in header)
     with atomic_output(path) as tmp:
-        tmp.write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
+        tmp.write_text(comments + "".join(f"{i}\n" for i in ids), encoding="utf-8")
     return Path(path)
 
 
+_FIELD = re.compile(r"#\s*([a-z][a-z0-9_]*):\s*(.*?)\s*$")
+
+
+def id_file_fields(path: str | Path) -> dict[str, str]:
+    """The ``# key: value`` comment lines at the head of an id file (e.g. ``# label_use: ...``),
+    read up to the first id (a million-id file is not read for its header); other comments (a
+    free-text line such as the command that made the file) are not fields."""
+    fields: dict[str, str] = {}
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            line = line.strip()
+            if line and not line.startswith("#"):
+                break
+            found = _FIELD.match(line)
+            if found:
+                fields.setdefault(found.group(1), found.group(2))
+    return fields
+
+
 def cache_root() -> Path:
-    """Where stitchkit keeps what it can make again (ONNX graphs, prompt embeddings):
+    """Where stitchkit keeps what it can make again (ONNX graphs, prompt embeddings, clean weight checks):
     ``$STITCHKIT_CACHE``, else ``$XDG_CACHE_HOME/stitchkit``, else ``~/.cache/stitchkit``."""
     root = os.environ.get("STITCHKIT_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "stitchkit")

@@ -3,8 +3,9 @@
 CLIP_benchmark writes one JSON object per run: ``{"dataset", "model", "task", "metrics": {...}}``
 with scalar metrics. stitchkit's records keep those four keys (so a table builder written for
 CLIP_benchmark reads them), add ``composition`` (which spaces, map and head were stacked) and
-``provenance`` (stitchkit version, time, command), and keep the command's other keys beside
-them. ``metrics`` is always flat: nested per-class values are joined with ``_``
+``provenance`` (stitchkit version, time, command) and ``label_use`` (which labels the result
+used: "none" for a zero-shot one; :mod:`stitchkit.label_use`), and keep the command's other keys
+beside them. ``metrics`` is always flat: nested per-class values are joined with ``_``
 (``auc_pneumonia``) and each 95 % interval becomes ``..._ci_low`` / ``..._ci_high``.
 
 >>> rec = to_record("classify", {"n": 4, "classes": ["a"], "metrics": {"auc": {"a": 0.9}}})
@@ -26,6 +27,7 @@ from typing import Any
 from .errors import UsageError
 from .fileio import atomic_output
 from .formats import SCORES_CSV
+from .label_use import LABEL_USE_FIELD, NONE, head_meta_label_use, label_use_of, map_label_use
 
 SCHEMA = "stitchkit.result/1"
 # `stitch benchmark`'s benchmark.json: one run of a suite; its records are in records.json beside it
@@ -153,7 +155,9 @@ def to_record(kind: str, result: dict[str, Any], *, command: dict[str, Any] | No
             method = _map_method(composition["map"].get("path"))
             if method:
                 composition = {**composition, "map": {**composition["map"], "method": method}}
+        composition = _with_label_use(composition)
         rest["composition"] = composition
+        rest["label_use"] = "; ".join(label_use_of(composition)) or NONE
         metrics = flatten_metrics(result.get("metrics") or {})
         ids = ((command or {}).get("params") or {}).get("ids_file")
         if dataset is None and query.get("path"):
@@ -165,6 +169,7 @@ def to_record(kind: str, result: dict[str, Any], *, command: dict[str, Any] | No
         source, target = result.get("source") or {}, result.get("target") or {}
         rest["composition"] = {"source": source, "target": target, "method": result.get("method"),
                                "map": result.get("output")}
+        rest["label_use"] = map_label_use(result.get("anchors")) or NONE
         metrics = flatten_metrics(result.get("metrics") or {})
         record = {"dataset": dataset or _dataset_of(source.get("path")),
                   "model": f"{source.get('model_spec')} → {target.get('model_spec')} ({result.get('method')})",
@@ -191,6 +196,50 @@ def to_record(kind: str, result: dict[str, Any], *, command: dict[str, Any] | No
                   "model": "cross-attention head", "pretrained": None}
     return {"schema": SCHEMA, **record, "task": TASKS[kind], "metrics": metrics,
             **rest, "provenance": _provenance(command)}
+
+
+def _with_label_use(composition: dict[str, Any]) -> dict[str, Any]:
+    """``composition`` with the map's and the head's ``label_use`` where it lacks them (a
+    result written before classifications recorded it): read from the map's and the head's
+    file headers where those files are still where the composition says, else "unknown" (never
+    "none": a zero-shot claim that nothing can back is not made)."""
+    filled = dict(composition)
+    for piece, label_use in (("map", _map_file_label_use), ("head", _head_file_label_use)):
+        part = composition.get(piece)
+        if part and LABEL_USE_FIELD not in part:
+            found = label_use(part["path"]) if part.get("path") else _UNKNOWN
+            if found is _UNKNOWN:
+                found = f"unknown (not recorded, and {piece} file {part.get('path')} cannot be read)"
+            filled[piece] = {**part, LABEL_USE_FIELD: found}
+    return filled
+
+
+_UNKNOWN = object()  # a file that cannot be read
+
+
+def _header(path: str) -> dict[str, Any] | None:
+    try:
+        from .artifacts import read_header
+
+        return read_header(path)
+    except (OSError, ValueError, UsageError):
+        return None
+
+
+def _map_file_label_use(path: str) -> Any:
+    header = _header(path)
+    return _UNKNOWN if header is None else map_label_use(header.get("anchors"))
+
+
+def _head_file_label_use(path: str) -> Any:
+    # An ensemble's composition names its heads "a.head, b.head" (a path with ", " in it is
+    # tried whole first).
+    paths = [path] if Path(path).is_file() else path.split(", ")
+    headers = [_header(p) for p in paths]
+    if any(h is None for h in headers):
+        return _UNKNOWN
+    uses = list(dict.fromkeys(u for u in map(head_meta_label_use, headers) if u))
+    return "; ".join(uses) or None
 
 
 def _map_method(path: str | None) -> str | None:
@@ -283,14 +332,16 @@ def sweep_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-FIELDS = ("route", "command", "dataset", "model", "task", "method", "n_anchors", "pretrained", "file")
+FIELDS = ("route", "command", "dataset", "model", "task", "label_use", "method", "n_anchors", "pretrained",
+          "file")
 
 
 def table(records: list[dict[str, Any]], columns: list[str] | None = None) -> tuple[list[str], list[list[Any]]]:
     """(header, rows). A column is a record field (``FIELDS``) or a metric name.
 
-    By default: route (when any record has one), dataset, model, task, then every numeric
-    metric seen, in first-seen order.
+    By default: route (when any record has one), dataset, model, task, label_use (when a
+    record is a zero-shot classification, or used labels: the claim a zero-shot table makes),
+    then every numeric metric seen, in first-seen order.
     """
     if columns is None:
         seen: dict[str, None] = {}
@@ -300,7 +351,9 @@ def table(records: list[dict[str, Any]], columns: list[str] | None = None) -> tu
                     seen.setdefault(k, None)
         lead = ["route"] if any("route" in r for r in records) else []
         sweep = ["n_anchors"] if any("n_anchors" in r for r in records) else []
-        columns = [*lead, "dataset", "model", "task", *sweep, *seen]
+        labels = ["label_use"] if any(r.get("task") == TASKS["classify"] or r.get("label_use") not in (None, NONE)
+                                      for r in records) else []
+        columns = [*lead, "dataset", "model", "task", *labels, *sweep, *seen]
     known = set(FIELDS) | {k for r in records for k in r["metrics"]}
     unknown = [c for c in columns if c not in known]
     if unknown:

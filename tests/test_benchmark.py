@@ -264,3 +264,30 @@ def test_suite_values_are_checked(tmp_path: Path) -> None:
             parse_suite({"datasets": [{**entry, **change}]}, source="s.yaml")
     with pytest.raises(SuiteError, match="shipped suites: demo, papers"):
         load_suite(tmp_path / "nowhere.yaml")
+
+
+@pytest.mark.slow
+def test_adapt_applies_per_store_before_the_text_map(world: dict, ran: dict) -> None:
+    from stitchkit.maps.adapt import fit_adaptation
+
+    adapt = world["dir"] / "k.adapt.map"
+    fit_adaptation(world["store"], dims=4.0).save(adapt)
+    route = Route(text_model="minilm", map_path=str(world["map"]), scoring="cosine", adapt={"k": str(adapt)})
+    data = run_suite(load_suite(world["suite"]), {"k": str(world["store"])}, route, world["dir"] / "adapted",
+                     RunOptions(n_boot=200, seed=3, control=ran["out"]))
+    entry = data["datasets"][0]
+    assert entry["composition"]["adapt"]["applied"] == "before the map"
+    assert data["composition"]["adapt"] == {"k": str(adapt)}
+    m, control = entry["metrics"], ran["by"][entry["name"]]["metrics"]
+    assert m["auc_macro"] != control["auc_macro"]
+    # --control: the unadapted run, paired on the same images, in the metrics and the table.
+    assert m["control_auc_macro"] == pytest.approx(control["auc_macro"], abs=1e-9)
+    assert m["delta_auc_macro"] == pytest.approx(m["auc_macro"] - control["auc_macro"], abs=1e-9)
+    assert m["delta_auc_macro_ci_low"] <= m["delta_auc_macro"] <= m["delta_auc_macro_ci_high"]
+    assert "Δ vs control" in (world["dir"] / "adapted" / "table.md").read_text()
+
+
+def test_adapt_for_a_store_the_suite_does_not_read_is_one_line(tmp_path: Path) -> None:
+    res = run_inprocess("benchmark", "demo", "--store", "kermany=k.h5", "--dataset", "kermany",
+                        "--adapt", "chexpert=c.map", "-o", tmp_path / "out")
+    assert res.code == 2 and "--adapt chexpert=...: suite demo reads no store named chexpert" in res.stderr

@@ -40,8 +40,8 @@ def test_results_table_shape(demo_out: tuple[Path, dict]) -> None:
     out, printed = demo_out
     records = json.loads((out / "results" / "demo-results.json").read_text())
     assert records == printed["results"]
-    assert len(records) == 23
-    assert len({r["route"] for r in records}) == 23
+    assert len(records) == 31
+    assert len({r["route"] for r in records}) == 31
     for r in records:
         assert r["schema"] == SCHEMA and r["task"] == "zeroshot_classification"
         assert {"dataset", "model", "metrics", "composition", "provenance", "command"} <= set(r)
@@ -51,10 +51,10 @@ def test_results_table_shape(demo_out: tuple[Path, dict]) -> None:
         assert r["command"].startswith("stitch classify ")
         assert r["provenance"]["command"] == "stitch classify"
     kermany = [r for r in records if r["dataset"] == "kermany-test"]
-    assert len(kermany) == 19 and all(r["metrics"]["n"] == 2 * LIMIT for r in kermany)
+    assert len(kermany) == 25 and all(r["metrics"]["n"] == 2 * LIMIT for r in kermany)
     # NIH by patient: the held-out 40 % of patients only, never an image of a training patient
     by_patient = [r for r in records if r["route"].startswith("NIH by patient")]
-    assert [r["dataset"] for r in by_patient] == ["nih [nih-test-ids]"] * 2
+    assert [r["dataset"] for r in by_patient] == ["nih [nih-test-ids]"] * 4
     train_ids = set((out / "manifests" / "nih-train-ids.txt").read_text().split())
     test_ids = set((out / "manifests" / "nih-test-ids.txt").read_text().split())
     assert train_ids and test_ids and not train_ids & test_ids
@@ -119,7 +119,7 @@ def test_the_learning_curve_example_runs_on_the_demo(demo_out: tuple[Path, dict]
     out, _ = demo_out
     script = Path(__file__).resolve().parents[1] / "examples" / "learning-curve" / "curve.py"
     args = [sys.executable, str(script), str(out), "-o", str(tmp_path / "curve"), "--sizes", "10,16",
-            "--seeds", "0", "--steps", "4"]
+            "--seeds", "0", "--steps", "4", "--adapt", str(out / "kermany.adapt.map")]
     res = subprocess.run(args, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     summary = json.loads((tmp_path / "curve" / "learning-curve.json").read_text())
@@ -127,8 +127,32 @@ def test_the_learning_curve_example_runs_on_the_demo(demo_out: tuple[Path, dict]
     assert [c["n"] for c in summary["curve"]] == [10, 16]
     assert all(set(summary["routes"]) <= set(c) for c in summary["curve"])
     rows = (tmp_path / "curve" / "learning-curve.csv").read_text().splitlines()
-    assert len(rows) == 1 + 2 * 3
+    assert len(rows) == 1 + 2 * 3 * 2  # each route also through the adaptation map
+    assert "global head + adaptation" in summary["routes"]
     again = subprocess.run(args, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0 and "AUC" not in again.stdout  # every row was there: none trained again
     report = run_stitch("report", str(tmp_path / "curve" / "learning-curve.json"), "-o", str(tmp_path / "r"))
     assert report.returncode == 0 and (tmp_path / "r" / "learning-curve-00.png").exists()
+
+
+def test_every_stitched_route_carries_its_control_and_the_paired_difference(demo_out: tuple[Path, dict]) -> None:
+    records = demo_out[1]["results"]
+    stitched = [r for r in records if "Lite0" in r["route"]]
+    assert len(stitched) == 15
+    for r in stitched:
+        m = r["metrics"]
+        assert m["delta_auc_pneumonia"] == pytest.approx(m["auc_pneumonia"] - m["control_auc_pneumonia"], abs=1e-9)
+        assert m["delta_auc_pneumonia_ci_low"] <= m["delta_auc_pneumonia"] <= m["delta_auc_pneumonia_ci_high"]
+        assert 0 <= m["delta_auc_pneumonia_p"] <= 1
+        # The control is the reference (Lite2) through the same kind of route: no Lite0 store.
+        assert "lite0" not in r["control_command"].split(" -o ")[0]
+    assert all("control_auc_pneumonia" not in r["metrics"] for r in records if "Lite0" not in r["route"])
+
+
+def test_adapted_routes_name_their_adaptation_and_use_no_label(demo_out: tuple[Path, dict]) -> None:
+    adapted = [r for r in demo_out[1]["results"] if "adaptation" in r["route"]]
+    assert len(adapted) == 8
+    for r in adapted:
+        assert r["composition"]["adapt"]["images"] > 0
+        assert r["composition"]["adapt"]["path"].endswith(("kermany.adapt.map", "nih.adapt.map"))
+        assert r["label_use"] == "none"

@@ -87,11 +87,15 @@ def test_every_option_is_in_the_docs_table() -> None:
 
 
 @pytest.fixture(scope="module")
-def checked() -> dict[str, dict]:
-    """`stitch models --check --json` on the short name and on the bare timm spec."""
+def checked(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    """`stitch models --check --json` on the short name and on the bare timm spec, each with a
+    cache of its own (a clean check of the same file is remembered, which silences the other's
+    warning; see test_a_clean_check_is_remembered_and_silences_the_position_warning)."""
     out = {}
     for key, spec in (("lite0", "lite0"), ("bare", BARE)):
-        res = run_inprocess("models", "--check", spec, "--json")
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("STITCHKIT_CACHE", str(tmp_path_factory.mktemp(f"cache-{key}")))
+            res = run_inprocess("models", "--check", spec, "--json")
         assert res.code == 0, res.stderr
         out[key] = {"report": json.loads(res.stdout), "stderr": res.stderr}
     return out
@@ -170,6 +174,41 @@ def test_keys_matched_by_name_and_a_checkpoint_without_its_head(tmp_path: Path) 
         assert backbone.encode(x).embeddings.shape == (2, 1280)
 
 
-def test_position_matching_warns_when_loading_a_spec() -> None:
+def test_position_matching_warns_when_loading_a_spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STITCHKIT_CACHE", str(tmp_path))  # no check of the file on record
     with pytest.warns(UserWarning, match=r"296 tensors of .* matched to the model's by position"):
         load_encoder(f"{BARE}&bn_eps=0.001&crop_pct=1.0", runtime="torch")
+
+
+def _position_warnings(spec: str) -> list[str]:
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        load_encoder(spec, runtime="torch")
+    return [str(w.message) for w in got if "by position" in str(w.message)]
+
+
+def test_a_clean_check_is_remembered_and_silences_the_position_warning(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A check whose photo comes out a palace is kept in the cache (architecture + weights hash):
+    loading that file again (embed) stops warning, whatever the spec's other options; a check
+    that shows the order wrong (two same-shape tensors swapped) is not kept and the warning stays."""
+    from stitchkit.encoders.check import check_spec
+    from stitchkit.encoders.weights import read_state_dict
+
+    monkeypatch.setenv("STITCHKIT_CACHE", str(tmp_path / "cache"))
+    state = read_state_dict(LITE0)
+    a, b = "_blocks.2._expand_conv.weight", "_blocks.3._expand_conv.weight"
+    state[a], state[b] = state[b], state[a]
+    swapped = tmp_path / "swapped.pth"
+    torch.save(state, swapped)
+    bad = check_spec(f"timm:efficientnet_lite0?weights={swapped}")["order_check"]
+    assert not bad["verified"] and bad["record"] is None and "not palace" in bad["note"]
+    assert len(_position_warnings(f"timm:efficientnet_lite0?weights={swapped}")) == 1
+
+    good = check_spec(BARE)["order_check"]
+    assert good["verified"] and Path(good["record"]).is_file()
+    assert _position_warnings(f"{BARE}&bn_eps=0.001&crop_pct=1.0") == []
+    assert len(_position_warnings(f"timm:efficientnet_lite0?weights={swapped}")) == 1
+    res = run_inprocess("models", "--check", BARE)
+    assert res.code == 0 and "warning" not in res.stderr
+    assert "tensor order    verified (palace first); remembered in" in res.stdout

@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 from stitchkit.cli.main import cli
 
+from stitchkit.fileio import read_id_file
 from stitchkit.store import EmbeddingStore, write_store
 
 
@@ -65,6 +66,29 @@ def test_fit_apply_round_trip(pair):
         assert s.dim == 12 and s.model_spec == "lite2" and s.attrs["source"] == src
 
 
+def test_apply_to_a_new_output_does_not_say_resuming(pair):
+    """apply reports progress after each chunk; its first report is no earlier run's work."""
+    tmp, src, tgt = pair
+    assert invoke("fit", src, tgt, "-o", tmp / "m.map").exit_code == 0
+    r = invoke("apply", tmp / "m.map", src, "-o", tmp / "fresh.h5", "--chunk-size", "100")
+    assert r.exit_code == 0, r.output
+    assert "resuming" not in r.stderr and "apply: 400/400" in r.stderr
+
+
+def test_progress_says_resuming_only_when_its_caller_resumed(capsys):
+    """embed's job starts the bar at the batches an earlier run left (Progress.start); a
+    library's (done, total) callback only reports, so its first report is no resume."""
+    from stitchkit.cli.output import Progress
+
+    resumed, reported = Progress("embed"), Progress("apply")
+    resumed.start(10, 4)
+    reported.update(4, 10)
+    reported.update(10, 10)
+    err = capsys.readouterr().err
+    assert "embed: resuming at 4/10" in err
+    assert "apply: 4/10\n" in err and "apply: 10/10" in err and "apply: resuming" not in err
+
+
 def test_sweep_writes_table_and_plot(pair):
     tmp, src, tgt = pair
     r = invoke("sweep", src, tgt, "--n-anchors", "30,100", "--methods", "orthogonal,ridge",
@@ -83,7 +107,7 @@ def test_anchors_select_then_fit_with_the_list(pair):
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout)
     assert res["n"] == 60 and sum(res["labels"].values()) == 60
-    ids = (tmp / "ids.txt").read_text().split()
+    ids = read_id_file(tmp / "ids.txt")  # after the header's comment lines (how they were chosen)
     assert len(ids) == 60 and len(set(ids)) == 60
     r = invoke("fit", src, tgt, "-o", tmp / "a.map", "--ids", tmp / "ids.txt", "--json")
     assert json.loads(r.stdout)["anchors"]["n_pool"] == 60

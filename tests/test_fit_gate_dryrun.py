@@ -93,6 +93,44 @@ def test_dry_run_tells_unrelated_spaces_apart(tmp_path):
     assert rep["expected_relative_mse"] > 0.95  # nothing to predict: no better than the mean
 
 
+def test_dry_run_measures_an_l2_map_as_the_fit_does(pair):  # noqa: F811
+    """Under --l2 the fit measures its held-out anchors against L2-normalised targets; the
+    prediction compared the mapped rows with the raw ones (relative MSE off by orders)."""
+    from stitchkit.maps import make_map
+
+    tmp, src, tgt = pair
+    r = run("fit", src, tgt, "--dry-run", "--l2", "--json")
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    fitted = fit_map(src, tgt, make_map("ridge", l2=True)).metrics_
+    assert abs(rep["expected_relative_mse"] - fitted["relative_mse"]) < 0.05
+    assert abs(rep["expected_cosine_mean"] - fitted["cosine_mean"]) < 0.02
+
+
+def test_a_map_worse_than_the_mean_says_so(pair, tmp_path):  # noqa: F811
+    """Held-out relative MSE > 1 (here: unrelated spaces, whose ridge map rescaled to the
+    targets' spread lands farther than their mean) is one warning line with what to try, from
+    the fit and from the dry run; a good map says nothing."""
+    rng = np.random.default_rng(1)
+    ids = [f"s{i}" for i in range(300)]
+    a = write_store(tmp_path / "a.h5", ids, rng.standard_normal((300, 12)).astype(np.float32))
+    b = write_store(tmp_path / "b.h5", ids, rng.standard_normal((300, 8)).astype(np.float32))
+    r = run("fit", a, b, "-o", tmp_path / "m.map", "--json")
+    assert r.exit_code == 0, r.output
+    rel = json.loads(r.stdout)["metrics"]["relative_mse"]
+    assert rel > 1
+    warned = [line for line in r.stderr.splitlines() if line.startswith("warning:")]
+    assert warned == [f"warning: held-out (60 anchors) relative MSE {rel:.3f} > 1: the map predicts the held-out "
+                      "targets worse than their mean; try more anchors or a larger --alpha"]
+    r = run("fit", a, b, "-o", tmp_path / "o.map", "--method", "affine")
+    assert "worse than their mean; try more anchors, --method ridge or a larger --alpha" in r.stderr
+    r = run("fit", a, b, "--dry-run")
+    assert r.exit_code == 0 and "warning: expected (3-fold CV on the fit anchors) relative MSE" in r.stderr
+    tmp, src, tgt = pair
+    r = run("fit", src, tgt, "-o", tmp / "good.map")
+    assert r.exit_code == 0 and "warning" not in r.stderr
+
+
 def test_missing_output_without_dry_run_is_a_usage_error(pair):  # noqa: F811
     tmp, src, tgt = pair
     r = run("fit", src, tgt)

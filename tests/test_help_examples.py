@@ -27,7 +27,7 @@ from tests.faults.helpers import Result, run_inprocess
 from tests.test_cli_help import help_examples
 
 # Order: each command's examples may use what an earlier command wrote.
-ORDER = ["models", "datasets", "embed", "export", "import", "merge", "anchors select", "fit", "apply", "sweep",
+ORDER = ["models", "datasets", "embed", "export", "import", "merge", "anchors select", "fit", "apply", "adapt", "sweep",
          "head captions", "head train", "classify", "benchmark", "info", "results", "report", "demo"]
 NOT_RUN = {
     "stitch models --check \"timm:efficientnet_lite0?weights=/models/lite0.pth&bn_eps=0.001&crop_pct=1.0\"":
@@ -211,6 +211,39 @@ def test_every_help_example_runs(world: Path, monkeypatch: pytest.MonkeyPatch) -
         _after(path, world)
     assert not failed, "\n".join(f"{e}\n  exit {c}: {err}" for e, c, err in failed)
     assert len(ran) >= 30
+
+
+def _parses(args: list[str]) -> str:
+    """What is wrong with `stitch ARGS` as click reads it (nothing run): "" when it parses with
+    no deprecated option, else the usage error or the deprecation line."""
+    import contextlib
+    import io
+
+    command, ctx, rest = cli, None, list(args)
+    while isinstance(command, click.Group) and rest and rest[0] in command.list_commands(click.Context(command)):
+        ctx = click.Context(command, info_name=rest[0], parent=ctx)
+        command = command.get_command(ctx, rest.pop(0))
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            command.make_context(command.name, rest, parent=ctx)
+    except click.ClickException as exc:
+        return exc.format_message()
+    return err.getvalue().strip()
+
+
+def test_the_group_helps_show_commands_that_parse() -> None:
+    """`stitch --help`'s pipeline and the groups' own examples (head, anchors: ORDER runs their
+    subcommands' examples, not these) name current options: each line parses as click reads it,
+    with no deprecation line."""
+    texts = {"stitch": cli.help or "", **{name: _command(name).help or "" for name in ("head", "anchors")}}
+    lines = [(where, line.strip()) for where, text in texts.items() for line in text.splitlines()
+             if line.strip().startswith("stitch ")]
+    assert sum(where == "stitch" for where, _ in lines) >= 7  # the pipeline: embed ... classify
+    bad = [(where, line, why) for where, line in lines if (why := _parses(shlex.split(line)[1:]))]
+    assert not bad, "\n".join(f"{where} --help: {line}\n  {why}" for where, line, why in bad)
+    assert "deprecated" in _parses(["head", "captions", "a.h5", "--from-labels", "pneumonia", "-m", "minilm",
+                                    "-o", "c.h5"])  # what the pipeline showed: the check sees it
 
 
 def test_every_example_is_run_or_explained() -> None:

@@ -8,6 +8,7 @@ fixture copies them out of the run's Lite0 and Lite2 token stores (tests/conftes
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import h5py
@@ -198,6 +199,25 @@ def test_every_route_writes_the_ranking_it_reports(tok: dict[str, Path], token_h
     rows = list(csv.DictReader(out.open()))
     assert any(float(r["pneumonia"]) in (0.0, 1.0) for r in rows)
     assert res.metrics["auc"]["pneumonia"] == pytest.approx(_auc_from_file(out), abs=1e-9)
+
+
+def test_the_decision_rule_named_is_the_one_the_prior_used(tok: dict[str, Path], stitch, tmp_path: Path) -> None:
+    """--prior mixture / em predict the argmax of the posterior they adjust: the console, the
+    record and the report's confusion matrix (from the score file alone) name that rule."""
+    common = (tok["lite2"], "--map", tok["text_map"], "--scoring", "cosine", "--prompts", "pneumonia",
+              "--text-model", "minilm", "--bootstrap", "0")
+    for prior, words in (("mixture", "argmax of the mixture posterior"), ("em", "argmax of the EM-adjusted posterior")):
+        scores = tmp_path / f"{prior}.csv"
+        r = stitch("classify", *common, "--prior", prior, "-o", scores)
+        assert r.returncode == 0, r.stderr
+        assert f"threshold: {words} (" in r.stdout and "argmax over classes" not in r.stdout
+        page = stitch("report", scores, "-o", tmp_path / f"report-{prior}", "--markdown")
+        assert page.returncode == 0, page.stderr
+        assert f"Confusion matrix ({words} (" in page.stdout
+    r = stitch("classify", *common, "--prior", "mixture", "--json")
+    record = json.loads(r.stdout)
+    assert record["metrics"]["threshold"].startswith("argmax of the mixture posterior")
+    assert record["composition"]["prior"]["name"] == "mixture"
 
 
 def test_prior_em_is_label_free_and_keeps_the_ranking(tok: dict[str, Path]) -> None:

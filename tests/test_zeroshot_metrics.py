@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, roc_auc_score
 
+from stitchkit.errors import UsageError
 from stitchkit.zeroshot import metrics as M
 from stitchkit.zeroshot.metrics import auc, classification_metrics, truth_matrix
 
@@ -130,3 +131,116 @@ def test_spilled_columns_give_exactly_what_arrays_give(tmp_path) -> None:
         want = classification_metrics(truth_matrix(labels[rows], matchers), prob[rows], list("abc"), mode=mode,
                         n_boot=100, seed=3, ranking=rank[rows])
         assert got == want and got["n"] == len(rows) < 7000, mode
+
+
+# -- paired comparison of two scorers: DeLong and the paired, stratified bootstrap ------------------
+def test_delong_variance_of_one_auc_is_the_hand_computed_value() -> None:
+    # positives 0.8, 0.5, 0.4; negatives 0.5, 0.2 (one tie across the classes).
+    # V10 (share of negatives below each positive, ties half): 1, 3/4, 1/2 → AUC 3/4;
+    # V01 (share of positives above each negative): 1/2, 1.
+    # Var = var(V10, ddof 1) / m + var(V01, ddof 1) / n = (1/16) / 3 + (1/8) / 2 = 1/48 + 3/48 = 1/12.
+    y = np.array([1, 1, 1, 0, 0], dtype=bool)
+    s = np.array([0.8, 0.5, 0.4, 0.5, 0.2])
+    aucs, cov = M.delong_covariance(y, s)
+    assert aucs.tolist() == [0.75] and cov.shape == (1, 1)
+    assert cov[0, 0] == pytest.approx(1 / 12, rel=1e-12)
+    # A perfect separation has every placement 1: no variance.
+    assert M.delong_covariance(y, np.array([3.0, 4, 5, 1, 2]))[1][0, 0] == 0.0
+
+
+def _slow_delong(y: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """DeLong from the structural components by their definition: the m × n kernel
+    psi = 1 (positive above), 1/2 (tie), 0, averaged over rows (V10) and columns (V01)."""
+    import math
+
+    comps10, comps01 = [], []
+    for s in (a, b):
+        x, z = s[y], s[~y]
+        psi = (x[:, None] > z[None, :]) + 0.5 * (x[:, None] == z[None, :])
+        comps10.append(psi.mean(axis=1))
+        comps01.append(psi.mean(axis=0))
+    v10, v01 = np.array(comps10), np.array(comps01)
+    cov = np.cov(v10) / y.sum() + np.cov(v01) / (~y).sum()
+    aucs = v10.mean(axis=1)
+    z = (aucs[0] - aucs[1]) / math.sqrt(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])
+    return aucs, cov, math.erfc(abs(z) / math.sqrt(2))  # two-sided normal p without scipy
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_delong_p_value_matches_the_slow_definition_with_ties(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = 150
+    y = rng.random(n) < 0.35
+    a = np.round(rng.normal(size=n) + 0.8 * y, 1)  # rounding: ties within and across classes
+    b = np.round(0.6 * a + rng.normal(size=n) + 0.3 * y, 1)
+    aucs, cov, p = _slow_delong(y, a, b)
+    got_aucs, got_cov = M.delong_covariance(y, np.stack([a, b]))
+    np.testing.assert_allclose(got_aucs, aucs, rtol=1e-12)
+    np.testing.assert_allclose(got_cov, cov, rtol=1e-10)
+    res = M.paired_auc_difference(y, a, b, n_boot=0)
+    assert res["delong"]["p_value"] == pytest.approx(p, rel=1e-8)
+    assert res["auc_a"] == pytest.approx(roc_auc_score(y, a)) and res["auc_b"] == pytest.approx(roc_auc_score(y, b))
+    assert res["difference"] == pytest.approx(aucs[0] - aucs[1]) and "ci" not in res
+
+
+@pytest.mark.parametrize("n", [300, 6000])  # the ordinary bootstrap, and the bag of little bootstraps
+def test_paired_interval_is_zero_width_for_the_same_scores_and_holds_the_difference(n: int) -> None:
+    rng = np.random.default_rng(4)
+    y = rng.random(n) < 0.3
+    a = np.round(rng.normal(size=n) + 1.0 * y, 2)
+    b = a + rng.normal(size=n) * 0.8  # correlated with a, worse
+    same = M.paired_auc_difference(y, a, a.copy(), n_boot=200)
+    assert same["difference"] == 0.0 and same["ci"]["difference"] == [0.0, 0.0]
+    assert same["delong"]["p_value"] == 1.0
+    res = M.paired_auc_difference(y, a, b, n_boot=200)
+    low, high = res["ci"]["difference"]
+    assert low < res["difference"] < high and res["ci"]["level"] == 0.95
+    # Paired: the interval follows DeLong's standard error of the difference (within a third),
+    # far narrower than two separate intervals would suggest.
+    assert (high - low) == pytest.approx(2 * 1.96 * res["delong"]["se"], rel=0.35)
+
+
+def test_paired_comparison_does_not_depend_on_row_order() -> None:
+    rng = np.random.default_rng(5)
+    y = rng.random(400) < 0.4
+    a = np.round(rng.normal(size=400) + y, 1)
+    b = np.round(rng.normal(size=400) + 0.7 * y, 1)
+    first = M.paired_auc_difference(y, a, b, n_boot=300, seed=3)
+    order = rng.permutation(400)
+    again = M.paired_auc_difference(y[order], a[order], b[order], n_boot=300, seed=3)
+    assert again["ci"] == first["ci"]  # the same resamples, not just a similar interval
+    assert again["difference"] == first["difference"]
+    assert again["delong"]["p_value"] == pytest.approx(first["delong"]["p_value"], rel=1e-12)
+
+
+def test_paired_comparison_refuses_what_it_cannot_measure() -> None:
+    y = np.array([1, 0, 0, 0], dtype=bool)
+    with pytest.raises(UsageError, match="at least two of each"):
+        M.paired_auc_difference(y, np.arange(4.0), np.arange(4.0))
+    with pytest.raises(UsageError, match="NaN"):
+        M.paired_auc_difference(np.array([1, 1, 0, 0], bool), np.array([1, np.nan, 0, 0]), np.zeros(4))
+
+
+def test_paired_resamples_keep_each_class_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stratified: every resample draws the positives among the positives and the negatives
+    among the negatives, so 3 positives in 60 never leave a resample without one."""
+    seen: list[tuple[np.ndarray, np.ndarray]] = []
+    original = M.resampled_auc
+
+    def spy(y: np.ndarray, score: np.ndarray):  # noqa: ANN202 - the wrapped function's own type
+        inner = original(y, score)
+
+        def aucs(weights: np.ndarray) -> np.ndarray:
+            seen.append((np.asarray(y, dtype=bool), weights))
+            return inner(weights)
+        return aucs
+
+    monkeypatch.setattr(M, "resampled_auc", spy)
+    y = np.zeros(60, dtype=bool)
+    y[[5, 20, 41]] = True
+    rng = np.random.default_rng(6)
+    M.paired_auc_difference(y, rng.normal(size=60), rng.normal(size=60), n_boot=100)
+    resamples = [(ys, w) for ys, w in seen if len(w) > 1]
+    assert sum(len(w) for _, w in resamples) == 2 * 100  # both scorers, every resample
+    for ys, w in resamples:
+        assert (w[:, ys].sum(axis=1) == 3).all() and (w[:, ~ys].sum(axis=1) == 57).all()

@@ -10,6 +10,9 @@ on Kermany test (624 images, `--prompts pneumonia`, AUC of pneumonia):
 * cosine: a ridge map fitted on the same N pairs into MiniLM's space (`stitch fit --method
   ridge`), then cosine to the prompts: the route a residual head starts from.
 
+With `--adapt MAP` (`stitch adapt`, e.g. of the Kermany train images) every head and map is
+scored a second time through that adaptation map, as the route "... + adaptation".
+
 Writes OUT/learning-curve.csv (a row per N, seed and route; rerunning skips the rows there)
 and OUT/learning-curve.json (mean and standard deviation per N and route; `stitch report OUT`
 draws it). Usage: python examples/learning-curve/curve.py demo-out -o curve-out
@@ -34,6 +37,7 @@ from stitchkit.zeroshot.prompts import load_prompts
 from stitchkit.zeroshot.scoring import classify_store
 
 ROUTES = ("token head", "global head", "cosine")
+ADAPTED = " + adaptation"
 FIELDS = ["n", "seed", "route", "auc", "accuracy", "seconds"]
 
 
@@ -55,29 +59,37 @@ def score(test: Path, **route: object) -> tuple[float, float]:
     return result.metrics["auc"]["pneumonia"], result.metrics["accuracy"]
 
 
-def run_route(route: str, demo: Path, work: Path, ids: list[str], seed: int, steps: int) -> tuple[float, float]:
+def run_route(route: str, demo: Path, work: Path, ids: list[str], seed: int, steps: int,
+              adapt: Path | None = None) -> dict[str, tuple[float, float]]:
+    """The route trained on ``ids``, scored as it is and (``adapt``) through the adaptation map."""
     images, captions, test = demo / "k-train-lite2.h5", demo / "k-train-captions-minilm.h5", demo / "k-test-lite2.h5"
     if route == "cosine":
         fitted = fit_map(images, captions, "ridge", AnchorPlan(anchors=ids, holdout=0.0, metrics=False, seed=seed))
         fitted.save(work / "map.map")
-        return score(test, map_path=work / "map.map", scoring="cosine")
-    tokens = route == "token head"
-    cfg = TrainConfig(head=HeadConfig(), batch_size=64, epochs=1, min_steps=steps,
-                      image_tokens=tokens, text_tokens=tokens)
-    train_head(images, captions, out=work / "head.st", config=cfg, seed=seed, ids=ids)
-    return score(test, head_path=work / "head.st")
+        scored = {"map_path": work / "map.map", "scoring": "cosine"}
+    else:
+        tokens = route == "token head"
+        cfg = TrainConfig(head=HeadConfig(), batch_size=64, epochs=1, min_steps=steps,
+                          image_tokens=tokens, text_tokens=tokens)
+        train_head(images, captions, out=work / "head.st", config=cfg, seed=seed, ids=ids)
+        scored = {"head_path": work / "head.st"}
+    found = {route: score(test, **scored)}
+    if adapt is not None:
+        found[route + ADAPTED] = score(test, adapt_path=adapt, **scored)
+    return found
 
 
 def summarise(rows: list[dict[str, str]]) -> dict[str, object]:
     table = []
     for n in sorted({int(r["n"]) for r in rows}):
         entry: dict[str, object] = {"n": n}
-        for route in ROUTES:
+        for route in [r + more for r in ROUTES for more in ("", ADAPTED)]:
             aucs = [float(r["auc"]) for r in rows if int(r["n"]) == n and r["route"] == route]
             if aucs:
                 entry[route] = {"auc_mean": float(np.mean(aucs)), "auc_std": float(np.std(aucs)), "seeds": len(aucs)}
         table.append(entry)
-    return {"schema": CURVE_SCHEMA, "metric": "AUC pneumonia, Kermany test (624)", "routes": list(ROUTES), "curve": table}
+    routes = [r + more for r in ROUTES for more in ("", ADAPTED) if any(r + more in e for e in table)]
+    return {"schema": CURVE_SCHEMA, "metric": "AUC pneumonia, Kermany test (624)", "routes": routes, "curve": table}
 
 
 def write_summary(rows: list[dict[str, str]], out: Path, t0: float) -> dict[str, object]:
@@ -95,6 +107,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="50,100,200,500,1000,2000,5216")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--steps", type=int, default=300, help="training steps of every head")
+    parser.add_argument("--adapt", type=Path, default=None, help="also score through this adaptation map")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     table = args.out / "learning-curve.csv"
@@ -110,21 +123,23 @@ def main() -> None:
                 if (str(len(chosen)), str(seed), route) in done:
                     continue
                 start = time.perf_counter()
-                auc, acc = run_route(route, args.demo, args.out, chosen, seed, args.steps)
-                row = {"n": len(chosen), "seed": seed, "route": route, "auc": f"{auc:.4f}",
-                       "accuracy": f"{acc:.4f}", "seconds": f"{time.perf_counter() - start:.1f}"}
+                found = run_route(route, args.demo, args.out, chosen, seed, args.steps, args.adapt)
+                seconds = f"{time.perf_counter() - start:.1f}"
                 new = not table.exists()
                 with table.open("a", newline="") as fh:
                     writer = csv.DictWriter(fh, fieldnames=FIELDS)
                     if new:
                         writer.writeheader()
-                    writer.writerow(row)
-                rows.append({k: str(v) for k, v in row.items()})
-                print(f"N={len(chosen):>5} seed {seed} {route:12} AUC {auc:.4f}  ({row['seconds']} s)", flush=True)
+                    for name, (auc, acc) in found.items():
+                        row = {"n": len(chosen), "seed": seed, "route": name, "auc": f"{auc:.4f}",
+                               "accuracy": f"{acc:.4f}", "seconds": seconds}
+                        writer.writerow(row)
+                        rows.append({k: str(v) for k, v in row.items()})
+                        print(f"N={len(chosen):>5} seed {seed} {name:26} AUC {auc:.4f}  ({seconds} s)", flush=True)
                 write_summary(rows, args.out, t0)  # after every row: an interrupted run leaves its figure
     summary = write_summary(rows, args.out, t0)
     for entry in summary["curve"]:
-        cells = [f"{r}: {entry[r]['auc_mean']:.3f} ± {entry[r]['auc_std']:.3f}" for r in ROUTES if r in entry]
+        cells = [f"{r}: {entry[r]['auc_mean']:.3f} ± {entry[r]['auc_std']:.3f}" for r in summary["routes"] if r in entry]
         print(f"N={entry['n']:>5}  " + "   ".join(cells))
 
 

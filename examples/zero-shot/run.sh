@@ -20,8 +20,8 @@ for spec in covid:lite2 covid:lite0 k-test:lite2 k-test:lite0 k-train500:lite0 k
 done
 # 2. text sides: standardised (notes) or raw notes, MiniLM or mpnet, with word tokens
 for tm in minilm mpnet; do
-  run "$W/covid-notes-$tm-tok.h5" head captions "$W/covid-lite2-tok.h5" --from-texts -m $tm --tokens -o "$W/covid-notes-$tm-tok.h5"
-  run "$W/covid-raw-$tm-tok.h5" head captions "$W/covid-lite2-tok.h5" --from-texts --raw -m $tm --tokens -o "$W/covid-raw-$tm-tok.h5"
+  run "$W/covid-notes-$tm-tok.h5" head captions "$W/covid-lite2-tok.h5" --from-texts -t $tm --tokens -o "$W/covid-notes-$tm-tok.h5"
+  run "$W/covid-raw-$tm-tok.h5" head captions "$W/covid-lite2-tok.h5" --from-texts --raw -t $tm --tokens -o "$W/covid-raw-$tm-tok.h5"
 done
 $PY "$ROOT/examples/token-head/iu_prompts.py" "$W/pneumonia-iu.yaml" 20
 # 3. cosine route: ridge alpha chosen on held-out covid patients (GroupKFold, label-free

@@ -15,6 +15,7 @@ from .specs import space_identity
 # A real photo that ships with scikit-learn (a dependency): sklearn/datasets/images/china.jpg,
 # CC BY 2.0, danielbuechele on Flickr. A Chinese temple, 640x427; ImageNet-1k weights that
 # loaded right put "palace" (class 698) first.
+PALACE = 698
 TEST_PHOTO = {"name": "china.jpg", "subject": "a Chinese temple",
               "source": "scikit-learn's sample image, CC BY 2.0",
               "expected": "palace (698) first"}
@@ -114,7 +115,8 @@ def check_spec(spec: str, device: str = "cpu") -> dict[str, Any]:
     matched to the model's: by name / by position, counts), preprocessing (resolution,
     crop_pct, interpolation, mean, std, mode), preprocessing_full (what stores record),
     batchnorm_eps ({eps: layers}), imagenet_top5 (None without an ImageNet head), test_photo,
-    space (what identifies the embedding space: :func:`space_identity`).
+    order_check (weights matched by position: :func:`order_check`), space (what identifies the
+    embedding space: :func:`space_identity`).
     """
     parsed, card = parse_spec(spec)
     encoder = load_encoder(spec, device=device, runtime="torch")
@@ -137,5 +139,33 @@ def check_spec(spec: str, device: str = "cpu") -> dict[str, Any]:
         "batchnorm_eps": batchnorm_eps(getattr(encoder, "model", None)),
         "imagenet_top5": top5,
         "test_photo": TEST_PHOTO if top5 is not None else None,
+        "order_check": order_check(encoder.weights_match, sha, top5),
         "space": space_identity(parsed.text, sha),
     }
+
+
+def order_check(match: dict[str, Any] | None, sha: str, top5: list[dict[str, Any]] | None) -> dict[str, Any] | None:
+    """For weights matched by position: did the outputs show the order right (the photo is a
+    palace)? A clean check is remembered (:func:`remember_position_order`) so that loading the
+    file stops warning; anything else leaves the warning on. None when not matched by position."""
+    import warnings
+
+    from .weights import remember_position_order
+
+    if not match or match.get("how") != "position":
+        return None
+    if top5 is None:
+        return {"verified": False, "record": None,
+                "note": "not verified: the file has no ImageNet head to test the order with, so loading it still warns"}
+    if top5[0]["class"] != PALACE:
+        return {"verified": False, "record": None,
+                "note": f"not verified: the photo came out {top5[0]['label']!r}, not palace ({PALACE}): "
+                        "the tensors may be in the wrong order, so loading it still warns"}
+    try:
+        record = remember_position_order(match["model"], sha, {"imagenet_top1": top5[0]})
+    except OSError as exc:  # a read-only cache: the check still stands, it is just not kept
+        warnings.warn(f"could not remember the check in the cache ({exc}): loading the file still warns",
+                      stacklevel=2)
+        return {"verified": True, "record": None, "note": "verified (palace first); not remembered"}
+    return {"verified": True, "record": str(record),
+            "note": f"verified (palace first); remembered in {record}, so loading the file no longer warns"}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -9,6 +11,8 @@ from typing import Any
 import torch
 
 from ..errors import ModelError
+from ..fileio import atomic_output, cache_root
+from .base import files_sha256
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -48,9 +52,13 @@ def load_into(model: torch.nn.Module, path: str | Path, name: str, *,
     another shape (a checkpoint without its head, or fine-tuned for other classes): those
     keep the model's own values, and the result says ``head_loaded: False``.
 
+    A clean check of this file in this architecture (:func:`remember_position_order`) is
+    remembered in the user's cache, and silences the warning from then on.
+
     Returns how the tensors were matched: ``{"how": "name" | "position", "matched",
-    "model_tensors", "file_tensors", "head_loaded", "example"}`` (``example``: the first pair
-    of differing names, when matched by position).
+    "model_tensors", "file_tensors", "head_loaded", "example", "model", "order_checked"}``
+    (by position only: ``example``, the first pair of differing names; ``model``, ``name``;
+    ``order_checked``, whether a clean check of the order is on record).
     """
     path = Path(path)
     state = read_state_dict(path)
@@ -71,17 +79,42 @@ def load_into(model: torch.nn.Module, path: str | Path, name: str, *,
                                   strict=len(keys) == len(target))
             pairs = [(a, b) for (a, _), (b, _) in zip(src, dst, strict=True) if a != b]
             example = f"{pairs[0][0]!r} -> {pairs[0][1]!r}" if pairs else ""
-            if warn:
+            # The hash stores record as weights_sha256 (cached per file: embed hashes it anyway).
+            checked = position_order_checked(name, files_sha256((str(path),)))
+            if warn and not checked:
                 warnings.warn(
                     f"{name}: the {len(src)} tensors of {path.name} were matched to the model's by "
                     f"position, since their names differ (e.g. {example}); every shape agrees, but "
                     "only the outputs can show the order is the same: run `stitch models --check "
-                    "SPEC` (docs/encoders.md)", stacklevel=3)
+                    "SPEC` once (a clean check is remembered; docs/encoders.md)", stacklevel=3)
             return {"how": "position", "matched": len(src), **info, "example": example,
-                    "head_loaded": bool(head) and len(keys) == len(target)}
+                    "head_loaded": bool(head) and len(keys) == len(target), "model": name,
+                    "order_checked": checked}
     missing = next((k for k in required if k not in state), "")
     raise ModelError(
         f"weights in {path} do not fit {name}: {len(src)} tensors in the file, {len(target)} in the "
         f"model, with different names and shapes (the model's {missing!r} is not in the file, which "
         f"has e.g. {next(iter(state), 'nothing')!r}); check the architecture name"
     )
+
+
+def _order_record(name: str, weights_sha256: str) -> Path:
+    # Keyed by the architecture and the weights' bytes: the tensors' order is theirs alone (the
+    # spec's other options, preprocessing and BatchNorm eps, do not change which goes where).
+    key = hashlib.sha256(f"{name}\n{weights_sha256}".encode()).hexdigest()[:32]
+    return cache_root() / "checks" / f"position-order-{key}.json"
+
+
+def position_order_checked(name: str, weights_sha256: str) -> bool:
+    """Whether a clean ``stitch models --check`` of these weights in ``name`` is on record."""
+    return _order_record(name, weights_sha256).is_file()
+
+
+def remember_position_order(name: str, weights_sha256: str, evidence: dict[str, Any]) -> Path:
+    """Record that the outputs of these weights, matched by position into ``name``, showed the
+    order right (``evidence``: what showed it); loading them no longer warns. Returns the record."""
+    path = _order_record(name, weights_sha256)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps({"model": name, "weights_sha256": weights_sha256, **evidence}, indent=2))
+    return path

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import UsageError
 from ..fileio import read_id_file
+from ..label_use import stratified_anchors
 from ..store import EmbeddingStore, require_finite
 from .functional import l2_normalize
 
@@ -217,6 +218,13 @@ def _kmeans(E: np.ndarray, n: int, seed: int) -> np.ndarray:
                 chosen.append(int(i))
                 break
     return np.array(chosen)
+
+
+def selection_label_use(strategy: str, n: int, n_pool: int, labels_of: str | None = None) -> str | None:
+    """The labels a choice of ``n`` of ``n_pool`` ids by ``strategy`` used (None: none); an id
+    file records it (``# label_use:``) so that a map fitted on the file records it in turn.
+    Choosing all of them is no choice: no label is read then."""
+    return stratified_anchors(labels_of) if strategy == "stratified" and n < n_pool else None
 
 
 def select_from_store(

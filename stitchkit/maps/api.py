@@ -96,7 +96,8 @@ def fit_map(
             m, n_refit = refitted, int(len(ids) + len(split.heldout))
         m.source_space_ = _space(src)
         m.target_space_ = _space(tgt)
-        m.anchors_ = plan.record(len(ids), len(split.pool), len(split.heldout), n_refit)
+        m.anchors_ = plan.record(len(ids), len(split.pool), len(split.heldout), n_refit,
+                                 stores={"source": src_store, "target": tgt_store})
         if plan.unpaired:
             m.anchors_["refinement"] = m.__dict__.pop("_refinement")
         m.metrics_ = measured
@@ -132,7 +133,7 @@ def check_stitchability(
         Y = tgt.read(rows_of(tgt, ids))
         require_finite(X, ids, src.path, "anchor embeddings")
         require_finite(Y, ids, tgt.path, "anchor embeddings")
-    report = stitchability(X, Y, lambda: clone(m), k=k, seed=plan.seed, max_rows=max_rows)
+    report = stitchability(X, Y, lambda: clone(m), k=k, seed=plan.seed, max_rows=max_rows, ids=ids, n_fit=n_fit)
     report["n_anchors"] = int(n_fit)
     report["n_heldout"] = int(len(split.heldout))
     report["method"] = m.method

@@ -13,6 +13,7 @@ and to their mapped source embeddings. The ratio stitched / native is the figure
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -61,6 +62,16 @@ def linear_cka(X: np.ndarray, Y: np.ndarray) -> float:
     xx = np.linalg.norm(X.T @ X)
     yy = np.linalg.norm(Y.T @ Y)
     return float(xy / (xx * yy)) if xx > 0 and yy > 0 else 0.0
+
+
+def warn_worse_than_mean(relative_mse: float, what: str, method: str) -> None:
+    """A map whose held-out relative MSE exceeds 1 predicts worse than the targets' own mean:
+    say so, and what tends to help (the numbers alone read like any other map's)."""
+    if not relative_mse > 1.0:  # NaN (no spread) says nothing
+        return
+    fixes = ["more anchors", *([] if method == "ridge" else ["--method ridge"]), "a larger --alpha"]
+    warnings.warn(f"{what} relative MSE {relative_mse:.3f} > 1: the map predicts the held-out targets worse "
+                  f"than their mean; try {', '.join(fixes[:-1])} or {fixes[-1]}", stacklevel=3)
 
 
 def alignment_metrics(source: np.ndarray, mapped: np.ndarray, target: np.ndarray) -> dict[str, float]:

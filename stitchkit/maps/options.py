@@ -10,11 +10,12 @@ new option is one field here instead of one parameter in every function.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UsageError
+from ..label_use import fit_label_use
 from .anchors import STRATEGIES
 from .estimators import BaseMap, make_map
 from .stream import LocalEngine, ProgressFn, StatsEngine
@@ -54,10 +55,18 @@ class AnchorPlan:
             raise UsageError(f"unpaired must be ≥ 0, got {self.unpaired}")
         return self
 
-    def record(self, n_fit: int, n_pool: int, n_heldout: int, n_refit: int) -> dict[str, Any]:
+    def record(self, n_fit: int, n_pool: int, n_heldout: int, n_refit: int,
+               stores: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The map's ``anchors_``: what it was fitted on. The metrics are the held-out anchors'
-        under the map fitted on n_fit; the map written is refitted on n_refit when non-zero."""
+        under the map fitted on n_fit; the map written is refitted on n_refit when non-zero.
+        ``label_use`` says which labels chose or made the anchors (None: none), so that a
+        result through the map can say it is not zero-shot (:mod:`stitchkit.label_use`);
+        ``stores`` (role → the store read) are checked for captions made from labels."""
         anchors = self.anchors
+        # Labels are read only where --n-anchors leaves fewer than the candidates (the pool
+        # after the holdout) to choose from: a stratified "choice" of all of them reads none.
+        stratified = (self.strategy == "stratified" and self.n_anchors is not None
+                      and n_fit < n_pool - n_heldout)
         return {
             "n_fit": int(n_fit), "n_pool": int(n_pool), "n_heldout": int(n_heldout),
             "strategy": self.strategy if self.n_anchors is not None else "all",
@@ -65,6 +74,7 @@ class AnchorPlan:
             "from": str(anchors) if isinstance(anchors, str | os.PathLike) else (
                 "list" if anchors is not None else "shared ids"),
             "pool_by": self.pool_by, "n_refit": int(n_refit),
+            "label_use": fit_label_use(anchors, stratified, stores),
         }
 
 

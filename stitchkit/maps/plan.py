@@ -15,7 +15,14 @@ from ..store import require_finite
 from . import functional as F
 from .anchors import anchor_pool, rows_of, select, split_holdout
 from .estimators import BaseMap
-from .metrics import MAX_EVAL, MAX_PROBE_TRAIN, Probe, alignment_metrics, probe_metrics
+from .metrics import (
+    MAX_EVAL,
+    MAX_PROBE_TRAIN,
+    Probe,
+    alignment_metrics,
+    probe_metrics,
+    warn_worse_than_mean,
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,6 +176,7 @@ def heldout_metrics(m: BaseMap, held: HeldOut | None) -> dict[str, Any]:
         return {}
     mapped = m.transform(held.X)
     out: dict[str, Any] = alignment_metrics(held.X, mapped, held.Y)
+    warn_worse_than_mean(out["relative_mse"], f"held-out ({out['n_heldout']} anchors)", m.method)
     if held.probe is not None and held.labels is not None:
         out.update(probe_metrics(held.probe, mapped, held.Y, held.labels))
     return out

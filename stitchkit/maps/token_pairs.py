@@ -186,7 +186,8 @@ def fit_token_map(
             n_refit = int(len(ids) + len(split.heldout))
         m.source_space_ = _space(src)
         m.target_space_ = _space(tgt)
-        m.anchors_ = plan.record(len(ids), len(split.pool), len(split.heldout), n_refit)
+        m.anchors_ = plan.record(len(ids), len(split.pool), len(split.heldout), n_refit,
+                                 stores={"source": src, "target": tgt})
         m.anchors_["tokens"] = {
             "grid": [side, side],
             "grid_choice": tokens.grid,

@@ -324,6 +324,7 @@ def _classify_sections(found: Found, out: Path) -> list[Section]:
     sections = []
     # (dataset, class) -> route -> (y, score): every route on one data set in one ROC figure
     overlay: dict[tuple[str, str, int], dict[str, tuple[np.ndarray, np.ndarray]]] = defaultdict(dict)
+    from ..zeroshot.metrics import composition_rule
     from ..zeroshot.score_writer import read_scores
 
     for n, path in enumerate(found.scores):
@@ -348,7 +349,7 @@ def _classify_sections(found: Found, out: Path) -> list[Section]:
             if name in shown and y[:, c].any() and not y[:, c].all():
                 overlay[(dataset, name, len(ids))][route] = (y[:, c], ranking[:, c])
         if mode == "multiclass":
-            rule = str(metrics.get("threshold") or "argmax over classes")
+            rule = str(metrics.get("threshold") or composition_rule(mode, meta.get("composition")))
             pred = np.array([classes.index(p) if p in classes else -1 for p in predicted]) if predicted \
                 else scores.argmax(1)
             single = y.sum(1) == 1  # samples whose label names exactly one class
@@ -552,6 +553,9 @@ def _results_table(found: Found) -> list[str]:
         cls = next((c for c in ("pneumonia",) if f"auc_{c}" in recs[0]["metrics"]), None)
         cols = ["route"] if all("route" in r for r in recs) else ["dataset", "model"]
         metric_cols = ([f"auc_{cls}", f"auc_{cls}_ci_low", f"auc_{cls}_ci_high"] if cls else ["auc_macro"]) + ["accuracy", "n"]
+        if cls:  # a stitched route beside its control: the paired difference (stitchkit.zeroshot.compare)
+            metric_cols += [f"control_auc_{cls}", f"delta_auc_{cls}", f"delta_auc_{cls}_ci_low",
+                            f"delta_auc_{cls}_ci_high", f"delta_auc_{cls}_p"]
         header, rows = table(recs, cols + [m for m in metric_cols if any(m in r["metrics"] for r in recs)])
         lines += [f"## Results: {path.name}", "", *_md_table(header, rows), ""]
     return lines

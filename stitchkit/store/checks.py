@@ -29,38 +29,53 @@ def describe_space(space: dict[str, Any]) -> str:
     return f"{spec} ({space.get('dim')}-d)"
 
 
+_WIDTHS_DIFFER = "widths differ"
+_UNKNOWN = "provenance unknown"
+
+
+def space_difference(a: dict[str, Any], b: dict[str, Any]) -> str | None:
+    """What tells two spaces apart (None: the same space). A space is what defines it
+    (:func:`stitchkit.encoders.specs.space_identity`): with a weights hash on both sides, the
+    hash plus the options that change the output, so the same weights under another path or
+    name, a short name and its spelled-out spec, or the same options in another order are one
+    space. Without a hash on both sides, the specs (name and options, order ignored) are
+    compared; without either, the provenance is unknown."""
+    from ..encoders.specs import identity_difference, space_identity
+
+    if a.get("dim") is not None and b.get("dim") is not None and int(a["dim"]) != int(b["dim"]):
+        return _WIDTHS_DIFFER
+    keys = [k for k in ("model_spec", "weights_sha256") if a.get(k) and b.get(k)]
+    if not keys:
+        return _UNKNOWN
+    hashed = "weights_sha256" in keys
+    if "model_spec" in keys:
+        return identity_difference(*[space_identity(s["model_spec"], s["weights_sha256"] if hashed else None)
+                                     for s in (a, b)])
+    return None if a["weights_sha256"] == b["weights_sha256"] else "weights_sha256 differs"
+
+
+def same_space(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """True when both spaces are known and one; unknown provenance is not the same."""
+    return space_difference(a, b) is None
+
+
 def check_same_space(
     expected: dict[str, Any], got: dict[str, Any], *, expected_what: str, got_what: str,
     force: bool = False,
 ) -> None:
     """Refuse two spaces that differ (model or weights: unless forced; width: always), and warn
-    when either side's provenance is unknown, since then nothing could be checked.
-
-    A space is what defines it (:func:`stitchkit.encoders.specs.space_identity`): with a
-    weights hash on both sides, the hash plus the options that change the output, so the same
-    weights under another path or name, a short name and its spelled-out spec, or the same
-    options in another order are one space. Without a hash on both sides, the specs (name and
-    options, order ignored) are compared.
-    """
-    from ..encoders.specs import identity_difference, space_identity
-
-    if expected.get("dim") is not None and got.get("dim") is not None and int(expected["dim"]) != int(got["dim"]):
+    when either side's provenance is unknown, since then nothing could be checked
+    (:func:`space_difference` says what makes two spaces one)."""
+    differs = space_difference(expected, got)
+    if differs == _WIDTHS_DIFFER:
         raise ProvenanceError(
             f"{got_what} is {describe_space(got)} but {expected_what} is {describe_space(expected)}: "
             "the widths differ, so they cannot be combined"
         )
-    keys = [k for k in ("model_spec", "weights_sha256") if expected.get(k) and got.get(k)]
-    if not keys:
+    if differs == _UNKNOWN:
         warnings.warn(f"{got_what}: provenance unknown, cannot check it matches {expected_what}",
                       stacklevel=2)
         return
-    hashed = "weights_sha256" in keys
-    if "model_spec" in keys:
-        sides = [space_identity(s["model_spec"], s["weights_sha256"] if hashed else None)
-                 for s in (expected, got)]
-        differs = identity_difference(*sides)
-    else:  # only hashes are known
-        differs = None if expected["weights_sha256"] == got["weights_sha256"] else "weights_sha256 differs"
     if differs and not force:
         raise ProvenanceError(
             f"{got_what} is {describe_space(got)} but {expected_what} is "

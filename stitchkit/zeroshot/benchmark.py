@@ -516,6 +516,7 @@ class Route:
     scoring: str | None = None
     prompt_store: str | None = None  # prompt embeddings read from (or written to) this store
     multilabel_rule: str = "contrast"  # multi-label sets: positive minus negative prompt, or positive alone
+    adapt: dict[str, str] = field(default_factory=dict)  # store name -> its domain's adaptation map
 
 
 @dataclass
@@ -525,15 +526,21 @@ class RunOptions:
     datasets: list[str] = field(default_factory=list)  # run only these entries (all when empty)
     command: dict[str, Any] | None = None  # provenance of the records (the CLI's command line)
     on_entry: Callable[[str, int, int], None] | None = None  # (name, index, count) before each
+    control: str | os.PathLike | None = None  # the control route's benchmark folder: paired differences
 
 
-def check_stores(suite: Suite, stores: dict[str, str], names: list[str]) -> list[Entry]:
+def check_stores(suite: Suite, stores: dict[str, str], names: list[str],
+                 route_adapt: dict[str, str] | None = None) -> list[Entry]:
     """The entries to run; a store the suite needs but was not given is refused in one line."""
     unknown = [n for n in names if n not in {e.name for e in suite.entries}]
     if unknown:
         raise UsageError(f"--dataset {unknown[0]}: suite {suite.name} has no such data set "
                          f"(its data sets: {', '.join(e.name for e in suite.entries)})")
     entries = [e for e in suite.entries if not names or e.name in names]
+    unadapted = sorted(set(route_adapt or {}) - set(suite.stores()))
+    if unadapted:
+        raise UsageError(f"--adapt {unadapted[0]}=...: suite {suite.name} reads no store named {unadapted[0]} "
+                         f"(its stores: {', '.join(suite.stores())})")
     extra = sorted(set(stores) - set(suite.stores()))
     if extra:
         raise UsageError(f"--store {extra[0]}=...: suite {suite.name} reads no store named {extra[0]} "
@@ -599,6 +606,7 @@ def run_entry(entry: Entry, job: Job) -> dict[str, Any]:
     result = classify_store(store, PromptSet(chosen.classes, entry.task, prompts.source),
                             text_model=route.text_model, prompt_store=route.prompt_store,
                             map_path=route.map_path, head_path=route.head_path, scoring=route.scoring,
+                            adapt_path=route.adapt.get(entry.store),
                             out=scores_path, ids=ids, n_boot=0, allow_missing_classes=True,
                             multilabel_rule=route.multilabel_rule)
     seconds = time.perf_counter() - t0
@@ -609,11 +617,36 @@ def run_entry(entry: Entry, job: Job) -> dict[str, Any]:
     positives = [int(x) for x in (chosen.truth & ~chosen.uncertain).sum(0)]
     groups = entry.groups.assign(names, positives) if entry.groups else {}
     metrics = entry_metrics(scores, names, groups, job.options.n_boot, job.options.seed)
+    if job.options.control is not None:
+        metrics.update(control_metrics(scores, ids, Path(job.options.control) / "scores" / scores_path.name, job.options))
     return {"name": entry.name, "store": entry.store, "store_path": str(job.stores[entry.store]),
             "task": entry.task, "prompts": prompts.source, "selection": _selection(entry), "findings": names,
             "groups_rule": entry.groups.to_dict() if entry.groups else None, "metrics": metrics,
             "scores": str(scores_path), "composition": result.composition, "scoring": result.scoring,
             "classify_seconds": seconds, "notes": result.notes + _notes(metrics, entry.groups)}
+
+
+def control_metrics(scores: EntryScores, ids: list[str], control: Path, options: RunOptions) -> dict[str, Any]:
+    """The control route's macro AUC on the same images and the paired difference
+    (:func:`.compare.paired_macro_difference`), from the control's score file of this data set."""
+    from .compare import paired_macro_difference
+    from .score_writer import read_scores
+
+    if not control.is_file():
+        raise UsageError(f"--control: {control} does not exist; give the folder of a `stitch benchmark` run "
+                         "of the control route over the same suite and data sets")
+    other = read_scores(control)
+    at = {i: k for k, i in enumerate(other.ids)}
+    missing = [i for i in ids if i not in at]
+    if missing:
+        raise UsageError(f"--control: {control} lacks {len(missing)} of this run's images (first: {missing[0]}): "
+                         "run the control over the same stores and data sets")
+    found = paired_macro_difference(scores.truth, scores.valid, scores.ranking, other.ranking[[at[i] for i in ids]],
+                                    n_boot=options.n_boot, seed=options.seed)
+    out = {"control_auc_macro": found["auc_macro_b"], "delta_auc_macro": found["difference"]}
+    if "ci" in found:
+        out["delta_auc_macro_ci_low"], out["delta_auc_macro_ci_high"] = found["ci"]["difference"]
+    return out
 
 
 def _prompt_spec(spec: str, suite: Suite) -> str:
@@ -638,7 +671,7 @@ def run_suite(suite: Suite, stores: dict[str, str], route: Route, out: str | os.
     table.md and records.json (records appended: `stitch results` reads them). Returns what
     benchmark.json holds."""
     t0 = time.perf_counter()
-    entries = check_stores(suite, stores, options.datasets)
+    entries = check_stores(suite, stores, options.datasets, route.adapt)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     check_writable_dir(out)
@@ -678,6 +711,7 @@ def _composition(done: list[dict[str, Any]], stores: dict[str, str], route: Rout
     head = route.head_path if not isinstance(route.head_path, list) else ", ".join(route.head_path)
     return {"stores": {n: {"path": str(stores[n]), "model_spec": spaces.get(n)} for n in stores if n in spaces},
             "map": first.get("map"), "head": str(head) if head else None,
+            "adapt": {n: str(p) for n, p in route.adapt.items()} or None,
             "scoring": done[0]["scoring"] if done else route.scoring, "prompts": first.get("prompts"),
             "multilabel_rule": route.multilabel_rule}
 
@@ -737,6 +771,10 @@ def _cell(value: Any, interval: list[float] | None = None) -> str:
     return text + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
 
 
+def _signed(value: float, interval: list[float] | None) -> str:
+    return f"{value:+.3f}" + (f" [{interval[0]:+.3f}, {interval[1]:+.3f}]" if interval else "")
+
+
 def composition_line(data: dict[str, Any]) -> str:
     """The composition every row of the table was scored through, in one line."""
     comp = data["composition"]
@@ -760,8 +798,10 @@ def table_markdown(data: dict[str, Any]) -> str:
     findings = list(dict.fromkeys(f for d in done for f in d["findings"]))
     multiclass = any(d["task"] == "multiclass" for d in done)
     boot = data["bootstrap"]
+    controlled = any("delta_auc_macro" in d["metrics"] for d in done)
     header = ["dataset", "macro AUC [95 % CI]", "n images", "n findings",
-              *(["accuracy [95 % CI]"] if multiclass else []), *findings]
+              *(["accuracy [95 % CI]"] if multiclass else []),
+              *(["control macro AUC", "Δ vs control [95 % CI, paired]"] if controlled else []), *findings]
     lines = [f"# Zero-shot benchmark: {data['suite']['name']}", "", composition_line(data), "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for d in done:
@@ -769,6 +809,9 @@ def table_markdown(data: dict[str, Any]) -> str:
         row = [d["name"], _cell(m["auc_macro"], ci.get("auc_macro")), str(m["n"]), str(len(d["findings"]))]
         if multiclass:
             row.append(_cell(m.get("accuracy"), ci.get("accuracy")) if "accuracy" in m else "")
+        if controlled:
+            low, high = m.get("delta_auc_macro_ci_low"), m.get("delta_auc_macro_ci_high")
+            row += [_cell(m["control_auc_macro"]), _signed(m["delta_auc_macro"], None if low is None else [low, high])]
         row += [_cell(m["auc"][f]) if f in m["auc"] else "" for f in findings]
         lines.append("| " + " | ".join(row) + " |")
     grouped = [(d, g, info) for d in done for g, info in d["metrics"]["groups"].items()]

@@ -20,6 +20,7 @@ import numpy as np
 from ..devices import device_name, on_device
 from ..errors import UsageError
 from ..fileio import check_writable_dir
+from ..label_use import record_label_use
 from ..store import EmbeddingStore, check_same_space
 from ..store.pooling import check_pool_by
 from .prompt_cache import PromptEmbeddings, embed_prompts
@@ -38,6 +39,7 @@ class ClassifyOptions:
     text_model: str | None = None
     prompt_store: PathLike | None = None
     map_path: PathLike | None = None
+    adapt_path: PathLike | None = None  # an adaptation map (stitch adapt) in the scorer's image space
     head_path: PathLike | list[PathLike] | None = None  # several: an ensemble
     scoring: str | None = None  # None: "head" with a head, else "cosine"
     out: PathLike | None = None
@@ -94,8 +96,11 @@ def plan_classification(query: PathLike | EmbeddingStore, prompts: PromptSet,
     )
     if options.map_path is not None:
         _open_map(plan, options.map_path, options.force)
+    if options.adapt_path is not None:
+        _open_adaptation(plan, options.adapt_path, options.force)
     if options.head_path is not None:
         _open_head(plan, options)
+    record_label_use(plan)  # which labels the map and the head used: composition and a note
     text = _embed_prompts(plan, options)
     plan.scorer = Scorer(prompts, text, plan.head, options.temperature, options.image_tokens,
                          options.multilabel_rule)
@@ -137,6 +142,33 @@ def _open_map(plan: ClassifyPlan, map_path: PathLike, force: bool) -> None:
     plan.composition["map"] = {"path": str(map_path), "source": mapper.source_space_,
                                "target": mapper.target_space_}
     plan.mapper = on_device(mapper, plan.device)
+
+
+def _open_adaptation(plan: ClassifyPlan, adapt_path: PathLike, force: bool) -> None:
+    """The adaptation map, where the scorer reads: after a map into the head's image space,
+    before a map into a text space (cosine), or alone on the query's own space."""
+    from ..maps import load_map
+    from ..maps.adapt import MapChain, is_adaptation
+    from ..store.checks import same_space
+
+    adapt = load_map(adapt_path)
+    if not is_adaptation(adapt):
+        raise UsageError(f"--adapt {adapt_path} is a map between two spaces, not an adaptation map: "
+                         "write one with `stitch adapt STORE -o DOMAIN.map`, or pass it as --map")
+    stitched = plan.mapper is not None
+    after = not stitched or same_space(adapt.source_space_, plan.image_space)
+    if stitched and not after and same_space(adapt.source_space_, plan.store.space()):
+        plan.mapper = MapChain([on_device(adapt, plan.device), plan.mapper])  # before the cosine map
+        where = "before the map"
+    else:
+        check_same_space(adapt.source_space_, plan.image_space, expected_what=f"the adaptation map ({adapt_path})",
+                         got_what=plan.image_from, force=force)
+        steps = [plan.mapper] if stitched else []
+        plan.mapper = MapChain([*steps, on_device(adapt, plan.device)])
+        where = "after the map" if stitched else "on the query"
+    plan.composition["adapt"] = {"path": str(adapt_path), "space": adapt.source_space_, "applied": where,
+                                 "images": adapt.anchors_.get("n_fit"), "from": adapt.anchors_.get("from"),
+                                 **adapt.anchors_["adaptation"]}
 
 
 def _open_head(plan: ClassifyPlan, options: ClassifyOptions) -> None:

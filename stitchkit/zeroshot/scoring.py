@@ -56,7 +56,7 @@ import numpy as np
 from ..errors import UsageError
 from ..store import EmbeddingStore
 from .classify_plan import ClassifyOptions, ClassifyPlan, ProgressFn, plan_classification
-from .metrics import LabelTable, evaluate_columns
+from .metrics import LabelTable, decision_rule, evaluate_columns
 from .prompts import PromptSet
 from .query_blocks import QueryBlock, QueryLabels, n_outputs, read_blocks
 from .score_writer import ScoreSpill, ScoreWriter
@@ -123,7 +123,7 @@ def adjust_prior(plan: ClassifyPlan, prior: str, blocks: Callable[[], Iterator[Q
     z = np.concatenate([plan.scorer.class_logits(b.glob, b.tokens, b.mask) for b in blocks()])
     fit = _fit_em_priors if prior == "em" else _fit_mixture
     record, note = fit(plan.scorer, z, prompts.names)
-    plan.composition["prior"] = record
+    plan.composition["prior"] = {"name": prior, **record}  # the name: a score file's decision rule
     plan.notes.append(note)
 
 
@@ -197,8 +197,9 @@ def spilled_metrics(plan: ClassifyPlan, spill: ScoreSpill | None, n_done: int,
                           "class of the prompts and are left out of the metrics")
     if not spill.n:
         return None
+    rule = decision_rule(plan.prompts.mode, options.prior, options.multilabel_rule)
     return evaluate_columns(spill, plan.prompts.names, mode=plan.prompts.mode,
-                            n_boot=options.n_boot, seed=options.seed)
+                            n_boot=options.n_boot, seed=options.seed, rule=rule)
 
 
 def _score_writer(plan: ClassifyPlan, out: str | os.PathLike | None, with_labels: bool
@@ -256,6 +257,7 @@ def classify_store(
     prompt_store: str | os.PathLike | None = None,
     map_path: str | os.PathLike | None = None,
     head_path: str | os.PathLike | list[str | os.PathLike] | None = None,
+    adapt_path: str | os.PathLike | None = None,
     scoring: str | None = None,
     out: str | os.PathLike | None = None,
     ids: list[str] | None = None,
@@ -283,7 +285,7 @@ def classify_store(
     """
     options = ClassifyOptions(
         text_model=text_model, prompt_store=prompt_store, map_path=map_path, head_path=head_path,
-        scoring=scoring, out=out, ids=ids, pool_by=pool_by, force=force, chunk_size=chunk_size,
+        adapt_path=adapt_path, scoring=scoring, out=out, ids=ids, pool_by=pool_by, force=force, chunk_size=chunk_size,
         n_boot=n_boot, seed=seed, temperature=temperature, progress=progress,
         image_tokens=image_tokens, prior=prior, allow_missing_classes=allow_missing_classes,
         device=device, multilabel_rule=multilabel_rule,
