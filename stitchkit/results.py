@@ -332,7 +332,7 @@ def sweep_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-FIELDS = ("route", "command", "dataset", "model", "task", "label_use", "method", "n_anchors", "pretrained",
+FIELDS = ("route", "command", "control_command", "dataset", "model", "task", "label_use", "method", "n_anchors", "pretrained",
           "file")
 
 
