@@ -30,7 +30,8 @@ def adapt(store: str, output: str, ids_file: str | None, dims: float, as_json: b
     and toward its main directions of variation. Pass it to `stitch classify --adapt` or
     `stitch benchmark --adapt`; `stitch apply` applies it like any map. STORE must be in the
     space the head or the cosine map reads (for a stitched route, the store mapped there with
-    `stitch apply`).
+    `stitch apply`). It helps scorers fitted off the domain (zero-shot heads, cosine maps); a
+    head trained on the domain's own labelled images loses by it (docs/maps.md).
 
     \b
     Examples:

@@ -151,7 +151,7 @@ def test_every_stitched_route_carries_its_control_and_the_paired_difference(demo
 
 def test_adapted_routes_name_their_adaptation_and_use_no_label(demo_out: tuple[Path, dict]) -> None:
     adapted = [r for r in demo_out[1]["results"] if "adaptation" in r["route"]]
-    assert len(adapted) == 8
+    assert len(adapted) == 7
     for r in adapted:
         assert r["composition"]["adapt"]["images"] > 0
         assert r["composition"]["adapt"]["path"].endswith(("kermany.adapt.map", "nih.adapt.map"))

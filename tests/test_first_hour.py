@@ -112,7 +112,7 @@ def test_the_readmes_pipeline_runs_as_printed(data: Path, tmp_path: Path, monkey
     import shlex
 
     commands = _readme_block("## One pipeline")
-    assert len(commands) == 9
+    assert len(commands) == 10
     kermany = data / "kermany-pneumonia-224"
     with open(kermany / "labels.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
