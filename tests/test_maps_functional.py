@@ -147,6 +147,28 @@ def test_ridge_cv_errors_equal_brute_force():
         assert e == pytest.approx(ref, rel=1e-8)
 
 
+@pytest.mark.parametrize("bias", [True, False])
+def test_choose_alpha_in_the_row_space_equals_each_folds_own_solution(bias):
+    """Fewer anchors than dimensions: the errors computed in the anchors' span are those of
+    each fold's ridge solution in the full width, computed directly."""
+    X, Y = _data(n=20, dx=30, noise=1.0)
+    which = np.arange(20) % 4
+    folds = [F.SuffStats.from_arrays(X[which == k], Y[which == k], exact=True) for k in range(4)]
+    assert F.in_row_space(folds, bias=bias)[0].dx == 20 - bias
+    grid = (1e-4, 1e-2, 1.0, 10.0)
+    _, curve = F.choose_alpha(folds, bias=bias, rel_alphas=grid)
+    expected = np.zeros(len(grid))
+    for k in range(4):
+        tr = which != k
+        Xt = X[tr] - X[tr].mean(0) if bias else X[tr]
+        scale = np.trace(Xt.T @ Xt) / X.shape[1]
+        train = F.SuffStats.from_arrays(X[tr], Y[tr], exact=True)
+        for i, rel in enumerate(grid):
+            W, b = F.solve_lstsq(train, bias=bias, alpha=rel * scale)
+            expected[i] += np.square(Y[~tr] - (X[~tr] @ W + b)).sum()
+    np.testing.assert_allclose(curve * 20, expected, rtol=1e-7)
+
+
 def test_auto_alpha_regularises_when_anchors_are_few_and_not_when_many():
     rng = np.random.default_rng(6)
     dx = 60
