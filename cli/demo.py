@@ -338,9 +338,22 @@ def control_metrics(step: Step, positive: str) -> dict:
 def write_results(out: Path, steps: list[Step]) -> list[dict]:
     """The results table as records in ``out/results/demo-results.json``; returns them."""
     rows = results_table(steps)
-    with atomic_output(out / "results" / "demo-results.json") as tmp:
-        tmp.write_text(json.dumps(rows, indent=1, default=str))
+    path, text = out / "results" / "demo-results.json", json.dumps(rows, indent=1, default=str)
+    if not path.exists() or path.read_text() != text:  # unchanged: the report drawn from it stays current
+        with atomic_output(path) as tmp:
+            tmp.write_text(text)
     return rows
+
+
+def report_is_current(out: Path, steps: list[Step]) -> bool:
+    """Whether ``out/report`` was drawn after every step's output and the results table were
+    last written (a step re-run, or a new row, makes it stale)."""
+    page = out / "report" / "index.html"
+    if not page.exists():
+        return False
+    made = [out / "results" / "demo-results.json", *(p for step in steps for p in (step.output, step.result) if p)]
+    drawn = page.stat().st_mtime
+    return all(p.stat().st_mtime <= drawn for p in made if p.exists())
 
 
 def format_table(records: list[dict]) -> list[str]:
@@ -391,6 +404,9 @@ def demo(out: Path, data: Path | None, limit: int | None, as_json: bool) -> None
     for n, step in enumerate(steps, 1):
         if step.argv[0] == "report":
             write_results(out, steps)  # the report draws the table with its controls
+            if report_is_current(out, steps):
+                click.echo(f"[{n}/{len(steps)}] {step.name}: done already (drawn after every input)", err=True)
+                continue
         if step.output is not None and step.output.exists():
             click.echo(f"[{n}/{len(steps)}] {step.name}: done already ({step.output})", err=True)
             continue

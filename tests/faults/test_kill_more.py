@@ -11,6 +11,7 @@ runs 50. The Ray scenarios are skipped where Ray is not installed (the `ray` ext
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,12 +46,31 @@ def scenarios(kermany_manifest: Path, lite0_store: Path, lite2_store: Path,
 needs_ray = pytest.mark.skipif(not RAY, reason="needs ray[data] (the `ray` extra)")
 
 
+@pytest.fixture(scope="module")
+def shared_ray() -> Iterator[None]:
+    """One local Ray for the uninterrupted runs and the re-runs, which run in this process (the
+    engine joins a session its caller started): a start costs 20-40 s on two cores. Each killed
+    run is a process of its own and starts its own Ray, as a user's would;
+    tests/test_engine_ray.py re-runs a killed run on a fresh one."""
+    if not RAY:
+        yield
+        return
+    import ray
+
+    from stitchkit.engines.ray_engine import ray_session
+
+    with ray_session(ray, None, os.cpu_count() or 1):
+        yield
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [
     "classify", "sweep",
     pytest.param("fit ray", marks=needs_ray), pytest.param("embed ray", marks=needs_ray),
 ])
 def test_a_killed_run_gives_the_uninterrupted_result(
-    name: str, scenarios: dict[str, Scenario], tmp_path: Path
+    name: str, scenarios: dict[str, Scenario], tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
+    if "ray" in name:
+        request.getfixturevalue("shared_ray")
     assert_trials_survive(scenarios[name], tmp_path, RAY_TRIALS if "ray" in name else TRIALS)
