@@ -16,6 +16,11 @@ score file, CSV    ``stitchkit.scores-csv``          ``NAME.csv-metadata.json`` 
 export folder      ``stitchkit.clip-retrieval-export``  ``stitchkit.json``: ``format``, ``format_version``
 =================  ================================  ==========================================
 
+Every other kind of file stitchkit writes (result records and tables, benchmark summaries,
+learning curves, sweep tables, manifests, id files, suites, parts folders, figures and pages) is
+a :class:`Format` here too, and :func:`stitchkit.inspect.identify` names any file's kind by its content (it sits above
+the readers it asks): `stitch info` and `stitch report` use it, and nothing else guesses.
+
 The rule: a reader reads every version in its kind's ``readable``, and refuses any other in
 one line (:class:`~stitchkit.errors.FormatError`, exit 2); a newer one says "upgrade
 stitchkit". A file that declares no version is version 1 (stores, scores and exports written
@@ -89,3 +94,34 @@ def artifact_format(path: str | os.PathLike, kind: str) -> Format:
         raise FormatError(f"{path} is a stitchkit file of kind {kind!r}, which this stitchkit does not know "
                           f"(it reads {', '.join(ARTIFACTS)}): written by a newer stitchkit? upgrade stitchkit")
     return ARTIFACTS[kind]
+
+
+# ---------------------------------------------------------------------------------------------
+# every other kind of file stitchkit writes: records, tables, manifests, figures, pages
+# ---------------------------------------------------------------------------------------------
+RECORD = Format("result record", "stitchkit.result", 1, (1,))  # ``"schema": "stitchkit.result/1"``
+RECORDS = Format("results table", "stitchkit.results", 1, (1,))  # a JSON list of result records
+COMMAND_OUTPUT = Format("command output (--json)", "stitchkit.output", 1, (1,))  # raw `--json`
+BENCHMARK = Format("benchmark summary", "stitchkit.benchmark", 1, (1,))  # benchmark.json
+LEARNING_CURVE = Format("learning curve", "stitchkit.learning-curve", 1, (1,))  # examples/learning-curve
+SCORES_CSV_METADATA = Format("score file metadata", "stitchkit.scores-csv-metadata", 1, (1,))
+SWEEP_TABLE = Format("sweep table", "stitchkit.sweep", 1, (1,))  # CSV: method, n_anchors, ...
+MANIFEST = Format("manifest", "stitchkit.manifest", 1, (1,))  # CSV or JSON lines: id, path or text
+ID_FILE = Format("id file", "stitchkit.ids", 1, (1,))  # one id per line, '#' comments
+SUITE = Format("benchmark suite", "stitchkit.suite", 1, (1,))  # YAML: name, datasets
+PARTS = Format("embed parts folder (an embed not finished yet)", "stitchkit.embed-parts", 1, (1,))
+FIGURE = Format("figure (PNG)", "image/png", 1, (1,))
+PAGE = Format("report page", "text/html", 1, (1,))
+MARKDOWN = Format("Markdown page or table", "text/markdown", 1, (1,))
+
+KINDS = (*FORMATS, RECORD, RECORDS, COMMAND_OUTPUT, BENCHMARK, LEARNING_CURVE, SCORES_CSV_METADATA,
+         SWEEP_TABLE, MANIFEST, ID_FILE, SUITE, PARTS, FIGURE, PAGE, MARKDOWN)
+SCHEMAS = {f.encoding_type: f for f in (RECORD, BENCHMARK, LEARNING_CURVE)}  # "schema": "TYPE/VERSION"
+
+
+@dataclass(frozen=True)
+class Identified:
+    """What :func:`identify` found: the kind of file and the format version it declares."""
+
+    format: Format
+    version: int

@@ -267,10 +267,10 @@ na("embed", "no prompts", "bad-prompts")
 # info ----------------------------------------------------------------------------------------
 cell("info", "missing")(lambda w, d: Case(["info", w.missing], 2, "no such file"))
 cell("info", "directory")(lambda w, d: Case(["info", w.folder], 2, DIRECTORY))
-cell("info", "empty")(lambda w, d: Case(["info", w.empty], 2, "not a stitchkit map or head"))
+cell("info", "empty")(lambda w, d: Case(["info", w.empty], 2, "not a stitchkit file"))
 cell("info", "corrupt")(lambda w, d: Case(["info", w.corrupt], 2, "truncated"))
 cell("info", "no-datasets")(lambda w, d: Case(["info", w.no_datasets], 2, "no 'embeddings' dataset"))
-cell("info", "text-png")(lambda w, d: Case(["info", w.notes_png], 2, "not a stitchkit map or head"))
+cell("info", "text-png")(lambda w, d: Case(["info", w.notes_png], 2, "not a stitchkit file"))
 cell("info", "bad-option")(lambda w, d: Case(["info", w.lite2, "--bogus"], 2, "no such option"))
 na("info", "info describes any store, NaN or repeated ids included (exit 0; test_not_applicable_claims)",
    "nan", "duplicate-ids")

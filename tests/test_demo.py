@@ -163,3 +163,19 @@ def test_adapted_routes_name_their_adaptation_and_use_no_label(demo_out: tuple[P
         assert r["composition"]["adapt"]["images"] > 0
         assert r["composition"]["adapt"]["path"].endswith(("kermany.adapt.map", "nih.adapt.map"))
         assert r["label_use"] == "none"
+
+
+def test_stitch_info_names_the_kind_and_version_of_every_file_the_demo_writes(demo_out: tuple[Path, dict]) -> None:
+    from stitchkit.inspect import describe_file, identify
+
+    out, _ = demo_out
+    files = [p for p in sorted(out.rglob("*")) if p.is_file()]
+    unknown = [str(p.relative_to(out)) for p in files if identify(p) is None]
+    assert not unknown, unknown
+    kinds = {identify(p).format.name for p in files}
+    assert {"embedding store", "map", "head", "score file", "result record", "results table", "benchmark summary",
+            "sweep table", "manifest", "id file", "benchmark suite", "figure (PNG)", "report page"} <= kinds
+    described = [describe_file(p) for p in files]  # what `stitch info` prints
+    assert all(d["kind"] and d["format_version"] >= 1 for d in described)
+    res = run_stitch("info", out / "results" / "demo-results.json", "--json")
+    assert res.returncode == 0 and json.loads(res.stdout)["records"] == 31

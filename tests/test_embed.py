@@ -269,7 +269,7 @@ def test_missing_weights_offline_is_one_clear_line(tmp_path: Path, stitch) -> No
         (["embed", "{texts}", "-m", "no-such-model", "-o", "o.h5"], "unknown model spec"),
         (["embed", "{texts}", "-m", "lite0", "-o", "o.h5"], "pick a model of the same modality"),
         (["embed", "{texts}", "-m", "minilm", "-o", "o.h5", "--shard", "3/2"], "--shard"),
-        (["info", "{texts}"], "not a stitchkit map or head"),
+        (["info", "{texts}"], "not a stitchkit file"),
         (["info", "nowhere.h5"], "no such file"),
     ],
 )

@@ -24,6 +24,7 @@ import pytest
 
 from stitchkit import formats
 from stitchkit.errors import FormatError, UsageError
+from stitchkit.inspect import identify
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from faults.helpers import run_inprocess  # noqa: E402
@@ -363,6 +364,73 @@ def test_only_the_formats_module_compares_format_versions() -> None:
 
 def test_docs_list_every_format() -> None:
     text = (ROOT / "docs" / "formats.md").read_text(encoding="utf-8")
-    for fmt in formats.FORMATS:
+    for fmt in formats.KINDS:
         assert f"`{fmt.encoding_type}`" in text, fmt
     assert "tests/data/formats" in text and "upgrade stitchkit" in text
+
+
+# -- one registry of file kinds: identify(path) ------------------------------------------------------
+def _record(**extra: object) -> dict:
+    return {"schema": "stitchkit.result/1", "task": "map_fit", "dataset": "d", "model": "m", "metrics": {}, **extra}
+
+
+KIND_FILES = {  # name -> (content, the kind identify must name)
+    "fit.json": (json.dumps(_record()), formats.RECORD),
+    "records.json": (json.dumps([_record(), _record()]), formats.RECORDS),
+    "raw-fit.json": (json.dumps({"method": "ridge", "anchors": {}, "metrics": {}}), formats.COMMAND_OUTPUT),
+    "benchmark.json": (json.dumps({"schema": "stitchkit.benchmark/1", "datasets": []}), formats.BENCHMARK),
+    "curve.json": (json.dumps({"schema": "stitchkit.learning-curve/1", "curve": []}), formats.LEARNING_CURVE),
+    "s.csv-metadata.json": (json.dumps({"format": "stitchkit.scores-csv", "format_version": 1}),
+                            formats.SCORES_CSV_METADATA),
+    "sweep.csv": ("method,n_anchors,top1_mean\nridge,50,0.5\n", formats.SWEEP_TABLE),
+    "manifest.csv": ("id,path,label\na,/x/a.png,normal\n", formats.MANIFEST),
+    "reports.jsonl": ('{"id": "1", "text": "clear"}\n{"id": "2", "text": "effusion"}\n', formats.MANIFEST),
+    "train-ids.txt": ("# label_use: none\na/1.png\na/2.png\n", formats.ID_FILE),
+    "suite.yaml": ((ROOT / "anchors" / "suites" / "demo.yaml").read_text(encoding="utf-8"), formats.SUITE),
+    "index.html": ("<!doctype html><html><body></body></html>", formats.PAGE),
+    "table.md": ("# Zero-shot benchmark\n\n| a | b |\n|---|---|\n| 1 | 2 |\n", formats.MARKDOWN),
+}
+
+
+@pytest.mark.parametrize("name", sorted(KIND_FILES))
+def test_identify_names_each_kind_by_content_whatever_the_file_is_called(tmp_path: Path, name: str) -> None:
+    content, kind = KIND_FILES[name]
+    path = tmp_path / "renamed.bin"  # by content, never by name
+    path.write_text(content, encoding="utf-8")
+    found = identify(path)
+    assert found is not None and found.format is kind and found.version == 1
+    info = run_inprocess("info", str(path), "--json")
+    assert info.code == 0, info.stderr
+    assert json.loads(info.stdout)["kind"] == kind.name
+
+
+def test_identify_reads_a_figure_and_a_parts_folder_and_refuses_others(tmp_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(2, 1), dpi=50)
+    fig.savefig(tmp_path / "f.png")
+    plt.close(fig)
+    assert identify(tmp_path / "f.png").format is formats.FIGURE
+    assert json.loads(run_inprocess("info", str(tmp_path / "f.png"), "--json").stdout)["pixels"] == "100x50"
+    parts = tmp_path / "o.h5.parts"
+    parts.mkdir()
+    with h5py.File(parts / "part-00000.h5", "w") as h5:
+        h5["embeddings"] = np.zeros((2, 3), dtype=np.float32)
+    assert identify(parts).format is formats.PARTS
+    prose = tmp_path / "notes.txt"
+    prose.write_text("There is pneumonia.\n")
+    assert identify(prose) is None
+    res = run_inprocess("info", str(prose))
+    assert res.code == 2 and res.stderr.count("\n") == 1 and "not a stitchkit file" in res.stderr
+
+
+def test_a_record_of_a_newer_schema_is_refused_in_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "fit.json"
+    path.write_text(json.dumps(_record(schema="stitchkit.result/2")))
+    with pytest.raises(FormatError, match="upgrade stitchkit"):
+        identify(path)
+    res = run_inprocess("info", str(path))
+    assert res.code == 2 and "upgrade stitchkit" in res.stderr

@@ -37,9 +37,23 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import FormatError, UsageError
+from ..errors import UsageError
 from ..fileio import atomic_output
-from ..formats import SCORES_CSV, SCORES_H5, STORE, check_format
+from ..formats import (
+    BENCHMARK,
+    COMMAND_OUTPUT,
+    HEAD,
+    LEARNING_CURVE,
+    MAP,
+    RECORD,
+    RECORDS,
+    SCORES_CSV,
+    SCORES_H5,
+    STORE,
+    SWEEP_TABLE,
+    Identified,
+)
+from ..inspect import identify
 from . import figures
 
 SKIP_SUFFIXES = {".png", ".jpg", ".jpeg", ".html", ".md", ".txt", ".log", ".partial", ".yaml", ".jsonl"}
@@ -69,49 +83,22 @@ class Section:
     numbers: list[str]  # Markdown lines (usually a table) stating what the figure shows
 
 
-def _kind(path: Path) -> str | None:
-    """What a file holds, from its first bytes and structure."""
-    with open(path, "rb") as fh:
-        head = fh.read(16)
-    if head.startswith(b"\x89HDF"):
-        from ..store import read_hdf5_header
+#: What the report does with each kind of file (stitchkit.formats.identify); other kinds are not drawn.
+DRAWN = {STORE: "stores", MAP: "maps", HEAD: "heads", SWEEP_TABLE: "sweeps", SCORES_H5: "scores",
+         SCORES_CSV: "scores", RECORD: "results", COMMAND_OUTPUT: "results", RECORDS: "tables",
+         BENCHMARK: "benchmarks", LEARNING_CURVE: "curves"}
+JSON_KINDS = {RECORD, COMMAND_OUTPUT, RECORDS, BENCHMARK, LEARNING_CURVE}
 
-        try:
-            header = read_hdf5_header(path)
-        except OSError:
-            return None
-        if header.format == SCORES_H5.encoding_type:
-            check_format(path, SCORES_H5, header.format_version)
-            return "scores"
-        if header.has_embeddings:
-            check_format(path, STORE, header.format_version)
-            return "store"
-        return None
-    if len(head) >= 9 and head[8:9] == b"{":  # safetensors: u64 header length, then JSON
-        from ..artifacts import read_header
 
-        try:
-            return {"map": "map", "head": "head"}.get(read_header(path).get("kind"))
-        except FormatError:
-            raise  # a stitchkit file, of a version this stitchkit does not read: say so
-        except (UsageError, ValueError, OSError):
-            return None
-    stripped = head.lstrip()
-    if stripped[:1] in (b"{", b"["):
-        return "json"
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            header = next(csv.reader(fh), [])
-    except (UnicodeDecodeError, csv.Error):
-        return None
-    if {"method", "n_anchors"} <= set(header):
-        return "sweep"
-    if {"id", "label", "predicted"} <= set(header):
+def _identify(path: Path) -> Identified | None:
+    """What a file holds, from its content (stitchkit.formats.identify); a score CSV's metadata is
+    checked with it."""
+    found = identify(path) if path.stat().st_size else None
+    if found is not None and found.format is SCORES_CSV:
         from ..zeroshot.score_writer import check_scores  # zeroshot imports torch: only when needed
 
         check_scores(path)
-        return "scores"
-    return None
+    return found
 
 
 def find(paths: list[str | Path], exclude: Path | None = None) -> Found:
@@ -130,51 +117,30 @@ def find(paths: list[str | Path], exclude: Path | None = None) -> Found:
                 files += [Path(root, n) for n in sorted(names) if not n.startswith(".")]
         else:
             files.append(p)
-    from ..results import BENCHMARK_SCHEMA, CURVE_SCHEMA, guess_kind
 
     for f in files:
         if f.suffix.lower() in SKIP_SUFFIXES and f not in named:
             continue
         try:
-            kind = _kind(f) if f.stat().st_size else None
+            kind = _identify(f)
         except UsageError as exc:  # a newer format version, a score CSV's metadata that does not fit
             if f in named:
                 raise
             found.skipped.append(str(exc))
             continue
-        if kind is None and f in named:
-            raise UsageError(f"{f}: not a stitchkit file (a store, map, head, sweep CSV, score file or "
-                             "`--json` result) or unreadable: check the path")
-        if kind == "json":
-            try:
-                data = json.loads(f.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                found.skipped.append(f"{f}: not JSON")
-                continue
-            if isinstance(data, dict) and data.get("format") == SCORES_CSV.encoding_type:
-                continue  # a score CSV's format and metadata, read with the CSV
-            if isinstance(data, dict) and data.get("schema") == BENCHMARK_SCHEMA:
-                found.benchmarks.append((f, data))
-            elif isinstance(data, dict) and data.get("schema") == CURVE_SCHEMA:
-                found.curves.append((f, data))
-            elif isinstance(data, list) and data and all(isinstance(d, dict) and guess_kind(d) for d in data):
-                found.tables.append((f, data))
-            elif isinstance(data, dict) and guess_kind(data):
-                found.results.append((f, data))
-            else:
-                found.skipped.append(f"{f}: JSON that no stitchkit command wrote")
-        elif kind == "store":
-            found.stores.append(f)
-        elif kind == "map":
-            found.maps.append(f)
-        elif kind == "head":
-            found.heads.append(f)
-        elif kind == "sweep":
-            found.sweeps.append(f)
-        elif kind == "scores":
-            found.scores.append(f)
+        where = DRAWN.get(kind.format) if kind is not None else None
+        if where is None:
+            if f in named:
+                what = f"a {kind.format.name}, which the report does not draw" if kind else "not a stitchkit file"
+                raise UsageError(f"{f}: {what}: give stores, maps, heads, sweep tables, score files or results "
+                                 "(`--json` output, records, benchmark.json)")
+            if kind is None:
+                found.skipped.append(f"{f}: not a stitchkit file")
+            continue
+        if kind.format in JSON_KINDS:
+            getattr(found, where).append((f, json.loads(f.read_text(encoding="utf-8"))))
         else:
-            found.skipped.append(f"{f}: not a stitchkit file")
+            getattr(found, where).append(f)
     return found
 
 
