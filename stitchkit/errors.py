@@ -6,6 +6,8 @@ user (exit 2); ``StitchError`` is everything else that is expected to go wrong (
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class StitchError(Exception):
     """A failure the user can act on; the message names the problem and the fix."""
@@ -44,3 +46,12 @@ class LockedError(StitchError):
 
 class InputFailure(Exception):
     """One input (image or text) could not be read; recorded in the store's failed table."""
+
+
+def closest(word: str, choices: Iterable[str], *, cutoff: float = 0.6) -> str | None:
+    """The choice most like ``word`` (difflib's ratio at least ``cutoff``), for a message's "did
+    you mean ...?"; None when nothing is close. The one helper every such message uses."""
+    import difflib
+
+    found = difflib.get_close_matches(word, list(choices), n=1, cutoff=cutoff)
+    return found[0] if found else None

@@ -28,12 +28,12 @@ from stitchkit.zeroshot.benchmark import (
     RunOptions,
     SuiteError,
     _interval,
-    _nanmean,
     bootstrap_draws,
     load_suite,
     parse_suite,
     run_suite,
 )
+from stitchkit.zeroshot.metrics import nanmean
 from stitchkit.zeroshot.score_writer import read_scores
 from tests.faults.helpers import run_inprocess
 
@@ -129,7 +129,7 @@ def test_macro_interval_comes_from_the_same_resamples_as_the_findings(world: dic
     assert len(draws.parts) == 1 and draws.parts[0][0].shape == (200, 3)  # 120 images: the ordinary bootstrap
     every = draws.parts[0][0]  # (resamples, findings): one draw of images, every finding's AUC under it
     ci = entry["metrics"]["ci"]
-    assert ci["auc_macro"] == pytest.approx(_interval(_nanmean(every, axis=1)))
+    assert ci["auc_macro"] == pytest.approx(_interval(nanmean(every, axis=1)))
     for c, finding in enumerate(entry["findings"]):
         assert ci["auc"][finding] == pytest.approx(_interval(every[:, c]))
     assert "same resamples for every finding" in ci["method"] and "patients are not kept together" in ci["method"]
@@ -143,8 +143,8 @@ def test_large_sets_take_the_bag_of_little_bootstraps_with_findings_sharing_draw
     valid = rng.random((n, 3)) > 0.05
     draws = bootstrap_draws(EntryScores(truth, valid, ranking, ranking, "multilabel"), 100, 0)
     assert len(draws.parts) == 10 and draws.n_boot == 100 and "bag of little bootstraps" in draws.method
-    point = _nanmean([roc_auc_score(truth[valid[:, c], c], ranking[valid[:, c], c]) for c in range(3)])
-    lo, hi = draws.interval(lambda a: _nanmean(a, axis=1), point)
+    point = nanmean([roc_auc_score(truth[valid[:, c], c], ranking[valid[:, c], c]) for c in range(3)])
+    lo, hi = draws.interval(lambda a: nanmean(a, axis=1), point)
     assert lo < point < hi and hi - lo < 0.05
 
 

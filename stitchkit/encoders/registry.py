@@ -19,13 +19,12 @@ Backends are imported only when a spec needs them.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 from collections.abc import Callable
 
 import torch
 
-from ..errors import ModelError
+from ..errors import ModelError, closest
 from .base import Encoder, ModelSpec
 from .cards import MODELS, ModelCard
 from .specs import Option, check_options, split_spec
@@ -89,8 +88,8 @@ def parse_spec(spec: str) -> tuple[ModelSpec, ModelCard | None]:
         return ModelSpec(card.backend, card.arch, options, text), card
     backend, sep, rest = text.partition(":")
     if not sep or backend not in BACKENDS or not rest:
-        close = difflib.get_close_matches(text.partition("?")[0], list(MODELS), n=1, cutoff=0.6)
-        hint = f" (did you mean {close[0]!r}?)" if close and not sep else ""
+        close = closest(text.partition("?")[0], list(MODELS), cutoff=0.6)
+        hint = f" (did you mean {close!r}?)" if close and not sep else ""
         raise ModelError(
             f"unknown model spec {spec!r}{hint}: use a short name ({', '.join(MODELS)}) or "
             f"backend:name with backend one of {', '.join(BACKENDS)} (see `stitch models`)"

@@ -12,14 +12,13 @@ This module imports neither torch nor a backend: stores compare spaces with it.
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
-from ..errors import ModelError
+from ..errors import ModelError, closest
 
 # -- value types -------------------------------------------------------------------------------
 # Each parses an option's text (raising ValueError) and words what was wrong with it in
@@ -207,11 +206,11 @@ def check_options(spec_text: str, backend: str, pairs: Sequence[tuple[str, str]]
     for key, value in options.items():
         opt = known.get(key)
         if opt is None:
-            close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+            close = closest(key, list(known), cutoff=0.6)
             owners = sorted(b for b, opts in (others or {}).items()
                             if b != backend and any(o.name == key for o in opts))
             if close:
-                why = f"unknown option {key!r} (did you mean {close[0]!r}?)"
+                why = f"unknown option {key!r} (did you mean {close!r}?)"
             elif owners:
                 why = f"option {key!r} is not taken by {backend} (it is a {'/'.join(owners)} option)"
             else:

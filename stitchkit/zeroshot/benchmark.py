@@ -41,7 +41,6 @@ it the bag of little bootstraps with the subsets and Poisson counts `stitch clas
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 import os
@@ -54,12 +53,12 @@ from typing import Any
 import numpy as np
 
 from ..anchors import SUITES_DIR
-from ..errors import UsageError
+from ..errors import UsageError, closest
 from ..fileio import atomic_output, check_writable_dir, read_id_file
 from ..results import BENCHMARK_SCHEMA, append_records, to_record
 from ..store import EmbeddingStore
 from ..store import format as fmt
-from .metrics import auc, bootstrap_plan, resampled_auc
+from .metrics import auc, bootstrap_plan, nanmean, resampled_auc
 from .prompts import PromptClass, PromptSet, load_prompts, resolve_prompt_path
 
 TASKS = ("multilabel", "multiclass")
@@ -139,8 +138,8 @@ class Suite:
 def _refuse_unknown(data: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:
     for key in data:
         if key not in allowed:
-            close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.5)
-            hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(allowed)}"
+            close = closest(str(key), allowed, cutoff=0.5)
+            hint = f"did you mean {close!r}?" if close else f"allowed: {', '.join(allowed)}"
             raise SuiteError(f"{where}: unknown key {key!r} ({hint})")
 
 
@@ -320,9 +319,9 @@ def _resolve_class(prompts: PromptSet, name: str, entry: Entry) -> PromptClass:
     for c in prompts.classes:
         if c.name.lower() == key or key in {x.lower() for x in c.labels}:
             return c
-    close = difflib.get_close_matches(name, prompts.names, n=1, cutoff=0.5)
+    close = closest(name, prompts.names, cutoff=0.5)
     raise SuiteError(f"dataset {entry.name}: finding {name!r} is no class of prompts {entry.prompts}"
-                     + (f" (did you mean {close[0]!r}?)" if close else f" (its classes: {', '.join(prompts.names)})"))
+                     + (f" (did you mean {close!r}?)" if close else f" (its classes: {', '.join(prompts.names)})"))
 
 
 @dataclass
@@ -375,14 +374,6 @@ class EntryScores:
     ranking: np.ndarray  # (n, C): what AUC ranks by
     probs: np.ndarray  # (n, C): what accuracy's argmax reads
     task: str
-
-
-def _nanmean(values: np.ndarray, axis: int | None = None) -> Any:
-    v = np.asarray(values, dtype=np.float64)
-    ok = ~np.isnan(v)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.where(ok.sum(axis=axis) > 0, np.where(ok, v, 0.0).sum(axis=axis) / np.maximum(ok.sum(axis=axis), 1), np.nan)
-    return float(out) if np.ndim(out) == 0 else out
 
 
 def _interval(draws: np.ndarray, level: float = LEVEL) -> list[float] | None:
@@ -482,8 +473,8 @@ def entry_metrics(scores: EntryScores, findings: list[str], groups: dict[str, li
         "n_rows": {f: int(len(y)) for f, (y, _) in zip(findings, cols, strict=True)},
         "uncertain": {f: int((~scores.valid[:, c]).sum()) for c, f in enumerate(findings)},
         "auc": dict(zip(findings, aucs, strict=True)),
-        "auc_macro": _nanmean(aucs),
-        "groups": {g: {"findings": m, "auc_macro": _nanmean([aucs[index[f]] for f in m]) if m else None}
+        "auc_macro": nanmean(aucs),
+        "groups": {g: {"findings": m, "auc_macro": nanmean([aucs[index[f]] for f in m]) if m else None}
                    for g, m in groups.items()},
     }
     if scores.task == "multiclass":
@@ -494,11 +485,11 @@ def entry_metrics(scores: EntryScores, findings: list[str], groups: dict[str, li
     ci: dict[str, Any] = {
         "level": LEVEL, "n_boot": draws.n_boot, "method": draws.method,
         "auc": {f: draws.interval(lambda a, c=c: a[:, c], aucs[c]) for c, f in enumerate(findings)},
-        "auc_macro": draws.interval(lambda a: _nanmean(a[:, :n_cls], axis=1), out["auc_macro"]),
+        "auc_macro": draws.interval(lambda a: nanmean(a[:, :n_cls], axis=1), out["auc_macro"]),
     }
     for info in out["groups"].values():
         idx = [index[f] for f in info["findings"]]
-        info["ci"] = draws.interval(lambda a, idx=idx: _nanmean(a[:, idx], axis=1), info["auc_macro"]) if idx else None
+        info["ci"] = draws.interval(lambda a, idx=idx: nanmean(a[:, idx], axis=1), info["auc_macro"]) if idx else None
     if "accuracy" in out:
         ci["accuracy"] = draws.interval(lambda a: a[:, n_cls], out["accuracy"])
     out["ci"] = ci

@@ -159,7 +159,7 @@ def _predictions(truth: np.ndarray, prob: np.ndarray, mode: str) -> tuple[np.nda
     return pred, correct
 
 
-def _nanmean(values: np.ndarray, axis: int | None = None) -> Any:
+def nanmean(values: np.ndarray, axis: int | None = None) -> Any:
     """Mean over the finite entries; NaN (no warning) where there are none."""
     v = np.asarray(values, dtype=np.float64)
     ok = ~np.isnan(v)
@@ -181,10 +181,10 @@ def _point(truth: np.ndarray, prob: np.ndarray, mode: str, ranking: np.ndarray |
     f1s = [f1(truth[:, c], pred[:, c]) for c in range(n_cls)]
     return {
         "auc": aucs,
-        "auc_macro": _nanmean(aucs),
+        "auc_macro": nanmean(aucs),
         "accuracy": float(correct.mean()),
         "f1": f1s,
-        "f1_macro": _nanmean(f1s),
+        "f1_macro": nanmean(f1s),
     }
 
 
@@ -277,9 +277,9 @@ def _resampled(ind: np.ndarray, weights: np.ndarray, sorted_classes: list[_Sorte
     aucs = np.stack([sc.aucs(weights) for sc in sorted_classes], axis=1)
     return {
         "auc": aucs,
-        "auc_macro": _nanmean(aucs, axis=1),
+        "auc_macro": nanmean(aucs, axis=1),
         "accuracy": counts[:, 3 * n_cls] / total,
-        "f1_macro": _nanmean(f1s, axis=1),
+        "f1_macro": nanmean(f1s, axis=1),
     }
 
 
@@ -382,8 +382,8 @@ def _point_and_subsets(cols: Columns, subsets: list[np.ndarray]
     correct = np.asarray(cols.correct(), dtype=np.float64)
     for part, rows in zip(parts, subsets, strict=True):
         part[2] = correct[rows]
-    point = {"auc": aucs, "auc_macro": _nanmean(aucs), "accuracy": float(correct.mean()),
-             "f1": f1s, "f1_macro": _nanmean(f1s)}
+    point = {"auc": aucs, "auc_macro": nanmean(aucs), "accuracy": float(correct.mean()),
+             "f1": f1s, "f1_macro": nanmean(f1s)}
     return point, positives, [tuple(p) for p in parts]
 
 

@@ -42,7 +42,6 @@ runs them with a :class:`~stitchkit.zeroshot.classify_plan.ClassifyOptions`;
 
 from __future__ import annotations
 
-import difflib
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -53,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import UsageError, closest
 from ..store import EmbeddingStore
 from .classify_plan import ClassifyOptions, ClassifyPlan, ProgressFn, plan_classification
 from .metrics import LabelTable, decision_rule, evaluate_columns
@@ -99,9 +98,9 @@ def require_positives(prompts: PromptSet, labels: np.ndarray, where: object) -> 
     parts = sorted({p for v in labels for p in v.split("|") if p})
     hints = []
     for name in missing:
-        close = difflib.get_close_matches(name.lower(), [p.lower() for p in parts], n=1, cutoff=0.6)
+        close = closest(name.lower(), [p.lower() for p in parts], cutoff=0.6)
         if close:
-            hints.append(f"{name!r} is close to the store's {close[0]!r}")
+            hints.append(f"{name!r} is close to the store's {close!r}")
     raise UsageError(
         f"{len(missing)} class(es) of the prompts match no label of {where}: {', '.join(missing)} "
         f"(its labels: {', '.join(parts[:12])}{', ...' if len(parts) > 12 else ''}"

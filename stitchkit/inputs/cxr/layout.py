@@ -18,7 +18,6 @@ made absolute with its links kept (`fileio.absolute`), so the images' paths, and
 from __future__ import annotations
 
 import csv
-import difflib
 import gzip
 import os
 from collections.abc import Callable, Iterator
@@ -26,7 +25,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from urllib.parse import parse_qsl
 
-from ...errors import UsageError
+from ...errors import UsageError, closest
 from ...fileio import absolute
 from ..registry import InputFormat
 from ..types import InputOptions, Inputs, Item
@@ -113,8 +112,8 @@ def parse_spec(dataset: CxrDataset, spec: str) -> tuple[Path, DatasetOptions]:
     for key, value in parse_qsl(query, keep_blank_values=True):
         key = key.replace("-", "_")
         if key not in dataset.options:
-            close = difflib.get_close_matches(key, dataset.options, n=1, cutoff=0.6)
-            hint = f"did you mean {close[0]}=? " if close else ""
+            close = closest(key, dataset.options, cutoff=0.6)
+            hint = f"did you mean {close}=? " if close else ""
             raise UsageError(f"{dataset.name}: unknown option {key!r}: {hint}{dataset.name} takes "
                              f"{', '.join(dataset.options)}")
         allowed = CHOICES[key][0] if key != "split" else ("all", *dataset.splits)
