@@ -27,6 +27,7 @@ from .output import emit, progress, show_warnings
 @click.option("--overwrite", is_flag=True, help="Replace an existing store from another run (kept until the new one is complete).")
 @click.option("--root", default=None, type=click.Path(file_okay=False, path_type=str), help="Resolve manifest paths here and refuse paths outside it.")
 @click.option("--where", multiple=True, metavar="COL=VALUE", help="Keep manifest rows whose COL equals VALUE (repeatable).")
+@click.option("--ids", "ids_file", default=None, type=click.Path(dir_okay=False), help="Embed only the inputs whose id this file lists (one per line, '#' comments): e.g. the anchors alone.")
 @click.option("--id-column", default="id", show_default=True)
 @click.option("--path-column", default="path", show_default=True)
 @click.option("--text-column", default="text", show_default=True)
@@ -47,7 +48,7 @@ from .output import emit, progress, show_warnings
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def embed(source: tuple[str, ...], model: str, output: str, batch_size: int, workers: int, device: str,
           dtype: str, runtime: str, tokens: bool, shard: str | None, strict: bool, overwrite: bool,
-          root: str | None, where: tuple[str, ...], id_column: str, path_column: str,
+          root: str | None, where: tuple[str, ...], ids_file: str | None, id_column: str, path_column: str,
           text_column: str, label_column: str, group_column: str, image_column: str,
           label_from: str | None, dicom_tags: str | None, grey_range: str, engine: str,
           address: str | None, ray_cpus: int | None, actors: int | None, as_json: bool) -> None:
@@ -69,12 +70,14 @@ def embed(source: tuple[str, ...], model: str, output: str, batch_size: int, wor
       stitch embed 'shards/{00000..00099}.tar' -m lite0 -o wds.h5 --label-from json:label --shard 0/4
       stitch embed hf-dataset/ -m lite0 -o hf.h5 --image-column image
       stitch embed images/ -m lite2 -o k-lite2.h5 --runtime torch
+      stitch embed ../shared/data/kermany-pneumonia-224/labels.csv --ids anchor-ids.txt -m lite0 -o anchors-lite0.h5
     """
     from stitchkit.devices import device_name
     from stitchkit.embed import embed_store, parse_shard
     from stitchkit.encoders import load_encoder
     from stitchkit.encoders.registry import parse_spec
     from stitchkit.errors import StitchError, UsageError
+    from stitchkit.fileio import read_id_file
     from stitchkit.inputs import Columns, read_inputs
 
     show_warnings()
@@ -101,6 +104,8 @@ def embed(source: tuple[str, ...], model: str, output: str, batch_size: int, wor
 
         require_ray()  # say a missing extra before reading inputs or loading a model
         inputs = read_inputs(list(source), **read)  # the engine refuses formats it cannot read
+        if ids_file:
+            inputs = inputs.only(read_id_file(ids_file), ids_file)
         with progress(f"embed {model} (ray)") as bar:
             result = embed_store_ray(
                 inputs, model, output, batch_size=batch_size, tokens=tokens, strict=strict,
@@ -114,6 +119,8 @@ def embed(source: tuple[str, ...], model: str, output: str, batch_size: int, wor
             raise UsageError(f"{', '.join(ray_only)} {'needs' if len(ray_only) == 1 else 'need'} --engine ray")
         device = device_name(device)  # a GPU that is not there: one line, before inputs are read
         inputs = read_inputs(list(source), **read)
+        if ids_file:
+            inputs = inputs.only(read_id_file(ids_file), ids_file)
         encoder = load_encoder(model, device=device, dtype=dtype, runtime=runtime)
         with progress(f"embed {model}") as bar:
             result = embed_store(

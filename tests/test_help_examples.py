@@ -89,6 +89,7 @@ def _world(root: Path, data: Path, base: dict[str, Path]) -> None:
     chosen = {split: [r for r in rows if r["id"].startswith(f"{split}/")] for split in ("train", "test")}
     for split, picked in chosen.items():
         write_csv(picked, root / f"{split}.csv")
+    (root / "anchor-ids.txt").write_text("".join(r["id"] + "\n" for r in chosen["train"][::30]))  # 24 ids
     images = root / "images"
     for r in chosen["test"][:40]:
         (images / r["label"]).mkdir(parents=True, exist_ok=True)

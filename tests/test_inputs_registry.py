@@ -189,3 +189,22 @@ if __name__ == "__main__":
         write_docs_table()
     else:
         sys.exit("usage: python -m tests.test_inputs_registry --write")
+
+
+def test_embed_ids_keeps_the_listed_inputs_and_refuses_an_unknown_id(data: Path, tmp_path: Path) -> None:
+    """`stitch embed --ids`: the inputs' own order, only the listed ids; an id no input has is
+    refused in one line before a model is loaded, and nothing is written."""
+    from stitchkit.inputs import read_inputs
+
+    labels = data / "kermany-pneumonia-224" / "labels.csv"
+    inputs = read_inputs([str(labels)])
+    wanted = [inputs.items[5].id, inputs.items[2].id]
+    kept = inputs.only(wanted, "ids.txt")
+    assert [item.id for item in kept.items] == [inputs.items[2].id, inputs.items[5].id]
+    assert kept.source == inputs.source and len(inputs.items) > 5000
+    (tmp_path / "ids.txt").write_text(f"# anchors\n{wanted[0]}\nno/such/image.jpeg\n")
+    res = run_inprocess("embed", str(labels), "--ids", str(tmp_path / "ids.txt"), "-m", "lite0",
+                        "-o", str(tmp_path / "o.h5"))
+    assert res.code == 2 and res.message_lines == [res.message_lines[0]]
+    assert "1 of its 2 ids are not inputs" in res.stderr and "'no/such/image.jpeg'" in res.stderr
+    assert not (tmp_path / "o.h5").exists()

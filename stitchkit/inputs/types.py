@@ -7,8 +7,11 @@ none of them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+from ..errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -67,3 +70,15 @@ class Inputs:
     kind: str = "folder"  # the name of the input format that read it (see `registry`)
     shard_by_file: bool = False  # --shard i/N splits whole files (tar shards), not ids
     grey_range: str = "image"  # --grey-range: image | stored, as given to every item (see `grey`)
+
+    def only(self, ids: Sequence[str], listed_in: str) -> Inputs:
+        """These inputs with only the items whose id is in ``ids``, in the inputs' order (`stitch
+        embed --ids`); an id that no input has is refused in one line (``listed_in`` names the list)."""
+        have = {item.id for item in self.items}
+        missing = [i for i in ids if i not in have]
+        if missing:
+            raise UsageError(f"{listed_in}: {len(missing)} of its {len(ids)} ids are not inputs of {self.source} "
+                             f"(first: {missing[0]!r}): check the list, or --id-column")
+        wanted = set(ids)
+        return replace(self, items=[item for item in self.items if item.id in wanted])
+
