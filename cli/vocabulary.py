@@ -4,7 +4,7 @@
 |-------------------------------------------|-----------------------|----------------------------------|
 | the model that embeds images or texts     | ``-m/--model``        | embed                            |
 | the text model (captions, prompts)        | ``-t/--text-model``   | head captions, classify          |
-| only these rows (a file of ids)           | ``--ids FILE``        | fit, sweep, classify, head train |
+| only these rows (a file of ids)           | ``--ids FILE``        | embed, fit, sweep, adapt, classify, head |
 | replace an output that exists             | ``--overwrite``       | embed, export, import            |
 | accept inputs from different spaces       | ``--force-space``     | apply, classify                  |
 
