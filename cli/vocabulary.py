@@ -1,12 +1,12 @@
 """One option name for one meaning in every command, and the old names kept for one version.
 
-| meaning                                   | option                | commands                         |
-|-------------------------------------------|-----------------------|----------------------------------|
-| the model that embeds images or texts     | ``-m/--model``        | embed                            |
-| the text model (captions, prompts)        | ``-t/--text-model``   | head captions, classify          |
-| only these rows (a file of ids)           | ``--ids FILE``        | embed, fit, sweep, adapt, classify, head |
-| replace an output that exists             | ``--overwrite``       | embed, export, import            |
-| accept inputs from different spaces       | ``--force-space``     | apply, classify                  |
+| meaning                               | option              | commands                                 |
+|---------------------------------------|---------------------|------------------------------------------|
+| the model that embeds images or texts | ``-m/--model``      | embed                                    |
+| the text model (captions, prompts)    | ``-t/--text-model`` | head captions, classify                  |
+| only these rows (a file of ids)       | ``--ids FILE``      | embed, fit, sweep, adapt, classify, head |
+| replace an output that exists         | ``--overwrite``     | embed, export, import                    |
+| accept inputs from different spaces   | ``--force-space``   | apply, classify                          |
 
 Old names (``head captions -m``, ``fit/sweep --anchors``, ``apply/classify --force``) still work
 for this version, hidden from ``--help``, with one deprecation line on stderr;
