@@ -57,19 +57,6 @@ def describe_export(path: str | Path) -> dict[str, Any]:
     return out
 
 
-def _is_score_csv(path: Path) -> bool:
-    """Whether the first line is a score CSV's header (``id`` ... ``predicted``)."""
-    import csv
-
-    with open(path, "rb") as fh:
-        first = fh.read(1 << 16).split(b"\n", 1)[0]
-    try:
-        header = next(csv.reader([first.decode("utf-8").rstrip("\r")]), [])
-    except (UnicodeDecodeError, csv.Error):
-        return False
-    return {"id", "predicted"} <= set(header)
-
-
 def identify(path: str | os.PathLike) -> Identified | None:
     """The kind and version of any file or folder stitchkit writes, by its content (never its
     name); None for anything else. A stitchkit file of a version this one does not read raises
@@ -89,7 +76,7 @@ def identify(path: str | os.PathLike) -> Identified | None:
         text = head.decode("utf-8")
     except UnicodeDecodeError:
         return None
-    return _identify_text(p, text)
+    return _identify_text(p, text, complete=len(head) < 1 << 16)
 
 
 def _identify_folder(p: Path) -> Identified | None:
@@ -118,6 +105,7 @@ def _identify_hdf5(p: Path) -> Identified | None:
 
 def _identify_artifact(p: Path) -> Identified | None:
     from .artifacts import read_header
+
     try:
         header = read_header(p)
     except FormatError:
@@ -128,15 +116,13 @@ def _identify_artifact(p: Path) -> Identified | None:
     return Identified(fmt, F.check_format(p, fmt, header.get("format_version")))
 
 
-def _identify_text(p: Path, text: str) -> Identified | None:
-    import json
-
+def _identify_text(p: Path, text: str, complete: bool) -> Identified | None:
     first = text.lstrip()[:1]
     if first in ("{", "["):
         try:
             data = json.loads(p.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError):
-            return _identify_json_lines(text)
+            return _identify_json_lines(text, complete)
         return _identify_json(p, data)
     lower = text.lstrip().lower()
     if lower.startswith(("<!doctype html", "<html")):
@@ -170,11 +156,10 @@ def _csv_header(line: str) -> set[str]:
         return set()
 
 
-def _identify_json_lines(text: str) -> Identified | None:
-    import json
-
+def _identify_json_lines(text: str, complete: bool) -> Identified | None:
+    lines = text.splitlines() if complete else text.splitlines()[:-1]  # a line cut at 64 KiB is not read
     try:
-        rows = [json.loads(line) for line in text.splitlines()[:-1] if line.strip()]  # the last may be cut
+        rows = [json.loads(line) for line in lines if line.strip()]
     except json.JSONDecodeError:
         return None
     if rows and all(isinstance(r, dict) and "id" in r for r in rows):
@@ -196,6 +181,8 @@ def _identify_json(p: Path, data: object) -> Identified | None:
 
         if isinstance(data.get("schema"), str):
             return _versioned(p, data["schema"])
+        if "id" in data and data.keys() & {"path", "text", "image", "report"}:
+            return Identified(F.MANIFEST, 1)  # a JSON-lines manifest of one row
 
         return Identified(F.COMMAND_OUTPUT, 1) if guess_kind(data) else None
     if isinstance(data, list) and data and all(isinstance(r, dict) for r in data):

@@ -385,6 +385,7 @@ KIND_FILES = {  # name -> (content, the kind identify must name)
     "sweep.csv": ("method,n_anchors,top1_mean\nridge,50,0.5\n", formats.SWEEP_TABLE),
     "manifest.csv": ("id,path,label\na,/x/a.png,normal\n", formats.MANIFEST),
     "reports.jsonl": ('{"id": "1", "text": "clear"}\n{"id": "2", "text": "effusion"}\n', formats.MANIFEST),
+    "one-row.jsonl": ('{"id": "1", "text": "clear"}\n', formats.MANIFEST),
     "train-ids.txt": ("# label_use: none\na/1.png\na/2.png\n", formats.ID_FILE),
     "suite.yaml": ((ROOT / "anchors" / "suites" / "demo.yaml").read_text(encoding="utf-8"), formats.SUITE),
     "index.html": ("<!doctype html><html><body></body></html>", formats.PAGE),
