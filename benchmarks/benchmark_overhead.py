@@ -15,10 +15,11 @@ as a multi-class set (rows with exactly one of them). Then, interleaved and best
   classify --prompts cxr14 --ids ... --bootstrap N` does; the rows are chosen beforehand, as id
   files would be).
 
-It prints the ratio of the first to the second (goal <= 1.05) and the first's own split: the
-time inside its classify calls and the rest.
+It prints the ratio of the first to the second (``ratio: stitch benchmark / classify calls``,
+goal <= 1.05) and the first's own split: the time inside its classify calls and the rest.
 
     .venv/bin/python benchmarks/benchmark_overhead.py --n 25000 --workdir /tmp/bench-overhead
+    .venv/bin/python benchmarks/benchmark_overhead.py --smoke   # 2,000 rows, 50 resamples, once
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import parse_args, print_header, print_ratio, set_threads, workdir
 
 DIM = 1280
 SPACE = {"model_spec": "bench-image", "weights_sha256": "i", "modality": "image"}
@@ -70,13 +72,13 @@ def build(work: Path, n: int, seed: int = 0) -> tuple[Path, Path]:
 
 
 def run_benchmark(query: Path, prompts: Path, out: Path, n_boot: int) -> dict:
-    from stitchkit.zeroshot.benchmark import Route, RunOptions, parse_suite, run_suite
+    from stitchkit.zeroshot.benchmark import BenchmarkOptions, Route, parse_suite, run_suite
 
     shutil.rmtree(out, ignore_errors=True)
     suite = parse_suite(SUITE, source=str(out.parent / "suite.yaml"))
     t0 = time.perf_counter()
     data = run_suite(suite, {"s": str(query)}, Route(scoring="cosine", prompt_store=str(prompts)), out,
-                     RunOptions(n_boot=n_boot))
+                     BenchmarkOptions(bootstrap=n_boot))
     return {"wall_s": time.perf_counter() - t0, "classify_inside_s": data["seconds"]["classify"],
             "macro": [d["metrics"]["auc_macro"] for d in data["datasets"]]}
 
@@ -101,7 +103,7 @@ def run_classify(query: Path, prompts: Path, out: Path, n_boot: int) -> float:
         by_name = {c.name.lower(): c for c in pset.classes}
         classes = [by_name.get(n.lower()) or next(c for c in pset.classes if n in c.labels) for n in names]
         classify_store(query, PromptSet(classes, entry.task, pset.source), prompt_store=prompts, scoring="cosine",
-                       out=out / f"{entry.name}.h5", ids=ids, n_boot=n_boot, allow_missing_classes=True)
+                       output=out / f"{entry.name}.h5", ids=ids, bootstrap=n_boot, allow_missing_classes=True)
     return time.perf_counter() - t0
 
 
@@ -112,17 +114,21 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/stitchkit-bench-overhead"))
     ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args()
-    import torch
+    args = parse_args(ap, smoke={"n": [2000], "bootstrap": 50, "repeat": 1, "workdir": None})
+    set_threads(args.threads)
+    print_header("benchmark_overhead", torch_threads=args.threads, bootstrap=args.bootstrap)
+    with workdir(args.workdir, prefix="bench-overhead-") as folder:  # --smoke: a temporary one
+        run(args, folder)
 
-    torch.set_num_threads(args.threads)
+
+def run(args: argparse.Namespace, work: Path) -> None:
     for n in args.n:
-        query, prompts = build(args.workdir, n)
+        query, prompts = build(work, n)
         bench, plain = [], []
-        run_classify(query, prompts, args.workdir / "warm", args.bootstrap)  # prompt cache, imports
+        run_classify(query, prompts, work / "warm", args.bootstrap)  # prompt cache, imports
         for _ in range(args.repeat):  # interleaved: the machine is shared
-            bench.append(run_benchmark(query, prompts, args.workdir / "bench-out", args.bootstrap))
-            plain.append(run_classify(query, prompts, args.workdir / "classify-out", args.bootstrap))
+            bench.append(run_benchmark(query, prompts, work / "bench-out", args.bootstrap))
+            plain.append(run_classify(query, prompts, work / "classify-out", args.bootstrap))
         best = min(bench, key=lambda r: r["wall_s"])
         row = {"n": n, "bootstrap": args.bootstrap, "benchmark_s": best["wall_s"],
                "inside_classify_s": best["classify_inside_s"], "rest_s": best["wall_s"] - best["classify_inside_s"],
@@ -130,9 +136,10 @@ def main() -> None:
                "runs_benchmark_s": [r["wall_s"] for r in bench], "runs_classify_s": plain,
                "load_avg": os.getloadavg()[0]}
         print(json.dumps(row))
-        print(f"n={n}: stitch benchmark {row['benchmark_s']:.2f} s / the classify calls it stands for "
-              f"{row['classify_calls_s']:.2f} s = {row['ratio']:.3f} (goal <= 1.05); of it, classify without "
-              f"bootstrap {row['inside_classify_s']:.2f} s, bootstrap + selection + outputs {row['rest_s']:.2f} s")
+        print_ratio(f"stitch benchmark / the classify calls it stands for at n={n}", row["ratio"],
+                    f"{row['benchmark_s']:.2f} s against {row['classify_calls_s']:.2f} s; of it, classify "
+                    f"without bootstrap {row['inside_classify_s']:.2f} s, bootstrap + selection + outputs "
+                    f"{row['rest_s']:.2f} s", goal="<= 1.05")
 
 
 if __name__ == "__main__":

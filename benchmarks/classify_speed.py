@@ -15,8 +15,10 @@ N, class count and scoring, in one run:
   the head's forward pass (torch); no checks, no metrics, no output;
 
 and the peak resident memory of the classify process (VmHWM), which should stay flat in N.
+Prints ``ratio: classify marginal / bare`` per row (wall and CPU) and a markdown table.
 
     .venv/bin/python benchmarks/classify_speed.py --n 100000 1000000 --workdir /tmp/bench
+    .venv/bin/python benchmarks/classify_speed.py --smoke   # 2,000 rows, 2 classes, cosine (seconds)
 """
 
 from __future__ import annotations
@@ -31,6 +33,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import (
+    BENCHMARKS,
+    parse_args,
+    print_header,
+    print_ratio,
+    set_threads,
+    timed_cpu,
+    workdir,
+)
 
 DIM, TEXT_DIM = 1280, 384
 CXR14 = ["atelectasis", "cardiomegaly", "effusion", "infiltration", "mass", "nodule", "pneumonia",
@@ -39,6 +50,14 @@ SRC = {"model_spec": "bench-source", "weights_sha256": "s"}
 IMG = {"model_spec": "bench-image", "weights_sha256": "i"}
 TXT = {"model_spec": "bench-text", "weights_sha256": "t"}
 BLOCK = 8192  # what `stitch classify --chunk-size` defaults to
+# `stitch classify` as the console script runs it, then this process's peak memory on stderr
+# (VmHWM, common.peak_rss_mb: getrusage's ru_maxrss survives execve, so it would report this
+# script's size at fork time, and this script holds arrays of its own).
+CLASSIFY = ("import sys; sys.path.insert(0, {benchmarks!r}); from common import peak_rss_mb\n"
+            "sys.argv = ['stitch'] + sys.argv[1:]\n"
+            "from stitchkit.cli.main import cli\n"
+            "try:\n    cli.main(standalone_mode=False)\n"
+            "finally:\n    print('PEAK_RSS_MB', peak_rss_mb(), file=sys.stderr)")
 
 
 def class_names(k: int) -> list[str]:
@@ -99,22 +118,14 @@ def build_shared(work: Path, seed: int = 0) -> dict[str, Path]:
 
 def run_cli(query: Path, paths: dict[str, Path], k: int, scoring: str, work: Path) -> dict[str, float]:
     out = work / f"scores-{k}-{scoring}.h5"
-    # Peak memory from VmHWM: getrusage's ru_maxrss survives execve, so it would report the
-    # parent's size at fork time (this script holds arrays of its own).
-    cmd = [sys.executable, "-c",
-           "import sys; sys.argv = ['stitch'] + sys.argv[1:];"
-           "from stitchkit.cli.main import cli\n"
-           "try:\n    cli.main(standalone_mode=False)\n"
-           "finally:\n    hwm = [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
-           "    print('MAXRSS_KB', hwm, file=sys.stderr)",
+    cmd = [sys.executable, "-c", CLASSIFY.format(benchmarks=str(BENCHMARKS)),
            "classify", str(query), "--classes", ",".join(class_names(k)),
            "--prompt-store", str(paths[f"prompts-{scoring}-{k}"]), "--map", str(paths["map"]),
            "-o", str(out), "--json", "--bootstrap", "1000"]
     cmd += ["--head", str(paths["head"])] if scoring == "head" else ["--scoring", "cosine"]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
@@ -123,9 +134,9 @@ def run_cli(query: Path, paths: dict[str, Path], k: int, scoring: str, work: Pat
     result = json.loads(done.stdout)
     if result.get("metrics") is None or "accuracy_ci_low" not in result["metrics"]:
         raise SystemExit("classify gave no metrics with intervals: the store should be labelled")
-    rss = int(next(line.split()[1] for line in done.stderr.splitlines() if line.startswith("MAXRSS_KB")))
+    rss = float(next(line.split()[1] for line in done.stderr.splitlines() if line.startswith("PEAK_RSS_MB")))
     out.unlink(missing_ok=True)
-    return {"wall_s": wall, "cpu_s": cpu, "loop_s": result["seconds"], "n": result["n"], "peak_rss_mb": rss / 1024,
+    return {"wall_s": wall, "cpu_s": cpu, "loop_s": result["seconds"], "n": result["n"], "peak_rss_mb": rss,
             "auc_macro": result["metrics"]["auc_macro"], "ci_method": result["metrics"].get("method_ci")}
 
 
@@ -147,20 +158,23 @@ def run_bare(query: Path, paths: dict[str, Path], k: int, scoring: str) -> tuple
     head = Head.load(paths["head"]) if scoring == "head" else None
     text_t = torch.from_numpy(text)
     unit = text / np.linalg.norm(text, axis=1, keepdims=True)
-    t0, c0 = time.perf_counter(), time.process_time()
-    with h5py.File(query, "r") as h5, torch.inference_mode():
-        emb = h5["embeddings"]
-        n = emb.shape[0]
-        for s in range(0, n, BLOCK):
-            x = emb[s:s + BLOCK]
-            y = x @ a
-            y += c
-            if head is None:
-                y /= np.linalg.norm(y, axis=1, keepdims=True)
-                y @ unit.T
-            else:
-                head.module_(torch.from_numpy(y), text_t)
-    return time.perf_counter() - t0, time.process_time() - c0
+
+    def products() -> None:
+        with h5py.File(query, "r") as h5, torch.inference_mode():
+            emb = h5["embeddings"]
+            n = emb.shape[0]
+            for s in range(0, n, BLOCK):
+                x = emb[s:s + BLOCK]
+                y = x @ a
+                y += c
+                if head is None:
+                    y /= np.linalg.norm(y, axis=1, keepdims=True)
+                    y @ unit.T
+                else:
+                    head.module_(torch.from_numpy(y), text_t)
+
+    wall, cpu, _ = timed_cpu(products)
+    return wall, cpu
 
 
 def main() -> None:
@@ -171,22 +185,31 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/stitchkit-bench"))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--keep", action="store_true", help="keep the query stores (they are N × 5 kB)")
-    args = ap.parse_args()
-    import torch
+    args = parse_args(ap, smoke={"n": [2000], "classes": [2], "scoring": ["cosine"], "workdir": None})
+    set_threads(args.threads)
+    print_header("classify_speed", torch_threads=args.threads)
+    with workdir(args.workdir, prefix="classify-bench-") as folder:  # --smoke: a temporary one
+        rows = run(args, folder)
+    print("| N | classes | scoring | classify marginal s (wall − start-up) | bare products s | "
+          "ratio (wall) | ratio (CPU s) | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['n']:,} | {r['classes']} | {r['scoring']} | {r['marginal_s']:.1f} | {r['bare_s']:.1f} | "
+              f"{r['ratio']:.2f} | {r['ratio_cpu']:.2f} | {r['peak_rss_mb']:,.0f} |")
 
-    torch.set_num_threads(args.threads)
-    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
-    paths = build_shared(args.workdir)
+
+def run(args: argparse.Namespace, work: Path) -> list[dict]:
+    paths = build_shared(work)
     rows = []
     for k in args.classes:
-        tiny = build_query(args.workdir, 1000, k)
+        tiny = build_query(work, 1000, k)
         for scoring, n in ((s, n) for s in args.scoring for n in args.n):  # cosine rows first
-            query = build_query(args.workdir, n, k)
+            query = build_query(work, n, k)
             # bare, classify, bare: the machine is shared, so the bare figure is the faster
             # of two runs either side of the command (a slower bare would flatter the ratio).
             bare1 = run_bare(query, paths, k, scoring)
-            start = run_cli(tiny, paths, k, scoring, args.workdir)
-            cli = run_cli(query, paths, k, scoring, args.workdir)
+            start = run_cli(tiny, paths, k, scoring, work)
+            cli = run_cli(query, paths, k, scoring, work)
             bare2 = run_bare(query, paths, k, scoring)
             bare, bare_cpu = min(bare1[0], bare2[0]), min(bare1[1], bare2[1])
             marginal = cli["wall_s"] - start["wall_s"]
@@ -199,15 +222,12 @@ def main() -> None:
                    "load_avg": os.getloadavg()[0]}
             rows.append(row)
             print(json.dumps(row), flush=True)
+            print_ratio(f"classify marginal / bare at N={n:,}, {k} classes, {scoring}", row["ratio"],
+                        f"CPU seconds {row['ratio_cpu']:.3f}")
         if not args.keep:
             for n in args.n:
-                (args.workdir / f"query-{n}-{k}.h5").unlink(missing_ok=True)
-    print("| N | classes | scoring | classify marginal s (wall − start-up) | bare products s | "
-          "ratio (wall) | ratio (CPU s) | peak RSS MB |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['n']:,} | {r['classes']} | {r['scoring']} | {r['marginal_s']:.1f} | {r['bare_s']:.1f} | "
-              f"{r['ratio']:.2f} | {r['ratio_cpu']:.2f} | {r['peak_rss_mb']:,.0f} |")
+                (work / f"query-{n}-{k}.h5").unlink(missing_ok=True)
+    return rows
 
 
 if __name__ == "__main__":

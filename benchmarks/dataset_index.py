@@ -9,12 +9,14 @@ reports: indexing computes paths, it never looks at them. The parent then times,
 * the parsing floor: `csv.DictReader` over the three files, every row read and nothing kept;
 * `read_inputs("mimic:FOLDER")`, the registry already imported (its import is timed apart);
 
-and prints seconds, the ratio to the floor, the process's peak RSS (`resource.getrusage`:
-imports, floor and index together; the floor keeps nothing) and, with ``--tracemalloc``, the
-index's peak of Python allocations (a second, slower run). Goals: ≤ 10 s and ≤ 1 GB.
+and prints seconds, the ratio to the floor (``ratio: read_inputs / floor``), the process's peak
+RSS (VmHWM: imports, floor and index together; the floor keeps nothing) and, with
+``--tracemalloc``, the index's peak of Python allocations (a second, slower run). Goals at full
+size: ≤ 10 s and ≤ 1 GB.
 
     python benchmarks/dataset_index.py            # the default spec: frontal images
     python benchmarks/dataset_index.py --query 'views=all' --tracemalloc
+    python benchmarks/dataset_index.py --smoke    # 1 % of the size (--scale 0.01): seconds
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ from __future__ import annotations
 import argparse
 import csv
 import gzip
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import parse_args, peak_rss_mb, print_header, print_load, print_ratio
 
 IMAGES, STUDIES, SUBJECTS, UNLABELLED = 377_110, 227_835, 65_379, 8
 VIEWS = {"AP": 147_173, "PA": 96_161, "LATERAL": 82_853, "LL": 35_133, "": 15_773, "AP AXIAL": 2,
@@ -52,22 +55,32 @@ def label_patterns() -> list[list[str]]:
     return [[row[c] for c in LABEL_COLUMNS] for _, row in zip(range(50_000), rows, strict=False)]
 
 
-def generate(folder: Path) -> None:
+def scaled(scale: float) -> tuple[int, int, int, dict[str, int]]:
+    """(images, studies, subjects, images per view) at ``scale`` times MIMIC's size."""
+    views = {k: round(v * scale) for k, v in VIEWS.items()}
+    images = sum(views.values())
+    studies = min(images, max(1, round(STUDIES * scale)))
+    return images, studies, min(studies, max(1, round(SUBJECTS * scale))), views
+
+
+def generate(folder: Path, scale: float = 1.0) -> None:
     """Write the three files (run in a child process: its memory is not the index's)."""
     import numpy as np
 
+    n_images, n_studies, n_subjects, view_counts = scaled(scale)
     rng = np.random.default_rng(0)
-    subjects = np.sort(rng.choice(np.arange(10_000_000, 20_000_000), SUBJECTS, replace=False))
-    owner = np.sort(np.r_[np.arange(SUBJECTS), rng.integers(0, SUBJECTS, STUDIES - SUBJECTS)])
-    studies = rng.choice(np.arange(50_000_000, 60_000_000), STUDIES, replace=False)
-    per_study = np.ones(STUDIES, int) + np.bincount(rng.integers(0, STUDIES, IMAGES - STUDIES), minlength=STUDIES)
-    views = np.repeat(list(VIEWS), list(VIEWS.values()))
+    subjects = np.sort(rng.choice(np.arange(10_000_000, 20_000_000), n_subjects, replace=False))
+    owner = np.sort(np.r_[np.arange(n_subjects), rng.integers(0, n_subjects, n_studies - n_subjects)])
+    studies = rng.choice(np.arange(50_000_000, 60_000_000), n_studies, replace=False)
+    per_study = np.ones(n_studies, int) + np.bincount(rng.integers(0, n_studies, n_images - n_studies),
+                                                      minlength=n_studies)
+    views = np.repeat(list(view_counts), list(view_counts.values()))
     rng.shuffle(views)
-    split_of = rng.choice(["train", "validate", "test"], SUBJECTS, p=[0.978, 0.008, 0.014])
+    split_of = rng.choice(["train", "validate", "test"], n_subjects, p=[0.978, 0.008, 0.014])
     patterns = label_patterns()
-    picks = rng.integers(0, len(patterns), STUDIES)
-    hexes = rng.bytes(20 * IMAGES).hex()
-    times, millis = rng.integers(0, 235959, IMAGES), rng.integers(0, 999, IMAGES)
+    picks = rng.integers(0, len(patterns), n_studies)
+    hexes = rng.bytes(20 * n_images).hex()
+    times, millis = rng.integers(0, 235959, n_images), rng.integers(0, 999, n_images)
     opts = {"mode": "wt", "newline": "", "compresslevel": 6}
     with gzip.open(folder / FILES[0], **opts) as meta, gzip.open(folder / FILES[1], **opts) as lab, \
             gzip.open(folder / FILES[2], **opts) as spl:
@@ -76,9 +89,9 @@ def generate(folder: Path) -> None:
         lab_w.writerow(["subject_id", "study_id", *LABEL_COLUMNS])
         spl_w.writerow(["dicom_id", "study_id", "subject_id", "split"])
         k = 0
-        for s in range(STUDIES):
+        for s in range(n_studies):
             subject, study = int(subjects[owner[s]]), int(studies[s])
-            if s >= UNLABELLED:  # the real chexpert file lacks a few studies
+            if s >= min(UNLABELLED, n_studies - 1):  # the real chexpert file lacks a few studies
                 lab_w.writerow([subject, study, *patterns[picks[s]]])
             for _ in range(per_study[s]):
                 dicom = "-".join(hexes[40 * k + 8 * j:40 * k + 8 * j + 8] for j in range(5))
@@ -88,7 +101,8 @@ def generate(folder: Path) -> None:
                                  f"{times[k]:06d}.{millis[k]:03d}", "Chest X-ray", described[1], described[2]])
                 spl_w.writerow([dicom, study, subject, split_of[owner[s]]])
                 k += 1
-    assert k == IMAGES == sum(VIEWS.values())
+    assert k == n_images == sum(view_counts.values())
+
 
 def floor(folder: Path) -> tuple[float, int]:
     """Seconds for csv.DictReader over the three files, every row read, nothing kept."""
@@ -100,31 +114,31 @@ def floor(folder: Path) -> tuple[float, int]:
     return time.perf_counter() - t0, n
 
 
-def peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--query", default="", help="the spec's options, e.g. views=all")
     parser.add_argument("--tracemalloc", action="store_true", help="also measure the index's Python allocations")
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="the files' size as a fraction of MIMIC-CXR-JPG's (the goals hold at 1)")
     parser.add_argument("--generate", type=Path, help=argparse.SUPPRESS)  # the child's job
-    args = parser.parse_args()
+    args = parse_args(parser, smoke={"scale": 0.01})
     if args.generate:
-        generate(args.generate)
+        generate(args.generate, args.scale)
         return
-    print("load average:", Path("/proc/loadavg").read_text().strip())
+    print_header("dataset_index", images=f"{scaled(args.scale)[0]:,}")
     with tempfile.TemporaryDirectory(prefix="mimic-index-") as tmp:
         folder = Path(tmp)
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, __file__, "--generate", str(folder)], check=True)
+        subprocess.run([sys.executable, __file__, "--generate", str(folder), "--scale", str(args.scale)],
+                       check=True)
         sizes = ", ".join(f"{n} {(folder / n).stat().st_size / 2**20:.1f} MB" for n in FILES)
         print(f"generated in {time.perf_counter() - t0:.1f} s: {sizes}")
         t0 = time.perf_counter()
         from stitchkit.inputs import formats, read_inputs
 
         formats()  # imports every input format's module once
-        print(f"import stitchkit.inputs and its formats: {time.perf_counter() - t0:.1f} s, peak RSS {peak_mb():.0f} MB")
+        print(f"import stitchkit.inputs and its formats: {time.perf_counter() - t0:.1f} s, "
+              f"peak RSS {peak_rss_mb():.0f} MB")
         base, rows = floor(folder)
         print(f"floor: csv.DictReader over the three files, {rows} rows: {base:.2f} s")
         spec = f"mimic:{folder}" + (f"?{args.query}" if args.query else "")
@@ -132,7 +146,8 @@ def main() -> None:
         inputs = read_inputs(spec)
         took = time.perf_counter() - t0
         print(f"read_inputs({spec.replace(tmp, 'TMP')!r}): {len(inputs.items)} items in {took:.2f} s "
-              f"(ratio to floor {took / base:.2f}; goal ≤ 10 s), process peak RSS {peak_mb():.0f} MB (goal ≤ 1024)")
+              f"(goal ≤ 10 s at full size), process peak RSS {peak_rss_mb():.0f} MB (goal ≤ 1024)")
+        print_ratio("read_inputs / floor", took / base, f"{took:.2f} s against {base:.2f} s")
         if args.tracemalloc:
             import tracemalloc
 
@@ -141,7 +156,7 @@ def main() -> None:
             inputs = read_inputs(spec)
             print(f"index's peak of Python allocations (tracemalloc): {tracemalloc.get_traced_memory()[1] / 2**20:.0f} MB")
             tracemalloc.stop()
-    print("load average:", Path("/proc/loadavg").read_text().strip())
+    print_load()
 
 
 if __name__ == "__main__":

@@ -29,13 +29,16 @@ embeddings and tokens, and the onnx / torch ratios. ``--only-runtimes`` skips ev
     python benchmarks/embed_throughput.py --model lite0 --n 256 --text-model minilm
     python benchmarks/embed_throughput.py --model lite0 --n 128 --try bf16,compile,onnx
     python benchmarks/embed_throughput.py --model lite2 --n 256 --runtimes torch,onnx --only-runtimes
+    python benchmarks/embed_throughput.py --smoke   # 8 images and 8 reports, batch 4, once (seconds)
+
+The verdicts are the ``ratio:`` lines: pipeline / bare forward (images, texts) and, with
+--runtimes, onnx / torch.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import json
 import os
 import tempfile
@@ -44,36 +47,35 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+# common sets HF_HUB_OFFLINE before stitchkit loads a model
+from common import (
+    data_folder,
+    kermany_rows,
+    parse_args,
+    print_header,
+    print_ratio,
+    timed,
+)
 
-from stitchkit.datasets import data_root, iu_reports  # noqa: E402
-from stitchkit.embed import embed_store, load_sample  # noqa: E402
-from stitchkit.encoders import load_encoder  # noqa: E402
-from stitchkit.inputs import Inputs, Item  # noqa: E402
-from stitchkit.store import StoreWriter  # noqa: E402
-from stitchkit.store.store import base_attrs  # noqa: E402
+from stitchkit.datasets import iu_reports
+from stitchkit.embed import embed_store, load_sample
+from stitchkit.encoders import load_encoder
+from stitchkit.inputs import Inputs, Item
+from stitchkit.store import StoreWriter
+from stitchkit.store.store import base_attrs
 
 
 def kermany_items(n: int) -> list[Item]:
-    root = data_root() / "kermany-pneumonia-224"
-    with open(root / "labels.csv", newline="") as fh:
-        rows = list(csv.DictReader(fh))[:n]
-    return [Item(r["path"], path=root / r["path"], label=r["label"]) for r in rows]
+    return [Item(r["path"], path=Path(r["file"]), label=r["label"]) for r in kermany_rows(n)]
 
 
 def iu_items(n: int) -> list[Item]:
-    rows = iu_reports(data_root() / "iu-xray-reports" / "NLMCXR_reports.tgz")[:n]
+    rows = iu_reports(data_folder() / "iu-xray-reports" / "NLMCXR_reports.tgz")[:n]
     key = next(k for k in ("findings", "text", "report") if k in rows[0]) if rows else "text"
     return [Item(str(i), text=r.get(key) or r.get("impression") or "no findings") for i, r in enumerate(rows)]
-
-
-def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    t0 = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - t0, out
 
 
 def batched(xs: list[Any], size: int) -> list[list[Any]]:
@@ -311,6 +313,8 @@ def print_runtimes(model: str, n: int, batch_size: int, threads: int, workers: i
     if "min_cosine_onnx_vs_torch" in cmp:
         c = cmp["min_cosine_onnx_vs_torch"]
         print(f"least cosine onnx vs torch: embeddings {c['embeddings']:.7f}, tokens (per image) {c['tokens']:.7f}")
+    for what, ratio in cmp.get("ratios_onnx_over_torch", {}).items():
+        print_ratio(f"onnx / torch, {what} (images/s)", ratio["best"], "best of the repeats")
 
 
 def main() -> None:
@@ -329,8 +333,9 @@ def main() -> None:
     parser.add_argument("--no-runtime-forward", action="store_true",
                         help="with --runtimes: time the pipeline only, not the forward alone")
     parser.add_argument("--json", dest="json_out", default=None)
-    args = parser.parse_args()
+    args = parse_args(parser, smoke={"n": 8, "n_texts": 8, "batch_size": 4, "repeats": 1})
     threads = torch.get_num_threads()
+    print_header("embed_throughput", model=args.model, images=args.n, torch_threads=threads)
     report: dict[str, Any] = {"threads": threads, "batch_size": args.batch_size, "workers": args.workers,
                               "model": args.model, "n_images": args.n, "load_avg_start": os.getloadavg()[0]}
     items = kermany_items(args.n)
@@ -404,8 +409,11 @@ def main() -> None:
         print(f"| {k} | {v:.1f} |")
     for k, v in report["stages_images_per_s"].items():
         print(f"| stage, {k}: " + ", ".join(f"{s} {r:,.0f}" for s, r in v.items()) + " | |")
-    print(f"pipeline / eager NCHW: {report['ratio_pipeline_vs_eager_nchw']:.2f}; "
-          f"pipeline / encoder forward: {report['ratio_pipeline_vs_encoder_forward']:.2f}")
+    print_ratio("stitch embed pipeline / eager NCHW forward (images/s)", report["ratio_pipeline_vs_eager_nchw"])
+    print_ratio("stitch embed pipeline / encoder forward (images/s)", report["ratio_pipeline_vs_encoder_forward"])
+    if "texts" in report:
+        print_ratio(f"stitch embed pipeline / bare encoder, {args.text_model} (texts/s)",
+                    report["texts"]["ratio_pipeline_vs_bare"])
     if runtimes:
         print_runtimes(args.model, len(items), args.batch_size, threads, args.workers, report["runtimes"])
 

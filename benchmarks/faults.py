@@ -12,30 +12,37 @@ killed before the command finished on its own), then each failure.
     python benchmarks/faults.py --trials 3 --commands embed,merge
     python benchmarks/faults.py --commands classify,sweep,"fit ray","embed ray"
     python benchmarks/faults.py --commands "fit ray" --minutes 12   # as many trials as fit
+    python benchmarks/faults.py --smoke   # one trial of merge on 8 images (seconds)
 
 The scenarios are the ones tests/faults/test_kill.py and test_kill_more.py run a few of
 (tests/faults/scenarios.py); inputs are the first --images Kermany images of $STITCHKIT_DATA,
-embedded here once. The Ray scenarios need the `ray` extra.
+embedded here once. The Ray scenarios need the `ray` extra. Each command also prints
+``ratio: COMMAND survived / trials``; the exit status is 1 when a trial failed.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# common sets HF_HUB_OFFLINE before stitchkit loads a model
+from common import (
+    ROOT,
+    kermany_rows,
+    load_average,
+    parse_args,
+    print_header,
+    print_ratio,
+    write_manifest,
+)
+
 # tests/faults is a package named `faults`, like this script: put tests/ first on the path.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(ROOT / "tests"))
 
 from faults.scenarios import MORE, Inputs, build, build_more, reference, rng_for, trial  # noqa: E402
-
-from stitchkit.datasets import data_root  # noqa: E402
 
 COMMANDS = ("embed", "apply", "merge", "head train", *MORE)
 
@@ -46,17 +53,8 @@ def prepare(work: Path, n_images: int) -> Inputs:
     from stitchkit.encoders import load_encoder
     from stitchkit.inputs import read_inputs
 
-    root = data_root() / "kermany-pneumonia-224"
-    with open(root / "labels.csv", newline="") as fh:
-        rows = list(csv.DictReader(fh))
     # Both classes, so label captions differ and the head has something to learn.
-    picked = [r for r in rows if r["label"] == "normal"][: n_images // 2]
-    picked += [r for r in rows if r["label"] != "normal"][: n_images - len(picked)]
-    manifest = work / "images.csv"
-    with open(manifest, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["id", "path", "label"])
-        writer.writeheader()
-        writer.writerows({"id": r["path"], "path": str(root / r["path"]), "label": r["label"]} for r in picked)
+    manifest = write_manifest(kermany_rows(n_images, balanced=True), work / "images.csv")
     stores = {}
     for model in ("lite0", "lite2"):
         stores[model] = work / f"{model}.h5"
@@ -76,7 +74,7 @@ def main() -> None:
                     help="one line per trial: the kill point, whether it hit, what it left on disk")
     ap.add_argument("--minutes", type=float, default=None,
                     help="stop a command's trials once this many minutes went by (the count run is printed)")
-    args = ap.parse_args()
+    args = parse_args(ap, smoke={"trials": 1, "commands": "merge", "images": 8})
     names = [c.strip() for c in args.commands.split(",") if c.strip()]
     unknown = [c for c in names if c not in COMMANDS]
     if unknown:
@@ -91,9 +89,9 @@ def main() -> None:
         more = tuple(n for n in names if n in MORE)
         if more:
             scenarios.update({s.name: s for s in build_more(inputs, more)})
-        print(f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}, {os.cpu_count()} CPUs: inputs ready in "
-              f"{time.perf_counter() - t0:.0f}s; {args.trials} trials per command"
-              + (f" (at most {args.minutes:g} min each)" if args.minutes else ""), flush=True)
+        print_header("faults", inputs_ready_in=f"{time.perf_counter() - t0:.0f}s",
+                     trials_per_command=args.trials
+                     if args.minutes is None else f"{args.trials} (at most {args.minutes:g} min each)")
         failures = []
         for name in names:
             scenario = scenarios[name]
@@ -102,7 +100,7 @@ def main() -> None:
             rng = rng_for(scenario, args.seed)
             survived = killed = done = 0
             t1 = time.perf_counter()
-            load0 = os.getloadavg()
+            load0 = load_average()
             for i in range(args.trials):
                 if args.minutes is not None and time.perf_counter() - t1 > 60 * args.minutes:
                     break
@@ -117,9 +115,10 @@ def main() -> None:
                 killed += result.killed
                 if not result.survived:
                     failures.append(f"{name} trial {i} (killed {result.kill}): {result.problem}")
-            load = "/".join(f"{x:.2f}" for x in load0) + " -> " + "/".join(f"{x:.2f}" for x in os.getloadavg())
             print(f"{name}: {survived}/{done} survived ({killed} killed before finishing, "
-                  f"{time.perf_counter() - t1:.0f}s, load average 1/5/15 min {load})", flush=True)
+                  f"{time.perf_counter() - t1:.0f}s, load average 1/5/15 min {load0} -> {load_average()})",
+                  flush=True)
+            print_ratio(f"{name} survived / trials", survived / max(done, 1), f"{survived}/{done}", goal="1")
         for line in failures:
             print("FAILED", line)
     sys.exit(1 if failures else 0)

@@ -15,8 +15,10 @@ process so that peak memory (ru_maxrss) belongs to one measurement:
     python benchmarks/fit_speed.py --n 10000,100000,1000000 --workdir /tmp/fit-bench
     python benchmarks/fit_speed.py --n 100000 --latentis-python /path/to/venv/bin/python
     python benchmarks/fit_speed.py --n 1000000 --methods orthogonal,affine --repeat 1
+    python benchmarks/fit_speed.py --smoke      # 2,000 anchors, affine and orthogonal, once (seconds)
 
-Stores are deleted afterwards unless --keep.
+Stores are deleted afterwards unless --keep. Prints ``ratio: stitchkit METHOD / floor`` per N and
+method.
 """
 
 from __future__ import annotations
@@ -24,14 +26,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from common import child_json, parse_args, peak_rss_mb, print_header, print_ratio, workdir
 
 DX, DY = 1280, 384
 CHUNK = 16384
@@ -127,30 +128,17 @@ def work_latentis(src: str, tgt: str, method: str) -> dict:
 
 
 def run_worker(kind: str, src: Path, tgt: Path, method: str = "", python: str | None = None) -> dict:
-    cmd = [python or sys.executable, __file__, "--worker", kind, "--src", str(src), "--tgt", str(tgt),
-           "--method", method]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return child_json(__file__, "--worker", kind, "--src", str(src), "--tgt", str(tgt), "--method", method,
+                      python=python, strict=False)
 
 
 def worker_main(args: argparse.Namespace) -> None:
     fn = {"floor": work_floor, "stitchkit": work_stitchkit, "latentis": work_latentis}[args.worker]
-    base = _hwm_mb()
+    base = peak_rss_mb()
     out = fn(args.src, args.tgt) if args.worker == "floor" else fn(args.src, args.tgt, args.method)
-    out["peak_rss_mb"] = _hwm_mb()
+    out["peak_rss_mb"] = peak_rss_mb()
     out["base_rss_mb"] = base
     print(json.dumps(out))
-
-
-def _hwm_mb() -> float:
-    """Peak resident memory of this process. Not ru_maxrss: on Linux a child started by
-    fork + exec inherits its parent's ru_maxrss, so it would report the parent's peak."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:
@@ -170,14 +158,23 @@ def main() -> None:
     p.add_argument("--src", default=None, help=argparse.SUPPRESS)
     p.add_argument("--tgt", default=None, help=argparse.SUPPRESS)
     p.add_argument("--method", default="", help=argparse.SUPPRESS)
-    args = p.parse_args()
+    args = parse_args(p, smoke={"n": "2000", "methods": "affine,orthogonal", "repeat": 1, "latentis_max": 0,
+                                "workdir": None})
     if args.worker:
         worker_main(args)
         return
+    with workdir(args.workdir, prefix="fit-bench-") as folder:  # --smoke: a temporary one
+        failed = run(args, folder)
+    if args.workdir is not None and not args.keep and not any(Path(args.workdir).iterdir()):
+        shutil.rmtree(args.workdir)
+    sys.exit(1 if failed else 0)
 
-    workdir = Path(args.workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+
+def run(args: argparse.Namespace, workdir: Path) -> bool:
+    """Measure every N; True when a stitchkit fit failed (latentis may be missing)."""
+    print_header("fit_speed", repeat=args.repeat)
     results = []
+    failed = False
     for n in [int(v) for v in args.n.split(",")]:
         t = time.perf_counter()
         src, tgt = make_stores(workdir, n)
@@ -200,6 +197,7 @@ def main() -> None:
             ok = [r for r in runs[method] if "error" not in r]
             if not ok:
                 row[f"stitchkit_{method}"] = runs[method][0]
+                failed = True
                 print(f"N={n:>8} stitchkit {method:<10} error: {runs[method][0]['error']}", flush=True)
                 continue
             r = min(ok, key=lambda r: r["seconds"])
@@ -207,6 +205,8 @@ def main() -> None:
             print(f"N={n:>8} stitchkit {method:<10} {r['seconds']:7.2f} s  "
                   f"{r['seconds'] / floor['seconds']:5.2f}× floor  peak {r['peak_rss_mb']:7.0f} MB",
                   flush=True)
+            print_ratio(f"stitchkit {method} / floor at N={n}", r["seconds"] / floor["seconds"],
+                        f"best of {len(ok)}")
         if n <= args.latentis_max:
             for method in ("affine", "orthogonal"):
                 r = run_worker("latentis", src, tgt, method, python=args.latentis_python)
@@ -224,8 +224,7 @@ def main() -> None:
             tgt.unlink()
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(results, indent=2))
-    if not args.keep and not any(workdir.iterdir()):
-        shutil.rmtree(workdir)
+    return failed
 
 
 if __name__ == "__main__":

@@ -6,8 +6,8 @@ Lite2's (81 tokens x 1280, float16, and 1280-d globals) and a matching MiniLM-sh
 (stitchkit.store.StoreWriter). Tokens are rows of a fixed random pool; the globals of a pair
 share a latent code. 100,000 pairs are about 24 GB; 20,000 + 100,000 + 5,216 about 30 GB.
 
-Then, each measurement in a child process of its own, so that each one's peak memory
-(ru_maxrss, and VmHWM from /proc) is its own:
+Then, each measurement in a child process of its own, so that each one's peak memory (VmHWM
+from /proc: benchmarks/common.py says why not ru_maxrss) is its own:
 
 * **train N**: `stitch head train`'s loop (stitchkit.head.train.Trainer: streaming loader,
   background thread) for --steps steps after --warmup steps, then one validation pass; the
@@ -26,26 +26,33 @@ Then, each measurement in a child process of its own, so that each one's peak me
   classify_store, scores written to HDF5), rows/s and peak memory, against the head's bare
   forward on one block already in memory; a projection to 1,000,000 rows, labelled so.
 
-Finally a projection of one epoch at 377,110 pairs from the largest size's step time.
+Finally a projection of one epoch at 377,110 pairs from the largest size's step time. The
+verdicts are the ``ratio:`` lines (streaming / in memory, after / before, scoring / bare forward).
 
     python benchmarks/head_scale.py                       # 20,000 and 100,000 pairs, /tmp/head-scale
     python benchmarks/head_scale.py --sizes 600 1200 --steps 8 --ratio-size 600 --ratio-steps 6 \\
-        --compare-size 400 --score-rows 500 1000 --dir /tmp/hs-tiny   # a smoke run (a few minutes)
+        --compare-size 400 --score-rows 500 1000 --dir /tmp/hs-tiny   # a small run (a few minutes)
+    python benchmarks/head_scale.py --smoke               # 64 pairs, a step of 32, temporary (seconds)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import (
+    child_json,
+    parse_args,
+    peak_rss_mb,
+    print_header,
+    print_ratio,
+    set_threads,
+    workdir,
+)
 
 T_IMG, D_IMG, T_TXT, D_TXT = 81, 1280, 32, 384
 IMG = {"model_spec": "synthetic-lite2", "weights_sha256": "lite2-shaped"}
@@ -104,30 +111,18 @@ def write_pair_stores(folder: Path, n: int, seed: int = 0) -> tuple[Path, Path]:
 
 
 # -- child processes ---------------------------------------------------------------------------
-def peak_memory() -> dict[str, float]:
-    """This process's peak resident memory in MB: ru_maxrss, and VmHWM (which a fork's
-    ru_maxrss may inherit from the parent; both are shown)."""
-    hwm = next((int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM")), 0)
-    return {"ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "vmhwm_mb": hwm / 1024}
-
-
 def child(task: str, **kw: Any) -> dict[str, Any]:
     """Run ``task`` in a fresh interpreter; its last stdout line is its JSON result."""
-    cmd = [sys.executable, __file__, "--worker", json.dumps({"task": task, **kw})]
-    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    if done.returncode != 0:
-        raise SystemExit(f"{task} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return child_json(__file__, "--worker", json.dumps({"task": task, **kw}))
 
 
 def worker(spec: dict[str, Any]) -> None:
-    import torch
-
-    torch.set_num_threads(spec.pop("threads"))
-    task = spec.pop("task")
+    threads, task = spec.pop("threads"), spec.pop("task")
+    if task != "make":  # writing the stores needs no torch
+        set_threads(threads)
     result = {"make": task_make, "train": task_train, "ratio": task_ratio, "compare": task_compare,
               "score": task_score}[task](**spec)
-    print(json.dumps({**peak_memory(), **result}))  # a task may report the peak of its own part
+    print(json.dumps({"peak_rss_mb": peak_rss_mb(), **result}))  # a task may report the peak of its own part
 
 
 def task_make(folder: str, n: int) -> dict[str, Any]:
@@ -139,15 +134,16 @@ def task_make(folder: str, n: int) -> dict[str, Any]:
 # -- training ----------------------------------------------------------------------------------
 def trainer_for(folder: str, n: int, batch_size: int, ckpt_dir: Path, device: str = "cpu",
                 precision: str = "fp32") -> Any:
-    from stitchkit.head import HeadConfig, RunOptions, TrainConfig
+    from stitchkit.head import ComputeOptions, HeadConfig, TrainConfig
     from stitchkit.head.train import Trainer, load_pairs
 
     img, txt = Path(folder) / f"img-{n}.h5", Path(folder) / f"txt-{n}.h5"
-    cfg = TrainConfig(min_steps=0, head=HeadConfig(), batch_size=batch_size, epochs=1, precision=precision)
+    cfg = TrainConfig(min_steps=0, head=HeadConfig(), batch_size=batch_size, epochs=1, precision=precision,
+                      seed=0)
     t0 = time.perf_counter()
-    pairs = load_pairs([(img, txt)], cfg, seed=0)
+    pairs = load_pairs([(img, txt)], cfg)
     t1 = time.perf_counter()
-    trainer = Trainer(pairs, cfg, 0, RunOptions(device=device), ckpt_dir / f"bench-{n}.head")
+    trainer = Trainer(pairs, cfg, ComputeOptions(device=device), ckpt_dir / f"bench-{n}.head")
     trainer.setup_seconds = {"load_and_check": t1 - t0, "fingerprint": time.perf_counter() - t1}
     return trainer
 
@@ -380,10 +376,10 @@ def task_score(folder: str, n_store: int, rows: int, device: str = "cpu") -> dic
     prompts = from_classes(CXR14, mode="multiclass")
     out = work / f"scores-{rows}.h5"
     t0 = time.perf_counter()
-    res = classify_store(query, prompts, prompt_store=prompt_store, head_path=head, ids=ids, out=out,
-                         n_boot=0, device=device)
+    res = classify_store(query, prompts, prompt_store=prompt_store, head_path=head, ids=ids, output=out,
+                         bootstrap=0, device=device)
     wall = time.perf_counter() - t0
-    memory = peak_memory()  # classify's peak, before the bare forward below adds its block
+    peak = peak_rss_mb()  # classify's peak, before the bare forward below adds its block
     # The head's bare forward on one block of rows already in memory.
     h, text = Head.load(head).to(res.device), embed_prompts(prompts.texts(), prompt_store=prompt_store, tokens=True)
     with EmbeddingStore(query) as s:
@@ -394,7 +390,7 @@ def task_score(folder: str, n_store: int, rows: int, device: str = "cpu") -> dic
     bare = len(block) / (time.perf_counter() - t1)
     out.unlink(missing_ok=True)
     return {"rows": res.n, "device": res.device, "seconds": wall, "rows_per_s": res.n / wall,
-            "bare_rows_per_s": bare, **memory}
+            "bare_rows_per_s": bare, "peak_rss_mb": peak}
 
 
 # -- the report --------------------------------------------------------------------------------
@@ -405,18 +401,18 @@ def mb(x: float) -> str:
 def report_train(results: list[dict[str, Any]], batch_size: int) -> None:
     print("\nhead training, streaming loader (Trainer.step over Prefetch(batches(...))):")
     print(f"  {'pairs':>8} {'device':>7} {'s/step':>7} {'steps/epoch':>11} {'epoch s (extrapolated)':>23} "
-          f"{'validation s':>12} {'fingerprint s':>13} {'peak RSS':>10} {'VmHWM':>9}")
+          f"{'validation s':>12} {'fingerprint s':>13} {'peak RSS':>10}")
     for r in results:
         epoch = r["per_step"] * r["steps_per_epoch"] + (r["validation_s"] or 0)
         print(f"  {r['n']:>8,} {r['device']:>7} {r['per_step']:>7.3f} {r['steps_per_epoch']:>11,} "
               f"{epoch:>23,.0f} {(r['validation_s'] or 0):>12.1f} {r['fingerprint']:>13.1f} "
-              f"{mb(r['ru_maxrss_mb']):>10} {mb(r['vmhwm_mb']):>9}")
+              f"{mb(r['peak_rss_mb']):>10}")
     for dev in dict.fromkeys(r["device"] for r in results):
         mine = [r for r in results if r["device"] == dev]
         a, b = mine[0], mine[-1]
         if len(mine) > 1:
-            print(f"  {dev}: peak memory {b['n']:,} / {a['n']:,} pairs: {b['vmhwm_mb'] / a['vmhwm_mb']:.2f}x "
-                  f"(goal <= 1.1), largest {b['vmhwm_mb'] / 1024:.2f} GB (goal <= 2)")
+            print(f"  {dev}: peak memory {b['n']:,} / {a['n']:,} pairs: {b['peak_rss_mb'] / a['peak_rss_mb']:.2f}x "
+                  f"(goal <= 1.1), largest {b['peak_rss_mb'] / 1024:.2f} GB (goal <= 2)")
         spe = (MIMIC_PAIRS - round(MIMIC_PAIRS * 0.1)) // batch_size
         val = (b["validation_s"] or 0) * MIMIC_PAIRS / b["n"]  # the loss pass grows with the pairs
         print(f"  {dev}: PROJECTION (not measured), one epoch at {MIMIC_PAIRS:,} pairs from the "
@@ -425,7 +421,7 @@ def report_train(results: list[dict[str, Any]], batch_size: int) -> None:
     cpu = {r["n"]: r["per_step"] for r in results if r["device"] == "cpu"}
     for r in results:
         if r["device"] != "cpu" and r["n"] in cpu:
-            print(f"  {r['device']} / cpu steps per second at {r['n']:,} pairs: {cpu[r['n']] / r['per_step']:.1f}x")
+            print_ratio(f"{r['device']} / cpu steps per second at {r['n']:,} pairs", cpu[r["n"]] / r["per_step"])
 
 
 def report_ratio(ratio: dict[str, Any]) -> None:
@@ -437,6 +433,7 @@ def report_ratio(ratio: dict[str, Any]) -> None:
         print(f"  {name:<30} {base / min(times):.3f}  [{', '.join(f'{t:.3f}' for t in times)}]")
     print("  goal: streaming >= 0.9 of 'in memory' (the loader's batches, tokens float16 as stored and\n"
           "  converted in the step, as streaming does); 'in memory, float32' converted them beforehand")
+    print_ratio("streaming / in memory (throughput)", base / min(runs["streaming"]), goal=">= 0.9")
 
 
 def report_compare(c: dict[str, Any]) -> None:
@@ -445,6 +442,7 @@ def report_compare(c: dict[str, Any]) -> None:
           f"no validation): before {before:.1f} s, after {after:.1f} s: after / before {after / before:.3f} "
           f"(runs: before {[round(t, 1) for t in c['epoch_s']['before']]}, "
           f"after {[round(t, 1) for t in c['epoch_s']['after']]})")
+    print_ratio("one epoch after / before the loader", after / before)
 
 
 def report_scores(scored: list[dict[str, Any]], store_n: int) -> None:
@@ -452,19 +450,21 @@ def report_scores(scored: list[dict[str, Any]], store_n: int) -> None:
     for s in scored:
         print(f"  {s['rows']:>8,} rows on {s['device']}: {s['seconds']:.1f} s, {s['rows_per_s']:.0f} rows/s "
               f"({s['rows_per_s'] / s['bare_rows_per_s']:.2f} of the bare forward, {s['bare_rows_per_s']:.0f} rows/s), "
-              f"peak RSS {mb(s['ru_maxrss_mb'])}, VmHWM {mb(s['vmhwm_mb'])}")
+              f"peak RSS {mb(s['peak_rss_mb'])}")
+        print_ratio(f"scoring / bare forward ({s['rows']:,} rows, {s['device']})",
+                    s["rows_per_s"] / s["bare_rows_per_s"])
     for dev in dict.fromkeys(s["device"] for s in scored):
         mine = [s for s in scored if s["device"] == dev]
         first, last = mine[0], mine[-1]
         print(f"  {dev}: PROJECTION to 1,000,000 rows at {last['rows_per_s']:.0f} rows/s: "
               f"{1e6 / last['rows_per_s'] / 60:.0f} min, memory as measured (from {first['rows']:,} to "
-              f"{last['rows']:,} rows: {last['vmhwm_mb'] / first['vmhwm_mb']:.2f}x)")
+              f"{last['rows']:,} rows: {last['peak_rss_mb'] / first['peak_rss_mb']:.2f}x)")
 
 
 def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[20000, 100000])
-    parser.add_argument("--dir", default="/tmp/head-scale")
+    parser.add_argument("--dir", default="/tmp/head-scale", help="the stores (reused when present)")
     parser.add_argument("--devices", nargs="+", default=["cpu"], help="train and score on each (cpu, cuda)")
     parser.add_argument("--precision", default="fp32", help="training precision (fp32, bf16, fp16)")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -479,32 +479,37 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--score-rows", type=int, nargs="*", default=[10000, 50000])
     parser.add_argument("--no-validate", action="store_true", help="skip the validation pass per size")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
-    return parser.parse_args()
+    return parse_args(parser, smoke={"sizes": [64], "dir": None, "batch_size": 32, "steps": 1, "warmup": 1,
+                                     "ratio_size": 64, "ratio_steps": 1, "compare_size": 64, "repeats": 1,
+                                     "score_rows": [32]})
 
 
 def main() -> None:
     args = parse()
     if args.worker:
         return worker(json.loads(args.worker))
-    common = {"folder": str(Path(args.dir)), "threads": args.threads}
-    mem = next((int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemTotal")), 0)
-    print(f"{os.cpu_count()} CPUs, {mem / 2**20:.0f} GB memory, torch threads {args.threads}, "
-          f"batch {args.batch_size}, load average {os.getloadavg()[0]:.1f} at the start")
+    with workdir(args.dir, prefix="head-scale-") as folder:  # --smoke: a temporary folder
+        run(args, folder)
+
+
+def run(args: argparse.Namespace, folder: Path) -> None:
+    shared = {"folder": str(folder), "threads": args.threads}
+    print_header("head_scale", torch_threads=args.threads, batch=args.batch_size)
     for n in sorted({*args.sizes, *(s for s in (args.ratio_size, args.compare_size) if s)}):
-        made = child("make", n=n, **common)
+        made = child("make", n=n, **shared)
         print(f"stores of {n:,} pairs: {made['bytes'] / 1e9:.1f} GB on disk ({made['seconds']:.0f} s to write or check)")
     report_train([child("train", n=n, batch_size=args.batch_size, steps=args.steps, warmup=args.warmup,
-                        validate=not args.no_validate, device=dev, precision=args.precision, **common)
+                        validate=not args.no_validate, device=dev, precision=args.precision, **shared)
                   for n in args.sizes for dev in args.devices], args.batch_size)
     if args.ratio_size:
         report_ratio(child("ratio", n=args.ratio_size, batch_size=args.batch_size, steps=args.ratio_steps,
-                           warmup=args.warmup, repeats=args.repeats, **common))
+                           warmup=args.warmup, repeats=args.repeats, **shared))
     if args.compare_size:
         report_compare(child("compare", n=args.compare_size, batch_size=args.batch_size, repeats=args.repeats,
-                             **common))
+                             **shared))
     if args.score_rows:
         store_n = max(args.sizes)
-        report_scores([child("score", n_store=store_n, rows=min(r, store_n), device=dev, **common)
+        report_scores([child("score", n_store=store_n, rows=min(r, store_n), device=dev, **shared)
                        for dev in args.devices for r in args.score_rows], store_n)
 
 

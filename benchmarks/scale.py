@@ -9,30 +9,39 @@ Measures, in one run and on the same Kermany images:
   steady rate between the first and the last finished batch;
 * the local engine on the same images, for reference.
 
-It then prints what that does and does not predict for N machines.
+It then prints what that does and does not predict for N machines, and ``ratio:`` lines (2 actors
+/ 1 actor, Ray / local, Ray / the cost model's ideal).
 
     python benchmarks/scale.py --n 384 --batch-size 32
+    python benchmarks/scale.py --smoke     # 16 images, batches of 8, 1 actor (Ray's start-up dominates)
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import torch
 
-import torch  # noqa: E402
+# common sets HF_HUB_OFFLINE before stitchkit loads a model
+from common import (
+    kermany_rows,
+    parse_args,
+    print_header,
+    print_ratio,
+    timed_cpu,
+)
 
-from stitchkit.datasets import data_root  # noqa: E402
-from stitchkit.embed import ProgressSink, _write_part, embed_store  # noqa: E402
-from stitchkit.encoders import Encoder, load_encoder  # noqa: E402
-from stitchkit.engines.ray_engine import embed_store_ray  # noqa: E402
-from stitchkit.inputs import Inputs, Item, load_image  # noqa: E402
+from stitchkit.embed import ProgressSink, embed_store
+from stitchkit.embed_options import EmbedOptions, RayOptions
+from stitchkit.encoders import Encoder, load_encoder
+from stitchkit.engines.ray_engine import embed_store_ray
+from stitchkit.inputs import Inputs, Item, load_image
+from stitchkit.store.parts import PartRows, write_part
 
 
 class Clock(ProgressSink):
@@ -55,48 +64,42 @@ class Clock(ProgressSink):
 
 
 def kermany_items(n: int) -> list[Item]:
-    root = data_root() / "kermany-pneumonia-224"
-    with open(root / "labels.csv", newline="") as fh:
-        rows = [r for r in csv.DictReader(fh) if r["split"] == "test"][:n]
-    return [Item(r["path"], path=root / r["path"], label=r["label"]) for r in rows]
-
-
-def _timed(fn) -> tuple[float, float, object]:  # noqa: ANN001
-    """(wall s, CPU s of this process, result): CPU time is what contention on a shared machine
-    distorts least, so the cost model uses it and the wall figure is shown beside it."""
-    w0, c0 = time.perf_counter(), time.process_time()
-    result = fn()
-    return time.perf_counter() - w0, time.process_time() - c0, result
+    return [Item(r["path"], path=Path(r["file"]), label=r["label"]) for r in kermany_rows(n, split="test")]
 
 
 def stage_costs(encoder: Encoder, items: list[Item], batch_size: int) -> dict[str, tuple[float, float]]:
-    """(wall, CPU) seconds per image for decode, forward (2 and 1 threads) and part write."""
+    """(wall, CPU) seconds per image for decode, forward (2 and 1 threads) and part write. The
+    cost model uses CPU seconds (what a shared machine distorts least); wall is shown beside."""
     for it in items:  # warm the page cache: the runs below read the same files again
         Path(it.path).read_bytes()
     n = len(items)
     # One thread, as in a Ray decode task or a DataLoader worker: with more, torch's thread pool
     # spins in the tiny ToTensor/Normalize ops and triples the decode cost on a busy machine.
     torch.set_num_threads(1)
-    w, c, tensors = _timed(lambda: [encoder.prepare(load_image(it.path)) for it in items])
+    w, c, tensors = timed_cpu(lambda: [encoder.prepare(load_image(it.path)) for it in items])
     costs = {"decode": (w / n, c / n)}
     batches = [torch.stack(tensors[i : i + batch_size]) for i in range(0, n, batch_size)]
     with torch.inference_mode():
         for threads in (2, 1):
             torch.set_num_threads(threads)
             encoder.encode(batches[0])  # warm-up: first call allocates and picks kernels
-            w, c, outs = _timed(lambda: [encoder.encode(b) for b in batches])
+            w, c, outs = timed_cpu(lambda: [encoder.encode(b) for b in batches])
             costs[f"forward{threads}"] = (w / n, c / n)
     torch.set_num_threads(2)
 
-    def write_all(tmp: str) -> None:
+    def write_all(tmp: str) -> None:  # what the engine writes per finished batch (no tokens here)
         for k, out in enumerate(outs):
             ok = list(range(k * batch_size, k * batch_size + len(out.embeddings)))
-            _write_part(Path(tmp) / f"part-{k:06d}.h5", ok, out, [])
+            write_part(Path(tmp) / f"part-{k:06d}.h5", ok, PartRows(out.embeddings.detach().cpu().numpy()), [])
 
     with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
-        w, c, _ = _timed(lambda: write_all(tmp))
+        w, c, _ = timed_cpu(lambda: write_all(tmp))
     costs["write"] = (w / n, c / n)
     return costs
+
+
+def ray_run(actors: int) -> str:
+    return f"ray, {actors} actor{'s' if actors > 1 else ''} x {2 // actors} thread{'s' if actors == 1 else ''}"
 
 
 def main() -> None:
@@ -105,12 +108,13 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=384)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--cost-n", type=int, default=128, help="images for the stage costs")
-    args = parser.parse_args()
+    parser.add_argument("--actors", type=int, nargs="+", default=[1, 2], choices=[1, 2],
+                        help="Ray runs: 1 actor x 2 threads, 2 actors x 1 thread")
+    args = parse_args(parser, smoke={"n": 16, "batch_size": 8, "cost_n": 8, "actors": [1]})
 
     items = kermany_items(args.n)
     inputs = Inputs(items, "image", "bench", ["label"])
-    print(f"{args.model}, {len(items)} Kermany test images, batch {args.batch_size}, "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")
+    print_header("scale", model=args.model, Kermany_test_images=len(items), batch=args.batch_size)
     encoder = load_encoder(args.model)
     torch.set_num_threads(2)
     costs = stage_costs(encoder, items[: args.cost_n], args.batch_size)
@@ -132,14 +136,15 @@ def main() -> None:
                     workers=1, progress=clock)
         runs["local engine, 2 threads, model preloaded"] = (len(items) / (time.perf_counter() - t0),
                                                              clock.steady_rate())
-        for actors in (1, 2):
+        for actors in args.actors:
             clock = Clock()
             t0 = time.perf_counter()
             load = os.getloadavg()[0]
             embed_store_ray(inputs, args.model, Path(tmp) / f"ray{actors}.h5",
-                            batch_size=args.batch_size, num_cpus=2, actors=actors, progress=clock)
+                            EmbedOptions(batch_size=args.batch_size, progress=clock),
+                            ray_options=RayOptions(ray_cpus=2, actors=actors))
             wall = time.perf_counter() - t0
-            name = f"ray, {actors} actor{'s' if actors > 1 else ''} x {2 // actors} thread{'s' if actors == 1 else ''}"
+            name = ray_run(actors)
             runs[name] = (len(items) / wall, clock.steady_rate())
             runs[name + " start-up s"] = (wall - len(items) / clock.steady_rate(), load)
     print(f"{'run':<40} {'img/s incl. start-up':>20} {'steady img/s':>13}")
@@ -149,15 +154,18 @@ def main() -> None:
                   f"load average {steady:.1f} before the run)")
         else:
             print(f"{name:<40} {whole:>20.1f} {steady:>13.1f}")
-    r1 = runs["ray, 1 actor x 2 threads"][1]
-    r2 = runs["ray, 2 actors x 1 thread"][1]
+    ray = {a: runs[ray_run(a)][1] for a in args.actors}
     local = runs["local engine, 2 threads, model preloaded"][1]
     # A dedicated 2-core machine would give 2 / (CPU s per image) if both cores stay busy.
     per_image = cpu["decode"] + cpu["forward1"] + cpu["write"]
     ideal = 2 / per_image
-    print(f"ratios (steady): 2 actors / 1 actor = {r2 / r1:.2f}; ray 1 actor / local = {r1 / local:.2f}; "
-          f"ray best / (2 cores / CPU s per image = {ideal:.0f} img/s) = {max(r1, r2) / ideal:.2f}")
-    best = max(r1, r2)
+    best = max(ray.values())
+    if len(ray) == 2:
+        print_ratio("ray 2 actors / 1 actor (steady img/s)", ray[2] / ray[1])
+    for a, rate in ray.items():
+        print_ratio(f"ray {a} actor{'s' if a > 1 else ''} / local engine (steady img/s)", rate / local)
+    print_ratio("ray best / the cost model's ideal (steady img/s)", best / ideal,
+                f"2 cores / CPU s per image = {ideal:.0f} img/s")
     print(
         "model for N machines like this one (forward-bound):\n"
         f"  rate(N) ≈ N x P / {1e3 * per_image:.1f} ms (P cores per machine, CPU cost per image "

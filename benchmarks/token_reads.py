@@ -2,18 +2,24 @@
 
 Baseline, in the same process: h5py slices run by run (the reader head training used before the
 store's reading layer), and h5py's own point selection. Prints seconds per batch and the ratio
-of the store's reader to each baseline (< 1: faster).
+of the store's reader to each baseline (< 1: faster) as ``ratio:`` lines.
 
     python benchmarks/token_reads.py demo-out/k-train-lite2.h5 --batches 20
+    python benchmarks/token_reads.py --smoke   # 32 Kermany images through Lite2, 3 batches of 8
+
+``--smoke`` without a store embeds the first 16 normal and 16 pneumonia Kermany train images with
+Lite2 (patch tokens) into a temporary folder.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import h5py
 import numpy as np
+from common import parse_args, print_header, print_ratio, smoke_stores, workdir
 
 from stitchkit.store import EmbeddingStore
 
@@ -29,11 +35,22 @@ def runs_baseline(data: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("store")
+    parser.add_argument("store", nargs="?", help="a store with tokens (--smoke: embedded here)")
     parser.add_argument("--batches", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--points", action="store_true", help="also time h5py's point selection (slow)")
-    args = parser.parse_args()
+    args = parse_args(parser, smoke={"batches": 3, "batch_size": 8})
+    if args.store is not None:
+        return run(args)
+    if not args.smoke:
+        parser.error("name a store with tokens (or run --smoke)")
+    with workdir(None, prefix="token-reads-") as tmp:
+        args.store = str(smoke_stores(tmp, 32)["lite2"])
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
+    print_header("token_reads", store=Path(args.store).name, batch=args.batch_size)
     rng = np.random.default_rng(0)
     with EmbeddingStore(args.store) as store, h5py.File(args.store, "r") as raw:
         if not store.has_tokens:
@@ -62,6 +79,9 @@ def main() -> None:
     base = timings["h5py runs (before)"]
     for name, sec in timings.items():
         print(f"  {name:<26} {sec:.4f} s/batch   ratio to before {sec / base:.2f}")
+    for name, sec in timings.items():
+        if name != "h5py runs (before)":
+            print_ratio(f"{name} / h5py runs (before), seconds per batch", sec / base)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Parity of stitchkit's Xception port with Keras's own forward pass, on real Kermany images.
 
-Keras 3 (PyPI, torch backend, no TensorFlow) is installed only for this check, into a folder
-of its own (--keras-dir) that is put on sys.path of a child process; stitchkit never imports
-it. The child loads the package's ``.keras`` file with ``keras.saving.load_model`` and runs
+Keras 3 (PyPI, torch backend, no TensorFlow) is used from this interpreter when it has it (the
+``dev`` extra pins it), else installed only for this check into a folder of its own
+(--keras-dir) that is put on sys.path of a child process; stitchkit never imports it. The child loads the package's ``.keras`` file with ``keras.saving.load_model`` and runs
 the model up to its ``global_average_pooling2d`` layer (the pooled 2048-d backbone output;
 the dense head after it is never run). Two comparisons:
 
@@ -12,14 +12,16 @@ the dense head after it is never run). Two comparisons:
   ``keras.applications.xception.preprocess_input``) against stitchkit's encoder.
 
     python benchmarks/xception_parity.py --n 64 --out /tmp/xception/parity.json
+    python benchmarks/xception_parity.py --smoke   # 2 images (seconds; installs nothing)
 
-It exits 1 when the max abs difference exceeds --atol or the lowest cosine is below 0.99999.
+It prints a ``result:`` line and exits 1 when the max abs difference exceeds --atol or the lowest
+cosine is below 0.99999.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
+import importlib.util
 import json
 import os
 import subprocess
@@ -28,6 +30,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from common import kermany_rows, parse_args, print_header, print_result
 
 KERAS_PACKAGES = ["keras==3.15.1", "namex", "optree", "absl-py", "ml-dtypes"]
 
@@ -51,21 +54,18 @@ def keras_side(inputs: Path, out: Path) -> None:
              backend=keras.backend.backend())
 
 
-def ensure_keras(target: Path) -> None:
-    if (target / "keras").is_dir():
+def ensure_keras(target: Path, install: bool = True) -> None:
+    if importlib.util.find_spec("keras") is not None or (target / "keras").is_dir():
         return
+    if not install:
+        raise SystemExit(f"keras is not installed here nor in {target}: run without --smoke to install it there")
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
                     str(target), *KERAS_PACKAGES], check=True)
 
 
-def pick_images(root: Path, n: int) -> list[Path]:
+def pick_images(data: str | None, n: int) -> list[Path]:
     """The first n/2 normal and n/2 pneumonia images of Kermany test, in labels.csv order."""
-    with open(root / "labels.csv", newline="") as fh:
-        rows = [r for r in csv.DictReader(fh) if r["split"] == "test"]
-    out: list[Path] = []
-    for label in ("normal", "pneumonia"):
-        out += [root / r["path"] for r in rows if r["label"] == label][: n // 2]
-    return out
+    return [Path(r["file"]) for r in kermany_rows(n, split="test", balanced=True, data=data)]
 
 
 def diffs(ours: np.ndarray, ref: np.ndarray) -> dict[str, float]:
@@ -86,7 +86,7 @@ def main() -> int:
     parser.add_argument("--atol", type=float, default=1e-4)
     parser.add_argument("--out", default=None, help="write the figures as JSON here")
     parser.add_argument("--keras-side", nargs=2, metavar=("IN", "OUT"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parse_args(parser, smoke={"n": 2})
     if args.keras_side:
         keras_side(Path(args.keras_side[0]), Path(args.keras_side[1]))
         return 0
@@ -94,18 +94,17 @@ def main() -> int:
     import torch
     from PIL import Image
 
-    from stitchkit.datasets import data_root
     from stitchkit.encoders import load_encoder
     from stitchkit.encoders.packaged import xception_weights
 
-    root = (Path(args.data) if args.data else data_root()) / "kermany-pneumonia-224"
-    paths = pick_images(root, args.n)
+    print_header("xception_parity", images=args.n)
+    paths = pick_images(args.data, args.n)
     encoder = load_encoder("xception")
     x = torch.stack([encoder.prepare(Image.open(p)) for p in paths])
     with torch.inference_mode():
         ours = np.concatenate([encoder.encode(x[i : i + 16]).embeddings.numpy() for i in range(0, len(x), 16)])
 
-    ensure_keras(Path(args.keras_dir))
+    ensure_keras(Path(args.keras_dir), install=not args.smoke)
     with tempfile.TemporaryDirectory() as tmp:
         inp, res = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
         np.savez(inp, x_nhwc=x.permute(0, 2, 3, 1).numpy(), paths=np.array([str(p) for p in paths]),
@@ -126,7 +125,10 @@ def main() -> int:
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     worst = max(report["same_input"]["max_abs_diff"], report["end_to_end"]["max_abs_diff"])
     low = min(report["same_input"]["min_cosine"], report["end_to_end"]["min_cosine"])
-    return 0 if worst <= args.atol and low >= 0.99999 else 1
+    ok = worst <= args.atol and low >= 0.99999
+    print_result(f"{'parity' if ok else 'NO parity'} with Keras on {len(paths)} images: max abs difference "
+                 f"{worst:.2e} (atol {args.atol:g}), least cosine {low:.7f} (at least 0.99999)")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import click
 
+from stitchkit.maps.options import AnchorPlan
+
 from .output import emit, show_warnings
+from .settings import settings_options
 
 
 @click.group()
 def anchors() -> None:
-    """Select anchor sets from a store (for `stitch fit --anchors FILE`).
+    """Select anchor sets from a store (for `stitch fit --ids FILE`).
 
     \b
     Examples:
@@ -22,11 +25,7 @@ def anchors() -> None:
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=str),
               help="Text file to write, one id per line.")
 @click.option("-n", "--n", "n", required=True, type=click.IntRange(min=1), help="How many anchors.")
-@click.option("--strategy", type=click.Choice(["random", "stratified", "farthest", "kmeans"]),
-              default="random", show_default=True,
-              help="random; stratified by label; farthest-point (k-centre greedy, cosine); "
-                   "k-means centres snapped to the nearest real sample.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the draw.")
+@settings_options(AnchorPlan, only=("strategy", "seed"))
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def select(store: str, output: str, n: int, strategy: str, seed: int, as_json: bool) -> None:
     """Choose N anchor ids from STORE and write them to a file.

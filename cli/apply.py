@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
-from .devices import DEVICE_HELP, device_option
+from stitchkit.maps.options import ApplyOptions
+
+from .devices import DEVICE_PARSING
 from .fit import progress_callback
 from .output import emit, show_warnings
+from .settings import settings_options, take_settings
 from .vocabulary import deprecated_alias, take_alias
 
 
@@ -15,17 +20,10 @@ from .vocabulary import deprecated_alias, take_alias
 @click.argument("store", type=click.Path(dir_okay=False, path_type=str))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=str),
               help="Stitched store to write (.h5).")
-@click.option("--force-space", is_flag=True, callback=take_alias,
-              help="Apply even if STORE's model or weights differ from the map's source side.")
+@settings_options(ApplyOptions, extra={"force_space": {"callback": take_alias}, "device": DEVICE_PARSING})
 @deprecated_alias("--force", "--force-space", "force_space", is_flag=True)
-@click.option("--chunk-size", type=click.IntRange(min=1), default=16384, show_default=True,
-              help="Rows mapped per chunk.")
-@click.option("--no-tokens", is_flag=True,
-              help="Leave STORE's tokens out of the output instead of mapping them per token.")
-@device_option(DEVICE_HELP + " The map's products run there (float32); the CPU runs exactly what it always ran.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def apply(map_path: str, store: str, output: str, force_space: bool, chunk_size: int, no_tokens: bool,
-          device: str, as_json: bool) -> None:
+def apply(map_path: str, store: str, output: str, as_json: bool, **settings: Any) -> None:
     """Map every embedding of STORE with MAP into the map's target space.
 
     The output is a normal store (ids, labels, groups and texts copied) whose model_spec is the
@@ -50,8 +48,7 @@ def apply(map_path: str, store: str, output: str, force_space: bool, chunk_size:
 
     show_warnings()
     with progress_callback("apply") as cb:
-        result = apply_map(map_path, store, output, force=force_space, chunk_size=chunk_size, progress=cb,
-                           tokens=not no_tokens, device=device)
+        result = apply_map(map_path, store, output, take_settings(ApplyOptions, settings, progress=cb))
     text = (f"wrote {output}: {result['samples']} samples, {result['dim_in']} → {result['dim_out']} "
             f"(target space {result['target_model_spec']})")
     if "tokens" in result:

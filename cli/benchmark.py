@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
-from .output import emit, show_warnings
+from stitchkit.zeroshot.benchmark import BenchmarkOptions, Route
 
-SETTINGS = {"show_default": True}
+from .output import emit, show_warnings
+from .settings import settings_options, take_settings
 
 
 def _named(values: tuple[str, ...], option: str, what: str) -> dict[str, str]:
@@ -41,27 +44,20 @@ def _named(values: tuple[str, ...], option: str, what: str) -> dict[str, str]:
                    "scorer reads (repeatable, one per store).")
 @click.option("--head", "head_paths", type=click.Path(dir_okay=False), multiple=True,
               help="Cross-attention head file; repeat it for an ensemble (mean of the heads' logits).")
-@click.option("--scoring", type=click.Choice(["head", "cosine"]), default=None,
-              help="Default: head when --head is given, else cosine.")
-@click.option("--multilabel-score", "multilabel_rule", type=click.Choice(["contrast", "positive"]),
-              default="contrast", **SETTINGS,
-              help="Multi-label sets: a finding's positive prompt minus its negative one (CARZero's "
-                   "form), or the positive prompt alone.")
+@settings_options(Route)
 @click.option("--dataset", "datasets", multiple=True,
               help="Run only this data set of the suite (repeatable)  [default: every data set]")
 @click.option("-o", "--output", "out", required=True, type=click.Path(file_okay=False),
               help="Folder for benchmark.json, table.md, records.json and scores/.")
-@click.option("--bootstrap", default=1000, **SETTINGS,
-              help="Bootstrap resamples of images for the 95 % intervals (0: none).")
-@click.option("--seed", default=0, **SETTINGS, help="Seed of the bootstrap.")
+@settings_options(BenchmarkOptions)
 @click.option("--control", type=click.Path(file_okay=False, exists=True), default=None,
               help="Folder of a `stitch benchmark` run of the control route (the reference through the same "
                    "anchors and adaptation) over the same data sets: adds its macro AUC and the paired difference.")
 @click.option("--json", "as_json", is_flag=True, help="Print benchmark.json's content instead of the table.")
 def benchmark(suite: str, stores: tuple[str, ...], text_model: str | None, prompt_store: str | None,
               map_path: str | None, adapt_maps: tuple[str, ...],
-              head_paths: tuple[str, ...], scoring: str | None, multilabel_rule: str, datasets: tuple[str, ...], out: str,
-              bootstrap: int, seed: int, control: str | None, as_json: bool) -> None:
+              head_paths: tuple[str, ...], datasets: tuple[str, ...], out: str, control: str | None,
+              as_json: bool, **settings: Any) -> None:
     """Score every data set of SUITE and write the table zero-shot papers print.
 
     SUITE is a YAML file or a shipped suite's short name: papers (ChestX-ray14, CheXpert,
@@ -83,21 +79,20 @@ def benchmark(suite: str, stores: tuple[str, ...], text_model: str | None, promp
       stitch report bench
     """
     show_warnings()
-    from stitchkit.zeroshot.benchmark import Route, RunOptions, load_suite, run_suite
+    from stitchkit.zeroshot.benchmark import load_suite, run_suite
 
     from .output import _command
 
     loaded = load_suite(suite)
     head = None if not head_paths else head_paths[0] if len(head_paths) == 1 else list(head_paths)
-    route = Route(text_model=text_model, map_path=map_path, head_path=head, scoring=scoring,
-                  prompt_store=prompt_store, multilabel_rule=multilabel_rule,
-                  adapt=_named(adapt_maps, "--adapt", "DOMAIN.map"))
+    route = take_settings(Route, settings, text_model=text_model, map_path=map_path, head_path=head,
+                          prompt_store=prompt_store, adapt=_named(adapt_maps, "--adapt", "DOMAIN.map"))
 
     def on_entry(name: str, i: int, n: int) -> None:
         click.echo(f"benchmark: {name} ({i + 1}/{n})", err=True)
 
-    options = RunOptions(n_boot=bootstrap, seed=seed, datasets=list(datasets), command=_command(),
-                         on_entry=on_entry, control=control)
+    options = take_settings(BenchmarkOptions, settings, datasets=list(datasets), command=_command(),
+                            on_entry=on_entry, control=control)
     data = run_suite(loaded, _named(stores, "--store", "STORE.h5"), route, out, options)
     text = "\n".join([data["markdown"].rstrip(), "", f"written: {data['table']}, {out}/benchmark.json, "
                       f"{data['records']} ({len(data['datasets'])} data sets)"])

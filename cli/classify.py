@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
-from .devices import DEVICE_HELP, device_option
-from .output import emit_record, progress, show_warnings
-from .vocabulary import deprecated_alias, take_alias
+from stitchkit.zeroshot.classify_plan import ClassifyOptions
 
-SETTINGS = {"show_default": True}
+from .devices import DEVICE_PARSING
+from .output import emit_record, name_option, progress, show_warnings
+from .settings import settings_options, take_settings
+from .vocabulary import deprecated_alias, take_alias
 
 
 @click.command()
@@ -36,44 +39,18 @@ SETTINGS = {"show_default": True}
 @click.option("--head", "head_paths", type=click.Path(dir_okay=False), multiple=True,
               help="Cross-attention head file (from `stitch head train`). Repeat it for an ensemble "
                    "(e.g. seeds): class logits are the mean of the heads' logits.")
-@click.option("--scoring", type=click.Choice(["head", "cosine"]), default=None,
-              help="Default: head when --head is given, else cosine.")
-@click.option("--temperature", default=0.05, **SETTINGS,
-              help="Cosine scoring: logits are cosine / temperature (0.05 keeps float32 probabilities off 0 and 1).")
-@click.option("--no-image-tokens", is_flag=True,
-              help="Score a head trained with image tokens on global vectors only (else a query without tokens is refused).")
-@click.option("--prior", type=click.Choice(["none", "em", "mixture"]), default="none", **SETTINGS,
-              help="em: estimate the class priors of the unlabelled queries (Saerens et al. 2002) and "
-                   "decide by the adjusted posteriors; mixture (two classes): fit two Gaussians to the "
-                   "queries' log-odds by EM and decide by that posterior. Neither uses a label.")
-@click.option("--multilabel-score", "multilabel_rule", type=click.Choice(["contrast", "positive"]),
-              default="contrast", **SETTINGS,
-              help="--mode multilabel: a finding's positive prompt minus its negative one (CARZero's form), "
-                   "or the positive prompt alone.")
-@click.option("-o", "--output", "out", type=click.Path(dir_okay=False), default=None,
-              help="Per-sample scores: .csv or .h5.")
 @click.option("--ids", "ids_file", type=click.Path(exists=True, dir_okay=False),
               help="Classify only these ids (a text file, one id per line), e.g. a test split.")
-@click.option("--pool-by", type=click.Choice(["none", "group"]), default="none", **SETTINGS,
-              help="Pool the views of one group (study) into one sample; scores are per group.")
-@click.option("--bootstrap", default=1000, **SETTINGS, help="Bootstrap resamples for confidence intervals (0: none).")
-@click.option("--seed", default=0, **SETTINGS, help="Seed of the bootstrap.")
-@click.option("--chunk-size", default=8192, **SETTINGS, help="Query rows per block (memory stays flat).")
-@click.option("--force-space", is_flag=True, callback=take_alias,
-              help="Proceed although map, head and prompts name different models (a real mismatch).")
+@settings_options(ClassifyOptions, short={"output": "-o"},
+                  extra={"force_space": {"callback": take_alias}, "device": DEVICE_PARSING})
 @deprecated_alias("--force", "--force-space", "force_space", is_flag=True)
-@click.option("--allow-missing-classes", is_flag=True,
-              help="Score prompt classes that match no label of a labelled QUERY (their AUC is n/a); "
-                   "without it such a class (e.g. a misspelled label) stops the command.")
-@device_option(DEVICE_HELP + " The map and the head run there; the CPU runs exactly what it always ran.")
+@name_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def classify(query: str, prompt_file: str | None, classes: str | None, templates: tuple[str, ...],
              negative_templates: tuple[str, ...], mode: str | None, text_model: str | None,
-             prompt_store: str | None, map_path: str | None, adapt_path: str | None, head_paths: tuple[str, ...],
-             scoring: str | None, temperature: float, out: str | None, ids_file: str | None,
-             pool_by: str, bootstrap: int, seed: int, chunk_size: int, force_space: bool,
-             no_image_tokens: bool, prior: str, multilabel_rule: str, allow_missing_classes: bool, device: str,
-             as_json: bool) -> None:
+             prompt_store: str | None, map_path: str | None, adapt_path: str | None,
+             head_paths: tuple[str, ...], ids_file: str | None, name: str | None, as_json: bool,
+             **settings: Any) -> None:
     """Classify every sample of QUERY zero-shot: (map →) head or cosine → prompts.
 
     Where QUERY has labels, prints AUC per class and macro, accuracy and F1 with bootstrap
@@ -85,7 +62,7 @@ def classify(query: str, prompt_file: str | None, classes: str | None, templates
     \b
     Examples:
       stitch classify k-test-lite2.h5 --prompts pneumonia --text-model minilm --head head.st -o scores.csv
-      stitch classify k-test-lite0.h5 --map lite0-to-lite2.map --head head.st --prompts pneumonia --text-model minilm
+      stitch classify k-test-lite0.h5 --map lite0-to-lite2.map --head head.st --prompts pneumonia --text-model minilm --name stitched
       stitch classify k-test-lite2.h5 --adapt kermany.adapt.map --head head.st --prompts pneumonia --prior mixture
       stitch classify k-test-lite0.h5 --map lite0-to-minilm.map --scoring cosine --classes normal,pneumonia --text-model minilm
       stitch classify k-test-lite2-tok.h5 --prompts pneumonia --text-model minilm --head token-head.st --prior em
@@ -96,7 +73,7 @@ def classify(query: str, prompt_file: str | None, classes: str | None, templates
     from stitchkit.errors import UsageError
     from stitchkit.fileio import read_id_file
     from stitchkit.zeroshot.prompts import from_classes, load_prompts
-    from stitchkit.zeroshot.scoring import classify_store
+    from stitchkit.zeroshot.scoring import classify as run_classification
 
     if bool(prompt_file) == bool(classes):
         raise UsageError("give exactly one of --prompts FILE or --classes a,b,c")
@@ -107,18 +84,12 @@ def classify(query: str, prompt_file: str | None, classes: str | None, templates
                                negative_templates=list(negative_templates) or None,
                                mode=mode or "multiclass")
     head_path = None if not head_paths else head_paths[0] if len(head_paths) == 1 else list(head_paths)
-    ids = None
-    if ids_file:
-        ids = read_id_file(ids_file)
+    ids = read_id_file(ids_file) if ids_file else None
     with progress("classify") as bar:
-        result = classify_store(
-            query, prompts, text_model=text_model, prompt_store=prompt_store, map_path=map_path, adapt_path=adapt_path,
-            head_path=head_path, scoring=scoring, out=out, ids=ids,
-            pool_by=None if pool_by == "none" else pool_by, force=force_space, chunk_size=chunk_size,
-            n_boot=bootstrap, seed=seed, temperature=temperature, progress=bar.update,
-            image_tokens=not no_image_tokens, prior=prior, multilabel_rule=multilabel_rule, allow_missing_classes=allow_missing_classes,
-            device=device,
-        )
+        options = take_settings(ClassifyOptions, settings, text_model=text_model, prompt_store=prompt_store,
+                                map_path=map_path, adapt_path=adapt_path, head_path=head_path, ids=ids,
+                                progress=bar.update)
+        result = run_classification(query, prompts, options)
     emit_record("classify", result.to_dict(), as_json=as_json, text=None if as_json else format_result(result))
 
 

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
+from stitchkit.export import ExportOptions
+
 from .output import emit
+from .settings import settings_options, take_settings
 
 
 @click.command()
 @click.argument("store", type=click.Path(dir_okay=False, path_type=str))
 @click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False, path_type=str), help="Folder to write.")
-@click.option("--chunk-size", default=1_000_000, show_default=True, help="Rows per img_emb_N.npy / metadata_N.parquet pair.")
-@click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16"]), help="float16 halves the size, as clip-retrieval writes.")
-@click.option("--overwrite", is_flag=True, help="Replace a non-empty output folder.")
+@settings_options(ExportOptions)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def export(store: str, output: str, chunk_size: int, dtype: str, overwrite: bool, as_json: bool) -> None:
+def export(store: str, output: str, as_json: bool, **settings: Any) -> None:
     """Write STORE in clip-retrieval's layout: img_emb/ (or text_emb/) + metadata/.
 
     autofaiss and clip-retrieval index the folder unchanged; `stitch import` reads it back.
@@ -27,7 +30,7 @@ def export(store: str, output: str, chunk_size: int, dtype: str, overwrite: bool
     """
     from stitchkit.export import export_store
 
-    result = export_store(store, output, chunk_size=chunk_size, dtype=dtype, overwrite=overwrite)
+    result = export_store(store, output, take_settings(ExportOptions, settings))
     text = (f"wrote {result['path']}: {result['rows']} rows x {result['dim']} dims in {result['chunks']} "
             f"chunk(s) under {result['embeddings']}/, metadata columns {', '.join(result['columns'])}")
     emit(result, as_json=as_json, text=text)

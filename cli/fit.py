@@ -4,28 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import click
 
-from stitchkit.maps.anchors import STRATEGIES
-from stitchkit.maps.estimators import METHODS
-from stitchkit.maps.token_pairs import GRIDS
+from stitchkit.devices import ENGINES
+from stitchkit.maps.api import MUTUAL_KNN_K
+from stitchkit.maps.options import AnchorPlan, MapSettings, ReadOptions
+from stitchkit.maps.token_pairs import TokenGrid
 
-from .output import emit, emit_record, progress, show_warnings
+from .output import emit, emit_record, name_option, progress, show_warnings
+from .settings import settings_options, take_settings
 from .vocabulary import deprecated_alias, take_alias
-
-
-def _alpha(value: str | None) -> float | str | None:
-    if value is None or value == "auto":
-        return value
-    try:
-        alpha = float(value)
-    except ValueError as exc:
-        raise click.BadParameter(f"--alpha takes 'auto' or a number ≥ 0, got {value!r}") from exc
-    if not alpha >= 0:
-        raise click.BadParameter(f"--alpha takes 'auto' or a number ≥ 0, got {value!r}")
-    return alpha
 
 
 @click.command()
@@ -33,81 +25,31 @@ def _alpha(value: str | None) -> float | str | None:
 @click.argument("target")
 @click.option("-o", "--output", default=None, type=click.Path(dir_okay=False, path_type=str),
               help="Map file to write (safetensors + JSON metadata); required unless --dry-run.")
-@click.option("--method", type=click.Choice(METHODS), default="ridge", show_default=True,
-              help="ridge: affine least squares with alpha chosen by GCV; affine / linear: plain "
-                   "least squares with / without bias; orthogonal: Procrustes.")
-@click.option("--alpha", default=None, show_default="auto for ridge, 0 for affine/linear",
-              help="Ridge penalty: 'auto' (generalised cross-validation over the fit anchors) or a number.")
-@click.option("--scale", is_flag=True, help="Orthogonal only: also fit an isotropic scale factor.")
-@click.option("--rescale/--no-rescale", default=None, show_default="on for ridge, off for affine/linear",
-              help="Multiply the solution by one factor that gives the anchors' predictions the "
-                   "targets' spread (ridge shrinks them towards the target mean, which cosine "
-                   "retrieval and prompts then see in every sample).")
-@click.option("--center/--no-center", default=True, show_default=True,
-              help="Subtract the anchors' means.")
-@click.option("--standardize/--no-standardize", default=True, show_default=True,
-              help="Divide by the anchors' standard deviations (standard scaling).")
-@click.option("--l2", is_flag=True, help="L2-normalise every row before anything else.")
-@click.option("--restore/--no-restore", default=True, show_default=True,
-              help="Restore the target's mean and scale after the map, so outputs live in the target space.")
+@settings_options(MapSettings)
 @click.option("--ids", "ids_file", type=click.Path(dir_okay=False, path_type=str), callback=take_alias,
               help="Use only these ids as anchors: a file, one id per line (default: every id both stores share).")
 @deprecated_alias("--anchors", "--ids", "ids_file", type=click.Path(dir_okay=False, path_type=str))
-@click.option("--n-anchors", type=click.IntRange(min=1), default=None,
-              help="Use only N of the anchors (after the holdout), chosen with --strategy.")
-@click.option("--strategy", type=click.Choice(STRATEGIES), default="random", show_default=True,
-              help="How --n-anchors are chosen.")
-@click.option("--holdout", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.2,
-              show_default=True, help="Fraction of anchors held out for the quality report.")
-@click.option("--refit/--no-refit", default=True, show_default=True,
-              help="Measure the map on the held-out anchors, then write it refitted on all the "
-                   "anchors (fit + held out), as scikit-learn's refit.")
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="Seed of the holdout split, the selection and the CV folds.")
-@click.option("--cv", type=click.IntRange(min=2), default=None,
-              help="Choose --alpha auto by K-fold validation instead of GCV (default: generalised "
-                   "cross-validation from one eigendecomposition, one pass over the anchors).")
-@click.option("--pool-by", type=click.Choice(["group"]), default=None,
-              help="Average each group's views (e.g. a study's images) into one anchor first.")
-@click.option("--chunk-size", type=click.IntRange(min=1), default=16384, show_default=True,
-              help="Rows read per chunk (memory stays O(D²) plus one chunk).")
-@click.option("--exact", is_flag=True,
-              help="Compute chunk products in float64 (about 3x slower; sums are float64 anyway).")
-@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-              help="ray: one task per source shard computes its statistics; they are reduced.")
-@click.option("--address", default=None, help="Ray cluster to join (with --engine ray); default a local Ray.")
-@click.option("--unpaired", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Refine the map with up to N samples per store that are not anchors (no "
-                   "pairing used): mutual nearest neighbours become pseudo-anchors, refitted.")
-@click.option("--refine-iterations", type=click.IntRange(min=1), default=3, show_default=True,
-              help="Rounds of pseudo-anchor refinement (with --unpaired).")
+@settings_options(AnchorPlan, skip=("anchors",))
+@settings_options(ReadOptions)
 @click.option("--tokens", "on_tokens", is_flag=True,
               help="Fit on spatially matched patch tokens (every image × grid position is a "
                    "pair) instead of pooled vectors: the map for token heads. Both stores need "
                    "square token grids (stitch embed --tokens); the map stays affine.")
-@click.option("--token-grid", type=click.Choice(GRIDS),
-              default="target", show_default=True,
-              help="With --tokens: the grid both sides are resampled onto (area-weighted down, "
-                   "bilinear up), e.g. target: Lite0 7x7 upsampled to Lite2's 9x9.")
-@click.option("--pooled-weight", type=click.IntRange(min=0), default=0, show_default=True,
-              help="With --tokens: also add each image's pooled pair this many times.")
+@settings_options(TokenGrid)
 @click.option("--require", "requirements", multiple=True, metavar="METRIC>=VALUE",
               help="Quality gate on a held-out metric (>=, <=, >, <; repeatable): when the map "
                    "falls short, write nothing and exit 1.")
 @click.option("--dry-run", is_flag=True,
               help="Fit nothing: report linear CKA, mutual k-NN overlap and the expected held-out "
                    "quality (cross-validated on the fit anchors).")
-@click.option("--knn-k", type=click.IntRange(min=1), default=10, show_default=True,
+@click.option("--knn-k", type=click.IntRange(min=1), default=MUTUAL_KNN_K, show_default=True,
               help="k of the mutual k-NN overlap (--dry-run).")
+@click.option("--overwrite", is_flag=True, help="Replace a map already at -o (else it is refused).")
+@name_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def fit(source: str, target: str, output: str | None, method: str, alpha: str | None, scale: bool,
-        rescale: bool | None,
-        center: bool, standardize: bool, l2: bool, restore: bool, ids_file: str | None,
-        n_anchors: int | None, strategy: str, holdout: float, refit: bool, seed: int, cv: int | None,
-        pool_by: str | None, chunk_size: int, exact: bool, engine: str, address: str | None,
-        unpaired: int, refine_iterations: int, on_tokens: bool, token_grid: str,
-        pooled_weight: int, requirements: tuple[str, ...], dry_run: bool,
-        knn_k: int, as_json: bool) -> None:
+def fit(source: str, target: str, output: str | None, ids_file: str | None, on_tokens: bool,
+        requirements: tuple[str, ...], dry_run: bool, knn_k: int, overwrite: bool, name: str | None,
+        as_json: bool, **settings: Any) -> None:
     """Fit a map from SOURCE's embedding space to TARGET's over the anchors both share.
 
     SOURCE and TARGET may each be several shard stores, as a quoted glob ('shards/lite0-*.h5')
@@ -122,39 +64,34 @@ def fit(source: str, target: str, output: str | None, method: str, alpha: str | 
       stitch fit lite0.h5 lite2.h5 -o l0-l2-orth.map --method orthogonal --n-anchors 500
       stitch fit lite0.h5 lite2.h5 -o l0-l2.map --n-anchors 250 --strategy stratified --json
       stitch fit minilm.h5 mpnet.h5 -o text.map --ids anchor-ids.txt --alpha 10
-      stitch fit 'shards/lite0-*.h5' 'shards/lite2-*.h5' -o l0-l2.map --engine ray
-      stitch fit lite0.h5 lite2.h5 -o l0-l2.map --require probe_auc_ratio>=0.98 --require top1>=0.5
+      stitch fit 'shards/lite0-*.h5' 'shards/lite2-*.h5' -o l0-l2-shards.map --engine ray --name shards
+      stitch fit lite0.h5 lite2.h5 -o l0-l2.map --overwrite --require probe_auc_ratio>=0.98 --require top1>=0.5
       stitch fit minilm.h5 mpnet.h5 --dry-run
       stitch fit lite0.h5 lite2.h5 -o few.map --n-anchors 50 --unpaired 5000
       stitch fit lite0-tok.h5 lite2-tok.h5 -o lite0-to-lite2.tokens.map --tokens
     """
-    from stitchkit.errors import StitchError
+    from stitchkit.errors import StitchError, UsageError
     from stitchkit.fileio import check_writable_dir
-    from stitchkit.maps import AnchorPlan, ReadOptions, fit_map, make_map
+    from stitchkit.maps import fit_map
     from stitchkit.maps.metrics import parse_requirement, unmet_requirements
-    from stitchkit.maps.stream import LocalEngine
+    from stitchkit.maps.records import fit_result
 
     show_warnings()
-    if scale and method != "orthogonal":
-        raise click.UsageError("--scale applies to --method orthogonal only")
-    alpha_value = _alpha(alpha)
-    if rescale is not None and method == "orthogonal":
-        raise click.UsageError("--rescale applies to ridge, affine and linear maps, not orthogonal")
-    if alpha_value is not None and method == "orthogonal":
-        raise click.UsageError("--alpha applies to ridge, affine and linear maps, not orthogonal")
     try:
         gates = [parse_requirement(r) for r in requirements]
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--require") from None
-    estimator = make_map(method, alpha=alpha_value, scale=scale or None, rescale=rescale, center=center,
-                         standardize=standardize, l2=l2, restore=restore,
-                         cv=cv if method in ("ridge", "affine", "linear") else None)
-    plan = AnchorPlan(anchors=ids_file, n_anchors=n_anchors, strategy=strategy, holdout=holdout,
-                      seed=seed, pool_by=pool_by, refit=refit, unpaired=unpaired,
-                      refine_iterations=refine_iterations)
+    estimator = take_settings(MapSettings, settings).estimator()
+    plan = take_settings(AnchorPlan, settings, anchors=ids_file)
+    grid = take_settings(TokenGrid, settings)
+    read = take_settings(ReadOptions, settings)
+    if read.engine == "ray":
+        from stitchkit.engines.ray_stats import RayStats
+
+        read = replace(read, engine=RayStats(read.address))
     if on_tokens:
-        _check_token_options(dry_run=dry_run, pool_by=pool_by, engine=engine, unpaired=unpaired, l2=l2)
-    elif token_grid != "target" or pooled_weight:
+        _check_token_options(dry_run=dry_run, plan=plan, read=read, l2=estimator.l2)
+    elif grid != TokenGrid():
         raise click.UsageError("--token-grid and --pooled-weight apply with --tokens only")
     if dry_run:
         from stitchkit.maps import check_stitchability
@@ -165,40 +102,22 @@ def fit(source: str, target: str, output: str | None, method: str, alpha: str | 
     if output is None:
         raise click.UsageError("Missing option '-o' / '--output' (or give --dry-run)")
     check_writable_dir(output)
+    if Path(output).exists() and not overwrite:
+        raise UsageError(f"{output} already exists: pass --overwrite or choose another -o")
     if on_tokens:
-        from stitchkit.maps import TokenGrid, fit_token_map
+        from stitchkit.maps import fit_token_map
 
         with progress_callback("fit: reading token pairs") as cb:
-            m = fit_token_map(source, target, estimator, plan, ReadOptions(exact=exact, progress=cb),
-                              TokenGrid(grid=token_grid, pooled_weight=pooled_weight))
+            m = fit_token_map(source, target, estimator, plan, replace(read, progress=cb), grid)
     else:
-        stats_engine: Any = LocalEngine()
-        if engine == "ray":
-            from stitchkit.engines.ray_stats import RayStats
-
-            stats_engine = RayStats(address)
         with progress_callback("fit: reading anchors") as cb:
-            read = ReadOptions(chunk_size=chunk_size, exact=exact, progress=cb, engine=stats_engine)
-            m = fit_map(source, target, estimator, plan, read)
+            m = fit_map(source, target, estimator, plan, replace(read, progress=cb))
     unmet = unmet_requirements(m.metrics_, gates)
     if unmet:
         # Nothing is written, so a shell pipeline (`stitch fit ... && stitch apply ...`) stops.
         raise StitchError(f"map not written: {'; '.join(unmet)}")
     m.save(output)
-    result = {
-        "output": output,
-        "method": m.method,
-        "source": m.source_space_,
-        "target": m.target_space_,
-        "dims": [m.n_features_in_, m.n_features_out_],
-        "anchors": m.anchors_,
-        "metrics": m.metrics_,
-    }
-    if hasattr(m, "alpha_"):
-        result["alpha"] = m.alpha_
-        result["alpha_relative"] = m.alpha_relative_
-    if m.method == "orthogonal":
-        result["scale_factor"] = m.scale_
+    result = fit_result(m, output)
     emit_record("fit", result, as_json=as_json, text=None if as_json else _text(result))
 
 
@@ -240,11 +159,10 @@ def _text(r: dict) -> str:
     return "\n".join(lines)
 
 
-def _check_token_options(*, dry_run: bool, pool_by: str | None, engine: str, unpaired: int,
-                         l2: bool) -> None:
+def _check_token_options(*, dry_run: bool, plan: AnchorPlan, read: ReadOptions, l2: bool) -> None:
     """Options a fit on matched tokens does not take: one clear line each."""
-    for bad, name in ((dry_run, "--dry-run"), (pool_by, "--pool-by"), (engine != "local", "--engine ray"),
-                      (unpaired, "--unpaired"),
+    for bad, name in ((dry_run, "--dry-run"), (plan.pool_by, "--pool-by"), (read.engine != ENGINES[0], "--engine ray"),
+                      (plan.unpaired, "--unpaired"),
                       (l2, "--l2 (an L2-normalised map does not commute with mean pooling)")):
         if bad:
             raise click.UsageError(f"--tokens does not combine with {name}")
@@ -309,13 +227,3 @@ def format_metrics(metrics: dict[str, Any], indent: str = "  ") -> list[str]:
             text = f"n/a (only {metrics['retrieval_distinct_targets']} distinct targets)"
         lines.append(f"{indent}{label:<34} {text}")
     return lines
-
-
-def parse_int_list(text: str, what: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.replace(" ", "").split(",") if v]
-    except ValueError as exc:
-        raise click.BadParameter(f"{what} takes comma-separated integers, got {text!r}") from exc
-    if not values:
-        raise click.BadParameter(f"{what} is empty")
-    return values

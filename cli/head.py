@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
-from .devices import device_option, precision_option
+from stitchkit.head.config import ComputeOptions, HeadConfig, TrainConfig
+
+from .devices import DEVICE_PARSING
 from .output import emit, progress, show_warnings
+from .settings import settings_options, take_settings
 from .vocabulary import deprecated_alias, take_alias
 
 SETTINGS = {"show_default": True}
@@ -27,60 +32,17 @@ def head() -> None:
 @click.argument("texts", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
               help="Head file to write (safetensors + JSON metadata).")
-@click.option("--width", default=64, **SETTINGS, help="Head width (projection size).")
-@click.option("--layers", default=1, **SETTINGS, help="Cross-attention decoder layers.")
-@click.option("--heads", default=4, **SETTINGS, help="Attention heads per layer.")
-@click.option("--dropout", default=0.1, **SETTINGS, help="Dropout in attention and feed-forward (CARZero's).")
-@click.option("--residual/--no-residual", default=True, **SETTINGS,
-              help="Start the head as the cosine route of its pairs (a ridge map into the text "
-                   "space) and learn a correction to it; --no-residual learns the similarity from scratch.")
-@click.option("--init", "init", type=click.Choice(["carzero", "torch"]), default="carzero", **SETTINGS,
-              help="Weight initialisation: CARZero's N(0, 0.02), or PyTorch's defaults.")
-@click.option("--token-dropout", default=0.0, **SETTINGS,
-              help="Share of image tokens masked at random in each training batch.")
-@click.option("--token-coarsen", default=0.0, **SETTINGS,
-              help="Share of training batches whose image-token grid is shrunk by 2 and resampled "
-                   "back (robust to a coarser query grid, e.g. Lite0's 7x7 mapped onto Lite2's 9x9).")
-@click.option("--logit-mlp", is_flag=True, help="A small MLP instead of a linear layer per logit.")
-@click.option("--epochs", default=30, **SETTINGS, help="Epochs (more where --min-steps needs them).")
-@click.option("--min-steps", default=300, **SETTINGS, help="Training steps at least, whatever the number of pairs.")
-@click.option("--batch-size", default=128, **SETTINGS,
-              help="Pairs per contrastive batch at most (an eighth of the training pairs, at least 16).")
-@click.option("--lr", default=1e-3, **SETTINGS, help="Peak AdamW learning rate.")
-@click.option("--weight-decay", default=0.01, **SETTINGS)
-@click.option("--warmup", default=0.05, **SETTINGS, help="Fraction of steps warming up, then cosine.")
-@click.option("--val-fraction", default=0.1, **SETTINGS, help="Pairs held out for validation.")
-@click.option("--candidates", default=4, **SETTINGS,
-              help="Evenly spaced checkpoints (and the start) among which the validation loss chooses the head.")
-@click.option("--patience", default=0, **SETTINGS,
-              help="Stop after this many checkpoints without a better validation loss (0: never).")
-@click.option("--no-image-tokens", is_flag=True, help="Use only global image vectors even if the store has tokens.")
-@click.option("--no-text-tokens", is_flag=True, help="Use only global text vectors even if the store has tokens.")
-@click.option("--pool-by", type=click.Choice(["none", "group"]), default="none", **SETTINGS,
-              help="Pool the views of one group (study) into one sample.")
+@settings_options(HeadConfig)
+@settings_options(TrainConfig)
+@settings_options(ComputeOptions, extra={"device": DEVICE_PARSING})
 @click.option("--pairs", "more_pairs", nargs=2, multiple=True, type=click.Path(dir_okay=False),
               help="Another IMAGES TEXTS pair of stores (same models) to train on, in equal shares; repeatable.")
 @click.option("--ids", "ids_file", type=click.Path(exists=True, dir_okay=False),
               help="Train only on these ids (a text file, one id per line).")
-@click.option("--seed", default=0, **SETTINGS, help="Seed for initialisation, split, shuffling.")
-@click.option("--threads", type=int, default=None, help="torch threads (default: torch's choice).")
-@device_option()
-@precision_option()
-@click.option("--shuffle-buffer", default=1024, **SETTINGS,
-              help="Rows shuffled together: each epoch shuffles blocks of 16 consecutive rows of the "
-                   "stores, then rows within windows of this many (up to this many pairs: a plain shuffle).")
-@click.option("--checkpoint-every", default=600.0, **SETTINGS,
-              help="Seconds between checkpoints within an epoch (one is written at every epoch's end too).")
-@click.option("--no-resume", is_flag=True, help="Ignore a checkpoint beside the output and start over.")
 @click.option("--no-plot", is_flag=True, help="Do not draw the loss curve PNG.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def train(images: str, texts: str, out: str, width: int, layers: int, heads: int, dropout: float,
-          residual: bool, init: str, token_dropout: float, token_coarsen: float, logit_mlp: bool, epochs: int,
-          min_steps: int, batch_size: int, lr: float, weight_decay: float, warmup: float, val_fraction: float,
-          candidates: int, patience: int, no_image_tokens: bool, no_text_tokens: bool, pool_by: str,
-          more_pairs: tuple[tuple[str, str], ...], ids_file: str | None, seed: int,
-          threads: int | None, device: str, precision: str, shuffle_buffer: int, checkpoint_every: float,
-          no_resume: bool, no_plot: bool, as_json: bool) -> None:
+def train(images: str, texts: str, out: str, more_pairs: tuple[tuple[str, str], ...], ids_file: str | None,
+          no_plot: bool, as_json: bool, **settings: Any) -> None:
     """Train a head on the image–text pairs IMAGES and TEXTS share (joined by id).
 
     Contrastive (InfoNCE) loss on each direction, AdamW with warm-up and cosine decay over a
@@ -102,22 +64,13 @@ def train(images: str, texts: str, out: str, width: int, layers: int, heads: int
     """
     show_warnings()
     from stitchkit.fileio import read_id_file
-    from stitchkit.head import HeadConfig, RunOptions, TrainConfig, train_head
+    from stitchkit.head import train_head
 
-    config = TrainConfig(
-        head=HeadConfig(width=width, layers=layers, heads=heads, dropout=dropout, logit_mlp=logit_mlp,
-                        residual=residual, init=init),
-        epochs=epochs, min_steps=min_steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-        warmup=warmup, val_fraction=val_fraction, candidates=candidates, patience=patience, image_tokens=not no_image_tokens,
-        text_tokens=not no_text_tokens, pool_by=None if pool_by == "none" else pool_by,
-        token_dropout=token_dropout, token_coarsen=token_coarsen, precision=precision,
-        shuffle_buffer=shuffle_buffer,
-    )
-    run = RunOptions(device=device, threads=threads, checkpoint_seconds=checkpoint_every)
+    config = take_settings(TrainConfig, settings, head=take_settings(HeadConfig, settings))
     ids = read_id_file(ids_file) if ids_file else None
     with progress("head train") as bar:
-        result = train_head(images, texts, out=out, config=config, seed=seed, progress=bar.update,
-                            resume=not no_resume, ids=ids, run=run, more_pairs=list(more_pairs))
+        run = take_settings(ComputeOptions, settings, progress=bar.update)
+        result = train_head(images, texts, out=out, config=config, run=run, ids=ids, more_pairs=list(more_pairs))
     if not no_plot:
         from stitchkit.report.loss_plot import plot_loss
 
@@ -191,7 +144,7 @@ def captions(images: str, text_model: str, out: str, prompt_file: str | None, fi
     show_warnings()
     from stitchkit.errors import UsageError
     from stitchkit.fileio import read_id_file
-    from stitchkit.zeroshot.captions import make_captions
+    from stitchkit.zeroshot.captions import CaptionSource, make_captions
     from stitchkit.zeroshot.prompts import load_prompts
     from stitchkit.zeroshot.standardise import CommandStandardiser
 
@@ -200,11 +153,11 @@ def captions(images: str, text_model: str, out: str, prompt_file: str | None, fi
     if sum(map(bool, (prompt_file, findings_file, from_texts))) != 1:
         raise UsageError("give exactly one of --from-labels PROMPTS, --from-findings PROMPTS or --from-texts")
     std = CommandStandardiser(standardiser_cmd) if standardiser_cmd else None
-    result = make_captions(images, out=out, text_model=text_model,
-                           prompts=load_prompts(prompt_file) if prompt_file else None,
+    source = CaptionSource(prompts=load_prompts(prompt_file) if prompt_file else None,
                            findings=load_prompts(findings_file) if findings_file else None,
-                           standardiser=std, raw=raw, tokens=tokens, sentences=sentences,
-                           ids=read_id_file(ids_file) if ids_file else None)
+                           standardiser=std, raw=raw)
+    result = make_captions(images, out=out, text_model=text_model, source=source, tokens=tokens,
+                           sentences=sentences, ids=read_id_file(ids_file) if ids_file else None)
     text = "\n".join([
         f"captions: {result.path}",
         f"origin: {result.origin}",

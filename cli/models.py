@@ -7,7 +7,11 @@ from typing import Any
 
 import click
 
+from stitchkit.embed_options import EncoderOptions
+
+from .devices import DEVICE_PARSING
 from .output import emit, show_warnings
+from .settings import settings_options
 
 
 def _numbers(values: Any) -> str:
@@ -85,7 +89,7 @@ def check_text(r: dict[str, Any]) -> str:
               help="Load SPEC and report what it resolved: resolution, crop, interpolation, mean/std, "
                    "BatchNorm eps, how the weights' keys were matched, and the ImageNet top-5 of a "
                    "bundled photo when the checkpoint has an ImageNet head.")
-@click.option("--device", default="cpu", show_default=True, help="Device for --check.")
+@settings_options(EncoderOptions, only=("device",), extra={"device": DEVICE_PARSING})
 def models(as_json: bool, check: str | None, device: str) -> None:
     """List short model names (modality, dimension, weights installed?) and the backends.
 

@@ -161,3 +161,10 @@ def emit_record(kind: str, result: dict[str, Any], *, as_json: bool, text: str |
     record = to_record(kind, result, command=_command())
     emit(record, as_json=as_json, text=text)
     return record
+
+
+#: ``--name``: what a run's record calls it (the route column of `stitch results`).
+name_option = click.option(
+    "--name", default=None, metavar="TEXT",
+    help="Name this run in its record: the route column of `stitch results` (default: the route the "
+         "record describes, e.g. 'lite0 → lite2 (ridge) + head').")

@@ -3,30 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
-from stitchkit.maps.anchors import STRATEGIES
-from stitchkit.maps.estimators import METHODS
+from stitchkit.maps.options import AnchorPlan
+from stitchkit.maps.sweep import SweepGrid
 
-from .fit import parse_int_list
-from .output import emit_record, show_warnings
+from .output import emit_record, name_option, show_warnings
+from .settings import settings_options, take_settings
 from .vocabulary import deprecated_alias, take_alias
 
 
 @click.command()
 @click.argument("source", type=click.Path(dir_okay=False, path_type=str))
 @click.argument("target", type=click.Path(dir_okay=False, path_type=str))
-@click.option("--n-anchors", "counts", default="50,100,250,500,1000", show_default=True,
-              help="Comma-separated anchor counts.")
-@click.option("--methods", default="orthogonal,affine,ridge", show_default=True,
-              help=f"Comma-separated methods among {', '.join(METHODS)}.")
-@click.option("--seeds", default="0,1,2", show_default=True,
-              help="Comma-separated seeds (each: its own holdout split and anchor draw).")
-@click.option("--strategy", type=click.Choice(STRATEGIES),
-              default="random", show_default=True, help="How each count of anchors is chosen.")
-@click.option("--holdout", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
-              default=0.2, show_default=True, help="Fraction of anchors held out for the metrics.")
+@settings_options(SweepGrid)
+@settings_options(AnchorPlan, only=("strategy", "holdout"))
 @click.option("--ids", "ids_file", type=click.Path(dir_okay=False, path_type=str), callback=take_alias,
               help="Use only these ids as anchors: a file, one id per line (default: every shared id).")
 @deprecated_alias("--anchors", "--ids", "ids_file", type=click.Path(dir_okay=False, path_type=str))
@@ -37,10 +30,10 @@ from .vocabulary import deprecated_alias, take_alias
 @click.option("--plot", default=None, type=click.Path(dir_okay=False, path_type=str),
               help="PNG of the held-out metrics against the anchor count ('' for none). "
                    "Default: beside the table, with a .png suffix.")
+@name_option
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def sweep(source: str, target: str, counts: str, methods: str, seeds: str, strategy: str,
-          holdout: float, ids_file: str | None, l2: bool, output: str, plot: str | None,
-          as_json: bool) -> None:
+def sweep(source: str, target: str, ids_file: str | None, l2: bool, output: str, plot: str | None,
+          name: str | None, as_json: bool, **settings: Any) -> None:
     """Fit maps from SOURCE to TARGET for every anchor count × method × seed.
 
     Each seed fixes one holdout split (the same for every count and method) and one probe.
@@ -50,25 +43,19 @@ def sweep(source: str, target: str, counts: str, methods: str, seeds: str, strat
       stitch sweep lite0.h5 lite2.h5 --n-anchors 50,250,500,1000,2000 -o sweep.csv --plot sweep.png
       stitch sweep minilm.h5 mpnet.h5 --methods orthogonal,ridge --seeds 0,1 -o sweep.json --json
     """
-    from stitchkit.maps import AnchorPlan
-    from stitchkit.maps.sweep import SweepGrid, summarize, write_table
+    from stitchkit.maps.records import sweep_result
+    from stitchkit.maps.sweep import summarize, write_table
     from stitchkit.maps.sweep import sweep as run_sweep
     from stitchkit.report.sweep_plot import plot_sweep
 
     show_warnings()
-    method_list = [m.strip() for m in methods.split(",") if m.strip()]
-    bad = [m for m in method_list if m not in METHODS]
-    if bad or not method_list:
-        raise click.BadParameter(f"unknown method(s) {bad}; choose among {', '.join(METHODS)}",
-                                  param_hint="--methods")
 
     def on_row(row: dict) -> None:
         what = row.get("error") or f"cos {row.get('cosine_mean', float('nan')):.3f} top1 {row.get('top1', float('nan')):.3f}"
         click.echo(f"sweep: seed {row['seed']} n {row['n_anchors']} {row['method']}: {what}", err=True)
 
-    grid = SweepGrid(n_anchors=parse_int_list(counts, "--n-anchors"), methods=method_list,
-                     seeds=parse_int_list(seeds, "--seeds"), params={"l2": l2})
-    plan = AnchorPlan(anchors=ids_file, strategy=strategy, holdout=holdout)
+    grid = take_settings(SweepGrid, settings, params={"l2": l2})
+    plan = take_settings(AnchorPlan, settings, anchors=ids_file)
     rows = run_sweep(source, target, grid, plan, on_row=on_row)
     summary = summarize(rows)
     write_table(summary, output)
@@ -76,7 +63,7 @@ def sweep(source: str, target: str, counts: str, methods: str, seeds: str, strat
         plot = str(Path(output).with_suffix(".png"))
     if plot:
         plot_sweep(summary, plot, title=f"{source} → {target}")
-    emit_record("sweep", {"table": output, "plot": plot or None, "summary": summary}, as_json=as_json,
+    emit_record("sweep", sweep_result(summary, output, plot), as_json=as_json,
          text=None if as_json else _text(summary, output, plot))
 
 

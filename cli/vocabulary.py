@@ -5,8 +5,9 @@
 | the model that embeds images or texts | ``-m/--model``      | embed                                    |
 | the text model (captions, prompts)    | ``-t/--text-model`` | head captions, classify                  |
 | only these rows (a file of ids)       | ``--ids FILE``      | embed, fit, sweep, adapt, classify, head |
-| replace an output that exists         | ``--overwrite``     | embed, export, import                    |
+| replace an output that exists         | ``--overwrite``     | embed, export, import, fit               |
 | accept inputs from different spaces   | ``--force-space``   | apply, classify                          |
+| a run's name in its record            | ``--name``          | fit, sweep, classify                     |
 
 Old names (``head captions -m``, ``fit/sweep --anchors``, ``apply/classify --force``) still work
 for this version, hidden from ``--help``, with one deprecation line on stderr;
@@ -27,6 +28,7 @@ VOCABULARY = {
     "row subset": "--ids",
     "output replacement": "--overwrite",
     "space mismatch": "--force-space",
+    "run name": "--name",
 }
 _EMPTY = (None, False, ())
 

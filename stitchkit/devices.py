@@ -30,6 +30,12 @@ if TYPE_CHECKING:
 
 DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
 PRECISIONS = ("fp32", "bf16", "fp16")
+#: Where a job computes: this process, or Ray (`--engine` of `stitch embed` and `stitch fit`;
+#: the Ray engines live in stitchkit.engines, which the library never imports).
+ENGINES = ("local", "ray")
+DEVICE_HELP = "Where torch runs: auto (a GPU when one is visible, else the CPU), cpu, cuda or cuda:N."
+PRECISION_HELP = ("Forward pass under torch.autocast in bf16 or fp16 (fp16: GPU only, loss scaled); the "
+                  "loss, the weights and the saved head stay float32.")
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 

@@ -17,7 +17,7 @@ import shutil
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .embed_options import EmbedOptions
 from .encoders import Encoder
 from .errors import InputFailure, LockedError, StitchError, UsageError
 from .fileio import atomic_output, check_writable_dir, pid_running
@@ -228,7 +229,7 @@ def _write_part(path: Path, ok: list[int], out: Any, failed: list[tuple[int, str
 
 
 @dataclass
-class Job:
+class EmbedJob:
     """One embedding job, shared by the local and the Ray engine: its batches, where finished
     batches go, and what to do with failed inputs."""
 
@@ -238,12 +239,16 @@ class Job:
     items: list[Item]
     batches: list[np.ndarray]
     fingerprint: dict[str, Any]
-    tokens: bool
-    strict: bool
-    shard: tuple[int, int] | None
-    progress: ProgressSink | None
-    on_failure: Callable[[str, str], None] | None
+    options: EmbedOptions
     t0: float
+
+    @property
+    def tokens(self) -> bool:
+        return self.options.tokens
+
+    @property
+    def progress(self) -> ProgressSink | None:
+        return self.options.progress
 
     @property
     def parts(self) -> Path:
@@ -260,17 +265,17 @@ class Job:
                 self.progress.start(len(self.items), sum(len(self.batches[k]) for k in finished))
             yield [k for k in range(len(self.batches)) if k not in finished]
             self.counts = _assemble(self.parts, len(self.batches), self.items, self.inputs,
-                                    self.encoder, self.out, self.tokens, self.shard, self.fingerprint)
+                                    self.encoder, self.out, self.tokens, self.options.shard, self.fingerprint)
         shutil.rmtree(self.parts, ignore_errors=True)
 
     def report_failures(self, failed: list[tuple[int, str]]) -> None:
         for pos, reason in failed:
-            if self.strict:  # an unreadable input is bad input: a usage error (exit 2)
+            if self.options.strict:  # an unreadable input is bad input: a usage error (exit 2)
                 raise UsageError(
                     f"input {self.items[pos].where()} failed: {reason} (drop --strict to record and skip it)"
                 )
-            if self.on_failure:
-                self.on_failure(self.items[pos].id, reason)
+            if self.options.on_failure:
+                self.options.on_failure(self.items[pos].id, reason)
             else:
                 warnings.warn(f"skipping {self.items[pos].where()}: {reason}", stacklevel=3)
 
@@ -287,22 +292,11 @@ class Job:
                            device=str(self.encoder.device))
 
 
-def plan_job(
-    inputs: Inputs,
-    encoder: Encoder,
-    out: str | Path,
-    *,
-    batch_size: int,
-    tokens: bool,
-    strict: bool,
-    shard: tuple[int, int] | None,
-    overwrite: bool,
-    progress: ProgressSink | None,
-    on_failure: Callable[[str, str], None] | None,
-    t0: float,
-) -> Job | EmbedResult:
+def plan_job(inputs: Inputs, encoder: Encoder, out: str | Path, options: EmbedOptions, t0: float
+             ) -> EmbedJob | EmbedResult:
     """Check the job and plan its batches; an EmbedResult when ``out`` already holds it."""
     out = Path(out)
+    batch_size, tokens, shard = options.batch_size, options.tokens, options.shard
     if inputs.modality == "image" and encoder.modality == "text" and "text" in inputs.columns \
             and input_format(inputs.kind).captions:
         # Shards and datasets carry images and captions together: a text model embeds the captions.
@@ -312,15 +306,13 @@ def plan_job(
             f"the input holds {inputs.modality}s but {encoder.spec.text!r} is a {encoder.modality} "
             "model: pick a model of the same modality"
         )
-    if batch_size < 1:
-        raise UsageError("batch_size (--batch-size) must be at least 1")
     check_writable_dir(out)
     items = select_shard(inputs.items, shard, by_file=inputs.shard_by_file)
     if not items:
         raise UsageError(f"shard {shard} holds no samples: use fewer shards")
     _adopt_unfinished_runtime(out.with_name(out.name + ".parts"), encoder)
     fingerprint = _fingerprint(items, encoder, batch_size, tokens, inputs.grey_range)
-    if out.exists() and not overwrite:
+    if out.exists() and not options.overwrite:
         done = _already_done(out, fingerprint, items)
         if done is not None:
             shutil.rmtree(out.with_name(out.name + ".parts"), ignore_errors=True)
@@ -329,37 +321,22 @@ def plan_job(
         raise UsageError(
             f"{out} already exists and holds another embedding run: pass --overwrite or choose another -o"
         )
-    return Job(inputs, encoder, out, items, plan_batches(items, encoder.modality, batch_size),
-               fingerprint, tokens, strict, shard, progress, on_failure, t0)
+    return EmbedJob(inputs, encoder, out, items, plan_batches(items, encoder.modality, batch_size),
+               fingerprint, options, t0)
 
 
-def embed_store(
-    inputs: Inputs,
-    encoder: Encoder,
-    out: str | Path,
-    *,
-    batch_size: int = 64,
-    workers: int = 1,
-    tokens: bool = False,
-    strict: bool = False,
-    shard: tuple[int, int] | None = None,
-    overwrite: bool = False,
-    progress: ProgressSink | None = None,
-    on_failure: Callable[[str, str], None] | None = None,
-    runtime: str | None = None,
-) -> EmbedResult:
+def embed_store(inputs: Inputs, encoder: Encoder, out: str | Path, options: EmbedOptions | None = None,
+                **settings: Any) -> EmbedResult:
     """Embed ``inputs`` into the store ``out``; resumes from ``out.parts/`` when it exists.
 
-    ``runtime`` (auto | torch | onnx) switches the encoder's forward first; None keeps the one
-    ``load_encoder`` chose. An unfinished run continues on the runtime it started with.
+    ``settings`` are :class:`~stitchkit.embed_options.EmbedOptions` fields (``batch_size``,
+    ``tokens``, ``workers``, ``shard``, ``progress``, ...) applied over ``options``. The encoder
+    runs on the runtime ``load_encoder`` chose; an unfinished run continues on the runtime it
+    started with.
     """
-    if runtime is not None:
-        from .encoders.onnx_runtime import select_runtime
-
-        select_runtime(encoder, runtime)
-    job = plan_job(inputs, encoder, out, batch_size=batch_size, tokens=tokens, strict=strict,
-                   shard=shard, overwrite=overwrite, progress=progress, on_failure=on_failure,
-                   t0=time.perf_counter())
+    options = replace(options or EmbedOptions(), **settings)
+    workers, tokens = options.workers, options.tokens
+    job = plan_job(inputs, encoder, out, options, time.perf_counter())
     if isinstance(job, EmbedResult):
         return job
     with job.run() as todo:

@@ -22,6 +22,7 @@ import json
 import os
 import re
 import shutil
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ import numpy as np
 from .errors import StoreError, UsageError
 from .fileio import check_writable_dir, publish, temporary_dir
 from .formats import EXPORT, check_format
+from .settings import Range, check_settings, setting
 from .store import EmbeddingStore, write_store
 from .store import format as fmt
 
@@ -58,23 +60,28 @@ def _string_columns(store: EmbeddingStore) -> list[str]:
                   key=lambda c: (c not in _RENAME, list(_RENAME).index(c) if c in _RENAME else 0, c))
 
 
-def export_store(
-    store_path: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    *,
-    chunk_size: int = 1_000_000,
-    dtype: str = "float32",
-    overwrite: bool = False,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ExportOptions:
+    """How :func:`export_store` writes the folder."""
+
+    chunk_size: int = setting(1_000_000, "Rows per img_emb_N.npy / metadata_N.parquet pair.", within=Range(1))
+    dtype: str = setting("float32", "float16 halves the size, as clip-retrieval writes.",
+                         choices=("float32", "float16"))
+    overwrite: bool = setting(False, "Replace a non-empty output folder.")
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+
+
+def export_store(store_path: str | os.PathLike, out_dir: str | os.PathLike, options: ExportOptions | None = None,
+                 **settings: Any) -> dict[str, Any]:
     """Write ``store_path`` as a clip-retrieval folder at ``out_dir``; returns a summary.
 
     The folder appears whole or not at all: it is built beside ``out_dir`` and renamed.
     """
+    options = replace(options or ExportOptions(), **settings)
+    chunk_size, dtype, overwrite = options.chunk_size, options.dtype, options.overwrite
     pa = _parquet()
-    if chunk_size < 1:
-        raise UsageError("chunk_size (--chunk-size) must be at least 1")
-    if dtype not in ("float32", "float16"):
-        raise UsageError(f"--dtype {dtype}: use float32 or float16")
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise UsageError(f"{out} already exists and is not empty: pass --overwrite or choose another -o")

@@ -49,6 +49,11 @@ class Format:
     version: int
     readable: tuple[int, ...]
 
+    @property
+    def schema(self) -> str:
+        """``TYPE/VERSION``, as a JSON file of this kind states it in its ``schema`` field."""
+        return f"{self.encoding_type}/{self.version}"
+
 
 STORE = Format("embedding store", "stitchkit.embeddings", 1, (1,))
 MAP = Format("map", "map", 1, (1,))

@@ -16,34 +16,64 @@ beside them. ``metrics`` is always flat: nested per-class values are joined with
 from __future__ import annotations
 
 import csv
+import importlib
 import io
 import json
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
 from .fileio import atomic_output
-from .formats import SCORES_CSV
-from .label_use import LABEL_USE_FIELD, NONE, head_meta_label_use, label_use_of, map_label_use
+from .formats import BENCHMARK, RECORD, SCORES_CSV
+from .label_use import LABEL_USE_FIELD, NONE, head_meta_label_use, map_label_use
 
-SCHEMA = "stitchkit.result/1"
+SCHEMA = RECORD.schema
 # `stitch benchmark`'s benchmark.json: one run of a suite; its records are in records.json beside it
-BENCHMARK_SCHEMA = "stitchkit.benchmark/1"
-CURVE_SCHEMA = "stitchkit.learning-curve/1"  # examples/learning-curve/curve.py
-# what each command's record is called in the "task" field (CLIP_benchmark names its own
-# zero-shot task "zeroshot_classification"; the others are stitchkit's)
-TASKS = {
-    "classify": "zeroshot_classification",
-    "fit": "map_fit",
-    "sweep": "anchor_sweep",
-    "head": "head_train",
+BENCHMARK_SCHEMA = BENCHMARK.schema
+
+
+@dataclass(frozen=True)
+class RecordType:
+    """How one command's result becomes a record: the record's ``task`` (CLIP_benchmark's name
+    for a zero-shot classification, stitchkit's for the others), the keys the command's raw
+    ``--json`` output always held (to read files written before records existed), and the
+    function, ``module:name``, that gives the record's parts (:class:`RecordParts`)."""
+
+    task: str
+    keys: tuple[str, ...]
+    parts: str
+
+    def build(self, result: dict[str, Any], command: dict[str, Any], dataset: str | None) -> RecordParts:
+        module, name = self.parts.split(":")
+        return getattr(importlib.import_module(module), name)(result, command, dataset)
+
+
+@dataclass
+class RecordParts:
+    """What a command's result gives its record: the leading fields (dataset, model, ...), the
+    metrics (flat) and the rest of its keys."""
+
+    fields: dict[str, Any]
+    metrics: dict[str, Any]
+    rest: dict[str, Any] = field(default_factory=dict)
+
+
+#: Each command that writes records, and where its result's shape is known. Adding a command
+#: that writes records is one line here and one function beside its result (docs/add-a-command.md).
+RECORD_TYPES = {
+    "classify": RecordType("zeroshot_classification", ("classes", "metrics"), "stitchkit.zeroshot.records:classify_parts"),
+    "fit": RecordType("map_fit", ("method", "anchors", "metrics"), "stitchkit.maps.records:fit_parts"),
+    "sweep": RecordType("anchor_sweep", ("summary", "table"), "stitchkit.maps.records:sweep_parts"),
+    "head": RecordType("head_train", ("epochs_run", "n_pairs"), "stitchkit.head.records:train_parts"),
 }
+TASKS = {kind: t.task for kind, t in RECORD_TYPES.items()}
 
 
-def _scalar(value: Any) -> Any:
+def scalar(value: Any) -> Any:
     """JSON-safe scalars: NaN and infinities become None (strict JSON has no NaN)."""
     if hasattr(value, "item"):  # numpy scalars
         value = value.item()
@@ -61,17 +91,17 @@ def flatten_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
             for k, v in value.items():
                 put(f"{prefix}_{k}" if prefix else str(k), v, suffix)
         elif isinstance(value, list | tuple) and len(value) == 2 and suffix == "_ci":
-            flat[f"{prefix}_ci_low"], flat[f"{prefix}_ci_high"] = _scalar(value[0]), _scalar(value[1])
+            flat[f"{prefix}_ci_low"], flat[f"{prefix}_ci_high"] = scalar(value[0]), scalar(value[1])
         elif isinstance(value, list | tuple):
-            flat[prefix + suffix] = json.dumps([_scalar(v) for v in value])
+            flat[prefix + suffix] = json.dumps([scalar(v) for v in value])
         else:
-            flat[prefix + suffix] = _scalar(value)
+            flat[prefix + suffix] = scalar(value)
 
     for key, value in metrics.items():
         if key == "ci" and isinstance(value, dict):
             for k, v in value.items():
                 if k in ("level", "n_boot"):
-                    flat[f"ci_{k}"] = _scalar(v)
+                    flat[f"ci_{k}"] = scalar(v)
                 else:
                     put(k, v, "_ci")
         else:
@@ -79,15 +109,15 @@ def flatten_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def _dataset_of(path: str | None) -> str | None:
+def dataset_of(path: str | None) -> str | None:
     """A store's data set name: the stem of the manifest or folder it was embedded from."""
     if not path:
         return None
-    source = _attr(path, "input")  # None when the store was moved: its own name is the best guess
+    source = store_attr(path, "input")  # None when the store was moved: its own name is the best guess
     return Path(source.rstrip("/")).stem if source else Path(path).stem
 
 
-def _attr(path: str | None, key: str) -> str | None:
+def store_attr(path: str | None, key: str) -> str | None:
     """One attribute of a store, or None when the store is gone (a record read later)."""
     if not path:
         return None
@@ -100,22 +130,31 @@ def _attr(path: str | None, key: str) -> str | None:
     return None if value is None else str(value)
 
 
-def _model_name(composition: dict[str, Any]) -> str:
+def model_label(spec: str | None) -> str:
+    """A model spec as a table names it: a short name as it is, ``backend:NAME?options`` as the
+    last part of NAME (``timm:tf_efficientnet_b0?weights=/w/b0.pth`` → ``tf_efficientnet_b0``)."""
+    if not spec:
+        return "?"
+    backend, sep, name = str(spec).split("?", 1)[0].partition(":")
+    return (Path(name.rstrip("/")).name or name) if sep else backend
+
+
+def route_label(composition: dict[str, Any]) -> str:
     """``lite0 → lite2 (ridge) + head`` style name of a stacked route."""
-    query = (composition.get("query") or {}).get("model_spec") or "?"
-    parts = [str(query)]
+    query = (composition.get("query") or {}).get("model_spec")
+    parts = [model_label(query)]
     mapped = composition.get("map") or {}
     if mapped:
-        target = (mapped.get("target") or {}).get("model_spec") or "?"
         method = mapped.get("method")
-        parts.append(f"→ {target}" + (f" ({method})" if method else ""))
+        parts.append(f"→ {model_label((mapped.get('target') or {}).get('model_spec'))}"
+                     + (f" ({method})" if method else ""))
     head = composition.get("head") or {}
     if head:
         parts.append(f"+ head ({Path(head['path']).stem})" if head.get("path") else "+ head")
     else:
         text = (composition.get("prompts") or {}).get("model_spec")
         if text:
-            parts.append(f"· cosine {text}")
+            parts.append(f"· cosine {model_label(text)}")
     return " ".join(parts)
 
 
@@ -138,67 +177,24 @@ def is_record(data: Any) -> bool:
 
 def to_record(kind: str, result: dict[str, Any], *, command: dict[str, Any] | None = None,
               dataset: str | None = None) -> dict[str, Any]:
-    """The flat record of one command's result (``kind``: classify, fit, sweep or head).
+    """The flat record of one command's result (``kind``: one of :data:`RECORD_TYPES`).
 
-    ``command`` (e.g. ``{"command": "stitch fit", "params": {...}}``) goes into provenance.
-    A record passes through unchanged, so converting twice is harmless.
+    ``command`` (e.g. ``{"command": "stitch fit", "params": {...}}``) goes into provenance; a
+    ``name`` among its params (``--name``) names the record's ``route``. A record passes through
+    unchanged, so converting twice is harmless.
     """
     if is_record(result):
         return result
-    if kind not in TASKS:
-        raise UsageError(f"unknown result kind {kind!r}; expected one of {', '.join(TASKS)}")
-    rest = {k: v for k, v in result.items() if k != "metrics"}
-    if kind == "classify":
-        composition = result.get("composition") or {}
-        query = composition.get("query") or {}
-        if composition.get("map") and "method" not in composition["map"]:
-            method = _map_method(composition["map"].get("path"))
-            if method:
-                composition = {**composition, "map": {**composition["map"], "method": method}}
-        composition = _with_label_use(composition)
-        rest["composition"] = composition
-        rest["label_use"] = "; ".join(label_use_of(composition)) or NONE
-        metrics = flatten_metrics(result.get("metrics") or {})
-        ids = ((command or {}).get("params") or {}).get("ids_file")
-        if dataset is None and query.get("path"):
-            # a subset named by an id file is a data set of its own (e.g. NIH's held-out patients)
-            dataset = _dataset_of(query["path"]) + (f" [{Path(ids).stem}]" if ids else "")
-        record = {"dataset": dataset, "model": _model_name(composition),
-                  "pretrained": query.get("weights_sha256")}
-    elif kind == "fit":
-        source, target = result.get("source") or {}, result.get("target") or {}
-        rest["composition"] = {"source": source, "target": target, "method": result.get("method"),
-                               "map": result.get("output")}
-        rest["label_use"] = map_label_use(result.get("anchors")) or NONE
-        metrics = flatten_metrics(result.get("metrics") or {})
-        record = {"dataset": dataset or _dataset_of(source.get("path")),
-                  "model": f"{source.get('model_spec')} → {target.get('model_spec')} ({result.get('method')})",
-                  "pretrained": source.get("weights_sha256")}
-    elif kind == "sweep":
-        summary = result.get("summary") or []
-        metrics = {}
-        for row in summary:
-            for key, value in row.items():
-                if key.endswith(("_mean", "_std")):
-                    metrics[f"{row['method']}_n{row['n_anchors']}_{key}"] = _scalar(value)
-        params = (command or {}).get("params") or {}
-        source, target = result.get("source") or params.get("source"), result.get("target") or params.get("target")
-        rest.update(source=source, target=target)
-        record = {"dataset": dataset or _dataset_of(source),
-                  "model": (f"{_attr(source, 'model_spec')} → {_attr(target, 'model_spec')}"
-                            if _attr(source, "model_spec") else None), "pretrained": None}
-    else:  # head
-        val = result.get("val") or {}
-        metrics = flatten_metrics({"val": val, "best_epoch": result.get("best_epoch"),
-                                   "epochs_run": result.get("epochs_run"), "n_pairs": result.get("n_pairs")})
-        rest.pop("history", None)  # the curve lives in the head file's metadata, not in a table row
-        record = {"dataset": dataset or (Path(result["path"]).stem if result.get("path") else None),
-                  "model": "cross-attention head", "pretrained": None}
-    return {"schema": SCHEMA, **record, "task": TASKS[kind], "metrics": metrics,
-            **rest, "provenance": _provenance(command)}
+    if kind not in RECORD_TYPES:
+        raise UsageError(f"unknown result kind {kind!r}; expected one of {', '.join(RECORD_TYPES)}")
+    record_type = RECORD_TYPES[kind]
+    parts = record_type.build(result, command or {}, dataset)
+    name = ((command or {}).get("params") or {}).get("name")
+    return {"schema": SCHEMA, **({"route": name} if name else {}), **parts.fields, "task": record_type.task,
+            "metrics": parts.metrics, **parts.rest, "provenance": _provenance(command)}
 
 
-def _with_label_use(composition: dict[str, Any]) -> dict[str, Any]:
+def with_label_use(composition: dict[str, Any]) -> dict[str, Any]:
     """``composition`` with the map's and the head's ``label_use`` where it lacks them (a
     result written before classifications recorded it): read from the map's and the head's
     file headers where those files are still where the composition says, else "unknown" (never
@@ -242,30 +238,16 @@ def _head_file_label_use(path: str) -> Any:
     return "; ".join(uses) or None
 
 
-def _map_method(path: str | None) -> str | None:
-    if not path:
-        return None
-    try:
-        from .artifacts import read_header
-
-        return read_header(path).get("method")
-    except (OSError, ValueError, UsageError):
-        return None
+def map_header(path: str | None) -> dict[str, Any]:
+    """A map file's metadata, or {} when the file is gone or unreadable (a record read later)."""
+    return (_header(path) or {}) if path else {}
 
 
 def guess_kind(data: dict[str, Any]) -> str | None:
     """Which command printed ``data`` (for JSON written before records existed)."""
     if is_record(data):
-        return next((k for k, t in TASKS.items() if t == data.get("task")), None)
-    if "classes" in data and "metrics" in data:
-        return "classify"
-    if "summary" in data and "table" in data:
-        return "sweep"
-    if "method" in data and "anchors" in data and "metrics" in data:
-        return "fit"
-    if "epochs_run" in data and "n_pairs" in data:
-        return "head"
-    return None
+        return next((k for k, t in RECORD_TYPES.items() if t.task == data.get("task")), None)
+    return next((k for k, t in RECORD_TYPES.items() if all(key in data for key in t.keys)), None)
 
 
 def load_records(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
@@ -323,7 +305,7 @@ def sweep_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
     """One record per (method, anchor count) of a sweep, so a sweep joins other runs' tables."""
     rows = []
     for row in record.get("summary") or []:
-        metrics = {k: _scalar(v) for k, v in row.items() if k.endswith(("_mean", "_std"))}
+        metrics = {k: scalar(v) for k, v in row.items() if k.endswith(("_mean", "_std"))}
         metrics.update(n_seeds=row.get("n_seeds"), n_failed=row.get("n_failed"))
         rows.append({"schema": SCHEMA, "dataset": record.get("dataset"),
                      "model": f"{record['model']} ({row['method']})" if record.get("model") else row["method"],

@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -300,11 +301,12 @@ def minilm_store(iu_manifest: Path, tmp_path_factory: pytest.TempPathFactory) ->
 @pytest.fixture(scope="session")
 def lite2_token_captions(lite2_token_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Label-derived MiniLM captions with word tokens, one per image of ``lite2_token_store``."""
-    from stitchkit.zeroshot.captions import make_captions
+    from stitchkit.zeroshot.captions import CaptionSource, make_captions
     from stitchkit.zeroshot.prompts import load_prompts
 
     def build(out: Path) -> None:
-        make_captions(lite2_token_store, out=out, text_model="minilm", prompts=load_prompts("pneumonia"), tokens=True)
+        make_captions(lite2_token_store, out=out, text_model="minilm",
+                      source=CaptionSource(prompts=load_prompts("pneumonia")), tokens=True)
 
     return built_once(tmp_path_factory, "captions-minilm-tok.h5", build)
 
@@ -369,19 +371,19 @@ def pneumonia_head(lite2_store: Path, tmp_path_factory: pytest.TempPathFactory) 
     2 heads, 15 epochs, seed 0), and the train and test ids as files. Label-supervised: a head
     that has learnt something, which is what a test of the plumbing needs."""
     from stitchkit.head import HeadConfig, TrainConfig, train_head
-    from stitchkit.zeroshot.captions import make_captions
+    from stitchkit.zeroshot.captions import CaptionSource, make_captions
     from stitchkit.zeroshot.prompts import load_prompts
 
     def build(folder: Path) -> None:
         folder.mkdir()
         made = make_captions(lite2_store, out=folder / "captions.h5", text_model="minilm",
-                             prompts=load_prompts("pneumonia"))
+                             source=CaptionSource(prompts=load_prompts("pneumonia")))
         (folder / "origin.txt").write_text(made.origin)
         for split in ("train", "test"):
             (folder / f"{split}.ids").write_text("\n".join(_split_ids(lite2_store, split)) + "\n")
         cfg = TrainConfig(min_steps=0, head=HeadConfig(width=32, heads=2), epochs=15, batch_size=32, lr=3e-3,
                           patience=15)
-        train_head(lite2_store, folder / "captions.h5", out=folder / "head.st", config=cfg, seed=0,
+        train_head(lite2_store, folder / "captions.h5", out=folder / "head.st", config=replace(cfg, seed=0),
                    ids=_split_ids(lite2_store, "train"))
 
     folder = built_once(tmp_path_factory, "pneumonia-head", build)

@@ -124,7 +124,7 @@ def test_classify_with_adapt_scores_what_apply_then_classify_scores(
     assert res.returncode == 0, res.stderr
     test_ids = pneumonia_head["test_ids"].read_text().split()
     prompts = load_prompts("pneumonia")
-    kw = dict(head_path=pneumonia_head["head"], ids=test_ids, n_boot=0, image_tokens=False)
+    kw = dict(head_path=pneumonia_head["head"], ids=test_ids, bootstrap=0, image_tokens=False)
     direct = classify_store(lite2_token_store, prompts, adapt_path=adapted["map"], **kw)
     through = classify_store(applied, prompts, **kw)
     assert direct.composition["adapt"]["applied"] == "on the query"

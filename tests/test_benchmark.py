@@ -23,9 +23,9 @@ from sklearn.metrics import roc_auc_score
 
 from stitchkit.store import EmbeddingStore, write_store
 from stitchkit.zeroshot.benchmark import (
+    BenchmarkOptions,
     EntryScores,
     Route,
-    RunOptions,
     SuiteError,
     _interval,
     bootstrap_draws,
@@ -60,7 +60,7 @@ def _patient(image_id: str) -> str:
 @pytest.fixture(scope="module")
 def world(lite2_store: Path, data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     from stitchkit.maps import AnchorPlan, fit_map
-    from stitchkit.zeroshot.captions import make_captions
+    from stitchkit.zeroshot.captions import CaptionSource, make_captions
     from stitchkit.zeroshot.prompts import load_prompts
 
     d = tmp_path_factory.mktemp("benchmark")
@@ -76,7 +76,8 @@ def world(lite2_store: Path, data: Path, tmp_path_factory: pytest.TempPathFactor
     attrs = {k: v for k, v in attrs.items() if k not in ("complete", "dim", "format", "format_version")}
     store = write_store(d / "k-rich.h5", ids, emb, attrs=attrs, columns=columns)
     captions = d / "captions.h5"
-    make_captions(lite2_store, out=captions, text_model="minilm", prompts=load_prompts("pneumonia"))
+    make_captions(lite2_store, out=captions, text_model="minilm",
+                  source=CaptionSource(prompts=load_prompts("pneumonia")))
     train = [i for i in ids if i.startswith("train/")]
     fit_map(lite2_store, captions, "ridge", plan=AnchorPlan(anchors=train)).save(d / "l2-minilm.map")
     (d / "suite.yaml").write_text(json.dumps(SUITE))  # JSON is YAML
@@ -89,7 +90,7 @@ def ran(world: dict) -> dict:
     route = Route(text_model="minilm", map_path=str(world["map"]), scoring="cosine")
     out = world["dir"] / "out"
     data = run_suite(load_suite(world["suite"]), {"k": str(world["store"])}, route, out,
-                     RunOptions(n_boot=200, seed=3))
+                     BenchmarkOptions(bootstrap=200, seed=3))
     return {"data": data, "out": out, "by": {d["name"]: d for d in data["datasets"]}}
 
 
@@ -274,7 +275,7 @@ def test_adapt_applies_per_store_before_the_text_map(world: dict, ran: dict) -> 
     fit_adaptation(world["store"], dims=4.0).save(adapt)
     route = Route(text_model="minilm", map_path=str(world["map"]), scoring="cosine", adapt={"k": str(adapt)})
     data = run_suite(load_suite(world["suite"]), {"k": str(world["store"])}, route, world["dir"] / "adapted",
-                     RunOptions(n_boot=200, seed=3, control=ran["out"]))
+                     BenchmarkOptions(bootstrap=200, seed=3, control=ran["out"]))
     entry = data["datasets"][0]
     assert entry["composition"]["adapt"]["applied"] == "before the map"
     assert data["composition"]["adapt"] == {"k": str(adapt)}

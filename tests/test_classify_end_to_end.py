@@ -55,11 +55,11 @@ def test_native_head_classifies_the_test_split(lite2_store: Path, trained: dict[
     probs = np.array([[float(row["normal"]), float(row["pneumonia"])] for row in rows])
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     res = classify_store(lite2_store, load_prompts("pneumonia"), text_model="minilm",
-                         head_path=trained["head"], ids=_ids(lite2_store, "test"), n_boot=0)
+                         head_path=trained["head"], ids=_ids(lite2_store, "test"), bootstrap=0)
     assert res.metrics["auc"]["pneumonia"] > 0.75
     # Multi-label mode: pneumonia's positive against its negative prompt.
     ml = classify_store(lite2_store, load_prompts("pneumonia", mode="multilabel"), text_model="minilm",
-                        head_path=trained["head"], ids=_ids(lite2_store, "test"), n_boot=0)
+                        head_path=trained["head"], ids=_ids(lite2_store, "test"), bootstrap=0)
     assert ml.metrics["mode"] == "multilabel" and ml.metrics["auc"]["pneumonia"] > 0.6
 
 
@@ -70,7 +70,7 @@ def test_through_a_map(lite0_store: Path, lite2_store: Path, trained: dict[str, 
     map_path = trained["dir"] / "l0-l2.map"
     m.save(map_path)
     res = classify_store(lite0_store, load_prompts("pneumonia"), text_model="minilm", map_path=map_path,
-                         head_path=trained["head"], ids=_ids(lite0_store, "test"), n_boot=0)
+                         head_path=trained["head"], ids=_ids(lite0_store, "test"), bootstrap=0)
     assert res.composition["map"]["target"]["model_spec"] == "lite2"
     assert res.metrics["auc"]["pneumonia"] > 0.6
 
@@ -83,12 +83,12 @@ def test_mismatched_spaces_are_one_line(lite0_store: Path, lite2_store: Path, tr
     assert r.stderr.count("\n") == 1 and "head's image space" in r.stderr and "--force" in r.stderr
     # Forcing is possible for models with the same width ...
     forced = classify_store(lite0_store, load_prompts("pneumonia"), text_model="minilm",
-                            head_path=trained["head"], force=True, n_boot=0)
+                            head_path=trained["head"], force_space=True, bootstrap=0)
     assert forced.n == 180
     # ... but cosine between a 1280-d image space and a 384-d text space never is.
     with pytest.raises(ProvenanceError, match="widths differ"):
         classify_store(lite2_store, load_prompts("pneumonia"), text_model="minilm", scoring="cosine",
-                       force=True)
+                       force_space=True)
 
 
 def test_pool_by_group_scores_per_study(tmp_path: Path) -> None:
@@ -109,7 +109,7 @@ def test_pool_by_group_scores_per_study(tmp_path: Path) -> None:
     pset.classes[1].positive = ["There is pneumonia."]
     pset.classes[1].negative = ["There is no pneumonia."]
     out = tmp_path / "s.h5"
-    res = classify_store(q, pset, prompt_store=ps, pool_by="group", out=out, n_boot=0)
+    res = classify_store(q, pset, prompt_store=ps, pool_by="group", output=out, bootstrap=0)
     assert res.n == 3
     import h5py
 
@@ -118,7 +118,7 @@ def test_pool_by_group_scores_per_study(tmp_path: Path) -> None:
         scores = f["scores"][()]
     # Study s2 is the mean of views 2 and 6, scored once.
     single = classify_store(write_store(tmp_path / "m.h5", ["s2"], views[[2, 6]].mean(0, keepdims=True),
-                                        attrs=attrs), pset, prompt_store=ps, n_boot=0, out=tmp_path / "m.csv")
+                                        attrs=attrs), pset, prompt_store=ps, bootstrap=0, output=tmp_path / "m.csv")
     row = list(csv.DictReader((tmp_path / "m.csv").open()))[0]
     np.testing.assert_allclose(scores[1], [float(row["normal"]), float(row["pneumonia"])], rtol=1e-5)
     assert single.n == 1

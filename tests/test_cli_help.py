@@ -70,8 +70,9 @@ MEANINGS = {  # meaning -> (the one option, commands that have the meaning)
     "model": ("--model", [("embed",)]),
     "text model": ("--text-model", [("head", "captions"), ("classify",)]),
     "row subset": ("--ids", [("fit",), ("sweep",), ("classify",), ("head", "train")]),
-    "output replacement": ("--overwrite", [("embed",), ("export",), ("import",)]),
+    "output replacement": ("--overwrite", [("embed",), ("export",), ("import",), ("fit",)]),
     "space mismatch": ("--force-space", [("apply",), ("classify",)]),
+    "run name": ("--name", [("fit",), ("sweep",), ("classify",)]),
 }
 
 

@@ -11,6 +11,7 @@ import csv
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -156,13 +157,13 @@ def test_the_gpu_path_of_a_map_equals_its_numpy_path(tmp_path: Path, l2: bool) -
 @pytest.fixture(scope="module")
 def routes(lite0_store: Path, lite2_token_store: Path, lite2_token_captions: Path,
            tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from stitchkit.head import HeadConfig, TrainConfig, train_head
+    from stitchkit.head import ComputeOptions, HeadConfig, TrainConfig, train_head
     from stitchkit.maps import AnchorPlan, fit_map
 
     d = tmp_path_factory.mktemp("devices")
     out = {"dir": d, "head": d / "token.head", "map": d / "l0-l2.map", "text_map": d / "l2-minilm.map"}
     cfg = TrainConfig(min_steps=0, head=HeadConfig(width=16, heads=2), epochs=2, batch_size=16)
-    train_head(lite2_token_store, lite2_token_captions, out=out["head"], config=cfg, seed=0, threads=2)
+    train_head(lite2_token_store, lite2_token_captions, out=out["head"], config=replace(cfg, seed=0), run=ComputeOptions(threads=2))
     fit_map(lite0_store, lite2_token_store, "ridge", plan=AnchorPlan(metrics=False)).save(out["map"])
     fit_map(lite2_token_store, lite2_token_captions, "ridge", plan=AnchorPlan(metrics=False)).save(out["text_map"])
     return out

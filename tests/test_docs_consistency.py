@@ -232,7 +232,7 @@ def test_levers_py_trains_with_the_v1_head_settings(monkeypatch: pytest.MonkeyPa
     cfg = seen["config"]
     got = {n: getattr(cfg.head if hasattr(cfg.head, n) else cfg, n) for n in V1_SETTINGS}
     assert got == V1_SETTINGS and cfg.candidates == cfg.epochs
-    assert (cfg.token_dropout, cfg.token_coarsen, seen["seed"]) == (0.5, 1.0, 0)
+    assert (cfg.token_dropout, cfg.token_coarsen, cfg.seed) == (0.5, 1.0, 0)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -104,7 +104,8 @@ def test_v1_head_checkpoint_reads_into_its_model(v1: Path, expected: dict) -> No
 
     from stitchkit.artifacts import read_header
     from stitchkit.head.checkpoint import load_checkpoint
-    from stitchkit.head.model import CrossAttentionHead, HeadConfig, state_to_numpy
+    from stitchkit.head.config import HeadConfig
+    from stitchkit.head.model import CrossAttentionHead, state_to_numpy
 
     assert read_header(v1 / "head.ckpt")["epoch"] == expected["checkpoint"]["epoch"]
     model = CrossAttentionHead(8, 6, HeadConfig.from_dict(expected["head"]["config"]))
@@ -268,8 +269,7 @@ def test_an_older_unreadable_or_damaged_version_is_refused(tmp_path: Path) -> No
 
 def test_unknown_head_settings_are_refused_in_one_line(v1: Path, tmp_path: Path) -> None:
     from stitchkit.head import Head
-    from stitchkit.head.model import HeadConfig
-    from stitchkit.head.train import TrainConfig
+    from stitchkit.head.config import HeadConfig, TrainConfig
 
     with pytest.raises(UsageError, match=r"'gate'.*upgrade stitchkit") as err:
         HeadConfig.from_dict({"width": 4, "heads": 1, "gate": True})

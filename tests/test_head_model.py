@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from stitchkit.errors import UsageError
-from stitchkit.head.model import CrossAttentionHead, HeadConfig, score_matrix
+from stitchkit.head.config import HeadConfig
+from stitchkit.head.model import CrossAttentionHead, ScoreBlocks, score_matrix
 
 
 @pytest.fixture
@@ -64,7 +65,7 @@ def test_score_matrix_blocks_match_one_pass(head: CrossAttentionHead) -> None:
     ig, tg = rng.normal(size=(37, 24)).astype(np.float32), rng.normal(size=(11, 16)).astype(np.float32)
     it = rng.normal(size=(37, 4, 24)).astype(np.float32)
     im = rng.random((37, 4)) > 0.3
-    blocked = score_matrix(head, ig, tg, it, im, image_block=8, text_block=3)
+    blocked = score_matrix(head, ig, tg, it, im, blocks=ScoreBlocks(image=8, text=3))
     with torch.inference_mode():
         one = head(torch.from_numpy(ig), torch.from_numpy(tg), torch.from_numpy(it),
                    torch.from_numpy(im)).numpy()
@@ -75,7 +76,7 @@ def test_score_matrix_blocks_match_one_pass(head: CrossAttentionHead) -> None:
 def test_bad_config_is_a_usage_error() -> None:
     with pytest.raises(UsageError, match="divisible"):
         HeadConfig(width=30, heads=4)
-    with pytest.raises(UsageError, match="at least 1"):
+    with pytest.raises(UsageError, match="layers must be ≥ 1"):
         HeadConfig(layers=0)
 
 

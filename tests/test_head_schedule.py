@@ -78,7 +78,7 @@ def test_sentence_store_pairs_each_image_with_its_sentences(tmp_path: Path) -> N
     which = [(i + k) % 5 for i in range(40) for k in range(1 + i % 3)]
     txt = write_store(tmp_path / "sent.h5", ids, np.stack([sentences[w] for w in which]),
                       columns={"image": owner}, attrs={"modality": "text", "model_spec": "txt", "pairs_by": "image"})
-    pairs = load_pairs([(img, txt)], TrainConfig(head=SMALL), seed=0)
+    pairs = load_pairs([(img, txt)], TrainConfig(head=SMALL))
     assert len(pairs.img) == 40 and len(pairs.sentences.rows) == len(ids)
     # Image s002 owns sentences 2, 3, 4: texts with those keys are all its positives.
     i = list(pairs.img.ids).index("s002")
@@ -94,7 +94,7 @@ def test_sentence_store_pairs_each_image_with_its_sentences(tmp_path: Path) -> N
 def test_pairs_from_two_sources_are_balanced_and_never_share_a_patient(tmp_path: Path) -> None:
     a = _pairs(tmp_path, 30, 5, prefix="a")
     b = _pairs(tmp_path, 90, 6, prefix="b")
-    pairs = load_pairs([a, b], TrainConfig(head=SMALL), seed=0)
+    pairs = load_pairs([a, b], TrainConfig(head=SMALL))
     assert len(pairs.img) == 120 and set(pairs.sources) == {0, 1}
     assert not set(pairs.img.groups[pairs.tr_rows]) & set(pairs.img.groups[pairs.va_rows])
     order = balanced_order(pairs.sources[pairs.tr_rows], seed=0, epoch=0)
@@ -118,4 +118,4 @@ def test_sources_in_other_spaces_are_refused(tmp_path: Path) -> None:
     other = write_store(tmp_path / "o.h5", [f"o{i}" for i in range(20)], x,
                         attrs={"modality": "image", "model_spec": "another-model"})
     with pytest.raises(UsageError, match="another-model|differ"):
-        load_pairs([a, (other, a[1])], TrainConfig(head=SMALL), seed=0)
+        load_pairs([a, (other, a[1])], TrainConfig(head=SMALL))

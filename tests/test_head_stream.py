@@ -18,7 +18,7 @@ import torch
 
 from stitchkit.artifacts import load_artifact
 from stitchkit.errors import UsageError
-from stitchkit.head import HeadConfig, RunOptions, TrainConfig, train_head
+from stitchkit.head import ComputeOptions, HeadConfig, TrainConfig, train_head
 from stitchkit.head.data import LazyRows, Side, read_side
 from stitchkit.head.stream import BatchSpec, Prefetch, Shuffle, batch_bounds, batches, epoch_order
 from stitchkit.head.train import Trainer, checkpoint_path, load_pairs
@@ -151,16 +151,16 @@ def _same_heads(a: Path, b: Path) -> None:
 @pytest.mark.slow
 def test_streamed_head_equals_the_head_from_memory_and_itself(synthetic: tuple[Path, Path], tmp_path: Path, torch_threads) -> None:
     torch_threads(1)
-    train_head(*synthetic, out=tmp_path / "a.head", config=CFG, seed=5)
-    train_head(*synthetic, out=tmp_path / "b.head", config=CFG, seed=5)
+    train_head(*synthetic, out=tmp_path / "a.head", config=replace(CFG, seed=5))
+    train_head(*synthetic, out=tmp_path / "b.head", config=replace(CFG, seed=5))
     _same_heads(tmp_path / "a.head", tmp_path / "b.head")
-    pairs = load_pairs([synthetic], CFG, 5)
+    pairs = load_pairs([synthetic], replace(CFG, seed=5))
     pairs.img, pairs.txt = _in_memory(pairs.img), _in_memory(pairs.txt)
-    trainer = Trainer(pairs, CFG, 5, RunOptions(), tmp_path / "m.head")
+    trainer = Trainer(pairs, replace(CFG, seed=5), ComputeOptions(), tmp_path / "m.head")
     trainer.fit(None, None)
     trainer.finish()
     _same_heads(tmp_path / "a.head", tmp_path / "m.head")
-    train_head(*synthetic, out=tmp_path / "c.head", config=CFG, seed=6)
+    train_head(*synthetic, out=tmp_path / "c.head", config=replace(CFG, seed=6))
     assert not np.array_equal(_state(tmp_path / "a.head")["image_proj.weight"],
                               _state(tmp_path / "c.head")["image_proj.weight"])
 
@@ -171,10 +171,10 @@ def test_a_run_stopped_within_an_epoch_resumes_to_the_same_head(synthetic: tuple
     """Checkpoints after every step (checkpoint_seconds=0); stopped in epoch 2 at step 5 by an
     error in the loop, then resumed: the head equals an uninterrupted run's."""
     torch_threads(1)
-    every_step = RunOptions(checkpoint_seconds=0.0)
-    train_head(*synthetic, out=tmp_path / "ref.head", config=CFG, seed=2, run=every_step)
+    every_step = ComputeOptions(checkpoint_every=0.0)
+    train_head(*synthetic, out=tmp_path / "ref.head", config=replace(CFG, seed=2), run=every_step)
     calls = []
-    steps_per_epoch = len(batch_bounds(len(load_pairs([synthetic], CFG, 2).tr_rows), CFG.batch_size))
+    steps_per_epoch = len(batch_bounds(len(load_pairs([synthetic], replace(CFG, seed=2)).tr_rows), CFG.batch_size))
 
     def stop(done: int, total: int) -> None:
         calls.append(done)
@@ -182,10 +182,10 @@ def test_a_run_stopped_within_an_epoch_resumes_to_the_same_head(synthetic: tuple
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train_head(*synthetic, out=tmp_path / "h.head", config=CFG, seed=2, run=every_step, progress=stop)
+        train_head(*synthetic, out=tmp_path / "h.head", config=replace(CFG, seed=2), run=replace(every_step, progress=stop))
     header = load_artifact(checkpoint_path(tmp_path / "h.head"), "head-checkpoint")[1]
     assert (header["epoch"], header["step"]) == (1, 4)  # written after step 4; step 5 was running
-    result = train_head(*synthetic, out=tmp_path / "h.head", config=CFG, seed=2, run=every_step)
+    result = train_head(*synthetic, out=tmp_path / "h.head", config=replace(CFG, seed=2), run=every_step)
     assert result.resumed_from == 1
     _same_heads(tmp_path / "ref.head", tmp_path / "h.head")
     assert not checkpoint_path(tmp_path / "h.head").exists()
@@ -194,14 +194,14 @@ def test_a_run_stopped_within_an_epoch_resumes_to_the_same_head(synthetic: tuple
 def test_bf16_on_the_cpu_trains_and_saves_float32(synthetic: tuple[Path, Path], tmp_path: Path, torch_threads) -> None:
     torch_threads(1)
     cfg = replace(CFG, epochs=1, precision="bf16")
-    result = train_head(*synthetic, out=tmp_path / "bf16.head", config=cfg, seed=0)
+    result = train_head(*synthetic, out=tmp_path / "bf16.head", config=replace(cfg, seed=0))
     assert (result.device, result.precision) == ("cpu", "bf16")
     tensors, meta = load_artifact(tmp_path / "bf16.head", "head")
     assert all(v.dtype == np.float32 for v in tensors.values())
     assert np.isfinite(result.history[0]["train_loss"]) and np.isfinite(result.val["val_loss"])
     assert meta["config"]["precision"] == "bf16"
     assert (meta["training"]["device"], meta["training"]["precision"]) == ("cpu", "bf16")
-    fp32 = train_head(*synthetic, out=tmp_path / "fp32.head", config=replace(cfg, precision="fp32"), seed=0)
+    fp32 = train_head(*synthetic, out=tmp_path / "fp32.head", config=replace(replace(cfg, precision="fp32"), seed=0))
     # Same batches and initialisation; only the arithmetic's precision differs.
     assert abs(result.history[0]["train_loss"] - fp32.history[0]["train_loss"]) < 0.1
 
@@ -223,12 +223,12 @@ def test_real_token_store_streams_to_the_same_head(lite2_token_store: Path, lite
     cfg = TrainConfig(min_steps=0, head=HeadConfig(width=16, heads=2), epochs=2, batch_size=16, shuffle_block=8,
                       shuffle_buffer=32, token_dropout=0.25, token_coarsen=0.5)
     for name in ("a", "b"):
-        train_head(lite2_token_store, lite2_token_captions, out=tmp_path / f"{name}.head", config=cfg, seed=0)
+        train_head(lite2_token_store, lite2_token_captions, out=tmp_path / f"{name}.head", config=replace(cfg, seed=0))
     _same_heads(tmp_path / "a.head", tmp_path / "b.head")
-    pairs = load_pairs([(lite2_token_store, lite2_token_captions)], cfg, 0)
+    pairs = load_pairs([(lite2_token_store, lite2_token_captions)], cfg)
     assert pairs.img.tokens.shape[1:] == (81, 1280)
     pairs.img, pairs.txt = _in_memory(pairs.img), _in_memory(pairs.txt)
-    trainer = Trainer(pairs, cfg, 0, RunOptions(), tmp_path / "m.head")
+    trainer = Trainer(pairs, cfg, ComputeOptions(), tmp_path / "m.head")
     trainer.fit(None, None)
     trainer.finish()
     _same_heads(tmp_path / "a.head", tmp_path / "m.head")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from stitchkit.errors import UsageError
-from stitchkit.head import Head, HeadConfig, TrainConfig, train_head
+from stitchkit.head import ComputeOptions, Head, HeadConfig, TrainConfig, train_head
 from stitchkit.head.train import checkpoint_path, contrastive_loss, positives
 from stitchkit.store import EmbeddingStore, write_store
 
@@ -41,7 +42,7 @@ def test_learns_a_pairing_and_round_trips(paired: tuple[Path, Path], tmp_path: P
     torch_threads(1)
     img, txt = paired
     out = tmp_path / "head.st"
-    result = train_head(img, txt, out=out, config=CFG, seed=0)
+    result = train_head(img, txt, out=out, config=replace(CFG, seed=0))
     losses = [h["train_loss"] for h in result.history]
     assert losses[-1] < 0.5 * losses[0]
     assert result.val["i2t_top1"] > 10 * result.val["chance_top1"]
@@ -73,7 +74,7 @@ def test_seed_determinism_and_resume(paired: tuple[Path, Path], tmp_path: Path, 
     torch_threads(1)
     img, txt = paired
     cfg = TrainConfig(min_steps=0, head=HeadConfig(width=16, heads=2), epochs=3, batch_size=64, patience=10)
-    a = train_head(img, txt, out=tmp_path / "a.st", config=cfg, seed=3)
+    a = train_head(img, txt, out=tmp_path / "a.st", config=replace(cfg, seed=3))
 
     class Stop(Exception):
         pass
@@ -83,18 +84,18 @@ def test_seed_determinism_and_resume(paired: tuple[Path, Path], tmp_path: Path, 
             raise Stop
 
     with pytest.raises(Stop):
-        train_head(img, txt, out=tmp_path / "b.st", config=cfg, seed=3,
-                   on_epoch=stop_after_first)
+        train_head(img, txt, out=tmp_path / "b.st", config=replace(cfg, seed=3),
+                   run=ComputeOptions(on_epoch=stop_after_first))
     assert checkpoint_path(tmp_path / "b.st").exists()
     assert not (tmp_path / "b.st").exists()
-    b = train_head(img, txt, out=tmp_path / "b.st", config=cfg, seed=3)
+    b = train_head(img, txt, out=tmp_path / "b.st", config=replace(cfg, seed=3))
     assert b.resumed_from == 1
     ta, tb = Head.load(tmp_path / "a.st"), Head.load(tmp_path / "b.st")
     for (ka, va), (kb, vb) in zip(ta.module_.state_dict().items(), tb.module_.state_dict().items(), strict=True):
         assert ka == kb
         torch.testing.assert_close(va, vb, msg=f"{ka} differs after resume")
     # Another seed gives another head.
-    c = train_head(img, txt, out=tmp_path / "c.st", config=cfg, seed=4)
+    c = train_head(img, txt, out=tmp_path / "c.st", config=replace(cfg, seed=4))
     assert c.history[-1]["train_loss"] != a.history[-1]["train_loss"]
 
 
@@ -106,9 +107,9 @@ def test_resume_refuses_a_checkpoint_of_other_settings(paired: tuple[Path, Path]
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train_head(img, txt, out=tmp_path / "h.st", config=cfg, seed=0, on_epoch=boom)
+        train_head(img, txt, out=tmp_path / "h.st", config=replace(cfg, seed=0), run=ComputeOptions(on_epoch=boom))
     with pytest.raises(UsageError, match="other inputs, settings or seed"):
-        train_head(img, txt, out=tmp_path / "h.st", config=cfg, seed=1)
+        train_head(img, txt, out=tmp_path / "h.st", config=replace(cfg, seed=1))
 
 
 def test_resume_is_keyed_on_the_whole_data(paired: tuple[Path, Path], tmp_path: Path) -> None:
@@ -120,14 +121,14 @@ def test_resume_is_keyed_on_the_whole_data(paired: tuple[Path, Path], tmp_path: 
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train_head(img, txt, out=tmp_path / "h.st", config=cfg, seed=0, on_epoch=boom)
+        train_head(img, txt, out=tmp_path / "h.st", config=replace(cfg, seed=0), run=ComputeOptions(on_epoch=boom))
     with EmbeddingStore(img) as s:
         ids, x = list(s.ids), s.read()
         attrs = {"modality": "image", "model_spec": "synthetic-image"}
     x[-1] += 1.0
     changed = write_store(tmp_path / "img-changed.h5", ids, x, attrs=attrs)
     with pytest.raises(UsageError, match="other inputs, settings or seed"):
-        train_head(changed, txt, out=tmp_path / "h.st", config=cfg, seed=0)
+        train_head(changed, txt, out=tmp_path / "h.st", config=replace(cfg, seed=0))
 
 
 def test_validation_split_is_by_group(paired: tuple[Path, Path], tmp_path: Path) -> None:
@@ -147,9 +148,9 @@ def test_validation_split_is_by_group(paired: tuple[Path, Path], tmp_path: Path)
     assert len(va) >= 0.1 * len(ids) - 7 and len(tr) + len(va) == len(ids)
     assert not set(side.groups[tr]) & set(side.groups[va])
     cfg = TrainConfig(min_steps=0, head=HeadConfig(width=16, heads=2), epochs=1, batch_size=64)
-    train_head(grouped, txt, out=tmp_path / "g.st", config=cfg, seed=0)
+    train_head(grouped, txt, out=tmp_path / "g.st", config=replace(cfg, seed=0))
     assert Head.load(tmp_path / "g.st").meta_["training"]["val_split"] == "by group"
-    train_head(img, txt, out=tmp_path / "r.st", config=cfg, seed=0)
+    train_head(img, txt, out=tmp_path / "r.st", config=replace(cfg, seed=0))
     assert Head.load(tmp_path / "r.st").meta_["training"]["val_split"] == "by row"
 
 
@@ -159,7 +160,7 @@ def test_training_leaves_the_matplotlib_backend_alone(paired: tuple[Path, Path],
     img, txt = paired
     before = matplotlib.get_backend()
     cfg = TrainConfig(min_steps=0, head=HeadConfig(width=16, heads=2), epochs=1, batch_size=64)
-    result = train_head(img, txt, out=tmp_path / "h.st", config=cfg, seed=0)
+    result = train_head(img, txt, out=tmp_path / "h.st", config=replace(cfg, seed=0))
     from stitchkit.report.loss_plot import plot_loss
 
     plot_loss(result.history, tmp_path / "l.png")
@@ -242,5 +243,5 @@ def test_token_stores_train_and_classify(tmp_path: Path) -> None:
     pset = parse_prompts({"normal": ["There is no abnormality."], "pneumonia": ["There is pneumonia."]},
                          source="test")
     res = classify_store(tmp_path / "i.h5", pset, prompt_store=tmp_path / "p.h5",
-                         head_path=tmp_path / "h.st", n_boot=0)
+                         head_path=tmp_path / "h.st", bootstrap=0)
     assert res.n == n and res.metrics is not None and res.metrics["n"] == n

@@ -50,7 +50,7 @@ NOT_RUN = {
     "stitch fit minilm.h5 mpnet.h5 --dry-run": "mpnet (make mpnet) is optional",
     "stitch sweep minilm.h5 mpnet.h5 --methods orthogonal,ridge --seeds 0,1 -o sweep.json --json":
         "mpnet (make mpnet) is optional",
-    "stitch fit 'shards/lite0-*.h5' 'shards/lite2-*.h5' -o l0-l2.map --engine ray": "Ray: tests/test_fit_shards.py",
+    "stitch fit 'shards/lite0-*.h5' 'shards/lite2-*.h5' -o l0-l2-shards.map --engine ray --name shards": "Ray: tests/test_fit_shards.py",
     "stitch sweep lite0.h5 lite2.h5 --n-anchors 50,250,500,1000,2000 -o sweep.csv --plot sweep.png":
         "2,000 anchors; the same sweep at 50,100 runs",
     "stitch head captions covid-lite2.h5 --from-texts --standardiser-cmd \"./my-llm --rewrite\" -t minilm -o c.h5":

@@ -142,6 +142,7 @@ def test_option_refusals_come_from_the_registry(isolated: None, tmp_path: Path) 
 def test_the_embedding_job_asks_the_captions_flag(isolated: None, tmp_path: Path) -> None:
     # Images with texts beside them: a text model embeds the texts only where the format says so.
     from stitchkit.embed import plan_job
+    from stitchkit.embed_options import EmbedOptions
 
     class TextModel:
         modality = "text"
@@ -150,12 +151,11 @@ def test_the_embedding_job_asks_the_captions_flag(isolated: None, tmp_path: Path
             text = "a text model"
 
     items = [Item("a", path=tmp_path / "a.png", text="a caption")]
-    for captions, expected in ((False, "the input holds images"), (True, "batch_size (--batch-size) must be at least 1")):
+    for captions, expected in ((False, "the input holds images"), (True, "holds no samples")):
         register(InputFormat(f"pairs{int(captions)}", "image-text pairs", "pairs", captions=captions))
         inputs = Inputs(items, "image", "x", ["text"], kind=f"pairs{int(captions)}")
-        with pytest.raises(UsageError, match=re.escape(expected)):  # batch size 0: stop right after the check
-            plan_job(inputs, TextModel(), tmp_path / "o.h5", batch_size=0, tokens=False, strict=False,
-                     shard=None, overwrite=False, progress=None, on_failure=None, t0=0.0)
+        with pytest.raises(UsageError, match=re.escape(expected)):  # an empty shard: stop right after the check
+            plan_job(inputs, TextModel(), tmp_path / "o.h5", EmbedOptions(shard=(1, 2)), t0=0.0)
 
 
 @needs_ray

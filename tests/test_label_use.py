@@ -183,7 +183,7 @@ def test_results_through_the_map_say_so(lite0_store: Path, maps: dict[str, Path]
     records = {}
     for name in ("stratified", "random"):
         res = classify_store(lite0_store, load_prompts("pneumonia"), text_model="minilm", map_path=maps[name],
-                             head_path=pneumonia_head["head"], ids=test, n_boot=0)
+                             head_path=pneumonia_head["head"], ids=test, bootstrap=0)
         records[name] = to_record("classify", res.to_dict())
     assert records["stratified"]["label_use"] == f"map: {STRATIFIED_ANCHORS}; head: {head_use}"
     assert records["random"]["label_use"] == f"head: {head_use}"

@@ -153,10 +153,10 @@ def test_apply_writes_a_target_space_store_and_checks_provenance(stores, tmp_pat
     alien = _write(tmp_path / "alien.h5", ids, X, spec="another-model")
     with pytest.raises(ProvenanceError, match="another-model.*model_spec differs.*--force"):
         apply_map(tmp_path / "m.map", alien, tmp_path / "x.h5")
-    apply_map(tmp_path / "m.map", alien, tmp_path / "x.h5", force=True)
+    apply_map(tmp_path / "m.map", alien, tmp_path / "x.h5", force_space=True)
     narrow = _write(tmp_path / "narrow.h5", ids, X[:, :5])
     with pytest.raises(ProvenanceError, match="widths differ"):
-        apply_map(tmp_path / "m.map", narrow, tmp_path / "y.h5", force=True)
+        apply_map(tmp_path / "m.map", narrow, tmp_path / "y.h5", force_space=True)
 
 
 def test_pool_by_group_averages_views(tmp_path):

@@ -47,8 +47,8 @@ def test_classify_metrics_match_the_written_scores(tmp_path: Path) -> None:
                 columns={"texts": texts})
 
     r = classify_store(tmp_path / "q.h5", prompts, prompt_store=tmp_path / "p.h5",
-                       map_path=tmp_path / "m.map", scoring="cosine", out=tmp_path / "s.h5",
-                       n_boot=200, chunk_size=2048)
+                       map_path=tmp_path / "m.map", scoring="cosine", output=tmp_path / "s.h5",
+                       bootstrap=200, chunk_size=2048)
     m = r.metrics
     assert m["n"] == n - 7 and m["ci"]["method"].startswith("bag of little bootstraps")
     with h5py.File(tmp_path / "s.h5") as h5:

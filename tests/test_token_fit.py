@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 
 from stitchkit.errors import UsageError
-from stitchkit.head import Head, HeadConfig, TrainConfig, train_head
+from stitchkit.head import ComputeOptions, Head, HeadConfig, TrainConfig, train_head
 from stitchkit.maps import AnchorPlan, ReadOptions, TokenGrid, load_map, make_map
 from stitchkit.maps import token_pairs as TP
 from stitchkit.maps import tokens as T
 from stitchkit.store import EmbeddingStore, StoreWriter
 from stitchkit.store import grid as G
 from stitchkit.store.store import base_attrs
-from stitchkit.zeroshot.captions import make_captions
+from stitchkit.zeroshot.captions import CaptionSource, make_captions
 from stitchkit.zeroshot.prompts import load_prompts
 
 pytestmark = pytest.mark.slow
@@ -84,7 +84,7 @@ def test_area_resampling_keeps_the_mean_and_bilinear_hits_cell_centres(st: dict[
 
 # -- fitting on matched tokens ---------------------------------------------------------------
 def test_token_map_is_affine_commutes_with_pooling_and_records_itself(st: dict[str, Path]) -> None:
-    m = TP.fit_token_map(st["lite0"], st["lite2"], plan=AnchorPlan(holdout=0.25, refit=False), tokens=TokenGrid(grid="target"))
+    m = TP.fit_token_map(st["lite0"], st["lite2"], plan=AnchorPlan(holdout=0.25, refit=False), tokens=TokenGrid(token_grid="target"))
     t = m.anchors_["tokens"]
     assert t["grid"] == [9, 9] and t["source_grid"] == [7, 7] and t["target_grid"] == [9, 9]
     assert t["resample"] == {"source": "bilinear", "target": "none"}
@@ -111,7 +111,7 @@ def test_token_map_is_affine_commutes_with_pooling_and_records_itself(st: dict[s
 
 def test_streamed_blocks_equal_one_fit_on_all_pairs(st: dict[str, Path], monkeypatch) -> None:
     monkeypatch.setattr(TP, "BLOCK_BYTES", 1)  # one image per block
-    m = TP.fit_token_map(st["lite0"], st["lite2"], make_map("ridge", alpha=10.0), plan=AnchorPlan(holdout=0.25, metrics=False, refit=False), read=ReadOptions(exact=True), tokens=TokenGrid(grid="coarser", pooled_weight=2))
+    m = TP.fit_token_map(st["lite0"], st["lite2"], make_map("ridge", alpha=10.0), plan=AnchorPlan(holdout=0.25, metrics=False, refit=False), read=ReadOptions(exact=True), tokens=TokenGrid(token_grid="coarser", pooled_weight=2))
     fit_ids = set(_fit_ids(st, holdout=0.25))
     with EmbeddingStore(st["lite0"]) as a, EmbeddingStore(st["lite2"]) as b:
         rows = np.array([i for i, k in enumerate(a.ids) if k in fit_ids])
@@ -128,7 +128,7 @@ def test_streamed_blocks_equal_one_fit_on_all_pairs(st: dict[str, Path], monkeyp
 
 
 def test_token_refit_is_the_fit_on_every_anchor_image(st: dict[str, Path]) -> None:
-    ridge, exact, coarser = make_map("ridge", alpha=10.0), ReadOptions(exact=True), TokenGrid(grid="coarser")
+    ridge, exact, coarser = make_map("ridge", alpha=10.0), ReadOptions(exact=True), TokenGrid(token_grid="coarser")
     refitted = TP.fit_token_map(st["lite0"], st["lite2"], ridge, AnchorPlan(holdout=0.25), exact, coarser)
     everything = TP.fit_token_map(st["lite0"], st["lite2"], ridge, AnchorPlan(holdout=0.0, metrics=False), exact,
                                   coarser)
@@ -187,18 +187,18 @@ def test_cli_refuses_what_cannot_be_matched(st: dict[str, Path], tmp_path: Path,
         assert r.returncode == 2, (args, r.stderr)
         assert message in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr
         assert not (tmp_path / "x.map").exists()
-    with pytest.raises(UsageError, match="choose one of"):
-        TP.fit_token_map(st["lite0"], st["lite2"], tokens=TokenGrid(grid="diagonal"))
+    with pytest.raises(UsageError, match="takes one of"):
+        TP.fit_token_map(st["lite0"], st["lite2"], tokens=TokenGrid(token_grid="diagonal"))
 
 
 # -- the head side: the query's grid resampled onto the head's --------------------------------
 def test_token_head_resamples_a_query_grid_onto_its_own(st: dict[str, Path]) -> None:
     captions = st["dir"] / "captions.h5"
-    make_captions(st["lite2"], out=captions, text_model="minilm", prompts=load_prompts("pneumonia"),
-                  tokens=True)
+    make_captions(st["lite2"], out=captions, text_model="minilm",
+                  source=CaptionSource(prompts=load_prompts("pneumonia")), tokens=True)
     cfg = TrainConfig(min_steps=0, head=HeadConfig(width=16, heads=2, residual=False, init="torch"), epochs=1, batch_size=8, val_fraction=0.0,
                       token_dropout=0.25, token_coarsen=1.0)
-    train_head(st["lite2"], captions, out=st["dir"] / "h.head", config=cfg, threads=2)
+    train_head(st["lite2"], captions, out=st["dir"] / "h.head", config=cfg, run=ComputeOptions(threads=2))
     head = Head.load(st["dir"] / "h.head")
     assert head.image_token_count_ == 81
     assert head.meta_["config"]["token_dropout"] == 0.25 and head.meta_["config"]["token_coarsen"] == 1.0
@@ -213,7 +213,7 @@ def test_token_head_resamples_a_query_grid_onto_its_own(st: dict[str, Path]) -> 
     np.testing.assert_allclose(auto, by_hand, rtol=1e-5, atol=1e-5)
     head.resample_tokens = False
     assert not np.allclose(head.score(glob, tg, mapped, mask), auto, atol=1e-4)
-    with pytest.raises(UsageError, match="token dropout"):
+    with pytest.raises(UsageError, match="token_dropout"):
         TrainConfig(token_dropout=1.0)
-    with pytest.raises(UsageError, match="token coarsening"):
+    with pytest.raises(UsageError, match="token_coarsen"):
         TrainConfig(token_coarsen=1.5)

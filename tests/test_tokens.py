@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import h5py
@@ -125,7 +126,7 @@ def token_head(tok: dict[str, Path]) -> Path:
     cfg = TrainConfig(min_steps=0, head=HeadConfig(width=16, heads=2), epochs=6, batch_size=10, lr=3e-3,
                       patience=10, val_fraction=0.0)
     path = tok["dir"] / "token.head"
-    train_head(tok["lite2"], tok["captions"], out=path, config=cfg, seed=0, ids=_ids(tok["lite2"], "train"))
+    train_head(tok["lite2"], tok["captions"], out=path, config=replace(cfg, seed=0), ids=_ids(tok["lite2"], "train"))
     return path
 
 
@@ -174,7 +175,7 @@ def test_every_route_writes_the_ranking_it_reports(tok: dict[str, Path], token_h
     cfg = TrainConfig(min_steps=0, head=HeadConfig(width=16, heads=2), epochs=4, batch_size=10, val_fraction=0.0,
                       image_tokens=False, text_tokens=False)
     glob_head = d / "global.head"
-    train_head(tok["lite2"], tok["captions"], out=glob_head, config=cfg, seed=0, ids=_ids(tok["lite2"], "train"))
+    train_head(tok["lite2"], tok["captions"], out=glob_head, config=replace(cfg, seed=0), ids=_ids(tok["lite2"], "train"))
     text_map = tok["text_map"]
     routes = {
         "token": dict(query=tok["lite2"], head_path=token_head),
@@ -187,7 +188,7 @@ def test_every_route_writes_the_ranking_it_reports(tok: dict[str, Path], token_h
     for name, kw in routes.items():
         out = d / f"{name}.csv"
         res = classify_store(prompts=load_prompts("pneumonia"), text_model="minilm", ids=test,
-                             out=out, n_boot=0, **kw)
+                             output=out, bootstrap=0, **kw)
         assert res.metrics["auc"]["pneumonia"] == pytest.approx(_auc_from_file(out), abs=1e-9), name
         rows = list(csv.DictReader(out.open()))
         p = np.array([float(r["pneumonia"]) for r in rows], dtype=np.float32)
@@ -195,7 +196,7 @@ def test_every_route_writes_the_ranking_it_reports(tok: dict[str, Path], token_h
     # Cosine at the old temperature (0.01) saturates probabilities; the log-odds still rank.
     out = d / "cold.csv"
     res = classify_store(tok["lite2"], load_prompts("pneumonia"), text_model="minilm", ids=test,
-                         map_path=text_map, scoring="cosine", temperature=0.001, out=out, n_boot=0)
+                         map_path=text_map, scoring="cosine", temperature=0.001, output=out, bootstrap=0)
     rows = list(csv.DictReader(out.open()))
     assert any(float(r["pneumonia"]) in (0.0, 1.0) for r in rows)
     assert res.metrics["auc"]["pneumonia"] == pytest.approx(_auc_from_file(out), abs=1e-9)

@@ -7,6 +7,7 @@ heads trained with different seeds, and a global head to show a mismatch is one 
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ def _train(tok: dict[str, Path], name: str, seed: int, tokens: bool = True) -> P
     if not path.exists():
         cfg = TrainConfig(min_steps=0, head=HeadConfig(width=16, heads=2), epochs=3, batch_size=10, lr=3e-3,
                           val_fraction=0.0, image_tokens=tokens, text_tokens=tokens)
-        train_head(tok["lite2"], tok["captions"], out=path, config=cfg, seed=seed,
+        train_head(tok["lite2"], tok["captions"], out=path, config=replace(cfg, seed=seed),
                    ids=_ids(tok["lite2"], "train"))
     return path
 
@@ -42,7 +43,7 @@ def test_ensemble_is_the_mean_of_the_heads_log_odds(tok: dict[str, Path], stitch
     for h in heads:
         out = d / f"{h.stem}.csv"
         classify_store(tok["lite2"], load_prompts("pneumonia"), text_model="minilm", head_path=h,
-                       out=out, n_boot=0)
+                       output=out, bootstrap=0)
         single.append(_scores(out))
     assert max(abs(single[0][k] - single[1][k]) for k in single[0]) > 1e-3  # the seeds differ
     out = d / "ensemble.csv"
@@ -61,7 +62,7 @@ def test_heads_of_another_kind_do_not_ensemble(tok: dict[str, Path], stitch) -> 
     global_head = _train(tok, "global0.head", 0, tokens=False)
     with pytest.raises(UsageError, match="differ in their image tokens"):
         classify_store(tok["lite2"], load_prompts("pneumonia"), text_model="minilm",
-                       head_path=[token_head, global_head], n_boot=0)
+                       head_path=[token_head, global_head], bootstrap=0)
     r = stitch("classify", tok["lite2"], "--prompts", "pneumonia", "--text-model", "minilm",
                "--head", token_head, "--head", global_head, "--bootstrap", "0")
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "ensemble" in r.stderr

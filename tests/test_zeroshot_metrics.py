@@ -81,9 +81,9 @@ def test_evaluate_multiclass_and_multilabel() -> None:
 def test_little_bootstraps_agree_with_the_full_bootstrap() -> None:
     """Above EXACT_MAX the bag of little bootstraps gives about the full bootstrap's interval."""
     truth, prob, logit = _data(20_000, 3, 7)
-    args = dict(ranking=logit, n_boot=1000, seed=0)
-    blb = M.bootstrap_intervals(truth, prob, "multiclass", **args)
-    full = M.bootstrap_intervals(truth, prob, "multiclass", exact_max=20_000, **args)
+    cols = M.ArrayColumns(truth, prob, "multiclass", logit)
+    blb = M.bootstrap_intervals(cols, n_boot=1000, seed=0)
+    full = M.bootstrap_intervals(cols, n_boot=1000, seed=0, exact_max=20_000)
     assert blb["method"].startswith("bag of little bootstraps") and full["method"] == "percentile bootstrap"
     point = M._point(truth, prob, "multiclass", logit)
     for key in ("auc_macro", "accuracy", "f1_macro"):

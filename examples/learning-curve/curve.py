@@ -24,6 +24,7 @@ import argparse
 import csv
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +56,7 @@ def subset(labels: np.ndarray, ids: np.ndarray, n: int, seed: int) -> list[str]:
 
 
 def score(test: Path, **route: object) -> tuple[float, float]:
-    result = classify_store(test, load_prompts("pneumonia"), text_model="minilm", n_boot=0, **route)
+    result = classify_store(test, load_prompts("pneumonia"), text_model="minilm", bootstrap=0, **route)
     return result.metrics["auc"]["pneumonia"], result.metrics["accuracy"]
 
 
@@ -71,7 +72,7 @@ def run_route(route: str, demo: Path, work: Path, ids: list[str], seed: int, ste
         tokens = route == "token head"
         cfg = TrainConfig(head=HeadConfig(), batch_size=64, epochs=1, min_steps=steps,
                           image_tokens=tokens, text_tokens=tokens)
-        train_head(images, captions, out=work / "head.st", config=cfg, seed=seed, ids=ids)
+        train_head(images, captions, out=work / "head.st", config=replace(cfg, seed=seed), ids=ids)
         scored = {"head_path": work / "head.st"}
     found = {route: score(test, **scored)}
     if adapt is not None:

@@ -63,11 +63,12 @@ print({k: round(v, 3) for k, v in m.metrics_.items() if isinstance(v, float)})
 
 # %% Train a head on label-derived captions (not zero-shot: the captions come from the labels)
 from stitchkit.head import TrainConfig, train_head
-from stitchkit.zeroshot.captions import make_captions
+from stitchkit.zeroshot.captions import CaptionSource, make_captions
 from stitchkit.zeroshot.prompts import load_prompts
 
 prompts = load_prompts("pneumonia")
-make_captions(work / "lite2.h5", out=work / "captions.h5", text_model="minilm", prompts=prompts)
+make_captions(work / "lite2.h5", out=work / "captions.h5", text_model="minilm",
+              source=CaptionSource(prompts=prompts))
 train_ids = work / "train-ids.txt"
 train_ids.write_text("\n".join(train) + "\n")
 trained = train_head(work / "lite2.h5", work / "captions.h5", out=work / "head.head",
@@ -78,5 +79,5 @@ print("head:", trained.to_dict().get("best_val_loss"))
 from stitchkit.zeroshot.scoring import classify_store
 
 result = classify_store(work / "lite0.h5", prompts, text_model="minilm", ids=test,
-                        map_path=work / "lite0-to-lite2.map", head_path=work / "head.head", n_boot=200)
+                        map_path=work / "lite0-to-lite2.map", head_path=work / "head.head", bootstrap=200)
 print("AUC pneumonia (Lite0 stitched into Lite2 + head):", round(result.metrics["auc"]["pneumonia"], 3))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 
@@ -25,7 +26,7 @@ def no_resample(head: str, out: str) -> None:
 
 
 def train(images: str, texts: str, out: str, dropout: float, coarsen: float, record: str) -> None:
-    from stitchkit.head import HeadConfig, TrainConfig, train_head
+    from stitchkit.head import ComputeOptions, HeadConfig, TrainConfig, train_head
 
     # run.sh's Kermany heads ($HK): every setting pinned to what docs/head.md's levers table was
     # measured with, the head before commit cfd1632 changed the defaults (v1: no cosine residual,
@@ -36,7 +37,7 @@ def train(images: str, texts: str, out: str, dropout: float, coarsen: float, rec
         lr=1e-3, weight_decay=0.01, warmup=0.05, min_steps=0,
         batch_size=64, epochs=10, candidates=10, patience=3, val_fraction=0.1,
         token_dropout=dropout, token_coarsen=coarsen)
-    result = train_head(images, texts, out=out, config=cfg, seed=0, threads=1)
+    result = train_head(images, texts, out=out, config=replace(cfg, seed=0), run=ComputeOptions(threads=1))
     Path(record).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
 
 

@@ -23,7 +23,7 @@ from stitchkit.zeroshot.scoring import classify_store
 
 def score(demo: Path, **route: object) -> dict[str, float]:
     result = classify_store(demo / "k-test-lite2.h5", load_prompts("pneumonia"), text_model="minilm",
-                            n_boot=0, prior="mixture", **route)
+                            bootstrap=0, prior="mixture", **route)
     return {"auc": result.metrics["auc"]["pneumonia"], "accuracy": result.metrics["accuracy"]}
 
 
@@ -47,9 +47,9 @@ def main() -> None:
                 if (pairs, head, seed) in done:
                     continue
                 out = args.out / f"{pairs}-{head}-{seed}.head"
-                train_head(d / "covid-lite2.h5", d / "covid-sentences-minilm.h5", out=out, seed=seed,
+                train_head(d / "covid-lite2.h5", d / "covid-sentences-minilm.h5", out=out,
                            more_pairs=sources[pairs],
-                           config=TrainConfig(image_tokens=tokens, text_tokens=tokens))
+                           config=TrainConfig(image_tokens=tokens, text_tokens=tokens, seed=seed))
                 runs.append({"pairs": pairs, "head": head, "seed": seed, **score(d, head_path=out)})
                 print(runs[-1], flush=True)
                 summary = dict(cosine)

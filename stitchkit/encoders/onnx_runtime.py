@@ -31,13 +31,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from ..embed_options import RUNTIMES
 from ..errors import ModelError, UsageError
 from ..fileio import atomic_output, cache_root
 
 if TYPE_CHECKING:
     from .base import Encoder
 
-RUNTIMES = ("auto", "torch", "onnx")
 OPSET = 17
 PROVIDER = "CPUExecutionProvider"
 # Export checked against torch on a fixed input: both outputs within this cosine per row.

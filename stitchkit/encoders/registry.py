@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 import torch
 
+from ..embed_options import DTYPES
 from ..errors import ModelError, closest
 from .base import Encoder, ModelSpec
 from .cards import MODELS, ModelCard
@@ -108,7 +109,7 @@ def resolve_device(device: str) -> torch.device:
     return resolve(device)
 
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+TORCH_DTYPES = dict(zip(DTYPES, (torch.float32, torch.float16, torch.bfloat16), strict=True))
 
 
 def load_encoder(spec: str, device: str = "cpu", dtype: str = "float32", runtime: str = "auto") -> Encoder:
@@ -122,11 +123,11 @@ def load_encoder(spec: str, device: str = "cpu", dtype: str = "float32", runtime
     parsed, _ = parse_spec(spec)
     check_runtime(runtime)
     encoder_cls = backend_target(parsed.backend)
-    if dtype not in DTYPES:
+    if dtype not in TORCH_DTYPES:
         raise ModelError(f"unknown --dtype {dtype!r}: use one of {', '.join(DTYPES)}")
     if runtime == "onnx":  # say so before minutes of model loading
         refuse_onnx(encoder_cls, parsed.text, parsed.backend)
-    encoder = encoder_cls(parsed, resolve_device(device), DTYPES[dtype])
+    encoder = encoder_cls(parsed, resolve_device(device), TORCH_DTYPES[dtype])
     select_runtime(encoder, runtime)
     return encoder
 

@@ -27,7 +27,7 @@ import pickle
 import re
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -36,7 +36,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..embed import EmbedResult, ProgressSink, plan_job
+from ..embed import EmbedResult, plan_job
+from ..embed_options import EmbedOptions, EncoderOptions, RayOptions
 from ..encoders import EncodeOutput, Encoder, load_encoder
 from ..errors import InputFailure, StitchError, UsageError
 from ..inputs import Inputs, load_image
@@ -250,41 +251,28 @@ def _answers(address: str, timeout: float = 5.0) -> bool:
     return True
 
 
-def embed_store_ray(
-    inputs: Inputs,
-    model_spec: str,
-    out: str | Path,
-    *,
-    batch_size: int = 64,
-    tokens: bool = False,
-    strict: bool = False,
-    shard: tuple[int, int] | None = None,
-    overwrite: bool = False,
-    address: str | None = None,
-    num_cpus: int | None = None,
-    actors: int | None = None,
-    device: str = "cpu",
-    dtype: str = "float32",
-    progress: ProgressSink | None = None,
-    on_failure: Callable[[str, str], None] | None = None,
-) -> EmbedResult:
-    """Embed ``inputs`` into ``out`` with Ray; same store, provenance and resume as ``embed_store``."""
+def embed_store_ray(inputs: Inputs, model_spec: str, out: str | Path, options: EmbedOptions | None = None,
+                    encoder_options: EncoderOptions | None = None, ray_options: RayOptions | None = None
+                    ) -> EmbedResult:
+    """Embed ``inputs`` into ``out`` with Ray; same store, provenance and resume as ``embed_store``.
+
+    ``encoder_options``: the actors' device (``cuda``: a GPU of the cluster each) and dtype; the
+    runtime is torch's. ``ray_options``: the cluster, or a local Ray's CPUs, and the replicas."""
+    options, ray_options = options or EmbedOptions(), ray_options or RayOptions()
+    encoder_options = encoder_options or EncoderOptions()
+    device, dtype, tokens = encoder_options.device, encoder_options.dtype, options.tokens
+    address, actors = ray_options.address, ray_options.actors
     ray = require_ray()  # before any model loading: a missing extra is the first thing to say
     # Decode tasks read files by path: formats whose samples live in containers declare ray=False.
     require(inputs, "ray", "--engine ray reads image files and manifests; {kind} input needs --engine local")
     t0 = time.perf_counter()
     out = Path(out)
-    if batch_size < 1:
-        raise UsageError("batch_size (--batch-size) must be at least 1")
-    if num_cpus is not None and num_cpus < 1:
-        raise UsageError("ray_cpus (--ray-cpus) must be at least 1")
     if address and not _answers(address):  # say so before minutes of model loading
         raise _no_cluster(address, "nothing answers there")
     # The driver's copy gives provenance (spec, weight hash, preprocessing) and the decode
     # tasks' preprocessing; it stays on the CPU so the head node needs no accelerator.
     encoder = load_encoder(model_spec, device="cpu", dtype=dtype)
-    job = plan_job(inputs, encoder, out, batch_size=batch_size, tokens=tokens, strict=strict,
-                   shard=shard, overwrite=overwrite, progress=progress, on_failure=on_failure, t0=t0)
+    job = plan_job(inputs, encoder, out, options, t0)
     if isinstance(job, EmbedResult):
         return job
     items, batches = job.items, job.batches
@@ -293,7 +281,7 @@ def embed_store_ray(
             refs = [str(it.path) if encoder.modality == "image" else (it.text or "") for it in items]
             rows = [{"k": k, "positions": batches[k].tolist(), "refs": [refs[p] for p in batches[k]]}
                     for k in todo]
-            with ray_session(ray, address, num_cpus):
+            with ray_session(ray, address, ray_options.ray_cpus):
                 for k, ok, result, failed, sha in _run_pipeline(
                     ray, rows, _prepare_only(encoder), model_spec, dtype, tokens, actors, device
                 ):

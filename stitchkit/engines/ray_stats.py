@@ -19,36 +19,32 @@ import numpy as np
 
 from ..errors import UsageError
 from ..maps.functional import SuffStats, merge_all
-from ..maps.stream import ProgressFn, accumulate
+from ..maps.stream import ProgressFn, StatsSpec, accumulate
 from ..store import EmbeddingStore, StoreUnion, open_stores
 from .ray_engine import ray_session, require_ray
 
 
-def _shard_stats(source: str, targets: list[str], ids: list[str], options: dict[str, Any]) -> list[SuffStats]:
+def _shard_stats(source: str, targets: list[str], ids: list[str], spec: StatsSpec) -> list[SuffStats]:
     with EmbeddingStore(source) as src, open_stores(targets) as tgt:
-        return accumulate(src, tgt, np.asarray(ids, dtype=object), **options)
+        return accumulate(src, tgt, np.asarray(ids, dtype=object), spec)
 
 
 def accumulate_ray(
     source: EmbeddingStore | StoreUnion,
     target: EmbeddingStore | StoreUnion,
     ids: np.ndarray,
+    spec: StatsSpec,
     *,
-    n_folds: int,
-    seed: int,
-    l2: bool,
-    chunk_size: int,
-    exact: bool,
     address: str | None = None,
     num_cpus: int | None = None,
 ) -> list[SuffStats]:
-    """The same per-fold statistics as ``maps.stream.accumulate``, one Ray task per source shard."""
+    """The same per-fold statistics as ``maps.stream.accumulate``, one Ray task per source shard
+    (each task is sent ``spec`` as it is: the settings are one picklable value)."""
     if not isinstance(source, EmbeddingStore | StoreUnion) or not isinstance(target, EmbeddingStore | StoreUnion):
         raise UsageError("--engine ray does not pool groups: drop --pool-by or the engine")
     ray = require_ray()
     shards: Sequence[EmbeddingStore] = source.shards if isinstance(source, StoreUnion) else [source]
     targets = [str(p.path) for p in (target.shards if isinstance(target, StoreUnion) else [target])]
-    options = {"n_folds": n_folds, "seed": seed, "l2": l2, "chunk_size": chunk_size, "exact": exact}
     rows = source.index_of(list(ids))
     if isinstance(source, StoreUnion):
         per_shard = {k: ids[where] for k, where, _ in source.split_rows(rows)}
@@ -56,10 +52,10 @@ def accumulate_ray(
         per_shard = {0: ids}
     with ray_session(ray, address, num_cpus):
         task = ray.remote(num_cpus=1)(_shard_stats)
-        refs = [task.remote(str(Path(shards[k].path)), targets, list(part), options)
+        refs = [task.remote(str(Path(shards[k].path)), targets, list(part), spec)
                 for k, part in per_shard.items() if len(part)]
         parts = ray.get(refs)
-    return [merge_all([p[f] for p in parts]) for f in range(n_folds)]
+    return [merge_all([p[f] for p in parts]) for f in range(spec.n_folds)]
 
 
 class RayStats:
@@ -71,9 +67,7 @@ class RayStats:
         self.num_cpus = num_cpus
 
     def accumulate(
-        self, source: Any, target: Any, ids: np.ndarray, *, n_folds: int, seed: int, l2: bool,
-        chunk_size: int, exact: bool, progress: ProgressFn | None = None,
+        self, source: Any, target: Any, ids: np.ndarray, spec: StatsSpec, *,
+        progress: ProgressFn | None = None,
     ) -> list[SuffStats]:
-        return accumulate_ray(source, target, ids, n_folds=n_folds, seed=seed, l2=l2,
-                              chunk_size=chunk_size, exact=exact, address=self.address,
-                              num_cpus=self.num_cpus)
+        return accumulate_ray(source, target, ids, spec, address=self.address, num_cpus=self.num_cpus)

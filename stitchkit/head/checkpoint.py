@@ -1,7 +1,7 @@
 """The checkpoint beside a head in training (``HEAD.ckpt``) and the hash that keys it.
 
-Written at the end of every epoch and, within a long epoch, after ``checkpoint_seconds``
-(:class:`~stitchkit.head.train.RunOptions`): the weights, the best weights so far and AdamW's
+Written at the end of every epoch and, within a long epoch, after ``checkpoint_every``
+seconds (:class:`~stitchkit.head.config.ComputeOptions`): the weights, the best weights so far and AdamW's
 moments as safetensors tensors; the history, the epoch's steps taken and their losses as JSON;
 torch's random generators as they were at that step, and fp16's loss scale. The batches of an
 epoch follow from ``(seed, epoch)`` alone (:func:`stitchkit.head.stream.epoch_order`), so a

@@ -15,6 +15,7 @@ from ..errors import UsageError
 from .model import (
     CrossAttentionHead,
     HeadConfig,
+    ScoreBlocks,
     load_numpy_state,
     module_device,
     score_matrix,
@@ -145,7 +146,7 @@ class Head:
                 )
         image_tokens, image_mask = self.match_token_grid(image_tokens, image_mask)
         return score_matrix(self.module_, image_global, text_global, image_tokens, image_mask,
-                            text_tokens, text_mask, image_block=image_block)
+                            text_tokens, text_mask, blocks=ScoreBlocks(image=image_block))
 
     def class_logits(
         self,

@@ -33,8 +33,7 @@ the transpose. :func:`score_matrix` walks blocks of both axes to keep memory bou
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -42,59 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UsageError
-
-
-@dataclass(frozen=True)
-class HeadConfig:
-    """Shape of a head. The defaults train on two CPU cores in a few minutes."""
-
-    width: int = 64
-    layers: int = 1
-    heads: int = 4
-    ffn_mult: int = 2
-    dropout: float = 0.1  # CARZero's
-    logit_mlp: bool = False  # a small MLP instead of a linear layer on the representation
-    residual: bool = True  # logit = s·cos(mapped image, text) + the attention's correction
-    init: str = "carzero"  # "carzero": N(0, 0.02) weights, zero biases; "torch": its defaults
-
-    def __post_init__(self) -> None:
-        for name in ("width", "layers", "heads", "ffn_mult"):
-            if int(getattr(self, name)) < 1:
-                raise UsageError(f"head {name} must be at least 1, got {getattr(self, name)}")
-        if self.width % self.heads:
-            raise UsageError(
-                f"head width {self.width} is not divisible by {self.heads} attention heads: "
-                "choose a width that is a multiple of --heads"
-            )
-        if not 0.0 <= self.dropout < 1.0:
-            raise UsageError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.init not in INITS:
-            raise UsageError(f"head init must be one of {', '.join(INITS)}, got {self.init!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], where: object = "head") -> HeadConfig:
-        """The config :meth:`to_dict` wrote. A setting this stitchkit does not know is refused,
-        never dropped: a head built without a part it was trained with would score wrongly.
-        Settings added later take the value heads had before them (``LEGACY_SETTINGS``)."""
-        return cls(**{**LEGACY_SETTINGS, **known_settings(cls, data, where)})
-
-
-INITS = ("carzero", "torch")
-#: What a head written before these settings existed was built with.
-LEGACY_SETTINGS = {"residual": False, "init": "torch"}
-
-
-def known_settings(cls: type, data: dict[str, Any], where: object) -> dict[str, Any]:
-    """``data`` if every key is a field of the dataclass ``cls``; else a one-line error."""
-    unknown = sorted(set(data) - {f.name for f in fields(cls)})
-    if unknown:
-        raise UsageError(f"{where}: {cls.__name__} setting{'s' if len(unknown) > 1 else ''} "
-                         f"{', '.join(map(repr, unknown))} unknown to this stitchkit "
-                         "(written by a newer stitchkit?): upgrade stitchkit")
-    return dict(data)
+from .config import HeadConfig
 
 
 class CrossAttentionLayer(nn.Module):
@@ -277,6 +224,19 @@ def module_device(module: nn.Module) -> torch.device:
     return next(module.parameters()).device
 
 
+@dataclass(frozen=True)
+class ScoreBlocks:
+    """How many images and texts :func:`score_matrix` scores at once.
+
+    The two sizes are one setting, the memory bound of scoring (``image × text × width`` floats
+    plus one image block of tokens), whatever the number of pairs; ``image`` is lowered further
+    where the images' tokens are large. Smaller blocks change the memory, never the logits.
+    """
+
+    image: int = 2048
+    text: int = 256
+
+
 def score_matrix(
     head: CrossAttentionHead,
     image_global: np.ndarray,
@@ -286,16 +246,16 @@ def score_matrix(
     text_tokens: np.ndarray | None = None,
     text_mask: np.ndarray | None = None,
     *,
-    image_block: int = 2048,
-    text_block: int = 256,
+    blocks: ScoreBlocks = ScoreBlocks(),
 ) -> np.ndarray:
     """Logits (n_images, n_texts) in evaluation mode, computed block by block.
 
-    Memory is bounded by ``image_block × text_block × width`` floats plus one block of tokens,
-    whatever the number of images. Runs where the head's weights are (``Head.to``); the inputs
-    and the returned logits are numpy arrays.
+    Memory is bounded by ``blocks`` (:class:`ScoreBlocks`), whatever the number of images.
+    Runs where the head's weights are (``Head.to``); the inputs and the returned logits are
+    numpy arrays.
     """
     n_img, n_txt = len(image_global), len(text_global)
+    image_block, text_block = blocks.image, blocks.text
     if image_tokens is not None:
         # One image block of tokens is converted to float32: keep it under about 128 MB.
         t, d = image_tokens.shape[1], image_tokens.shape[2]

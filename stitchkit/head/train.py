@@ -30,7 +30,7 @@ it would have. The checkpoint is removed on success.
 
 Data: neither globals nor tokens are held; a background thread reads the batches in the
 image store's order, window by window, while the head computes (:mod:`stitchkit.head.stream`).
-Device and precision: :class:`RunOptions` (``device``) and ``TrainConfig.precision``
+Device and precision: :class:`ComputeOptions` (``device``) and ``TrainConfig.precision``
 (torch.autocast; the loss and the weights stay float32) — :mod:`stitchkit.devices`.
 The validation split is by group (patient) where the image store has groups, so early
 stopping never looks at a patient the head trained on. Plotting lives in
@@ -44,7 +44,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,6 @@ import torch.nn.functional as F
 
 from ..artifacts import load_artifact
 from ..devices import (
-    PRECISIONS,
     autocast,
     check_precision,
     device_name,
@@ -74,6 +73,7 @@ from .checkpoint import (
     rng_state,
     save_checkpoint,
 )
+from .config import ComputeOptions, TrainConfig
 from .data import (
     IMAGE_COLUMN,
     Sentences,
@@ -86,8 +86,6 @@ from .data import (
 from .head import Head
 from .model import (
     CrossAttentionHead,
-    HeadConfig,
-    known_settings,
     load_numpy_state,
     module_device,
     score_matrix,
@@ -108,73 +106,6 @@ from .stream import (
 )
 
 ProgressFn = Callable[[int, int], None]
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation settings; ``head`` is the shape of the head."""
-
-    head: HeadConfig = field(default_factory=HeadConfig)
-    epochs: int = 30
-    batch_size: int = 128  # at most: small sets get smaller batches (batch_for)
-    min_steps: int = 300  # the run lasts at least this many steps, whatever the epochs
-    candidates: int = 4  # evenly spaced checkpoints validation chooses among (and the start)
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup: float = 0.05  # fraction of all steps spent warming the learning rate up
-    val_fraction: float = 0.1
-    patience: int = 0  # checkpoints without a better validation loss before stopping (0: never)
-    image_tokens: bool = True  # use the image store's tokens where it has them
-    text_tokens: bool = True
-    pool_by: str | None = None
-    # Fraction of each training image's patch tokens hidden from the attention at each step
-    # (a fresh draw per step; the global always stays): the head must not lean on any single
-    # token's detail, which a map from another model carries least well.
-    token_dropout: float = 0.0
-    # Probability that a training batch's square patch grid is passed through a grid two cells
-    # coarser and back (area-weighted down, bilinear up: 9x9 → 7x7 → 9x9): queries mapped from
-    # a model with a coarser grid arrive without the finest spatial detail.
-    token_coarsen: float = 0.0
-    # The forward pass under torch.autocast in bf16 / fp16 (fp16: GPU only, with loss scaling);
-    # the loss, the weights and the saved head stay float32.
-    precision: str = "fp32"
-    # The epoch's order (stitchkit.head.stream): blocks of this many consecutive rows, shuffled,
-    # then rows shuffled within windows of shuffle_buffer rows (a plain shuffle up to that size).
-    shuffle_block: int = 16
-    shuffle_buffer: int = 1024
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 2:
-            raise UsageError("epochs (--epochs) must be ≥ 1 and --batch-size ≥ 2 (contrastive loss needs pairs)")
-        if self.min_steps < 0 or self.candidates < 1 or self.patience < 0:
-            raise UsageError("--min-steps and --patience must be ≥ 0 and --candidates ≥ 1")
-        if not 0.0 <= self.val_fraction < 0.9:
-            raise UsageError(f"val_fraction (--val-fraction) must be in [0, 0.9), got {self.val_fraction}")
-        if not 0.0 <= self.token_coarsen <= 1.0:
-            raise UsageError(f"token coarsening must be in [0, 1], got {self.token_coarsen}")
-        if not 0.0 <= self.token_dropout < 1.0:
-            raise UsageError(f"token dropout must be in [0, 1), got {self.token_dropout}")
-        if self.lr <= 0:
-            raise UsageError(f"lr (--lr) must be positive, got {self.lr}")
-        if self.precision not in PRECISIONS:
-            raise UsageError(f"precision (--precision) must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.shuffle_block < 1 or self.shuffle_buffer < self.shuffle_block or \
-                self.shuffle_buffer % self.shuffle_block:
-            raise UsageError(f"shuffle buffer ({self.shuffle_buffer} rows) must be a multiple of the "
-                             f"shuffle block ({self.shuffle_block} rows, at least 1)")
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["head"] = self.head.to_dict()
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], where: object = "training settings") -> TrainConfig:
-        """The settings :meth:`to_dict` wrote; an unknown one is refused in one line, not dropped."""
-        data = known_settings(cls, data, where)
-        head = data.get("head", {})
-        data["head"] = head if isinstance(head, HeadConfig) else HeadConfig.from_dict(head, where)
-        return cls(**data)
 
 
 @dataclass
@@ -396,7 +327,7 @@ def read_source(istore: EmbeddingStore, tstore: EmbeddingStore, cfg: TrainConfig
     return join_sentences(img, txt, pairing_keys(tstore, txt))
 
 
-def load_pairs(sources: list[tuple[StoreLike, StoreLike]], cfg: TrainConfig, seed: int,
+def load_pairs(sources: list[tuple[StoreLike, StoreLike]], cfg: TrainConfig,
                ids: list[str] | None = None) -> Pairs:
     """Open every (images, texts) pair of stores (nothing but ids, masks and labels is held),
     check they share two spaces, join each, put them together and split them."""
@@ -424,7 +355,7 @@ def load_pairs(sources: list[tuple[StoreLike, StoreLike]], cfg: TrainConfig, see
     keys = PairKeys(text, own_keys(text, sentences))
     if len(np.unique(text[sentences.rows])) < 2:
         raise UsageError("every pair has the same text: a contrastive head needs at least two different texts")
-    tr_rows, va_rows = split_train_val(img, cfg.val_fraction, seed)
+    tr_rows, va_rows = split_train_val(img, cfg.val_fraction, cfg.seed)
     source = np.concatenate([np.full(len(p[0]), n) for n, p in enumerate(parts)])
     return Pairs(istore, tstore, img, txt, sentences, keys, tr_rows, va_rows, label_positives, source,
                  [(str(i.path), str(t.path)) for i, t in stores])
@@ -465,26 +396,12 @@ def split_train_val(img: Side, val_fraction: float, seed: int) -> tuple[np.ndarr
 
 
 # -- the loop ------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class RunOptions:
-    """Where and how a run computes; none of it changes the head (on one kind of device).
-
-    ``checkpoint_seconds``: besides the checkpoint at every epoch's end, one within an epoch
-    once this long has passed since the last (a resumed run continues from that step).
-    ``prefetch``: batches the loader thread keeps ready.
-    """
-
-    device: str = "cpu"
-    threads: int | None = None
-    checkpoint_seconds: float = 600.0
-    prefetch: int = 4
-
-
 class Trainer:
     """One training run: the model, its optimiser, the loop's state and the checkpoint."""
 
-    def __init__(self, pairs: Pairs, cfg: TrainConfig, seed: int, run: RunOptions, out: Path) -> None:
-        self.pairs, self.cfg, self.seed, self.run, self.out = pairs, cfg, seed, run, out
+    def __init__(self, pairs: Pairs, cfg: TrainConfig, run: ComputeOptions, out: Path) -> None:
+        self.pairs, self.cfg, self.seed, self.run, self.out = pairs, cfg, cfg.seed, run, out
+        seed = cfg.seed
         self.dev = resolve_device(run.device)
         check_precision(cfg.precision, self.dev)
         self.train_part = pairs.part(pairs.tr_rows)  # (image side, text side, keys): first texts
@@ -515,7 +432,9 @@ class Trainer:
         self.spec = BatchSpec(self.batch_size, cfg.image_tokens, cfg.text_tokens, self.dev,
                               cfg.shuffle_buffer, run.prefetch)
         self.ckpt = checkpoint_path(out)
-        self.fingerprint = fingerprint(pairs, cfg.to_dict(), seed)
+        # The seed is hashed on its own, as before it was a setting: older checkpoints still match.
+        settings = {k: v for k, v in cfg.to_dict().items() if k != "seed"}
+        self.fingerprint = fingerprint(pairs, settings, seed)
         self.state = CheckpointState(best=state_to_numpy(self.model), fingerprint=self.fingerprint)
 
     def epoch_order(self, epoch: int) -> np.ndarray:
@@ -582,7 +501,7 @@ class Trainer:
                 st.step += 1
                 if progress:
                     progress(step + 1, self.total)
-                if st.step < self.steps_per_epoch and time.monotonic() - last >= self.run.checkpoint_seconds:
+                if st.step < self.steps_per_epoch and time.monotonic() - last >= self.run.checkpoint_every:
                     st.rng = rng_state(self.dev)
                     self.save()
                     last = time.monotonic()
@@ -674,38 +593,35 @@ def train_head(
     *,
     out: str | os.PathLike,
     config: TrainConfig | None = None,
-    seed: int = 0,
-    progress: ProgressFn | None = None,
-    on_epoch: Callable[[dict[str, float]], None] | None = None,
-    resume: bool = True,
-    threads: int | None = None,
+    run: ComputeOptions | None = None,
     ids: list[str] | None = None,
-    run: RunOptions | None = None,
     more_pairs: Sequence[tuple[StoreLike, StoreLike]] = (),
 ) -> TrainResult:
     """Train a head on the pairs the two stores share (joined by id) and save it at ``out``.
 
     ``more_pairs``: further (image store, text store) pairs in the same two spaces, sampled in
-    equal shares. ``ids`` restricts training to those images (e.g. the train split); ``run`` says where it
-    computes (``RunOptions(device="cuda")``; the CPU by default). Returns what was done, with
+    equal shares. ``config`` (:class:`TrainConfig`) is what the head is and how it learns, its seed
+    included; ``ids`` restricts training to those images (e.g. the train split); ``run``
+    (:class:`ComputeOptions`) says where and how it computes: device, threads, checkpoints,
+    resuming, progress callbacks. Returns what was done, with
     the loss history (draw it with :func:`stitchkit.report.loss_plot.plot_loss`); the head is
     at ``out``.
 
     >>> result = train_head("k-lite2.h5", "k-captions-minilm.h5", out="head.st")  # doctest: +SKIP
     """
     cfg = config or TrainConfig()
-    run = replace(run or RunOptions(), threads=threads) if threads else (run or RunOptions())
+    run = run or ComputeOptions()
     out = Path(out)
     check_writable_dir(out)
     t0 = time.perf_counter()
     device_name(run.device)  # a GPU that is not there: one line, before the stores are read
     with torch_threads(run.threads):
-        pairs = load_pairs([(image_store, text_store), *more_pairs], cfg, seed, ids)
-        trainer = Trainer(pairs, cfg, seed, run, out)
-        if resume:
+        pairs = load_pairs([(image_store, text_store), *more_pairs], cfg, ids)
+        trainer = Trainer(pairs, cfg, run, out)
+        if run.resume:
             trainer.resume()
         resumed_from = trainer.state.epoch
-        stopped_early = trainer.fit(progress, on_epoch)
+        stopped_early = trainer.fit(run.progress, run.on_epoch)
         _, val = trainer.finish()
     p, st = trainer.pairs, trainer.state
     return TrainResult(

@@ -12,18 +12,19 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import UsageError
+from ..settings import setting
 
 
 @dataclass(frozen=True)
 class Columns:
     """Manifest column names; each can be renamed on the command line."""
 
-    id: str = "id"
-    path: str = "path"
-    text: str = "text"
-    label: str = "label"
-    group: str = "group"
-    image: str = "image"  # Hugging Face datasets: the Image column
+    id: str = setting("id", "Manifest column of the sample ids.")
+    path: str = setting("path", "Manifest column of the image paths.")
+    text: str = setting("text", "Manifest column of the texts.")
+    label: str = setting("label", "Manifest column of the labels.")
+    group: str = setting("group", "Manifest column of the groups (a study or patient).")
+    image: str = setting("image", "Hugging Face datasets: the image column (else the first datasets.Image column).")
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from .estimators import (
 )
 from .functional import MapValueError, SuffStats
 from .metrics import cosine_scorer
-from .options import AnchorPlan, ReadOptions
+from .options import AnchorPlan, ApplyOptions, MapSettings, ReadOptions
 from .sweep import SweepGrid, sweep
 from .token_pairs import TokenGrid, fit_token_map
 
@@ -27,8 +27,10 @@ __all__ = [
     "METHODS",
     "AffineMap",
     "AnchorPlan",
+    "ApplyOptions",
     "BaseMap",
     "LinearMap",
+    "MapSettings",
     "MapValueError",
     "NotFittedError",
     "OrthogonalMap",

@@ -28,7 +28,7 @@ from . import functional as F
 from .anchors import anchor_pool
 from .estimators import BaseMap, RidgeMap
 from .plan import _space
-from .stream import StoreLike, _opened, accumulate
+from .stream import StatsSpec, StoreLike, _opened, accumulate
 
 #: Effective dimensions kept by default (docs/maps.md: fixed on NIH, checked on Kermany).
 DEFAULT_DIMS = 16.0
@@ -100,7 +100,7 @@ def fit_adaptation(
         chosen = np.asarray(anchor_pool(s, s, ids))
         if len(chosen) < 3:
             raise UsageError(f"{len(chosen)} image(s) to adapt on: give at least 3 of the target domain")
-        stats = accumulate(s, s, chosen, chunk_size=chunk_size)[0]
+        stats = accumulate(s, s, chosen, StatsSpec(chunk_size=chunk_size))[0]
         m = fit_adaptation_stats(stats, dims)
         m.source_space_ = m.target_space_ = _space(s)
         m.anchors_ = {

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from . import functional as F
 from . import tokens as T
 from .anchors import rows_of
 from .estimators import BaseMap, load_map
-from .options import AnchorPlan, ReadOptions, seeded_estimator
+from .options import AnchorPlan, ApplyOptions, ReadOptions, seeded_estimator
 from .plan import (
     HeldOut,
     Plan,
@@ -33,7 +34,7 @@ from .plan import (
     refit_folds,
     unpaired_rows,
 )
-from .stream import ProgressFn, StoreLike, _opened
+from .stream import StatsSpec, StoreLike, _opened
 
 
 def _samples(store: Any, pool_by: str | None) -> Any:
@@ -66,7 +67,7 @@ def fit_map(
     read = (read or ReadOptions()).validate()
     m = seeded_estimator(estimator, plan.seed)
     l2, seed = bool(m.l2), plan.seed
-    stats = dict(seed=seed, l2=l2, chunk_size=read.chunk_size, exact=read.exact)
+    stats = StatsSpec(seed=seed, l2=l2, chunk_size=read.chunk_size, exact=read.exact)
     with _opened(source) as src_store, _opened(target) as tgt_store:
         src, tgt = _samples(src_store, plan.pool_by), _samples(tgt_store, plan.pool_by)
         split = plan_anchors(src, tgt, anchors=plan.anchors, holdout=plan.holdout, seed=seed)
@@ -76,8 +77,8 @@ def fit_map(
                 f"{len(ids)} anchor(s) left after the holdout: a map needs at least 2 "
                 "(and least squares more than the dimension)"
             )
-        folds = read.engine.accumulate(src, tgt, ids, n_folds=m.n_folds_for(len(ids), src.dim),
-                                       progress=read.progress, **stats)
+        n_folds = m.n_folds_for(len(ids), src.dim)
+        folds = read.engine.accumulate(src, tgt, ids, replace(stats, n_folds=n_folds), progress=read.progress)
         m.fit_stats(folds)
         held = prepare_heldout(src, tgt, split, seed=seed, l2=l2) if plan.metrics or plan.unpaired else None
         if plan.unpaired:
@@ -85,8 +86,8 @@ def fit_map(
         measured = heldout_metrics(m, held) if plan.metrics else {}
         n_refit = 0
         if plan.refit and len(split.heldout):
-            held_folds = read.engine.accumulate(src, tgt, split.heldout, n_folds=len(folds), progress=None,
-                                                **stats)
+            held_folds = read.engine.accumulate(src, tgt, split.heldout, replace(stats, n_folds=len(folds)),
+                                                progress=None)
             all_folds = refit_folds(m, folds, held_folds, src.dim)
             refitted = clone(m).fit_stats(all_folds)
             if plan.unpaired:
@@ -104,12 +105,16 @@ def fit_map(
     return m
 
 
+#: Neighbours of the mutual k-NN overlap a dry run reports.
+MUTUAL_KNN_K = 10
+
+
 def check_stitchability(
     source: StoreLike,
     target: StoreLike,
     estimator: BaseMap | str = "ridge",
     plan: AnchorPlan | None = None,
-    k: int = 10,
+    k: int = MUTUAL_KNN_K,
     max_rows: int = 4000,
 ) -> dict[str, Any]:
     """What ``fit_map`` with the same estimator and plan would face, measured on its fit anchors
@@ -118,7 +123,7 @@ def check_stitchability(
     Linear CKA, mutual ``k``-NN overlap and a cross-validated estimate of the held-out quality
     (see :mod:`.stitchability`); nothing is written and the held-out anchors are not read.
     """
-    from .stitchability import stitchability
+    from .stitchability import AnchorSample, stitchability
 
     plan = (plan or AnchorPlan()).validate()
     m = seeded_estimator(estimator, plan.seed)
@@ -133,26 +138,21 @@ def check_stitchability(
         Y = tgt.read(rows_of(tgt, ids))
         require_finite(X, ids, src.path, "anchor embeddings")
         require_finite(Y, ids, tgt.path, "anchor embeddings")
-    report = stitchability(X, Y, lambda: clone(m), k=k, seed=plan.seed, max_rows=max_rows, ids=ids, n_fit=n_fit)
+    report = stitchability(AnchorSample(X, Y, ids, n_fit), lambda: clone(m), k=k, seed=plan.seed,
+                           max_rows=max_rows)
     report["n_anchors"] = int(n_fit)
     report["n_heldout"] = int(len(split.heldout))
     report["method"] = m.method
     return report
 
 
-def apply_map(
-    map_or_path: BaseMap | str | os.PathLike,
-    store_path: str | os.PathLike,
-    out_path: str | os.PathLike,
-    *,
-    force: bool = False,
-    chunk_size: int = 16384,
-    progress: ProgressFn | None = None,
-    tokens: bool = True,
-    device: str = "cpu",
-) -> dict[str, Any]:
+def apply_map(map_or_path: BaseMap | str | os.PathLike, store_path: str | os.PathLike,
+              out_path: str | os.PathLike, options: ApplyOptions | None = None, **settings: Any
+              ) -> dict[str, Any]:
     """Write ``store_path`` mapped into the map's target space as a new store at ``out_path``.
 
+    ``settings``: :class:`ApplyOptions` fields (``chunk_size``, ``tokens``, ``force_space``,
+    ``device``, ``progress``) applied over ``options``.
     The output carries the target space's model_spec / weights_sha256 (it lives there now),
     plus ``map`` and ``source`` attributes naming where it came from, and ``map_device``
     where the products ran (``device``: auto, cpu, cuda[:N]; on the CPU the map's own numpy
@@ -163,7 +163,9 @@ def apply_map(
     from ..fileio import check_writable_dir
     from ..store.store import StoreWriter, base_attrs
 
-    dev = device_name(device)  # a GPU that is not there: one line, before anything is read
+    options = replace(options or ApplyOptions(), **settings)
+    force, chunk_size, tokens, progress = options.force_space, options.chunk_size, options.tokens, options.progress
+    dev = device_name(options.device)  # a GPU that is not there: one line, before anything is read
     m = map_or_path if isinstance(map_or_path, BaseMap) else load_map(map_or_path)
     map_name = str(map_or_path) if not isinstance(map_or_path, BaseMap) else getattr(m, "path_", "in-memory map")
     if Path(out_path).resolve() == Path(store_path).resolve():

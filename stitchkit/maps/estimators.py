@@ -445,7 +445,9 @@ def make_map(method: str, **params: Any) -> BaseMap:
     allowed = set(cls._get_param_names())
     unknown = [k for k, v in params.items() if k not in allowed and v is not None]
     if unknown:
-        raise MapValueError(f"method {method!r} takes no option {', '.join(unknown)}")
+        takers = {k: [m for m, c in MAP_CLASSES.items() if k in c._get_param_names()] for k in unknown}
+        raise MapValueError(f"method {method!r} takes no option " + "; ".join(
+            f"{k} (it applies to {', '.join(takers[k]) or 'no method'})" for k in unknown))
     return cls(**{k: v for k, v in params.items() if k in allowed and v is not None})
 
 

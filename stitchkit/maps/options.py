@@ -9,16 +9,23 @@ new option is one field here instead of one parameter in every function.
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any
 
+from ..devices import DEVICE_HELP, ENGINES
 from ..errors import UsageError
 from ..label_use import fit_label_use
+from ..settings import Range, check_settings, setting
 from .anchors import STRATEGIES
-from .estimators import BaseMap, make_map
+from .estimators import METHODS, BaseMap, make_map
 from .stream import LocalEngine, ProgressFn, StatsEngine
+
+
+def _preprocessing_default(name: str) -> bool:
+    return inspect.signature(BaseMap.__init__).parameters[name].default
 
 
 @dataclass(frozen=True)
@@ -35,24 +42,26 @@ class AnchorPlan:
     """
 
     anchors: str | os.PathLike | Sequence[str] | None = None
-    n_anchors: int | None = None
-    strategy: str = "random"
-    holdout: float = 0.2
-    seed: int = 0
-    pool_by: str | None = None
+    n_anchors: int | None = setting(None, "Use only N of the anchors (after the holdout), chosen with --strategy.",
+                                    within=Range(1))
+    strategy: str = setting("random", "How --n-anchors are chosen: random; stratified by label; farthest-point "
+                            "(k-centre greedy, cosine); k-means centres snapped to the nearest real sample.",
+                            choices=STRATEGIES)
+    holdout: float = setting(0.2, "Fraction of anchors held out for the quality report.",
+                             within=Range(0.0, 1.0, open_max=True))
+    seed: int = setting(0, "Seed of the holdout split, the selection and the CV folds.")
+    pool_by: str | None = setting(None, "Average each group's views (e.g. a study's images) into one anchor first.",
+                                  choices=("group",), none="none")
     metrics: bool = True
-    refit: bool = True
-    unpaired: int = 0
-    refine_iterations: int = 3
+    refit: bool = setting(True, "Measure the map on the held-out anchors, then write it refitted on all the "
+                          "anchors (fit + held out), as scikit-learn's refit.")
+    unpaired: int = setting(0, "Refine the map with up to N samples per store that are not anchors (no pairing "
+                            "used): mutual nearest neighbours become pseudo-anchors, refitted.", within=Range(0))
+    refine_iterations: int = setting(3, "Rounds of pseudo-anchor refinement (with --unpaired).", within=Range(1))
 
     def validate(self) -> AnchorPlan:
         """One clear line for a plan that cannot work, before any store is read."""
-        if self.strategy not in STRATEGIES:
-            raise UsageError(f"unknown anchor strategy {self.strategy!r}: choose one of {', '.join(STRATEGIES)}")
-        if self.pool_by not in (None, "group"):
-            raise UsageError(f"pool_by (--pool-by) takes 'group', got {self.pool_by!r}")
-        if self.unpaired < 0:
-            raise UsageError(f"unpaired must be ≥ 0, got {self.unpaired}")
+        check_settings(self)
         return self
 
     def record(self, n_fit: int, n_pool: int, n_heldout: int, n_refit: int,
@@ -85,20 +94,64 @@ class ReadOptions:
     computes the statistics (this process by default; ``stitchkit.engines.ray_stats.RayStats``
     on Ray)."""
 
-    chunk_size: int = 16384
-    exact: bool = False
+    chunk_size: int = setting(16384, "Rows read per chunk (memory stays O(D²) plus one chunk).", within=Range(1))
+    exact: bool = setting(False, "Compute chunk products in float64 (about 3x slower; sums are float64 anyway).")
     progress: ProgressFn | None = None
-    engine: StatsEngine = field(default_factory=LocalEngine)
+    engine: StatsEngine | str = setting("local", "ray: one task per source shard computes its statistics; "
+                                        "they are reduced.", choices=ENGINES)
+    address: str | None = setting(None, "Ray cluster to join (with --engine ray); default a local Ray.")
 
     def validate(self) -> ReadOptions:
-        if self.chunk_size < 1:
-            raise UsageError(f"chunk_size must be ≥ 1, got {self.chunk_size}")
+        """The options with ``engine`` an engine object, checked. The name "local" is this
+        process; "ray" is resolved by the caller (the library never imports the engines)."""
+        check_settings(self)
+        if self.engine == "local":
+            return replace(self, engine=LocalEngine())
         if not callable(getattr(self.engine, "accumulate", None)):
             raise UsageError(
                 f"engine {self.engine!r}: pass an engine object, e.g. "
                 "stitchkit.engines.ray_stats.RayStats(address) for Ray"
             )
         return self
+
+
+@dataclass(frozen=True)
+class MapSettings:
+    """A map estimator described by settings (what `stitch fit` and `stitch sweep` take);
+    :meth:`estimator` builds it, and :func:`~stitchkit.maps.estimators.make_map` refuses a
+    setting the method does not take. The preprocessing defaults are :class:`BaseMap`'s own."""
+
+    method: str = setting("ridge", "ridge: affine least squares with alpha chosen by GCV; affine / linear: plain "
+                          "least squares with / without bias; orthogonal: Procrustes.", choices=METHODS)
+    alpha: float | str | None = setting(
+        None, "Ridge penalty: 'auto' (generalised cross-validation over the fit anchors) or a number.",
+        shown="auto for ridge, 0 for affine/linear")
+    scale: bool = setting(False, "Orthogonal only: also fit an isotropic scale factor.")
+    rescale: bool | None = setting(
+        None, "Multiply the solution by one factor that gives the anchors' predictions the targets' spread "
+        "(ridge shrinks them towards the target mean, which cosine retrieval and prompts then see in every "
+        "sample).", shown="on for ridge, off for affine/linear")
+    center: bool = setting(_preprocessing_default("center"), "Subtract the anchors' means.")
+    standardize: bool = setting(_preprocessing_default("standardize"),
+                                "Divide by the anchors' standard deviations (standard scaling).")
+    l2: bool = setting(_preprocessing_default("l2"), "L2-normalise every row before anything else.")
+    restore: bool = setting(_preprocessing_default("restore"), "Restore the target's mean and scale after the "
+                            "map, so outputs live in the target space.")
+    cv: int | None = setting(None, "Choose --alpha auto by K-fold validation instead of GCV (default: generalised "
+                             "cross-validation from one eigendecomposition, one pass over the anchors).",
+                             within=Range(2))
+
+    def estimator(self) -> BaseMap:
+        """The unfitted map; one line for a setting its method does not take."""
+        check_settings(self)
+        alpha = self.alpha
+        if isinstance(alpha, str) and alpha != "auto":
+            raise UsageError(f"alpha takes 'auto' or a number ≥ 0, got {alpha!r}")
+        if isinstance(alpha, int | float) and not alpha >= 0:
+            raise UsageError(f"alpha takes 'auto' or a number ≥ 0, got {alpha!r}")
+        return make_map(self.method, alpha=alpha, scale=self.scale or None, rescale=self.rescale,
+                        center=self.center, standardize=self.standardize, l2=self.l2, restore=self.restore,
+                        cv=self.cv)
 
 
 def seeded_estimator(estimator: BaseMap | str, seed: int) -> BaseMap:
@@ -112,3 +165,19 @@ def seeded_estimator(estimator: BaseMap | str, seed: int) -> BaseMap:
     m._validate_params()
     return m
 
+
+
+@dataclass(frozen=True)
+class ApplyOptions:
+    """How :func:`~stitchkit.maps.apply_map` writes a mapped store."""
+
+    chunk_size: int = setting(16384, "Rows mapped per chunk.", within=Range(1))
+    tokens: bool = setting(True, "Map the store's tokens per token (--no-tokens: leave them out of the output).")
+    force_space: bool = setting(False, "Apply even if the store's model or weights differ from the map's "
+                                "source side.")
+    device: str = setting("auto", DEVICE_HELP + " The map's products run there (float32); the CPU runs exactly "
+                          "what it always ran.")
+    progress: ProgressFn | None = None
+
+    def __post_init__(self) -> None:
+        check_settings(self)

@@ -28,6 +28,7 @@ Three figures, all from the fit anchors alone (the held-out anchors stay unseen)
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -70,20 +71,43 @@ def fit_as_fit_map(make: Any, X: np.ndarray, Y: np.ndarray, ids: np.ndarray, *, 
     return m.fit_stats([F.SuffStats.from_arrays(X[which == j], Y[which == j]) for j in range(n_folds)])
 
 
-def cv_quality(X: np.ndarray, Y: np.ndarray, make: Any, *, cv: int = 3, seed: int = 0,
-               ids: np.ndarray | None = None, n_fit: int | None = None) -> dict[str, Any]:
-    """Held-out cosine and top-1 (means) and relative MSE (median, and per fold) of ``make()``
-    maps over ``cv`` folds.
+@dataclass(frozen=True, eq=False)  # arrays: compared by identity, never element-wise
+class AnchorSample:
+    """The anchor pairs measured: rows ``X`` of the source and ``Y`` of the target for the same
+    anchors, in the same order.
 
     ``ids`` (the anchors' ids) and ``n_fit`` (how many anchors the fit uses, ``len(X)`` unless
-    these are a sample of them) let each fold's fit choose alpha as the fit will.
+    these are a sample of them) say what the rows stand for, so that each cross-validation fold's
+    fit chooses alpha as the fit will; they travel with the rows because a subsample must keep
+    all of them aligned.
     """
+
+    X: np.ndarray
+    Y: np.ndarray
+    ids: np.ndarray | None = None
+    n_fit: int | None = None
+
+    def subsample(self, max_rows: int, seed: int) -> AnchorSample:
+        """At most ``max_rows`` of the pairs, drawn by ``seed`` and kept in their order; ``n_fit``
+        still counts the anchors the fit uses."""
+        n = len(self.X)
+        if n <= max_rows:
+            return self
+        keep = np.sort(np.random.default_rng(seed).choice(n, max_rows, replace=False))
+        ids = None if self.ids is None else np.asarray(self.ids)[keep]
+        return replace(self, X=self.X[keep], Y=self.Y[keep], ids=ids, n_fit=self.n_fit or n)
+
+
+def cv_quality(pairs: AnchorSample, make: Any, *, cv: int = 3, seed: int = 0) -> dict[str, Any]:
+    """Held-out cosine and top-1 (means) and relative MSE (median, and per fold) of ``make()``
+    maps over ``cv`` folds of ``pairs``."""
     from .metrics import cosine_rows
 
-    ids = np.arange(len(X)).astype(str) if ids is None else np.asarray(ids).astype(str)
+    X, Y = pairs.X, pairs.Y
+    ids = np.arange(len(X)).astype(str) if pairs.ids is None else np.asarray(pairs.ids).astype(str)
     # The fit on all n_fit anchors picks its alpha rule (GCV or K folds) by their count; a fold's
     # fit sees fewer, and near the boundary (NEAR_DIMENSION) would pick the other rule.
-    n_folds = make().n_folds_for(n_fit or len(X), X.shape[1])
+    n_folds = make().n_folds_for(pairs.n_fit or len(X), X.shape[1])
     which = np.random.default_rng(seed).permutation(len(X)) % cv
     cos, rel, top1, gallery = [], [], [], []
     for f in range(cv):
@@ -109,16 +133,13 @@ def cv_quality(X: np.ndarray, Y: np.ndarray, make: Any, *, cv: int = 3, seed: in
 
 
 def stitchability(
-    X: np.ndarray, Y: np.ndarray, make: Any, *, k: int = 10, cv: int = 3, seed: int = 0,
-    max_rows: int = 4000, ids: np.ndarray | None = None, n_fit: int | None = None,
+    pairs: AnchorSample, make: Any, *, k: int = 10, cv: int = 3, seed: int = 0, max_rows: int = 4000,
 ) -> dict[str, Any]:
-    """CKA, mutual k-NN overlap (k stated) and the cross-validated quality on anchor pairs
-    (``ids``, ``n_fit``: see :func:`cv_quality`); warns when that quality is worse than the mean."""
-    n = len(X)
-    if n > max_rows:
-        keep = np.sort(np.random.default_rng(seed).choice(n, max_rows, replace=False))
-        X, Y = X[keep], Y[keep]
-        ids = None if ids is None else np.asarray(ids)[keep]
+    """CKA, mutual k-NN overlap (k stated) and the cross-validated quality on the anchor pairs
+    (at most ``max_rows`` of them); warns when that quality is worse than the mean."""
+    n = len(pairs.X)
+    pairs = replace(pairs, n_fit=pairs.n_fit or n).subsample(max_rows, seed)
+    X, Y = pairs.X, pairs.Y
     k = min(k, len(X) - 1)
     out: dict[str, Any] = {
         "n_anchors": int(n),
@@ -130,7 +151,7 @@ def stitchability(
         "cv_folds": int(cv),
     }
     if len(X) >= 3 * cv:
-        out.update(cv_quality(X, Y, make, cv=cv, seed=seed, ids=ids, n_fit=n_fit or n))
+        out.update(cv_quality(pairs, make, cv=cv, seed=seed))
         warn_worse_than_mean(out["expected_relative_mse"], f"expected ({cv}-fold CV on the fit anchors)",
                              make().method)
     return out

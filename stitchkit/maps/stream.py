@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -33,16 +34,30 @@ def _opened(store: StoreLike) -> Iterator[EmbeddingStore | StoreUnion]:
         s.close()
 
 
+@dataclass(frozen=True)
+class StatsSpec:
+    """Which statistics of the anchor pairs are accumulated, and how the stores are read for them.
+
+    Every engine computes the same statistics from the same settings (``fit_map`` gives them
+    once and asks twice: fit anchors, then held-out anchors for the refit), and a Ray task
+    receives them as one picklable value, so they travel together: ``n_folds`` folds assigned
+    by a hash of the id under ``seed`` (one: no folds), rows L2-normalised first under ``l2``,
+    ``chunk_size`` rows read at a time, float64 products with ``exact``.
+    """
+
+    n_folds: int = 1
+    seed: int = 0
+    l2: bool = False
+    chunk_size: int = 16384
+    exact: bool = False
+
+
 def accumulate(
     source: Any,
     target: Any,
     ids: np.ndarray,
+    spec: StatsSpec,
     *,
-    n_folds: int = 1,
-    seed: int = 0,
-    l2: bool = False,
-    chunk_size: int = 16384,
-    exact: bool = False,
     progress: ProgressFn | None = None,
 ) -> list[F.SuffStats]:
     """Per-fold sufficient statistics of the anchor pairs ``ids``, read chunk by chunk."""
@@ -51,8 +66,9 @@ def accumulate(
     # Anchors sorted by id in a store written in id order read in row order already: no sort.
     order = None if np.all(src_rows[1:] > src_rows[:-1]) else np.argsort(src_rows, kind="stable")
     n_ids = len(ids)
-    folds = [F.SuffStats.zeros(source.dim, target.dim, exact=exact) for _ in range(n_folds)]
-    which = fold_of(ids, n_folds, seed) if n_folds > 1 else None
+    n_folds, chunk_size = spec.n_folds, spec.chunk_size
+    folds = [F.SuffStats.zeros(source.dim, target.dim, exact=spec.exact) for _ in range(n_folds)]
+    which = fold_of(ids, n_folds, spec.seed) if n_folds > 1 else None
     done = 0
     if progress is not None:
         progress(0, len(ids))
@@ -62,7 +78,7 @@ def accumulate(
         Y = target.read(tgt_rows[part])
         require_finite(X, ids[part], source.path, "anchor embeddings")
         require_finite(Y, ids[part], target.path, "anchor embeddings")
-        if l2:
+        if spec.l2:
             X, Y = F.l2_normalize(X), F.l2_normalize(Y)
         if which is None:
             folds[0].update(X, Y)
@@ -82,13 +98,12 @@ class StatsEngine(Protocol):
     """Where a fit's sufficient statistics are computed: the one thing an engine provides.
 
     ``ReadOptions(engine=...)`` takes any object with this method; it must return what
-    :func:`accumulate` returns for the same arguments. Engines (``stitchkit.engines``) import
-    the library, never the reverse.
+    :func:`accumulate` returns for the same arguments (the settings: one :class:`StatsSpec`).
+    Engines (``stitchkit.engines``) import the library, never the reverse.
     """
 
     def accumulate(
-        self, source: Any, target: Any, ids: np.ndarray, *, n_folds: int, seed: int, l2: bool,
-        chunk_size: int, exact: bool, progress: ProgressFn | None,
+        self, source: Any, target: Any, ids: np.ndarray, spec: StatsSpec, *, progress: ProgressFn | None,
     ) -> list[F.SuffStats]: ...
 
 
@@ -96,8 +111,6 @@ class LocalEngine:
     """Statistics in this process, chunk by chunk (the default)."""
 
     def accumulate(
-        self, source: Any, target: Any, ids: np.ndarray, *, n_folds: int, seed: int, l2: bool,
-        chunk_size: int, exact: bool, progress: ProgressFn | None,
+        self, source: Any, target: Any, ids: np.ndarray, spec: StatsSpec, *, progress: ProgressFn | None,
     ) -> list[F.SuffStats]:
-        return accumulate(source, target, ids, n_folds=n_folds, seed=seed, l2=l2,
-                          chunk_size=chunk_size, exact=exact, progress=progress)
+        return accumulate(source, target, ids, spec, progress=progress)

@@ -13,11 +13,12 @@ from typing import Any
 import numpy as np
 
 from ..errors import UsageError
+from ..settings import Range, check_settings, setting
 from . import functional as F
-from .estimators import make_map
+from .estimators import METHODS, make_map
 from .options import AnchorPlan, ReadOptions, seeded_estimator
 from .plan import choose_anchors, heldout_metrics, plan_anchors, prepare_heldout
-from .stream import StoreLike, _opened, accumulate
+from .stream import StatsSpec, StoreLike, _opened, accumulate
 
 # ---------------------------------------------------------------------------------------------
 # sweep
@@ -33,10 +34,16 @@ class SweepGrid:
     """What a sweep varies: anchor counts, methods and seeds; ``params`` (e.g. ``center``,
     ``standardize``, ``l2``) are given to every method."""
 
-    n_anchors: Sequence[int]
-    methods: Sequence[str] = ("orthogonal", "affine", "ridge")
-    seeds: Sequence[int] = (0, 1, 2)
+    n_anchors: Sequence[int] = setting((50, 100, 250, 500, 1000), "Comma-separated anchor counts.",
+                                       within=Range(1))
+    methods: Sequence[str] = setting(("orthogonal", "affine", "ridge"), "Comma-separated methods.",
+                                     choices=METHODS)
+    seeds: Sequence[int] = setting((0, 1, 2), "Comma-separated seeds (each: its own holdout split and "
+                                   "anchor draw).")
     params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_settings(self)
 
 
 def sweep(
@@ -74,8 +81,8 @@ def sweep(
                     )
                 ids = choose_anchors(src, split, n, strategy=plan.strategy, seed=seed)
                 n_folds = max(make_map(method).n_folds_for(len(ids), src.dim) for method in grid.methods)
-                folds = accumulate(src, tgt, ids, n_folds=n_folds, seed=seed, l2=l2,
-                                   chunk_size=read.chunk_size, exact=read.exact)
+                folds = accumulate(src, tgt, ids, StatsSpec(n_folds=n_folds, seed=seed, l2=l2,
+                                                            chunk_size=read.chunk_size, exact=read.exact))
                 for method in grid.methods:
                     row: dict[str, Any] = {"method": method, "n_anchors": int(n), "seed": int(seed)}
                     m = seeded_estimator(make_map(method, **grid.params), seed)

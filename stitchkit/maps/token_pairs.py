@@ -40,6 +40,7 @@ import numpy as np
 from sklearn.base import clone
 
 from ..errors import UsageError
+from ..settings import Range, check_settings, setting
 from ..store import require_finite
 from ..store.grid import resample_tokens
 from . import functional as F
@@ -125,17 +126,16 @@ def _matched(src: Any, tgt: Any, src_rows: np.ndarray, tgt_rows: np.ndarray, sid
 
 @dataclass(frozen=True)
 class TokenGrid:
-    """How token pairs are matched: on which ``grid`` (see the module doc), and ``pooled_weight``
+    """How token pairs are matched: on which ``token_grid`` (see the module doc), and ``pooled_weight``
     copies of every image's pooled pair added beside its tokens (0: tokens only)."""
 
-    grid: str = "target"
-    pooled_weight: int = 0
+    token_grid: str = setting("target", "With --tokens: the grid both sides are resampled onto (area-weighted down, "
+                        "bilinear up), e.g. target: Lite0 7x7 upsampled to Lite2's 9x9.", choices=GRIDS)
+    pooled_weight: int = setting(0, "With --tokens: also add each image's pooled pair this many times.",
+                                 within=Range(0))
 
     def validate(self) -> TokenGrid:
-        if self.pooled_weight < 0:
-            raise UsageError(f"pooled weight must be ≥ 0, got {self.pooled_weight}")
-        if self.grid not in GRIDS:
-            raise UsageError(f"token grid {self.grid!r}: choose one of {', '.join(GRIDS)}")
+        check_settings(self)
         return self
 
 
@@ -165,7 +165,7 @@ def fit_token_map(
     seed = plan.seed
     with _opened(source) as src, _opened(target) as tgt:
         s_src, s_tgt = grid_side(src, "source"), grid_side(tgt, "target")
-        side = choose_grid(tokens.grid, s_src, s_tgt)
+        side = choose_grid(tokens.token_grid, s_src, s_tgt)
         split = plan_anchors(src, tgt, anchors=plan.anchors, holdout=plan.holdout, seed=seed)
         ids = choose_anchors(src, split, plan.n_anchors, strategy=plan.strategy, seed=seed)
         if len(ids) < 2:
@@ -190,7 +190,7 @@ def fit_token_map(
                                  stores={"source": src, "target": tgt})
         m.anchors_["tokens"] = {
             "grid": [side, side],
-            "grid_choice": tokens.grid,
+            "grid_choice": tokens.token_grid,
             "source_grid": [s_src, s_src],
             "target_grid": [s_tgt, s_tgt],
             "resample": {"source": _how(s_src, side), "target": _how(s_tgt, side)},

@@ -324,7 +324,7 @@ def _classify_sections(found: Found, out: Path) -> list[Section]:
             for t, p in zip(true[single], pred[single], strict=True):
                 if p >= 0:
                     cm[t, p] += 1
-            cm_labels = (classes, classes)
+            confusion = figures.Confusion(cm, classes, classes, rule)
         else:
             threshold = float(metrics.get("threshold", 0.5)) if isinstance(metrics.get("threshold"), int | float) else 0.5
             rule = f"score ≥ {threshold:g} per class"
@@ -332,10 +332,10 @@ def _classify_sections(found: Found, out: Path) -> list[Section]:
             cm = np.array([[int((hit[:, c] & y[:, c]).sum()), int((hit[:, c] & ~y[:, c]).sum()),
                             int((~hit[:, c] & y[:, c]).sum()), int((~hit[:, c] & ~y[:, c]).sum())]
                            for c in range(len(classes))])
-            cm_labels = (classes, ["TP", "FP", "FN", "TN"])
+            confusion = figures.Confusion(cm, classes, ["TP", "FP", "FN", "TN"], rule)
         title = f"{route} — {path.name} (n={len(ids)}; true labels: {how})"
-        image = figures.classification_panels(y, ranking, scores, classes, cm, cm_labels, out / f"classify-{_slug(path, n)}.png",
-                                              title=title, rule=rule)
+        image = figures.classification_panels(y, ranking, scores, classes, confusion,
+                                              out / f"classify-{_slug(path, n)}.png", title=title)
         rows = []
         for c, name in enumerate(classes):
             yc = y[:, c]
@@ -344,8 +344,8 @@ def _classify_sections(found: Found, out: Path) -> list[Section]:
                          float(scores[~yc, c].mean()) if (~yc).any() else None])
         numbers = _md_table(["class", "positives", "AUC", "mean score, positives", "mean score, others"], rows)
         numbers += ["", f"Confusion matrix ({rule}; rows true, columns {'predicted' if mode == 'multiclass' else 'outcome'}):", ""]
-        numbers += _md_table(["true \\ " + ("predicted" if mode == "multiclass" else "outcome"), *cm_labels[1]],
-                             [[r, *cm[i].tolist()] for i, r in enumerate(cm_labels[0])])
+        numbers += _md_table(["true \\ " + ("predicted" if mode == "multiclass" else "outcome"), *confusion.columns],
+                             [[r, *cm[i].tolist()] for i, r in enumerate(confusion.rows)])
         if mode == "multiclass":
             numbers += ["", f"Accuracy at {rule} over the {int(cm.sum())} samples with one class label: "
                             f"{_fmt(np.trace(cm) / cm.sum() if cm.sum() else None)}."]

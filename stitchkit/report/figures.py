@@ -7,6 +7,7 @@ drawing a report never selects or changes the caller's matplotlib backend.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -95,15 +96,28 @@ def roc_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, *, 
     return _save(fig, path)
 
 
+@dataclass(frozen=True, eq=False)  # an array: compared by identity, never element-wise
+class Confusion:
+    """A confusion matrix as drawn and tabled: the ``counts`` (rows true, columns ``columns``),
+    the names of its ``rows`` and ``columns``, and the decision ``rule`` it was counted at.
+
+    A matrix means nothing without its rule and labels (multi-class: classes × classes at the
+    argmax; multi-label: classes × TP/FP/FN/TN at a threshold), so the figure and the report's
+    table take them together.
+    """
+
+    counts: np.ndarray
+    rows: list[str]
+    columns: list[str]
+    rule: str
+
+
 def classification_panels(y: np.ndarray, ranking: np.ndarray, scores: np.ndarray, classes: Sequence[str],
-                          confusion: np.ndarray,
-                          confusion_labels: tuple[list[str], list[str]], path: Path, *, title: str,
-                          rule: str) -> Path:
-    """ROC per class (AUC in the legend), the confusion matrix at ``rule``, calibration curves.
+                          confusion: Confusion, path: Path, *, title: str) -> Path:
+    """ROC per class (AUC in the legend), the confusion matrix at its rule, calibration curves.
 
     ``y`` is (n, classes) booleans, ``ranking`` the scores the ROC ranks by, ``scores`` the
-    probabilities the calibration curve bins; ``confusion`` is
-    drawn as given with ``confusion_labels`` = (row names, column names).
+    probabilities the calibration curve bins; ``confusion`` is drawn as given.
     """
     from sklearn.calibration import calibration_curve
     from sklearn.metrics import roc_auc_score, roc_curve
@@ -128,15 +142,15 @@ def classification_panels(y: np.ndarray, ranking: np.ndarray, scores: np.ndarray
                title="calibration", xlim=(0, 1), ylim=(0, 1))
     ax_cal.legend(fontsize=7)
     ax_cal.grid(alpha=0.3)
-    rows, cols = confusion_labels
-    ax_cm.imshow(confusion, cmap="Blues", interpolation="nearest")
+    rows, cols, counts = confusion.rows, confusion.columns, confusion.counts
+    ax_cm.imshow(counts, cmap="Blues", interpolation="nearest")
     ax_cm.set_xticks(range(len(cols)), cols, rotation=45 if len(cols) > 3 else 0, ha="right" if len(cols) > 3 else "center", fontsize=8)
     ax_cm.set_yticks(range(len(rows)), rows, fontsize=8)
-    top = confusion.max() if confusion.size else 0
-    for (i, j), v in np.ndenumerate(confusion):
+    top = counts.max() if counts.size else 0
+    for (i, j), v in np.ndenumerate(counts):
         ax_cm.text(j, i, str(int(v)), ha="center", va="center", fontsize=8,
                    color="white" if top and v > top / 2 else "black")
-    ax_cm.set_title(f"confusion matrix: {rule}", fontsize=9)
+    ax_cm.set_title(f"confusion matrix: {confusion.rule}", fontsize=9)
     ax_cm.set_xlabel("predicted" if cols != ["TP", "FP", "FN", "TN"] else "outcome")
     ax_cm.set_ylabel("true label")
     fig.suptitle(wrapped(title, 120), fontsize=10)

@@ -6,7 +6,7 @@
 >>> r.metrics["auc"]["pneumonia"]                                      # doctest: +SKIP
 """
 
-from .captions import make_captions
+from .captions import CaptionSource, make_captions
 from .metrics import auc, classification_metrics
 from .prompt_cache import embed_prompts
 from .prompts import PromptError, PromptSet, from_classes, load_prompts
@@ -14,7 +14,7 @@ from .scoring import ClassifyResult, classify_store
 from .standardise import CommandStandardiser, RuleStandardiser, standardise
 
 __all__ = [
-    "ClassifyResult", "CommandStandardiser", "PromptError", "PromptSet", "RuleStandardiser",
+    "CaptionSource", "ClassifyResult", "CommandStandardiser", "PromptError", "PromptSet", "RuleStandardiser",
     "auc", "classification_metrics", "classify_store", "embed_prompts", "from_classes", "load_prompts",
     "make_captions", "standardise",
 ]

@@ -56,9 +56,11 @@ from ..anchors import SUITES_DIR
 from ..errors import UsageError, closest
 from ..fileio import atomic_output, check_writable_dir, read_id_file
 from ..results import BENCHMARK_SCHEMA, append_records, to_record
+from ..settings import Range, setting
 from ..store import EmbeddingStore
 from ..store import format as fmt
-from .metrics import auc, bootstrap_plan, nanmean, resampled_auc
+from .classify_plan import multilabel_score_setting, scoring_setting
+from .metrics import DEFAULT_BOOTSTRAP, auc, bootstrap_plan, nanmean, resampled_auc
 from .prompts import PromptClass, PromptSet, load_prompts, resolve_prompt_path
 
 TASKS = ("multilabel", "multiclass")
@@ -504,16 +506,19 @@ class Route:
     text_model: str | None = None
     map_path: str | None = None
     head_path: str | list[str] | None = None
-    scoring: str | None = None
     prompt_store: str | None = None  # prompt embeddings read from (or written to) this store
-    multilabel_rule: str = "contrast"  # multi-label sets: positive minus negative prompt, or positive alone
+    scoring: str | None = scoring_setting()
+    multilabel_score: str = multilabel_score_setting()
     adapt: dict[str, str] = field(default_factory=dict)  # store name -> its domain's adaptation map
 
 
 @dataclass
-class RunOptions:
-    n_boot: int = 1000
-    seed: int = 0
+class BenchmarkOptions:
+    """How a suite is run, besides its route."""
+
+    bootstrap: int = setting(DEFAULT_BOOTSTRAP, "Bootstrap resamples of images for the 95 % intervals (0: none).",
+                             within=Range(0))
+    seed: int = setting(0, "Seed of the bootstrap.")
     datasets: list[str] = field(default_factory=list)  # run only these entries (all when empty)
     command: dict[str, Any] | None = None  # provenance of the records (the CLI's command line)
     on_entry: Callable[[str, int, int], None] | None = None  # (name, index, count) before each
@@ -550,14 +555,14 @@ def _slug(name: str) -> str:
 
 
 @dataclass
-class Job:
+class SuiteJob:
     """One run of a suite: the stores by name, the route, the output folder and the options."""
 
     suite: Suite
     stores: dict[str, str]
     route: Route
     out: Path
-    options: RunOptions
+    options: BenchmarkOptions
     _prompts: dict[str, PromptSet] = field(default_factory=dict)
     _open: dict[str, EmbeddingStore] = field(default_factory=dict)
 
@@ -580,7 +585,7 @@ class Job:
         self._open.clear()
 
 
-def run_entry(entry: Entry, job: Job) -> dict[str, Any]:
+def run_entry(entry: Entry, job: SuiteJob) -> dict[str, Any]:
     """Score one data set through the job's route and measure it; the per-image scores stay in
     ``out/scores/NAME.h5``."""
     from .score_writer import read_scores
@@ -598,8 +603,8 @@ def run_entry(entry: Entry, job: Job) -> dict[str, Any]:
                             text_model=route.text_model, prompt_store=route.prompt_store,
                             map_path=route.map_path, head_path=route.head_path, scoring=route.scoring,
                             adapt_path=route.adapt.get(entry.store),
-                            out=scores_path, ids=ids, n_boot=0, allow_missing_classes=True,
-                            multilabel_rule=route.multilabel_rule)
+                            output=scores_path, ids=ids, bootstrap=0, allow_missing_classes=True,
+                            multilabel_score=route.multilabel_score)
     seconds = time.perf_counter() - t0
     sf = read_scores(scores_path)
     order = np.arange(len(ids)) if sf.ids == ids else np.array([{i: k for k, i in enumerate(sf.ids)}[i] for i in ids])
@@ -607,7 +612,7 @@ def run_entry(entry: Entry, job: Job) -> dict[str, Any]:
     scores = EntryScores(chosen.truth, ~chosen.uncertain, sf.ranking[order], sf.probabilities[order], entry.task)
     positives = [int(x) for x in (chosen.truth & ~chosen.uncertain).sum(0)]
     groups = entry.groups.assign(names, positives) if entry.groups else {}
-    metrics = entry_metrics(scores, names, groups, job.options.n_boot, job.options.seed)
+    metrics = entry_metrics(scores, names, groups, job.options.bootstrap, job.options.seed)
     if job.options.control is not None:
         metrics.update(control_metrics(scores, ids, Path(job.options.control) / "scores" / scores_path.name, job.options))
     return {"name": entry.name, "store": entry.store, "store_path": str(job.stores[entry.store]),
@@ -617,7 +622,7 @@ def run_entry(entry: Entry, job: Job) -> dict[str, Any]:
             "classify_seconds": seconds, "notes": result.notes + _notes(metrics, entry.groups)}
 
 
-def control_metrics(scores: EntryScores, ids: list[str], control: Path, options: RunOptions) -> dict[str, Any]:
+def control_metrics(scores: EntryScores, ids: list[str], control: Path, options: BenchmarkOptions) -> dict[str, Any]:
     """The control route's macro AUC on the same images and the paired difference
     (:func:`.compare.paired_macro_difference`), from the control's score file of this data set."""
     from .compare import paired_macro_difference
@@ -633,7 +638,7 @@ def control_metrics(scores: EntryScores, ids: list[str], control: Path, options:
         raise UsageError(f"--control: {control} lacks {len(missing)} of this run's images (first: {missing[0]}): "
                          "run the control over the same stores and data sets")
     found = paired_macro_difference(scores.truth, scores.valid, scores.ranking, other.ranking[[at[i] for i in ids]],
-                                    n_boot=options.n_boot, seed=options.seed)
+                                    n_boot=options.bootstrap, seed=options.seed)
     out = {"control_auc_macro": found["auc_macro_b"], "delta_auc_macro": found["difference"]}
     if "ci" in found:
         out["delta_auc_macro_ci_low"], out["delta_auc_macro_ci_high"] = found["ci"]["difference"]
@@ -657,7 +662,7 @@ def _notes(metrics: dict[str, Any], groups: Groups | None) -> list[str]:
 
 
 def run_suite(suite: Suite, stores: dict[str, str], route: Route, out: str | os.PathLike,
-              options: RunOptions) -> dict[str, Any]:
+              options: BenchmarkOptions) -> dict[str, Any]:
     """Run every data set of ``suite`` (or ``options.datasets``); write ``out``/benchmark.json,
     table.md and records.json (records appended: `stitch results` reads them). Returns what
     benchmark.json holds."""
@@ -666,7 +671,7 @@ def run_suite(suite: Suite, stores: dict[str, str], route: Route, out: str | os.
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     check_writable_dir(out)
-    job = Job(suite, stores, route, out, options)
+    job = SuiteJob(suite, stores, route, out, options)
     done, skipped = [], []
     try:
         for i, entry in enumerate(entries):
@@ -684,7 +689,7 @@ def run_suite(suite: Suite, stores: dict[str, str], route: Route, out: str | os.
     data = {
         "schema": BENCHMARK_SCHEMA, "suite": {"name": suite.name, "source": suite.source, "description": suite.description},
         "composition": _composition(done, stores, route),
-        "bootstrap": {"n_boot": options.n_boot, "seed": options.seed, "level": LEVEL, "unit": "image"},
+        "bootstrap": {"n_boot": options.bootstrap, "seed": options.seed, "level": LEVEL, "unit": "image"},
         "datasets": done,
         "skipped": skipped,
     }
@@ -704,7 +709,7 @@ def _composition(done: list[dict[str, Any]], stores: dict[str, str], route: Rout
             "map": first.get("map"), "head": str(head) if head else None,
             "adapt": {n: str(p) for n, p in route.adapt.items()} or None,
             "scoring": done[0]["scoring"] if done else route.scoring, "prompts": first.get("prompts"),
-            "multilabel_rule": route.multilabel_rule}
+            "multilabel_rule": route.multilabel_score}
 
 
 # -- outputs --------------------------------------------------------------------------------------
@@ -744,7 +749,7 @@ def records(data: dict[str, Any], command: dict[str, Any] | None = None) -> list
     return out
 
 
-def write_outputs(data: dict[str, Any], out: Path, options: RunOptions) -> None:
+def write_outputs(data: dict[str, Any], out: Path, options: BenchmarkOptions) -> None:
     """records.json (appended), table.md; ``data`` gains their paths, the table and the model."""
     recs = records(data, options.command)
     data["model"] = recs[0]["model"] if recs else None

@@ -83,30 +83,43 @@ def finding_sentences(labels: np.ndarray, prompts: PromptSet, ids: np.ndarray) -
     return out
 
 
+@dataclass(frozen=True)
+class CaptionSource:
+    """Where each sample's sentences come from: one choice, made once, whose parts only mean
+    something together (``raw`` and ``standardiser`` apply to the store's texts, not to labels).
+
+    ``prompts``: a label caption per sample (label-derived, not zero-shot); ``findings``: a
+    sentence per finding its labels name (taken over ``prompts`` when both are given); neither:
+    the store's own texts, standardised by ``standardiser`` (default: the rule-based one) or
+    kept as written under ``raw``. The default is the zero-shot route.
+    """
+
+    prompts: PromptSet | None = None
+    findings: PromptSet | None = None
+    standardiser: RuleStandardiser | CommandStandardiser | None = None
+    raw: bool = False
+
+
 def make_captions(
     image_store: str | os.PathLike | EmbeddingStore,
     *,
     out: str | os.PathLike,
     text_model: str,
-    prompts: PromptSet | None = None,
-    findings: PromptSet | None = None,
-    standardiser: RuleStandardiser | CommandStandardiser | None = None,
-    raw: bool = False,
+    source: CaptionSource = CaptionSource(),
     tokens: bool = False,
     sentences: bool = False,
     ids: list[str] | None = None,
     batch_size: int = 64,
 ) -> CaptionResult:
-    """Write a text store for the image store's samples: label captions (``prompts``), finding
-    sentences (``findings``: a sentence per finding of each sample's labels), or its texts
-    standardised (default) or kept as they are (``raw``). One row per sample with the sample's
-    id (its sentences joined), or with ``sentences`` one row per sentence (ids ``ID#k``, the
-    sample's id in the ``image`` column: training draws one per sample per step). ``ids``: only
-    those samples get captions."""
+    """Write a text store for the image store's samples, their sentences taken from ``source``
+    (:class:`CaptionSource`: labels through prompts, findings, or the store's texts). One row
+    per sample with the sample's id (its sentences joined), or with ``sentences`` one row per
+    sentence (ids ``ID#k``, the sample's id in the ``image`` column: training draws one per
+    sample per step). ``ids``: only those samples get captions."""
     check_writable_dir(out)
     store = image_store if isinstance(image_store, EmbeddingStore) else EmbeddingStore(image_store)
     store.check_unique_ids()  # the caption store is joined to the images by id
-    per_sample, origin = sample_sentences(store, prompts, findings, standardiser, raw)
+    per_sample, origin = sample_sentences(store, source)
     if ids is not None:
         wanted = set(ids)
         per_sample = [sent if str(k) in wanted else [] for k, sent in zip(store.ids, per_sample, strict=True)]
@@ -135,10 +148,9 @@ def make_captions(
                          len(rows))
 
 
-def sample_sentences(store: EmbeddingStore, prompts: PromptSet | None, findings: PromptSet | None,
-                     standardiser: RuleStandardiser | CommandStandardiser | None, raw: bool
-                     ) -> tuple[list[list[str]], str]:
+def sample_sentences(store: EmbeddingStore, source: CaptionSource) -> tuple[list[list[str]], str]:
     """Each sample's sentences (none where it gets no caption) and where they came from."""
+    prompts, findings = source.prompts, source.findings
     if prompts is not None or findings is not None:
         labels = store.labels
         if labels is None:
@@ -154,9 +166,9 @@ def sample_sentences(store: EmbeddingStore, prompts: PromptSet | None, findings:
             f"{store.path} has no texts column: embed the images with --text-column naming "
             "the report or notes column, or use --from-labels"
         )
-    if raw:
+    if source.raw:
         return [[str(t)] if str(t).strip() else [] for t in texts], "report text as written"
-    std = standardiser or RuleStandardiser()
+    std = source.standardiser or RuleStandardiser()
     origin = ("reports standardised by command " + std.command if isinstance(std, CommandStandardiser)
               else "reports standardised by the rule-based standardiser")
     return [list(std(str(t) or "")) for t in texts], origin

@@ -17,12 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from ..devices import device_name, on_device
+from ..devices import DEVICE_HELP, device_name, on_device
 from ..errors import UsageError
 from ..fileio import check_writable_dir
 from ..label_use import record_label_use
+from ..settings import Range, check_settings, setting
 from ..store import EmbeddingStore, check_same_space
 from ..store.pooling import check_pool_by
+from .metrics import DEFAULT_BOOTSTRAP
 from .prompt_cache import PromptEmbeddings, embed_prompts
 from .prompts import PromptSet, check_for_mode
 from .scorers import DEFAULT_TEMPERATURE, MULTILABEL_RULES, PRIORS, SCORINGS, Scorer
@@ -31,31 +33,56 @@ ProgressFn = Callable[[int, int], None]
 PathLike = str | os.PathLike
 
 
+def scoring_setting() -> Any:
+    """The ``scoring`` setting (classify and benchmark)."""
+    return setting(None, "Default: head when --head is given, else cosine.", choices=SCORINGS)
+
+
+def multilabel_score_setting() -> Any:
+    """The ``multilabel_score`` setting (classify and benchmark)."""
+    return setting("contrast", "Multi-label prompts: a finding's positive prompt minus its negative one "
+                   "(CARZero's form), or the positive prompt alone.", choices=MULTILABEL_RULES)
+
+
 @dataclass
 class ClassifyOptions:
-    """Everything :func:`~stitchkit.zeroshot.scoring.classify_store` takes besides the query
-    and the prompts; the fields are its keyword arguments, with the same defaults."""
+    """Everything a classification takes besides the query and the prompts: the keyword
+    arguments of :func:`~stitchkit.zeroshot.scoring.classify_store`, and the settings
+    ``stitch classify`` generates its options from (:mod:`stitchkit.settings`)."""
 
     text_model: str | None = None
     prompt_store: PathLike | None = None
     map_path: PathLike | None = None
     adapt_path: PathLike | None = None  # an adaptation map (stitch adapt) in the scorer's image space
     head_path: PathLike | list[PathLike] | None = None  # several: an ensemble
-    scoring: str | None = None  # None: "head" with a head, else "cosine"
-    out: PathLike | None = None
     ids: list[str] | None = None
-    pool_by: str | None = None
-    force: bool = False
-    chunk_size: int = 8192
-    n_boot: int = 1000
-    seed: int = 0
-    temperature: float = DEFAULT_TEMPERATURE
     progress: ProgressFn | None = None
-    image_tokens: bool = True
-    prior: str = "none"
-    allow_missing_classes: bool = False
-    device: str = "cpu"
-    multilabel_rule: str = "contrast"  # positive minus negative prompt, or the positive alone
+    scoring: str | None = scoring_setting()
+    temperature: float = setting(
+        DEFAULT_TEMPERATURE, "Cosine scoring: logits are cosine / temperature (0.05 keeps float32 "
+        "probabilities off 0 and 1).")
+    image_tokens: bool = setting(
+        True, "Score with the query's image tokens where the head was trained with them; "
+        "--no-image-tokens scores such a head on global vectors only (else a query without tokens is refused).")
+    prior: str = setting(
+        "none", "em: estimate the class priors of the unlabelled queries (Saerens et al. 2002) and "
+        "decide by the adjusted posteriors; mixture (two classes): fit two Gaussians to the "
+        "queries' log-odds by EM and decide by that posterior. Neither uses a label.", choices=PRIORS)
+    multilabel_score: str = multilabel_score_setting()
+    output: PathLike | None = setting(None, "Per-sample scores: .csv or .h5.")
+    pool_by: str | None = setting(None, "Pool the views of one group (study) into one sample; "
+                                  "scores are per group.", choices=("group",), none="none")
+    bootstrap: int = setting(DEFAULT_BOOTSTRAP, "Bootstrap resamples for confidence intervals (0: none).",
+                             within=Range(0))
+    seed: int = setting(0, "Seed of the bootstrap.")
+    chunk_size: int = setting(8192, "Query rows per block (memory stays flat).", within=Range(1))
+    force_space: bool = setting(
+        False, "Proceed although map, head and prompts name different models (a real mismatch).")
+    allow_missing_classes: bool = setting(
+        False, "Score prompt classes that match no label of a labelled QUERY (their AUC is n/a); "
+        "without it such a class (e.g. a misspelled label) stops the command.")
+    device: str = setting("auto", DEVICE_HELP + " The map and the head run there; the CPU runs "
+                          "exactly what it always ran.")
 
 
 @dataclass
@@ -95,15 +122,15 @@ def plan_classification(query: PathLike | EmbeddingStore, prompts: PromptSet,
         image_space=store.space(), image_from=f"query store {store.path}",
     )
     if options.map_path is not None:
-        _open_map(plan, options.map_path, options.force)
+        _open_map(plan, options.map_path, options.force_space)
     if options.adapt_path is not None:
-        _open_adaptation(plan, options.adapt_path, options.force)
+        _open_adaptation(plan, options.adapt_path, options.force_space)
     if options.head_path is not None:
         _open_head(plan, options)
     record_label_use(plan)  # which labels the map and the head used: composition and a note
     text = _embed_prompts(plan, options)
     plan.scorer = Scorer(prompts, text, plan.head, options.temperature, options.image_tokens,
-                         options.multilabel_rule)
+                         options.multilabel_score)
     if plan.scorer.uses_image_tokens:
         _bound_token_chunks(plan)
     return plan
@@ -111,21 +138,16 @@ def plan_classification(query: PathLike | EmbeddingStore, prompts: PromptSet,
 
 def _check_options(options: ClassifyOptions) -> str:
     """The scoring to use, after the checks that need no file."""
+    check_settings(options)
     scoring = options.scoring or ("head" if options.head_path else "cosine")
-    if scoring not in SCORINGS:
-        raise UsageError(f"scoring (--scoring) must be one of {', '.join(SCORINGS)}, got {scoring!r}")
     if scoring == "head" and options.head_path is None:
         raise UsageError("head scoring needs --head HEAD (or use --scoring cosine)")
     if scoring == "cosine" and options.head_path is not None:
         raise UsageError("--head and --scoring cosine exclude each other: choose one")
-    if options.prior not in PRIORS:
-        raise UsageError(f"prior (--prior) must be one of {', '.join(PRIORS)}, got {options.prior!r}")
-    if options.multilabel_rule not in MULTILABEL_RULES:
-        raise UsageError(f"multilabel rule must be one of {', '.join(MULTILABEL_RULES)}, got {options.multilabel_rule!r}")
     if options.temperature <= 0:
-        raise UsageError(f"temperature (--temperature) must be positive, got {options.temperature}")
-    if options.out is not None:
-        check_writable_dir(options.out)
+        raise UsageError(f"temperature must be positive, got {options.temperature}")
+    if options.output is not None:
+        check_writable_dir(options.output)
     return scoring
 
 
@@ -183,7 +205,7 @@ def _open_head(plan: ClassifyPlan, options: ClassifyOptions) -> None:
     plan.composition["head"] = {"path": name, "image": head.image_space_, "text": head.text_space_}
     check_same_space(head.image_space_, plan.image_space,
                      expected_what=f"the head's image space ({name})",
-                     got_what=plan.image_from, force=options.force)
+                     got_what=plan.image_from, force=options.force_space)
     if head.meta_.get("pool_by") and not plan.pool_by:
         plan.notes.append("the head was trained on pooled studies; consider --pool-by group")
     if head.uses_image_tokens_ and options.image_tokens and not plan.store.has_tokens:
@@ -209,11 +231,11 @@ def _embed_prompts(plan: ClassifyPlan, options: ClassifyOptions) -> PromptEmbedd
     if head is not None:
         check_same_space(head.text_space_, text.space,
                          expected_what=f"the head's text space ({plan.head_name})",
-                         got_what=f"the prompts' text model ({text.source})", force=options.force)
+                         got_what=f"the prompts' text model ({text.source})", force=options.force_space)
     else:
         check_same_space(text.space, plan.image_space,
                          expected_what=f"the prompts' text space ({text.source})",
-                         got_what=plan.image_from, force=options.force)
+                         got_what=plan.image_from, force=options.force_space)
     return text
 
 

@@ -50,6 +50,8 @@ MULTILABEL_DECISIONS = {
     "contrast": "probability ≥ 0.5 (positive prompt beats negative)",
     "positive": "probability ≥ 0.5 (positive prompt's logit ≥ 0)",
 }
+#: Bootstrap resamples behind a reported 95 % interval, unless the caller says otherwise.
+DEFAULT_BOOTSTRAP = 1000
 
 
 def decision_rule(mode: str, prior: str = "none", multilabel_rule: str = "contrast") -> str:
@@ -440,15 +442,15 @@ def _intervals(parts: list[tuple[np.ndarray, ...]], n: int, per_sub: int, rng: n
 
 
 def bootstrap_intervals(
-    truth: np.ndarray, prob: np.ndarray, mode: str, *, ranking: np.ndarray | None = None,
-    n_boot: int = 1000, seed: int = 0, level: float = 0.95, block: int = 16,
+    cols: Columns, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95, block: int = 16,
     point: dict[str, Any] | None = None, exact_max: int = EXACT_MAX,
 ) -> dict[str, Any]:
     """Percentile intervals of AUC (per class, macro), accuracy and macro F1 (see module doc).
 
+    ``cols``: what is measured, as :class:`Columns` (the truth, the predictions the mode makes
+    and the ranking AUC uses belong together; :class:`ArrayColumns` wraps (n, C) arrays).
     ``point``: the estimates from all samples (``_point``), when already computed.
     """
-    cols = ArrayColumns(np.asarray(truth, dtype=bool), prob, mode, ranking)
     rng = np.random.default_rng(seed)
     n_sub, b, per_sub = bootstrap_plan(cols.n, n_boot, exact_max)
     own_point, _, parts = _point_and_subsets(cols, _subset_rows(rng, cols.n, n_sub, b))

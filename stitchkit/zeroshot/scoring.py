@@ -46,7 +46,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,7 @@ from .metrics import LabelTable, decision_rule, evaluate_columns
 from .prompts import PromptSet
 from .query_blocks import QueryBlock, QueryLabels, n_outputs, read_blocks
 from .score_writer import ScoreSpill, ScoreWriter
-from .scorers import DEFAULT_TEMPERATURE, Scorer, em_priors, mixture_calibration
+from .scorers import Scorer, em_priors, mixture_calibration
 
 # em_priors and mixture_calibration: still importable from here, where they were first.
 __all__ = ["ClassifyOptions", "ClassifyResult", "ProgressFn", "classify", "classify_store",
@@ -196,9 +196,9 @@ def spilled_metrics(plan: ClassifyPlan, spill: ScoreSpill | None, n_done: int,
                           "class of the prompts and are left out of the metrics")
     if not spill.n:
         return None
-    rule = decision_rule(plan.prompts.mode, options.prior, options.multilabel_rule)
+    rule = decision_rule(plan.prompts.mode, options.prior, options.multilabel_score)
     return evaluate_columns(spill, plan.prompts.names, mode=plan.prompts.mode,
-                            n_boot=options.n_boot, seed=options.seed, rule=rule)
+                            n_boot=options.bootstrap, seed=options.seed, rule=rule)
 
 
 def _score_writer(plan: ClassifyPlan, out: str | os.PathLike | None, with_labels: bool
@@ -215,7 +215,7 @@ def classify(query: str | os.PathLike | EmbeddingStore, prompts: PromptSet,
     """:func:`classify_store` with its keyword arguments in one :class:`ClassifyOptions`."""
     t0 = time.perf_counter()
     plan = plan_classification(query, prompts, options)
-    store, ids, out = plan.store, options.ids, options.out
+    store, ids, out = plan.store, options.ids, options.output
     rows = np.arange(len(store)) if ids is None else np.sort(store.index_of(ids))
     labels = QueryLabels(store, rows, prompts, pooled=plan.pool_by is not None)
     if labels.any and not options.allow_missing_classes:
@@ -248,45 +248,17 @@ def classify(query: str | os.PathLike | EmbeddingStore, prompts: PromptSet,
     )
 
 
-def classify_store(
-    query: str | os.PathLike | EmbeddingStore,
-    prompts: PromptSet,
-    *,
-    text_model: str | None = None,
-    prompt_store: str | os.PathLike | None = None,
-    map_path: str | os.PathLike | None = None,
-    head_path: str | os.PathLike | list[str | os.PathLike] | None = None,
-    adapt_path: str | os.PathLike | None = None,
-    scoring: str | None = None,
-    out: str | os.PathLike | None = None,
-    ids: list[str] | None = None,
-    pool_by: str | None = None,
-    force: bool = False,
-    chunk_size: int = 8192,
-    n_boot: int = 1000,
-    seed: int = 0,
-    temperature: float = DEFAULT_TEMPERATURE,
-    progress: ProgressFn | None = None,
-    image_tokens: bool = True,
-    prior: str = "none",
-    allow_missing_classes: bool = False,
-    device: str = "cpu",
-    multilabel_rule: str = "contrast",
-) -> ClassifyResult:
+def classify_store(query: str | os.PathLike | EmbeddingStore, prompts: PromptSet,
+                   options: ClassifyOptions | None = None, **settings: Any) -> ClassifyResult:
     """Score every sample of ``query`` against ``prompts``; metrics where labels exist.
 
-    ``multilabel_rule``: multi-label findings scored by the positive prompt's logit minus the
-    negative one's ("contrast") or by the positive alone ("positive"). ``device`` (auto, cpu, cuda[:N]: :mod:`stitchkit.devices`) runs the map and the head
-    there; the CPU runs exactly what it always ran.
+    ``settings`` are :class:`ClassifyOptions` fields (``map_path``, ``head_path``, ``bootstrap``,
+    ``device``, ...), applied over ``options`` (its defaults when None); an unknown name is a
+    ``TypeError``, as for any keyword argument. ``device`` (auto, cpu, cuda[:N]:
+    :mod:`stitchkit.devices`) runs the map and the head there; the CPU runs exactly what it
+    always ran.
 
     >>> r = classify_store("k-lite0.h5", load_prompts("pneumonia"), text_model="minilm",
     ...                    map_path="lite0-to-lite2.map", head_path="head.st")  # doctest: +SKIP
     """
-    options = ClassifyOptions(
-        text_model=text_model, prompt_store=prompt_store, map_path=map_path, head_path=head_path,
-        adapt_path=adapt_path, scoring=scoring, out=out, ids=ids, pool_by=pool_by, force=force, chunk_size=chunk_size,
-        n_boot=n_boot, seed=seed, temperature=temperature, progress=progress,
-        image_tokens=image_tokens, prior=prior, allow_missing_classes=allow_missing_classes,
-        device=device, multilabel_rule=multilabel_rule,
-    )
-    return classify(query, prompts, options)
+    return classify(query, prompts, replace(options or ClassifyOptions(), **settings))

@@ -39,6 +39,7 @@ from .findings import label_of, term_table
 from .layout import (
     CxrDataset,
     DatasetOptions,
+    Extras,
     check_columns,
     label_file,
     need,
@@ -166,8 +167,9 @@ def read_split(root: Path, split: str, path: Path, own: bool, options: DatasetOp
         if present is not None and rel not in present:
             continue
         label, unsure = labels(row)
-        items.append(record(rel, Path(f"{base}/{rel}"), label=label, patient=parts[-3], view=view(row, rel),
-                            study=f"{parts[-3]}/{parts[-2]}", split=split, uncertain=unsure))
+        items.append(record(rel, Path(f"{base}/{rel}"), label=label, patient=parts[-3],
+                            extras=Extras(view(row, rel), f"{parts[-3]}/{parts[-2]}", split=split,
+                                          uncertain=unsure)))
     return items
 
 

@@ -27,6 +27,7 @@ from .findings import NO_FINDING, label_of, term_table
 from .layout import (
     CxrDataset,
     DatasetOptions,
+    Extras,
     label_file,
     read_rows,
     record,
@@ -78,7 +79,7 @@ def index(root: Path, options: DatasetOptions) -> list[Item]:
         seen.add(name)
         notes = (row.get("clinical_notes") or "").strip()
         items.append(record(name, folder / name, label=label_of(findings_of(finding)), patient=row["patientid"],
-                            view=view_name(row["view"]), study=Path(name).stem, text=notes or None))
+                            extras=Extras(view_name(row["view"]), Path(name).stem), text=notes or None))
     if not items:
         raise UsageError(f"covid:{root}: none of the X-rays of {labels.name} is in its folder (images/): "
                          "clone github.com/ieee8023/covid-chestxray-dataset and give its folder")

@@ -30,7 +30,6 @@ from ...fileio import absolute
 from ..registry import InputFormat
 from ..types import InputOptions, Inputs, Item
 
-EXTRAS = ("view", "study", "split", "uncertain")  # the store columns every dataset writes
 FRONTAL = ("PA", "AP", "FRONTAL")  # FRONTAL: frontal, PA or AP not known (SIIM; RSNA without headers)
 
 # option: (allowed values, or None for free text; what it means)
@@ -47,6 +46,25 @@ CHOICES: dict[str, tuple[tuple[str, ...] | None, str]] = {
     "headers": (None, "RSNA: the DICOM headers (ViewPosition) as CSV; 'torchxrayvision': its copy; none"),
     "reports": (None, "MIMIC-CXR: the folder of mimic-cxr-reports (files/p10/…/s5…txt) if not in or beside it"),
 }
+
+
+@dataclass(frozen=True)
+class Extras:
+    """What every dataset reader records of an image beside its label and patient: the store
+    columns the filters (`select`) and the uncertain-label rule read, whatever the dataset.
+
+    ``view``: PA, AP, LATERAL or as written (`view_name`); ``study``: the study it belongs to;
+    ``split``: the official split ("" where none); ``uncertain``: findings labelled uncertain,
+    joined by ``|``.
+    """
+
+    view: str
+    study: str
+    split: str = ""
+    uncertain: str = ""
+
+
+EXTRAS = tuple(f.name for f in fields(Extras))  # the store columns every dataset writes
 
 
 @dataclass(frozen=True)
@@ -160,11 +178,13 @@ def view_name(raw: str) -> str:
     return text
 
 
-def record(id: str, path: Path | None, *, label: str, patient: str, view: str, study: str,
-           split: str = "", uncertain: str = "", text: str | None = None) -> Item:
-    """One image as every dataset reader writes it."""
-    return Item(id, path=path, text=text, label=label, group=patient,
-                extra={"view": view, "study": study, "split": split, "uncertain": uncertain})
+def record(id: str, path: Path | None, *, label: str, patient: str, extras: Extras,
+           text: str | None = None) -> Item:
+    """One image as every dataset reader writes it. Its ``extra`` is a fresh dict (readers add
+    their own columns to it), written out field by field: ``asdict`` would deep-copy, row after
+    row of MIMIC-CXR's 377,110."""
+    extra = {"view": extras.view, "study": extras.study, "split": extras.split, "uncertain": extras.uncertain}
+    return Item(id, path=path, text=text, label=label, group=patient, extra=extra)
 
 
 def need(root: Path, name: str, dataset: CxrDataset, hint: str = "") -> Path:

@@ -42,6 +42,7 @@ from .chexpert import NO_FINDING, OBSERVATIONS, TERMS, labels_of
 from .layout import (
     CxrDataset,
     DatasetOptions,
+    Extras,
     check_columns,
     keeps,
     need,
@@ -113,8 +114,8 @@ def images(root: Path, metadata: Path, labels: dict[str, tuple[str, str]], split
         subject = subjects.setdefault(subject, subject)
         study = studies.get(study) or studies.setdefault(study, f"s{study}")
         items.append(record(dicom, Path(f"{files}/p{subject[:2]}/p{subject}/{study}/{dicom}.jpg"),
-                            label=found[0], patient=subject, view=view, study=study,
-                            split=where, uncertain=found[1]))
+                            label=found[0], patient=subject,
+                            extras=Extras(view, study, split=where, uncertain=found[1])))
     return items
 
 

@@ -18,6 +18,7 @@ from .findings import FINDINGS, NO_FINDING, SEPARATOR, harmonise, label_of
 from .layout import (
     CxrDataset,
     DatasetOptions,
+    Extras,
     label_file,
     read_rows,
     record,
@@ -58,8 +59,8 @@ def index(root: Path, options: DatasetOptions) -> list[Item]:
         if not findings and row["Finding Labels"].strip() != NO_FINDING:
             raise UsageError(f"{labels}: image {name} has unknown findings {row['Finding Labels']!r}")
         items.append(record(name, path, label=label_of(findings), patient=row["Patient ID"],
-                            view=view_name(row["View Position"]), study=Path(name).stem,
-                            split=split.get(name, "")))
+                            extras=Extras(view_name(row["View Position"]), Path(name).stem,
+                                          split=split.get(name, ""))))
     if not items:
         raise UsageError(f"nih:{root}: none of the {LABEL_FILE} images is under the folder: "
                          "put NIH's PNGs (00000001_000.png, …) in it")

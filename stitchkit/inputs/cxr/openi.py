@@ -47,6 +47,7 @@ from .layout import (
     FRONTAL,
     CxrDataset,
     DatasetOptions,
+    Extras,
     check_columns,
     need,
     read_table,
@@ -210,11 +211,12 @@ def index(root: Path, options: DatasetOptions) -> list[Item]:
         if options.side == "text":
             view = report_view([views.get(i, "") for i in report.images], options.views)
             if view is not None and text:
-                items.append(record(report.uid, None, label=label, patient=report.uid, view=view,
-                                    study=report.uid, text=text))
+                items.append(record(report.uid, None, label=label, patient=report.uid,
+                                    extras=Extras(view, report.uid), text=text))
             continue
-        items += [record(i, folder / f"{i}.png", label=label, patient=report.uid, view=views.get(i, ""),
-                         study=report.uid, text=text) for i in report.images if i in present]
+        items += [record(i, folder / f"{i}.png", label=label, patient=report.uid,
+                         extras=Extras(views.get(i, ""), report.uid), text=text)
+                  for i in report.images if i in present]
     if not items and options.side == "image":
         raise UsageError(f"openi:{root}: none of the reports' images is in {folder}: IU's PNGs are named by "
                          "image id (CXR1_1_IM-0001-3001.png)")

@@ -31,6 +31,7 @@ from .findings import SEPARATOR, harmonise, label_of, term_table
 from .layout import (
     CxrDataset,
     DatasetOptions,
+    Extras,
     check_columns,
     label_file,
     paused_gc,
@@ -122,7 +123,7 @@ def index(root: Path, options: DatasetOptions) -> list[Item]:
             if not terms:
                 continue
             item = record(name, path, label=label, patient=row[at["PatientID"]],
-                          view=view_name(row[at["Projection"]]), study=row[at["StudyID"]])
+                          extras=Extras(view_name(row[at["Projection"]]), row[at["StudyID"]]))
             item.extra["terms"] = terms
             items.append(item)
     if not items:

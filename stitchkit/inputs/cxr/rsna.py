@@ -34,6 +34,7 @@ from .findings import NO_FINDING, SEPARATOR, term_table
 from .layout import (
     CxrDataset,
     DatasetOptions,
+    Extras,
     check_columns,
     label_file,
     need,
@@ -110,7 +111,7 @@ def index(root: Path, options: DatasetOptions) -> list[Item]:
         if patient + ".dcm" not in names:
             continue
         item = record(patient, folder / f"{patient}.dcm", label=POSITIVE if positive else NO_FINDING,
-                      patient=patient, view=view_of.get(patient) or "FRONTAL", study=patient)
+                      patient=patient, extras=Extras(view_of.get(patient) or "FRONTAL", patient))
         item.extra["class"] = class_of.get(patient, "")
         items.append(item)
     if not items:

@@ -26,6 +26,7 @@ from .findings import NO_FINDING, term_table
 from .layout import (
     CxrDataset,
     DatasetOptions,
+    Extras,
     check_columns,
     label_file,
     read_table,
@@ -62,7 +63,7 @@ def index(root: Path, options: DatasetOptions) -> list[Item]:
         if path is None:
             continue
         items.append(record(image, path, label="Pneumothorax" if positive else NO_FINDING, patient=image,
-                            view="FRONTAL", study=image))
+                            extras=Extras("FRONTAL", image)))
     if not items:
         raise UsageError(f"siim:{root}: none of the images of {labels.name} is under the folder: "
                          "put the challenge's DICOMs (dicom-images-train/…/IMAGEID.dcm) in it")

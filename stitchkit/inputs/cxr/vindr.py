@@ -33,7 +33,16 @@ from pathlib import Path
 from ...errors import UsageError
 from ..types import Item
 from .findings import SEPARATOR, harmonise, label_of, term_table
-from .layout import CxrDataset, DatasetOptions, check_columns, label_file, need, read_table, record
+from .layout import (
+    CxrDataset,
+    DatasetOptions,
+    Extras,
+    check_columns,
+    label_file,
+    need,
+    read_table,
+    record,
+)
 
 LABEL_FILES = ("annotations/image_labels_train.csv", "annotations/image_labels_test.csv")
 KAGGLE_FILE = "train.csv"
@@ -108,8 +117,8 @@ def index(root: Path, options: DatasetOptions) -> list[Item]:
         if image not in images or not found:
             continue
         path, split = images[image]
-        item = record(image, path, label=label_of(harmonise(found, TERMS)), patient=image, view="PA",
-                      study=image, split=split)
+        item = record(image, path, label=label_of(harmonise(found, TERMS)), patient=image,
+                      extras=Extras("PA", image, split=split))
         item.extra["terms"] = SEPARATOR.join(sorted(found))
         items.append(item)
     if not items:

@@ -37,6 +37,7 @@ import os
 import shutil
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -54,8 +55,8 @@ class _Stop(Exception):
 def main() -> None:
     from stitchkit.export import export_store
     from stitchkit.head import Head
-    from stitchkit.head.model import HeadConfig
-    from stitchkit.head.train import TrainConfig, checkpoint_path, train_head
+    from stitchkit.head.config import ComputeOptions, HeadConfig, TrainConfig
+    from stitchkit.head.train import checkpoint_path, train_head
     from stitchkit.maps import AnchorPlan, fit_map, load_map
     from stitchkit.store.store import StoreWriter, base_attrs, write_store
     from stitchkit.zeroshot.score_writer import ScoreWriter
@@ -97,7 +98,7 @@ def main() -> None:
 
         cfg = TrainConfig(head=HeadConfig(width=4, layers=1, heads=1, ffn_mult=1), epochs=1,
                           batch_size=8, val_fraction=0.0)
-        train_head("store.h5", "captions.h5", out="head.head", config=cfg, seed=0)
+        train_head("store.h5", "captions.h5", out="head.head", config=replace(cfg, seed=0))
 
         def stop(record: dict) -> None:
             raise _Stop
@@ -105,7 +106,7 @@ def main() -> None:
         cfg2 = TrainConfig(head=HeadConfig(width=4, layers=1, heads=1, ffn_mult=1), epochs=2,
                            batch_size=8, val_fraction=0.0)
         try:
-            train_head("store.h5", "captions.h5", out="stopped.head", config=cfg2, seed=0, on_epoch=stop)
+            train_head("store.h5", "captions.h5", out="stopped.head", config=replace(cfg2, seed=0), run=ComputeOptions(on_epoch=stop))
         except _Stop:
             pass
         checkpoint_path(Path("stopped.head")).rename("head.ckpt")
