@@ -405,7 +405,8 @@ REAL_MODEL_FIXTURES = {"kermany_base", "lite0_token_store", "lite2_token_store",
 LONGEST_FIRST = ["test_help_examples.py", "test_examples.py", "test_demo.py", "test_kill_more.py",
                  "test_cross_machine.py", "test_embed.py", "test_engine_ray.py", "test_fit_shards.py",
                  "test_kill_stream.py", "test_kill.py", "test_bad_inputs.py", "test_report.py",
-                 "test_kill_tokens.py", "test_token_fit.py", "test_xception.py", "test_first_hour.py"]
+                 "test_kill_tokens.py", "test_benchmarks_smoke.py", "test_token_fit.py", "test_xception.py",
+                 "test_first_hour.py", "test_cxr_torchxrayvision.py"]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

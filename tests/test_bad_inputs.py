@@ -304,7 +304,8 @@ na("models", "models takes no input and writes nothing", *[c for c in CONDITIONS
 
 # fit / sweep ---------------------------------------------------------------------------------
 def _fit(src: object, tgt: object, out: Path, *extra: object) -> list[object]:
-    return ["fit", src, tgt, "-o", out, "--method", "orthogonal", *extra]
+    # --overwrite: a failed fit leaves an earlier map alone even when told it may replace it.
+    return ["fit", src, tgt, "-o", out, "--overwrite", "--method", "orthogonal", *extra]
 
 
 def _sweep(src: object, tgt: object, out: Path, *extra: object) -> list[object]:

@@ -69,7 +69,7 @@ def test_fit_apply_round_trip(pair):
 def test_apply_to_a_new_output_does_not_say_resuming(pair):
     """apply reports progress after each chunk; its first report is no earlier run's work."""
     tmp, src, tgt = pair
-    assert invoke("fit", src, tgt, "-o", tmp / "m.map").exit_code == 0
+    assert invoke("fit", src, tgt, "-o", tmp / "m.map", "--overwrite").exit_code == 0
     r = invoke("apply", tmp / "m.map", src, "-o", tmp / "fresh.h5", "--chunk-size", "100")
     assert r.exit_code == 0, r.output
     assert "resuming" not in r.stderr and "apply: 400/400" in r.stderr
@@ -122,10 +122,10 @@ def test_errors_are_one_line_with_exit_codes(pair, stitch):
     r = stitch("fit", src, tmp / "other.h5", "-o", tmp / "m.map")
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "share no ids" in r.stderr
     # Too few anchors for plain least squares: the minimum-norm map, with a warning naming ridge.
-    r = CliRunner().invoke(cli, ["fit", src, tgt, "-o", str(tmp / "m.map"), "--method", "affine",
+    r = CliRunner().invoke(cli, ["fit", src, tgt, "-o", str(tmp / "m.map"), "--overwrite", "--method", "affine",
                                  "--n-anchors", "15"])
     assert r.exit_code == 0 and "minimum-norm" in r.stderr and "ridge" in r.stderr
-    invoke("fit", src, tgt, "-o", tmp / "m.map")
+    invoke("fit", src, tgt, "-o", tmp / "m.map", "--overwrite")
     code, msg = failure("apply", tmp / "m.map", tgt, "-o", tmp / "x.h5")
     assert code == 2 and "widths differ" in msg
     code, msg = failure("fit", src, tgt, "-o", tmp / "m.map", "--alpha", "-3")

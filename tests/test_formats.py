@@ -435,3 +435,17 @@ def test_a_record_of_a_newer_schema_is_refused_in_one_line(tmp_path: Path) -> No
         identify(path)
     res = run_inprocess("info", str(path))
     assert res.code == 2 and "upgrade stitchkit" in res.stderr
+
+
+def test_embed_part_files_carry_their_version_and_a_newer_one_is_refused(tmp_path: Path) -> None:
+    from stitchkit.store.parts import PartRows, read_part_index, write_part
+
+    part = tmp_path / "part-000000.h5"
+    write_part(part, [0, 1], PartRows(np.ones((2, 3), np.float32)), [(2, "unreadable")])
+    with h5py.File(part, "r") as h5:
+        assert (h5.attrs["format"], h5.attrs["format_version"]) == (formats.PARTS.encoding_type, 1)
+    assert read_part_index(part).failed == [(2, "unreadable")]
+    with h5py.File(part, "r+") as h5:
+        h5.attrs["format_version"] = 99
+    with pytest.raises(FormatError, match="99"):
+        read_part_index(part)

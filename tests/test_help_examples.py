@@ -294,6 +294,7 @@ ABSENT = {  # what a docs command needs that this environment lacks, by a substr
     "cxr/": "a user's image folder for other backbones",
     "nih-lite0.h5": "the 1,000 NIH images embedded with every finding (docs/benchmark.md's run)",
     ":/data/": "a dataset as published at a placeholder folder: tests/test_cxr_*.py read each published layout",
+    "stitch neighbours": "docs/add-a-command.md's worked example of a command to add, not a command",
     "mimic-lite2.h5": "a MIMIC-CXR-JPG store (a credentialed dataset): tests/test_cxr_mimic.py embeds a tree in its layout",
 }
 
@@ -350,7 +351,7 @@ def test_every_docs_command_runs_or_is_explained(world: Path, data: Path, monkey
         args = shlex.split(line)
         args = [a for arg in args for a in (sorted(glob.glob(arg)) if "*" in arg and glob.glob(arg) else [arg])]
         out = args[args.index("-o") + 1] if "-o" in args else None
-        if out and args[1] in ("embed", "export", "import") and (world / out).exists():
+        if out and args[1] in ("embed", "export", "import", "fit") and (world / out).exists():
             args.append("--overwrite")  # the docs' folders start empty; this one has run the examples
         res = run_inprocess(*args[1:])
         if redirect and res.code == 0:

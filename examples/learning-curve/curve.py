@@ -29,10 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
+from stitchkit.formats import LEARNING_CURVE
 from stitchkit.head import HeadConfig, TrainConfig, train_head
 from stitchkit.maps import fit_map
 from stitchkit.maps.options import AnchorPlan
-from stitchkit.results import CURVE_SCHEMA
 from stitchkit.store import EmbeddingStore
 from stitchkit.zeroshot.prompts import load_prompts
 from stitchkit.zeroshot.scoring import classify_store
@@ -90,7 +90,7 @@ def summarise(rows: list[dict[str, str]]) -> dict[str, object]:
                 entry[route] = {"auc_mean": float(np.mean(aucs)), "auc_std": float(np.std(aucs)), "seeds": len(aucs)}
         table.append(entry)
     routes = [r + more for r in ROUTES for more in ("", ADAPTED) if any(r + more in e for e in table)]
-    return {"schema": CURVE_SCHEMA, "metric": "AUC pneumonia, Kermany test (624)", "routes": routes, "curve": table}
+    return {"schema": LEARNING_CURVE.schema, "metric": "AUC pneumonia, Kermany test (624)", "routes": routes, "curve": table}
 
 
 def write_summary(rows: list[dict[str, str]], out: Path, t0: float) -> dict[str, object]:

@@ -9,6 +9,10 @@ finish and assembles into the store, in input order, at the end::
     /failed_positions  (F,) int64          the batch's inputs that could not be embedded ...
     /failed_reasons    (F,) UTF-8 string   ... and why
     /mappings          UTF-8 string        optional: how each image's pixels were mapped
+
+Each part states its kind and version in its attributes (``format``, ``format_version``:
+:data:`stitchkit.formats.PARTS`), so a run resumed by another stitchkit refuses parts it cannot
+read instead of assembling them wrongly.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import h5py
 import numpy as np
 
 from ..fileio import atomic_output
+from ..formats import PARTS, check_format
 from .store import STR
 
 
@@ -51,6 +56,7 @@ def write_part(path: Path, positions: Sequence[int], rows: PartRows | None,
     # (disk full) can crash the process (SIGSEGV in h5py's close); a plain write raises OSError.
     buffer = io.BytesIO()
     with h5py.File(buffer, "w") as h5:
+        h5.attrs["format"], h5.attrs["format_version"] = PARTS.encoding_type, PARTS.version
         h5["positions"] = np.asarray(positions, dtype=np.int64)
         if rows is not None:
             h5["embeddings"] = rows.embeddings.astype(np.float32)
@@ -71,8 +77,11 @@ def _strings(values: np.ndarray) -> list[str]:
 
 
 def read_part_index(path: Path) -> PartIndex:
-    """A part's positions, failures, pixel mappings and token shape; its rows stay on disk."""
+    """A part's positions, failures, pixel mappings and token shape; its rows stay on disk.
+    A part from a newer stitchkit is refused in one line (one written before parts carried a
+    version is version 1)."""
     with h5py.File(path, "r") as h5:
+        check_format(path, PARTS, h5.attrs.get("format_version"))
         return PartIndex(
             positions=h5["positions"][()],
             failed=list(zip(h5["failed_positions"][()].tolist(), _strings(h5["failed_reasons"][()]),

@@ -18,11 +18,19 @@ whose JPEG is not under the folder are left out (a partial download), found by o
 folder, never a stat per row. The test file has no view columns: its views come from the file
 names, ``LATERAL`` or ``FRONTAL`` (AP or PA is not published for it).
 
-Labels follow torchxrayvision's ``CheX_Dataset`` (1.5.7): its 13 observations with "Pleural
-Effusion" named ``Effusion``; ``Pleural Other`` and ``Support Devices`` keep their names; where
-``No Finding`` is 1 every observation but Support Devices counts as absent. A row with no positive
-observation is ``No Finding`` (blank means not mentioned, read as absent, as blank-as-negative
-training does); -1 follows ``uncertain=`` (`labels_of`). MIMIC-CXR's CheXpert labels use the
+Labels against torchxrayvision 1.5.7's ``CheX_Dataset`` (checked by
+tests/test_cxr_torchxrayvision.py on the train.csv its wheel ships): the same 13 observations
+(its ``pathologies``) with "Pleural Effusion" named ``Effusion``; ``Pleural Other`` and ``Support
+Devices`` keep their names; where ``No Finding`` is 1 every observation but Support Devices is
+absent; 1.0 is present and 0.0 absent; the patient is the ``patient00001`` of ``Path``. It
+departs on the two values ``CheX_Dataset`` turns into NaN: -1.0 (uncertain) follows
+``uncertain=`` (`labels_of`: the U-Ignore, U-Ones and U-Zeros policies papers choose between),
+and blank (not mentioned) is absent, as blank-as-negative training reads it, so that a row with
+no positive observation is ``No Finding``. It also departs where ``CheX_Dataset`` picks a
+training subset: PA views only and the first image of each patient (``views=["PA"]``,
+``unique_patients=True``); here every image is kept and ``views=`` and ``per_study=`` choose.
+``CheX_Dataset`` reads one file and raises on the test file (its patient ids need ``train`` or
+``valid`` in the file's path); here every split is read. MIMIC-CXR's CheXpert labels use the
 same columns and rule (`mimic` imports them from here).
 """
 
@@ -52,7 +60,7 @@ from .layout import (
 SPLIT_FILES = {"train": ("train.csv",), "valid": ("valid.csv",), "test": ("test_labels.csv", "test.csv")}
 SHIPPED = "chexpert_train.csv.gz"  # train.csv of CheXpert-v1.0-small, as torchxrayvision ships it
 NO_FINDING = "No Finding"
-OBSERVATIONS = (  # CheXpert's 13 observation columns, in its order
+OBSERVATIONS = (  # CheXpert's 13 observation columns, in its order (CheX_Dataset.pathologies, unsorted)
     "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema", "Consolidation",
     "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other", "Fracture",
     "Support Devices",

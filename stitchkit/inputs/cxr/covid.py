@@ -14,6 +14,15 @@ the others (COVID-19, Viral, Bacterial, Streptococcus, …) as extra names, a pa
 as written; ``No Finding`` is No Finding. The clinical notes are the text beside each image. Ids
 are the file names, groups the patientid; the collection has no studies (study: the name's stem)
 and no official split.
+
+Against ``COVID19_Dataset`` (checked by tests/test_cxr_torchxrayvision.py on a metadata.csv of
+the collection's real rows): its names are the parts the file's findings hold (its
+``pathologies``, built from the file it loads; `TERMS` writes out those of the published
+collection, for `stitch datasets covid`), each found as a substring of the finding, where here
+the finding is split into its parts: the same labels. It departs in three things. ``No
+Finding`` is one of its names; here it is the label of an image with none. It keeps PA and AP
+views by default, which is how it leaves out CT slices (Axial, Coronal); here ``modality`` does
+that and ``views=`` chooses. A file listed twice is two items there, one image here.
 """
 
 from __future__ import annotations

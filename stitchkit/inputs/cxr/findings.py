@@ -6,6 +6,17 @@ NIH's spellings (``Pleural_Thickening``, ``Effusion``), with CheXpert's ``Lung O
 own terms onto these (its ``TERMS``); a term a dataset labels that has no name here keeps a name
 of its own in that dataset's ``extra`` findings (``Support Devices``, ``COVID-19``) and is listed
 as such by `stitch datasets`.
+
+Why the names and each module's ``TERMS`` are written here rather than read from torchxrayvision:
+its 1.5.7 wheel exposes ``default_pathologies`` as its only label constant; every loader's
+names and synonyms (``PC_Dataset``'s ``mapping``, ``VinDr_Dataset``'s, ``Openi_Dataset``'s …) are
+locals of the loader's ``__init__``, applied with pandas to a label file that the constructor
+loads itself, so no function or table of it can be called on a row. Importing it also costs
+about 5 s (torch, torchvision, scikit-image, pandas), where reading a dataset spec imports none
+of them, and it is an optional extra (``stitchkit[datasets]``): the readers run without it on a
+dataset's own label files. Instead, tests/test_cxr_torchxrayvision.py runs those loaders on the
+label files the wheel ships and checks that every reader gives their labels wherever its module
+says the rule is torchxrayvision's, and differs only where the module says why.
 """
 
 from __future__ import annotations

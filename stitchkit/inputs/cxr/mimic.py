@@ -11,10 +11,17 @@ are read too). Image paths are computed from the ids, never looked up: an image 
 folder fails when it is embedded, not here. Images whose study has no label row are left out.
 
 Ids are the ``dicom_id``; the patient is the ``subject_id`` as the CSVs write it (10000032), the
-study the ``study_id`` as the folders name it (s50414267). Labels follow torchxrayvision's ``MIMIC_Dataset`` (1.5.7), the same columns and
-names as CheXpert (`chexpert.labels_of`: "Pleural Effusion" is ``Effusion``, -1 follows
-``uncertain=``), except that ``Support Devices`` stays positive where ``No Finding`` is 1, as in
-CheXpert (torchxrayvision's MIMIC loader zeroes it there too).
+study the ``study_id`` as the folders name it (s50414267).
+
+Labels against torchxrayvision 1.5.7's ``MIMIC_Dataset`` (checked by
+tests/test_cxr_torchxrayvision.py): its columns and names, CheXpert's (`chexpert.labels_of`:
+"Pleural Effusion" is ``Effusion``; -1.0 and blank depart from its NaN as `chexpert` says), and
+its patient (``subject_id``). It departs on one rule: ``MIMIC_Dataset`` zeroes every observation
+where ``No Finding`` is 1, Support Devices included, where ``CheX_Dataset`` keeps Support
+Devices; here both datasets keep it (No Finding denies findings, not devices), so one labeller's
+output reads the same in both. It also departs where ``MIMIC_Dataset`` picks a training subset
+(PA views only, the first image of each patient: ``views=`` and ``per_study=`` choose here) and
+reads no split, no report.
 
 Reports: MIMIC-CXR's ``mimic-cxr-reports/files/p10/p10000032/s50414267.txt``, inside the folder,
 beside it, or where ``reports=`` says. Their ``FINDINGS:`` and ``IMPRESSION:`` sections are

@@ -6,6 +6,16 @@ Labels`` pipe-joined, ``Follow-up #``, ``Patient ID``, ``View Position``), the o
 any sub-folders (``images/`` on NIH's box, ``images_001/images/`` … on Kaggle). Rows whose image
 is not under the folder (a partial download) are left out. NIH's 14 names are already the
 harmonised ones.
+
+Against torchxrayvision 1.5.7's ``NIH_Dataset`` (checked by tests/test_cxr_torchxrayvision.py):
+the same names (its ``pathologies``: the first 14 of `findings.FINDINGS`), the same labels, the
+same patient (``Patient ID``) and view (``View Position``). ``NIH_Dataset`` finds each name as a
+substring of ``Finding Labels``; `label` splits the cell instead (the same labels on all
+112,120 rows), so that a cell naming none of the fourteen, nor No Finding, is an error rather
+than a silent No Finding. It departs where ``NIH_Dataset`` picks a training subset: PA views
+only (``views=["PA"]``) and the first image of each patient (``unique_patients=True``). Here
+every image is kept and ``views=`` chooses (frontal by default), and the official split, which
+``NIH_Dataset`` does not read, is kept in ``split``.
 """
 
 from __future__ import annotations
@@ -42,6 +52,15 @@ def official_split(root: Path) -> dict[str, str]:
     return split
 
 
+def label(finding_labels: str) -> str | None:
+    """The store label of a ``Finding Labels`` cell (``Edema|Effusion``, ``No Finding``); None
+    when the cell names none of NIH's fourteen and is not ``No Finding``."""
+    findings = harmonise(finding_labels.split(SEPARATOR), TERMS)
+    if not findings and finding_labels.strip() != NO_FINDING:
+        return None
+    return label_of(findings)
+
+
 def index(root: Path, options: DatasetOptions) -> list[Item]:
     labels = label_file(root, LABEL_FILE, DATASET, options, shipped=LABEL_FILE + ".gz")
     images = walk_files(root, (".png",))
@@ -55,10 +74,10 @@ def index(root: Path, options: DatasetOptions) -> list[Item]:
         path = images.get(name)
         if path is None:
             continue
-        findings = harmonise(row["Finding Labels"].split(SEPARATOR), TERMS)
-        if not findings and row["Finding Labels"].strip() != NO_FINDING:
+        found = label(row["Finding Labels"])
+        if found is None:
             raise UsageError(f"{labels}: image {name} has unknown findings {row['Finding Labels']!r}")
-        items.append(record(name, path, label=label_of(findings), patient=row["Patient ID"],
+        items.append(record(name, path, label=found, patient=row["Patient ID"],
                             extras=Extras(view_name(row["View Position"]), Path(name).stem,
                                           split=split.get(name, ""))))
     if not items:

@@ -20,15 +20,23 @@ for 2,586 images). The folder's copy (plain or .gz) is read, else the one torchx
 ships; without either, only ``views=all`` can be read. With ``side=text`` a report stands under
 the first of its images' views that ``views=`` keeps, and is left out when it keeps none.
 
-Labels: torchxrayvision's ``Openi_Dataset`` (1.5.7) finds its 18 names (and the synonyms
-"pleural thickening", "infiltrate", "atelectases") as substrings of the reports' MeSH
-``automatic`` terms. Here the MeSH ``major`` terms (the radiologists' coding) are looked up in
-`TERMS`: the major terms those substrings pick, by the text before the first ``/`` (and
-``thickening/pleura`` by its first qualifier), less those that are not of the lung or pleura
-(pericardial effusion, subcutaneous and mediastinal emphysema, cystic fibrosis, expansile bone
-lesions), plus ``consolidation`` (a harmonised finding torchxrayvision's list lacks). Calcified
-granuloma counts as ``Granuloma`` too, as the substring match gives. A report whose only term is
-``No Indexing`` has no labels and is left out; any other without a finding is ``No Finding``.
+Views are those ``Openi_Dataset`` joins (its ``dicomcsv_path``, that file), as `view_name`
+writes them; it departs from ``Openi_Dataset`` in keeping every view (``views=`` chooses; it
+keeps PA only by default) and every image of a report (not its first: ``unique_patients``).
+
+Labels depart from torchxrayvision 1.5.7's ``Openi_Dataset``, which finds its 18 names (its
+``pathologies``, and the synonyms "pleural thickening", "infiltrate", "atelectases" of its
+``mapping``) as substrings of the reports' MeSH ``automatic`` terms, machine-extracted and read
+with every qualifier, so that "pericardial effusion" is Effusion and "subcutaneous emphysema"
+Emphysema (tests/test_cxr_torchxrayvision.py counts the images whose labels differ). Here the
+names are its names, plus Consolidation, but the MeSH ``major`` terms (the radiologists' coding)
+are looked up in `TERMS`: the major terms those substrings pick, by the text before the first
+``/`` (and ``thickening/pleura`` by its first qualifier), less those that are not of the lung or
+pleura (pericardial effusion, subcutaneous and mediastinal emphysema, cystic fibrosis, expansile
+bone lesions), plus ``consolidation`` (a harmonised finding torchxrayvision's list lacks).
+Calcified granuloma counts as ``Granuloma`` too, as the substring match gives. A report whose
+only term is ``No Indexing`` was not coded: it is left out (``Openi_Dataset`` keeps it,
+labelled by its automatic terms); any other without a finding is ``No Finding``.
 """
 
 from __future__ import annotations

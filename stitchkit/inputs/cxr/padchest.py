@@ -7,17 +7,29 @@ AP_horizontal, L, COSTAL, EXCLUDE, UNK —, ``MethodLabel`` — Physician or RNN
 PNGs, in the numbered folders of BIMCV's zips (``0/``, ``1/``, …) or flat: they are found by name
 with one walk, and rows whose image is not under the folder are left out.
 
-Terms are harmonised as torchxrayvision 1.5.7's ``PC_Dataset`` does: its 28 names, each matching
-every PadChest term that contains it or one of its synonyms (``pleural effusion`` and
-``pericardial effusion`` are both Effusion; ``consolidation`` and ``air bronchogram`` are both
-Consolidation and Infiltration; terms ending in ``tube`` or ``stent`` are Tube). `TERMS` is that
-rule written out over the 193 terms the published file uses; a term it does not name is not a
-finding. The raw terms stay in the extra column ``terms`` (lower case, sorted, ``|``-joined) for
-benchmarks over PadChest's own findings (the head / medium / tail groups of CARZero's
-"PadChest20"). ``normal`` and terms that name none of the findings give ``No Finding``; rows whose
-``Labels`` is empty (``nan`` or ``['']``: the report gave no label) are left out.
-``method=physician`` keeps the images a physician labelled (24 %), as many PadChest papers do.
-PadChest has no official split.
+Terms are harmonised as torchxrayvision 1.5.7's ``PC_Dataset`` does (checked by
+tests/test_cxr_torchxrayvision.py on every row of the label file its wheel ships): its 28 names
+(its ``pathologies``), each matching every PadChest term that contains it or one of its synonyms
+(its ``mapping``: ``pleural effusion`` and ``pericardial effusion`` are both Effusion;
+``consolidation`` and ``air bronchogram`` are both Consolidation and Infiltration; terms ending in
+``tube`` or ``stent`` are Tube). `TERMS` is that rule written out over the 193 terms the published
+file uses (``PC_Dataset`` runs it as substring tests over the ``Labels`` column of the table it
+loads, so there is nothing of it to call on one cell; written out, it is also the term table
+`stitch datasets padchest` shows); a term it does not name is not a finding. The raw terms stay
+in the extra column ``terms`` (lower case, sorted, ``|``-joined) for benchmarks over PadChest's
+own findings (the head / medium / tail groups of CARZero's "PadChest20"). ``normal`` and terms
+that name none of the findings give ``No Finding``. ``method=physician`` keeps the images a
+physician labelled (24 %), as many PadChest papers do. PadChest has no official split.
+
+Rows are chosen as ``PC_Dataset`` does in one thing only: a row whose ``Labels`` is ``nan`` (the
+report gave no label) is left out. It departs on the rest, which picks a training subset there:
+rows whose ``Labels`` is ``['']`` are left out here too (``PC_Dataset`` keeps them as having no
+finding, which the report did not say); every view is kept as written, ``AP_horizontal`` as AP
+(``PC_Dataset`` keeps PA only by default and names it ``AP Supine``), and ``views=`` chooses;
+every image of a patient is kept (not its first only: ``unique_patients``), and so are patients
+under ten (its age filter, which also drops every row without ``PatientBirth``) and the 21
+images its ``missing`` list drops as absent or unreadable: here only images not under the folder
+are left out, and an unreadable one goes to the store's table of failed inputs when embedded.
 """
 
 from __future__ import annotations

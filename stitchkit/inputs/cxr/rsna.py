@@ -5,9 +5,13 @@ box, one row with ``Target`` 0 for an image without), ``stage_2_detailed_class_i
 (``patientId,class``: Lung Opacity, No Lung Opacity / Not Normal, Normal), the DICOMs
 ``stage_2_train_images/PATIENTID.dcm`` and ``stage_2_test_images/`` (whose labels Kaggle never
 published: those images are left out, and there is no labelled official split). An image's label
-is torchxrayvision 1.5.7's (``RSNA_Pneumonia_Dataset``): ``Target`` 1 is both Pneumonia and Lung
-Opacity, 0 is No Finding; RSNA's own class goes to the extra column ``class`` ("" when the folder
-lacks the file). One image per patient: id, group and study are the ``patientId`` (the DICOM's
+is torchxrayvision 1.5.7's (``RSNA_Pneumonia_Dataset``, checked by
+tests/test_cxr_torchxrayvision.py on every patient of the labels its wheel ships): its two names
+(its ``pathologies``), ``Target`` 1 is both Pneumonia and Lung Opacity, 0 is No Finding; it takes
+a patient's first row, here any row with ``Target`` 1 counts (a patient's rows agree, so the
+labels are the same, and a file where they do not cannot hide a box). RSNA's own class goes to
+the extra column ``class`` ("" when the folder lacks the file; ``RSNA_Pneumonia_Dataset`` does
+not read it). One image per patient: id, group and study are the ``patientId`` (the DICOM's
 PatientID is the same).
 
 The view is each DICOM's ViewPosition, which indexing does not open 26,684 files to read: it
@@ -16,7 +20,9 @@ default the copy torchxrayvision ships (``kaggle_stage_2_train_images_dicom_head
 every stage 2 training image) when it is installed. An image the headers do not name (or every
 image, with ``headers=none`` or without torchxrayvision) has the view ``FRONTAL``: every RSNA
 image is a frontal radiograph, so ``views=frontal`` (the default) keeps it and ``views=pa`` or
-``views=ap`` leaves it out.
+``views=ap`` leaves it out. ``RSNA_Pneumonia_Dataset`` joins the same headers file for its views,
+but keeps PA only by default (``views=["PA"]``) and drops, as view UNKNOWN, an image its headers
+do not name; here ``views=`` chooses, and such an image is FRONTAL.
 """
 
 from __future__ import annotations

@@ -6,8 +6,13 @@ test images; read first when both are there), one row per mask and ``-1`` for an
 pneumothorax, and the DICOMs ``IMAGEID.dcm``, nested as ``dicom-images-train/STUDY/SERIES/``: they
 are found by name with one walk, and rows whose image is not under the folder are left out.
 torchxrayvision 1.5.7 ships stage 2's labels (``siim-pneumothorax-train-rle.csv.gz``:
-``labels=torchxrayvision``) and labels each image as its ``SIIM_Pneumothorax_Dataset`` does:
-Pneumothorax when a mask is given, else No Finding.
+``labels=torchxrayvision``) and labels each image as its ``SIIM_Pneumothorax_Dataset`` does
+(checked by tests/test_cxr_torchxrayvision.py on that file): its one name, Pneumothorax when a
+mask is given, else No Finding. It departs in two things: ``SIIM_Pneumothorax_Dataset`` has one
+item per row, so an image with several masks (624 in that file) is several items, where here it
+is one image, with a mask when any of its rows gives one; and it compares the code to ``-1`` as
+written, under stage 1's header `` EncodedPixels`` only, where here the header and the code are
+read stripped, so both stages' files read alike.
 
 The codes name no patient and no view. Group and study are the ImageId: the DICOMs were
 de-identified image by image, and reading 12,047 headers is not indexing's job (SIIM's images

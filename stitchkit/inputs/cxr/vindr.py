@@ -11,13 +11,18 @@ class_id, rad_id, x_min, …``; "No finding" for a reader who saw none) with the
 unlabelled ``test/``; torchxrayvision 1.5.7 ships that file (``labels=torchxrayvision``). Rows whose
 image is in neither folder are left out.
 
-An image has a finding when any of its radiologists labelled it, as torchxrayvision's
+An image has a finding when any of its radiologists labelled it, as torchxrayvision 1.5.7's
 ``VinDr_Dataset`` reads the three readers (the test set's single consensus row is read the same
-way). Names are torchxrayvision's for the 14 findings it reads (``Nodule/Mass``, ``Pulmonary
-Fibrosis``, ``Other Lesion``, … kept as it names them; Pleural effusion is Effusion, Pleural
-thickening is Pleural_Thickening); PhysioNet's columns it does not read that name a finding of
-`findings.FINDINGS` or of torchxrayvision's other loaders are mapped too (Edema, Emphysema,
-Pneumonia, Tuberculosis, rib and clavicle fractures as Fracture). Every positive column, finding or
+way). Names are torchxrayvision's for the 14 findings it reads (its ``pathologies``:
+``Nodule/Mass``, ``Pulmonary Fibrosis``, ``Other Lesion``, … kept as it names them; its
+``mapping``: Pleural effusion is Effusion, Pleural thickening is Pleural_Thickening).
+``VinDr_Dataset`` finds each name as a substring of an image's joined class names, here each
+class name is looked up whole: the same labels on every image of Kaggle's file (checked by
+tests/test_cxr_torchxrayvision.py on the copy its wheel ships). It departs on PhysioNet's
+columns, which it does not read (its docstring: "the extra local labels … are ignored"): those
+that name a finding of `findings.FINDINGS` or of torchxrayvision's other loaders are mapped
+here (Edema, Emphysema, Pneumonia, Tuberculosis, rib and clavicle fractures as Fracture), so that
+PhysioNet's release labels what the Kaggle file cannot. Every positive column, finding or
 not (COPD, Lung tumor, Enlarged PA, …), is kept in the extra column ``terms`` (lower case); an
 image whose positive columns name no finding (No finding, or COPD alone, …) is No Finding.
 VinDr's labels name no patient (the DICOMs' PatientID is anonymised): group and study are the
