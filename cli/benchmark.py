@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from stitchkit.zeroshot.benchmark import BenchmarkOptions, Route
+from stitchkit.zeroshot.patches import PatchOptions
 
 from .output import emit, show_warnings
 from .settings import settings_options, take_settings
@@ -45,6 +46,7 @@ def _named(values: tuple[str, ...], option: str, what: str) -> dict[str, str]:
 @click.option("--head", "head_paths", type=click.Path(dir_okay=False), multiple=True,
               help="Cross-attention head file; repeat it for an ensemble (mean of the heads' logits).")
 @settings_options(Route)
+@settings_options(PatchOptions)
 @click.option("--dataset", "datasets", multiple=True,
               help="Run only this data set of the suite (repeatable)  [default: every data set]")
 @click.option("-o", "--output", "out", required=True, type=click.Path(file_okay=False),
@@ -72,6 +74,7 @@ def benchmark(suite: str, stores: tuple[str, ...], text_model: str | None, promp
     Examples:
       stitch benchmark demo --store kermany=k-test-lite2.h5 --dataset kermany --head head.st -o bench
       stitch benchmark demo --store kermany=lite0-test.h5 --dataset kermany --map lite0-to-minilm.map --scoring cosine -t minilm -o bench
+      stitch benchmark demo --store kermany=k-test-lite0-tok.h5 --dataset kermany --map lite0-to-minilm.map --scoring patch -t minilm -o bench-patch
       stitch benchmark papers --store nih=nih-test-lite0.h5 --store chexpert=chexpert-lite0.h5 --dataset chestxray14 --dataset chexpert --map lite0-to-lite2.map --head head.st -o papers
       stitch benchmark demo --store kermany=k-test-lite2.h5 --dataset kermany --adapt kermany=kermany.adapt.map --head head.st -o bench-adapted
       stitch benchmark demo --store kermany=lite0-test.h5 --dataset kermany --map lite0-to-lite2.map --adapt kermany=kermany.adapt.map --head head.st --control bench-adapted -o bench-stitched
@@ -86,7 +89,8 @@ def benchmark(suite: str, stores: tuple[str, ...], text_model: str | None, promp
     loaded = load_suite(suite)
     head = None if not head_paths else head_paths[0] if len(head_paths) == 1 else list(head_paths)
     route = take_settings(Route, settings, text_model=text_model, map_path=map_path, head_path=head,
-                          prompt_store=prompt_store, adapt=_named(adapt_maps, "--adapt", "DOMAIN.map"))
+                          prompt_store=prompt_store, adapt=_named(adapt_maps, "--adapt", "DOMAIN.map"),
+                          patch=take_settings(PatchOptions, settings))
 
     def on_entry(name: str, i: int, n: int) -> None:
         click.echo(f"benchmark: {name} ({i + 1}/{n})", err=True)

@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from stitchkit.zeroshot.classify_plan import ClassifyOptions
+from stitchkit.zeroshot.patches import PatchOptions
 
 from .devices import DEVICE_PARSING
 from .output import emit_record, name_option, progress, show_warnings
@@ -43,6 +44,7 @@ from .vocabulary import deprecated_alias, take_alias
               help="Classify only these ids (a text file, one id per line), e.g. a test split.")
 @settings_options(ClassifyOptions, short={"output": "-o"},
                   extra={"force_space": {"callback": take_alias}, "device": DEVICE_PARSING})
+@settings_options(PatchOptions)
 @deprecated_alias("--force", "--force-space", "force_space", is_flag=True)
 @name_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -65,6 +67,7 @@ def classify(query: str, prompt_file: str | None, classes: str | None, templates
       stitch classify k-test-lite0.h5 --map lite0-to-lite2.map --head head.st --prompts pneumonia --text-model minilm --name stitched
       stitch classify k-test-lite2.h5 --adapt kermany.adapt.map --head head.st --prompts pneumonia --prior mixture
       stitch classify k-test-lite0.h5 --map lite0-to-minilm.map --scoring cosine --classes normal,pneumonia --text-model minilm
+      stitch classify k-test-lite0-tok.h5 --map lite0-to-minilm.map --scoring patch --prompts pneumonia --text-model minilm
       stitch classify k-test-lite2-tok.h5 --prompts pneumonia --text-model minilm --head token-head.st --prior em
       stitch classify k-test-lite2-tok.h5 --prompts pneumonia --text-model minilm --head s0.head --head s1.head --head s2.head
       stitch classify nih-lite2.h5 --prompts cxr14 --mode multilabel --text-model minilm --head head.st -o s.h5 --json --allow-missing-classes
@@ -86,9 +89,10 @@ def classify(query: str, prompt_file: str | None, classes: str | None, templates
     head_path = None if not head_paths else head_paths[0] if len(head_paths) == 1 else list(head_paths)
     ids = read_id_file(ids_file) if ids_file else None
     with progress("classify") as bar:
+        patch = take_settings(PatchOptions, settings)
         options = take_settings(ClassifyOptions, settings, text_model=text_model, prompt_store=prompt_store,
                                 map_path=map_path, adapt_path=adapt_path, head_path=head_path, ids=ids,
-                                progress=bar.update)
+                                progress=bar.update, patch=patch)
         result = run_classification(query, prompts, options)
     emit_record("classify", result.to_dict(), as_json=as_json, text=None if as_json else format_result(result))
 
@@ -102,7 +106,8 @@ def format_result(result) -> str:  # noqa: ANN001 - ClassifyResult, imported laz
         route.append(f"map → {comp['map']['target'].get('model_spec')}")
     if "adapt" in comp and comp["adapt"]["applied"] == "after the map":
         route.append(f"adapted ({comp['adapt']['images']} images)")
-    route.append(f"head {comp['head']['path']}" if "head" in comp else "cosine")
+    route.append(f"head {comp['head']['path']}" if "head" in comp else
+                 f"patch ({comp['patch']['pooling']}, {comp['patch']['tokens']} tokens)" if "patch" in comp else "cosine")
     route.append(f"prompts ({comp['prompts'].get('model_spec')})")
     lines = [
         f"classified: {result.n} samples, {len(result.classes)} classes, {result.mode}, "

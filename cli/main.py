@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "head": ("head", "head", "Train and inspect cross-attention heads."),
     "classify": ("classify", "classify", "Zero-shot classification with prompts."),
     "benchmark": ("benchmark", "benchmark", "Score a suite of zero-shot data sets into the papers' table."),
+    "explain": ("explain", "explain", "Draw where a head or a map looks: a heatmap per class over the patch grid."),
     "report": ("report", "report", "Draw figures and a page from any run's files."),
     "results": ("results", "results", "Gather many runs' --json results into one table."),
     "demo": ("demo", "demo", "Run the whole pipeline on the embedded default data."),

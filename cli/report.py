@@ -17,11 +17,14 @@ from .output import emit
 def report(paths: tuple[str, ...], output: str | None, title: str, markdown: bool, as_json: bool) -> None:
     """Draw what a run did, from its files whatever their names.
 
-    PATH is a file or a folder (searched recursively). Maps give held-out metrics and the anchor
-    plan; sweep CSVs give curves with error bars; heads give loss curves; score files (with the
-    `--json` of `stitch classify`) give ROC per class, score histograms, a confusion matrix and
-    a calibration curve; a map with stores of both its spaces gives a PCA of native and mapped.
-    index.html and report.md state every figure's numbers.
+    PATH is a file or a folder (searched recursively). Maps give held-out metrics, relative MSE
+    and the anchor plan; sweep CSVs give curves with error bars; heads give loss curves; score
+    files (with the `--json` of `stitch classify`) give ROC per class, score histograms, a
+    confusion matrix and a calibration curve, and every route on one data set shares its ROC
+    figure (small panels of at most 8 curves, grouped as the run groups its routes); a map with
+    stores of both its spaces gives a PCA of native and mapped. The page opens with the run's
+    results table (`stitch demo`'s routes, else the classify results); index.html and report.md
+    state every figure's numbers.
 
     \b
     Examples:

@@ -109,6 +109,7 @@ RECORDS = Format("results table", "stitchkit.results", 1, (1,))  # a JSON list o
 COMMAND_OUTPUT = Format("command output (--json)", "stitchkit.output", 1, (1,))  # raw `--json`
 BENCHMARK = Format("benchmark summary", "stitchkit.benchmark", 1, (1,))  # benchmark.json
 LEARNING_CURVE = Format("learning curve", "stitchkit.learning-curve", 1, (1,))  # examples/learning-curve
+EXPLAIN = Format("explain grids", "stitchkit.explain", 1, (1,))  # stitch explain: explain.json, <id>.json
 SCORES_CSV_METADATA = Format("score file metadata", "stitchkit.scores-csv-metadata", 1, (1,))
 SWEEP_TABLE = Format("sweep table", "stitchkit.sweep", 1, (1,))  # CSV: method, n_anchors, ...
 MANIFEST = Format("manifest", "stitchkit.manifest", 1, (1,))  # CSV or JSON lines: id, path or text
@@ -119,9 +120,9 @@ FIGURE = Format("figure (PNG)", "image/png", 1, (1,))
 PAGE = Format("report page", "text/html", 1, (1,))
 MARKDOWN = Format("Markdown page or table", "text/markdown", 1, (1,))
 
-KINDS = (*FORMATS, RECORD, RECORDS, COMMAND_OUTPUT, BENCHMARK, LEARNING_CURVE, SCORES_CSV_METADATA,
+KINDS = (*FORMATS, RECORD, RECORDS, COMMAND_OUTPUT, BENCHMARK, LEARNING_CURVE, EXPLAIN, SCORES_CSV_METADATA,
          SWEEP_TABLE, MANIFEST, ID_FILE, SUITE, PARTS, FIGURE, PAGE, MARKDOWN)
-SCHEMAS = {f.encoding_type: f for f in (RECORD, BENCHMARK, LEARNING_CURVE)}  # "schema": "TYPE/VERSION"
+SCHEMAS = {f.encoding_type: f for f in (RECORD, BENCHMARK, LEARNING_CURVE, EXPLAIN)}  # "schema": "TYPE/VERSION"
 
 
 @dataclass(frozen=True)

@@ -237,7 +237,8 @@ def describe_file(path: str | Path) -> dict[str, Any]:
 def _summary(path: Path, found: Identified) -> dict[str, Any]:
     """A few facts about a file of a kind with no reader of its own."""
     fmt = found.format
-    if fmt in (F.RECORD, F.RECORDS, F.COMMAND_OUTPUT, F.BENCHMARK, F.LEARNING_CURVE, F.SCORES_CSV_METADATA):
+    if fmt in (F.RECORD, F.RECORDS, F.COMMAND_OUTPUT, F.BENCHMARK, F.LEARNING_CURVE, F.EXPLAIN,
+               F.SCORES_CSV_METADATA):
         data = json.loads(path.read_text(encoding="utf-8"))
         if isinstance(data, list):
             return {"records": len(data), "tasks": dict(Counter(str(r.get("task")) for r in data))}

@@ -154,7 +154,7 @@ def route_label(composition: dict[str, Any]) -> str:
     else:
         text = (composition.get("prompts") or {}).get("model_spec")
         if text:
-            parts.append(f"· cosine {model_label(text)}")
+            parts.append(f"· {'patch' if composition.get('patch') else 'cosine'} {model_label(text)}")
     return " ".join(parts)
 
 

@@ -28,7 +28,7 @@ from tests.test_cli_help import help_examples
 
 # Order: each command's examples may use what an earlier command wrote.
 ORDER = ["models", "datasets", "embed", "export", "import", "merge", "anchors select", "fit", "apply", "adapt", "sweep",
-         "head captions", "head train", "classify", "benchmark", "info", "results", "report", "demo"]
+         "head captions", "head train", "classify", "explain", "benchmark", "info", "results", "report", "demo"]
 NOT_RUN = {
     "stitch models --check \"timm:efficientnet_lite0?weights=/models/lite0.pth&bn_eps=0.001&crop_pct=1.0\"":
         "a placeholder path; the same check runs on the packaged file in tests/test_encoder_specs.py",
@@ -90,6 +90,7 @@ def _world(root: Path, data: Path, base: dict[str, Path]) -> None:
     for split, picked in chosen.items():
         write_csv(picked, root / f"{split}.csv")
     (root / "anchor-ids.txt").write_text("".join(r["id"] + "\n" for r in chosen["train"][::30]))  # 24 ids
+    (root / "few.ids").write_text("".join(r["id"] + "\n" for r in chosen["test"][::20]))  # 3 ids: stitch explain
     images = root / "images"
     for r in chosen["test"][:40]:
         (images / r["label"]).mkdir(parents=True, exist_ok=True)

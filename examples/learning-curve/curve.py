@@ -8,7 +8,9 @@ on Kermany test (624 images, `--prompts pneumonia`, AUC of pneumonia):
   but a fixed budget of --steps steps in batches of at most 64 (the same compute at every N);
 * global head: the same on global vectors;
 * cosine: a ridge map fitted on the same N pairs into MiniLM's space (`stitch fit --method
-  ridge`), then cosine to the prompts: the route a residual head starts from.
+  ridge`), then cosine to the prompts: the route a residual head starts from;
+* patch (only with `--routes ...,patch`): the same map applied to every patch token of the
+  test images, the token cosines pooled (`stitch classify --scoring patch`, its defaults).
 
 With `--adapt MAP` (`stitch adapt`, e.g. of the Kermany train images) every head and map is
 scored a second time through that adaptation map, as the route "... + adaptation".
@@ -16,6 +18,7 @@ scored a second time through that adaptation map, as the route "... + adaptation
 Writes OUT/learning-curve.csv (a row per N, seed and route; rerunning skips the rows there)
 and OUT/learning-curve.json (mean and standard deviation per N and route; `stitch report OUT`
 draws it). Usage: python examples/learning-curve/curve.py demo-out -o curve-out
+(patch scoring at two sizes: ... --sizes 200,5216 --routes cosine,patch)
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ from stitchkit.store import EmbeddingStore
 from stitchkit.zeroshot.prompts import load_prompts
 from stitchkit.zeroshot.scoring import classify_store
 
-ROUTES = ("token head", "global head", "cosine")
+ROUTES = ("token head", "global head", "cosine")  # the default routes
+ALL_ROUTES = (*ROUTES, "patch")
 ADAPTED = " + adaptation"
 FIELDS = ["n", "seed", "route", "auc", "accuracy", "seconds"]
 
@@ -64,10 +68,10 @@ def run_route(route: str, demo: Path, work: Path, ids: list[str], seed: int, ste
               adapt: Path | None = None) -> dict[str, tuple[float, float]]:
     """The route trained on ``ids``, scored as it is and (``adapt``) through the adaptation map."""
     images, captions, test = demo / "k-train-lite2.h5", demo / "k-train-captions-minilm.h5", demo / "k-test-lite2.h5"
-    if route == "cosine":
+    if route in ("cosine", "patch"):  # the same map: scored on the global vector, or on every patch token
         fitted = fit_map(images, captions, "ridge", AnchorPlan(anchors=ids, holdout=0.0, metrics=False, seed=seed))
         fitted.save(work / "map.map")
-        scored = {"map_path": work / "map.map", "scoring": "cosine"}
+        scored = {"map_path": work / "map.map", "scoring": route}
     else:
         tokens = route == "token head"
         cfg = TrainConfig(head=HeadConfig(), batch_size=64, epochs=1, min_steps=steps,
@@ -84,12 +88,12 @@ def summarise(rows: list[dict[str, str]]) -> dict[str, object]:
     table = []
     for n in sorted({int(r["n"]) for r in rows}):
         entry: dict[str, object] = {"n": n}
-        for route in [r + more for r in ROUTES for more in ("", ADAPTED)]:
+        for route in [r + more for r in ALL_ROUTES for more in ("", ADAPTED)]:
             aucs = [float(r["auc"]) for r in rows if int(r["n"]) == n and r["route"] == route]
             if aucs:
                 entry[route] = {"auc_mean": float(np.mean(aucs)), "auc_std": float(np.std(aucs)), "seeds": len(aucs)}
         table.append(entry)
-    routes = [r + more for r in ROUTES for more in ("", ADAPTED) if any(r + more in e for e in table)]
+    routes = [r + more for r in ALL_ROUTES for more in ("", ADAPTED) if any(r + more in e for e in table)]
     return {"schema": LEARNING_CURVE.schema, "metric": "AUC pneumonia, Kermany test (624)", "routes": routes, "curve": table}
 
 
@@ -109,7 +113,11 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--steps", type=int, default=300, help="training steps of every head")
     parser.add_argument("--adapt", type=Path, default=None, help="also score through this adaptation map")
+    parser.add_argument("--routes", default=",".join(ROUTES), help=f"comma-separated, among {', '.join(ALL_ROUTES)}")
     args = parser.parse_args()
+    routes = [r.strip() for r in args.routes.split(",") if r.strip()]
+    if not routes or set(routes) - set(ALL_ROUTES):
+        parser.error(f"--routes takes routes among {', '.join(ALL_ROUTES)}, got {args.routes!r}")
     args.out.mkdir(parents=True, exist_ok=True)
     table = args.out / "learning-curve.csv"
     rows = list(csv.DictReader(table.open())) if table.exists() else []
@@ -120,7 +128,7 @@ def main() -> None:
     for seed in map(int, args.seeds.split(",")):
         for n in map(int, args.sizes.split(",")):
             chosen = subset(labels, ids, n, seed)
-            for route in ROUTES:
+            for route in routes:
                 if (str(len(chosen)), str(seed), route) in done:
                     continue
                 start = time.perf_counter()

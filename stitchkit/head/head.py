@@ -184,6 +184,31 @@ class Head:
         shift = ensemble - np.stack([per_prompt[:, rows].mean(axis=1) for rows in classes], axis=1)
         return (per_class + shift).astype(np.float32)
 
+    def image_attention(self, image_global: np.ndarray, text_global: np.ndarray, image_tokens: np.ndarray,
+                        image_mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """What each text attends to in each image (image→text direction, eval mode): the
+        attention weights on the image tokens (n_images, n_texts, T) and on the image's global
+        (n_images, n_texts), averaged over attention heads and layers; a row of both sums to 1.
+
+        Query tokens on another square grid are first resampled onto the head's own, as
+        :meth:`score` does, so T is the head's token count (Lite2's 81 for a Lite0 query mapped
+        into Lite2)."""
+        image_tokens, image_mask = self.match_token_grid(np.asarray(image_tokens), image_mask)
+        dev = module_device(self.module_)
+        was_training = self.module_.training
+        self.module_.eval()
+        try:
+            with torch.inference_mode():
+                weights = self.module_.image_attention(
+                    torch.as_tensor(np.asarray(image_global, dtype=np.float32), device=dev),
+                    torch.as_tensor(np.asarray(text_global, dtype=np.float32), device=dev),
+                    torch.as_tensor(np.asarray(image_tokens, dtype=np.float32), device=dev),
+                    None if image_mask is None else torch.as_tensor(np.asarray(image_mask, dtype=bool), device=dev),
+                ).double().cpu().numpy()
+        finally:
+            self.module_.train(was_training)
+        return weights[..., 1:], weights[..., 0]
+
     def __repr__(self) -> str:
         c = self.config_
         return (f"Head(image={self.image_space_.get('model_spec')}, "

@@ -182,6 +182,22 @@ class CrossAttentionHead(nn.Module):
             return i2t, t2i
         return 0.5 * (i2t + t2i)
 
+    def image_attention(self, image_global: torch.Tensor, text_global: torch.Tensor,
+                        image_tokens: torch.Tensor, image_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(n_images, n_texts, 1 + T): in the image→text direction, the attention of each text's
+        global (the query) over each image's ``[global; tokens]``, averaged over the attention
+        heads and the layers (what the head looks at; ``stitch explain`` draws it)."""
+        _, imem, ipad = self.encode(image_global, image_tokens, image_mask, self.image_proj)
+        tg, _, _ = self.encode(text_global, None, None, self.text_proj)
+        query = tg[None].expand(imem.shape[0], tg.shape[0], -1)
+        maps = []
+        for layer in self.layers:
+            _, weights = layer.attn(layer.norm_q(query), imem, imem, key_padding_mask=ipad, need_weights=True,
+                                    average_attn_weights=True)
+            maps.append(weights)
+            query = layer(query, imem, ipad)
+        return torch.stack(maps).mean(dim=0)
+
 
 def _carzero_init(module: nn.Module) -> None:
     """CARZero's decoder initialisation: N(0, 0.02) weights, zero biases (LayerNorms as built)."""

@@ -76,24 +76,99 @@ def _save(fig: Any, path: Path) -> Path:
     return Path(path)
 
 
-def roc_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, *, title: str) -> Path:
-    """One ROC line per named (y_true, score) pair, each with its AUC in the legend."""
+#: At most this many curves share one ROC panel: more and the lines cannot be told apart.
+ROC_PANEL_MOST = 8
+
+
+@dataclass(eq=False)
+class RocCurve:
+    """One line of a ROC panel: ``y`` the true labels (bool), ``score`` what ranks the samples;
+    a ``control`` is drawn dashed in the colour of the curve before it (the route it controls)."""
+
+    label: str
+    y: np.ndarray
+    score: np.ndarray
+    control: bool = False
+
+
+@dataclass(eq=False)
+class RocPanel:
+    title: str
+    curves: list[RocCurve]
+
+
+def _legend_label(text: str, width: int) -> str:
+    """A legend entry wrapped to ``width`` characters, never cut; later lines indented."""
+    import textwrap
+
+    lines = textwrap.wrap(text, width, break_long_words=True, break_on_hyphens=False) or [text]
+    return "\n".join([lines[0], *("    " + line for line in lines[1:])])
+
+
+def roc_panels(panels: Sequence[RocPanel], path: Path, *, title: str, columns: int = 2) -> tuple[Path, list[int]]:
+    """ROC curves in small panels, ``columns`` a row, each with its legend (AUC, then the
+    route's name, wrapped, never cut) below its axes.
+
+    A panel may hold at most :data:`ROC_PANEL_MOST` curves (ValueError otherwise). Returns the
+    path and the number of curves drawn in each panel (a curve whose labels are all of one
+    class has no ROC and is left out).
+    """
     from sklearn.metrics import roc_auc_score, roc_curve
 
-    fig = _figure(5.8, 5.2)
-    ax = fig.add_subplot()
-    for name, (y, s) in curves.items():
-        if y.all() or not y.any():
-            continue  # one class only: no ROC exists
-        fpr, tpr, _ = roc_curve(y, s)
-        ax.plot(fpr, tpr, lw=1.6, label=f"{short_name(shorten_specs(name), 60)} (AUC {roc_auc_score(y, s):.3f})")
-    ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=1, label="chance")
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
-    ax.set_title(wrapped(title, 70), fontsize=9)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # outside: many routes
-    ax.grid(alpha=0.3)
-    return _save(fig, path)
+    for p in panels:
+        if len(p.curves) > ROC_PANEL_MOST:
+            raise ValueError(f"ROC panel {p.title!r}: {len(p.curves)} curves; at most {ROC_PANEL_MOST} fit one panel")
+    cols = max(1, min(columns, len(panels)))
+    nrows = -(-len(panels) // cols)
+    # Inches: each panel is a title, square-ish axes, the x label, then its legend.
+    panel_w, ax_w, ax_h, left, head, foot, line = 4.4, 3.2, 2.6, 0.62, 0.5, 0.45, 0.155
+    wrap = 54
+    entries = []
+    for p in panels:
+        drawn = []
+        for c in p.curves:
+            y = np.asarray(c.y, dtype=bool)
+            if y.all() or not y.any():
+                continue
+            auc = roc_auc_score(y, c.score)
+            label = f"{auc:.3f}  " + ("↳ " if c.control else "") + c.label
+            drawn.append((c, y, _legend_label(label, wrap)))
+        entries.append(drawn)
+    row_lines = [max((sum(lab.count("\n") + 1 for *_, lab in entries[k]) for k in range(r * cols, min(len(panels), (r + 1) * cols))),
+                     default=1) for r in range(nrows)]
+    row_h = [head + ax_h + foot + 0.2 + line * n for n in row_lines]
+    top = 0.5 if title else 0.1
+    fig_w, fig_h = panel_w * cols, top + sum(row_h)
+    fig = _figure(fig_w, fig_h)
+    y_top = fig_h - top
+    for r in range(nrows):
+        for k in range(r * cols, min(len(panels), (r + 1) * cols)):
+            x0 = (k - r * cols) * panel_w + left
+            ax = fig.add_axes([x0 / fig_w, (y_top - head - ax_h) / fig_h, ax_w / fig_w, ax_h / fig_h])
+            colour = -1
+            for c, y, label in entries[k]:
+                if not c.control or colour < 0:
+                    colour += 1
+                fpr, tpr, _ = roc_curve(y, c.score)
+                ax.plot(fpr, tpr, lw=1.5 if not c.control else 1.2, ls="--" if c.control else "-",
+                        c=COLOURS[colour % len(COLOURS)], label=label)
+            ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=1)
+            ax.set(xlim=(0, 1), ylim=(0, 1.01))
+            ax.set_xlabel("false positive rate", fontsize=8)
+            ax.set_ylabel("true positive rate", fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.set_title(wrapped(panels[k].title, 52), fontsize=9)
+            ax.grid(alpha=0.3)
+            if entries[k]:
+                ax.legend(loc="upper left", bbox_to_anchor=((x0 - left + 0.05) / fig_w, (y_top - head - ax_h - foot) / fig_h),
+                          bbox_transform=fig.transFigure, fontsize=7.5, frameon=False, title="AUC    route",
+                          title_fontsize=7.5, alignment="left", handlelength=2.2, borderaxespad=0)
+        y_top -= row_h[r]
+    if title:
+        fig.text(0.5 / fig_w, (fig_h - 0.15) / fig_h, wrapped(title, int(14 * fig_w)), fontsize=10, va="top")
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight")
+    return Path(path), [len(e) for e in entries]
 
 
 @dataclass(frozen=True, eq=False)  # an array: compared by identity, never element-wise
@@ -179,27 +254,57 @@ def score_histograms(y: np.ndarray, scores: np.ndarray, classes: Sequence[str], 
 
 
 def map_quality(maps: dict[str, dict[str, float]], plans: dict[str, dict[str, int]], path: Path) -> Path:
-    """Held-out metrics of each map (bars) and its anchor plan (fit / held out / unused)."""
+    """Held-out metrics of each map (bars), its relative MSE (own axis: lower is better) and its
+    anchor plan (fit / held out / unused). ``maps`` is keyed by each map's label as drawn (one or
+    two lines, distinct)."""
+    def known(v: Any) -> bool:
+        return isinstance(v, float | int) and bool(np.isfinite(v))
+
     metrics = [m for m in ("cosine_mean", "top1", "top5", "mrr", "cka_mapped_target", "probe_auc_ratio")
-               if any(isinstance(v.get(m), float | int) and np.isfinite(v.get(m)) for v in maps.values())]
-    fig = _figure(12, 0.5 + 0.45 * max(4, len(maps)) + 2.0)
-    ax_m, ax_p = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
+               if any(known(v.get(m)) for v in maps.values())]
+    with_mse = any(known(v.get("relative_mse")) for v in maps.values())
     names = list(maps)
+    fig = _figure(12.5, 1.4 + 0.62 * max(3, len(maps)))
+    ratios = [3.0, 1.1, 1.6] if with_mse else [3.0, 1.6]
+    axes = fig.subplots(1, len(ratios), gridspec_kw={"width_ratios": ratios})
+    ax_m, ax_p = axes[0], axes[-1]
     height = 0.8 / max(1, len(metrics))
     for k, metric in enumerate(metrics):
         vals = [maps[n].get(metric) for n in names]
-        known = [isinstance(v, float | int) and bool(np.isfinite(v)) for v in vals]
-        ys = np.arange(len(names)) + k * height
-        ax_m.barh(ys, [v if ok else 0.0 for v, ok in zip(vals, known, strict=True)], height=height,
-                  color=COLOURS[k % len(COLOURS)], label=metric)
-        for y, ok in zip(ys, known, strict=True):
-            if not ok:  # e.g. retrieval over repeated targets: no figure, not a zero
-                ax_m.text(0.005, y, "n/a", va="center", fontsize=6, color=COLOURS[k % len(COLOURS)])
-    ax_m.set_yticks(np.arange(len(names)) + 0.4 - height / 2, [short_name(n, 120) for n in names], fontsize=8)
-    ax_m.invert_yaxis()
-    ax_m.set_xlabel("held-out value (anchors never used to fit)")
-    ax_m.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=3)
+        ys = np.arange(len(names)) - 0.4 + (k + 0.5) * height
+        ax_m.barh(ys, [v if known(v) else 0.0 for v in vals], height=height, color=COLOURS[k % len(COLOURS)],
+                  label=metric)
+    for i, n in enumerate(names):
+        if not any(known(maps[n].get(m)) for m in metrics):  # no held-out anchors: nothing measured
+            ax_m.text(0.01, i, "no held-out metrics (no anchors held out)", va="center", fontsize=7.5, color="dimgrey")
+            continue
+        for k, metric in enumerate(metrics):
+            if not known(maps[n].get(metric)):  # e.g. retrieval over repeated targets: no figure, not a zero
+                ax_m.text(0.005, i - 0.4 + (k + 0.5) * height, f"{metric}: n/a", va="center", fontsize=6,
+                          color=COLOURS[k % len(COLOURS)])
+    ax_m.set_yticks(range(len(names)), names, fontsize=8)
+    ax_m.set_ylim(len(names) - 0.5, -0.5)
+    ax_m.set_xlim(0, 1.05)
+    ax_m.set_xlabel("held-out value (anchors never used to fit); higher is better", fontsize=8)
+    ax_m.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.55 / (0.62 * max(3, len(maps)))), ncol=3)
     ax_m.set_title("held-out quality", fontsize=9)
+    ax_m.grid(axis="x", alpha=0.3)
+    if with_mse:
+        ax_e = axes[1]
+        vals = [maps[n].get("relative_mse") for n in names]
+        top = max([v for v in vals if known(v)], default=1.0) or 1.0
+        for i, v in enumerate(vals):
+            if known(v):
+                ax_e.barh(i, v, height=0.5, color="tab:grey")
+                ax_e.text(v + 0.02 * top, i, f"{v:.3g}" if v < 0.001 else f"{v:.3f}", va="center", fontsize=7)
+            else:
+                ax_e.text(0.02 * top, i, "n/a", va="center", fontsize=7, color="dimgrey")
+        ax_e.set_yticks(range(len(names)), [""] * len(names))
+        ax_e.set_ylim(len(names) - 0.5, -0.5)
+        ax_e.set_xlim(0, top * 1.35)
+        ax_e.set_xlabel("held-out relative MSE; lower is better", fontsize=8)
+        ax_e.set_title("relative MSE", fontsize=9)
+        ax_e.grid(axis="x", alpha=0.3)
     for i, n in enumerate(names):
         p = plans.get(n, {})
         fit, held, pool = p.get("n_fit") or 0, p.get("n_heldout") or 0, p.get("n_pool") or 0
@@ -209,10 +314,13 @@ def map_quality(maps: dict[str, dict[str, float]], plans: dict[str, dict[str, in
         ax_p.barh(i, unused, left=fit + held, color="lightgrey", label="pool, unused" if i == 0 else None)
         ax_p.text(fit + held + unused, i, f" {fit}+{held}/{pool}", va="center", fontsize=7)
     ax_p.set_yticks(range(len(names)), [""] * len(names))
-    ax_p.invert_yaxis()
-    ax_p.set_xlabel("anchors")
+    ax_p.set_ylim(len(names) - 0.5, -0.5)
+    widest = max([max(plans.get(n, {}).get("n_pool") or 0,
+                      (plans.get(n, {}).get("n_fit") or 0) + (plans.get(n, {}).get("n_heldout") or 0)) for n in names] + [1])
+    ax_p.set_xlim(0, widest * 1.3)  # room for the counts written after each bar
+    ax_p.set_xlabel("anchors", fontsize=8)
     ax_p.set_title("anchor plan: fit + held out / pool", fontsize=9)
-    ax_p.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=3)
+    ax_p.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.55 / (0.62 * max(3, len(maps)))), ncol=3)
     return _save(fig, path)
 
 
@@ -221,8 +329,8 @@ def cosine_histograms(cosines: dict[str, np.ndarray], path: Path, *, title: str)
     ax = fig.add_subplot()
     lo = min(float(c.min()) for c in cosines.values())
     bins = np.linspace(min(lo, 0.99), 1, 50)
-    for name, c in cosines.items():
-        ax.hist(c, bins=bins, alpha=0.55, label=f"{short_name(name)} (median {np.median(c):.3f})")
+    for name, c in cosines.items():  # names wrapped, never cut: two maps may differ only at the end
+        ax.hist(c, bins=bins, alpha=0.55, label=_legend_label(f"{name} (median {np.median(c):.3f})", 44))
     ax.set_xlabel("cosine(mapped source, true target)")
     ax.set_ylabel("samples")
     ax.set_title(wrapped(title, 70), fontsize=9)
@@ -243,9 +351,13 @@ def pca_panels(native: np.ndarray, mapped: dict[str, np.ndarray], labels: Sequen
     labels = np.asarray(labels)
     kinds = sorted(set(labels.tolist()))[: len(COLOURS)]
     n = len(mapped)
-    fig = _figure(5.2 * n, 4.8)
-    axes = np.atleast_1d(fig.subplots(1, n, squeeze=False)).ravel()
-    for ax, (name, Z) in zip(axes, mapped.items(), strict=True):
+    cols = min(3, n)  # three a row at most: wider would shrink the text on the page
+    nrows = -(-n // cols)
+    fig = _figure(4.6 * cols, 4.3 * nrows + 0.4)
+    axes = np.atleast_1d(fig.subplots(nrows, cols, squeeze=False)).ravel()
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    for ax, (name, Z) in zip(axes, mapped.items(), strict=False):
         b = pca.transform(Z)
         for colour, lab in zip(COLOURS, kinds, strict=False):
             m = labels == lab
@@ -253,7 +365,7 @@ def pca_panels(native: np.ndarray, mapped: dict[str, np.ndarray], labels: Sequen
             ax.scatter(b[m, 0], b[m, 1], s=10, c=colour, marker="x", alpha=0.6, label=f"mapped: {lab}")
         ax.set_xlabel(f"PC1 ({100 * pca.explained_variance_ratio_[0]:.0f} % of native variance)")
         ax.set_ylabel(f"PC2 ({100 * pca.explained_variance_ratio_[1]:.0f} %)")
-        ax.set_title(wrapped(short_name(name, 60), 50), fontsize=9)
+        ax.set_title(wrapped(name, 50), fontsize=9)
         ax.legend(fontsize=6, markerscale=1.5, loc="upper right")
     fig.suptitle(wrapped(title, 120), fontsize=10)
     return _save(fig, path), [float(v) for v in pca.explained_variance_ratio_]
@@ -282,7 +394,7 @@ def benchmark_aucs(rows: Sequence[dict[str, Any]], path: Path, *, title: str) ->
             lowest = min(lowest, ci[0] if ci else macro)
     ax.axvline(0.5, ls=":", c="grey", lw=1, label="chance")
     ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels([short_name(r["name"], 30) for r in reversed(rows)], fontsize=8)
+    ax.set_yticklabels([wrapped(r["name"], 32) for r in reversed(rows)], fontsize=8)  # wrapped, never cut
     ax.set_ylim(-0.6, len(rows) - 0.4)
     ax.set_xlim(max(0.0, lowest - 0.05), 1.0)
     ax.set_xlabel("AUC")

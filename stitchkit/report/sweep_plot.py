@@ -12,6 +12,10 @@ from typing import Any
 
 import numpy as np
 
+TITLES = {"cosine_mean": "cosine (mean)", "top1": "top-1 retrieval", "mrr": "MRR",
+          "relative_mse": "relative MSE (1 − R²), lower is better", "probe_auc_ratio": "probe AUC ratio",
+          "probe_accuracy_ratio": "probe accuracy ratio"}
+
 
 def plot_sweep(summary: list[dict[str, Any]], path: str | os.PathLike, *, title: str = "") -> Path:
     """A PNG with one panel per held-out metric against the anchor count (mean ± std)."""
@@ -34,19 +38,24 @@ def plot_sweep(summary: list[dict[str, Any]], path: str | os.PathLike, *, title:
     methods = sorted({e["method"] for e in summary})
     counts = sorted({e["n_anchors"] for e in summary})
     for ax, metric in zip(axes.flat, panels, strict=False):
+        # relative MSE spans decades (one bad seed can be 40x the rest): a log axis where it can be
+        log = metric == "relative_mse" and all(e[f"{metric}_mean"] > 0 for e in summary if f"{metric}_mean" in e)
         for method in methods:
             pts = [e for e in summary if e["method"] == method and f"{metric}_mean" in e]
             if not pts:
                 continue
             x = [e["n_anchors"] for e in pts]
-            y = [e[f"{metric}_mean"] for e in pts]
-            s = [e.get(f"{metric}_std", 0.0) for e in pts]
-            ax.errorbar(x, y, yerr=s, marker="o", ms=3, capsize=2, label=method)
+            y = np.array([e[f"{metric}_mean"] for e in pts])
+            s = np.array([e.get(f"{metric}_std", 0.0) for e in pts])
+            ax.errorbar(x, y, yerr=[np.minimum(s, 0.9 * y) if log else s, s], marker="o", ms=3, capsize=2,
+                        label=method)
         ax.set_xscale("log")
+        if log:
+            ax.set_yscale("log")
         ax.set_xticks(counts, [str(c) for c in counts])
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("anchors")
-        ax.set_title(metric.replace("_", " "))
+        ax.set_title(TITLES.get(metric, metric.replace("_", " ")) + (" (log scale)" if log else ""), fontsize=10)
         ax.grid(alpha=0.3)
     axes.flat[0].legend(fontsize=8)
     if title:

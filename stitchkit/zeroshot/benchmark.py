@@ -61,6 +61,7 @@ from ..store import EmbeddingStore
 from ..store import format as fmt
 from .classify_plan import multilabel_score_setting, scoring_setting
 from .metrics import DEFAULT_BOOTSTRAP, auc, bootstrap_plan, nanmean, resampled_auc
+from .patches import PatchOptions
 from .prompts import PromptClass, PromptSet, load_prompts, resolve_prompt_path
 
 TASKS = ("multilabel", "multiclass")
@@ -509,6 +510,7 @@ class Route:
     prompt_store: str | None = None  # prompt embeddings read from (or written to) this store
     scoring: str | None = scoring_setting()
     multilabel_score: str = multilabel_score_setting()
+    patch: PatchOptions = field(default_factory=PatchOptions)  # --scoring patch: how tokens are pooled
     adapt: dict[str, str] = field(default_factory=dict)  # store name -> its domain's adaptation map
 
 
@@ -604,7 +606,7 @@ def run_entry(entry: Entry, job: SuiteJob) -> dict[str, Any]:
                             map_path=route.map_path, head_path=route.head_path, scoring=route.scoring,
                             adapt_path=route.adapt.get(entry.store),
                             output=scores_path, ids=ids, bootstrap=0, allow_missing_classes=True,
-                            multilabel_score=route.multilabel_score)
+                            multilabel_score=route.multilabel_score, patch=route.patch)
     seconds = time.perf_counter() - t0
     sf = read_scores(scores_path)
     order = np.arange(len(ids)) if sf.ids == ids else np.array([{i: k for k, i in enumerate(sf.ids)}[i] for i in ids])
@@ -709,7 +711,7 @@ def _composition(done: list[dict[str, Any]], stores: dict[str, str], route: Rout
             "map": first.get("map"), "head": str(head) if head else None,
             "adapt": {n: str(p) for n, p in route.adapt.items()} or None,
             "scoring": done[0]["scoring"] if done else route.scoring, "prompts": first.get("prompts"),
-            "multilabel_rule": route.multilabel_score}
+            "multilabel_rule": route.multilabel_score, **({"patch": first["patch"]} if first.get("patch") else {})}
 
 
 # -- outputs --------------------------------------------------------------------------------------

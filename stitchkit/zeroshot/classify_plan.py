@@ -25,6 +25,7 @@ from ..settings import Range, check_settings, setting
 from ..store import EmbeddingStore, check_same_space
 from ..store.pooling import check_pool_by
 from .metrics import DEFAULT_BOOTSTRAP
+from .patches import PatchOptions
 from .prompt_cache import PromptEmbeddings, embed_prompts
 from .prompts import PromptSet, check_for_mode
 from .scorers import DEFAULT_TEMPERATURE, MULTILABEL_RULES, PRIORS, SCORINGS, Scorer
@@ -35,7 +36,9 @@ PathLike = str | os.PathLike
 
 def scoring_setting() -> Any:
     """The ``scoring`` setting (classify and benchmark)."""
-    return setting(None, "Default: head when --head is given, else cosine.", choices=SCORINGS)
+    return setting(None, "Default: head when --head is given, else cosine. patch: the map applied to every "
+                   "patch token of the query, token cosines pooled (--patch-pooling; needs a token store).",
+                   choices=SCORINGS)
 
 
 def multilabel_score_setting() -> Any:
@@ -58,6 +61,7 @@ class ClassifyOptions:
     ids: list[str] | None = None
     progress: ProgressFn | None = None
     scoring: str | None = scoring_setting()
+    patch: PatchOptions = field(default_factory=PatchOptions)  # --scoring patch: how tokens are pooled
     temperature: float = setting(
         DEFAULT_TEMPERATURE, "Cosine scoring: logits are cosine / temperature (0.05 keeps float32 "
         "probabilities off 0 and 1).")
@@ -91,7 +95,7 @@ class ClassifyPlan:
 
     store: EmbeddingStore
     prompts: PromptSet
-    scoring: str  # "head" (one head or an ensemble) or "cosine"
+    scoring: str  # "head" (one head or an ensemble), "cosine" or "patch"
     pool_by: str | None
     device: str  # where the map and the head run
     chunk_size: int  # rows per block, bounded further when tokens are mapped
@@ -127,10 +131,13 @@ def plan_classification(query: PathLike | EmbeddingStore, prompts: PromptSet,
         _open_adaptation(plan, options.adapt_path, options.force_space)
     if options.head_path is not None:
         _open_head(plan, options)
+    if scoring == "patch":
+        _check_patch_tokens(plan, options.patch)
     record_label_use(plan)  # which labels the map and the head used: composition and a note
     text = _embed_prompts(plan, options)
+    patch = options.patch if scoring == "patch" else None
     plan.scorer = Scorer(prompts, text, plan.head, options.temperature, options.image_tokens,
-                         options.multilabel_score)
+                         options.multilabel_score, patch)
     if plan.scorer.uses_image_tokens:
         _bound_token_chunks(plan)
     return plan
@@ -142,13 +149,23 @@ def _check_options(options: ClassifyOptions) -> str:
     scoring = options.scoring or ("head" if options.head_path else "cosine")
     if scoring == "head" and options.head_path is None:
         raise UsageError("head scoring needs --head HEAD (or use --scoring cosine)")
-    if scoring == "cosine" and options.head_path is not None:
-        raise UsageError("--head and --scoring cosine exclude each other: choose one")
+    if scoring in ("cosine", "patch") and options.head_path is not None:
+        raise UsageError(f"--head and --scoring {scoring} exclude each other: choose one")
     if options.temperature <= 0:
         raise UsageError(f"temperature must be positive, got {options.temperature}")
     if options.output is not None:
         check_writable_dir(options.output)
     return scoring
+
+
+def _check_patch_tokens(plan: ClassifyPlan, patch: PatchOptions) -> None:
+    """Patch scoring reads the query's patch tokens: a store without them is one line."""
+    if not plan.store.has_tokens:
+        raise UsageError(f"--scoring patch compares each patch token with the prompts, but query store "
+                         f"{plan.store.path} has no tokens: embed it with `stitch embed --tokens` (`stitch apply` "
+                         "keeps them), or use --scoring cosine")
+    plan.composition["patch"] = {"pooling": patch.patch_pooling, "temperature": patch.patch_temperature,
+                                 "weight": patch.patch_weight, "tokens": int(plan.store.token_shape[0])}
 
 
 def _open_map(plan: ClassifyPlan, map_path: PathLike, force: bool) -> None:

@@ -1,4 +1,4 @@
-"""Scorers of image blocks against prompts (cosine or a head), and label-free prior adjustment.
+"""Scorers of image blocks against prompts (cosine, patch or a head), and label-free prior adjustment.
 """
 
 from __future__ import annotations
@@ -9,12 +9,14 @@ from typing import Any
 import numpy as np
 
 from ..maps.functional import l2_normalize
+from .patches import PatchOptions, patch_similarity
 from .prompt_cache import PromptEmbeddings
 from .prompts import PromptSet
 
 DEFAULT_TEMPERATURE = 0.05
 PRIORS = ("none", "em", "mixture")
-SCORINGS = ("head", "cosine")
+# patch: the cosine route's map applied to every patch token, token cosines pooled (.patches).
+SCORINGS = ("head", "cosine", "patch")
 # Multi-label scores: a finding's positive logit minus its negative one ("There is X." against
 # "There is no X.", CARZero's form), or the positive logit alone.
 MULTILABEL_RULES = ("contrast", "positive")
@@ -68,6 +70,7 @@ class Scorer:
     temperature: float = DEFAULT_TEMPERATURE
     image_tokens: bool = True  # False: score a token-trained head on globals, on purpose
     multilabel_rule: str = "contrast"  # one of MULTILABEL_RULES
+    patch: PatchOptions | None = None  # patch scoring (no head): how token similarities are pooled
 
     def __post_init__(self) -> None:
         index = {t: i for i, t in enumerate(self.text.texts)}
@@ -81,8 +84,20 @@ class Scorer:
                 self._cneg = l2_normalize(np.stack([unit[i].mean(axis=0) for i in self._neg]))
 
     @property
+    def positive_rows(self) -> list[np.ndarray]:
+        """Each class's positive prompts: their rows of ``text``."""
+        return self._pos
+
+    @property
+    def class_vectors(self) -> np.ndarray:
+        """(C, D) each class's prompt ensemble, unit length (cosine and patch scoring)."""
+        return self._cpos
+
+    @property
     def uses_image_tokens(self) -> bool:
-        return self.head is not None and self.head.uses_image_tokens_ and self.image_tokens
+        if self.head is None:
+            return self.patch is not None
+        return self.head.uses_image_tokens_ and self.image_tokens
 
     shift: np.ndarray | None = None  # log prior ratio added to class logits (prior="em")
     scale: float = 1.0  # logits multiplied by this first (prior="mixture")
@@ -95,7 +110,14 @@ class Scorer:
     def _pos_logits(self, glob: np.ndarray, tokens: np.ndarray | None,
                     mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
         multilabel = self.prompts.mode == "multilabel"
-        if self.head is None:
+        if self.head is None and self.patch is not None:
+            if tokens is None:
+                raise ValueError("patch scoring needs the block's image tokens")
+            # float32 like the cosine logits: the same score files, the same precision of ranking
+            pos = (patch_similarity(glob, tokens, mask, self._cpos, self.patch) / self.temperature).astype(np.float32)
+            neg = (patch_similarity(glob, tokens, mask, self._cneg, self.patch) / self.temperature
+                   ).astype(np.float32) if multilabel else None
+        elif self.head is None:
             unit = l2_normalize(glob.astype(np.float32, copy=False))
             pos = unit @ self._cpos.T / self.temperature
             neg = unit @ self._cneg.T / self.temperature if multilabel else None

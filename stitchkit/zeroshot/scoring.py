@@ -14,6 +14,9 @@ Scores per class:
   softmax over classes. Multi-label: sigmoid(positive logit − negative logit) per finding.
 * cosine: each class is the normalised mean of its normalised prompt embeddings (CLIP's
   prompt ensembling); logits are cosine / ``temperature``; then as above.
+* patch: the same class vectors, compared with every mapped patch token of the query and pooled
+  over the tokens (:mod:`~stitchkit.zeroshot.patches`: attention after RadZero by default);
+  logits are that / ``temperature``; then as above.
 
 Ranking: metrics rank by log-odds (multi-class) or logit differences (multi-label), which never
 saturate; the per-sample file holds them beside the probabilities, so an AUC recomputed from
