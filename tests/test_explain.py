@@ -99,6 +99,14 @@ def test_explain_a_token_head_natively_and_through_a_map(tok: dict[str, Path], t
     want = _head_reference(token_head, m.transform(glob0).astype(np.float32), T.map_tokens(m, tokens0, mask0), mask0)
     for k, grid in enumerate(grids):
         np.testing.assert_allclose(grid.reshape(2, 81), want[k], atol=1e-5)
+    # `stitch report` shows an explain folder it is given: one section per image, its heatmaps.
+    from stitchkit.report.build import build_report
+
+    report = build_report([tmp_path / "mapped"], tmp_path / "report")
+    shown = [f for f in report["figures"] if Path(f).name.startswith("explain-")]
+    assert len(shown) == len(ids) and all(Path(f).stat().st_size for f in shown)
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert all(f"Where it looks: {i}" in page for i in ids)
 
 
 def test_explain_patch_similarities_through_a_text_map(tok: dict[str, Path], token_head: Path, tmp_path: Path,

@@ -42,6 +42,7 @@ from ..fileio import atomic_output
 from ..formats import (
     BENCHMARK,
     COMMAND_OUTPUT,
+    EXPLAIN,
     HEAD,
     LEARNING_CURVE,
     MAP,
@@ -72,6 +73,7 @@ class Found:
     tables: list[tuple[Path, list[dict[str, Any]]]] = field(default_factory=list)
     benchmarks: list[tuple[Path, dict[str, Any]]] = field(default_factory=list)
     curves: list[tuple[Path, dict[str, Any]]] = field(default_factory=list)  # learning curves
+    explains: list[tuple[Path, dict[str, Any]]] = field(default_factory=list)  # stitch explain's JSON
     skipped: list[str] = field(default_factory=list)
 
 
@@ -87,8 +89,8 @@ class Section:
 #: What the report does with each kind of file (stitchkit.formats.identify); other kinds are not drawn.
 DRAWN = {STORE: "stores", MAP: "maps", HEAD: "heads", SWEEP_TABLE: "sweeps", SCORES_H5: "scores",
          SCORES_CSV: "scores", RECORD: "results", COMMAND_OUTPUT: "results", RECORDS: "tables",
-         BENCHMARK: "benchmarks", LEARNING_CURVE: "curves"}
-JSON_KINDS = {RECORD, COMMAND_OUTPUT, RECORDS, BENCHMARK, LEARNING_CURVE}
+         BENCHMARK: "benchmarks", LEARNING_CURVE: "curves", EXPLAIN: "explains"}
+JSON_KINDS = {RECORD, COMMAND_OUTPUT, RECORDS, BENCHMARK, LEARNING_CURVE, EXPLAIN}
 
 
 def _identify(path: Path) -> Identified | None:
@@ -707,6 +709,28 @@ def _curve_sections(found: Found, out: Path) -> list[Section]:
     return sections
 
 
+def _explain_sections(found: Found, out: Path, most: int = 12) -> list[Section]:
+    """Per `stitch explain` folder (its explain.json): the first ``most`` images, each with one
+    heatmap per class over the patch grid, as explain drew them."""
+    sections = []
+    for n, (path, data) in enumerate(found.explains):
+        kind, grid = data.get("kind") or "heatmap", "×".join(map(str, data.get("grid") or [])) or "patch"
+        for k, image in enumerate((data.get("images") or [])[:most]):
+            png = Path(image["png"])
+            png = png if png.exists() else path.parent / png.name  # the folder was moved
+            if not png.exists():
+                found.skipped.append(f"{png}: the image of {path} is gone")
+                continue
+            copy = out / f"explain-{n:02d}-{k:03d}.png"
+            copy.write_bytes(png.read_bytes())
+            label = f" ({image['label']})" if image.get("label") else ""
+            sections.append(Section(f"Where it looks: {image['id']}{label}", copy,
+                                    f"{kind} over the {grid} grid, one panel per class "
+                                    f"({', '.join(data.get('classes') or [])}); `stitch explain` wrote "
+                                    f"{path.parent}.", []))
+    return sections
+
+
 # -- stores -------------------------------------------------------------------------------------
 
 def _store_sections(found: Found, out: Path, max_points: int = 2000) -> list[Section]:
@@ -873,7 +897,8 @@ def build_report(paths: list[str | Path], out: str | Path, *, title: str = "stit
     roc, per_route, roc_meta = _classify_sections(found, out)
     # What a reader asks first (how each route did) first; how each piece was made after it.
     sections = (roc + _benchmark_sections(found, out) + _map_sections(found.maps, out) + _sweep_sections(sweeps, out)
-                + _head_sections(found.heads, out) + _curve_sections(found, out) + per_route + _store_sections(found, out))
+                + _head_sections(found.heads, out) + _curve_sections(found, out) + per_route
+                + _explain_sections(found, out) + _store_sections(found, out))
     intro = _results_tables(found)
     if not sections and not intro:
         raise UsageError("nothing to draw: give maps, sweep CSVs, heads, stores, score files or `--json` "
