@@ -20,6 +20,13 @@ and gives the least cosine similarity of their embeddings to float32 eager ones 
 if ≥ 0.999): bfloat16 weights, ``torch.compile`` (inductor, warm-up reported apart) and ONNX
 Runtime (`stitch embed --runtime onnx`'s own path).
 
+``--vs-forward`` is the verdict on the pipeline itself: for Lite0 and Lite2 (``--models``), with
+and without ``--tokens``, on ONNX Runtime and on torch (``--runtimes``: up to 8 rows), `stitch
+embed`'s marginal throughput (images/s between a 128-image run and a run sized to take about
+``--seconds`` more, so start-up, worker forks and the store's fixed costs cancel) against the
+same encoder's forward alone on pre-made tensors (batch 64, same threads), the rows interleaved
+across ``--repeats``, each with the load average beside it. Goal: ≥ 0.90.
+
 ``--runtimes torch,onnx`` times `stitch embed`'s runtimes against each other: the full pipeline
 (``embed_store``, with and without ``--tokens``) and the forward alone, for each runtime in
 turn within each repeat (the order alternates between repeats), with the ONNX export timed cold
@@ -29,10 +36,12 @@ embeddings and tokens, and the onnx / torch ratios. ``--only-runtimes`` skips ev
     python benchmarks/embed_throughput.py --model lite0 --n 256 --text-model minilm
     python benchmarks/embed_throughput.py --model lite0 --n 128 --try bf16,compile,onnx
     python benchmarks/embed_throughput.py --model lite2 --n 256 --runtimes torch,onnx --only-runtimes
+    python benchmarks/embed_throughput.py --vs-forward    # the 8 rows, about 6 minutes on 2 idle cores
     python benchmarks/embed_throughput.py --smoke   # 8 images and 8 reports, batch 4, once (seconds)
+    python benchmarks/embed_throughput.py --vs-forward --smoke
 
-The verdicts are the ``ratio:`` lines: pipeline / bare forward (images, texts) and, with
---runtimes, onnx / torch.
+The verdicts are the ``ratio:`` lines: pipeline / bare forward (images, texts), with
+--vs-forward marginal pipeline / bare forward per row, and with --runtimes onnx / torch.
 """
 
 from __future__ import annotations
@@ -54,6 +63,7 @@ import torch
 from common import (
     data_folder,
     kermany_rows,
+    load_average,
     parse_args,
     print_header,
     print_ratio,
@@ -297,9 +307,9 @@ def compare_runtimes(model_name: str, items: list[Item], batch_size: int, worker
     return out
 
 
-def print_runtimes(model: str, n: int, batch_size: int, threads: int, workers: int, cmp: dict[str, Any]) -> None:
+def print_runtimes(model: str, n: int, batch_size: int, threads: int, workers: str, cmp: dict[str, Any]) -> None:
     print(f"\n{model}, {n} Kermany images, batch {batch_size}, {threads} torch threads (ORT intra-op the same), "
-          f"{workers} decode worker(s), load average per repeat {[round(x, 1) for x in cmp['load_avg']]}")
+          f"--workers {workers}, load average per repeat {[round(x, 1) for x in cmp['load_avg']]}")
     print(f"ONNX export (cold cache): {cmp.get('export_s_onnx') or 0:.1f} s")
     print("| images/s (best of runs) | " + " | ".join(cmp["runtimes"]) + " | onnx / torch (best; per repeat) |")
     print("|---|" + "---|" * len(cmp["runtimes"]) + "---|")
@@ -317,6 +327,68 @@ def print_runtimes(model: str, n: int, batch_size: int, threads: int, workers: i
         print_ratio(f"onnx / torch, {what} (images/s)", ratio["best"], "best of the repeats")
 
 
+def bare_rate(encoder: Any, batches: list[torch.Tensor], tokens: bool, seconds: float) -> float:
+    """The encoder's forward alone on pre-made tensors: at least one pass over ``batches`` and
+    about ``seconds``, after a warm-up call."""
+    with torch.inference_mode():
+        encoder.encode(batches[0], tokens=tokens)
+        n, t0 = 0, time.perf_counter()
+        while n == 0 or time.perf_counter() - t0 < seconds:
+            for b in batches:
+                encoder.encode(b, tokens=tokens)
+                n += len(b)
+        return n / (time.perf_counter() - t0)
+
+
+def vs_forward(models: list[str], runtimes: list[str], batch_size: int, workers: int | None, repeats: int,
+               seconds: float, small: int) -> list[dict[str, Any]]:
+    """`stitch embed`'s marginal images/s against its own bare forward, per (model, runtime,
+    tokens), the rows interleaved within each repeat (order reversed between repeats)."""
+    encoders = {(m, rt): load_encoder(m, runtime=rt) for m in models for rt in runtimes}
+    for (m, rt), enc in encoders.items():
+        if enc.runtime != rt:
+            raise SystemExit(f"{m}: --runtime {rt} resolved to {enc.runtime}")
+    pool = kermany_items(small + 2 * batch_size)
+    ready = {key: ready_batches(enc, pool[:2 * batch_size], batch_size) for key, enc in encoders.items()}
+    rows = [{"model": m, "runtime": rt, "tokens": tok, "bare": [], "marginal": [], "load": []}
+            for m in models for rt in runtimes for tok in (False, True)]
+    for r in range(repeats):
+        for row in rows if r % 2 == 0 else rows[::-1]:
+            key, tokens = (row["model"], row["runtime"]), row["tokens"]
+            enc = encoders[key]
+            bare = bare_rate(enc, ready[key], tokens, min(seconds / 3, 3.0))
+            if "n_big" not in row:  # sized once, from the first bare rate: about `seconds` beyond small
+                row["n_big"] = small + batch_size * max(1, round(seconds * bare / batch_size))
+            items = kermany_items(row["n_big"])
+            t_small = len(items[:small]) / pipeline(enc, items[:small], "image", batch_size, workers, tokens)
+            t_big = len(items) / pipeline(enc, items, "image", batch_size, workers, tokens)
+            marginal = (len(items) - small) / (t_big - t_small)
+            row["bare"].append(bare)
+            row["marginal"].append(marginal)
+            row["load"].append(load_average())
+            print(f"  {row['model']} {row['runtime']}{' --tokens' if tokens else ''}: bare {bare:.1f}, marginal "
+                  f"{marginal:.1f} images/s ({small} vs {len(items)} images), ratio {marginal / bare:.3f}, "
+                  f"load {load_average()}", flush=True)
+    return rows
+
+
+def print_vs_forward(rows: list[dict[str, Any]], batch_size: int, threads: int, workers: str) -> None:
+    print(f"\n`stitch embed` marginal / bare forward, batch {batch_size}, {threads} threads, --workers {workers}")
+    print("| model | runtime | tokens | bare forward, images/s | stitch embed marginal, images/s | ratio (per repeat) "
+          "| load average (1/5/15 min) |")
+    print("|---|---|---|---|---|---|---|")
+    for row in rows:
+        ratios = [m / b for m, b in zip(row["marginal"], row["bare"], strict=True)]
+        row["ratio"] = max(row["marginal"]) / max(row["bare"])
+        print(f"| {row['model']} | {row['runtime']} | {'yes' if row['tokens'] else 'no'} | "
+              f"{max(row['bare']):.1f} | {max(row['marginal']):.1f} | **{row['ratio']:.2f}** "
+              f"({', '.join(f'{x:.2f}' for x in ratios)}) | {'; '.join(row['load'])} |")
+    for row in rows:
+        print_ratio(f"stitch embed marginal / bare forward, {row['model']} {row['runtime']}"
+                    f"{' --tokens' if row['tokens'] else ''} (images/s)", row["ratio"],
+                    f"best of each; load {row['load'][-1]}", goal=">= 0.90")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="lite0")
@@ -324,7 +396,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=256, help="images")
     parser.add_argument("--n-texts", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=lambda s: None if s == "auto" else int(s), default=None,
+                        help="decode workers of `stitch embed`: N or auto (its default)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--try", dest="tries", default="", help="bf16,compile,onnx")
     parser.add_argument("--runtime", default="auto", help="what the stage figures run: auto | torch | onnx")
@@ -332,10 +405,25 @@ def main() -> None:
     parser.add_argument("--only-runtimes", action="store_true", help="with --runtimes: skip the stage figures")
     parser.add_argument("--no-runtime-forward", action="store_true",
                         help="with --runtimes: time the pipeline only, not the forward alone")
+    parser.add_argument("--vs-forward", action="store_true",
+                        help="only `stitch embed`'s marginal rate vs its bare forward, per model, runtime and tokens")
+    parser.add_argument("--models", default="lite0,lite2", help="with --vs-forward")
+    parser.add_argument("--seconds", type=float, default=6.0,
+                        help="with --vs-forward: about how long the larger run goes beyond the 128-image one")
     parser.add_argument("--json", dest="json_out", default=None)
-    args = parse_args(parser, smoke={"n": 8, "n_texts": 8, "batch_size": 4, "repeats": 1})
+    args = parse_args(parser, smoke={"n": 8, "n_texts": 8, "batch_size": 4, "repeats": 1, "seconds": 0.5,
+                                     "models": "lite0"})
     threads = torch.get_num_threads()
+    workers = "auto" if args.workers is None else str(args.workers)  # as printed
     print_header("embed_throughput", model=args.model, images=args.n, torch_threads=threads)
+    if args.vs_forward:
+        runtimes = [r.strip() for r in (args.runtimes or "onnx,torch").split(",") if r.strip()]
+        rows = vs_forward([m.strip() for m in args.models.split(",")], runtimes, args.batch_size, args.workers,
+                          args.repeats, args.seconds, small=2 * args.batch_size)
+        if args.json_out:
+            Path(args.json_out).write_text(json.dumps(rows, indent=1))
+        print_vs_forward(rows, args.batch_size, threads, workers)
+        return
     report: dict[str, Any] = {"threads": threads, "batch_size": args.batch_size, "workers": args.workers,
                               "model": args.model, "n_images": args.n, "load_avg_start": os.getloadavg()[0]}
     items = kermany_items(args.n)
@@ -347,7 +435,7 @@ def main() -> None:
             print(json.dumps(report, indent=1))
             if args.json_out:
                 Path(args.json_out).write_text(json.dumps(report, indent=1))
-            print_runtimes(args.model, len(items), args.batch_size, threads, args.workers, report["runtimes"])
+            print_runtimes(args.model, len(items), args.batch_size, threads, workers, report["runtimes"])
             return
     encoder = load_encoder(args.model, runtime=args.runtime)
     report["runtime"] = encoder.runtime
@@ -403,7 +491,7 @@ def main() -> None:
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(report, indent=1))
     print(f"\n{args.model} ({encoder.runtime}), {len(items)} Kermany images, batch {args.batch_size}, {threads} threads, "
-          f"{args.workers} decode worker(s)")
+          f"--workers {workers}")
     print("| what | images/s |\n|---|---|")
     for k, v in best.items():
         print(f"| {k} | {v:.1f} |")
@@ -415,7 +503,7 @@ def main() -> None:
         print_ratio(f"stitch embed pipeline / bare encoder, {args.text_model} (texts/s)",
                     report["texts"]["ratio_pipeline_vs_bare"])
     if runtimes:
-        print_runtimes(args.model, len(items), args.batch_size, threads, args.workers, report["runtimes"])
+        print_runtimes(args.model, len(items), args.batch_size, threads, workers, report["runtimes"])
 
 
 if __name__ == "__main__":

@@ -1,33 +1,57 @@
 #!/usr/bin/env bash
-# GPU check of issue 25, for a session that is lent a GPU (the session that wrote it had none, so
-# it has never run: docs/speed.md says so). From the repository root on the GPU machine:
+# GPU check of issues 25 and 38, for a session that is lent a GPU (none has been yet: docs/speed.md
+# says so). From the repository root on the GPU machine:
 #
-#   bash benchmarks/gpu_check.sh                 # N=100000 pairs: about 10 minutes on one GPU
+#   bash benchmarks/gpu_check.sh                   # N=100000 pairs: about 10 minutes on one GPU
 #   N=20000 STEPS=30 bash benchmarks/gpu_check.sh  # a shorter run
+#   bash benchmarks/gpu_check.sh --smoke           # every step on the CPU at the smallest sizes
+#
+# --smoke needs no GPU (tests/test_benchmarks_smoke.py runs it): the same commands with the same
+# options on the CPU (cpu for cuda, 64 pairs, 1 step, 32 scored rows, 8 images, a ViT-Ti/16 for the
+# ViT-B/16, --runtime torch so that the embed runtime check still applies), with the Python that
+# runs it, no install, in a temporary OUT unless OUT is set. It proves that every command and
+# option still exists and runs; its figures measure nothing.
 #
 # Needs a Python (PYTHON, default python3) with torch (a CUDA build), h5py, numpy, timm,
 # safetensors, click, scikit-learn and Pillow already installed: the project itself is installed
-# with `pip install --no-deps -e .` (nothing is downloaded). Writes under OUT (default $OUT, else
-# /tmp/gpu-check): gpu_check.log, the synthetic stores (about 24 GB at N=100000; STORES to put
-# them elsewhere) and the embed outputs. Each step runs even if an earlier one failed; the log
-# ends with the steps that failed.
+# with `pip install --no-deps -e .` (nothing is downloaded; INSTALL=0 skips it). Writes under OUT
+# (default $OUT, else /tmp/gpu-check): gpu_check.log, the synthetic stores (about 24 GB at
+# N=100000; STORES to put them elsewhere) and the embed outputs. Each step runs even if an
+# earlier one failed; the log ends with the steps that failed, and the exit status is 1 if any did.
 #
 # 1. --device resolution on this machine (auto is a GPU; cuda:99 is one line, exit 2).
 # 2. Head training at N synthetic Lite2-shaped pairs: seconds per step on the GPU against the
-#    CPU (benchmarks/head_scale.py prints the ratio), fp32 and bf16, batch 64 and 512;
-#    head scoring of 50,000 query rows with tokens, 14 classes, rows/s on both.
-# 3. `stitch embed --device cuda` of Lite0, Lite2 and a timm ViT-B/16 with random weights on
+#    CPU (benchmarks/head_scale.py prints the ratio), fp32 and bf16, batch 64 and 512; head
+#    scoring of 50,000 query rows with tokens, 14 classes, rows/s on both against the head's bare
+#    forward; then `stitch head train` (one epoch, bf16) and `stitch classify --head` with that
+#    head on its 20,000-row token store, as users type them.
+# 3. `stitch embed --device cuda` (WORKERS decoding processes, default 8) of Lite0, Lite2 (also
+#    with --tokens, and --tokens --token-grid 4x4) and a timm ViT-B/16 with random weights on
 #    synthetic JPEGs, images/s against the bare forward pass on tensors already decoded and on
 #    the GPU; the store must record the device (runtime JSON) and torch as the runtime.
 set -uo pipefail
+SMOKE=0
+for arg in "$@"; do
+  case $arg in
+    --smoke) SMOKE=1 ;;
+    *) echo "usage: bash benchmarks/gpu_check.sh [--smoke]" >&2; exit 2 ;;
+  esac
+done
 PY=${PYTHON:-python3}
-OUT=${OUT:-/tmp/gpu-check}
+if [ "$SMOKE" -eq 1 ]; then
+  OUT=${OUT:-$(mktemp -d /tmp/gpu-check-smoke.XXXXXX)}
+  DEVICE=cpu; DEVICES=(cpu); N=64; STEPS=1; WARMUP=1; BATCH=32; BIG_BATCH=32; SCORE_ROWS=32; EPOCH_PAIRS=64
+  IMAGES=8; VIT=vit_tiny_patch16_224; RUNTIME=torch; INSTALL=${INSTALL:-0}; THREADS=${THREADS:-2}
+else
+  OUT=${OUT:-/tmp/gpu-check}
+  DEVICE=cuda; DEVICES=(cpu cuda); N=${N:-100000}; STEPS=${STEPS:-50}; WARMUP=5; BATCH=64; BIG_BATCH=512
+  SCORE_ROWS=50000; EPOCH_PAIRS=20000; IMAGES=${IMAGES:-1024}; VIT=vit_base_patch16_224; RUNTIME=auto
+  INSTALL=${INSTALL:-1}; THREADS=${THREADS:-$(nproc)}
+fi
+WORKERS=${WORKERS:-8}
 STORES=${STORES:-$OUT/stores}
-N=${N:-100000}
-STEPS=${STEPS:-50}
-IMAGES=${IMAGES:-1024}
-THREADS=${THREADS:-$(nproc)}
 STITCH=("$PY" -m stitchkit.cli.main)  # the installed command, whatever PATH holds
+CXR14="atelectasis,cardiomegaly,effusion,infiltration,mass,nodule,pneumonia,pneumothorax,consolidation,edema,emphysema,fibrosis,pleural thickening,hernia"
 mkdir -p "$OUT" "$STORES"
 exec > >(tee "$OUT/gpu_check.log") 2>&1
 failed=()
@@ -37,51 +61,65 @@ step() {  # step NAME COMMAND...: run it, time it, remember a failure, go on
   if "$@"; then echo "-- $name: ok ($((SECONDS - t0)) s)"; else echo "-- $name: FAILED ($((SECONDS - t0)) s)"; failed+=("$name"); fi
 }
 
-echo "== environment"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
-"$PY" -m pip install --no-deps -e . -q || { echo "pip install --no-deps -e . failed"; exit 1; }
-"$PY" - <<'EOF' || { echo "torch sees no GPU: nothing to check"; exit 3; }
+if [ "$SMOKE" -eq 1 ]; then
+  echo "== environment (--smoke: the CPU, the smallest sizes; the figures measure nothing)"
+else
+  echo "== environment"
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
+fi
+if [ "$INSTALL" -eq 1 ]; then
+  "$PY" -m pip install --no-deps -e . -q || { echo "pip install --no-deps -e . failed"; exit 1; }
+fi
+"$PY" - "$DEVICE" <<'PYEOF' || { echo "torch sees no GPU: nothing to check"; exit 3; }
 import sys, torch
 print("torch", torch.__version__, "CUDA", torch.version.cuda, "GPUs", torch.cuda.device_count())
-sys.exit(0 if torch.cuda.is_available() else 1)
-EOF
+sys.exit(0 if sys.argv[1] == "cpu" or torch.cuda.is_available() else 1)
+PYEOF
 
 devices() {
-  "$PY" -c "from stitchkit.devices import device_name as d; print('auto ->', d('auto'), '| cuda ->', d('cuda'))" || return 1
+  "$PY" -c "import sys; from stitchkit.devices import device_name as d; print('auto ->', d('auto'), '|', sys.argv[1], '->', d(sys.argv[1]))" "$DEVICE" || return 1
   "${STITCH[@]}" head train "$OUT/none-i.h5" "$OUT/none-t.h5" -o "$OUT/none.head" --device cuda:99 2> "$OUT/refusal.txt"
   local rc=$?; cat "$OUT/refusal.txt"
   [ "$rc" -eq 2 ] && [ "$(wc -l < "$OUT/refusal.txt")" -eq 1 ]
 }
 step "1. --device on this machine" devices
 
-train() {  # train BATCH PRECISION [extra args]
-  local batch=$1 precision=$2; shift 2
-  "$PY" benchmarks/head_scale.py --sizes "$N" --dir "$STORES" --devices cpu cuda --steps "$STEPS" \
-    --warmup 5 --threads "$THREADS" --batch-size "$batch" --precision "$precision" \
-    --ratio-size 0 --compare-size 0 --no-validate "$@"
+scale() {  # benchmarks/head_scale.py at N pairs, training and scoring only, then the given options
+  "$PY" benchmarks/head_scale.py --sizes "$N" --dir "$STORES" --steps "$STEPS" --warmup "$WARMUP" \
+    --threads "$THREADS" --ratio-size 0 --compare-size 0 --no-validate "$@"
 }
-step "2a. head training, $N pairs, batch 64, fp32, GPU vs CPU; scoring 50,000 rows" train 64 fp32 --score-rows 50000
-step "2b. the same, batch 512" train 512 fp32 --score-rows
-step "2c. bf16 on the GPU, batch 512" "$PY" benchmarks/head_scale.py --sizes "$N" --dir "$STORES" --devices cuda \
-  --steps "$STEPS" --warmup 5 --threads "$THREADS" --batch-size 512 --precision bf16 --ratio-size 0 \
-  --compare-size 0 --no-validate --score-rows
-head_train_command() {  # `stitch head train` as users type it, one epoch on the GPU, bf16
-  "$PY" benchmarks/head_scale.py --sizes 20000 --dir "$STORES" --steps 1 --ratio-size 0 --compare-size 0 \
-    --score-rows --no-validate > /dev/null || return 1
-  "${STITCH[@]}" head train "$STORES/img-20000.h5" "$STORES/txt-20000.h5" -o "$OUT/gpu.head" --device cuda \
-    --precision bf16 --epochs 1 --batch-size 512 --no-plot --no-resume --json > "$OUT/gpu-head.json" || return 1
+step "2a. head training, $N pairs, batch $BATCH, fp32, ${DEVICES[*]}; scoring $SCORE_ROWS rows" \
+  scale --devices "${DEVICES[@]}" --batch-size "$BATCH" --precision fp32 --score-rows "$SCORE_ROWS"
+step "2b. the same, batch $BIG_BATCH" scale --devices "${DEVICES[@]}" --batch-size "$BIG_BATCH" --precision fp32 --score-rows
+step "2c. bf16 on $DEVICE, batch $BIG_BATCH" scale --devices "$DEVICE" --batch-size "$BIG_BATCH" --precision bf16 --score-rows
+head_train_command() {  # `stitch head train` as users type it, one epoch on the device, bf16
+  "$PY" benchmarks/head_scale.py --sizes "$EPOCH_PAIRS" --dir "$STORES" --steps 1 --warmup 1 --ratio-size 0 \
+    --compare-size 0 --score-rows --no-validate > /dev/null || return 1
+  "${STITCH[@]}" head train "$STORES/img-$EPOCH_PAIRS.h5" "$STORES/txt-$EPOCH_PAIRS.h5" -o "$OUT/gpu.head" \
+    --device "$DEVICE" --precision bf16 --epochs 1 --batch-size "$BIG_BATCH" --no-plot --no-resume --json \
+    > "$OUT/gpu-head.json" || return 1
   "$PY" -c "import json, sys; r = json.load(open(sys.argv[1])); print({k: r.get(k) for k in ('device', 'precision', 'seconds', 'n_pairs')})" "$OUT/gpu-head.json"
 }
-step "2d. one epoch of stitch head train on the GPU, 20,000 pairs, bf16" head_train_command
+step "2d. one epoch of stitch head train on $DEVICE, $EPOCH_PAIRS pairs, bf16" head_train_command
+classify_command() {  # `stitch classify --head` with tokens as users type it: 2d's head on its own store
+  if [ ! -f "$OUT/gpu.head" ] || [ ! -f "$STORES/prompts-14.h5" ]; then
+    echo "needs 2a's prompt store and 2d's head"; return 1
+  fi
+  "${STITCH[@]}" classify "$STORES/img-$EPOCH_PAIRS.h5" --head "$OUT/gpu.head" --classes "$CXR14" \
+    --prompt-store "$STORES/prompts-14.h5" --device "$DEVICE" --allow-overlap --bootstrap 0 \
+    -o "$OUT/gpu-scores.h5" --json > "$OUT/gpu-classify.json" || return 1
+  "$PY" -c "import json, sys; r = json.load(open(sys.argv[1])); print({k: r.get(k) for k in ('device', 'n', 'seconds', 'samples_per_s')})" "$OUT/gpu-classify.json"
+}
+step "2e. stitch classify --head with tokens, 14 classes, on $DEVICE, $EPOCH_PAIRS rows" classify_command
 
-"$PY" - "$OUT" "$IMAGES" <<'EOF' || failed+=("3. synthetic images")
-# Synthetic chest-X-ray-sized JPEGs (smooth shapes and noise, 512 x 512 grey) and random ViT-B/16 weights.
+"$PY" - "$OUT" "$IMAGES" "$VIT" <<'PYEOF' || failed+=("3. synthetic images")
+# Synthetic chest-X-ray-sized JPEGs (smooth shapes and noise, 512 x 512 grey) and random ViT weights.
 import csv, sys
 from pathlib import Path
 import numpy as np
 import timm, torch
 from PIL import Image
-out, n = Path(sys.argv[1]), int(sys.argv[2])
+out, n, vit = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 folder = out / "images"
 folder.mkdir(parents=True, exist_ok=True)
 rng = np.random.default_rng(0)
@@ -97,48 +135,55 @@ with open(out / "images.csv", "w", newline="") as fh:
     w = csv.DictWriter(fh, fieldnames=["id", "path"])
     w.writeheader()
     w.writerows(rows)
-weights = out / "vit-b16-random.pth"
+weights = out / f"{vit}-random.pth"
 if not weights.exists():
     torch.manual_seed(0)
-    torch.save(timm.create_model("vit_base_patch16_224", pretrained=False).state_dict(), weights)
-print(f"{n} images in {folder}, random ViT-B/16 weights in {weights}")
-EOF
+    torch.save(timm.create_model(vit, pretrained=False).state_dict(), weights)
+print(f"{n} images in {folder}, random {vit} weights in {weights}")
+PYEOF
 
-embed() {  # embed NAME SPEC: stitch embed --device cuda against the bare forward, images/s
-  local name=$1 spec=$2
-  "${STITCH[@]}" embed "$OUT/images.csv" -m "$spec" -o "$OUT/embed-$name.h5" --device cuda --batch-size 128 \
-    --workers 8 --overwrite --json > "$OUT/embed-$name.json" || return 1
-  "$PY" - "$spec" "$OUT/embed-$name.json" "$OUT/embed-$name.h5" "$OUT/images/x00000.jpg" <<'EOF'
+embed() {  # embed NAME SPEC [options]: stitch embed on DEVICE against the bare forward, images/s
+  local name=$1 spec=$2; shift 2
+  "${STITCH[@]}" embed "$OUT/images.csv" -m "$spec" -o "$OUT/embed-$name.h5" --device "$DEVICE" --runtime "$RUNTIME" \
+    --batch-size 128 --workers "$WORKERS" --overwrite --json "$@" > "$OUT/embed-$name.json" || return 1
+  "$PY" - "$spec" "$OUT/embed-$name.json" "$OUT/embed-$name.h5" "$OUT/images/x00000.jpg" "$DEVICE" "$RUNTIME" "$*" <<'PYEOF'
 import json, sys, time
 import h5py, torch
 from stitchkit.encoders import load_encoder
 from stitchkit.inputs import load_image
-spec, summary, store, image = sys.argv[1:5]
+spec, summary, store, image, device, runtime_asked, options = sys.argv[1:8]
 s = json.load(open(summary))
 with h5py.File(store, "r") as h5:
     runtime = json.loads(h5.attrs["runtime"])
-assert runtime["name"] == "torch" and runtime["device"].startswith("cuda"), runtime
+    tokens = h5["tokens"].shape[1:] if "tokens" in h5 else None
+if runtime["name"] != "torch" or not runtime["device"].startswith(device):
+    sys.exit(f"the store records the runtime {runtime}: expected torch on {device}")
 piped = s["samples"] / s["seconds"]
-enc = load_encoder(spec, device="cuda", runtime="auto")
-assert enc.runtime == "torch", enc.runtime
-x = torch.stack([enc.prepare(load_image(image))] * 128).to("cuda")  # decoded once, on the GPU
+enc = load_encoder(spec, device=device, runtime=runtime_asked)
+if enc.runtime != "torch":
+    sys.exit(f"load_encoder gave the runtime {enc.runtime}: expected torch")
+x = torch.stack([enc.prepare(load_image(image))] * 128).to(device)  # decoded once, on the device
+sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 with torch.inference_mode():
     for _ in range(3):
         enc.encode(x)
-    torch.cuda.synchronize()
+    sync()
     t0 = time.perf_counter()
     for _ in range(10):
         enc.encode(x)
-    torch.cuda.synchronize()
+    sync()
 bare = 10 * len(x) / (time.perf_counter() - t0)
-print(f"{spec}: stitch embed {piped:.0f} images/s (device {s.get('device')}, runtime {runtime}), "
-      f"bare forward {bare:.0f} images/s: ratio {piped / bare:.2f}")
-EOF
+print(f"{spec} {options}: stitch embed {piped:.0f} images/s (device {s.get('device')}, runtime {runtime}, "
+      f"tokens {tokens}), bare forward {bare:.0f} images/s: ratio {piped / bare:.2f}")
+PYEOF
 }
-step "3a. embed lite0 on the GPU" embed lite0 lite0
-step "3b. embed lite2 on the GPU" embed lite2 lite2
-step "3c. embed timm ViT-B/16 (random weights) on the GPU" embed vitb16 "timm:vit_base_patch16_224?weights=$OUT/vit-b16-random.pth"
+step "3a. embed lite0 on $DEVICE" embed lite0 lite0
+step "3b. embed lite2 on $DEVICE" embed lite2 lite2
+step "3c. embed lite2 --tokens on $DEVICE" embed lite2-tokens lite2 --tokens
+step "3d. embed lite2 --tokens --token-grid 4x4 on $DEVICE" embed lite2-grid4 lite2 --tokens --token-grid 4x4
+step "3e. embed timm $VIT (random weights) on $DEVICE" embed vit "timm:$VIT?weights=$OUT/$VIT-random.pth"
 
 echo
 if [ ${#failed[@]} -eq 0 ]; then echo "== all steps ran"; else printf '== FAILED: %s\n' "${failed[@]}"; fi
 echo "log: $OUT/gpu_check.log"
+[ ${#failed[@]} -eq 0 ]

@@ -24,7 +24,8 @@ from /proc: benchmarks/common.py says why not ru_maxrss) is its own:
   epoch of the loop before the loader against one with it, interleaved --repeats times;
 * **score R**: head scoring of R query rows with tokens against 14 classes (stitchkit's
   classify_store, scores written to HDF5), rows/s and peak memory, against the head's bare
-  forward on one block already in memory; a projection to 1,000,000 rows, labelled so.
+  forward (``Head.score``) on one block of as many rows as classify's blocks, already in memory
+  as float32, warm, the median of three; a projection to 1,000,000 rows, labelled so.
 
 Finally a projection of one epoch at 377,110 pairs from the largest size's step time. The
 verdicts are the ``ratio:`` lines (streaming / in memory, after / before, scoring / bare forward).
@@ -32,6 +33,8 @@ verdicts are the ``ratio:`` lines (streaming / in memory, after / before, scorin
     python benchmarks/head_scale.py                       # 20,000 and 100,000 pairs, /tmp/head-scale
     python benchmarks/head_scale.py --sizes 600 1200 --steps 8 --ratio-size 600 --ratio-steps 6 \\
         --compare-size 400 --score-rows 500 1000 --dir /tmp/hs-tiny   # a small run (a few minutes)
+    python benchmarks/head_scale.py --sizes 50000 --no-train --ratio-size 0 --compare-size 0 \
+        --score-rows 50000 --dir /tmp/hs50k                # head scoring alone (12 GB of stores)
     python benchmarks/head_scale.py --smoke               # 64 pairs, a step of 32, temporary (seconds)
 """
 
@@ -363,7 +366,9 @@ def score_inputs(folder: Path) -> tuple[Path, Path]:
 
 def task_score(folder: str, n_store: int, rows: int, device: str = "cpu") -> dict[str, Any]:
     from stitchkit.head import Head
+    from stitchkit.maps.tokens import rows_per_chunk
     from stitchkit.store import EmbeddingStore
+    from stitchkit.zeroshot.classify_plan import ClassifyOptions
     from stitchkit.zeroshot.prompt_cache import embed_prompts
     from stitchkit.zeroshot.prompts import from_classes
     from stitchkit.zeroshot.scoring import classify_store
@@ -380,17 +385,22 @@ def task_score(folder: str, n_store: int, rows: int, device: str = "cpu") -> dic
                          bootstrap=0, device=device)
     wall = time.perf_counter() - t0
     peak = peak_rss_mb()  # classify's peak, before the bare forward below adds its block
-    # The head's bare forward on one block of rows already in memory.
+    # The head's bare forward on one block of rows already in memory (float32), as many rows as
+    # classify's blocks hold (its default chunk size, bounded for tokens), warm, median of 3.
     h, text = Head.load(head).to(res.device), embed_prompts(prompts.texts(), prompt_store=prompt_store, tokens=True)
     with EmbeddingStore(query) as s:
-        block = np.arange(min(rows, 256))
+        block = np.arange(min(rows, rows_per_chunk(s.token_shape, s.token_shape[1], ClassifyOptions().chunk_size)))
         glob, (tok, mask) = s.read(block), s.read_tokens(block)
-    t1 = time.perf_counter()
-    h.score(glob, text.glob, tok, mask, text.tokens, text.mask)
-    bare = len(block) / (time.perf_counter() - t1)
+    h.score(glob, text.glob, tok, mask, text.tokens, text.mask)  # warm-up
+    times = []
+    for _ in range(3):
+        t1 = time.perf_counter()
+        h.score(glob, text.glob, tok, mask, text.tokens, text.mask)
+        times.append(time.perf_counter() - t1)
+    bare = len(block) / float(np.median(times))
     out.unlink(missing_ok=True)
     return {"rows": res.n, "device": res.device, "seconds": wall, "rows_per_s": res.n / wall,
-            "bare_rows_per_s": bare, "peak_rss_mb": peak}
+            "bare_rows_per_s": bare, "bare_block": len(block), "peak_rss_mb": peak}
 
 
 # -- the report --------------------------------------------------------------------------------
@@ -449,7 +459,8 @@ def report_scores(scored: list[dict[str, Any]], store_n: int) -> None:
     print(f"\nhead scoring with tokens, 14 classes (query rows of the {store_n:,}-row store):")
     for s in scored:
         print(f"  {s['rows']:>8,} rows on {s['device']}: {s['seconds']:.1f} s, {s['rows_per_s']:.0f} rows/s "
-              f"({s['rows_per_s'] / s['bare_rows_per_s']:.2f} of the bare forward, {s['bare_rows_per_s']:.0f} rows/s), "
+              f"({s['rows_per_s'] / s['bare_rows_per_s']:.2f} of the bare forward, {s['bare_rows_per_s']:.0f} rows/s "
+              f"on {s['bare_block']} rows), "
               f"peak RSS {mb(s['peak_rss_mb'])}")
         print_ratio(f"scoring / bare forward ({s['rows']:,} rows, {s['device']})",
                     s["rows_per_s"] / s["bare_rows_per_s"])
@@ -478,6 +489,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--score-rows", type=int, nargs="*", default=[10000, 50000])
     parser.add_argument("--no-validate", action="store_true", help="skip the validation pass per size")
+    parser.add_argument("--no-train", action="store_true", help="skip the training runs (e.g. to time scoring alone)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     return parse_args(parser, smoke={"sizes": [64], "dir": None, "batch_size": 32, "steps": 1, "warmup": 1,
                                      "ratio_size": 64, "ratio_steps": 1, "compare_size": 64, "repeats": 1,
@@ -498,9 +510,10 @@ def run(args: argparse.Namespace, folder: Path) -> None:
     for n in sorted({*args.sizes, *(s for s in (args.ratio_size, args.compare_size) if s)}):
         made = child("make", n=n, **shared)
         print(f"stores of {n:,} pairs: {made['bytes'] / 1e9:.1f} GB on disk ({made['seconds']:.0f} s to write or check)")
-    report_train([child("train", n=n, batch_size=args.batch_size, steps=args.steps, warmup=args.warmup,
-                        validate=not args.no_validate, device=dev, precision=args.precision, **shared)
-                  for n in args.sizes for dev in args.devices], args.batch_size)
+    if not args.no_train:
+        report_train([child("train", n=n, batch_size=args.batch_size, steps=args.steps, warmup=args.warmup,
+                            validate=not args.no_validate, device=dev, precision=args.precision, **shared)
+                      for n in args.sizes for dev in args.devices], args.batch_size)
     if args.ratio_size:
         report_ratio(child("ratio", n=args.ratio_size, batch_size=args.batch_size, steps=args.ratio_steps,
                            warmup=args.warmup, repeats=args.repeats, **shared))

@@ -97,6 +97,13 @@ def classify(query: str, prompt_file: str | None, classes: str | None, templates
     emit_record("classify", result.to_dict(), as_json=as_json, text=None if as_json else format_result(result))
 
 
+def _over(ci: dict) -> str:
+    """What the interval resampled: whole groups (patients), or images."""
+    if ci.get("unit") == "group":
+        return f" over {ci['n_groups']:,} groups (whole groups resampled)"
+    return " over images" if ci.get("unit") == "image" else ""
+
+
 def format_result(result) -> str:  # noqa: ANN001 - ClassifyResult, imported lazily
     comp = result.composition
     route = [comp["query"].get("model_spec") or comp["query"]["path"]]
@@ -124,7 +131,7 @@ def format_result(result) -> str:  # noqa: ANN001 - ClassifyResult, imported laz
             return f"{value:.3f}" + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
 
         lines.append(f"metrics (n={m['n']}, threshold: {m['threshold']}"
-                     + (f", {int(100 * ci['level'])} % bootstrap CI" if ci else "") + "):")
+                     + (f", {int(100 * ci['level'])} % bootstrap CI{_over(ci)}" if ci else "") + "):")
         for c in result.classes:
             lines.append(f"  AUC {c}: {fmt(m['auc'][c], ci.get('auc', {}).get(c))}"
                          f"  (positives {m['positives'][c]}, F1 {m['f1'][c]:.3f})")

@@ -19,6 +19,10 @@ def _listing(cards: list[dict[str, Any]]) -> str:
         lines.append(f"{c['name']:9} {c['title']:{wide}} {len(c['findings']):>8}  "
                      f"{'/'.join(c['splits']) or 'none':22} {'yes' if c['texts'] else 'no':5}  "
                      f"{', '.join(c['options'])}")
+    lines += ["", "Official splits (a spec's split column, and split= to keep one):"]
+    lines += [f"  {c['name']:9} {c['split_from'] or 'none published'}" for c in cards]
+    lines += ["  Where a dataset has none, or the folder lacks its files (`splits none` under `stitch datasets SPEC`),",
+              "  hold out patients yourself: an id file for --ids or a benchmark suite's ids: (docs/datasets.md)."]
     lines += ["", "A spec reads a folder as published: stitch embed nih:/data/nih -m lite2 -o nih.h5",
               "Options go after '?': chexpert:/data/CheXpert-v1.0-small?split=valid&uncertain=positive",
               "stitch datasets NAME shows a dataset's options and term table; --findings the finding names."]
@@ -27,7 +31,7 @@ def _listing(cards: list[dict[str, Any]]) -> str:
 
 def _card(c: dict[str, Any]) -> str:
     lines = [f"{c['title']} ({c['name']}): {c['citation']}", f"layout   {c['layout']}", f"spec     {c['spec']}",
-             "options"]
+             f"splits   {c['split_note']}", "options"]
     for name, o in c["options"].items():
         values = "|".join(o["values"]) if o["values"] else "PATH"
         lines.append(f"  {name}={values}  (default {o['default']}): {o['meaning']}")
@@ -52,6 +56,7 @@ def _summary(s: dict[str, Any]) -> str:
     return "\n".join([
         f"{s['source']}: {s['rows']:,} {s['modality']}s, {s['patients']:,} patients, {s['studies']:,} studies",
         f"views      {counts(s['views'])}", f"splits     {counts(s['splits'])}",
+        *([f"           {s['split_note']}"] if s.get("split_note") else []),
         f"with text  {s['with_text']:,}", f"findings   {counts(s['findings'])}",
         f"uncertain  {counts(s['uncertain'])}"])
 

@@ -22,7 +22,7 @@ from .settings import settings_options, take_settings
 @click.option("-m", "--model", "model", required=True, help="Short name (see `stitch models`) or backend:name?key=value spec.")
 @click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False, path_type=str), help="Store to write (.h5).")
 @settings_options(EncoderOptions, extra={"device": DEVICE_PARSING})
-@settings_options(EmbedOptions)
+@settings_options(EmbedOptions, extra={"token_grid": {"metavar": "HxW|full"}})
 @click.option("--shard", default=None, help="Embed only shard i of N (i/N, split over sorted ids).")
 @click.option("--root", default=None, type=click.Path(file_okay=False, path_type=str), help="Resolve manifest paths here and refuse paths outside it.")
 @click.option("--where", multiple=True, metavar="COL=VALUE", help="Keep manifest rows whose COL equals VALUE (repeatable).")
@@ -52,6 +52,7 @@ def embed(source: tuple[str, ...], model: str, output: str, shard: str | None, r
     Examples:
       stitch embed ../shared/data/kermany-pneumonia-224/labels.csv --where split=test -m lite0 --tokens -o k-test-lite0.h5
       stitch embed ../shared/data/kermany-pneumonia-224/train -m lite2 -o k-train-lite2.h5 --tokens
+      stitch embed images/ -m lite0 -o images-4x4.h5 --tokens --token-grid 4x4
       stitch embed reports.jsonl -m minilm -o reports-minilm.h5 --text-column report
       stitch embed images/ -m lite0 -o shard3.h5 --shard 3/16
       stitch embed images/ -m lite0 -o all.h5 --engine ray --address 10.0.0.1:6379

@@ -12,8 +12,9 @@ from .output import emit
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def info(path: str, as_json: bool) -> None:
     """Show what PATH holds: an embedding store (.h5), a map, a head (or its checkpoint), a
-    score file of `stitch classify` (.csv or .h5) or a folder of `stitch export`. A file of a
-    format version this stitchkit does not read is refused in one line.
+    score file of `stitch classify` (.csv or .h5) or a folder of `stitch export`, with the
+    code that wrote it (stitchkit's version, and its git commit when run from a checkout). A
+    file of a format version this stitchkit does not read is refused in one line.
 
     \b
     Examples:
@@ -28,9 +29,13 @@ def info(path: str, as_json: bool) -> None:
 
 
 def _text(result: dict) -> str:
+    from stitchkit.provenance import describe_code
+
     lines = []
     for key, value in result.items():
-        if isinstance(value, dict):
+        if key == "code" and (value is None or isinstance(value, dict)):
+            lines.append(f"code: {describe_code(value)}")  # 0.1.0 (commit 1a2b3c4d5e6f, dirty)
+        elif isinstance(value, dict):
             lines.append(f"{key}:")
             lines.extend(f"  {k}: {v}" for k, v in value.items())
         elif isinstance(value, list):

@@ -3,7 +3,8 @@
 A field ``chunk_size: int = setting(8192, "Query rows per block.")`` becomes
 ``--chunk-size INTEGER [default: 8192]`` with that help; choices become ``click.Choice``, ranges
 ``IntRange``/``FloatRange``, a boolean that defaults to True the pair ``--x/--no-x``, a field
-whose None has a word (``none="none"``) one more choice. :func:`settings_options` adds them to a
+whose None has a word (``none="none"``) one more choice (a number takes the word too:
+``--workers N|auto``). :func:`settings_options` adds them to a
 command and :func:`take_settings` builds the options object back from the parsed values, so the
 CLI writes no default, choice or help of its own for a library setting.
 """
@@ -44,6 +45,20 @@ class _NumberOrWord(click.ParamType):
             return float(value)
         except (TypeError, ValueError):
             return value
+
+
+class _OrWord(click.ParamType):
+    """A number of ``inner`` (its range checked), or the word that stands for None: ``--workers auto``."""
+
+    def __init__(self, inner: click.ParamType, word: str) -> None:
+        self.inner, self.word = inner, word
+        self.name = f"{inner.name}|{word}"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return f"N|{self.word}"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        return value if value == self.word else self.inner.convert(value, param, ctx)
 
 
 class _CommaList(click.ParamType):
@@ -91,12 +106,16 @@ def _click_type(field: dataclasses.Field, annotation: Any) -> Any:
         if os.PathLike in base:
             return click.Path(dir_okay=False)
         return _NumberOrWord() if float in base else str
-    r = spec.within
+    r, number = spec.within, None
     if r is not None and base is int:
-        return click.IntRange(min=r.minimum, max=r.maximum, max_open=r.open_max)
-    if r is not None and base is float:
-        return click.FloatRange(min=r.minimum, max=r.maximum, max_open=r.open_max)
-    return base
+        number = click.IntRange(min=r.minimum, max=r.maximum, max_open=r.open_max)
+    elif r is not None and base is float:
+        number = click.FloatRange(min=r.minimum, max=r.maximum, max_open=r.open_max)
+    elif base in (int, float):
+        number = click.INT if base is int else click.FLOAT
+    if number is not None and spec.none is not None:
+        return _OrWord(number, spec.none)
+    return number or base
 
 
 def settings_options(owner: type, *, only: Iterable[str] | None = None, skip: Iterable[str] = (),

@@ -2,7 +2,8 @@
 
 No pickle anywhere: tensors are safetensors, everything else is JSON under the header key
 ``stitchkit``, with a ``kind`` (map | head | head-checkpoint: the encoding type) and a
-``format_version``, each kind's own (``stitchkit.formats``), which :func:`read_header` checks.
+``format_version``, each kind's own (``stitchkit.formats``), which :func:`read_header` checks,
+and ``code``, the code that wrote it (:mod:`stitchkit.provenance`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 from .errors import UsageError
 from .fileio import atomic_output
 from .formats import ARTIFACTS, artifact_format, check_format
+from .provenance import code_provenance
 
 HEADER_KEY = "stitchkit"
 
@@ -26,10 +28,12 @@ def save_artifact(
     """Write tensors and JSON metadata atomically; ``meta`` must be JSON-serialisable.
 
     ``kind`` is one of ``stitchkit.formats.ARTIFACTS`` (map, head, head-checkpoint), whose
-    current version the header records."""
+    current version the header records, with the code writing it (``code``:
+    :func:`stitchkit.provenance.code_provenance`; a ``code`` in ``meta`` read from an older
+    file is replaced)."""
     from safetensors.numpy import save_file
 
-    header = {"kind": kind, "format_version": ARTIFACTS[kind].version, **meta}
+    header = {"kind": kind, "format_version": ARTIFACTS[kind].version, **meta, "code": code_provenance()}
     arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
     with atomic_output(path) as tmp:
         save_file(arrays, str(tmp), metadata={HEADER_KEY: json.dumps(header, default=_plain)})

@@ -12,12 +12,14 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import math
 import os
 import shutil
 import time
 import warnings
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ from .errors import InputFailure, LockedError, StitchError, UsageError
 from .fileio import atomic_output, check_writable_dir, pid_running
 from .inputs import PIXEL_POLICY, Inputs, Item, input_format, load_item
 from .store import EmbeddingStore, StoreWriter
+from .store.grid import pool_token_grid
 from .store.parts import PartRows, read_part_index, read_part_rows, write_part
 from .store.store import base_attrs
 
@@ -123,8 +126,49 @@ class _Batches(torch.utils.data.Dataset):
                 failed.append((int(pos), str(exc)))
             except Exception as exc:  # noqa: BLE001 - one bad input must not stop the job
                 failed.append((int(pos), f"{type(exc).__name__}: {exc}"))
-        batch = self.encoder.collate(prepared) if prepared else None
-        return k, batch, ok, failed, mappings
+        return k, self._collate(prepared) if prepared else None, ok, failed, mappings
+
+    def _collate(self, prepared: list[Any]) -> Any:
+        # In a worker, default_collate stacks image tensors straight into shared memory (the
+        # same values as torch.stack): the batch reaches the main process without another copy.
+        if (torch.utils.data.get_worker_info() is not None and type(self.encoder).collate is Encoder.collate
+                and all(isinstance(p, torch.Tensor) for p in prepared)):
+            return torch.utils.data.default_collate(prepared)
+        return self.encoder.collate(prepared)
+
+
+# Decode workers beside a forward pass that keeps every core busy: one per this many of its
+# threads (decoding + preparing a 224 px Kermany JPEG takes about 1/6 of Lite0's forward CPU per
+# image, docs/speed.md), at this niceness, so that they run on what the forward leaves idle
+# instead of stalling its threads. At most MAX_AUTO_WORKERS where cores are free (a GPU run).
+THREADS_PER_DECODER = 4
+DECODE_NICE = 10
+MAX_AUTO_WORKERS = 8
+
+
+def auto_workers(cores: int, forward_threads: int) -> int:
+    """``--workers auto``: the cores the forward pass leaves free (at most MAX_AUTO_WORKERS),
+    and at least one per THREADS_PER_DECODER of its threads; those share its cores at lower
+    priority (the documented split, docs/speed.md)."""
+    needed = max(1, math.ceil(forward_threads / THREADS_PER_DECODER))
+    return max(needed, min(cores - forward_threads, MAX_AUTO_WORKERS))
+
+
+def decode_workers(workers: int | None, encoder: Encoder) -> int:
+    """The decode worker processes of a run: ``workers`` (None: auto) for images; texts are
+    tokenised in the main process."""
+    if encoder.modality != "image":
+        return 0
+    if workers is not None:
+        return workers
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return auto_workers(cores, encoder.forward_threads())
+
+
+def _decode_worker_init(_: int) -> None:
+    """A decode worker runs at lower priority: the forward's threads take the cores first."""
+    with contextlib.suppress(OSError):
+        os.nice(DECODE_NICE)
 
 
 def load_sample(item: Item, modality: str) -> tuple[Any, str]:
@@ -169,19 +213,21 @@ def _exclusive(parts: Path, out: Path) -> Iterator[None]:
         yield
 
 
-def _fingerprint(items: list[Item], encoder: Encoder, batch_size: int, tokens: bool,
-                 grey_range: str) -> dict[str, Any]:
+def _fingerprint(items: list[Item], encoder: Encoder, options: EmbedOptions, grey_range: str) -> dict[str, Any]:
     ids = hashlib.sha256("\n".join(it.id for it in items).encode()).hexdigest()
     grey = {"grey_range": grey_range} if encoder.modality == "image" else {}  # image pixels only
+    side = options.token_side  # only when set: runs and stores from before the option read as full
+    grid = {"token_grid": f"{side}x{side}"} if side is not None else {}
     return {
         "model_spec": encoder.spec.text,
         "weights_sha256": encoder.weights_sha256(),
-        "batch_size": batch_size,
-        "tokens": tokens,
+        "batch_size": options.batch_size,
+        "tokens": options.tokens,
         "ids_sha256": ids,
         "dtype": str(encoder.dtype),
         "runtime": encoder.runtime,
         **grey,
+        **grid,
     }
 
 
@@ -216,15 +262,19 @@ def _adopt_unfinished_runtime(parts: Path, encoder: Encoder) -> None:
 
 
 def _write_part(path: Path, ok: list[int], out: Any, failed: list[tuple[int, str]],
-                mappings: list[str] | None = None) -> None:
+                mappings: list[str] | None = None, *, side: int | None = None, what: str = "the model") -> None:
     """One finished batch as a part file (:mod:`stitchkit.store.parts`): ``out`` is the
-    encoder's output for the inputs at positions ``ok`` (None when all failed)."""
+    encoder's output for the inputs at positions ``ok`` (None when all failed); with ``side``
+    its patch tokens pooled onto side×side (:func:`stitchkit.store.grid.pool_token_grid`)."""
     rows = None
     if out is not None:
         has_tokens = out.tokens is not None
         rows = PartRows(out.embeddings.detach().cpu().numpy(),
                         out.tokens.detach().cpu().numpy() if has_tokens else None,
                         out.mask.cpu().numpy() if has_tokens else None)
+        if has_tokens and side is not None:
+            rows.tokens, rows.tokens_mask, model_side = pool_token_grid(rows.tokens, rows.tokens_mask, side, what)
+            rows.token_grid, rows.model_token_grid = f"{side}x{side}", f"{model_side}x{model_side}"
     write_part(path, ok, rows, failed, mappings)
 
 
@@ -281,9 +331,15 @@ class EmbedJob:
 
     def save(self, k: int, ok: list[int], result: Any, failed: list[tuple[int, str]],
              mappings: list[str] | None = None) -> None:
-        _write_part(self.parts / f"part-{k:06d}.h5", ok, result, failed, mappings)
+        """Write batch ``k``'s part, then tell the progress sink."""
+        self.write_part(k, ok, result, failed, mappings)
         if self.progress:
             self.progress.advance(len(ok) + len(failed))
+
+    def write_part(self, k: int, ok: list[int], result: Any, failed: list[tuple[int, str]],
+                   mappings: list[str] | None = None) -> None:
+        _write_part(self.parts / f"part-{k:06d}.h5", ok, result, failed, mappings,
+                    side=self.options.token_side, what=self.encoder.spec.text)
 
     def result(self) -> EmbedResult:
         n, n_failed = self.counts
@@ -296,7 +352,7 @@ def plan_job(inputs: Inputs, encoder: Encoder, out: str | Path, options: EmbedOp
              ) -> EmbedJob | EmbedResult:
     """Check the job and plan its batches; an EmbedResult when ``out`` already holds it."""
     out = Path(out)
-    batch_size, tokens, shard = options.batch_size, options.tokens, options.shard
+    batch_size, shard = options.batch_size, options.shard
     if inputs.modality == "image" and encoder.modality == "text" and "text" in inputs.columns \
             and input_format(inputs.kind).captions:
         # Shards and datasets carry images and captions together: a text model embeds the captions.
@@ -310,8 +366,13 @@ def plan_job(inputs: Inputs, encoder: Encoder, out: str | Path, options: EmbedOp
     items = select_shard(inputs.items, shard, by_file=inputs.shard_by_file)
     if not items:
         raise UsageError(f"shard {shard} holds no samples: use fewer shards")
+    if options.token_grid is not None and encoder.modality != "image":
+        raise UsageError(f"token_grid (--token-grid {options.token_grid}) pools image patch grids; "
+                         f"{encoder.spec.text!r} is a {encoder.modality} model")
+    if options.token_side is not None:
+        _check_token_grid(encoder, options.token_side)
     _adopt_unfinished_runtime(out.with_name(out.name + ".parts"), encoder)
-    fingerprint = _fingerprint(items, encoder, batch_size, tokens, inputs.grey_range)
+    fingerprint = _fingerprint(items, encoder, options, inputs.grey_range)
     if out.exists() and not options.overwrite:
         done = _already_done(out, fingerprint, items)
         if done is not None:
@@ -325,6 +386,19 @@ def plan_job(inputs: Inputs, encoder: Encoder, out: str | Path, options: EmbedOp
                fingerprint, options, t0)
 
 
+def _check_token_grid(encoder: Encoder, side: int) -> None:
+    """Refuse a ``--token-grid`` the model's tokens cannot be pooled onto (finer than its patch
+    grid, or no square grid), in one line before anything is written: the model's grid is
+    what one forward pass of a blank image gives."""
+    from PIL import Image
+
+    with torch.inference_mode():
+        out = encoder.encode(encoder.collate([encoder.prepare(Image.new("RGB", (64, 64)))]), tokens=True)
+    if out.tokens is None:
+        raise UsageError(f"{encoder.spec.text!r} gives no tokens: token_grid (--token-grid) has nothing to pool")
+    pool_token_grid(out.tokens.detach().float().cpu().numpy(), out.mask.cpu().numpy(), side, encoder.spec.text)
+
+
 def embed_store(inputs: Inputs, encoder: Encoder, out: str | Path, options: EmbedOptions | None = None,
                 **settings: Any) -> EmbedResult:
     """Embed ``inputs`` into the store ``out``; resumes from ``out.parts/`` when it exists.
@@ -335,27 +409,73 @@ def embed_store(inputs: Inputs, encoder: Encoder, out: str | Path, options: Embe
     started with.
     """
     options = replace(options or EmbedOptions(), **settings)
-    workers, tokens = options.workers, options.tokens
+    tokens = options.tokens
     job = plan_job(inputs, encoder, out, options, time.perf_counter())
     if isinstance(job, EmbedResult):
         return job
+    workers = decode_workers(options.workers, encoder)
     with job.run() as todo:
         loader = torch.utils.data.DataLoader(
             _Batches(job.items, job.batches, todo, encoder),
             batch_size=None,
-            num_workers=workers if encoder.modality == "image" else 0,
+            num_workers=workers,
             collate_fn=_identity,
-            prefetch_factor=2 if workers and encoder.modality == "image" else None,
+            prefetch_factor=2 if workers else None,
+            worker_init_fn=_decode_worker_init if workers else None,
             # Page-locked batches copy to a GPU without a staging copy (the encoders copy with
             # non_blocking=True); on the CPU pinning would only cost.
             pin_memory=encoder.device.type == "cuda" and encoder.modality == "image",
         )
-        with torch.inference_mode():
+        with torch.inference_mode(), _PartWriter(job) as parts:
             for k, batch, ok, failed, mappings in loader:
                 job.report_failures(failed)
                 result = encoder.encode(batch, tokens=tokens) if batch is not None else None
-                job.save(k, ok, result, failed, mappings)
+                parts.put(k, ok, result, failed, mappings)
     return job.result()
+
+
+class _PartWriter:
+    """Writes each finished batch's part on a thread of its own while the next batch runs.
+
+    One part in flight: ``put`` first waits for the previous one (re-raising its error) and
+    tells the progress sink of it from the calling thread, so a sink that stops the run
+    (Ctrl-C) leaves exactly the parts it was told of, as a plain loop would. Writing a part
+    (float16 tokens, HDF5 in memory, fsync of the file and its folder) then costs the forward
+    only the CPU it takes; the fsyncs just wait (h5py holds the GIL, ONNX Runtime and torch
+    release it while they compute).
+    """
+
+    def __init__(self, job: EmbedJob) -> None:
+        self.job = job
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="stitch-parts")
+        self.pending: tuple[Future[None], int] | None = None
+
+    def put(self, k: int, ok: list[int], result: Any, failed: list[tuple[int, str]], mappings: list[str]) -> None:
+        self.wait()
+        self.pending = (self.pool.submit(self._write, k, ok, result, failed, mappings), len(ok) + len(failed))
+
+    def _write(self, *args: Any) -> None:
+        with torch.inference_mode():  # thread-local: the results are inference tensors
+            self.job.write_part(*args)
+
+    def wait(self) -> None:
+        if self.pending is None:
+            return
+        future, n = self.pending
+        self.pending = None
+        future.result()
+        if self.job.progress:
+            self.job.progress.advance(n)
+
+    def __enter__(self) -> _PartWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        try:
+            if kind is None:
+                self.wait()
+        finally:  # after an error the part in flight still finishes (atomically), unreported
+            self.pool.shutdown(wait=True)
 
 
 def _already_done(out: Path, fingerprint: dict[str, Any], items: list[Item]) -> tuple[int, int] | None:
@@ -374,6 +494,9 @@ def _already_done(out: Path, fingerprint: dict[str, Any], items: list[Item]) -> 
             # --grey-range: stores and text stores from before the option count as its default
             and json.loads(attrs.get("pixel_mapping") or "{}").get("grey_range", "image")
             == fingerprint.get("grey_range", "image")
+            # tokens asked for: the store must hold them, on the grid asked for
+            and (not fingerprint["tokens"] or store.has_tokens
+                 and attrs.get("token_grid") == fingerprint.get("token_grid"))
         )
         return (len(store), len(store.failed)) if same else None
 
@@ -386,7 +509,7 @@ def _check_parts(parts: Path, fingerprint: dict[str, Any], out: Path) -> None:
         if "grey_range" in fingerprint:
             previous.setdefault("grey_range", "image")  # and before --grey-range (its default)
         if previous != fingerprint:
-            diff = sorted(k for k in fingerprint if previous.get(k) != fingerprint[k])
+            diff = sorted(k for k in {*fingerprint, *previous} if previous.get(k) != fingerprint.get(k))
             raise UsageError(
                 f"{parts} holds an unfinished run with other settings ({', '.join(diff)}): "
                 f"re-run with the same options, or delete {parts} to start over"
@@ -413,6 +536,7 @@ def _assemble(
     files = [parts / f"part-{k:06d}.h5" for k in range(n_batches)]
     positions, failed, max_t, token_dim = [], [], 0, encoder.dim
     mapped: Counter[str] = Counter()
+    grids: set[tuple[str | None, str | None]] = set()  # (token_grid, model_token_grid) of the parts
     for f in files:
         part = read_part_index(f)
         positions.append(part.positions)
@@ -421,6 +545,13 @@ def _assemble(
         if part.token_shape:
             max_t = max(max_t, part.token_shape[0])
             token_dim = part.token_shape[1]
+            grids.add((part.token_grid, part.model_token_grid))
+    if tokens and (len(grids) > 1 or any(g != fp.get("token_grid") for g, _ in grids)):
+        said = ", ".join(sorted(g or "the model's" for g, _ in grids))
+        this = fp.get("token_grid") or "the model's"
+        raise UsageError(f"{parts} holds tokens on other grids ({said}) than this run's ({this}): "
+                         f"delete {parts} to start over")
+    token_grid, model_token_grid = next(iter(grids)) if grids else (None, None)
     ok_sorted = np.sort(np.concatenate(positions)) if positions else np.zeros(0, np.int64)
     row_of = np.full(len(items), -1, dtype=np.int64)
     row_of[ok_sorted] = np.arange(len(ok_sorted))
@@ -441,6 +572,8 @@ def _assemble(
         pixel_mapping=json.dumps({"policy": PIXEL_POLICY, "grey_range": inputs.grey_range,
                                   "counts": dict(sorted(mapped.items()))})
         if encoder.modality == "image" else None,
+        token_grid=token_grid if tokens else None,
+        model_token_grid=model_token_grid if tokens else None,
     )
     token_shape = (max_t, token_dim) if tokens and max_t else None
     with StoreWriter(

@@ -8,11 +8,13 @@ from them. Nothing here imports torch: the command line reads these without it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from .devices import DEVICE_HELP
+from .errors import UsageError
 from .settings import Range, check_settings, setting
 
 RUNTIMES = ("auto", "torch", "onnx")
@@ -26,8 +28,18 @@ class EmbedOptions:
     ``on_failure(id, reason)`` hears of each unreadable input (else a warning)."""
 
     batch_size: int = setting(64, "Samples per forward pass.", within=Range(1))
-    workers: int = setting(1, "DataLoader worker processes decoding images.", within=Range(0))
+    workers: int | None = setting(
+        None, "Processes decoding and preparing images while the forward pass runs (0: in the main process, "
+        "between batches). auto: the CPU cores the forward pass leaves free, else one per 4 of its threads, "
+        "run at lower priority (nice +10) so they use what the forward leaves idle (docs/speed.md).",
+        within=Range(0), none="auto")
     tokens: bool = setting(False, "Also keep patch / word tokens (N, T, D) with a mask.")
+    token_grid: str | None = setting(
+        None, "With --tokens: average the patch tokens onto an HxW grid as they are embedded, e.g. 4x4 "
+        "(Lite0's 7x7 or a ViT's 37x37 stored as 16 tokens; the global vector is unchanged). At most the "
+        "model's grid, square; a size that does not divide it weights each cell by its overlap "
+        "(area-weighted, keeping the grid's mean), unlike adaptive_avg_pool2d's overlapping whole cells.",
+        none="full")
     strict: bool = setting(False, "Stop at the first unreadable input instead of recording it.")
     overwrite: bool = setting(False, "Replace an existing store from another run (kept until the new one "
                               "is complete).")
@@ -37,6 +49,28 @@ class EmbedOptions:
 
     def __post_init__(self) -> None:
         check_settings(self)
+        if self.token_grid is not None:
+            parse_token_grid(self.token_grid)
+            if not self.tokens:
+                raise UsageError(f"token_grid (--token-grid {self.token_grid}) pools stored tokens: add --tokens")
+
+    @property
+    def token_side(self) -> int | None:
+        """The side of the square grid tokens are pooled onto (None: the model's grid)."""
+        return None if self.token_grid is None else parse_token_grid(self.token_grid)[0]
+
+
+def parse_token_grid(text: str) -> tuple[int, int]:
+    """``"4x4"`` → (4, 4): a token grid as ``--token-grid`` and a store's ``token_grid`` spell it.
+    Square only: maps, heads and ``stitch explain`` pair square patch grids."""
+    found = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", str(text))
+    if found is None:
+        raise UsageError(f"token_grid (--token-grid) takes HxW, e.g. 4x4, got {text!r}")
+    h, w = int(found.group(1)), int(found.group(2))
+    if h < 1 or h != w:
+        raise UsageError(f"token_grid (--token-grid) {text!r}: give a square grid of at least 1x1, e.g. 4x4 "
+                         "(maps, heads and explain pair square patch grids)")
+    return h, w
 
 
 @dataclass(frozen=True)

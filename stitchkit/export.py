@@ -6,7 +6,7 @@ The layout (clip-retrieval's ``clip_inference`` output)::
     DIR/img_emb/img_emb_1.npy         ... one file per chunk of ``chunk_size`` rows
     DIR/metadata/metadata_0.parquet   the same rows: id, then the store's string columns
     DIR/stitchkit.json                provenance: format, format_version, model, weights, dim,
-                                      modality, chunks
+                                      modality, chunks, code (stitchkit.provenance)
 
 Text stores write ``text_emb/text_emb_i.npy``. The metadata columns are ``id``, ``label``,
 ``group``, ``caption`` (the texts; clip-retrieval's name for them) and any further string
@@ -31,6 +31,7 @@ import numpy as np
 from .errors import StoreError, UsageError
 from .fileio import check_writable_dir, publish, temporary_dir
 from .formats import EXPORT, check_format
+from .provenance import code_provenance
 from .settings import Range, check_settings, setting
 from .store import EmbeddingStore, write_store
 from .store import format as fmt
@@ -113,7 +114,7 @@ def export_store(store_path: str | os.PathLike, out_dir: str | os.PathLike, opti
                 "dtype": dtype, "chunks": chunks, "embeddings": prefix,
                 "columns": ["id", *(_RENAME.get(c, c) for c in columns)],
                 "store": {k: store.attrs.get(k) for k in _PROVENANCE if store.attrs.get(k) not in (None, "")},
-                "failed": len(store.failed),
+                "failed": len(store.failed), "code": code_provenance(),
             }
             (tmp / INFO_FILE).write_text(json.dumps(info, indent=1, default=str))
             if out.exists():

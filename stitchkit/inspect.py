@@ -33,13 +33,16 @@ def describe_store(path: str | Path) -> dict[str, Any]:
                 out[key] = attrs[key]
         if store.has_tokens:
             out["tokens"] = [len(store), *store.token_shape]
+            for key in ("token_grid", "model_token_grid"):  # --token-grid: pooled onto, from
+                if key in attrs:
+                    out[key] = attrs[key]
         labels = store.labels
         if labels is not None:
             out["labels"] = dict(Counter(str(v) for v in labels).most_common(20))
         groups = store.groups
         if groups is not None:
             out["groups"] = len(set(groups))
-        for key in ("preprocessing", "versions"):
+        for key in ("preprocessing", "versions", "code"):
             if key in attrs:
                 out[key] = json.loads(attrs[key])
         failed = store.failed
@@ -230,8 +233,20 @@ def describe_file(path: str | Path) -> dict[str, Any]:
         out = describe_artifact(path)
     else:
         out = {"kind": fmt.name, "path": str(path), **_summary(path, found)}
+    if fmt in _WRITES_CODE:
+        out["code"] = out.get("code")  # None: written before stitchkit recorded it
     return {"kind": out.pop("kind"), "format": fmt.encoding_type,
             "format_version": out.pop("format_version", found.version), **out}
+
+
+# The kinds that name the code that wrote them (``code``: :mod:`stitchkit.provenance`).
+_WRITES_CODE = (F.STORE, F.EXPORT, F.SCORES_H5, F.SCORES_CSV, F.SCORES_CSV_METADATA, F.RECORD,
+                *F.ARTIFACTS.values())
+
+
+def _record_code(record: dict[str, Any]) -> dict[str, Any] | None:
+    prov = record.get("provenance") or {}
+    return {k: prov[k] for k in ("stitchkit", "commit", "dirty") if k in prov} or None
 
 
 def _summary(path: Path, found: Identified) -> dict[str, Any]:
@@ -241,9 +256,16 @@ def _summary(path: Path, found: Identified) -> dict[str, Any]:
                F.SCORES_CSV_METADATA):
         data = json.loads(path.read_text(encoding="utf-8"))
         if isinstance(data, list):
-            return {"records": len(data), "tasks": dict(Counter(str(r.get("task")) for r in data))}
+            from .provenance import describe_code
+
+            codes = Counter(describe_code(_record_code(r)) for r in data)
+            return {"records": len(data), "tasks": dict(Counter(str(r.get("task")) for r in data)),
+                    "codes": dict(codes)}
         keys = ("task", "dataset", "model", "table", "classes", "name", "routes")
-        return {k: data[k] for k in keys if k in data} | {"keys": len(data)}
+        out = {k: data[k] for k in keys if k in data} | {"keys": len(data)}
+        if fmt in (F.RECORD, F.SCORES_CSV_METADATA):
+            out["code"] = _record_code(data) if fmt is F.RECORD else data.get("code")
+        return out
     if fmt in (F.SWEEP_TABLE, F.MANIFEST):
         import csv
 

@@ -3,7 +3,7 @@
 CLIP_benchmark writes one JSON object per run: ``{"dataset", "model", "task", "metrics": {...}}``
 with scalar metrics. stitchkit's records keep those four keys (so a table builder written for
 CLIP_benchmark reads them), add ``composition`` (which spaces, map and head were stacked) and
-``provenance`` (stitchkit version, time, command) and ``label_use`` (which labels the result
+``provenance`` (stitchkit version and commit, time, command) and ``label_use`` (which labels the result
 used: "none" for a zero-shot one; :mod:`stitchkit.label_use`), and keep the command's other keys
 beside them. ``metrics`` is always flat: nested per-class values are joined with ``_``
 (``auc_pneumonia``) and each 95 % interval becomes ``..._ci_low`` / ``..._ci_high``.
@@ -100,7 +100,7 @@ def flatten_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     for key, value in metrics.items():
         if key == "ci" and isinstance(value, dict):
             for k, v in value.items():
-                if k in ("level", "n_boot"):
+                if k in ("level", "n_boot", "unit", "n_groups"):  # unit: what was resampled (image, group)
                     flat[f"ci_{k}"] = scalar(v)
                 else:
                     put(k, v, "_ci")
@@ -159,13 +159,9 @@ def route_label(composition: dict[str, Any]) -> str:
 
 
 def _provenance(command: dict[str, Any] | None) -> dict[str, Any]:
-    from importlib.metadata import PackageNotFoundError, version
+    from .provenance import code_provenance
 
-    try:
-        ver = version("stitchkit")
-    except PackageNotFoundError:  # run from a source tree that was never installed
-        ver = "unknown"
-    out = {"stitchkit": ver, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    out = {**code_provenance(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     if command:
         out.update(command)
     return out

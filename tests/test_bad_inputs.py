@@ -61,9 +61,10 @@ CONDITIONS: dict[str, str] = {
     "read-only": "read-only output folder",
     "disk-full": "output disk full",
     "bad-option": "unknown option",
+    "overlap": "rows that trained the head",
 }
 COMMANDS = ["embed", "info", "merge", "models", "fit", "apply", "sweep", "anchors select",
-            "head captions", "head train", "classify", "report", "demo"]
+            "head captions", "head train", "classify", "benchmark", "report", "demo"]
 DIRECTORY = r"is a (directory|folder)"  # click's wording, or the store reader's
 SENTINEL = b"an earlier result that a failed run must leave alone\n"
 STORE_LIMIT = 16 * 1024  # bytes: smaller than any store, map or head these cells write
@@ -421,8 +422,10 @@ na("head train", "head train reads two stores only", "truncated-image", "text-pn
 # classify ------------------------------------------------------------------------------------
 def _classify(w: World, query: object, out: Path, *extra: object, prompts: object = "pneumonia",
               model: str = "minilm") -> list[object]:
+    # The world's head trained on every row of lite2: these cells test other things (the overlap
+    # cell below leaves the flag out).
     return ["classify", query, "--prompts", prompts, "--text-model", model, "--head", w.head,
-            "-o", out, "--bootstrap", "0", *extra]
+            "-o", out, "--bootstrap", "0", "--allow-overlap", *extra]
 
 
 cell("classify", "missing")(lambda w, d: Case(_classify(w, w.missing, d / "s.csv"), 2, "no such file", d / "s.csv"))
@@ -459,6 +462,64 @@ def _(w: World, d: Path) -> Case:
                 fsize=TEXT_LIMIT)
 cell("classify", "bad-option")(lambda w, d: Case(_classify(w, w.lite2, d / "s.csv", "--bogus"), 2, "no such option", d / "s.csv"))
 na("classify", "classify reads stores, a head and prompts", "truncated-image")
+# The world's head trained on every row of lite2: scoring them is not a held-out result.
+cell("classify", "overlap")(lambda w, d: Case([a for a in _classify(w, w.lite2, d / "s.csv") if a != "--allow-overlap"],
+                                              2, "--allow-overlap", d / "s.csv"))
+for _command in COMMANDS:
+    if _command not in ("classify", "benchmark", "models", "demo"):
+        na(_command, "scores no rows through a trained head", "overlap")
+na("demo", "the demo scores each head on rows it did not train on (test_demo.py runs it)", "overlap")
+
+
+
+# benchmark -----------------------------------------------------------------------------------
+def _benchmark(w: World, d: Path, store: object, *extra: object, out: Path | None = None,
+               model: str = "minilm", **entry: object) -> list[object]:
+    """A suite of one data set (store k: pneumonia against normal) scored through the world's
+    head, which trained on every row of lite2 (--allow-overlap, as for classify); ``entry``
+    adds or replaces the data set's keys."""
+    suite = d / "suite.yaml"
+    suite.write_text(json.dumps({"name": "bad", "datasets": [{
+        "name": "k", "store": "k", "task": "multiclass", "prompts": "pneumonia",
+        "findings": ["normal", "pneumonia"], **{k: str(v) for k, v in entry.items()}}]}))  # JSON is YAML
+    return ["benchmark", suite, "--store", f"k={store}", "--text-model", model, "--head", w.head,
+            "-o", out or d / "bench", "--bootstrap", "0", "--allow-overlap", *extra]
+
+
+# A suite's problem: its data set's ids file is found neither beside the suite nor here.
+cell("benchmark", "missing")(lambda w, d: Case(_benchmark(w, d, w.lite2, ids="held-out-ids.txt"), 2,
+                                               "no such file beside the suite", d / "bench" / "table.md"))
+cell("benchmark", "directory")(lambda w, d: Case(_benchmark(w, d, w.folder), 2, DIRECTORY, d / "bench" / "table.md"))
+cell("benchmark", "empty")(lambda w, d: Case(_benchmark(w, d, w.empty), 2, "not an HDF5 file", d / "bench" / "table.md"))
+cell("benchmark", "corrupt")(lambda w, d: Case(_benchmark(w, d, w.corrupt), 2, "truncated", d / "bench" / "table.md"))
+cell("benchmark", "no-datasets")(lambda w, d: Case(_benchmark(w, d, w.no_datasets), 2, "no 'embeddings' dataset",
+                                                   d / "bench" / "table.md"))
+cell("benchmark", "text-png")(lambda w, d: Case(_benchmark(w, d, w.lite2, prompts=w.notes_png), 2, "prompt",
+                                                d / "bench" / "table.md"))
+cell("benchmark", "nan")(lambda w, d: Case(_benchmark(w, d, w.nan), 2, "NaN or Inf", d / "bench" / "table.md"))
+cell("benchmark", "duplicate-ids")(lambda w, d: Case(_benchmark(w, d, w.dup), 2, "repeat", d / "bench" / "table.md"))
+
+
+@cell("benchmark", "ids-mismatch")
+def _(w: World, d: Path) -> Case:
+    (d / "ids.txt").write_text("no/such/id-1\nno/such/id-2\n")
+    return Case(_benchmark(w, d, w.lite2, ids=d / "ids.txt"), 2, "not found", d / "bench" / "table.md")
+
+
+cell("benchmark", "dim-mismatch")(lambda w, d: Case(_benchmark(w, d, w.minilm), 2, "384", d / "bench" / "table.md"))
+cell("benchmark", "provenance")(lambda w, d: Case(_benchmark(w, d, w.lite0), 2, "--force", d / "bench" / "table.md"))
+cell("benchmark", "unknown-model")(lambda w, d: Case(_benchmark(w, d, w.lite2, model="no-such-model"), 2,
+                                                     "unknown model spec", d / "bench" / "table.md"))
+cell("benchmark", "bad-prompts")(lambda w, d: Case(_benchmark(w, d, w.lite2, prompts=w.bad_prompts), 2, "not valid YAML",
+                                                   d / "bench" / "table.md"))
+cell("benchmark", "read-only")(lambda w, d: Case(_benchmark(w, d, w.lite2, out=ro(w, "bench")), 2, "writ"))
+cell("benchmark", "disk-full")(lambda w, d: Case(_benchmark(w, d, w.lite2), 1, "file too large", d / "bench" / "table.md",
+                                                 fsize=TEXT_LIMIT))
+cell("benchmark", "bad-option")(lambda w, d: Case(_benchmark(w, d, w.lite2, "--bogus"), 2, "no such option",
+                                                  d / "bench" / "table.md"))
+cell("benchmark", "overlap")(lambda w, d: Case([a for a in _benchmark(w, d, w.lite2) if a != "--allow-overlap"], 2,
+                                               "--allow-overlap", d / "bench" / "table.md"))
+na("benchmark", "benchmark reads stores, a head, prompts and a suite: never an image", "truncated-image")
 
 
 # report / demo -------------------------------------------------------------------------------
@@ -645,6 +706,8 @@ def _short(message: str, w: World) -> str:
     text = re.sub(re.escape(str(w.root.parent)) + r"/[^/ ]+", "…", text)
     text = text.replace(str(w.root), "…")
     text = re.sub(r"/tmp/pytest-of-[^/]+/pytest-\d+/[^/ ]+", "…", text)
+    if len(str(Path.cwd())) > 1:  # where the tests run from (a suite's ids are looked up there too)
+        text = text.replace(str(Path.cwd()), ".")
     # click names the program after the runner in-process ("python -m pytest.stitch" under
     # `python -m pytest`, "stitch" under `pytest`): the page shows what a user types
     text = re.sub(r"`python -m [\w.]+\.stitch ", "`stitch ", text)

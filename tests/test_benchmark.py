@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ from stitchkit.zeroshot.benchmark import (
     parse_suite,
     run_suite,
 )
-from stitchkit.zeroshot.metrics import nanmean
+from stitchkit.zeroshot.metrics import group_codes, nanmean
 from stitchkit.zeroshot.score_writer import read_scores
 from tests.faults.helpers import run_inprocess
 
@@ -126,14 +127,98 @@ def test_macro_interval_comes_from_the_same_resamples_as_the_findings(world: dic
     truth = np.stack([_truth(world, sf.ids, p) for p in ("normal", "bacteria", "virus")], axis=1)
     valid = np.ones_like(truth)
     valid[:, 2] = [unsure[i] != "virus" for i in sf.ids]
-    draws = bootstrap_draws(EntryScores(truth, valid, sf.ranking, sf.probabilities, "multilabel"), 200, 3)
+    patients = group_codes([_patient(i) for i in sf.ids])  # the store's groups column, as run_entry reads it
+    draws = bootstrap_draws(EntryScores(truth, valid, sf.ranking, sf.probabilities, "multilabel", patients), 200, 3)
     assert len(draws.parts) == 1 and draws.parts[0][0].shape == (200, 3)  # 120 images: the ordinary bootstrap
     every = draws.parts[0][0]  # (resamples, findings): one draw of images, every finding's AUC under it
     ci = entry["metrics"]["ci"]
     assert ci["auc_macro"] == pytest.approx(_interval(nanmean(every, axis=1)))
     for c, finding in enumerate(entry["findings"]):
         assert ci["auc"][finding] == pytest.approx(_interval(every[:, c]))
-    assert "same resamples for every finding" in ci["method"] and "patients are not kept together" in ci["method"]
+    assert "same resamples for every finding" in ci["method"] and "each group's images drawn together" in ci["method"]
+    assert ci["unit"] == "group" and ci["n_groups"] == len(set(patients)) < 120
+
+
+@pytest.mark.slow
+def test_intervals_resample_patients_and_say_so_in_the_json_the_records_and_the_table(world: dict, ran: dict) -> None:
+    """The world store's groups column holds Kermany's patients: every data set resamples them,
+    and benchmark.json, records.json and table.md carry the unit and the number of patients."""
+    saved = json.loads((ran["out"] / "benchmark.json").read_text(encoding="utf-8"))
+    patient = {i: _patient(i) for i in world["ids"]}
+    for d in saved["datasets"]:
+        ids = read_scores(d["scores"]).ids
+        n_patients = len({patient[i] for i in ids})
+        assert d["metrics"]["ci"]["unit"] == "group" and d["metrics"]["ci"]["n_groups"] == n_patients < len(ids)
+        assert saved["bootstrap"]["units"][d["name"]] == {"unit": "group", "n_groups": n_patients}
+        row = next(line for line in saved["markdown"].splitlines() if line.startswith(f"| {d['name']} |"))
+        assert f"| {d['metrics']['n']} | {n_patients} |" in row  # n images, then n groups
+    assert saved["bootstrap"]["unit"] == "group" and "resampling whole groups" in saved["markdown"]
+    records = json.loads((ran["out"] / "records.json").read_text(encoding="utf-8"))
+    assert {(r["metrics"]["ci_unit"], r["metrics"]["ci_n_groups"] > 0) for r in records} == {("group", True)}
+
+
+def test_one_image_per_group_is_the_image_bootstrap_and_duplicates_widen_only_the_image_one() -> None:
+    """Benchmark draws: groups of one image give the image bootstrap draw for draw (both the
+    ordinary bootstrap and the little ones); every image copied four times narrows the image
+    bootstrap by about half but leaves the patient bootstrap exactly as it was (the copies of
+    an image are one patient, and AUC does not see weights scaled alike)."""
+    rng = np.random.default_rng(5)
+    for n in (400, 6000):
+        truth = rng.random((n, 2)) < [0.3, 0.1]
+        ranking = truth + rng.normal(size=(n, 2))
+        valid = np.ones_like(truth)
+        plain = bootstrap_draws(EntryScores(truth, valid, ranking, ranking, "multilabel"), 100, 1)
+        single = bootstrap_draws(EntryScores(truth, valid, ranking, ranking, "multilabel", np.arange(n)), 100, 1)
+        assert plain.unit == {"unit": "image", "n_groups": None} and single.unit == {"unit": "group", "n_groups": n}
+        for (a, own_a), (b, own_b) in zip(plain.parts, single.parts, strict=True):
+            np.testing.assert_array_equal(a, b)
+            np.testing.assert_array_equal(own_a, own_b)
+    n = 300
+    truth = rng.random((n, 2)) < [0.3, 0.1]
+    ranking = truth + rng.normal(size=(n, 2))
+    dup = np.repeat(np.arange(n), 4)  # 1,200 images, four of each patient
+
+    def width(scores: EntryScores) -> float:
+        point = nanmean([roc_auc_score(scores.truth[:, c], scores.ranking[:, c]) for c in range(2)])
+        lo, hi = bootstrap_draws(scores, 400, 2).interval(lambda a: nanmean(a, axis=1), point)
+        return hi - lo
+
+    alone = width(EntryScores(truth, np.ones_like(truth), ranking, ranking, "multilabel", np.arange(n)))
+    copies = EntryScores(truth[dup], np.ones((4 * n, 2), bool), ranking[dup], ranking[dup], "multilabel")
+    by_image, by_patient = width(copies), width(replace(copies, clusters=dup))
+    assert by_patient == pytest.approx(alone, abs=1e-12)  # the same 300 patients, the same draws
+    assert 0.4 < by_image / by_patient < 0.65  # images as if independent: about 1 / sqrt(4)
+
+
+@pytest.mark.slow
+def test_a_store_without_groups_resamples_images_and_classify_records_the_unit(world: dict, tmp_path: Path) -> None:
+    """The same rows without a groups column: benchmark and `stitch classify` resample images
+    and say so; with it, classify resamples the patients and its record says how many."""
+    from stitchkit.results import to_record
+    from stitchkit.zeroshot.prompts import load_prompts
+    from stitchkit.zeroshot.scoring import classify_store
+    with EmbeddingStore(world["store"]) as s:
+        attrs = {k: v for k, v in s.attrs.items() if k not in ("complete", "dim", "format", "format_version")}
+        columns = {c: list(s.column(c)) for c in ("labels", "split", "uncertain")}
+        bare = write_store(tmp_path / "no-groups.h5", [str(i) for i in s.ids], s.read(), attrs=attrs, columns=columns)
+    route = Route(text_model="minilm", map_path=str(world["map"]), scoring="cosine")
+    data = run_suite(load_suite(world["suite"]), {"k": str(bare)}, route, tmp_path / "out",
+                     BenchmarkOptions(bootstrap=50, seed=3, datasets=["pneumonia"]))
+    ci = data["datasets"][0]["metrics"]["ci"]
+    assert ci["unit"] == "image" and ci["n_groups"] is None and data["bootstrap"]["unit"] == "image"
+    assert "n groups" not in data["markdown"] and "resampling images one by one" in data["markdown"]
+    test_ids = [i for i in world["ids"] if i.startswith("test/")]
+    for store, unit, n_groups in ((bare, "image", None),
+                                  (world["store"], "group", len({_patient(i) for i in test_ids}))):
+        result = classify_store(str(store), load_prompts("pneumonia"), text_model="minilm", map_path=str(world["map"]),
+                                scoring="cosine", ids=test_ids, bootstrap=100)
+        assert result.metrics["ci"]["unit"] == unit and result.metrics["ci"]["n_groups"] == n_groups
+        flat = to_record("classify", result.to_dict())["metrics"]
+        assert flat["ci_unit"] == unit and flat["ci_n_groups"] == n_groups
+        if unit == "image":  # the point estimates do not depend on the unit
+            point = result.metrics["auc_macro"]
+        else:
+            assert result.metrics["auc_macro"] == point
 
 
 def test_large_sets_take_the_bag_of_little_bootstraps_with_findings_sharing_draws() -> None:
@@ -222,8 +307,8 @@ def test_a_bad_suite_key_is_one_line_with_exit_2(tmp_path: Path) -> None:
         parse_suite({"dataset": []}, source="s.yaml")
 
 
-def test_a_missing_store_is_one_line_with_exit_2(tmp_path: Path) -> None:
-    res = run_inprocess("benchmark", "demo", "--store", "kermany=k.h5", "-o", tmp_path / "out")
+def test_a_missing_store_is_one_line_with_exit_2(lite2_store: Path, tmp_path: Path) -> None:
+    res = run_inprocess("benchmark", "demo", "--store", f"kermany={lite2_store}", "-o", tmp_path / "out")
     assert res.code == 2 and res.stderr.count("\n") == 1, res.stderr
     assert "needs --store nih=FILE.h5" in res.stderr and "--dataset" in res.stderr
     res = run_inprocess("benchmark", "demo", "--store", "kermany=k.h5", "--store", "nhi=n.h5", "-o", tmp_path / "o")
@@ -243,14 +328,17 @@ def test_the_truth_table_is_prompt_class_matching() -> None:
 
 @pytest.mark.parametrize("name", ["papers", "demo"])
 def test_the_shipped_suites_load_and_name_classes_of_their_prompts(name: str) -> None:
-    from stitchkit.zeroshot.benchmark import _resolve_class
+    from stitchkit.zeroshot.benchmark import _resolve_class, counterpart
     from stitchkit.zeroshot.prompts import load_prompts
 
     suite = load_suite(name)
     for entry in suite.entries:
-        prompts = load_prompts(entry.prompts)
+        sets = [load_prompts(spec) for spec in entry.prompt_specs().values()]
         for finding in entry.findings or []:
-            _resolve_class(prompts, finding, entry)
+            for prompts in sets:
+                _resolve_class(prompts, finding, entry)
+        for prompts in sets[1:]:  # every set scores each finding the first set can
+            assert all(counterpart(prompts, c) is not None for c in sets[0].classes)
     assert Path(suite.source).parent == ROOT / "anchors" / "suites"
 
 
@@ -292,3 +380,91 @@ def test_adapt_for_a_store_the_suite_does_not_read_is_one_line(tmp_path: Path) -
     res = run_inprocess("benchmark", "demo", "--store", "kermany=k.h5", "--dataset", "kermany",
                         "--adapt", "chexpert=c.map", "-o", tmp_path / "out")
     assert res.code == 2 and "--adapt chexpert=...: suite demo reads no store named chexpert" in res.stderr
+
+
+def test_prompt_sets_are_a_name_a_list_or_a_mapping() -> None:
+    entry = {"name": "n", "store": "s", "task": "multilabel", "findings": "auto"}
+    one = parse_suite({"datasets": [{**entry, "prompts": "cxr14"}]}, source="s.yaml").entries[0]
+    assert one.prompts == "cxr14" and one.prompt_specs() == {"cxr14": "cxr14"}
+    listed = parse_suite({"datasets": [{**entry, "prompts": ["cxr14", "p/mine.yaml"]}]}, source="s.yaml").entries[0]
+    assert listed.prompts == "cxr14" and listed.prompt_specs() == {"cxr14": "cxr14", "mine": "p/mine.yaml"}
+    named = parse_suite({"datasets": [{**entry, "prompts": {"b": "x.yaml", "a": "cxr14"}}]}, source="s.yaml").entries[0]
+    assert named.prompts == "x.yaml" and list(named.prompt_specs()) == ["b", "a"]
+    for bad, message in [(["cxr14", "a/cxr14.yaml"], "repeated: cxr14"), ([], "needs prompts"),
+                         ({"a": 3}, "prompts must be a prompt set")]:
+        with pytest.raises(SuiteError, match=message):
+            parse_suite({"datasets": [{**entry, "prompts": bad}]}, source="s.yaml")
+
+
+def test_every_bad_data_set_of_a_suite_is_named_at_once() -> None:
+    entry = {"name": "n", "store": "s", "task": "multilabel", "prompts": "cxr14"}
+    with pytest.raises(SuiteError) as caught:
+        parse_suite({"datasets": [{**entry, "task": "both"}, {**entry, "name": "m", "finding": ["x"]}]}, source="s.yaml")
+    lines = str(caught.value).splitlines()
+    assert lines[0] == "s.yaml: 2 problems, nothing was scored:"
+    assert "dataset 'n': task must be one of" in lines[1] and "dataset 'm': unknown key 'finding'" in lines[2]
+
+
+def test_the_whole_suite_is_checked_before_anything_is_scored(lite2_store: Path, tmp_path: Path) -> None:
+    """Every problem of every data set, one line each, exit 2, and nothing scored or written:
+    an ids file that is nowhere, a column ``where`` selects on that the store lacks, a listed
+    finding no selected row carries, a prompt set without a class for a finding, a store that
+    does not exist, a --store name the suite does not read."""
+    (tmp_path / "plain.yaml").write_text(json.dumps({"mode": "multiclass", "classes": {
+        "normal": {"labels": ["normal"], "positive": ["clear lungs"]}}}))
+    suite = {"name": "checked", "datasets": [
+        {"name": "by-ids", "store": "k", "task": "multiclass", "prompts": "pneumonia",
+         "findings": ["normal", "pneumonia"], "ids": "manifests/test-ids.txt"},
+        {"name": "by-split", "store": "k", "task": "multiclass", "prompts": ["pneumonia", "plain.yaml"],
+         "findings": ["normal", "pneumonia"], "where": {"split": "test"}},
+        {"name": "absent", "store": "k", "task": "multilabel", "prompts": "cxr14", "findings": ["Edema"]},
+        {"name": "elsewhere", "store": "other", "task": "multilabel", "prompts": "cxr14"},
+    ]}
+    (tmp_path / "suite.yaml").write_text(json.dumps(suite))
+    res = run_inprocess("benchmark", tmp_path / "suite.yaml", "--store", f"k={lite2_store}",
+                        "--store", f"other={tmp_path / 'nowhere.h5'}", "--store", "extra=x.h5", "-o", tmp_path / "out")
+    assert res.code == 2 and "Traceback" not in res.stderr, res.stderr
+    lines = res.message_lines
+    assert lines[0].startswith("error: suite checked (") and lines[0].endswith("6 problems, nothing was scored:")
+    expected = ["--store extra=...: suite checked reads no store named extra",
+                "store other: ", "nowhere.h5: no such file",
+                "dataset by-ids: ids manifests/test-ids.txt: no such file beside the suite",
+                "dataset by-split: prompts plain (", "have no class for pneumonia",
+                "dataset by-split: where split=test, but store", "has no column 'split'",
+                "dataset absent: no row among the 180 selected (all rows) carries Edema"]
+    assert all(any(e in line for line in lines[1:]) for e in expected), lines
+    assert len(lines) == 7 and not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_each_prompt_set_is_scored_and_the_spread_is_max_minus_min(world: dict) -> None:
+    (world["dir"] / "plain.yaml").write_text(json.dumps({"mode": "multiclass", "classes": {
+        "normal": {"labels": ["normal"], "positive": ["normal chest x-ray"]},
+        "pneumonia": {"labels": ["pneumonia"], "positive": ["pneumonia", "lung infection"]}}}))
+    suite = {"name": "prompted", "datasets": [
+        {"name": "pneumonia", "store": "k", "task": "multiclass", "prompts": {"carzero": "pneumonia", "plain": "plain.yaml"},
+         "findings": ["normal", "pneumonia"], "where": {"split": "test"}}]}
+    (world["dir"] / "prompted.yaml").write_text(json.dumps(suite))
+    route = Route(text_model="minilm", map_path=str(world["map"]), scoring="cosine")
+    out = world["dir"] / "prompted"
+    data = run_suite(load_suite(world["dir"] / "prompted.yaml"), {"k": str(world["store"])}, route, out,
+                     BenchmarkOptions(bootstrap=100, seed=1))
+    d = data["datasets"][0]
+    assert list(d["prompt_sets"]) == ["carzero", "plain"] and d["prompt_sets"]["carzero"]["metrics"] == d["metrics"]
+    macro = {}
+    for name, run in d["prompt_sets"].items():
+        sf = read_scores(run["scores"])
+        y = _truth(world, sf.ids, "pneumonia")
+        assert run["metrics"]["auc"]["pneumonia"] == pytest.approx(roc_auc_score(y, sf.ranking[:, 1]), abs=1e-12)
+        macro[name] = run["metrics"]["auc_macro"]
+    assert macro["carzero"] != macro["plain"]
+    assert Path(d["prompt_sets"]["plain"]["scores"]).name == "pneumonia.plain.h5"
+    spread = d["prompt_spread"]
+    assert spread["auc_macro"] == pytest.approx(abs(macro["carzero"] - macro["plain"]), abs=1e-12)
+    assert spread["highest"] == max(macro, key=macro.get) and "accuracy" in spread
+    table = (out / "table.md").read_text(encoding="utf-8")
+    assert f"| pneumonia | plain | {macro['plain']:.3f} [" in table
+    assert f"| pneumonia | spread (max − min) | {spread['auc_macro']:.3f} |" in table
+    record = json.loads((out / "records.json").read_text(encoding="utf-8"))[0]
+    assert record["metrics"]["auc_macro_prompts_plain"] == pytest.approx(macro["plain"])
+    assert record["metrics"]["auc_macro_spread"] == pytest.approx(spread["auc_macro"])

@@ -83,8 +83,8 @@ def test_mismatched_spaces_are_one_line(lite0_store: Path, lite2_store: Path, tr
     assert r.stderr.count("\n") == 1 and "head's image space" in r.stderr and "--force" in r.stderr
     # Forcing is possible for models with the same width ...
     forced = classify_store(lite0_store, load_prompts("pneumonia"), text_model="minilm",
-                            head_path=trained["head"], force_space=True, bootstrap=0)
-    assert forced.n == 180
+                            head_path=trained["head"], force_space=True, bootstrap=0, allow_overlap=True)
+    assert forced.n == 180 and forced.overlap["rows_in_head_training"] == 120
     # ... but cosine between a 1280-d image space and a 384-d text space never is.
     with pytest.raises(ProvenanceError, match="widths differ"):
         classify_store(lite2_store, load_prompts("pneumonia"), text_model="minilm", scoring="cosine",

@@ -64,6 +64,8 @@ def test_manifest_reads_back_as_the_spec_did(stitch, data: Path, tmp_path: Path)
     direct = read_inputs(spec).items
     back = read_inputs(tmp_path / "nih.csv").items
     assert [(i.id, i.path, i.label, i.group) for i in back] == [(i.id, i.path, i.label, i.group) for i in direct]
+    assert [i.extra for i in back] == [i.extra for i in direct]  # view, study, split, uncertain kept
+    assert read_inputs(tmp_path / "nih.csv").columns == read_inputs(spec).columns
     pa = read_inputs(tmp_path / "nih.csv", where={"view": "PA"}).items
     assert [i.id for i in pa] == [i.id for i in direct if i.extra["view"] == "PA"]
     refused = stitch("datasets", "nih", "-o", tmp_path / "x.csv")
@@ -94,3 +96,17 @@ def test_manifest_through_a_linked_folder_names_the_link(stitch, data: Path, tmp
     assert proc.returncode == 0, proc.stderr
     again = read_inputs(tmp_path / "out" / "nih.csv").items
     assert [(i.id, i.path, i.label, i.group) for i in again] == [(i.id, i.path, i.label, i.group) for i in direct]
+
+
+def test_where_each_official_split_comes_from_and_what_to_do_without(stitch, data: Path) -> None:
+    listing = stitch("datasets").stdout
+    assert "train_val_list.txt and test_list.txt" in listing and "  openi     none published" in listing
+    assert "hold out patients yourself" in listing
+    cards = {c["name"]: c for c in json.loads(stitch("datasets", "--json").stdout)["datasets"]}
+    assert all(bool(c["split_from"]) == bool(c["splits"]) for c in cards.values())
+    assert "publishes no official split" in cards["padchest"]["split_note"]
+    # The shared NIH subset has no split lists: the summary says where they come from.
+    proc = stitch("datasets", f"nih:{data / 'nih-pneumonia-256'}?labels=torchxrayvision", "--json")
+    summary = json.loads(proc.stdout)
+    assert summary["splits"] == {"none": summary["rows"]}
+    assert "train_val_list.txt" in summary["split_note"] and "the folder lacks it" in summary["split_note"]

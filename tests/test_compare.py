@@ -40,3 +40,19 @@ def test_a_finding_with_one_class_is_left_out() -> None:
     truth, valid, a, b = _data(3)
     truth[:, 1] = False
     assert paired_macro_difference(truth, valid, a, b, n_boot=0)["findings"] == [0, 2]
+
+
+def test_the_paired_difference_resamples_whole_patients_where_there_are_groups() -> None:
+    """`stitch benchmark --control` on a store with patients: copies of each image, one patient
+    each, change nothing; without the groups the copies pass for evidence and narrow it."""
+    truth, valid, a, b = _data(4, n=200)
+    dup = np.repeat(np.arange(200), 3)
+    one = paired_macro_difference(truth, valid, a, b, n_boot=300, seed=2, groups=np.arange(200))
+    by_patient = paired_macro_difference(truth[dup], valid[dup], a[dup], b[dup], n_boot=300, seed=2, groups=dup)
+    by_image = paired_macro_difference(truth[dup], valid[dup], a[dup], b[dup], n_boot=300, seed=2)
+    assert by_patient["difference"] == pytest.approx(one["difference"], abs=1e-12)
+    assert by_patient["ci"]["difference"] == pytest.approx(one["ci"]["difference"], abs=1e-12)
+    assert (by_patient["ci"]["unit"], by_patient["ci"]["n_groups"]) == ("group", 200)
+    assert (by_image["ci"]["unit"], by_image["ci"]["n_groups"]) == ("image", None)
+    width = [r["ci"]["difference"][1] - r["ci"]["difference"][0] for r in (by_image, by_patient)]
+    assert 0.45 < width[0] / width[1] < 0.75  # about 1 / sqrt(3)

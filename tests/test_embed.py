@@ -269,6 +269,7 @@ def test_missing_weights_offline_is_one_clear_line(tmp_path: Path, stitch) -> No
         (["embed", "{texts}", "-m", "no-such-model", "-o", "o.h5"], "unknown model spec"),
         (["embed", "{texts}", "-m", "lite0", "-o", "o.h5"], "pick a model of the same modality"),
         (["embed", "{texts}", "-m", "minilm", "-o", "o.h5", "--shard", "3/2"], "--shard"),
+        (["embed", "{texts}", "-m", "minilm", "-o", "o.h5", "--tokens", "--token-grid", "4x4"], "pools image patch grids"),
         (["info", "{texts}"], "not a stitchkit file"),
         (["info", "nowhere.h5"], "no such file"),
     ],
@@ -301,3 +302,131 @@ def test_models_lists_the_packaged_models(stitch) -> None:
     rows = {r["name"]: r for r in json.loads(res.stdout)["models"]}
     assert rows["lite0"]["installed"] and rows["lite0"]["dim"] == 1280
     assert rows["minilm"]["modality"] == "text" and rows["minilm"]["dim"] == 384
+
+
+class _StopAfter:
+    """A progress sink that interrupts the run after ``n`` batches (a Ctrl-C mid-run)."""
+
+    def __init__(self, n: int) -> None:
+        self.left = n
+
+    def start(self, total: int, done: int = 0) -> None: ...
+
+    def advance(self, n: int) -> None:
+        self.left -= 1
+        if self.left <= 0:
+            raise KeyboardInterrupt
+
+
+def test_token_grid_pools_at_embed_time_as_pooling_the_full_store(tmp_path: Path, data: Path) -> None:
+    """`--token-grid 4x4`: Lite0's 7x7 tokens averaged onto 4x4 as they are embedded equal the
+    full store's tokens pooled afterwards (float16 apart); the globals are bit for bit those of
+    an embed without it; the store records both grids; a resume refuses another grid."""
+    from stitchkit.embed import embed_store
+    from stitchkit.encoders import load_encoder
+    from stitchkit.errors import UsageError
+    from stitchkit.inputs import read_inputs
+    from stitchkit.maps.tokens import pooling_relation
+    from stitchkit.store.grid import resample_tokens
+
+    inputs = read_inputs(_image_folder(tmp_path / "imgs", data, n=3))
+    encoder = load_encoder("lite0")
+    full, pooled, same = tmp_path / "full.h5", tmp_path / "4x4.h5", tmp_path / "7x7.h5"
+    embed_store(inputs, encoder, full, tokens=True, workers=0)
+    embed_store(inputs, encoder, pooled, tokens=True, token_grid="4x4", workers=0)
+    embed_store(inputs, encoder, same, tokens=True, token_grid="7x7", workers=0)
+    with EmbeddingStore(full) as f, EmbeddingStore(pooled) as p, EmbeddingStore(same) as s:
+        rows = np.arange(len(f))
+        assert np.array_equal(p.read(), f.read()) and np.array_equal(s.read(), f.read())
+        assert p.token_shape == (16, 1280) and s.token_shape == (49, 1280)
+        assert (p.attrs["token_grid"], p.attrs["model_token_grid"]) == ("4x4", "7x7")
+        assert "token_grid" not in f.attrs
+        toks, mask = p.read_tokens(rows)
+        full_toks, _ = f.read_tokens(rows)
+        np.testing.assert_array_equal(s.read_tokens(rows)[0], full_toks)  # 7x7 of 7x7: the tokens
+        glob = p.read()
+    assert mask.all()
+    scale = np.abs(full_toks).max()
+    np.testing.assert_allclose(toks, resample_tokens(full_toks, 4), rtol=0, atol=1e-3 * scale)
+    # Area weights keep the grid's mean: the global is still the mean of the pooled tokens.
+    assert pooling_relation(glob, toks, mask) == "mean"
+
+    # An interrupted 4x4 run resumes only as 4x4; the same command finishes it unchanged.
+    out = tmp_path / "resumed.h5"
+    with pytest.raises(KeyboardInterrupt):
+        embed_store(inputs, encoder, out, tokens=True, token_grid="4x4", workers=0, batch_size=2,
+                    progress=_StopAfter(1))
+    parts = Path(str(out) + ".parts")
+    assert len(list(parts.glob("part-*.h5"))) == 1
+    for grid in (None, "2x2"):
+        with pytest.raises(UsageError, match=r"unfinished run with other settings \(token_grid\)"):
+            embed_store(inputs, encoder, out, tokens=True, token_grid=grid, workers=0, batch_size=2)
+    # A part of another grid slipped into the folder is refused when the store is assembled.
+    with pytest.raises(KeyboardInterrupt):
+        embed_store(inputs, encoder, tmp_path / "other.h5", tokens=True, workers=0, batch_size=2,
+                    progress=_StopAfter(1))
+    stray = parts / "part-000002.h5"
+    shutil.copy(Path(str(tmp_path / "other.h5") + ".parts") / "part-000000.h5", stray)
+    with pytest.raises(UsageError, match=r"tokens on other grids \(4x4, the model's\)"):
+        embed_store(inputs, encoder, out, tokens=True, token_grid="4x4", workers=0, batch_size=2)
+    stray.unlink()
+    embed_store(inputs, encoder, out, tokens=True, token_grid="4x4", workers=0, batch_size=2)
+    with EmbeddingStore(out) as r:
+        assert np.array_equal(r.read(), glob)
+        np.testing.assert_array_equal(r.read_tokens(rows)[0], toks)
+        assert r.attrs["token_grid"] == "4x4"
+    # A store on another grid (or without tokens) is not this run: never "already complete".
+    with pytest.raises(UsageError, match="holds another embedding run"):
+        embed_store(inputs, encoder, full, tokens=True, token_grid="4x4", workers=0)
+
+
+@pytest.mark.parametrize(("grid", "tokens", "needle"), [
+    ("8x8", True, "finer than lite0's 7x7 patch grid: choose at most 7x7"),
+    ("4x3", True, "square grid"),
+    ("four", True, "takes HxW"),
+    ("4x4", False, "add --tokens"),
+])
+def test_token_grid_refusals_are_one_line(tmp_path: Path, data: Path, grid: str, tokens: bool, needle: str) -> None:
+    from tests.faults.helpers import run_inprocess
+
+    folder = _image_folder(tmp_path / "imgs", data, n=1)
+    out = tmp_path / "o.h5"
+    res = run_inprocess("embed", folder, "-m", "lite0", "-o", out, *(["--tokens"] if tokens else []),
+                        "--token-grid", grid)
+    assert res.code == 2, res.stderr
+    assert needle in res.stderr and len(res.message_lines) == 1
+    assert not out.exists() and not Path(str(out) + ".parts").exists()  # refused before any work
+
+
+def test_decode_workers_give_bit_for_bit_what_the_main_process_gives(tmp_path: Path, data: Path) -> None:
+    """`--workers auto` (decode workers at lower priority, batches stacked in shared memory,
+    parts written on their own thread) writes exactly the store `--workers 0` writes."""
+    from stitchkit.embed import auto_workers, decode_workers, embed_store
+    from stitchkit.encoders import load_encoder
+    from stitchkit.inputs import read_inputs
+
+    # auto: the cores the forward leaves free (at most 8), at least one per 4 of its threads
+    assert [auto_workers(c, t) for c, t in ((2, 2), (1, 1), (16, 16), (16, 4), (64, 1), (8, 12))] == [1, 1, 4, 8, 8, 3]
+    folder = _image_folder(tmp_path / "imgs", data, n=3)
+    (folder / "NORMAL" / "empty.png").write_bytes(b"")  # a failure in a batch changes nothing
+    inputs = read_inputs(folder)
+    encoder = load_encoder("lite0")
+    assert decode_workers(None, encoder) >= 1
+    seen: list[int] = []
+
+    class Count:
+        def start(self, total: int, done: int = 0) -> None: ...
+
+        def advance(self, n: int) -> None:
+            seen.append(n)
+
+    stores = {w: tmp_path / f"w{w}.h5" for w in (0, None)}
+    for workers, out in stores.items():
+        embed_store(inputs, encoder, out, tokens=True, batch_size=2, workers=workers, progress=Count(),
+                    on_failure=lambda *_: None)
+    assert seen == [2, 2, 2, 1] * 2  # 7 inputs, each batch reported once it is on disk
+    with EmbeddingStore(stores[0]) as a, EmbeddingStore(stores[None]) as b:
+        rows = np.arange(len(a))
+        assert len(a) == 6 and list(a.ids) == list(b.ids) and a.failed == b.failed
+        assert np.array_equal(a.read(rows), b.read(rows))
+        np.testing.assert_array_equal(a.read_tokens(rows)[0], b.read_tokens(rows)[0])

@@ -243,5 +243,5 @@ def test_token_stores_train_and_classify(tmp_path: Path) -> None:
     pset = parse_prompts({"normal": ["There is no abnormality."], "pneumonia": ["There is pneumonia."]},
                          source="test")
     res = classify_store(tmp_path / "i.h5", pset, prompt_store=tmp_path / "p.h5",
-                         head_path=tmp_path / "h.st", bootstrap=0)
+                         head_path=tmp_path / "h.st", bootstrap=0, allow_overlap=True)
     assert res.n == n and res.metrics is not None and res.metrics["n"] == n

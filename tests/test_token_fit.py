@@ -67,6 +67,33 @@ def test_resampling_rows_sum_to_one(n_in: int, n_out: int) -> None:
         assert np.allclose(R.sum(axis=0), n_out / n_in)
 
 
+def test_token_grid_pooling_is_adaptive_pooling_where_it_divides_and_keeps_the_mean_where_not() -> None:
+    """`stitch embed --token-grid`: block means where the side divides the model's (what
+    adaptive_avg_pool2d gives), overlap-weighted where it does not (the grid's mean kept, which
+    adaptive_avg_pool2d's overlapping whole windows do not keep)."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    for s_in, s_out in ((14, 7), (9, 3), (9, 4), (37, 7), (7, 4)):
+        x = rng.normal(size=(2, s_in * s_in, 5)).astype(np.float32)
+        pooled, mask, side = G.pool_token_grid(x, np.ones(x.shape[:2], bool), s_out)
+        assert side == s_in and pooled.shape == (2, s_out * s_out, 5) and mask.all()
+        np.testing.assert_allclose(pooled.mean(axis=1), x.mean(axis=1), rtol=0, atol=1e-5)
+        grid = torch.from_numpy(x).reshape(2, s_in, s_in, 5).permute(0, 3, 1, 2)
+        adaptive = torch.nn.functional.adaptive_avg_pool2d(grid, s_out).permute(0, 2, 3, 1).reshape(2, -1, 5).numpy()
+        if s_in % s_out == 0:
+            np.testing.assert_allclose(pooled, adaptive, rtol=0, atol=1e-5)
+        else:
+            assert np.abs(adaptive.mean(axis=1) - x.mean(axis=1)).max() > 1e-3
+    x = np.zeros((1, 50, 5), np.float32)
+    with pytest.raises(UsageError, match="finer than the model's 7x7"):
+        G.pool_token_grid(x[:, :49], None, 8)
+    with pytest.raises(UsageError, match="50 tokens per image, not a square patch grid"):
+        G.pool_token_grid(x, None, 4)
+    with pytest.raises(UsageError, match="padded tokens"):
+        G.pool_token_grid(x[:, :49], np.arange(49)[None] < 40, 4)
+
+
 def test_area_resampling_keeps_the_mean_and_bilinear_hits_cell_centres(st: dict[str, Path]) -> None:
     with EmbeddingStore(st["lite2"]) as s:
         tok, _ = s.read_tokens(np.arange(4))

@@ -156,7 +156,7 @@ def test_token_head_needs_query_tokens(tok: dict[str, Path], token_head: Path, s
     assert r.returncode == 2 and r.stderr.count("\n") == 1
     assert "trained with image tokens" in r.stderr and "--no-image-tokens" in r.stderr
     r = stitch("classify", plain, "--prompts", "pneumonia", "--text-model", "minilm", "--head", token_head,
-               "--no-image-tokens", "--bootstrap", "0")
+               "--no-image-tokens", "--bootstrap", "0", "--allow-overlap")
     assert r.returncode == 0, r.stderr
     assert "scores global vectors only" in r.stdout
 
@@ -242,3 +242,59 @@ def test_prior_em_is_label_free_and_keeps_the_ranking(tok: dict[str, Path]) -> N
     with pytest.raises(UsageError, match="multi-class"):
         classify_store(tok["lite2"], load_prompts("pneumonia", mode="multilabel"), text_model="minilm",
                        map_path=tok["text_map"], scoring="cosine", prior="em")
+
+
+@pytest.fixture(scope="module")
+def grid4(data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """24 Kermany images (6 per split and class) through Lite0 twice: full 7x7 tokens and
+    `--token-grid 4x4`, and label captions with word tokens."""
+    from stitchkit.embed import embed_store
+    from stitchkit.encoders import load_encoder
+    from stitchkit.inputs import read_inputs
+    from stitchkit.zeroshot.captions import CaptionSource, make_captions
+    from tests.conftest import kermany_rows, write_csv
+
+    d = tmp_path_factory.mktemp("grid4")
+    inputs = read_inputs(write_csv(kermany_rows(data, {"train": 6, "test": 6}), d / "m.csv"))
+    encoder = load_encoder("lite0")
+    out = {"dir": d, "full": d / "full.h5", "4x4": d / "4x4.h5", "captions": d / "captions.h5"}
+    embed_store(inputs, encoder, out["full"], tokens=True, workers=0)
+    embed_store(inputs, encoder, out["4x4"], tokens=True, token_grid="4x4", workers=0)
+    make_captions(out["full"], out=out["captions"], text_model="minilm",
+                  source=CaptionSource(prompts=load_prompts("pneumonia")), tokens=True)
+    return out
+
+
+def test_token_heads_and_token_maps_work_on_a_4x4_store(grid4: dict[str, Path]) -> None:
+    """A store pooled at embed time is an ordinary token store: a token head trains and scores
+    on its 16 tokens, a token map fits on it against 7x7 (resampled as any two grids) and
+    between equal 4x4 grids, and `apply` keeps its grid."""
+    from stitchkit.maps import AnchorPlan, TokenGrid, fit_token_map
+
+    d = grid4["dir"]
+    cfg = TrainConfig(min_steps=0, head=HeadConfig(width=16, heads=2), epochs=3, batch_size=6, val_fraction=0.0)
+    head_path = d / "4x4.head"
+    train_head(grid4["4x4"], grid4["captions"], out=head_path, config=replace(cfg, seed=0),
+               ids=_ids(grid4["4x4"], "train"))
+    head = Head.load(head_path)
+    assert head.uses_image_tokens_ and head.image_token_count_ == 16
+    res = classify_store(grid4["4x4"], load_prompts("pneumonia"), text_model="minilm", head_path=head_path,
+                         ids=_ids(grid4["4x4"], "test"), bootstrap=0, output=d / "scores.csv")
+    assert 0.0 <= res.metrics["auc"]["pneumonia"] <= 1.0
+    assert np.isfinite([float(r["pneumonia"]) for r in csv.DictReader((d / "scores.csv").open())]).all()
+
+    plan = AnchorPlan(holdout=0.25, refit=False)
+    m = fit_token_map(grid4["4x4"], grid4["full"], plan=replace(plan, metrics=False),  # 18 images: no metrics
+                      tokens=TokenGrid(token_grid="target"))
+    rec = m.anchors_["tokens"]
+    assert rec["source_grid"] == [4, 4] and rec["grid"] == [7, 7] and rec["resample"]["source"] == "bilinear"
+    map_path = d / "4x4-to-7x7.map"
+    m.save(map_path)
+    mapped = d / "mapped-4x4.h5"
+    apply_map(map_path, grid4["4x4"], mapped)
+    with EmbeddingStore(mapped) as s:
+        assert s.token_shape == (16, 1280) and s.attrs["token_grid"] == "4x4"
+    same = fit_token_map(grid4["4x4"], mapped, plan=plan)
+    rec = same.anchors_["tokens"]
+    assert rec["grid"] == [4, 4] and rec["resample"] == {"source": "none", "target": "none"}
+    assert same.metrics_["token_cosine_mean"] > 0.99  # the 4x4 tokens of a store and their own map

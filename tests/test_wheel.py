@@ -59,7 +59,7 @@ def test_wheel_ships_prompts_anchor_lists_and_suites(wheel_env: Path) -> None:
     out = subprocess.run([str(wheel_env / "bin" / "python"), "-c", code], cwd=wheel_env,
                          capture_output=True, text=True, check=True).stdout.splitlines()
     assert str(wheel_env) in out[0], "stitchkit was imported from the checkout, not the wheel"
-    assert out[1] == "['cxr-findings.yaml', 'cxr14.yaml', 'pneumonia-subtypes.yaml', 'pneumonia.yaml']"
+    assert out[1] == "['cxr-findings.yaml', 'cxr14-chexzero.yaml', 'cxr14-report.yaml', 'cxr14.yaml', 'pneumonia-subtypes.yaml', 'pneumonia.yaml']"
     assert int(out[2]) >= 4
     assert out[3] == "['demo.yaml', 'papers.yaml']"  # `stitch benchmark papers` after `pip install .`
 
@@ -78,3 +78,14 @@ def test_wheel_classifies_with_a_curated_prompt_set(wheel_env: Path, minilm_stor
         rows = list(csv.DictReader(fh))
     assert len(rows) == 300
     assert any("pneumonia" in column for column in rows[0])
+
+
+def test_a_wheel_names_its_version_and_no_commit(wheel_env: Path) -> None:
+    """Installed from a wheel there is no checkout: the code is the installed version alone."""
+    import json
+    from importlib.metadata import version
+
+    code = "import json, stitchkit.provenance as p; print(json.dumps(p.code_provenance()))"
+    out = subprocess.run([str(wheel_env / "bin" / "python"), "-c", code], cwd=wheel_env,
+                         capture_output=True, text=True, check=True).stdout
+    assert json.loads(out) == {"stitchkit": version("stitchkit")}

@@ -244,3 +244,76 @@ def test_paired_resamples_keep_each_class_size(monkeypatch: pytest.MonkeyPatch) 
     assert sum(len(w) for _, w in resamples) == 2 * 100  # both scorers, every resample
     for ys, w in resamples:
         assert (w[:, ys].sum(axis=1) == 3).all() and (w[:, ~ys].sum(axis=1) == 57).all()
+
+
+# -- intervals by patient: the cluster bootstrap -----------------------------------------------------
+def test_group_codes_are_dense_and_an_empty_group_is_its_own() -> None:
+    codes = M.group_codes(np.array(["p2", "", "p1", "p2", "", "p1"], dtype=object))
+    assert sorted(set(codes)) == list(range(4))  # p1, p2, and each of the two ungrouped images
+    assert codes[0] == codes[3] and codes[2] == codes[5] and codes[1] != codes[4]
+    assert M.group_codes(None) is None
+
+
+def test_a_group_resample_counts_whole_groups() -> None:
+    """Every image of a group is weighted by its group's count; G groups are drawn each time."""
+    groups = np.repeat(np.arange(50), np.arange(50) % 4 + 1)  # 1 to 4 images per patient
+    design = M.resampling(np.random.default_rng(0), len(groups), 20, groups=groups)
+    w = design.weights(np.random.default_rng(1), 0, 20)
+    first = np.searchsorted(groups, np.arange(50))  # each group's first image
+    np.testing.assert_array_equal(w, w[:, first][:, groups])  # constant within a group
+    np.testing.assert_array_equal(w[:, first].sum(1), 50)
+    assert design.record() == {"unit": "group", "n_groups": 50} and design.n_boot == 20
+
+
+def test_one_image_per_group_matches_the_image_bootstrap() -> None:
+    """Groups of one image: the ordinary bootstrap in distribution (its counts come from another
+    stream), the little bootstraps draw for draw; point estimates never change."""
+    truth, prob, logit = _data(600, 3, 11)
+    plain = M.evaluate_columns(M.ArrayColumns(truth, prob, "multiclass", logit), list("abc"),
+                               mode="multiclass", n_boot=2000, seed=4)
+    single = M.evaluate_columns(M.ArrayColumns(truth, prob, "multiclass", logit, groups=np.arange(600)),
+                                list("abc"), mode="multiclass", n_boot=2000, seed=4)
+    assert {k: v for k, v in single.items() if k != "ci"} == {k: v for k, v in plain.items() if k != "ci"}
+    assert plain["ci"]["unit"] == "image" and plain["ci"]["n_groups"] is None
+    assert single["ci"]["unit"] == "group" and single["ci"]["n_groups"] == 600
+    for key in ("auc_macro", "accuracy", "f1_macro"):
+        (a, b), (c, d) = plain["ci"][key], single["ci"][key]
+        assert 0.85 < (b - a) / (d - c) < 1.15 and abs(a - c) < 0.25 * (b - a), key
+    truth, prob, logit = _data(6000, 2, 12)  # above EXACT_MAX: subsets of groups are subsets of images
+    blb = [M.bootstrap_intervals(M.ArrayColumns(truth, prob, "multiclass", logit, groups=g), n_boot=100, seed=0)
+           for g in (None, np.arange(6000))]
+    for key in ("auc_macro", "accuracy", "f1_macro"):
+        assert blb[0][key] == blb[1][key], key
+
+
+def test_copies_of_each_image_narrow_the_image_bootstrap_but_not_the_patient_one() -> None:
+    """Four images per patient, each a copy: resampling images takes them for four times the
+    evidence (about half the width); resampling patients gives what one image each gives."""
+    truth, prob, logit = _data(500, 2, 13)
+    dup = np.repeat(np.arange(500), 4)
+    one = M.bootstrap_intervals(M.ArrayColumns(truth, prob, "multiclass", logit, groups=np.arange(500)), seed=2)
+    by_patient = M.bootstrap_intervals(M.ArrayColumns(truth[dup], prob[dup], "multiclass", logit[dup], groups=dup),
+                                       seed=2)
+    by_image = M.bootstrap_intervals(M.ArrayColumns(truth[dup], prob[dup], "multiclass", logit[dup]), seed=2)
+    for key in ("auc_macro", "accuracy", "f1_macro"):
+        assert by_patient[key] == one[key], key  # the same patients, the same draws, weights scaled alike
+        (a, b), (c, d) = by_image[key], by_patient[key]
+        assert 0.4 < (b - a) / (d - c) < 0.65, key
+
+
+def test_resampled_aucs_are_exact_whatever_adds_them() -> None:
+    """Whole counts make every resampled AUC a ratio of whole (or half) numbers computed exactly:
+    the same seed gives the same bits on any machine, whatever order BLAS or SIMD adds in."""
+    from fractions import Fraction
+
+    rng = np.random.default_rng(8)
+    y = rng.random(300) < 0.3
+    s = np.round(rng.random(300) + 0.5 * y, 1)  # ties
+    w = rng.multinomial(300, np.full(300, 1 / 300), size=5).astype(np.float32)
+    got = M._SortedClass(y, s).aucs(w)
+    for row, value in zip(w.astype(int), got, strict=True):
+        pos = [(x, k) for x, k, t in zip(s, row, y, strict=True) if t]
+        neg = [(x, k) for x, k, t in zip(s, row, y, strict=True) if not t]
+        num = sum(Fraction(kp * kn) * (1 if xp > xn else Fraction(1, 2) if xp == xn else 0)
+                  for xp, kp in pos for xn, kn in neg)
+        assert value == float(num / (sum(k for _, k in pos) * sum(k for _, k in neg)))

@@ -83,6 +83,11 @@ class Encoder(ABC):
         """Seconds spent exporting a graph for this encoder's runtime (None: none, or cached)."""
         return None
 
+    def forward_threads(self) -> int:
+        """CPU threads ``encode`` keeps busy: torch's intra-op threads on the CPU, one (the
+        thread that feeds it) on a GPU. Decode workers are counted against it."""
+        return torch.get_num_threads() if self.device.type == "cpu" else 1
+
     @property
     @abstractmethod
     def dim(self) -> int: ...

@@ -276,6 +276,11 @@ class OnnxRuntimeMixin:
     def export_seconds(self) -> float | None:
         return self._onnx.export_seconds if self.runtime == "onnx" and self._onnx else None
 
+    def forward_threads(self) -> int:
+        if self.runtime == "onnx" and self._onnx is not None:
+            return self._onnx.threads  # the session's intra-op threads
+        return super().forward_threads()  # type: ignore[misc]
+
     def onnx_encode(self, batch: torch.Tensor, tokens: bool) -> Any:
         from .base import EncodeOutput, with_patch_tokens
 

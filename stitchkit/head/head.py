@@ -12,6 +12,7 @@ import torch
 
 from ..artifacts import load_artifact, save_artifact
 from ..errors import UsageError
+from ..fitted_on import META_KEY, FittedOn, model_tensors
 from .model import (
     CrossAttentionHead,
     HeadConfig,
@@ -30,6 +31,9 @@ class Head:
 
     ``image_space_`` and ``text_space_`` are ``EmbeddingStore.space()`` dicts; classification
     checks that the (mapped) queries and the prompts live in exactly these spaces.
+    ``fitted_on_`` (:class:`~stitchkit.fitted_on.FittedOn`): the images it trained on, hashed
+    (unknown for a head trained before that was recorded); classification checks its queries
+    against them.
 
     >>> head = Head.load("head.st")                              # doctest: +SKIP
     >>> logits = head.score(images, prompts)                     # doctest: +SKIP
@@ -42,11 +46,13 @@ class Head:
         image_space: dict[str, Any],
         text_space: dict[str, Any],
         meta: dict[str, Any] | None = None,
+        fitted_on: FittedOn | None = None,
     ) -> None:
         self.module_ = module
         self.image_space_ = dict(image_space)
         self.text_space_ = dict(text_space)
         self.meta_ = dict(meta or {})
+        self.fitted_on_ = fitted_on or FittedOn(None)
         # Query patch tokens on another square grid are resampled onto the head's (set False
         # to score them as they come: a measured lever in docs/head.md).
         self.resample_tokens = True
@@ -101,7 +107,11 @@ class Head:
             "image_space": self.image_space_,
             "text_space": self.text_space_,
         }
-        return save_artifact(path, HEAD_KIND, state_to_numpy(self.module_), meta)
+        tensors = state_to_numpy(self.module_)
+        if self.fitted_on_.known:
+            meta[META_KEY] = self.fitted_on_.meta()
+            tensors.update(self.fitted_on_.tensors())
+        return save_artifact(path, HEAD_KIND, tensors, meta)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Head:
@@ -111,12 +121,12 @@ class Head:
             module = CrossAttentionHead(int(meta["image_dim"]), int(meta["text_dim"]), config)
         except KeyError as exc:
             raise UsageError(f"{path}: head metadata lacks {exc}; train the head again") from exc
-        load_numpy_state(module, tensors)
+        load_numpy_state(module, model_tensors(tensors))
         module.eval()
         rest = {k: v for k, v in meta.items()
-                if k not in ("head_config", "image_dim", "text_dim", "image_space", "text_space")}
-        return cls(module, image_space=meta.get("image_space", {}),
-                   text_space=meta.get("text_space", {}), meta=rest)
+                if k not in ("head_config", "image_dim", "text_dim", "image_space", "text_space", META_KEY)}
+        return cls(module, image_space=meta.get("image_space", {}), text_space=meta.get("text_space", {}),
+                   meta=rest, fitted_on=FittedOn.read(tensors, meta.get(META_KEY)))
 
     def to(self, device: str | object) -> Head:
         """Score on ``device`` (a torch device or its name); returns the head itself."""

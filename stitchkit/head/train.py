@@ -63,6 +63,8 @@ from ..devices import (
 )
 from ..errors import UsageError
 from ..fileio import check_writable_dir
+from ..fitted_on import FittedOn
+from ..fitted_on import Part as FittedPart
 from ..store import EmbeddingStore, check_same_space
 from .checkpoint import (
     CheckpointState,
@@ -300,6 +302,7 @@ class Pairs:
     label_positives: bool
     sources: np.ndarray  # per image: the number of the (images, texts) pair of stores it is from
     paths: list[tuple[str, str]]
+    fitted_on: FittedOn | None = None  # the image rows trained on, hashed (:func:`fitted_rows`)
 
     def part(self, rows: np.ndarray, text_rows: np.ndarray | None = None) -> tuple[Side, Side, PairKeys]:
         """Images ``rows`` with one text each: ``text_rows`` (one per image), else each one's first."""
@@ -358,7 +361,23 @@ def load_pairs(sources: list[tuple[StoreLike, StoreLike]], cfg: TrainConfig,
     tr_rows, va_rows = split_train_val(img, cfg.val_fraction, cfg.seed)
     source = np.concatenate([np.full(len(p[0]), n) for n, p in enumerate(parts)])
     return Pairs(istore, tstore, img, txt, sentences, keys, tr_rows, va_rows, label_positives, source,
-                 [(str(i.path), str(t.path)) for i, t in stores])
+                 [(str(i.path), str(t.path)) for i, t in stores],
+                 fitted_rows([i for i, _ in stores], [p[0] for p in parts], cfg.pool_by))
+
+
+def fitted_rows(stores: list[EmbeddingStore], sides: list[Side], pool_by: str | None) -> FittedOn:
+    """The image rows a head trains on (its validation pairs too: they choose the weights kept),
+    per image store: their ids and groups, hashed (:mod:`stitchkit.fitted_on`). Pooled, a
+    sample is a group: its rows are every view of it."""
+    parts = []
+    for store, side in zip(stores, sides, strict=True):
+        if pool_by is None:
+            parts.append(FittedPart.of(side.ids, side.groups, store.path, store.attrs.get("input")))
+            continue
+        groups = store.groups.astype(str)
+        rows = np.isin(groups, np.asarray(side.ids, dtype=str))
+        parts.append(FittedPart.of(store.ids[rows], groups[rows], store.path, store.attrs.get("input")))
+    return FittedOn.of(parts)
 
 
 def own_keys(text: np.ndarray, sentences: Sentences) -> np.ndarray:
@@ -548,7 +567,7 @@ class Trainer:
         load_numpy_state(self.model, self.state.best)
         val = validation_metrics(self.model, *self.val_part, self.cfg) if len(self.pairs.va_rows) else {}
         head = Head(self.model, image_space=self.pairs.istore.space(), text_space=self.pairs.tstore.space(),
-                    meta=head_meta(self, val))
+                    meta=head_meta(self, val), fitted_on=self.pairs.fitted_on)
         head.save(self.out)
         self.ckpt.unlink(missing_ok=True)
         return head, val

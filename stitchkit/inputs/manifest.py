@@ -2,7 +2,10 @@
 
 Columns (renamed by the ``--*-column`` flags): ``id`` (else the path, or the row number for
 texts), ``path`` (relative to the manifest, or to ``--root``, which paths may not leave),
-``text``, ``label``, ``group``. ``--where COL=VALUE`` keeps matching rows. Paths are made
+``text``, ``label``, ``group``; every further column (a dataset spec's ``view``, ``study``, ``split``,
+``uncertain`` as `stitch datasets SPEC -o` writes them, Kermany's ``subtype``) is kept and becomes a
+store column of the same name (but for the names a store uses itself: ``EXTRA_RESERVED``).
+``--where COL=VALUE`` keeps matching rows. Paths are made
 absolute by `fileio.absolute` (symbolic links kept), so they read back as they were written.
 """
 
@@ -18,6 +21,8 @@ from .registry import InputFormat
 from .types import Columns, InputOptions, Inputs, Item
 
 SUFFIXES = (".csv", ".jsonl")
+#: Store datasets a further manifest column may not become (it is left out).
+EXTRA_RESERVED = ("embeddings", "ids", "labels", "texts", "groups", "tokens", "tokens_mask", "failed")
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -55,6 +60,8 @@ def read_manifest(path: Path, cols: Columns, root: Path | None, where: dict[str,
             "rename with --path-column / --text-column"
         )
     base = absolute(root or path.parent)
+    named = {cols.id, cols.path, cols.text, cols.label, cols.group}
+    extras = [c for c in (list(rows[0]) if rows else []) if c and c not in named and c not in EXTRA_RESERVED]
     items = []
     for n, row in enumerate(rows):
         item = Item(id=(row.get(cols.id) or "").strip())
@@ -69,9 +76,10 @@ def read_manifest(path: Path, cols: Columns, root: Path | None, where: dict[str,
         item.group = row.get(cols.group) if cols.group in header else None
         if modality == "image" and cols.text in header:
             item.text = row.get(cols.text) or ""
+        item.extra = {c: row.get(c) or "" for c in extras}
         items.append(item)
     present = [c for c, name in (("label", cols.label), ("group", cols.group), ("text", cols.text)) if name in header]
-    return Inputs(items, modality, str(path), present, kind="manifest")
+    return Inputs(items, modality, str(path), present + extras, kind="manifest")
 
 
 def _confined(base: Path, rel: str, strict: bool) -> Path:

@@ -28,6 +28,7 @@ from .plan import (
     Plan,
     _space,
     choose_anchors,
+    fitted_anchors,
     heldout_metrics,
     plan_anchors,
     prepare_heldout,
@@ -101,6 +102,8 @@ def fit_map(
                                  stores={"source": src_store, "target": tgt_store})
         if plan.unpaired:
             m.anchors_["refinement"] = m.__dict__.pop("_refinement")
+        m.fitted_on_ = fitted_anchors(src_store, np.concatenate([ids, split.heldout]) if n_refit else ids,
+                                      plan.pool_by)
         m.metrics_ = measured
     return m
 
@@ -194,6 +197,8 @@ def apply_map(map_or_path: BaseMap | str | os.PathLike, store_path: str | os.Pat
         tok = T.plan(m, store, map_name, chunk_size) if tokens else None
         if tok is not None:
             attrs["tokens_mapping"], chunk_size = tok["note"], tok["chunk_size"]
+            # tokens pooled at embed time (--token-grid) stay on that grid
+            attrs.update({k: store.attrs[k] for k in ("token_grid", "model_token_grid") if k in store.attrs})
         with StoreWriter(out_path, dim=m.n_features_out_, attrs=attrs, columns=columns,
                          expected_rows=n, token_shape=tok and tok["token_shape"]) as writer:
             for rows, block in store.iter_chunks(chunk_size=chunk_size):

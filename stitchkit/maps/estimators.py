@@ -146,6 +146,7 @@ class BaseMap(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         # A refit forgets what the last fit learned; fit_map fills these in from the stores.
         self.metrics_: dict[str, Any] = {}
         self.anchors_: dict[str, Any] = {}
+        self.fitted_on_ = None  # the anchors' ids, hashed: fit_map records them (stitchkit.fitted_on)
         self.source_space_: dict[str, Any] = {"model_spec": None, "weights_sha256": None, "dim": total.dx}
         self.target_space_: dict[str, Any] = {"model_spec": None, "weights_sha256": None, "dim": total.dy}
         return self
@@ -228,7 +229,14 @@ class BaseMap(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             "restore(z) = z * y_scale + y_mean",
             **self._extra_meta(),
         }
-        return save_artifact(path, MAP_KIND, {k: np.asarray(v, np.float64) for k, v in tensors.items()}, meta)
+        arrays = {k: np.asarray(v, np.float64) for k, v in tensors.items()}
+        fitted = getattr(self, "fitted_on_", None)  # the anchors, hashed (fit_map records them)
+        if fitted is not None and fitted.known:
+            from ..fitted_on import META_KEY
+
+            meta[META_KEY] = fitted.meta()
+            arrays.update(fitted.tensors())  # uint64: an older reader ignores them
+        return save_artifact(path, MAP_KIND, arrays, meta)
 
     @classmethod
     def load(cls, path: str | Path) -> BaseMap:
@@ -454,6 +462,7 @@ def make_map(method: str, **params: Any) -> BaseMap:
 def load_map(path: str | Path) -> BaseMap:
     """A fitted map from a file written by :meth:`BaseMap.save`."""
     from ..artifacts import load_artifact
+    from ..fitted_on import META_KEY, FittedOn
 
     tensors, meta = load_artifact(path, MAP_KIND)
     method = meta.get("method")
@@ -471,6 +480,7 @@ def load_map(path: str | Path) -> BaseMap:
     m.target_space_ = meta.get("target", {})
     m.anchors_ = meta.get("anchors", {})
     m.metrics_ = meta.get("metrics", {})
+    m.fitted_on_ = FittedOn.read(tensors, meta.get(META_KEY))  # unknown for a map fitted before
     m.path_ = str(path)
     m._set_extra(tensors, meta)
     m._fold()

@@ -198,6 +198,22 @@ def unpaired_rows(store: Any, exclude: np.ndarray, n: int, seed: int) -> np.ndar
 
 
 
+def fitted_anchors(store: Any, ids: np.ndarray, pool_by: str | None = None) -> Any:
+    """The rows of the source ``store`` a map was fitted on (``ids``: its anchors, and the
+    held-out ones where it was refitted on them), hashed with their groups
+    (:mod:`stitchkit.fitted_on`); pooled, an anchor is a group and its rows are its views."""
+    from ..fitted_on import FittedOn, Part
+
+    groups = store.groups
+    if pool_by:
+        names = np.asarray(groups).astype(str)
+        rows = np.nonzero(np.isin(names, np.asarray(ids).astype(str)))[0]
+    else:
+        rows = rows_of(store, ids)
+    return FittedOn.of([Part.of(np.asarray(store.ids)[rows], None if groups is None else np.asarray(groups)[rows],
+                                store.path, (getattr(store, "attrs", None) or {}).get("input"))])
+
+
 def _space(store: Any) -> dict[str, Any]:
     space = store.space()
     space["modality"] = getattr(store, "modality", None)

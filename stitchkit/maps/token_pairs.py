@@ -51,6 +51,7 @@ from .options import AnchorPlan, ReadOptions, seeded_estimator
 from .plan import (
     _space,
     choose_anchors,
+    fitted_anchors,
     heldout_metrics,
     plan_anchors,
     prepare_heldout,
@@ -188,6 +189,7 @@ def fit_token_map(
         m.target_space_ = _space(tgt)
         m.anchors_ = plan.record(len(ids), len(split.pool), len(split.heldout), n_refit,
                                  stores={"source": src, "target": tgt})
+        m.fitted_on_ = fitted_anchors(src, np.concatenate([ids, split.heldout]) if n_refit else ids)
         m.anchors_["tokens"] = {
             "grid": [side, side],
             "grid_choice": tokens.token_grid,

@@ -60,3 +60,34 @@ def resample_tokens(tokens: np.ndarray, side_out: int) -> np.ndarray:
         return tokens
     K = grid_matrix(side_in, side_out)
     return np.einsum("ot,ntd->nod", K, tokens, optimize=True).astype(np.float32, copy=False)
+
+
+def pool_token_grid(tokens: np.ndarray, mask: np.ndarray | None, side: int, what: str = "the model"
+                    ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Patch tokens (N, s², D) average-pooled onto a ``side``×``side`` grid as they are embedded
+    (``stitch embed --token-grid``): (tokens (N, side², D) float32, their mask, s).
+
+    The pooling is :func:`resample_tokens`' area-weighted downsampling: where ``side`` divides
+    ``s`` it is the block mean (what ``adaptive_avg_pool2d`` gives); where it does not, each
+    output cell averages the cells it overlaps by their overlap (9 → 4: 2¼ cells per output
+    cell), so every input cell weighs the same and the grid's mean is kept exactly (a
+    mean-pooled CNN's global is still the mean of its pooled tokens). ``adaptive_avg_pool2d``
+    instead averages whole cells and counts the boundary cells in two windows. A grid finer
+    than the model's, tokens that are not a square grid, or padded (word) tokens are refused in
+    one line. The stored tokens never hold a class or register token (the encoders keep them
+    apart: the global vector), so every token is a patch.
+    """
+    tokens = np.asarray(tokens)
+    t = tokens.shape[1]
+    s = math.isqrt(t)
+    if mask is not None and not np.asarray(mask, dtype=bool).all():
+        raise UsageError(f"{what} gives padded tokens (word tokens): token_grid (--token-grid) pools image "
+                         "patch grids only")
+    if s * s != t:
+        raise UsageError(f"{what} gives {t} tokens per image, not a square patch grid: token_grid "
+                         "(--token-grid) cannot pool them")
+    if side > s:
+        raise UsageError(f"token_grid {side}x{side} is finer than {what}'s {s}x{s} patch grid: "
+                         f"choose at most {s}x{s}")
+    out = resample_tokens(tokens, side)
+    return out, np.ones(out.shape[:2], dtype=bool), s

@@ -56,11 +56,16 @@ def merge_stores(paths: Sequence[str | Path], out: str | Path, *, chunk_size: in
                 )
             if store.columns != columns or store.has_tokens != first.has_tokens:
                 raise StoreError(f"{store.path} has other columns than {first.path}: shards must match")
+            grid, first_grid = (s.attrs.get("token_grid") for s in (store, first))  # --token-grid
+            if store.has_tokens and grid != first_grid:
+                grid, first_grid = (f"a {g} grid" if g else "the model's grid" for g in (grid, first_grid))
+                raise StoreError(f"{store.path} holds tokens on {grid}, {first.path} on {first_grid}: "
+                                 "merge only shards embedded with one --token-grid")
             if store.has_tokens:
                 token_t = max(token_t, store.token_shape[0])
                 token_d = store.token_shape[1]
         _refuse_repeated_ids(stores)
-        attrs = {k: v for k, v in first.attrs.items() if k not in ("complete", "created", "shard", "versions", "format", "format_version")}
+        attrs = {k: v for k, v in first.attrs.items() if k not in ("complete", "created", "shard", "versions", "code", "format", "format_version")}
         attrs["merged_from"] = json.dumps([str(s.path) for s in stores])
         attrs["shard"] = ""
         with StoreWriter(

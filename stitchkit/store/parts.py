@@ -10,6 +10,10 @@ finish and assembles into the store, in input order, at the end::
     /failed_reasons    (F,) UTF-8 string   ... and why
     /mappings          UTF-8 string        optional: how each image's pixels were mapped
 
+With ``--token-grid`` the tokens are already pooled, and the attributes ``token_grid`` and
+``model_token_grid`` (``"4x4"``, ``"7x7"``) say onto which grid from which; assembling refuses
+parts that disagree.
+
 Each part states its kind and version in its attributes (``format``, ``format_version``:
 :data:`stitchkit.formats.PARTS`), so a run resumed by another stitchkit refuses parts it cannot
 read instead of assembling them wrongly.
@@ -37,6 +41,8 @@ class PartRows:
     embeddings: np.ndarray  # (n, D)
     tokens: np.ndarray | None = None  # (n, T, D)
     tokens_mask: np.ndarray | None = None  # (n, T)
+    token_grid: str | None = None  # "4x4": the grid the tokens were pooled onto (None: the model's)
+    model_token_grid: str | None = None  # "7x7": the model's grid they were pooled from
 
 
 @dataclass
@@ -47,6 +53,8 @@ class PartIndex:
     failed: list[tuple[int, str]] = field(default_factory=list)  # (input position, reason)
     mappings: list[str] = field(default_factory=list)
     token_shape: tuple[int, int] | None = None  # (T, D) of its tokens; None without
+    token_grid: str | None = None  # as PartRows says
+    model_token_grid: str | None = None
 
 
 def write_part(path: Path, positions: Sequence[int], rows: PartRows | None,
@@ -63,6 +71,9 @@ def write_part(path: Path, positions: Sequence[int], rows: PartRows | None,
             if rows.tokens is not None:
                 h5["tokens"] = rows.tokens.astype(np.float16)
                 h5["tokens_mask"] = rows.tokens_mask.astype(bool)
+                for key in ("token_grid", "model_token_grid"):
+                    if getattr(rows, key) is not None:
+                        h5.attrs[key] = getattr(rows, key)
         h5["failed_positions"] = np.asarray([p for p, _ in failed], dtype=np.int64)
         h5.create_dataset("failed_reasons", data=np.array([r for _, r in failed], dtype=object), dtype=STR)
         if mappings:
@@ -70,6 +81,10 @@ def write_part(path: Path, positions: Sequence[int], rows: PartRows | None,
     # No scan for stale temporaries per part (a folder of thousands): OUT.parts goes as a whole.
     with atomic_output(path, clean_stale=False) as tmp:
         tmp.write_bytes(buffer.getbuffer())
+
+
+def _attr(value: object) -> str | None:
+    return value.decode() if isinstance(value, bytes) else None if value is None else str(value)
 
 
 def _strings(values: np.ndarray) -> list[str]:
@@ -88,6 +103,8 @@ def read_part_index(path: Path) -> PartIndex:
                             strict=True)),
             mappings=_strings(h5["mappings"][()]) if "mappings" in h5 else [],
             token_shape=tuple(h5["tokens"].shape[1:]) if "tokens" in h5 else None,
+            token_grid=_attr(h5.attrs.get("token_grid")),
+            model_token_grid=_attr(h5.attrs.get("model_token_grid")),
         )
 
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import StoreError
 from ..fileio import atomic_output
+from ..provenance import code_provenance
 from . import format as fmt
 from .checks import require_finite
 from .rows import read_rows
@@ -468,6 +469,7 @@ def base_attrs(**attrs: Any) -> dict[str, Any]:
         "format_version": fmt.FORMAT_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": json.dumps(library_versions()),
+        "code": json.dumps(code_provenance()),
     }
     out.update({k: v for k, v in attrs.items() if v is not None})
     return out

@@ -76,7 +76,8 @@ class ClassifyOptions:
     output: PathLike | None = setting(None, "Per-sample scores: .csv or .h5.")
     pool_by: str | None = setting(None, "Pool the views of one group (study) into one sample; "
                                   "scores are per group.", choices=("group",), none="none")
-    bootstrap: int = setting(DEFAULT_BOOTSTRAP, "Bootstrap resamples for confidence intervals (0: none).",
+    bootstrap: int = setting(DEFAULT_BOOTSTRAP, "Bootstrap resamples for confidence intervals, of whole "
+                             "groups (patients) where the store has groups (0: none).",
                              within=Range(0))
     seed: int = setting(0, "Seed of the bootstrap.")
     chunk_size: int = setting(8192, "Query rows per block (memory stays flat).", within=Range(1))
@@ -85,6 +86,9 @@ class ClassifyOptions:
     allow_missing_classes: bool = setting(
         False, "Score prompt classes that match no label of a labelled QUERY (their AUC is n/a); "
         "without it such a class (e.g. a misspelled label) stops the command.")
+    allow_overlap: bool = setting(
+        False, "Score rows that trained the head, or whose patients' images did (counted in the record as "
+        "rows_in_head_training); without it such rows stop the command (exit 2).")
     device: str = setting("auto", DEVICE_HELP + " The map and the head run there; the CPU runs "
                           "exactly what it always ran.")
 

@@ -46,15 +46,19 @@ def paired_comparison(route: str | os.PathLike, control: str | os.PathLike, prom
 
 
 def paired_macro_difference(truth: np.ndarray, valid: np.ndarray, score_a: np.ndarray, score_b: np.ndarray,
-                            *, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, Any]:
+                            *, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+                            groups: np.ndarray | None = None) -> dict[str, Any]:
     """Macro AUC (mean over findings) of scorer A minus scorer B on the same images.
 
     ``truth``, ``valid`` (the rows each finding counts), ``score_a``, ``score_b``: (n, F). The
     interval resamples images, the same resample for both scorers and every finding (paired, as
     `stitch benchmark`'s own intervals); each finding's DeLong p-value is the paired test on its
-    valid rows. A finding with one class only in its valid rows is left out.
+    valid rows. A finding with one class only in its valid rows is left out. ``groups``: each
+    image's group (patient; :func:`~stitchkit.zeroshot.metrics.group_codes`): the interval then
+    resamples whole groups (the cluster bootstrap), still one draw for both scorers and every
+    finding, not stratified by class; the ordinary bootstrap whatever N (no little bootstraps).
     """
-    from .metrics import resampled_auc
+    from .metrics import resampled_auc, resampling
 
     findings = [f for f in range(truth.shape[1])
                 if 0 < truth[valid[:, f], f].sum() < valid[:, f].sum()]
@@ -72,6 +76,7 @@ def paired_macro_difference(truth: np.ndarray, valid: np.ndarray, score_a: np.nd
     if n_boot > 0:
         rng = np.random.default_rng(seed)
         n = truth.shape[0]
+        design = resampling(rng, n, n_boot, groups=groups, exact_max=n)  # one subset of all: the ordinary bootstrap
         scorers = [(valid[:, f], resampled_auc(truth[valid[:, f], f], score_a[valid[:, f], f]),
                     resampled_auc(truth[valid[:, f], f], score_b[valid[:, f], f])) for f in findings]
         draws = np.zeros(n_boot)
@@ -79,11 +84,13 @@ def paired_macro_difference(truth: np.ndarray, valid: np.ndarray, score_a: np.nd
         with np.errstate(invalid="ignore", divide="ignore"):
             for start in range(0, n_boot, block):
                 size = min(block, n_boot - start)
-                counts = rng.multinomial(n, np.full(n, 1.0 / n), size=size).astype(np.float32)
+                counts = design.weights(rng, 0, size)  # images: the multinomial; groups: whole groups
                 for rows, a, b in scorers:
                     draws[start:start + size] += (a(counts[:, rows]) - b(counts[:, rows])) / len(findings)
         draws = draws[np.isfinite(draws)]
         tail = 100 * (1 - level) / 2
-        out["ci"] = {"level": level, "n_boot": int(len(draws)), "method": "paired percentile bootstrap of images",
+        what = "whole groups (a group's images together)" if design.unit == "group" else "images"
+        out["ci"] = {"level": level, "n_boot": int(len(draws)), "method": f"paired percentile bootstrap of {what}",
+                     **design.record(),
                      "difference": [float(np.percentile(draws, tail)), float(np.percentile(draws, 100 - tail))]}
     return out

@@ -17,9 +17,29 @@ subsets of ``b`` = max(EXACT_MAX, N^0.6) samples, each resampled to the full siz
 Poisson(N / b) counts (n_boot / s resamples per subset); each subset's spread of draws around
 its own estimate is averaged over the subsets and centred on the estimate from all samples. Its intervals estimate the same N-sample bootstrap intervals, at a cost independent of N.
 
+Groups (``Columns.groups``: a store's groups column, the patient for ``nih:``, a study for
+DICOM): a patient's follow-up images are not independent, and resampling them one by one makes
+intervals too narrow. Where the samples have groups the bootstrap resamples whole groups (the
+cluster bootstrap, Davison & Hinkley 1997 §3.8): a resample draws G of the G groups with
+replacement, and every sample of a group counts as often as its group was drawn. Like the
+image bootstrap of these intervals it is not stratified by class (class sizes cannot be held
+when whole patients are drawn): a class's positives are whatever the drawn groups hold, and a resample that holds no positive (or no negative) of a class has no AUC for it and
+is left out of that class's percentiles, as the image bootstrap does. Above :data:`EXACT_MAX`
+samples the little bootstraps take subsets of whole groups, as many as hold about ``b``
+samples and at least G^0.6 groups, each resampled to G groups by Poisson(G / b_groups) counts
+per group (:func:`bootstrap_plan`, :class:`Resampling`). With one sample per group this is the
+image bootstrap in distribution (not draw for draw: another stream of the same seed). The
+intervals record their ``unit`` (``image`` or ``group``) and ``n_groups``.
+
+Reproducible: the resamples come from numpy's seeded PCG64 stream and every weight is a whole
+count; AUCs and counts are sums of whole (or half) numbers in float64, exact whatever order or
+BLAS adds them in, so one seed gives the same intervals on any machine with the same numpy.
+Point estimates use every sample, with or without groups.
+
 Two scorers on the same images are compared by :func:`paired_auc_difference`: the same
 weighted counts, resampled within each class, give both AUCs (a paired, stratified bootstrap of
-the difference), and DeLong's test for correlated ROC curves gives its p-value. Neither
+the difference, over images: it takes no groups), and DeLong's test for correlated ROC curves
+gives its p-value. Neither
 scikit-learn nor SciPy provides DeLong's test; it is written here (:func:`delong_covariance`).
 """
 
@@ -27,6 +47,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -294,12 +315,134 @@ def _percentiles(values: np.ndarray, level: float) -> list[float] | None:
     return [float(np.percentile(v, lo)), float(np.percentile(v, hi))]
 
 
-def bootstrap_plan(n: int, n_boot: int, exact_max: int = EXACT_MAX) -> tuple[int, int, int]:
-    """(subsets, samples per subset, resamples per subset) for ``n`` samples."""
+def bootstrap_plan(n: int, n_boot: int, exact_max: int = EXACT_MAX, n_groups: int | None = None
+                   ) -> tuple[int, int, int]:
+    """(subsets, units per subset, resamples per subset) for ``n`` samples; the units are the
+    samples, or with ``n_groups`` the groups they fall in (see the module doc). Whether the
+    little bootstraps are needed is decided by ``n``, what a resample costs."""
     if n <= exact_max:
-        return 1, n, n_boot
+        return 1, n if n_groups is None else n_groups, n_boot
     s = min(BLB_SUBSETS, n_boot)
-    return s, min(n, max(exact_max, math.ceil(n ** 0.6))), math.ceil(n_boot / s)
+    b = min(n, max(exact_max, math.ceil(n ** 0.6)))
+    if n_groups is None:
+        return s, b, math.ceil(n_boot / s)
+    # Whole groups holding about b samples (the same cost), and at least G^0.6 groups.
+    b_groups = min(n_groups, max(math.ceil(n_groups ** 0.6), math.ceil(b * n_groups / n)))
+    return (1, n_groups, n_boot) if b_groups >= n_groups else (s, b_groups, math.ceil(n_boot / s))
+
+
+def group_codes(groups: Sequence[Any] | np.ndarray | None) -> np.ndarray | None:
+    """Each sample's group as an int64 code in 0..G-1 (None: no groups). A sample whose group
+    is empty (no patient id) is a group of its own, never lumped with the others such."""
+    if groups is None:
+        return None
+    values = np.asarray(groups).reshape(-1)
+    if values.dtype.kind == "O":
+        values = values.astype(str)
+    keys, codes = np.unique(values, return_inverse=True)
+    if values.dtype.kind == "U" and len(keys) and keys[0] == "":
+        lone = codes == 0
+        codes = codes + int(lone.sum()) - 1  # room for one code per ungrouped sample
+        codes[lone] = np.arange(int(lone.sum()))
+    return codes.reshape(-1).astype(np.int64)
+
+
+def _draw_counts(rng: np.random.Generator, total: int, b: int, size: int) -> np.ndarray:
+    """(size, b) counts of ``total`` draws with replacement among ``b`` units each: the
+    multinomial, as a bincount of uniform draws (far cheaper than ``rng.multinomial``)."""
+    picks = rng.integers(0, b, size=(size, total)) + (np.arange(size) * b)[:, None]
+    return np.bincount(picks.ravel(), minlength=size * b).reshape(size, b)
+
+
+@dataclass
+class Resampling:
+    """The bootstrap's design: each subset's samples and each resample's weights over them.
+
+    Samples one by one (``local`` None): as the module doc says. By group (``local``: per
+    subset, each row's group among the subset's groups): a resample draws whole groups, every
+    sample of a group weighted by its group's count, so a patient's images go in and out
+    together (the cluster bootstrap). ``exact_draw``: how the ordinary bootstrap of samples
+    draws its counts (``multinomial``, `stitch classify`'s; ``bincount``, `stitch benchmark`'s:
+    the same distribution from another stream, each kept so that intervals stay as they were).
+    """
+
+    rows: list[np.ndarray]
+    per_sub: int
+    n: int  # samples
+    local: list[np.ndarray] | None = None
+    n_groups: int | None = None
+    exact_draw: str = "multinomial"
+
+    @property
+    def unit(self) -> str:
+        return "image" if self.local is None else "group"
+
+    @property
+    def n_boot(self) -> int:
+        return len(self.rows) * self.per_sub
+
+    def weights(self, rng: np.random.Generator, k: int, size: int) -> np.ndarray:
+        """(size, len(rows[k])) float32 weights of ``size`` resamples of subset ``k``. One
+        subset of all: the ordinary bootstrap (n draws, or G groups, with replacement). Little
+        bootstraps: Poisson(N / b) counts per unit, the Poisson bootstrap's (Hanley & MacGibbon
+        2006), 3× cheaper to draw; the totals then vary by about √N, which ratios such as AUC,
+        accuracy and F1 do not see. Counts are exact in float32 (< 2^24), half float64's traffic."""
+        little = len(self.rows) > 1
+        if self.local is None:
+            b = len(self.rows[k])
+            if little:
+                return rng.poisson(self.n / b, size=(size, b)).astype(np.float32)
+            if self.exact_draw == "multinomial":
+                return rng.multinomial(self.n, np.full(b, 1.0 / b), size=size).astype(np.float32)
+            return _draw_counts(rng, self.n, b, size).astype(np.float32)
+        local, g = self.local[k], int(self.local[k].max()) + 1
+        total = int(self.n_groups or g)
+        counts = rng.poisson(total / g, size=(size, g)) if little else _draw_counts(rng, total, g, size)
+        return counts.astype(np.float32)[:, local]
+
+    def describe(self, samples: str = "samples", over: bool = False) -> str:
+        """The method in words: how many subsets of what, resampled to what."""
+        s = len(self.rows)
+        if self.local is None:
+            name = "percentile bootstrap" if s == 1 else "bag of little bootstraps"
+            name += f" over {samples}" if over else ""
+            b = len(self.rows[0])
+            return name if s == 1 else f"{name}: {s} subsets of {b:,} {samples}, each resampled to about {self.n:,}"
+        if s == 1:
+            return (f"percentile bootstrap over groups: {self.n_groups:,} groups, each drawn whole "
+                    f"(all its {samples}) with replacement")
+        g = int(self.local[0].max()) + 1
+        mean = round(float(np.mean([len(r) for r in self.rows])))
+        return (f"bag of little bootstraps over groups: {s} subsets of {g:,} of the {self.n_groups:,} groups "
+                f"(about {mean:,} {samples} each), each resampled to {self.n_groups:,} groups")
+
+    def record(self) -> dict[str, Any]:
+        """What the record says of the design: the unit resampled and, by group, how many."""
+        return {"unit": self.unit, "n_groups": self.n_groups}
+
+
+def resampling(rng: np.random.Generator, n: int, n_boot: int, *, groups: np.ndarray | None = None,
+               exact_max: int = EXACT_MAX, exact_draw: str = "multinomial") -> Resampling:
+    """The subsets of :func:`bootstrap_plan`, drawn from ``rng`` before any class is read (so
+    one pass over the classes gathers them all): all samples for the ordinary bootstrap, else
+    random subsets of samples, or with ``groups`` (codes from :func:`group_codes`) of whole groups."""
+    if groups is None:
+        n_sub, b, per_sub = bootstrap_plan(n, n_boot, exact_max)
+        return Resampling(_subset_rows(rng, n, n_sub, b), per_sub, n, exact_draw=exact_draw)
+    codes = np.asarray(groups, dtype=np.int64).reshape(-1)
+    if len(codes) != n:
+        raise UsageError(f"groups has {len(codes)} entries for {n} samples")
+    n_groups = int(codes.max()) + 1 if n else 0
+    n_sub, b, per_sub = bootstrap_plan(n, n_boot, exact_max, n_groups)
+    if n_sub == 1:
+        return Resampling([np.arange(n)], per_sub, n, [codes], n_groups)
+    rows, local = [], []
+    for _ in range(n_sub):
+        chosen = np.sort(rng.choice(n_groups, size=b, replace=False))
+        at = np.flatnonzero(np.isin(codes, chosen))
+        rows.append(at)
+        local.append(np.searchsorted(chosen, codes[at]))
+    return Resampling(rows, per_sub, n, local, n_groups)
 
 
 class Columns:
@@ -312,6 +455,9 @@ class Columns:
 
     n: int
     n_classes: int
+    #: (n,) int group of each sample (:func:`group_codes`: a patient, a study), or None: the
+    #: bootstrap then resamples whole groups, else samples one by one.
+    groups: np.ndarray | None = None
 
     def truth(self, c: int) -> np.ndarray:
         """(n,) bool: class ``c`` is present."""
@@ -334,9 +480,10 @@ class ArrayColumns(Columns):
     """(n, C) arrays in memory as :class:`Columns`."""
 
     def __init__(self, truth: np.ndarray, prob: np.ndarray, mode: str,
-                 ranking: np.ndarray | None = None) -> None:
+                 ranking: np.ndarray | None = None, groups: Sequence[Any] | np.ndarray | None = None) -> None:
         self._truth, self._rank = truth, prob if ranking is None else ranking
         self.n, self.n_classes = truth.shape
+        self.groups = group_codes(groups)
         self._pred, self._correct = _predictions(truth, prob, mode)
 
     def truth(self, c: int) -> np.ndarray:
@@ -389,29 +536,22 @@ def _point_and_subsets(cols: Columns, subsets: list[np.ndarray]
     return point, positives, [tuple(p) for p in parts]
 
 
-def _intervals(parts: list[tuple[np.ndarray, ...]], n: int, per_sub: int, rng: np.random.Generator,
+def _intervals(parts: list[tuple[np.ndarray, ...]], design: Resampling, rng: np.random.Generator,
                level: float, block: int, centre: dict[str, Any]) -> dict[str, Any]:
     """Percentile intervals from each subset's (truth, pred, correct, rank) rows, ``per_sub``
     resamples each (the rng continues from drawing the subsets)."""
     n_cls = parts[0][0].shape[1]
-    n_sub, b = len(parts), len(parts[0][0])
+    per_sub = design.per_sub
     keys = ("auc_macro", "accuracy", "f1_macro")
     bounds: dict[str, list[list[float] | None]] = {k: [] for k in keys}
     class_bounds: list[list[list[float] | None]] = [[] for _ in range(n_cls)]
-    for t, pred, correct, r in parts:
+    for i, (t, pred, correct, r) in enumerate(parts):
+        b = len(t)
         ind = _indicators(t, pred, correct)
         sorted_classes = [_SortedClass(t[:, c], r[:, c]) for c in range(n_cls)]
         draws: dict[str, list[np.ndarray]] = {k: [] for k in (*keys, "auc")}
-        uniform = np.full(b, 1.0 / b)
         for a in range(0, per_sub, block):  # blocks of resamples bound the (r, b) work arrays
-            size = min(block, per_sub - a)
-            # Counts of a resample of size n. One subset of all: multinomial, the ordinary
-            # bootstrap. Little bootstraps: Poisson(n / b) counts, the Poisson bootstrap's
-            # (Hanley & MacGibbon 2006), 3× cheaper to draw; the totals then vary by about
-            # √n, which ratios such as AUC, accuracy and F1 do not see.
-            counts = (rng.multinomial(n, uniform, size=size) if n_sub == 1
-                      else rng.poisson(n / b, size=(size, b)))
-            weights = counts.astype(np.float32)  # exact (< 2^24), half the traffic of float64
+            weights = design.weights(rng, i, min(block, per_sub - a))  # (Resampling.weights)
             for k, v in _resampled(ind, weights, sorted_classes).items():
                 draws[k].append(v)
         # Each subset's draws scatter around that subset's own estimate, which is itself
@@ -430,12 +570,11 @@ def _intervals(parts: list[tuple[np.ndarray, ...]], n: int, per_sub: int, rng: n
             return None
         return [float(at + np.mean([f[0] for f in ok])), float(at + np.mean([f[1] for f in ok]))]
 
-    method = ("percentile bootstrap" if n_sub == 1 else
-              f"bag of little bootstraps: {n_sub} subsets of {b:,} samples, each resampled to about {n:,}")
     return {
         "level": level,
-        "n_boot": n_sub * per_sub,
-        "method": method,
+        "n_boot": design.n_boot,
+        "method": design.describe(),
+        **design.record(),
         **{k: average(bounds[k], centre[k]) for k in keys},
         "auc": [average(class_bounds[c], centre["auc"][c]) for c in range(n_cls)],
     }
@@ -452,9 +591,9 @@ def bootstrap_intervals(
     ``point``: the estimates from all samples (``_point``), when already computed.
     """
     rng = np.random.default_rng(seed)
-    n_sub, b, per_sub = bootstrap_plan(cols.n, n_boot, exact_max)
-    own_point, _, parts = _point_and_subsets(cols, _subset_rows(rng, cols.n, n_sub, b))
-    return _intervals(parts, cols.n, per_sub, rng, level, block, own_point if point is None else point)
+    design = resampling(rng, cols.n, n_boot, groups=cols.groups, exact_max=exact_max)
+    own_point, _, parts = _point_and_subsets(cols, design.rows)
+    return _intervals(parts, design, rng, level, block, own_point if point is None else point)
 
 
 def evaluate_columns(cols: Columns, classes: list[str], *, mode: str, n_boot: int = 1000,
@@ -465,8 +604,8 @@ def evaluate_columns(cols: Columns, classes: list[str], *, mode: str, n_boot: in
     n = cols.n
     boot = n_boot > 0 and n >= 2
     rng = np.random.default_rng(seed)
-    n_sub, b, per_sub = bootstrap_plan(n, n_boot) if boot else (0, 0, 0)
-    point, positives, parts = _point_and_subsets(cols, _subset_rows(rng, n, n_sub, b))
+    design = resampling(rng, n, n_boot, groups=cols.groups) if boot else None
+    point, positives, parts = _point_and_subsets(cols, design.rows if design else [])
     out: dict[str, Any] = {
         "n": int(n),
         "mode": mode,
@@ -480,7 +619,7 @@ def evaluate_columns(cols: Columns, classes: list[str], *, mode: str, n_boot: in
     }
     if not boot:
         return out
-    ci = _intervals(parts, n, per_sub, rng, level, 16, point)
+    ci = _intervals(parts, design, rng, level, 16, point)
     ci["auc"] = dict(zip(classes, ci["auc"], strict=True))
     out["ci"] = ci
     return out

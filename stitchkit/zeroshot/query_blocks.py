@@ -3,11 +3,18 @@
 :func:`read_blocks` yields what the scorer and the score file need per block (a
 :class:`QueryBlock`); :class:`QueryLabels` gives each block's labels and their codes into the
 prompts' :class:`~stitchkit.zeroshot.metrics.LabelTable`, which the metrics' columns use.
+
+Tokens that go straight to a head (no map, no pooling) are read as stored, float16, one block
+ahead in a thread (:func:`read_ahead`) while the head scores the block before; the scoring
+thread converts them (:class:`Float32Tokens`) into one float32 buffer it reuses, so the head
+gets exactly the float32 tokens it always got (float16 → float32 is exact). Measured in
+docs/speed.md ("Head scoring with tokens").
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,6 +77,7 @@ class QueryBlock:
     glob: np.ndarray  # (n, D) global vectors in the scorer's image space
     tokens: np.ndarray | None  # (n, T, D) when the head scores image tokens
     mask: np.ndarray | None
+    groups: np.ndarray | None = None  # each sample's group (patient, study): what the bootstrap draws
 
 
 def n_outputs(plan: ClassifyPlan, rows: np.ndarray) -> int:
@@ -84,11 +92,12 @@ def read_blocks(plan: ClassifyPlan, rows: np.ndarray, labels: QueryLabels) -> It
     """The query ``rows`` in blocks of ``plan.chunk_size``: finite, mapped, then pooled."""
     store, mapper = plan.store, plan.mapper
     with_tokens = plan.scorer.uses_image_tokens
+    token_dtype = np.float16 if tokens_as_stored(plan) else np.float32
     for block, members, group_keys in group_blocks(store, rows, plan.pool_by, plan.chunk_size):
         glob = store.read(block)
         tok = mask = None
         if with_tokens:
-            tok, mask = store.read_tokens(block)
+            tok, mask = store.read_tokens(block, dtype=token_dtype)
         # A row sum is NaN or Inf where any entry is: one read of the block and (n,) values,
         # where an element-wise check writes (n, D); the message comes from the full check.
         if not np.isfinite(glob.sum(axis=1)).all():
@@ -101,9 +110,57 @@ def read_blocks(plan: ClassifyPlan, rows: np.ndarray, labels: QueryLabels) -> It
                 tok = T.map_tokens(mapper, tok, mask)
         block_ids = store.ids_at(block)  # not store.ids: no decoded copy of all N ids
         block_labels, block_codes = labels.at(block)
+        found = getattr(store, "groups", None)
+        block_groups = None if found is None else found[block]
         if members is not None:
-            block_ids = group_keys
+            block_ids = block_groups = group_keys  # pooled: each sample is a group
             glob, tok, mask, block_labels = pool_views(members, glob, tok, mask, block_labels)
         if labels.any and block_codes is None:
             block_codes = labels.table.codes(block_labels)
-        yield QueryBlock(block_ids, block_labels, block_codes, glob, tok, mask)
+        yield QueryBlock(block_ids, block_labels, block_codes, glob, tok, mask, block_groups)
+
+
+def tokens_as_stored(plan: ClassifyPlan) -> bool:
+    """Whether :func:`read_blocks` hands the tokens over as stored (float16): they go straight
+    to a head (no map, no pooling, which compute on float32) from a store that has tokens."""
+    return (plan.scorer.uses_image_tokens and plan.scorer.head is not None and plan.mapper is None
+            and plan.pool_by is None and bool(getattr(plan.store, "has_tokens", False)))
+
+
+@contextmanager
+def read_ahead(blocks: Iterator[QueryBlock], ahead: bool) -> Iterator[Iterator[QueryBlock]]:
+    """``blocks``, read one block ahead in a ``stitch-loader`` thread where ``ahead`` (the
+    HDF5 read of the next block's tokens overlaps the head's forward on this one), else as
+    they come. An error while reading is raised here, at the block it concerns."""
+    if not ahead:
+        yield blocks
+        return
+    from ..head.stream import Prefetch
+
+    with Prefetch(blocks, 1) as loader:
+        yield iter(loader)
+
+
+class Float32Tokens:
+    """A block's tokens as float32, for the scorer: float16 tokens (as :func:`read_blocks` reads
+    them for a head) are converted into one buffer reused from block to block; float32 tokens
+    and None pass as they are. A result is valid until the next call.
+
+    torch converts (about 4x numpy's ``astype`` on two threads), and the buffer is reused because
+    a fresh (161, 81, 1280) float32 array pays about 66 MB of page faults on every block.
+    """
+
+    def __init__(self) -> None:
+        self._buffer: Any = None  # a torch tensor (torch is loaded: a head scores these tokens)
+
+    def __call__(self, tokens: np.ndarray | None) -> np.ndarray | None:
+        if tokens is None or tokens.dtype != np.float16:
+            return tokens
+        import torch
+
+        buf = self._buffer
+        if buf is None or buf.shape[1:] != tokens.shape[1:] or buf.shape[0] < len(tokens):
+            buf = self._buffer = torch.empty(tokens.shape, dtype=torch.float32)
+        out = buf[: len(tokens)]
+        out.copy_(torch.from_numpy(np.ascontiguousarray(tokens)))
+        return out.numpy()

@@ -6,7 +6,8 @@ Both forms carry an encoding type and a format version (``stitchkit.formats``): 
 in its root attributes ``format`` (``stitchkit.scores``) and ``format_version``; the CSV, which
 has nowhere to put them without upsetting CSV readers, in ``NAME.csv-metadata.json`` beside
 it (the name W3C's CSV on the Web looks for), with ``format`` (``stitchkit.scores-csv``),
-``format_version``, the CSV's ``columns``, ``classes`` and the run's ``meta``. A CSV without
+``format_version``, the CSV's ``columns``, ``classes`` and the run's ``meta``. Both name the
+code that wrote them (``code``: :mod:`stitchkit.provenance`). A CSV without
 that file (written before it existed, or copied alone) reads as version 1.
 """
 
@@ -26,6 +27,7 @@ import numpy as np
 from ..errors import UsageError
 from ..fileio import atomic_output, temporary_dir
 from ..formats import SCORES_CSV, SCORES_H5, check_format
+from ..provenance import code_provenance
 from .metrics import Columns
 
 _HDF5_MAGIC = b"\x89HDF"
@@ -77,6 +79,7 @@ class ScoreWriter:
             self._h5.attrs["format_version"] = SCORES_H5.version
             self._h5.attrs["classes"] = json.dumps(self.classes)
             self._h5.attrs["meta"] = json.dumps(self.meta, default=str)
+            self._h5.attrs["code"] = json.dumps(code_provenance())
             self._n = 0
         else:
             self._fh = open(tmp, "w", newline="", encoding="utf-8")
@@ -129,7 +132,7 @@ class ScoreWriter:
     def _write_metadata(self) -> None:
         data = {"format": SCORES_CSV.encoding_type, "format_version": SCORES_CSV.version,
                 "table": self.path.name, "columns": self._columns, "classes": self.classes,
-                "mode": self.mode, "meta": self.meta}
+                "mode": self.mode, "meta": self.meta, "code": code_provenance()}
         with atomic_output(metadata_path(self.path)) as tmp:
             tmp.write_text(json.dumps(data, indent=1, default=str) + "\n", encoding="utf-8")
 
@@ -257,9 +260,11 @@ def describe_scores(path: str | os.PathLike) -> dict[str, Any]:
             version = _h5_header(h5, path)
             classes = json.loads(h5.attrs["classes"])
             meta = json.loads(h5.attrs.get("meta", "{}"))
+            code = json.loads(h5.attrs.get("code", "null"))
             n = int(h5["ids"].shape[0])
         return {"kind": "score file (HDF5)", "path": str(path), "format_version": version,
-                "samples": n, "classes": classes, **({"meta": meta} if meta else {})}
+                "samples": n, "classes": classes, "code": code,
+                **({"meta": meta} if meta else {})}
     version, columns, data = _csv_header(path)
     with open(path, newline="", encoding="utf-8") as fh:
         n = sum(1 for _ in csv.reader(fh)) - 1
@@ -267,7 +272,7 @@ def describe_scores(path: str | os.PathLike) -> dict[str, Any]:
     return {"kind": "score file (CSV)", "path": str(path), "format_version": version, "samples": n,
             "classes": _classes(columns), "labels": "label" in columns,
             "metadata": str(metadata_path(path)) if data else "none (version 1)",
-            **({"meta": meta} if meta else {})}
+            "code": data.get("code"), **({"meta": meta} if meta else {})}
 
 
 class ScoreSpill(Columns):

@@ -56,11 +56,20 @@ from typing import Any
 import numpy as np
 
 from ..errors import UsageError, closest
+from ..fitted_on import overlap_summary, record_overlap
 from ..store import EmbeddingStore
 from .classify_plan import ClassifyOptions, ClassifyPlan, ProgressFn, plan_classification
-from .metrics import LabelTable, decision_rule, evaluate_columns
+from .metrics import LabelTable, decision_rule, evaluate_columns, group_codes
 from .prompts import PromptSet
-from .query_blocks import QueryBlock, QueryLabels, n_outputs, read_blocks
+from .query_blocks import (
+    Float32Tokens,
+    QueryBlock,
+    QueryLabels,
+    n_outputs,
+    read_ahead,
+    read_blocks,
+    tokens_as_stored,
+)
 from .score_writer import ScoreSpill, ScoreWriter
 from .scorers import Scorer, em_priors, mixture_calibration
 
@@ -83,6 +92,9 @@ class ClassifyResult:
     samples_per_s: float
     notes: list[str] = field(default_factory=list)
     device: str = "cpu"  # where the map and the head ran
+    # Scored rows that trained the head, patients shared with it, map anchors among them
+    # (stitchkit.fitted_on; None: not recorded, or no such piece).
+    overlap: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -122,7 +134,9 @@ def adjust_prior(plan: ClassifyPlan, prior: str, blocks: Callable[[], Iterator[Q
         raise UsageError("--prior em adjusts multi-class priors: use it with --mode multiclass")
     if prior == "mixture" and (prompts.mode != "multiclass" or len(prompts.names) != 2):
         raise UsageError("--prior mixture calibrates two classes: use it with two multi-class classes")
-    z = np.concatenate([plan.scorer.class_logits(b.glob, b.tokens, b.mask) for b in blocks()])
+    as_float32 = Float32Tokens()
+    with read_ahead(blocks(), tokens_as_stored(plan)) as ahead:
+        z = np.concatenate([plan.scorer.class_logits(b.glob, as_float32(b.tokens), b.mask) for b in ahead])
     fit = _fit_em_priors if prior == "em" else _fit_mixture
     record, note = fit(plan.scorer, z, prompts.names)
     plan.composition["prior"] = {"name": prior, **record}  # the name: a score file's decision rule
@@ -163,6 +177,7 @@ class ScoreSinks:
     mode: str
     progress: ProgressFn | None
     n_total: int
+    groups: list[np.ndarray] | None = field(default_factory=list)  # the spilled samples' groups; None: no groups
 
     def add(self, block: QueryBlock, logits: np.ndarray, probs: np.ndarray) -> None:
         if self.writer:
@@ -174,13 +189,24 @@ class ScoreSinks:
                 self.spill.add(block.codes, logits, probs)
             elif keep.any():
                 self.spill.add(block.codes[keep], logits[keep], probs[keep])
+            if block.groups is None:
+                self.groups = None
+            elif self.groups is not None and keep.any():
+                self.groups.append(block.groups if keep.all() else block.groups[keep])
+
+    def sample_groups(self) -> np.ndarray | None:
+        """Each spilled sample's group as a code (:func:`.metrics.group_codes`), or None."""
+        if self.groups is None or self.spill is None:
+            return None
+        return group_codes(np.concatenate(self.groups) if self.groups else np.zeros(0, dtype=object))
 
 
 def score_blocks(scorer: Scorer, blocks: Iterable[QueryBlock], sinks: ScoreSinks) -> int:
     """Score every block into ``sinks``; the number of samples scored."""
     n_done = 0
+    as_float32 = Float32Tokens()  # float16 tokens as read for a head, converted into one buffer
     for block in blocks:
-        logits, probs = scorer(block.glob, block.tokens, block.mask)
+        logits, probs = scorer(block.glob, as_float32(block.tokens), block.mask)
         sinks.add(block, logits, probs)
         n_done += len(block.ids)
         if sinks.progress:
@@ -189,11 +215,13 @@ def score_blocks(scorer: Scorer, blocks: Iterable[QueryBlock], sinks: ScoreSinks
 
 
 def spilled_metrics(plan: ClassifyPlan, spill: ScoreSpill | None, n_done: int,
-                    options: ClassifyOptions) -> dict[str, Any] | None:
-    """The metrics of the spilled columns (None without labels), and a note on samples left out."""
+                    options: ClassifyOptions, groups: np.ndarray | None = None) -> dict[str, Any] | None:
+    """The metrics of the spilled columns (None without labels), and a note on samples left out.
+    ``groups``: each spilled sample's group: the intervals then resample whole groups."""
     if spill is None:
         return None
     spill.finish()
+    spill.groups = groups
     if spill.n != n_done:
         plan.notes.append(f"{n_done - spill.n} samples have labels that match no single "
                           "class of the prompts and are left out of the metrics")
@@ -220,6 +248,8 @@ def classify(query: str | os.PathLike | EmbeddingStore, prompts: PromptSet,
     plan = plan_classification(query, prompts, options)
     store, ids, out = plan.store, options.ids, options.output
     rows = np.arange(len(store)) if ids is None else np.sort(store.index_of(ids))
+    # Rows that trained the head: refused (unless allow_overlap) before anything is written.
+    record_overlap(plan, rows, options.allow_overlap)
     labels = QueryLabels(store, rows, prompts, pooled=plan.pool_by is not None)
     if labels.any and not options.allow_missing_classes:
         require_positives(prompts, labels.distinct(), store.path)
@@ -237,10 +267,11 @@ def classify(query: str | os.PathLike | EmbeddingStore, prompts: PromptSet,
                        Path(out).parent if out is not None else None) if labels.any else None
     sinks = ScoreSinks(writer, spill, labels.table, prompts.mode, options.progress, n_total)
     try:
-        with writer if writer is not None else nullcontext():
-            n_done = score_blocks(plan.scorer, blocks(), sinks)
+        with writer if writer is not None else nullcontext(), \
+                read_ahead(blocks(), tokens_as_stored(plan)) as ahead:
+            n_done = score_blocks(plan.scorer, ahead, sinks)
         seconds = time.perf_counter() - t0
-        metrics = spilled_metrics(plan, spill, n_done, options)
+        metrics = spilled_metrics(plan, spill, n_done, options, sinks.sample_groups())
     finally:
         if spill is not None:
             spill.close()
@@ -248,6 +279,7 @@ def classify(query: str | os.PathLike | EmbeddingStore, prompts: PromptSet,
         n=n_done, classes=prompts.names, mode=prompts.mode, scoring=plan.scoring,
         output=str(out) if out is not None else None, composition=plan.composition, metrics=metrics,
         seconds=seconds, samples_per_s=n_done / max(seconds, 1e-9), notes=plan.notes, device=plan.device,
+        overlap=overlap_summary(plan.composition),
     )
 
 

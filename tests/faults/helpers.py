@@ -27,7 +27,8 @@ from pathlib import Path
 # "embed lite0: 12/24 3.1/s ETA 4s", "embed lite0: resuming at 8/24", sweep's one line per fit
 # ("sweep: seed 0 n 20 orthogonal: cos 0.58 top1 0.50") and demo's "[3/14] stitch fit ...".
 PROGRESS = re.compile(
-    r"^(.+: \d+/\d+ [\d.]+/s ETA \S+$|.+: resuming at \d+/\d+$|sweep: seed \d+ n \d+ |\[\d+/\d+\] )"
+    r"^(.+: \d+/\d+ [\d.]+/s ETA \S+$|.+: resuming at \d+/\d+$|sweep: seed \d+ n \d+ |\[\d+/\d+\] "
+    r"|benchmark: \S+ \(\d+/\d+\)$)"
 )
 
 

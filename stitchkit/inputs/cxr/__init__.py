@@ -42,6 +42,7 @@ def dataset_card(found: CxrDataset) -> dict[str, Any]:
     return {
         "name": found.name, "title": found.title, "layout": found.layout, "citation": found.citation,
         "spec": f"{found.name}:/data/{found.name}", "splits": list(found.splits), "texts": found.texts,
+        "split_from": found.split_from, "split_note": split_note(found),
         "options": {o: {"values": list(CHOICES[o][0] or (("all", *found.splits) if o == "split" else ())),
                         "default": getattr(DatasetOptions(), o), "meaning": CHOICES[o][1]}
                     for o in found.options},
@@ -49,6 +50,22 @@ def dataset_card(found: CxrDataset) -> dict[str, Any]:
         "extra_findings": [f for f in found.findings if f not in FINDINGS],
         "terms": terms,
     }
+
+
+#: What to do where a data set has no official split: hold out patients yourself.
+OWN_SPLIT = ("hold out patients yourself: an id file of their images (one id per line; a patient's images all "
+             "on one side, the store's groups column is the patient) for --ids or a benchmark suite's ids:")
+
+
+def split_note(found: CxrDataset, missing: bool = False) -> str:
+    """Where ``found``'s official split comes from and what to do without it: ``missing``
+    says the folder lacked it (rows read without a split)."""
+    if not found.splits:
+        return f"{found.title} publishes no official split; {OWN_SPLIT}"
+    if missing:
+        return (f"the official split comes from {found.split_from}, and the folder lacks it: put it there and "
+                f"read again, or {OWN_SPLIT}")
+    return f"the official split ({'/'.join(found.splits)}) comes from {found.split_from}"
 
 
 def summarise(inputs: Inputs) -> dict[str, Any]:
@@ -68,7 +85,16 @@ def summarise(inputs: Inputs) -> dict[str, Any]:
         "with_text": sum(1 for it in items if it.text),
         "findings": dict(findings.most_common()),
         "uncertain": dict(uncertain.most_common()),
+        **_split_of(inputs.source, items),
     }
+
+
+def _split_of(source: str, items: list) -> dict[str, str]:
+    """``split_note`` for a dataset spec's rows where some have no official split."""
+    name = source.partition(":")[0]
+    if not any(not it.extra.get("split") for it in items) or name not in DATASETS:
+        return {}
+    return {"split_note": split_note(dataset(name), missing=True)}
 
 
 def manifest_rows(inputs: Inputs) -> list[dict[str, str]]:

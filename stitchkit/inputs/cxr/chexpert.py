@@ -197,6 +197,8 @@ DATASET = CxrDataset(
     "chexpert", "CheXpert",
     "train.csv, valid.csv (test_labels.csv) and the JPEGs under train/, valid/ (test/)",
     index, TERMS, splits=SPLIT_NAMES, options=("views", "per_study", "split", "uncertain", "labels"),
+    split_from="the label file a row comes from: train.csv, valid.csv, and test_labels.csv (or test.csv) "
+               "with test/ from the later test release",
     citation="Irvin et al., CheXpert, AAAI 2019; Stanford ML Group")
 FORMAT = DATASET.input_format()
 

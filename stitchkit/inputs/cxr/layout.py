@@ -97,6 +97,7 @@ class CxrDataset:
     texts: bool = False  # report texts beside the images
     citation: str = ""
     extras: tuple[str, ...] = ()  # store columns of this dataset beyond EXTRAS (PadChest: terms)
+    split_from: str = ""  # where the official split comes from; "" when the dataset publishes none
 
     @property
     def findings(self) -> tuple[str, ...]:

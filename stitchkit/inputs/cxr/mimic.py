@@ -223,5 +223,6 @@ DATASET = CxrDataset(
     f"(reports: {REPORTS}/files/p10/p10000032/s50414267.txt)",
     index, TERMS, splits=SPLITS, texts=True,
     options=("views", "per_study", "split", "uncertain", "text", "side", "labels", "reports"),
+    split_from="mimic-cxr-2.0.0-split.csv.gz beside the metadata (PhysioNet)",
     citation="Johnson et al., MIMIC-CXR-JPG (PhysioNet, 2019); MIMIC-CXR reports, Sci Data 2019")
 FORMAT = DATASET.input_format()

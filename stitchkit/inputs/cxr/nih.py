@@ -90,5 +90,6 @@ DATASET = CxrDataset(
     "nih", "NIH ChestX-ray14",
     f"{LABEL_FILE}, train_val_list.txt, test_list.txt and the PNGs (images/ or images_0NN/images/)",
     index, TERMS, splits=("train", "test"), options=("views", "split", "labels"),
+    split_from="NIH's train_val_list.txt and test_list.txt beside the images (NIH's box; split by patient)",
     citation="Wang et al., ChestX-ray8, CVPR 2017; NIH Clinical Center")
 FORMAT = DATASET.input_format()

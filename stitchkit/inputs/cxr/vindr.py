@@ -137,5 +137,6 @@ DATASET = CxrDataset(
     "annotations/image_labels_train.csv, annotations/image_labels_test.csv (PhysioNet) or train.csv "
     "(Kaggle), and train/IMAGE_ID.dicom, test/IMAGE_ID.dicom",
     index, TERMS, splits=SPLITS, options=("split", "labels"), extras=("terms",),
+    split_from="the folder an image is in: train/ or test/",
     citation="Nguyen et al., VinDr-CXR, Scientific Data 2022; PhysioNet doi 10.13026/3akn-b287")
 FORMAT = DATASET.input_format()
