@@ -327,17 +327,23 @@ def print_runtimes(model: str, n: int, batch_size: int, threads: int, workers: s
         print_ratio(f"onnx / torch, {what} (images/s)", ratio["best"], "best of the repeats")
 
 
-def bare_rate(encoder: Any, batches: list[torch.Tensor], tokens: bool, seconds: float) -> float:
-    """The encoder's forward alone on pre-made tensors: at least one pass over ``batches`` and
-    about ``seconds``, after a warm-up call."""
+def cpu_seconds() -> float:
+    """CPU seconds of this process and of its finished children (the decode workers)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def bare_rate(encoder: Any, batches: list[torch.Tensor], tokens: bool, seconds: float) -> tuple[float, float]:
+    """The encoder's forward alone on pre-made tensors, (images/s, CPU s per image): at least
+    one pass over ``batches`` and about ``seconds``, after a warm-up call."""
     with torch.inference_mode():
         encoder.encode(batches[0], tokens=tokens)
-        n, t0 = 0, time.perf_counter()
+        n, t0, c0 = 0, time.perf_counter(), cpu_seconds()
         while n == 0 or time.perf_counter() - t0 < seconds:
             for b in batches:
                 encoder.encode(b, tokens=tokens)
                 n += len(b)
-        return n / (time.perf_counter() - t0)
+        return n / (time.perf_counter() - t0), (cpu_seconds() - c0) / n
 
 
 def vs_forward(models: list[str], runtimes: list[str], batch_size: int, workers: int | None, repeats: int,
@@ -350,39 +356,44 @@ def vs_forward(models: list[str], runtimes: list[str], batch_size: int, workers:
             raise SystemExit(f"{m}: --runtime {rt} resolved to {enc.runtime}")
     pool = kermany_items(small + 2 * batch_size)
     ready = {key: ready_batches(enc, pool[:2 * batch_size], batch_size) for key, enc in encoders.items()}
-    rows = [{"model": m, "runtime": rt, "tokens": tok, "bare": [], "marginal": [], "load": []}
+    rows = [{"model": m, "runtime": rt, "tokens": tok, "bare": [], "marginal": [], "cpu": [], "load": []}
             for m in models for rt in runtimes for tok in (False, True)]
     for r in range(repeats):
         for row in rows if r % 2 == 0 else rows[::-1]:
             key, tokens = (row["model"], row["runtime"]), row["tokens"]
             enc = encoders[key]
-            bare = bare_rate(enc, ready[key], tokens, min(seconds / 3, 3.0))
+            bare, bare_cpu = bare_rate(enc, ready[key], tokens, min(seconds / 3, 3.0))
             if "n_big" not in row:  # sized once, from the first bare rate: about `seconds` beyond small
                 row["n_big"] = small + batch_size * max(1, round(seconds * bare / batch_size))
             items = kermany_items(row["n_big"])
+            c0 = cpu_seconds()
             t_small = len(items[:small]) / pipeline(enc, items[:small], "image", batch_size, workers, tokens)
+            c1 = cpu_seconds()
             t_big = len(items) / pipeline(enc, items, "image", batch_size, workers, tokens)
             marginal = (len(items) - small) / (t_big - t_small)
+            # CPU per image beyond the small run, all processes: what sharing the machine distorts least
+            pipe_cpu = ((cpu_seconds() - c1) - (c1 - c0)) / (len(items) - small)
             row["bare"].append(bare)
             row["marginal"].append(marginal)
+            row["cpu"].append(bare_cpu / pipe_cpu)
             row["load"].append(load_average())
             print(f"  {row['model']} {row['runtime']}{' --tokens' if tokens else ''}: bare {bare:.1f}, marginal "
                   f"{marginal:.1f} images/s ({small} vs {len(items)} images), ratio {marginal / bare:.3f}, "
-                  f"load {load_average()}", flush=True)
+                  f"CPU per image bare / pipeline {bare_cpu / pipe_cpu:.3f}, load {load_average()}", flush=True)
     return rows
 
 
 def print_vs_forward(rows: list[dict[str, Any]], batch_size: int, threads: int, workers: str) -> None:
     print(f"\n`stitch embed` marginal / bare forward, batch {batch_size}, {threads} threads, --workers {workers}")
     print("| model | runtime | tokens | bare forward, images/s | stitch embed marginal, images/s | ratio (per repeat) "
-          "| load average (1/5/15 min) |")
-    print("|---|---|---|---|---|---|---|")
+          "| CPU s per image, bare / pipeline | load average (1/5/15 min) |")
+    print("|---|---|---|---|---|---|---|---|")
     for row in rows:
         ratios = [m / b for m, b in zip(row["marginal"], row["bare"], strict=True)]
         row["ratio"] = max(row["marginal"]) / max(row["bare"])
         print(f"| {row['model']} | {row['runtime']} | {'yes' if row['tokens'] else 'no'} | "
               f"{max(row['bare']):.1f} | {max(row['marginal']):.1f} | **{row['ratio']:.2f}** "
-              f"({', '.join(f'{x:.2f}' for x in ratios)}) | {'; '.join(row['load'])} |")
+              f"({', '.join(f'{x:.2f}' for x in ratios)}) | {max(row['cpu']):.2f} | {'; '.join(row['load'])} |")
     for row in rows:
         print_ratio(f"stitch embed marginal / bare forward, {row['model']} {row['runtime']}"
                     f"{' --tokens' if row['tokens'] else ''} (images/s)", row["ratio"],

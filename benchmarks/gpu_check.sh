@@ -8,9 +8,10 @@
 #
 # --smoke needs no GPU (tests/test_benchmarks_smoke.py runs it): the same commands with the same
 # options on the CPU (cpu for cuda, 64 pairs, 1 step, 32 scored rows, 8 images, a ViT-Ti/16 for the
-# ViT-B/16, --runtime torch so that the embed runtime check still applies), with the Python that
-# runs it, no install, in a temporary OUT unless OUT is set. It proves that every command and
-# option still exists and runs; its figures measure nothing.
+# ViT-B/16, --runtime torch so that the embed runtime check still applies; 2b, which only changes
+# 2a's batch size, is left out), with the Python that runs it, no install, in a temporary OUT
+# unless OUT is set. It proves that every command and option still exists and runs; its figures
+# measure nothing.
 #
 # Needs a Python (PYTHON, default python3) with torch (a CUDA build), h5py, numpy, timm,
 # safetensors, click, scikit-learn and Pillow already installed: the project itself is installed
@@ -25,7 +26,7 @@
 #    scoring of 50,000 query rows with tokens, 14 classes, rows/s on both against the head's bare
 #    forward; then `stitch head train` (one epoch, bf16) and `stitch classify --head` with that
 #    head on its 20,000-row token store, as users type them.
-# 3. `stitch embed --device cuda` (WORKERS decoding processes, default 8) of Lite0, Lite2 (also
+# 3. `stitch embed --device cuda` (--workers WORKERS, default auto as users get it) of Lite0, Lite2 (also
 #    with --tokens, and --tokens --token-grid 4x4) and a timm ViT-B/16 with random weights on
 #    synthetic JPEGs, images/s against the bare forward pass on tensors already decoded and on
 #    the GPU; the store must record the device (runtime JSON) and torch as the runtime.
@@ -42,13 +43,15 @@ if [ "$SMOKE" -eq 1 ]; then
   OUT=${OUT:-$(mktemp -d /tmp/gpu-check-smoke.XXXXXX)}
   DEVICE=cpu; DEVICES=(cpu); N=64; STEPS=1; WARMUP=1; BATCH=32; BIG_BATCH=32; SCORE_ROWS=32; EPOCH_PAIRS=64
   IMAGES=8; VIT=vit_tiny_patch16_224; RUNTIME=torch; INSTALL=${INSTALL:-0}; THREADS=${THREADS:-2}
+  BARE=(8 1 1)  # the bare forward: batch, warm-up passes, timed passes
 else
   OUT=${OUT:-/tmp/gpu-check}
   DEVICE=cuda; DEVICES=(cpu cuda); N=${N:-100000}; STEPS=${STEPS:-50}; WARMUP=5; BATCH=64; BIG_BATCH=512
   SCORE_ROWS=50000; EPOCH_PAIRS=20000; IMAGES=${IMAGES:-1024}; VIT=vit_base_patch16_224; RUNTIME=auto
   INSTALL=${INSTALL:-1}; THREADS=${THREADS:-$(nproc)}
+  BARE=(128 3 10)
 fi
-WORKERS=${WORKERS:-8}
+WORKERS=${WORKERS:-auto}  # stitch embed --workers (auto: its default)
 STORES=${STORES:-$OUT/stores}
 STITCH=("$PY" -m stitchkit.cli.main)  # the installed command, whatever PATH holds
 CXR14="atelectasis,cardiomegaly,effusion,infiltration,mass,nodule,pneumonia,pneumothorax,consolidation,edema,emphysema,fibrosis,pleural thickening,hernia"
@@ -90,13 +93,15 @@ scale() {  # benchmarks/head_scale.py at N pairs, training and scoring only, the
 }
 step "2a. head training, $N pairs, batch $BATCH, fp32, ${DEVICES[*]}; scoring $SCORE_ROWS rows" \
   scale --devices "${DEVICES[@]}" --batch-size "$BATCH" --precision fp32 --score-rows "$SCORE_ROWS"
-step "2b. the same, batch $BIG_BATCH" scale --devices "${DEVICES[@]}" --batch-size "$BIG_BATCH" --precision fp32 --score-rows
+if [ "$SMOKE" -eq 0 ]; then  # --smoke: 2a's commands with another batch size; skipped
+  step "2b. the same, batch $BIG_BATCH" scale --devices "${DEVICES[@]}" --batch-size "$BIG_BATCH" --precision fp32 --score-rows
+fi
 step "2c. bf16 on $DEVICE, batch $BIG_BATCH" scale --devices "$DEVICE" --batch-size "$BIG_BATCH" --precision bf16 --score-rows
 head_train_command() {  # `stitch head train` as users type it, one epoch on the device, bf16
-  "$PY" benchmarks/head_scale.py --sizes "$EPOCH_PAIRS" --dir "$STORES" --steps 1 --warmup 1 --ratio-size 0 \
-    --compare-size 0 --score-rows --no-validate > /dev/null || return 1
+  "$PY" benchmarks/head_scale.py --sizes "$EPOCH_PAIRS" --dir "$STORES" --no-train --ratio-size 0 \
+    --compare-size 0 --score-rows > /dev/null || return 1  # the stores only
   "${STITCH[@]}" head train "$STORES/img-$EPOCH_PAIRS.h5" "$STORES/txt-$EPOCH_PAIRS.h5" -o "$OUT/gpu.head" \
-    --device "$DEVICE" --precision bf16 --epochs 1 --batch-size "$BIG_BATCH" --no-plot --no-resume --json \
+    --device "$DEVICE" --precision bf16 --epochs 1 --min-steps 0 --batch-size "$BIG_BATCH" --no-plot --no-resume --json \
     > "$OUT/gpu-head.json" || return 1
   "$PY" -c "import json, sys; r = json.load(open(sys.argv[1])); print({k: r.get(k) for k in ('device', 'precision', 'seconds', 'n_pairs')})" "$OUT/gpu-head.json"
 }
@@ -146,12 +151,15 @@ embed() {  # embed NAME SPEC [options]: stitch embed on DEVICE against the bare 
   local name=$1 spec=$2; shift 2
   "${STITCH[@]}" embed "$OUT/images.csv" -m "$spec" -o "$OUT/embed-$name.h5" --device "$DEVICE" --runtime "$RUNTIME" \
     --batch-size 128 --workers "$WORKERS" --overwrite --json "$@" > "$OUT/embed-$name.json" || return 1
-  "$PY" - "$spec" "$OUT/embed-$name.json" "$OUT/embed-$name.h5" "$OUT/images/x00000.jpg" "$DEVICE" "$RUNTIME" "$*" <<'PYEOF'
+  "$PY" - "$spec" "$OUT/embed-$name.json" "$OUT/embed-$name.h5" "$OUT/images/x00000.jpg" "$DEVICE" "$RUNTIME" \
+    "${BARE[@]}" "$*" <<'PYEOF'
 import json, sys, time
 import h5py, torch
 from stitchkit.encoders import load_encoder
 from stitchkit.inputs import load_image
-spec, summary, store, image, device, runtime_asked, options = sys.argv[1:8]
+spec, summary, store, image, device, runtime_asked = sys.argv[1:7]
+batch, warm, timed = (int(x) for x in sys.argv[7:10])
+options = sys.argv[10]
 s = json.load(open(summary))
 with h5py.File(store, "r") as h5:
     runtime = json.loads(h5.attrs["runtime"])
@@ -162,17 +170,17 @@ piped = s["samples"] / s["seconds"]
 enc = load_encoder(spec, device=device, runtime=runtime_asked)
 if enc.runtime != "torch":
     sys.exit(f"load_encoder gave the runtime {enc.runtime}: expected torch")
-x = torch.stack([enc.prepare(load_image(image))] * 128).to(device)  # decoded once, on the device
+x = torch.stack([enc.prepare(load_image(image))] * batch).to(device)  # decoded once, on the device
 sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 with torch.inference_mode():
-    for _ in range(3):
+    for _ in range(warm):
         enc.encode(x)
     sync()
     t0 = time.perf_counter()
-    for _ in range(10):
+    for _ in range(timed):
         enc.encode(x)
     sync()
-bare = 10 * len(x) / (time.perf_counter() - t0)
+bare = timed * len(x) / (time.perf_counter() - t0)
 print(f"{spec} {options}: stitch embed {piped:.0f} images/s (device {s.get('device')}, runtime {runtime}, "
       f"tokens {tokens}), bare forward {bare:.0f} images/s: ratio {piped / bare:.2f}")
 PYEOF

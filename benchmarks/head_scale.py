@@ -380,10 +380,10 @@ def task_score(folder: str, n_store: int, rows: int, device: str = "cpu") -> dic
         ids = list(s.ids[:rows])
     prompts = from_classes(CXR14, mode="multiclass")
     out = work / f"scores-{rows}.h5"
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     res = classify_store(query, prompts, prompt_store=prompt_store, head_path=head, ids=ids, output=out,
                          bootstrap=0, device=device)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     peak = peak_rss_mb()  # classify's peak, before the bare forward below adds its block
     # The head's bare forward on one block of rows already in memory (float32), as many rows as
     # classify's blocks hold (its default chunk size, bounded for tokens), warm, median of 3.
@@ -392,15 +392,17 @@ def task_score(folder: str, n_store: int, rows: int, device: str = "cpu") -> dic
         block = np.arange(min(rows, rows_per_chunk(s.token_shape, s.token_shape[1], ClassifyOptions().chunk_size)))
         glob, (tok, mask) = s.read(block), s.read_tokens(block)
     h.score(glob, text.glob, tok, mask, text.tokens, text.mask)  # warm-up
-    times = []
+    times, cpus = [], []
     for _ in range(3):
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         h.score(glob, text.glob, tok, mask, text.tokens, text.mask)
         times.append(time.perf_counter() - t1)
-    bare = len(block) / float(np.median(times))
+        cpus.append(time.process_time() - c1)
+    bare, bare_cpu = len(block) / float(np.median(times)), len(block) / float(np.median(cpus))
     out.unlink(missing_ok=True)
     return {"rows": res.n, "device": res.device, "seconds": wall, "rows_per_s": res.n / wall,
-            "bare_rows_per_s": bare, "bare_block": len(block), "peak_rss_mb": peak}
+            "bare_rows_per_s": bare, "bare_block": len(block), "peak_rss_mb": peak,
+            "rows_per_cpu_s": res.n / cpu, "bare_rows_per_cpu_s": bare_cpu}
 
 
 # -- the report --------------------------------------------------------------------------------
@@ -462,6 +464,9 @@ def report_scores(scored: list[dict[str, Any]], store_n: int) -> None:
               f"({s['rows_per_s'] / s['bare_rows_per_s']:.2f} of the bare forward, {s['bare_rows_per_s']:.0f} rows/s "
               f"on {s['bare_block']} rows), "
               f"peak RSS {mb(s['peak_rss_mb'])}")
+        print(f"    CPU seconds (all threads): {s['rows_per_cpu_s']:.0f} rows per CPU s against the bare forward's "
+              f"{s['bare_rows_per_cpu_s']:.0f}: {s['rows_per_cpu_s'] / s['bare_rows_per_cpu_s']:.2f} (less swayed by "
+              "other jobs than wall time)")
         print_ratio(f"scoring / bare forward ({s['rows']:,} rows, {s['device']})",
                     s["rows_per_s"] / s["bare_rows_per_s"])
     for dev in dict.fromkeys(s["device"] for s in scored):

@@ -180,12 +180,23 @@ def _dry_text(r: dict) -> str:
         lines += [
             f"expected held-out quality ({r['cv_folds']}-fold CV on the fit anchors):",
             f"  cosine mean                        {r['expected_cosine_mean']:.4f}",
-            f"  relative MSE (1 − R²)              {r['expected_relative_mse']:.4f}  (median; folds "
+            f"  relative MSE (median row)          {r['expected_relative_mse']:.4f}  (median; folds "
             + ", ".join(f"{v:.3f}" for v in r["expected_relative_mse_folds"]) + ")",
             f"  retrieval top-1 (gallery {r['expected_top1_gallery']})       {r['expected_top1']:.4f}",
         ]
     else:
         lines.append("expected held-out quality: too few anchors to cross-validate")
+    rec = r.get("recommendation")
+    if rec:
+        methods = ", ".join(f"{m} {c:.3f}" for m, c in rec["methods_expected_cosine"].items())
+        curve = ", ".join(f"{n} {c:.3f}" for n, c in rec["curve"])
+        if rec["n_anchors"] < rec["pool"]:
+            count = f"about {rec['n_anchors']} anchors (expected cosine within 0.01 of {rec['pool']}'s)"
+        else:
+            count = f"all {rec['pool']} anchors" + (" (still rising: more would help)" if rec["still_rising"] else "")
+        lines += [f"recommended: --method {rec['method']} with {count}",
+                  f"  expected cosine by method ({r['n_anchors']} anchors): {methods}",
+                  f"  expected cosine by anchor count ({rec['method']}): {curve}"]
     return "\n".join(lines)
 
 
@@ -201,7 +212,7 @@ METRIC_LABELS = {
     "n_heldout": "held-out anchors",
     "cosine_mean": "cosine mean",
     "cosine_median": "cosine median",
-    "relative_mse": "relative MSE (1 − R²)",
+    "relative_mse": "relative MSE (median row)",
     "top1": "retrieval top-1",
     "top5": "retrieval top-5",
     "mrr": "retrieval MRR",

@@ -138,9 +138,11 @@ class _Batches(torch.utils.data.Dataset):
 
 
 # Decode workers beside a forward pass that keeps every core busy: one per this many of its
-# threads (decoding + preparing a 224 px Kermany JPEG takes about 1/6 of Lite0's forward CPU per
-# image, docs/speed.md), at this niceness, so that they run on what the forward leaves idle
-# instead of stalling its threads. At most MAX_AUTO_WORKERS where cores are free (a GPU run).
+# threads (decoding + preparing a 224 px Kermany JPEG takes ≈ 0.7 ms of one core, against ≈ 6.7
+# ms of CPU per image for Lite0's ONNX forward at 300 images/s on 2 threads; Lite2's 260 px
+# upscale ≈ 2 ms against a forward 3× heavier: docs/speed.md), at this niceness, so that they run
+# on what the forward leaves idle instead of stalling its threads. Where cores are free (a GPU
+# run) as many as are free, at most MAX_AUTO_WORKERS.
 THREADS_PER_DECODER = 4
 DECODE_NICE = 10
 MAX_AUTO_WORKERS = 8
@@ -154,19 +156,21 @@ def auto_workers(cores: int, forward_threads: int) -> int:
     return max(needed, min(cores - forward_threads, MAX_AUTO_WORKERS))
 
 
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def decode_workers(workers: int | None, encoder: Encoder) -> int:
     """The decode worker processes of a run: ``workers`` (None: auto) for images; texts are
     tokenised in the main process."""
     if encoder.modality != "image":
         return 0
-    if workers is not None:
-        return workers
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return auto_workers(cores, encoder.forward_threads())
+    return workers if workers is not None else auto_workers(_cores(), encoder.forward_threads())
 
 
 def _decode_worker_init(_: int) -> None:
-    """A decode worker runs at lower priority: the forward's threads take the cores first."""
+    """A decode worker that shares the forward's cores runs at lower priority: the forward's
+    threads take the cores first, the worker what they leave idle."""
     with contextlib.suppress(OSError):
         os.nice(DECODE_NICE)
 
@@ -421,7 +425,7 @@ def embed_store(inputs: Inputs, encoder: Encoder, out: str | Path, options: Embe
             num_workers=workers,
             collate_fn=_identity,
             prefetch_factor=2 if workers else None,
-            worker_init_fn=_decode_worker_init if workers else None,
+            worker_init_fn=_decode_worker_init if workers + encoder.forward_threads() > _cores() else None,
             # Page-locked batches copy to a GPU without a staging copy (the encoders copy with
             # non_blocking=True); on the CPU pinning would only cost.
             pin_memory=encoder.device.type == "cuda" and encoder.modality == "image",

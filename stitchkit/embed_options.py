@@ -30,8 +30,9 @@ class EmbedOptions:
     batch_size: int = setting(64, "Samples per forward pass.", within=Range(1))
     workers: int | None = setting(
         None, "Processes decoding and preparing images while the forward pass runs (0: in the main process, "
-        "between batches). auto: the CPU cores the forward pass leaves free, else one per 4 of its threads, "
-        "run at lower priority (nice +10) so they use what the forward leaves idle (docs/speed.md).",
+        "between batches). auto: the CPU cores the forward pass leaves free (at most 8), at least one per 4 of "
+        "its threads. Workers that share the forward's cores run at lower priority (nice +10), on what it "
+        "leaves idle (docs/speed.md).",
         within=Range(0), none="auto")
     tokens: bool = setting(False, "Also keep patch / word tokens (N, T, D) with a mask.")
     token_grid: str | None = setting(

@@ -703,9 +703,9 @@ REGENERATE = "STITCHKIT_WRITE_MATRIX=1 pytest tests/test_bad_inputs.py"
 def _short(message: str, w: World) -> str:
     text = message.removeprefix("error: ")
     # every test's folder sits beside the world's: the same "…" whatever the base temp folder
-    text = re.sub(re.escape(str(w.root.parent)) + r"/[^/ ]+", "…", text)
+    text = re.sub(re.escape(str(w.root.parent)) + r"/[^/ )]+", "…", text)
     text = text.replace(str(w.root), "…")
-    text = re.sub(r"/tmp/pytest-of-[^/]+/pytest-\d+/[^/ ]+", "…", text)
+    text = re.sub(r"/tmp/pytest-of-[^/]+/pytest-\d+/[^/ )]+", "…", text)
     if len(str(Path.cwd())) > 1:  # where the tests run from (a suite's ids are looked up there too)
         text = text.replace(str(Path.cwd()), ".")
     # click names the program after the runner in-process ("python -m pytest.stitch" under

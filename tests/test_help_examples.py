@@ -271,6 +271,9 @@ DOCS_NOT_RUN = {  # command (as printed, continuations joined, comment dropped) 
         "1,000 images: the demo embeds them through the same spec",
     "stitch embed $DATA/kermany-pneumonia-224/labels.csv --where split=test -m lite0 -o k-test-lite0.h5":
         "624 images: the demo embeds them",
+    "stitch sweep k-train-lite0.h5 k-train-lite2.h5 --n-anchors 500,1000,1230,1280,1330,1600,3000 "
+    "--methods affine,linear,orthogonal,ridge --seeds 0 -o sweep-neard.csv":
+        "3,000 anchors need the demo's 5,216-image stores",
     "stitch head train k-lite2.h5 k-captions-minilm.h5 -o k-head.st --device cuda":
         "the refusal without a GPU (it would train where one is): tests/test_devices.py checks it",
 }

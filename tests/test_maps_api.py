@@ -131,7 +131,7 @@ def test_clear_errors(stores, tmp_path):
     with pytest.raises(StoreError, match="NaN or Inf.*img00007"):
         fit_map(nan, tgt, plan=AnchorPlan(holdout=0.0))
     with pytest.warns(UserWarning, match="underdetermined, so the minimum-norm solution.*ridge"):
-        fit_map(src, tgt, "affine", plan=AnchorPlan(n_anchors=20))
+        fit_map(src, tgt, AffineMap(alpha=0.0), plan=AnchorPlan(n_anchors=20))
     with pytest.raises(UsageError, match="only"):
         fit_map(src, tgt, plan=AnchorPlan(n_anchors=10_000))
 
@@ -179,10 +179,10 @@ def test_sweep_table_and_plot(stores, tmp_path):
         rows = sweep(src, tgt, SweepGrid(n_anchors=[20, 100], methods=["orthogonal", "affine", "ridge"],
                                          seeds=[0, 1]))
     assert len(rows) == 12
-    # Affine at 20 anchors (fewer than the dimension) is the minimum-norm map, noted, not failed.
+    # Affine at 20 anchors (fewer than the dimension) is stabilised (alpha 'stable'): no note.
     assert not [r for r in rows if "error" in r]
-    assert {(r["method"], r["n_anchors"]) for r in rows if "minimum-norm" in r.get("note", "")} \
-        == {("affine", 20)}
+    assert not [r for r in rows if "minimum-norm" in r.get("note", "")]
+    assert {r["alpha_relative"] for r in rows if r["method"] == "affine"} == {0.1}
     summary = summarize(rows)
     ridge100 = next(e for e in summary if e["method"] == "ridge" and e["n_anchors"] == 100)
     assert ridge100["n_seeds"] == 2 and ridge100["top1_mean"] > 0.5
@@ -215,7 +215,7 @@ def test_real_lite0_to_lite2_methods_match_references(lite0_store, lite2_store):
     x = X[:, np.sort(np.argsort(X.std(0))[-64:])]
     y = Y[:, np.sort(np.argsort(Y.std(0))[-48:])]
     ref = np.linalg.lstsq(np.c_[x, np.ones(len(x))], y, rcond=None)[0]
-    aff = AffineMap(standardize=False, center=False).fit(x, y)
+    aff = AffineMap(alpha=0.0, standardize=False, center=False).fit(x, y)
     np.testing.assert_allclose(aff.W_, ref[:-1], rtol=1e-6, atol=1e-8)
     R, _ = scipy.linalg.orthogonal_procrustes(x, np.c_[y, np.zeros((len(y), 16))])
     o = OrthogonalMap(standardize=False, center=False).fit(x, y)
@@ -226,7 +226,7 @@ def test_real_lite0_to_lite2_methods_match_references(lite0_store, lite2_store):
     np.testing.assert_allclose(OrthogonalMap().fit(x, y).W_, R[:, :48], atol=1e-8)
     lin = np.linalg.lstsq(x, y, rcond=None)[0]
     np.testing.assert_allclose(
-        LinearMap(standardize=False, center=False).fit(x, y).W_, lin, rtol=1e-6, atol=1e-8)
+        LinearMap(alpha=0.0, standardize=False, center=False).fit(x, y).W_, lin, rtol=1e-6, atol=1e-8)
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ applied to whatever was listed.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import attrgetter
 from pathlib import Path
 
 from ..errors import UsageError
@@ -58,15 +59,7 @@ def read_inputs(
     src = Path(names[0])
     if not inputs.items:
         raise UsageError(f"input {src} holds no samples: check the file, folder or --where filter")
-    for n, it in enumerate(inputs.items, 1):
-        # HDF5 strings cannot hold NUL: refuse now, not when the store is written at the end.
-        for name in ("id", "text", "label", "group"):
-            if "\x00" in (getattr(it, name) or ""):
-                raise UsageError(f"input {src} sample {n}: its {name} holds a NUL character: fix the input")
-    seen: set[str] = set()
-    dupes = [it.id for it in inputs.items if it.id in seen or seen.add(it.id)]
-    if dupes:
-        raise UsageError(f"input {src}: {len(dupes)} duplicate ids (e.g. {dupes[:3]}): ids must be unique")
+    check_samples(inputs.items, src)
     if tags:
         add_tags(inputs, tags)
     inputs.grey_range = grey_range
@@ -74,3 +67,20 @@ def read_inputs(
         for it in inputs.items:
             it.grey_range = grey_range
     return inputs
+
+
+def check_samples(items: list[Item], src: Path) -> None:
+    """No NUL character in a sample's id, text, label or group (HDF5 strings cannot hold one:
+    refused now, not when the store is written at the end) and no id twice. Each check is one
+    pass in C over the items (377,110 for MIMIC-CXR); a loop only finds the sample to name."""
+    fields = ("id", "text", "label", "group")
+    if any("\x00" in "".join(filter(None, map(attrgetter(name), items))) for name in fields):
+        for n, it in enumerate(items, 1):
+            for name in fields:
+                if "\x00" in (getattr(it, name) or ""):
+                    raise UsageError(f"input {src} sample {n}: its {name} holds a NUL character: fix the input")
+    ids = list(map(attrgetter("id"), items))
+    if len(set(ids)) < len(ids):
+        seen: set[str] = set()
+        dupes = [i for i in ids if i in seen or seen.add(i)]
+        raise UsageError(f"input {src}: {len(dupes)} duplicate ids (e.g. {dupes[:3]}): ids must be unique")

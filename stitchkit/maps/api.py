@@ -126,7 +126,7 @@ def check_stitchability(
     Linear CKA, mutual ``k``-NN overlap and a cross-validated estimate of the held-out quality
     (see :mod:`.stitchability`); nothing is written and the held-out anchors are not read.
     """
-    from .stitchability import AnchorSample, stitchability
+    from .stitchability import AnchorSample, recommend, stitchability
 
     plan = (plan or AnchorPlan()).validate()
     m = seeded_estimator(estimator, plan.seed)
@@ -137,12 +137,18 @@ def check_stitchability(
         n_fit = len(ids)
         if n_fit > max_rows:
             ids = np.sort(np.random.default_rng(plan.seed).choice(ids, max_rows, replace=False))
-        X = src.read(rows_of(src, ids))
-        Y = tgt.read(rows_of(tgt, ids))
-        require_finite(X, ids, src.path, "anchor embeddings")
-        require_finite(Y, ids, tgt.path, "anchor embeddings")
-    report = stitchability(AnchorSample(X, Y, ids, n_fit), lambda: clone(m), k=k, seed=plan.seed,
-                           max_rows=max_rows)
+        pool = np.asarray(split.fit_pool)
+        if len(pool) > max_rows:
+            pool = np.sort(np.random.default_rng(plan.seed).choice(pool, max_rows, replace=False))
+        pairs = {}
+        for name, which in (("chosen", ids), ("pool", pool)):
+            X = src.read(rows_of(src, which))
+            Y = tgt.read(rows_of(tgt, which))
+            require_finite(X, which, src.path, "anchor embeddings")
+            require_finite(Y, which, tgt.path, "anchor embeddings")
+            pairs[name] = AnchorSample(X, Y, which, n_fit if name == "chosen" else len(split.fit_pool))
+    report = stitchability(pairs["chosen"], lambda: clone(m), k=k, seed=plan.seed, max_rows=max_rows)
+    report["recommendation"] = recommend(pairs["chosen"], pairs["pool"], lambda: clone(m), seed=plan.seed)
     report["n_anchors"] = int(n_fit)
     report["n_heldout"] = int(len(split.heldout))
     report["method"] = m.method

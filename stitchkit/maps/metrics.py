@@ -74,16 +74,30 @@ def warn_worse_than_mean(relative_mse: float, what: str, method: str) -> None:
                   f"than their mean; try {', '.join(fixes[:-1])} or {fixes[-1]}", stacklevel=3)
 
 
+def relative_mse(mapped: np.ndarray, target: np.ndarray) -> float:
+    """The median row's squared error over the median row's squared distance to the targets'
+    mean: 0 is perfect, 1 no better than predicting the mean for the typical row.
+
+    Medians, not the sums of 1 − R²: a source feature that is (nearly) constant on the anchors
+    gets a tiny standard deviation, and the one held-out image where it fires lands far off, so
+    that a single row carries the sum. In Lite0 → Xception (500 ridge anchors, 500 held out)
+    one image held 98 % of the summed error, which read 49.2 where the median rows give 0.83;
+    Lite0 → Lite2 orthogonal read 8.4 at 1,230 anchors against 1.2 at 1,000 while its cosine
+    did not move (docs/maps.md)."""
+    T = np.asarray(target, np.float64)
+    err = np.square(np.asarray(mapped, np.float64) - T).sum(axis=1)
+    spread = np.square(T - T.mean(axis=0)).sum(axis=1)
+    typical = float(np.median(spread))
+    return float(np.median(err)) / typical if typical > 0 else float("nan")
+
+
 def alignment_metrics(source: np.ndarray, mapped: np.ndarray, target: np.ndarray) -> dict[str, float]:
     cos = cosine_rows(mapped, target)
-    resid = np.square(np.asarray(mapped, np.float64) - target).sum()
-    spread = np.square(np.asarray(target, np.float64) - target.mean(axis=0)).sum()
     out = {
         "n_heldout": int(len(target)),
         "cosine_mean": float(cos.mean()),
         "cosine_median": float(np.median(cos)),
-        # 1 − R²: 0 is perfect, 1 is no better than predicting the held-out mean.
-        "relative_mse": float(resid / spread) if spread > 0 else float("nan"),
+        "relative_mse": relative_mse(mapped, target),
     }
     out.update(retrieval(mapped, target))
     out["cka_source_target"] = linear_cka(source, target)

@@ -20,7 +20,7 @@ from ..errors import UsageError
 from ..label_use import fit_label_use
 from ..settings import Range, check_settings, setting
 from .anchors import STRATEGIES
-from .estimators import METHODS, BaseMap, make_map
+from .estimators import ALPHA_WORDS, METHODS, BaseMap, make_map
 from .stream import LocalEngine, ProgressFn, StatsEngine
 
 
@@ -121,11 +121,13 @@ class MapSettings:
     :meth:`estimator` builds it, and :func:`~stitchkit.maps.estimators.make_map` refuses a
     setting the method does not take. The preprocessing defaults are :class:`BaseMap`'s own."""
 
-    method: str = setting("ridge", "ridge: affine least squares with alpha chosen by GCV; affine / linear: plain "
-                          "least squares with / without bias; orthogonal: Procrustes.", choices=METHODS)
+    method: str = setting("ridge", "ridge: affine least squares with alpha chosen by GCV; affine / linear: "
+                          "least squares with / without bias, stabilised by a fixed small penalty (--alpha "
+                          "stable); orthogonal: Procrustes.", choices=METHODS)
     alpha: float | str | None = setting(
-        None, "Ridge penalty: 'auto' (generalised cross-validation over the fit anchors) or a number.",
-        shown="auto for ridge, 0 for affine/linear")
+        None, "Ridge penalty: 'auto' (generalised cross-validation over the fit anchors), 'stable' (a fixed "
+        "0.1 x the mean eigenvalue of the anchors' Gram matrix: no collapse where anchors ~ dimensions) or a "
+        "number (0: exact least squares).", shown="auto for ridge, stable for affine/linear")
     scale: bool = setting(False, "Orthogonal only: also fit an isotropic scale factor.")
     rescale: bool | None = setting(
         None, "Multiply the solution by one factor that gives the anchors' predictions the targets' spread "
@@ -145,10 +147,9 @@ class MapSettings:
         """The unfitted map; one line for a setting its method does not take."""
         check_settings(self)
         alpha = self.alpha
-        if isinstance(alpha, str) and alpha != "auto":
-            raise UsageError(f"alpha takes 'auto' or a number ≥ 0, got {alpha!r}")
-        if isinstance(alpha, int | float) and not alpha >= 0:
-            raise UsageError(f"alpha takes 'auto' or a number ≥ 0, got {alpha!r}")
+        if (isinstance(alpha, str) and alpha not in ALPHA_WORDS) or (
+                isinstance(alpha, int | float) and not alpha >= 0):
+            raise UsageError(f"alpha takes {', '.join(map(repr, ALPHA_WORDS))} or a number ≥ 0, got {alpha!r}")
         return make_map(self.method, alpha=alpha, scale=self.scale or None, rescale=self.rescale,
                         center=self.center, standardize=self.standardize, l2=self.l2, restore=self.restore,
                         cv=self.cv)

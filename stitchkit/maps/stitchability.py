@@ -35,7 +35,7 @@ import numpy as np
 
 from . import functional as F
 from .anchors import fold_of
-from .metrics import linear_cka, retrieval, warn_worse_than_mean
+from .metrics import linear_cka, relative_mse, retrieval, warn_worse_than_mean
 
 
 def knn_indices(X: np.ndarray, k: int) -> np.ndarray:
@@ -119,8 +119,7 @@ def cv_quality(pairs: AnchorSample, make: Any, *, cv: int = 3, seed: int = 0) ->
         T = np.asarray(F.l2_normalize(Y[te]) if m.l2 else Y[te], dtype=np.float64)
         P = m.transform(X[te])
         cos.append(float(cosine_rows(P, T).mean()))
-        spread = np.square(T - T.mean(axis=0)).sum()
-        rel.append(float(np.square(P - T).sum() / spread) if spread > 0 else float("nan"))
+        rel.append(relative_mse(P, T))
         top1.append(retrieval(P, T)["top1"])
         gallery.append(int(te.sum()))
     return {
@@ -155,3 +154,50 @@ def stitchability(
         warn_worse_than_mean(out["expected_relative_mse"], f"expected ({cv}-fold CV on the fit anchors)",
                              make().method)
     return out
+
+
+#: Methods the recommendation compares (``linear`` is ``affine`` through the origin, and with
+#: centred coordinates the same map).
+COMPARED = ("ridge", "affine", "orthogonal")
+#: Anchor counts of the expected learning curve (then the whole pool measured).
+CURVE_COUNTS = (125, 250, 500, 1000, 2000, 4000)
+#: The recommended count is the smallest whose expected cosine is within this of the largest's.
+ENOUGH = 0.01
+
+
+def recommend(chosen: AnchorSample, pool: AnchorSample, make: Any, *, cv: int = 3, seed: int = 0) -> dict[str, Any]:
+    """Which method and how many anchors, from the anchors alone (no labels, nothing held out).
+
+    The method: the one of :data:`COMPARED` (with the preprocessing of ``make()``) whose
+    cross-validated cosine on the ``chosen`` anchors is highest. The count: that method's
+    expected cosine on seeded subsets of the fit ``pool`` of :data:`CURVE_COUNTS` anchors (and
+    all of it); the smallest count within :data:`ENOUGH` of the largest is recommended, and
+    ``still_rising`` says the last step of the curve still gained more than half of that.
+    """
+    from .estimators import make_map
+
+    base = make().get_params()
+    shared = {k: base[k] for k in ("center", "standardize", "l2", "restore")}
+
+    def maker(method: str) -> Any:
+        return lambda: make_map(method, **shared, random_state=seed) if method != "orthogonal" \
+            else make_map(method, **shared)
+
+    methods: dict[str, float] = {}
+    for method in COMPARED:
+        if len(chosen.X) >= 3 * cv:
+            methods[method] = cv_quality(chosen, maker(method), cv=cv, seed=seed)["expected_cosine_mean"]
+    if not methods:
+        return {}
+    best = max(methods, key=lambda m: methods[m])
+    n_pool = len(pool.X)
+    counts = sorted({c for c in CURVE_COUNTS if 3 * cv <= c < n_pool} | {n_pool})
+    curve = []
+    for c in counts:
+        sub = replace(pool, n_fit=c).subsample(c, seed)
+        curve.append([int(c), cv_quality(sub, maker(best), cv=cv, seed=seed)["expected_cosine_mean"]])
+    top = curve[-1][1]
+    enough = next(c for c, cos in curve if cos >= top - ENOUGH)
+    rising = len(curve) > 1 and top - curve[-2][1] > ENOUGH / 2
+    return {"methods_expected_cosine": methods, "method": best, "curve": curve, "n_anchors": int(enough),
+            "still_rising": bool(rising), "pool": int(n_pool)}

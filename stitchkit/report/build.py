@@ -212,8 +212,9 @@ def _map_sections(maps: list[Path], out: Path) -> list[Section]:
                          "probe AUC ratio"], rows)
     numbers += ["", *_md_table(["map", "source model", "target model"], specs)]
     return [Section("Maps: held-out quality and anchor plan", image,
-                    "Metrics on the held-out anchors (never used to fit); relative MSE is 1 − R² on them: 0 "
-                    "is perfect, 1 no better than predicting their mean. The anchor plan is what "
+                    "Metrics on the held-out anchors (never used to fit); relative MSE is the median row's "
+                    "squared error over its squared distance to their mean: 0 is perfect, 1 no better than "
+                    "predicting the mean. The anchor plan is what "
                     "the map file records: anchors fitted on, held out, and the pool they came from.", numbers)]
 
 

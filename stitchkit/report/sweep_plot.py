@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 TITLES = {"cosine_mean": "cosine (mean)", "top1": "top-1 retrieval", "mrr": "MRR",
-          "relative_mse": "relative MSE (1 − R²), lower is better", "probe_auc_ratio": "probe AUC ratio",
+          "relative_mse": "relative MSE (median row), lower is better", "probe_auc_ratio": "probe AUC ratio",
           "probe_accuracy_ratio": "probe accuracy ratio"}
 
 

@@ -592,22 +592,32 @@ class StoreWriter:
             raise ValueError(f"embeddings {embeddings.shape} do not match ({n}, {self.dim})")
         rows = np.asarray(rows, dtype=np.int64)
         order = np.argsort(rows, kind="stable")  # h5py writes need increasing positions
-        at = rows[order]
+        at: np.ndarray | slice = rows[order]
+        in_order = bool(np.all(order == np.arange(n)))
+        if in_order and n and rows[-1] - rows[0] == n - 1:
+            at = slice(int(rows[0]), int(rows[0]) + n)  # consecutive rows (a batch): one slice, no point selection
+
+        def ordered(values: np.ndarray) -> np.ndarray:
+            return values if in_order else values[order]
+
         h5 = self._h5
-        h5[fmt.EMBEDDINGS][at] = np.asarray(embeddings, dtype=np.float32)[order]
-        h5[fmt.IDS][at] = np.asarray(ids, dtype=object)[order]
+        h5[fmt.EMBEDDINGS][at] = ordered(np.asarray(embeddings, dtype=np.float32))
+        h5[fmt.IDS][at] = ordered(np.asarray(ids, dtype=object))
         for name in self._columns:
-            h5[name][at] = np.asarray((columns or {})[name], dtype=object)[order]
+            h5[name][at] = ordered(np.asarray((columns or {})[name], dtype=object))
         if self._token_shape is not None:
             if tokens is None or tokens_mask is None:
                 raise ValueError("this store holds tokens: pass tokens and tokens_mask")
             t, d = self._token_shape  # token width may differ from dim (ViT before projection)
-            padded = np.zeros((n, t, d), dtype=np.float16)
-            mask = np.zeros((n, t), dtype=bool)
-            padded[:, : tokens.shape[1]] = tokens
-            mask[:, : tokens_mask.shape[1]] = tokens_mask
-            h5[fmt.TOKENS][at] = padded[order]
-            h5[fmt.TOKENS_MASK][at] = mask[order]
+            if tokens.shape == (n, t, d) and tokens.dtype == np.float16 and tokens_mask.shape == (n, t):
+                padded, mask = tokens, np.asarray(tokens_mask, dtype=bool)  # already the store's shape
+            else:
+                padded = np.zeros((n, t, d), dtype=np.float16)
+                mask = np.zeros((n, t), dtype=bool)
+                padded[:, : tokens.shape[1]] = tokens
+                mask[:, : tokens_mask.shape[1]] = tokens_mask
+            h5[fmt.TOKENS][at] = ordered(padded)
+            h5[fmt.TOKENS_MASK][at] = ordered(mask)
 
     def add_failed(self, failed: Sequence[tuple[str, str]]) -> None:
         self._failed.extend(failed)

@@ -8,7 +8,7 @@ Tokens that go straight to a head (no map, no pooling) are read as stored, float
 ahead in a thread (:func:`read_ahead`) while the head scores the block before; the scoring
 thread converts them (:class:`Float32Tokens`) into one float32 buffer it reuses, so the head
 gets exactly the float32 tokens it always got (float16 → float32 is exact). Measured in
-docs/speed.md ("Head scoring with tokens").
+docs/speed.md ("Head scoring with tokens, read ahead").
 """
 
 from __future__ import annotations
