@@ -66,3 +66,24 @@ def test_relative_mse_follows_the_typical_row_not_the_worst(pairs) -> None:
     assert relative_mse(P_bad, T) == pytest.approx(before, rel=0.05)
     summed = np.square(P_bad - T).sum() / np.square(T - T.mean(axis=0)).sum()
     assert summed > 100 * before  # what the sum of squares (1 − R²) would have reported
+
+
+def test_the_levers_script_measures_as_stitch_fit_does(kermany_base: dict[str, Path]) -> None:
+    """docs/cross-family.md's lever table comes from examples/cross-family/levers.py: its split,
+    anchors, probe and metrics are the fit's own."""
+    import importlib.util
+
+    from stitchkit.maps import AnchorPlan, fit_map
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "cross-family" / "levers.py"
+    spec = importlib.util.spec_from_file_location("cross_family_levers", path)
+    levers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(levers)
+    pair = levers.read_pair(kermany_base["lite0"], kermany_base["lite2"])
+    ours = levers.measure(pair, "ridge", {}, "random", 200, seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fitted = fit_map(kermany_base["lite0"], kermany_base["lite2"], "ridge",
+                         plan=AnchorPlan(n_anchors=200, seed=1))
+    for key in ("cosine_mean", "top1", "probe_auc_ratio"):
+        assert ours[key] == pytest.approx(fitted.metrics_[key], abs=2e-3), key

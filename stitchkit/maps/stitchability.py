@@ -98,16 +98,19 @@ class AnchorSample:
         return replace(self, X=self.X[keep], Y=self.Y[keep], ids=ids, n_fit=self.n_fit or n)
 
 
-def cv_quality(pairs: AnchorSample, make: Any, *, cv: int = 3, seed: int = 0) -> dict[str, Any]:
+def cv_quality(pairs: AnchorSample, make: Any, *, cv: int = 3, seed: int = 0,
+               n_folds: int | None = None) -> dict[str, Any]:
     """Held-out cosine and top-1 (means) and relative MSE (median, and per fold) of ``make()``
-    maps over ``cv`` folds of ``pairs``."""
+    maps over ``cv`` folds of ``pairs``; ``n_folds`` overrides the folds alpha 'auto' is chosen
+    in (1: GCV)."""
     from .metrics import cosine_rows
 
     X, Y = pairs.X, pairs.Y
     ids = np.arange(len(X)).astype(str) if pairs.ids is None else np.asarray(pairs.ids).astype(str)
     # The fit on all n_fit anchors picks its alpha rule (GCV or K folds) by their count; a fold's
     # fit sees fewer, and near the boundary (NEAR_DIMENSION) would pick the other rule.
-    n_folds = make().n_folds_for(pairs.n_fit or len(X), X.shape[1])
+    if n_folds is None:
+        n_folds = make().n_folds_for(pairs.n_fit or len(X), X.shape[1])
     which = np.random.default_rng(seed).permutation(len(X)) % cv
     cos, rel, top1, gallery = [], [], [], []
     for f in range(cv):
@@ -171,7 +174,8 @@ def recommend(chosen: AnchorSample, pool: AnchorSample, make: Any, *, cv: int = 
     The method: the one of :data:`COMPARED` (with the preprocessing of ``make()``) whose
     cross-validated cosine on the ``chosen`` anchors is highest. The count: that method's
     expected cosine on seeded subsets of the fit ``pool`` of :data:`CURVE_COUNTS` anchors (and
-    all of it); the smallest count within :data:`ENOUGH` of the largest is recommended, and
+    all of it; a ridge alpha chosen by GCV at every count, which is cheap, where the fit would
+    use K folds below 4 × the dimension); the smallest count within :data:`ENOUGH` of the largest is recommended, and
     ``still_rising`` says the last step of the curve still gained more than half of that.
     """
     from .estimators import make_map
@@ -193,9 +197,9 @@ def recommend(chosen: AnchorSample, pool: AnchorSample, make: Any, *, cv: int = 
     n_pool = len(pool.X)
     counts = sorted({c for c in CURVE_COUNTS if 3 * cv <= c < n_pool} | {n_pool})
     curve = []
-    for c in counts:
+    for c in counts:  # alpha by GCV along the curve: one eigendecomposition a fit, not K folds
         sub = replace(pool, n_fit=c).subsample(c, seed)
-        curve.append([int(c), cv_quality(sub, maker(best), cv=cv, seed=seed)["expected_cosine_mean"]])
+        curve.append([int(c), cv_quality(sub, maker(best), cv=cv, seed=seed, n_folds=1)["expected_cosine_mean"]])
     top = curve[-1][1]
     enough = next(c for c, cos in curve if cos >= top - ENOUGH)
     rising = len(curve) > 1 and top - curve[-2][1] > ENOUGH / 2
