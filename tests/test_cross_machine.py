@@ -34,6 +34,12 @@ import pytest
 pytestmark = pytest.mark.slow
 
 MAP_RTOL = 1e-5
+#: Affine's default penalty (``--alpha stable``, 0.1 × the mean eigenvalue) is small: on the
+#: session's 144 anchors of 1,280 dimensions its map moved by 2.3e-5 relative between the
+#: Sandybridge 2-thread kernel and the reference (the float32 statistics' rounding, amplified;
+#: solving by eigendecomposition instead of Cholesky gave the same difference). AUCs still
+#: agree to AUC_TOL.
+MAP_RTOL_BY_FIT = {"affine": 1e-4}
 AUC_TOL = 1e-4
 #: Head training reduces over threads in torch's own order (GEMM blocking, softmax sums), so
 #: the same seed on 1 and 2 threads need not give bit-equal heads. Measured on this project's
@@ -171,7 +177,8 @@ def test_maps_and_aucs_do_not_depend_on_kernel_or_threads(setup, reference, kern
         a, b = load_map(reference["dir"] / f"{name}.map"), load_map(other["dir"] / f"{name}.map")
         for attr in ("matrix_", "offset_"):
             x, y = getattr(a, attr).astype(np.float64), getattr(b, attr).astype(np.float64)
-            assert np.linalg.norm(x - y) <= MAP_RTOL * np.linalg.norm(x), (name, attr)
+            rtol = MAP_RTOL_BY_FIT.get(name, MAP_RTOL)
+            assert np.linalg.norm(x - y) <= rtol * np.linalg.norm(x), (name, attr)
         assert abs(_auc(reference["dir"] / f"{name}.csv") - _auc(other["dir"] / f"{name}.csv")) <= AUC_TOL, name
     assert abs(_auc(reference["dir"] / "head.csv") - _auc(other["dir"] / "head.csv")) <= HEAD_AUC_TOLERANCE
 

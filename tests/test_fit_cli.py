@@ -121,9 +121,9 @@ def test_errors_are_one_line_with_exit_codes(pair, stitch):
     # One run through the real entry point: one line on stderr, exit 2.
     r = stitch("fit", src, tmp / "other.h5", "-o", tmp / "m.map")
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "share no ids" in r.stderr
-    # Too few anchors for plain least squares: the minimum-norm map, with a warning naming ridge.
+    # Too few anchors for exact least squares: the minimum-norm map, with a warning naming ridge.
     r = CliRunner().invoke(cli, ["fit", src, tgt, "-o", str(tmp / "m.map"), "--overwrite", "--method", "affine",
-                                 "--n-anchors", "15"])
+                                 "--alpha", "0", "--n-anchors", "15"])
     assert r.exit_code == 0 and "minimum-norm" in r.stderr and "ridge" in r.stderr
     invoke("fit", src, tgt, "-o", tmp / "m.map", "--overwrite")
     code, msg = failure("apply", tmp / "m.map", tgt, "-o", tmp / "x.h5")

@@ -19,6 +19,8 @@ DIM = 300
 COUNTS = (150, 250, 300, 350, 500)
 N_HELD = 160
 
+pytestmark = pytest.mark.slow  # the session's real stores (760 images embedded once)
+
 
 @pytest.fixture(scope="module")
 def pairs(kermany_base: dict[str, Path]) -> tuple[np.ndarray, np.ndarray]:
