@@ -355,7 +355,9 @@ def build_more(inputs: Inputs, names: tuple[str, ...] = MORE) -> list[Scenario]:
         shards = ",".join(str(p) for p in _shards(inputs))  # one Ray task per shard
 
         def fit_args(out: Path) -> list[str]:
-            return ["fit", shards, str(inputs.lite2), "-o", str(out), "--engine", "ray"]
+            # --overwrite: a kill can land after the map is complete, and a map already at -o is
+            # refused without it (one line, exit 2); with it the re-run writes the same map again.
+            return ["fit", shards, str(inputs.lite2), "-o", str(out), "--engine", "ray", "--overwrite"]
 
         def fit_kill(rng: random.Random, out: Path) -> Kill:
             if rng.random() < 0.5:
