@@ -16,6 +16,7 @@ a GPU only, with loss scaling.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import sys
@@ -164,3 +165,28 @@ def torch_threads(n: int | None):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+# glibc hands freed memory back to the system as soon as a little is free at the top of its
+# heap, and serves blocks above its (moving) threshold by mmap: a loop that allocates and frees
+# the same tens of MB per block (torch's intermediates in a head's forward on 161 Lite2 rows)
+# then pays their page faults on every block. Kept: up to HEAP_KEEP_BYTES freed, blocks up to
+# glibc's largest heap threshold (32 MB) from the heap. Measured in classify's loop (20,000
+# rows, docs/speed.md): the forward 37-41 ms a block before, 32-33 ms after; 28.6 ms alone.
+HEAP_KEEP_BYTES = 512 << 20
+HEAP_BLOCK_BYTES = 32 << 20
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+@functools.cache
+def keep_freed_heap() -> bool:
+    """Let glibc's malloc keep freed memory for reuse (process-wide, once); False where the C
+    library is not glibc. The memory kept is bounded (HEAP_KEEP_BYTES) and reused, never grown
+    per block."""
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (AttributeError, OSError):
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, HEAP_BLOCK_BYTES)) and bool(mallopt(_M_TRIM_THRESHOLD, HEAP_KEEP_BYTES))

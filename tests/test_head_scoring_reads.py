@@ -1,6 +1,8 @@
-"""Head scoring with tokens reads them as stored (float16), one block ahead in a thread, and
-converts them into one reused float32 buffer (stitchkit.zeroshot.query_blocks): the scores are
-bit for bit those of the float32 reads in the scoring thread that it replaced."""
+"""Head scoring with tokens hands them over as stored (float16: views of the file's pages, or
+h5py reads one block ahead in a thread where the layout allows no views) and converts them into
+one reused float32 buffer (stitchkit.zeroshot.query_blocks): the scores are bit for bit those of
+the float32 reads in the scoring thread that it replaced. The views themselves
+(stitchkit.store.pages) are checked against h5py's reads."""
 
 from __future__ import annotations
 
@@ -14,11 +16,12 @@ import torch
 from stitchkit.errors import StoreError
 from stitchkit.head import Head, HeadConfig
 from stitchkit.head.model import CrossAttentionHead
-from stitchkit.store import StoreWriter
+from stitchkit.store import EmbeddingStore, StoreWriter
+from stitchkit.store.pages import TokenPages
 from stitchkit.store.store import base_attrs
 from stitchkit.zeroshot import query_blocks, scoring
 from stitchkit.zeroshot.prompts import from_classes
-from stitchkit.zeroshot.query_blocks import Float32Tokens
+from stitchkit.zeroshot.query_blocks import Float32Tokens, PagedTokens
 from stitchkit.zeroshot.scoring import classify_store
 
 IMG = {"model_spec": "img", "weights_sha256": "i"}
@@ -78,15 +81,20 @@ def _classify(query: Path, prompts: Path, head: Path, out: Path, **kw: object) -
         return {"metrics": r.metrics, **{k: h5[k][()] for k in ("ids", "labels", "scores", "logits")}}
 
 
-@pytest.mark.parametrize("prior", ["none", "em"])  # em: a first pass over the blocks, read the same way
+@pytest.mark.parametrize(("prior", "pages"), [("none", True), ("em", True), ("none", False)])
 def test_scores_equal_the_float32_reads_bit_for_bit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                     prior: str) -> None:
+                                                     prior: str, pages: bool) -> None:
+    """em: a first pass over the blocks, read the same way; pages False: the h5py reads ahead."""
     query, prompts, head = _stores(tmp_path, 45)  # 7 blocks of 7 rows, the last one short
-    seen: list[np.dtype] = []
+    if not pages:
+        monkeypatch.setattr(query_blocks, "token_pages", lambda plan: None)
+    seen: list[str] = []
     convert = Float32Tokens.__call__
-    monkeypatch.setattr(Float32Tokens, "__call__", lambda self, t: seen.append(t.dtype) or convert(self, t))
+    monkeypatch.setattr(Float32Tokens, "__call__",
+                        lambda self, t: seen.append("pages" if isinstance(t, PagedTokens) else str(t.dtype))
+                        or convert(self, t))
     new = _classify(query, prompts, head, tmp_path / "new.h5", prior=prior)
-    assert seen and set(seen) == {np.dtype(np.float16)}, "the head's tokens came as stored"
+    assert seen and set(seen) == {"pages" if pages else "float16"}, "the head's tokens came as stored"
     for module in (query_blocks, scoring):  # the former way: float32 reads, in this thread
         monkeypatch.setattr(module, "tokens_as_stored", lambda plan: False)
     old = _classify(query, prompts, head, tmp_path / "old.h5", prior=prior)
@@ -101,3 +109,25 @@ def test_a_bad_row_read_ahead_is_refused_by_its_id(tmp_path: Path) -> None:
         classify_store(query, from_classes(CLASSES), prompt_store=prompts, head_path=head,
                        output=tmp_path / "s.h5", bootstrap=0, chunk_size=7)
     assert not (tmp_path / "s.h5").exists()
+
+
+def test_page_views_are_the_rows_h5py_reads(tmp_path: Path) -> None:
+    query, _, _ = _stores(tmp_path, 45)
+    with EmbeddingStore(query) as store:
+        pages = store.token_pages()
+        assert pages is not None
+        for rows in (np.arange(45), np.arange(3, 17), np.array([0, 1, 2, 9, 10, 44]), np.array([30, 2, 2, 7])):
+            got = np.empty((len(rows), T, D), np.float16)
+            for a, piece in pages.views(rows):
+                got[a : a + len(piece)] = piece
+            pages.prefetch(rows)
+            pages.release(rows)  # unmapped from the process, never changed
+            assert np.array_equal(got.view(np.uint16), store.read(rows, tokens=True, dtype=np.float16).view(np.uint16))
+        assert len(pages.runs(np.array([0, 1, 2, 9, 10, 44]))) >= 3  # one view per run of bytes
+
+
+@pytest.mark.parametrize("layout", [{"compression": "gzip"}, {"chunks": (2, T, D)}, {"dtype": ">f2"}])
+def test_other_token_layouts_give_no_pages(tmp_path: Path, layout: dict) -> None:
+    with h5py.File(tmp_path / "x.h5", "w") as h5:
+        data = h5.create_dataset("tokens", data=np.ones((4, T, D)), **{"dtype": "<f2", "chunks": (1, T, D), **layout})
+        assert TokenPages.of(h5, data) is None

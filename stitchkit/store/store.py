@@ -21,6 +21,7 @@ from ..fileio import atomic_output
 from ..provenance import code_provenance
 from . import format as fmt
 from .checks import require_finite
+from .pages import TokenPages, token_pages
 from .rows import read_rows
 
 STR = h5py.string_dtype("utf-8")
@@ -228,6 +229,7 @@ class EmbeddingStore:
         self._index: IdIndex | None = None
         self._columns: dict[str, np.ndarray | None] = {}
         self._codes: dict[str, tuple[np.ndarray, np.ndarray] | None] = {}
+        self._pages: TokenPages | None | bool = False  # False: not looked for yet
 
     def _validate(self, allow_incomplete: bool) -> None:
         h5 = self._h5
@@ -250,6 +252,8 @@ class EmbeddingStore:
 
     # -- context manager -------------------------------------------------------------------
     def close(self) -> None:
+        if self._pages:
+            self._pages.close()
         self._h5.close()
 
     def __enter__(self) -> EmbeddingStore:
@@ -413,6 +417,13 @@ class EmbeddingStore:
         if name not in self._datasets:
             self._datasets[name] = self._h5[name]
         return self._datasets[name]
+
+    def token_pages(self) -> TokenPages | None:
+        """The tokens' rows as views of the file's pages (:mod:`~stitchkit.store.pages`), for a
+        reader that converts them in one pass; None where the layout does not allow it."""
+        if self._pages is False:
+            self._pages = token_pages(self._h5, self._dataset(fmt.TOKENS)) if self.has_tokens else None
+        return self._pages
 
     def read_tokens(self, rows: np.ndarray, dtype: Any = np.float32) -> tuple[np.ndarray, np.ndarray]:
         """Tokens (len(rows), T, D) as ``dtype`` (float16 is as stored) and their mask, rows in

@@ -4,15 +4,18 @@
 :class:`QueryBlock`); :class:`QueryLabels` gives each block's labels and their codes into the
 prompts' :class:`~stitchkit.zeroshot.metrics.LabelTable`, which the metrics' columns use.
 
-Tokens that go straight to a head (no map, no pooling) are read as stored, float16, one block
-ahead in a thread (:func:`read_ahead`) while the head scores the block before; the scoring
-thread converts them (:class:`Float32Tokens`) into one float32 buffer it reuses, so the head
-gets exactly the float32 tokens it always got (float16 → float32 is exact). Measured in
-docs/speed.md ("Head scoring with tokens, read ahead").
+Tokens that go straight to a head (no map, no pooling) are handed over as stored, float16, and
+the scoring thread converts them (:class:`Float32Tokens`) into one float32 buffer it reuses, so
+the head gets exactly the float32 tokens it always got (float16 → float32 is exact). Where the
+store's layout allows it they are views of the file's pages (:class:`PagedTokens`, read by that
+one conversion, the next block's pages asked for while this one is scored); otherwise they are
+read by h5py one block ahead in a thread (:func:`read_ahead`). Measured in docs/speed.md ("Head
+scoring with tokens").
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +25,7 @@ import numpy as np
 
 from ..store import format as fmt
 from ..store import require_finite
+from ..store.pages import TokenPages
 from ..store.pooling import group_blocks, group_rows, pool_views
 from .classify_plan import ClassifyPlan
 from .metrics import LabelTable
@@ -68,6 +72,19 @@ class QueryLabels:
 
 
 @dataclass
+class PagedTokens:
+    """A block's float16 tokens left in the store file's pages until :class:`Float32Tokens`
+    converts them (then their pages are released)."""
+
+    pages: TokenPages
+    rows: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (len(self.rows), *self.pages.row_shape)
+
+
+@dataclass
 class QueryBlock:
     """One block of queries as the scorer sees them (mapped, pooled) and the file names them."""
 
@@ -75,7 +92,7 @@ class QueryBlock:
     labels: np.ndarray | None
     codes: np.ndarray | None  # label codes into QueryLabels.table; None without labels
     glob: np.ndarray  # (n, D) global vectors in the scorer's image space
-    tokens: np.ndarray | None  # (n, T, D) when the head scores image tokens
+    tokens: np.ndarray | PagedTokens | None  # (n, T, D) when the head scores image tokens
     mask: np.ndarray | None
     groups: np.ndarray | None = None  # each sample's group (patient, study): what the bootstrap draws
 
@@ -93,10 +110,18 @@ def read_blocks(plan: ClassifyPlan, rows: np.ndarray, labels: QueryLabels) -> It
     store, mapper = plan.store, plan.mapper
     with_tokens = plan.scorer.uses_image_tokens
     token_dtype = np.float16 if tokens_as_stored(plan) else np.float32
-    for block, members, group_keys in group_blocks(store, rows, plan.pool_by, plan.chunk_size):
+    pages = token_pages(plan)
+    planned = group_blocks(store, rows, plan.pool_by, plan.chunk_size)
+    following = next(planned, None)
+    while following is not None:
+        (block, members, group_keys), following = following, next(planned, None)
         glob = store.read(block)
         tok = mask = None
-        if with_tokens:
+        if pages is not None:
+            tok, mask = PagedTokens(pages, block), store.token_mask(block)
+            if following is not None:
+                pages.prefetch(following[0])
+        elif with_tokens:
             tok, mask = store.read_tokens(block, dtype=token_dtype)
         # A row sum is NaN or Inf where any entry is: one read of the block and (n,) values,
         # where an element-wise check writes (n, D); the message comes from the full check.
@@ -127,6 +152,20 @@ def tokens_as_stored(plan: ClassifyPlan) -> bool:
             and plan.pool_by is None and bool(getattr(plan.store, "has_tokens", False)))
 
 
+def token_pages(plan: ClassifyPlan) -> TokenPages | None:
+    """The store's token pages where the tokens go to a head as stored, else None."""
+    if not tokens_as_stored(plan) or not hasattr(plan.store, "token_pages"):
+        return None
+    return plan.store.token_pages()
+
+
+def reads_ahead(plan: ClassifyPlan) -> bool:
+    """Whether :func:`read_blocks` is worth running a block ahead in a thread: h5py reads of
+    tokens as stored overlap the head's forward; views of the file's pages cost nothing to hand
+    over (their pages are asked for a block ahead instead)."""
+    return tokens_as_stored(plan) and token_pages(plan) is None
+
+
 @contextmanager
 def read_ahead(blocks: Iterator[QueryBlock], ahead: bool) -> Iterator[Iterator[QueryBlock]]:
     """``blocks``, read one block ahead in a ``stitch-loader`` thread where ``ahead`` (the
@@ -153,14 +192,32 @@ class Float32Tokens:
     def __init__(self) -> None:
         self._buffer: Any = None  # a torch tensor (torch is loaded: a head scores these tokens)
 
-    def __call__(self, tokens: np.ndarray | None) -> np.ndarray | None:
+    def __call__(self, tokens: np.ndarray | PagedTokens | None) -> np.ndarray | None:
+        if isinstance(tokens, PagedTokens):
+            return self._from_pages(tokens)
         if tokens is None or tokens.dtype != np.float16:
             return tokens
         import torch
 
-        buf = self._buffer
-        if buf is None or buf.shape[1:] != tokens.shape[1:] or buf.shape[0] < len(tokens):
-            buf = self._buffer = torch.empty(tokens.shape, dtype=torch.float32)
-        out = buf[: len(tokens)]
+        out = self._out(tokens.shape)
         out.copy_(torch.from_numpy(np.ascontiguousarray(tokens)))
+        return out.numpy()
+
+    def _out(self, shape: tuple[int, ...]) -> Any:
+        import torch
+
+        buf = self._buffer
+        if buf is None or buf.shape[1:] != shape[1:] or buf.shape[0] < shape[0]:
+            buf = self._buffer = torch.empty(shape, dtype=torch.float32)
+        return buf[: shape[0]]
+
+    def _from_pages(self, tokens: PagedTokens) -> np.ndarray:
+        import torch
+
+        out = self._out(tokens.shape)
+        with warnings.catch_warnings():  # the views are read-only, and only read here
+            warnings.simplefilter("ignore", UserWarning)
+            for a, piece in tokens.pages.views(tokens.rows):
+                out[a : a + len(piece)].copy_(torch.from_numpy(piece))
+        tokens.pages.release(tokens.rows)
         return out.numpy()

@@ -55,6 +55,7 @@ from typing import Any
 
 import numpy as np
 
+from ..devices import keep_freed_heap
 from ..errors import UsageError, closest
 from ..fitted_on import overlap_summary, record_overlap
 from ..store import EmbeddingStore
@@ -68,6 +69,7 @@ from .query_blocks import (
     n_outputs,
     read_ahead,
     read_blocks,
+    reads_ahead,
     tokens_as_stored,
 )
 from .score_writer import ScoreSpill, ScoreWriter
@@ -135,7 +137,7 @@ def adjust_prior(plan: ClassifyPlan, prior: str, blocks: Callable[[], Iterator[Q
     if prior == "mixture" and (prompts.mode != "multiclass" or len(prompts.names) != 2):
         raise UsageError("--prior mixture calibrates two classes: use it with two multi-class classes")
     as_float32 = Float32Tokens()
-    with read_ahead(blocks(), tokens_as_stored(plan)) as ahead:
+    with read_ahead(blocks(), reads_ahead(plan)) as ahead:
         z = np.concatenate([plan.scorer.class_logits(b.glob, as_float32(b.tokens), b.mask) for b in ahead])
     fit = _fit_em_priors if prior == "em" else _fit_mixture
     record, note = fit(plan.scorer, z, prompts.names)
@@ -259,6 +261,8 @@ def classify(query: str | os.PathLike | EmbeddingStore, prompts: PromptSet,
     def blocks() -> Iterator[QueryBlock]:
         return read_blocks(plan, rows, labels)
 
+    if tokens_as_stored(plan):
+        keep_freed_heap()  # a head's per-block intermediates are reused, not page-faulted in anew
     adjust_prior(plan, options.prior, blocks)
     if options.progress:
         options.progress(0, n_total)
@@ -268,7 +272,7 @@ def classify(query: str | os.PathLike | EmbeddingStore, prompts: PromptSet,
     sinks = ScoreSinks(writer, spill, labels.table, prompts.mode, options.progress, n_total)
     try:
         with writer if writer is not None else nullcontext(), \
-                read_ahead(blocks(), tokens_as_stored(plan)) as ahead:
+                read_ahead(blocks(), reads_ahead(plan)) as ahead:
             n_done = score_blocks(plan.scorer, ahead, sinks)
         seconds = time.perf_counter() - t0
         metrics = spilled_metrics(plan, spill, n_done, options, sinks.sample_groups())
