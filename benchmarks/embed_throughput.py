@@ -183,8 +183,9 @@ def webdataset_pipeline(encoder: Any, tars: list[Path], batch_size: int, workers
 
 
 def ready_batches(encoder: Any, items: list[Item], batch_size: int) -> list[torch.Tensor]:
+    """Batches as the model takes them (8-bit pixels already normalised): the bare forward's input."""
     prepared = [encoder.prepare(load_sample(it, "image")[0]) for it in items]
-    return [encoder.collate(b) for b in batched(prepared, batch_size)]
+    return [encoder.normalise(encoder.collate(b)) for b in batched(prepared, batch_size)]
 
 
 def forward_rate(fn: Callable[[torch.Tensor], Any], batches: list[torch.Tensor]) -> tuple[float, np.ndarray]:

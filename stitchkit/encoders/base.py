@@ -110,6 +110,12 @@ class Encoder(ABC):
     def prepare(self, item: Any) -> Any:
         return item
 
+    def normalise(self, batch: Any, *, reuse: bool = False) -> Any:
+        """A collated batch as the forward takes it: ``encode`` begins with this (8-bit pixels
+        become the model's float input, :mod:`~stitchkit.encoders.pixels`; ``reuse``: into a
+        buffer valid until the next such call); as it is by default."""
+        return batch
+
     def collate(self, items: Sequence[Any]) -> Any:
         if self.modality == "image":
             return torch.stack(list(items))

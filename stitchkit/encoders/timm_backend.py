@@ -11,6 +11,7 @@ from ..errors import ModelError
 from .base import EncodeOutput, Encoder, ModelSpec, with_patch_tokens
 from .cards import MODELS
 from .onnx_runtime import OnnxRuntimeMixin
+from .pixels import EightBitPixels
 from .registry import offline_hint
 from .specs import Choice, Integer, Number, Numbers, Option, Text
 from .weights import load_into
@@ -106,6 +107,7 @@ class TimmEncoder(OnnxRuntimeMixin, Encoder):
         self._cfg = cfg
         self._mode = "L" if cfg["input_size"][0] == 1 else "RGB"
         self._transform = timm.data.create_transform(**cfg, is_training=False)
+        self._pixels = EightBitPixels.split(self._transform)  # None: prepare gives float32
 
     @property
     def dim(self) -> int:
@@ -118,7 +120,18 @@ class TimmEncoder(OnnxRuntimeMixin, Encoder):
         return {"mode": self._mode, **{k: list(v) if isinstance(v, tuple) else v for k, v in self._cfg.items()}}
 
     def prepare(self, item: Any) -> torch.Tensor:
-        return self._transform(item.convert(self._mode))
+        """8-bit (C, H, W) pixels where the transform ends in ToTensor + Normalize (``encode``
+        normalises them: :mod:`~stitchkit.encoders.pixels`), else the transform's float32."""
+        image = item.convert(self._mode)
+        return self._pixels.prepare(image) if self._pixels else self._transform(image)
+
+    def normalise(self, batch: torch.Tensor, *, reuse: bool = False) -> torch.Tensor:
+        return self._pixels.normalise(batch, reuse=reuse) if self._pixels else batch
+
+    def _model_input(self, batch: torch.Tensor) -> torch.Tensor:
+        # 8-bit pixels cross to a GPU; the normalised copy is done with once the forward has run
+        x = self.normalise(batch.to(self.device, non_blocking=True), reuse=True)
+        return x.to(self.dtype, memory_format=torch.channels_last)
 
     def onnx_input_size(self) -> tuple[int, int, int]:
         return tuple(self._cfg["input_size"])
@@ -132,14 +145,14 @@ class TimmEncoder(OnnxRuntimeMixin, Encoder):
     def imagenet_logits(self, batch: torch.Tensor) -> torch.Tensor | None:
         if self._imagenet_head is None:
             return None
-        x = batch.to(self.device, self.dtype, memory_format=torch.channels_last)
+        x = self._model_input(batch)
         head = self._imagenet_head.to(device=self.device, dtype=self.dtype)
         return head(self.model(x)).float()
 
     def encode(self, batch: torch.Tensor, *, tokens: bool = False) -> EncodeOutput:
         if self.runtime == "onnx":
-            return self.onnx_encode(batch, tokens)
-        x = batch.to(self.device, self.dtype, non_blocking=True, memory_format=torch.channels_last)
+            return self.onnx_encode(self.normalise(batch, reuse=True), tokens)
+        x = self._model_input(batch)
         if not tokens:
             return EncodeOutput(self.model(x).float())
         feats = self.model.forward_features(x)

@@ -38,7 +38,7 @@ class InputOptions:
     label_from: str | None = None  # WebDataset: cls | txt | json:FIELD
 
 
-@dataclass
+@dataclass(slots=True)
 class Item:
     id: str
     path: Path | None = None  # the image file, or the tar / Arrow / Parquet file holding it

@@ -67,9 +67,9 @@ def write_part(path: Path, positions: Sequence[int], rows: PartRows | None,
         h5.attrs["format"], h5.attrs["format_version"] = PARTS.encoding_type, PARTS.version
         h5["positions"] = np.asarray(positions, dtype=np.int64)
         if rows is not None:
-            h5["embeddings"] = rows.embeddings.astype(np.float32)
+            h5["embeddings"] = rows.embeddings.astype(np.float32, copy=False)
             if rows.tokens is not None:
-                h5["tokens"] = rows.tokens.astype(np.float16)
+                h5["tokens"] = rows.tokens.astype(np.float16, copy=False)
                 h5["tokens_mask"] = rows.tokens_mask.astype(bool)
                 for key in ("token_grid", "model_token_grid"):
                     if getattr(rows, key) is not None:
