@@ -170,7 +170,7 @@ piped = s["samples"] / s["seconds"]
 enc = load_encoder(spec, device=device, runtime=runtime_asked)
 if enc.runtime != "torch":
     sys.exit(f"load_encoder gave the runtime {enc.runtime}: expected torch")
-x = torch.stack([enc.prepare(load_image(image))] * batch).to(device)  # decoded once, on the device
+x = enc.normalise(torch.stack([enc.prepare(load_image(image))] * batch).to(device))  # decoded once: the model input, on the device
 sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 with torch.inference_mode():
     for _ in range(warm):

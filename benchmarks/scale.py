@@ -124,7 +124,8 @@ def main() -> None:
         print(f"  {label:<15} {1e3 * costs[name][0]:>8.2f} {1e3 * costs[name][1]:>8.2f}")
     cpu = {k: v[1] for k, v in costs.items()}  # the model below uses CPU seconds per image
     jpeg = statistics.mean(os.path.getsize(it.path) for it in items[: args.cost_n])
-    tensor = encoder.prepare(load_image(items[0].path)).numel() * 4  # float32 bytes on the wire
+    prepared = encoder.prepare(load_image(items[0].path))
+    tensor = prepared.numel() * prepared.element_size()  # bytes on the wire (8-bit pixels for timm models)
     print(f"  CPU ratios: decode / forward = {cpu['decode'] / cpu['forward1']:.1%}, write / forward = "
           f"{cpu['write'] / cpu['forward1']:.2%}; JPEG {jpeg / 1e3:.0f} kB, decoded tensor {tensor / 1e3:.0f} kB")
 
