@@ -430,3 +430,26 @@ def test_decode_workers_give_bit_for_bit_what_the_main_process_gives(tmp_path: P
         assert len(a) == 6 and list(a.ids) == list(b.ids) and a.failed == b.failed
         assert np.array_equal(a.read(rows), b.read(rows))
         np.testing.assert_array_equal(a.read_tokens(rows)[0], b.read_tokens(rows)[0])
+
+
+@pytest.mark.parametrize("model", ["lite0", "lite2"])  # lite2: a 224 -> 260 upscale before the crop
+def test_eight_bit_pixels_are_the_transform_bit_for_bit(data: Path, model: str) -> None:
+    """Decode workers send uint8 pixels and `encode` normalises them (stitchkit.encoders.pixels):
+    the model's input is bit for bit what timm's whole transform gives, so its output is too."""
+    import torch
+
+    from stitchkit.encoders import load_encoder
+    from stitchkit.inputs.pixels import load_image
+
+    encoder = load_encoder(model, runtime="torch")
+    files = sorted((data / "kermany-pneumonia-224" / "test" / "PNEUMONIA").iterdir())[:3]
+    images = [load_image(f) for f in files]
+    images += [images[0].convert("L").resize((301, 257)), images[1].crop((10, 0, 200, 224))]  # grey, not square
+    prepared = [encoder.prepare(im) for im in images]
+    assert all(p.dtype == torch.uint8 for p in prepared)
+    batch = encoder.collate(prepared)
+    whole = torch.stack([encoder._transform(im.convert("RGB")) for im in images])
+    assert torch.equal(encoder.normalise(batch), whole)
+    with torch.inference_mode():
+        assert torch.equal(encoder.encode(batch).embeddings, encoder.encode(whole).embeddings)
+    assert encoder.normalise(whole) is whole  # float batches pass as they are
