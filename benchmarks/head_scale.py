@@ -35,6 +35,8 @@ verdicts are the ``ratio:`` lines (streaming / in memory, after / before, scorin
         --compare-size 400 --score-rows 500 1000 --dir /tmp/hs-tiny   # a small run (a few minutes)
     python benchmarks/head_scale.py --sizes 50000 --no-train --ratio-size 0 --compare-size 0 \
         --score-rows 50000 --dir /tmp/hs50k                # head scoring alone (12 GB of stores)
+    python benchmarks/head_scale.py --sizes 50000 --no-train --ratio-size 0 --compare-size 0 \
+        --score-rows 50000 --image-tokens 16 --dir /tmp/hs50k  # rows of 16 tokens (--token-grid 4x4)
     python benchmarks/head_scale.py --smoke               # 64 pairs, a step of 32, temporary (seconds)
 """
 
@@ -87,7 +89,7 @@ def write_pair_stores(folder: Path, n: int, seed: int = 0) -> tuple[Path, Path]:
     from stitchkit.store import StoreWriter
     from stitchkit.store.store import base_attrs
 
-    img, txt = folder / f"img-{n}.h5", folder / f"txt-{n}.h5"
+    img, txt = pair_paths(folder, n)
     if store_ok(img, n, (T_IMG, D_IMG)) and store_ok(txt, n, (T_TXT, D_TXT)):
         return img, txt
     folder.mkdir(parents=True, exist_ok=True)
@@ -113,6 +115,15 @@ def write_pair_stores(folder: Path, n: int, seed: int = 0) -> tuple[Path, Path]:
     return img, txt
 
 
+def tokens_suffix() -> str:
+    """Stores and heads with another token count than Lite2's 81 (--image-tokens) are named apart."""
+    return "" if T_IMG == 81 else f"-t{T_IMG}"
+
+
+def pair_paths(folder: Path, n: int) -> tuple[Path, Path]:
+    return folder / f"img-{n}{tokens_suffix()}.h5", folder / f"txt-{n}{tokens_suffix()}.h5"
+
+
 # -- child processes ---------------------------------------------------------------------------
 def child(task: str, **kw: Any) -> dict[str, Any]:
     """Run ``task`` in a fresh interpreter; its last stdout line is its JSON result."""
@@ -120,7 +131,8 @@ def child(task: str, **kw: Any) -> dict[str, Any]:
 
 
 def worker(spec: dict[str, Any]) -> None:
-    threads, task = spec.pop("threads"), spec.pop("task")
+    global T_IMG
+    threads, task, T_IMG = spec.pop("threads"), spec.pop("task"), spec.pop("image_tokens")
     if task != "make":  # writing the stores needs no torch
         set_threads(threads)
     result = {"make": task_make, "train": task_train, "ratio": task_ratio, "compare": task_compare,
@@ -140,7 +152,7 @@ def trainer_for(folder: str, n: int, batch_size: int, ckpt_dir: Path, device: st
     from stitchkit.head import ComputeOptions, HeadConfig, TrainConfig
     from stitchkit.head.train import Trainer, load_pairs
 
-    img, txt = Path(folder) / f"img-{n}.h5", Path(folder) / f"txt-{n}.h5"
+    img, txt = pair_paths(Path(folder), n)
     cfg = TrainConfig(min_steps=0, head=HeadConfig(), batch_size=batch_size, epochs=1, precision=precision,
                       seed=0)
     t0 = time.perf_counter()
@@ -347,7 +359,7 @@ def score_inputs(folder: Path) -> tuple[Path, Path]:
     from stitchkit.store import StoreWriter
     from stitchkit.store.store import base_attrs
 
-    head, prompts = folder / "score.head", folder / "prompts-14.h5"
+    head, prompts = folder / f"score{tokens_suffix()}.head", folder / "prompts-14.h5"
     if not head.exists():
         torch.manual_seed(0)
         Head(CrossAttentionHead(D_IMG, D_TXT, HeadConfig()), image_space={**IMG, "dim": D_IMG},
@@ -375,7 +387,7 @@ def task_score(folder: str, n_store: int, rows: int, device: str = "cpu") -> dic
 
     work = Path(folder)
     head, prompt_store = score_inputs(work)
-    query = work / f"img-{n_store}.h5"
+    query = pair_paths(work, n_store)[0]
     with EmbeddingStore(query) as s:
         ids = list(s.ids[:rows])
     prompts = from_classes(CXR14, mode="multiclass")
@@ -495,6 +507,8 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--score-rows", type=int, nargs="*", default=[10000, 50000])
     parser.add_argument("--no-validate", action="store_true", help="skip the validation pass per size")
     parser.add_argument("--no-train", action="store_true", help="skip the training runs (e.g. to time scoring alone)")
+    parser.add_argument("--image-tokens", type=int, default=T_IMG,
+                        help="tokens a row (81: Lite2's 9x9; 16: a store embedded with --token-grid 4x4)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     return parse_args(parser, smoke={"sizes": [64], "dir": None, "batch_size": 32, "steps": 1, "warmup": 1,
                                      "ratio_size": 64, "ratio_steps": 1, "compare_size": 64, "repeats": 1,
@@ -510,8 +524,8 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace, folder: Path) -> None:
-    shared = {"folder": str(folder), "threads": args.threads}
-    print_header("head_scale", torch_threads=args.threads, batch=args.batch_size)
+    shared = {"folder": str(folder), "threads": args.threads, "image_tokens": args.image_tokens}
+    print_header("head_scale", torch_threads=args.threads, batch=args.batch_size, image_tokens=args.image_tokens)
     for n in sorted({*args.sizes, *(s for s in (args.ratio_size, args.compare_size) if s)}):
         made = child("make", n=n, **shared)
         print(f"stores of {n:,} pairs: {made['bytes'] / 1e9:.1f} GB on disk ({made['seconds']:.0f} s to write or check)")
