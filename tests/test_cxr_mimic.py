@@ -282,3 +282,19 @@ def test_embed_writes_labels_groups_texts_and_extras(data: Path, tmp_path: Path)
     assert rows == {i["dicom"]: (expected(i["values"])[0], i["subject"], i["view"], f"s{i['study']}", i["split"])
                     for i in chosen}
     assert texts == {i["dicom"]: i["texts"]["report"] if i["texts"] else "" for i in chosen}
+
+
+def test_a_split_file_in_another_order_gives_the_same_splits(tree: tuple[Path, list[dict]], tmp_path: Path) -> None:
+    """The split file is read in step with the metadata (its order); a file in any other order,
+    or missing an image, falls back to a lookup of the whole file: the same splits either way."""
+    root, images = tree
+    moved = tmp_path / "2.0.0"
+    shutil.copytree(root, moved, ignore=shutil.ignore_patterns("mimic-cxr-reports"))
+    rows = [[i["dicom"], i["study"], i["subject"], i["split"]] for i in images]
+    with gzip.open(moved / FILES[2], "wt", newline="") as fh:
+        csv.writer(fh).writerows([["dicom_id", "study_id", "subject_id", "split"], *rows[::-1][:-1]])
+    first = images[0]["dicom"]  # the row left out: no split
+    splits = {it.id: it.extra["split"] for it in read_inputs(f"mimic:{moved}?views=all").items}
+    in_step = {it.id: it.extra["split"] for it in read_inputs(f"mimic:{root}?views=all").items}
+    assert set(splits) == set(in_step)
+    assert splits == {k: ("" if k == first else v) for k, v in in_step.items()}

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import sys
 from pathlib import Path
 
 import h5py
@@ -97,7 +98,8 @@ class TokenPages:
 
 
 def token_pages(h5: h5py.File, data: h5py.Dataset) -> TokenPages | None:
-    """:meth:`TokenPages.of`, or None on any platform without ``mmap.madvise``."""
-    if not hasattr(mmap.mmap, "madvise") or os.name != "posix":
+    """:meth:`TokenPages.of`, or None on any platform without ``mmap.madvise`` or whose floats are
+    not little-endian (the views are the file's bytes as they are)."""
+    if not hasattr(mmap.mmap, "madvise") or os.name != "posix" or sys.byteorder != "little":
         return None
     return TokenPages.of(h5, data)

@@ -200,6 +200,12 @@ def child(folder: Path, name: str) -> Path:
     return make(name)
 
 
+def child_of(folder: Path) -> Callable[[str], Path]:
+    """:func:`child` with ``folder`` bound, looked up once (a study's images, one after another):
+    for names without ``/`` only (a ``.jpg`` name built from an id)."""
+    return getattr(folder, "_make_child_relpath", folder.__truediv__)
+
+
 def need(root: Path, name: str, dataset: CxrDataset, hint: str = "") -> Path:
     """``root/name``, or one line naming the missing file of the layout."""
     path = root / name

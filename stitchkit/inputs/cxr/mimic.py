@@ -51,6 +51,7 @@ from .layout import (
     DatasetOptions,
     check_columns,
     child,
+    child_of,
     keeps,
     need,
     paused_gc,
@@ -94,7 +95,32 @@ def official_split(path: Path | None) -> dict[str, str]:
     return {row[at]: names.setdefault(row[to], row[to]) for row in rows}
 
 
-def images(root: Path, metadata: Path, labels: dict[str, tuple[str, str]], split: dict[str, str],
+class SplitInOrder:
+    """dicom_id -> train | validate | test, read beside the metadata: the split file lists the
+    images in the metadata's order, so each image's split is the split file's next row, with no
+    dict of all 377,110 ids. A row out of that order (or a file without that order) switches to
+    :func:`official_split`'s dict of the whole file, read again; empty without the split file."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path, self.table = path, None if path is not None else {}
+        self.rows = read_table(path) if path is not None else iter(())
+        header = next(self.rows, [])
+        if path is not None:
+            check_columns(path, header, ("dicom_id", "split"))
+            self.at, self.to = header.index("dicom_id"), header.index("split")
+        self.names: dict[str, str] = {}  # one string per split name, not one per row
+
+    def __call__(self, dicom: str) -> str:
+        """The split of the metadata's next image, ``dicom``."""
+        if self.table is None:
+            row = next(self.rows, None)
+            if row is not None and len(row) > self.at and row[self.at] == dicom:
+                return self.names.setdefault(row[self.to], row[self.to])
+            self.table = official_split(self.path)
+        return self.table.get(dicom, "")
+
+
+def images(root: Path, metadata: Path, labels: dict[str, tuple[str, str]], split: Callable[[str], str],
            kept: Callable[[str, str], bool]) -> list[Item]:
     """One record per metadata row whose study is labelled and whose view and split are ``kept``
     (`layout.keeps`), its JPEG path computed from the ids: each study's folder is built once,
@@ -108,7 +134,7 @@ def images(root: Path, metadata: Path, labels: dict[str, tuple[str, str]], split
     files, items = root / "files", []
     # The previous row's study_id, subject_id, labels, name (s50414267) and folder: the metadata
     # lists a study's images together, so each study is looked up and its folder built once.
-    study_of: tuple = (None, None, None, "", files)
+    study_of: tuple = (None, None, None, "", files, files.__truediv__)
     for row in rows:
         dicom, subject, study, position = fields(row)
         if study != study_of[0] or subject != study_of[1]:
@@ -118,18 +144,19 @@ def images(root: Path, metadata: Path, labels: dict[str, tuple[str, str]], split
                 parent = subjects.get(subject) or subjects.setdefault(
                     subject, child(child(files, f"p{subject[:2]}"), f"p{subject}"))
                 folder = child(parent, f"s{study}")
-            study_of = (study, subject, found, f"s{study}", folder)
-        _, subject, found, name, folder = study_of
+            study_of = (study, subject, found, f"s{study}", folder, child_of(folder))
+        _, subject, found, name, folder, add = study_of
+        where = split(dicom)  # for every row: the split file is read in step with the metadata
         if found is None:
             continue
         view = views.get(position)
         if view is None:
             view = views[position] = view_name(position)
-        where = split.get(dicom, "")
         if not kept(view, where):
             continue
         # `layout.record` spelled out (its columns, in its order): a tenth of the index, 377,110 times
-        items.append(Item(dicom, path=child(folder, f"{dicom}.jpg"), label=found[0], group=subject,
+        items.append(Item(dicom, path=add(f"{dicom}.jpg") if "/" not in dicom else folder / f"{dicom}.jpg",
+                          label=found[0], group=subject,
                           extra={"view": view, "study": name, "split": where, "uncertain": found[1]}))
     return items
 
@@ -220,7 +247,7 @@ def index(root: Path, options: DatasetOptions) -> list[Item]:
              "reads the reports: unpack MIMIC-CXR's mimic-cxr-reports.zip in the folder or beside it, "
              "or give reports=PATH")
     with paused_gc():
-        items = images(root, metadata, study_labels(labels_path, options.uncertain), official_split(split_path),
+        items = images(root, metadata, study_labels(labels_path, options.uncertain), SplitInOrder(split_path),
                        keeps(options))
         return items if folder is None else with_reports(items, folder, options)
 
