@@ -435,8 +435,10 @@ def test_decode_workers_give_bit_for_bit_what_the_main_process_gives(tmp_path: P
 @pytest.mark.parametrize("model", ["lite0", "lite2"])  # lite2: a 224 -> 260 upscale before the crop
 def test_eight_bit_pixels_are_the_transform_bit_for_bit(data: Path, model: str) -> None:
     """Decode workers send uint8 pixels and `encode` normalises them (stitchkit.encoders.pixels):
-    the model's input is bit for bit what timm's whole transform gives, so its output is too."""
+    the model's input is bit for bit what timm's whole transform gives, so its output is too,
+    whether an RGB image's equal channels were resized as one (Kermany's) or not (colour)."""
     import torch
+    from PIL import Image
 
     from stitchkit.encoders import load_encoder
     from stitchkit.inputs.pixels import load_image
@@ -444,7 +446,9 @@ def test_eight_bit_pixels_are_the_transform_bit_for_bit(data: Path, model: str) 
     encoder = load_encoder(model, runtime="torch")
     files = sorted((data / "kermany-pneumonia-224" / "test" / "PNEUMONIA").iterdir())[:3]
     images = [load_image(f) for f in files]
-    images += [images[0].convert("L").resize((301, 257)), images[1].crop((10, 0, 200, 224))]  # grey, not square
+    r, g, b = images[2].split()
+    images += [images[0].convert("L").resize((301, 257)), images[1].crop((10, 0, 200, 224)),  # grey, not square
+               Image.merge("RGB", (r, g.point(lambda v: v // 2), b))]  # colour: three channels resized
     prepared = [encoder.prepare(im) for im in images]
     assert all(p.dtype == torch.uint8 for p in prepared)
     batch = encoder.collate(prepared)

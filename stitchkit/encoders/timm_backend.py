@@ -107,7 +107,7 @@ class TimmEncoder(OnnxRuntimeMixin, Encoder):
         self._cfg = cfg
         self._mode = "L" if cfg["input_size"][0] == 1 else "RGB"
         self._transform = timm.data.create_transform(**cfg, is_training=False)
-        self._pixels = EightBitPixels.split(self._transform)  # None: prepare gives float32
+        self._pixels = EightBitPixels.split(self._transform, tuple(cfg["input_size"][1:]))  # None: float32
 
     @property
     def dim(self) -> int:
